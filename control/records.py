@@ -1,0 +1,45 @@
+"""What the control plane keeps in the StateStore: kinds, keys and document shapes.
+
+Documents are stored in their NVCF wire form (camelCase, null fields left out) so
+that the API returns them with little translation. Observed facts (instances,
+scale decisions) live in their own kinds, written by the reconciler/autoscaler, so
+that user writes and system writes never fight over one document.
+
+kind            key                              value
+--------------  -------------------------------  ---------------------------------------------
+functions       {functionId}/{versionId}          Function object (spec 4.3) without
+                                                  activeInstances; `status` is the lifecycle state
+deployments     {functionId}/{versionId}          Deployment object (spec 4.4) without
+                                                  functionStatus; specs carry gpuSpecificationId;
+                                                  "graceful": bool while an undeploy drains
+secrets         {functionId}/{versionId}          {"secrets": {name: value}}  (values never returned)
+instances       {versionId}/{instanceId}          Instance object (spec 4.3 activeInstances item)
+                                                  plus "host", "port", "gpuSpecificationId"
+scale           {versionId}/{gpuSpecificationId}  {"replicas": n, "reason": str, "at": iso8601}
+                                                  the autoscaler's decision within [min, max]
+keys            {keyId}                           {"keyId", "digest" (sha256 hex of the key),
+                                                  "description", "scopes": [...], "functionIds":
+                                                  [...] | absent (all), "expiresAt": iso8601 |
+                                                  absent, "createdAt", "ncaId"}
+"""
+
+from __future__ import annotations
+
+FUNCTIONS = "functions"
+DEPLOYMENTS = "deployments"
+SECRETS = "secrets"
+INSTANCES = "instances"
+SCALE = "scale"
+KEYS = "keys"
+
+
+def version_key(function_id: str, version_id: str) -> str:
+    return f"{function_id}/{version_id}"
+
+
+def instance_key(version_id: str, instance_id: str) -> str:
+    return f"{version_id}/{instance_id}"
+
+
+def scale_key(version_id: str, gpu_spec_id: str) -> str:
+    return f"{version_id}/{gpu_spec_id}"

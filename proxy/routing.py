@@ -1,0 +1,232 @@
+"""The routing snapshot: everything the gateway needs to serve a request, immutable.
+
+The control plane builds a RoutingTable (functions, versions, ready endpoints, API
+key grants) and publishes it; each gateway process holds the newest one in a
+SnapshotHolder and reads it with a plain attribute access. Nothing here does I/O.
+
+The other direction, gateway -> control plane, is a LoadReport: per-version queue
+depth, in-flight and busy slot-seconds, cold-start demand and queued request ids,
+which the autoscaler and the queue endpoints read. It is sent out of band on a
+timer, never from the request path.
+
+Both travel as JSON (orjson) when gateway and control plane are separate processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import orjson
+
+HTTP1 = "http1"
+H2C = "h2c"
+
+INVOKABLE_STATES = frozenset({"ACTIVE", "DEGRADING"})
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One ready instance. `id` is stable for the instance's life and keys live counters."""
+
+    id: str
+    host: str
+    port: int
+    protocol: str = HTTP1  # HTTP1 for HTTP functions, H2C for gRPC functions
+    draining: bool = False  # graceful undeploy: finish in-flight work, take no new requests
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRoute:
+    function_id: str
+    version_id: str
+    name: str
+    status: str  # lifecycle state (control.states.State value)
+    nca_id: str = "fngate"
+    inference_url: str = "/"
+    inference_port: int = 8000
+    grpc: bool = False  # the function is a gRPC function (inferenceUrl "/grpc")
+    max_concurrency: int = 1  # per instance (maxRequestConcurrency)
+    queue_limit: int = 100_000  # bounded per-version FIFO
+    instance_type: str = ""
+    gpu: str = ""
+    backend: str = ""
+    region: str = "local"
+    env: str = "fngate"
+    endpoints: tuple[Endpoint, ...] = ()
+
+    @property
+    def invokable(self) -> bool:
+        return self.status in INVOKABLE_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class KeyGrant:
+    """What one API key may do. Looked up by the sha256 hex digest of the key."""
+
+    key_id: str
+    scopes: frozenset[str]
+    function_ids: frozenset[str] | None = None  # None: every function
+    expires_at: float | None = None  # unix seconds
+    nca_id: str = "fngate"
+    subject: str = ""
+
+    def allows(self, scope: str, function_id: str | None, now: float) -> bool:
+        if self.expires_at is not None and now >= self.expires_at:
+            return False
+        if scope not in self.scopes:
+            return False
+        return function_id is None or self.function_ids is None or function_id in self.function_ids
+
+
+def key_digest(key: str | bytes) -> str:
+    """The form in which keys are stored and published: never the key itself."""
+    return hashlib.sha256(key.encode() if isinstance(key, str) else key).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    version: int
+    # function id -> version id -> route, for every known version in any state
+    functions: Mapping[str, Mapping[str, VersionRoute]] = field(default_factory=dict)
+    keys: Mapping[str, KeyGrant] = field(default_factory=dict)  # key digest -> grant
+    # function id -> the invokable versions (ACTIVE/DEGRADING); derived in build()
+    invokable: Mapping[str, tuple[VersionRoute, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, version: int, routes: list[VersionRoute], keys: list[tuple[str, KeyGrant]]) -> "RoutingTable":
+        functions: dict[str, dict[str, VersionRoute]] = {}
+        for r in routes:
+            functions.setdefault(r.function_id, {})[r.version_id] = r
+        invokable = {
+            fid: tuple(r for r in versions.values() if r.invokable) for fid, versions in functions.items()
+        }
+        return cls(version, functions, dict(keys), invokable)
+
+    # -- wire form ---------------------------------------------------------------------
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "version": self.version,
+                "routes": [_route_to_dict(r) for versions in self.functions.values() for r in versions.values()],
+                "keys": [[digest, _grant_to_dict(g)] for digest, g in self.keys.items()],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> "RoutingTable":
+        doc = orjson.loads(data)
+        routes = [_route_from_dict(d) for d in doc["routes"]]
+        keys = [(digest, _grant_from_dict(g)) for digest, g in doc["keys"]]
+        return cls.build(int(doc["version"]), routes, keys)
+
+
+EMPTY_TABLE = RoutingTable(0)
+
+
+def _route_to_dict(r: VersionRoute) -> dict[str, Any]:
+    d = {name: getattr(r, name) for name in VersionRoute.__slots__}  # type: ignore[attr-defined]
+    d["endpoints"] = [[e.id, e.host, e.port, e.protocol, e.draining] for e in r.endpoints]
+    return d
+
+
+def _route_from_dict(d: dict[str, Any]) -> VersionRoute:
+    d = dict(d)
+    d["endpoints"] = tuple(Endpoint(*e) for e in d.get("endpoints", ()))
+    return VersionRoute(**d)
+
+
+def _grant_to_dict(g: KeyGrant) -> dict[str, Any]:
+    return {
+        "key_id": g.key_id,
+        "scopes": sorted(g.scopes),
+        "function_ids": None if g.function_ids is None else sorted(g.function_ids),
+        "expires_at": g.expires_at,
+        "nca_id": g.nca_id,
+        "subject": g.subject,
+    }
+
+
+def _grant_from_dict(d: dict[str, Any]) -> KeyGrant:
+    fids = d.get("function_ids")
+    return KeyGrant(
+        key_id=d["key_id"],
+        scopes=frozenset(d["scopes"]),
+        function_ids=None if fids is None else frozenset(fids),
+        expires_at=d.get("expires_at"),
+        nca_id=d.get("nca_id", "fngate"),
+        subject=d.get("subject", ""),
+    )
+
+
+class SnapshotHolder:
+    """Holds the newest RoutingTable. One writer (the source task), many readers.
+
+    Readers use `holder.table` directly: replacing a reference is atomic on one event
+    loop, so there is no lock. `publish` ignores anything not newer than what it has.
+    """
+
+    __slots__ = ("table", "_newer")
+
+    def __init__(self, table: RoutingTable = EMPTY_TABLE) -> None:
+        self.table = table
+        self._newer: asyncio.Event | None = None
+
+    def publish(self, table: RoutingTable) -> bool:
+        if table.version <= self.table.version:
+            return False
+        self.table = table
+        if self._newer is not None:
+            self._newer.set()
+            self._newer = None
+        return True
+
+    async def wait_newer_than(self, version: int, timeout: float | None) -> RoutingTable:
+        """Wait until a table newer than `version` is published (or the timeout passes);
+        returns the current table either way."""
+        if self.table.version > version:
+            return self.table
+        if self._newer is None:
+            self._newer = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._newer.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        return self.table
+
+
+# -- gateway -> control plane -------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class VersionLoad:
+    queue_depth: int = 0  # requests waiting for a slot right now
+    in_flight: int = 0  # requests holding an instance slot right now
+    busy_seconds: float = 0.0  # cumulative slot-seconds held (a counter)
+    requests: int = 0  # cumulative requests that reached an instance (a counter)
+    cold_waiting: int = 0  # requests waiting because no instance is ready
+    last_request_at: float = 0.0  # unix seconds of the newest invocation
+    queued_ids: list[str] = field(default_factory=list)  # oldest first, at most 1000
+
+
+@dataclass(slots=True)
+class LoadReport:
+    gateway_id: str  # one per gateway process
+    at: float  # unix seconds when taken
+    versions: dict[str, VersionLoad] = field(default_factory=dict)  # version id -> load
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "gateway_id": self.gateway_id,
+                "at": self.at,
+                "versions": {vid: {n: getattr(v, n) for n in VersionLoad.__slots__} for vid, v in self.versions.items()},  # type: ignore[attr-defined]
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> "LoadReport":
+        doc = orjson.loads(data)
+        return cls(doc["gateway_id"], doc["at"], {vid: VersionLoad(**v) for vid, v in doc["versions"].items()})

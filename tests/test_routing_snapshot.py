@@ -1,0 +1,57 @@
+"""The routing snapshot: build, wire round-trip, holder semantics, key grants."""
+
+import asyncio
+
+from proxy.routing import (
+    EMPTY_TABLE, Endpoint, KeyGrant, LoadReport, RoutingTable, SnapshotHolder, VersionLoad, VersionRoute, key_digest,
+)
+
+
+def _table(version=1):
+    routes = [
+        VersionRoute("f1", "v1", "echo", "ACTIVE", endpoints=(Endpoint("i1", "127.0.0.1", 9001),), max_concurrency=4),
+        VersionRoute("f1", "v2", "echo", "DEGRADED"),
+        VersionRoute("f2", "v3", "grpc", "DEGRADING", grpc=True, endpoints=(Endpoint("i2", "127.0.0.1", 9002, "h2c"),)),
+    ]
+    keys = [(key_digest("nvapi-abc"), KeyGrant("k1", frozenset({"invoke_function"}), frozenset({"f1"}), None))]
+    return RoutingTable.build(version, routes, keys)
+
+
+def test_invokable_versions_are_active_or_degrading():
+    t = _table()
+    assert [r.version_id for r in t.invokable["f1"]] == ["v1"]
+    assert [r.version_id for r in t.invokable["f2"]] == ["v3"]
+    assert set(t.functions["f1"]) == {"v1", "v2"}
+
+
+def test_json_round_trip_is_lossless():
+    t = _table(7)
+    back = RoutingTable.from_json(t.to_json())
+    assert back == t
+
+
+def test_key_grant_scopes_functions_and_expiry():
+    g = KeyGrant("k", frozenset({"invoke_function"}), frozenset({"f1"}), expires_at=100.0)
+    assert g.allows("invoke_function", "f1", now=50)
+    assert not g.allows("invoke_function", "f2", now=50)
+    assert not g.allows("deploy_function", "f1", now=50)
+    assert not g.allows("invoke_function", "f1", now=100)
+    assert KeyGrant("k", frozenset({"x"})).allows("x", "anything", now=0)
+
+
+async def test_holder_ignores_older_tables_and_wakes_waiters():
+    holder = SnapshotHolder()
+    assert holder.table is EMPTY_TABLE
+    waiter = asyncio.create_task(holder.wait_newer_than(0, timeout=5))
+    await asyncio.sleep(0)
+    assert holder.publish(_table(2))
+    assert (await waiter).version == 2
+    assert not holder.publish(_table(1))
+    assert holder.table.version == 2
+    t = await holder.wait_newer_than(2, timeout=0.01)
+    assert t.version == 2
+
+
+def test_load_report_round_trip():
+    r = LoadReport("gw-1", 12.5, {"v1": VersionLoad(queue_depth=3, in_flight=2, busy_seconds=1.5, queued_ids=["a", "b"])})
+    assert LoadReport.from_json(r.to_json()) == r
