@@ -1,0 +1,61 @@
+"""The control plane's view of gateway load, assembled from LoadReports.
+
+Every gateway process sends a LoadReport on a timer (in-process, over the internal
+HTTP channel, or through Redis). The board keeps the newest report per gateway,
+forgets gateways that went quiet, and answers the questions the queue endpoints
+and the autoscaler ask. Nothing here is on the request path.
+"""
+
+from __future__ import annotations
+
+import time
+
+from proxy.routing import LoadReport, VersionLoad
+
+
+class LoadBoard:
+    def __init__(self, stale_after: float = 10.0, clock=time.time) -> None:
+        self._reports: dict[str, LoadReport] = {}
+        self._stale_after = stale_after
+        self._clock = clock
+
+    def update(self, report: LoadReport) -> None:
+        self._reports[report.gateway_id] = report
+
+    def _live(self) -> list[LoadReport]:
+        cutoff = self._clock() - self._stale_after
+        for gid in [g for g, r in self._reports.items() if r.at < cutoff]:
+            del self._reports[gid]
+        return list(self._reports.values())
+
+    def version_load(self, version_id: str) -> VersionLoad:
+        """The sum over live gateways (counters added, newest request time kept)."""
+        total = VersionLoad()
+        for report in self._live():
+            v = report.versions.get(version_id)
+            if v is None:
+                continue
+            total.queue_depth += v.queue_depth
+            total.in_flight += v.in_flight
+            total.busy_seconds += v.busy_seconds
+            total.requests += v.requests
+            total.cold_waiting += v.cold_waiting
+            total.last_request_at = max(total.last_request_at, v.last_request_at)
+        return total
+
+    def queue_depth(self, version_id: str) -> int:
+        return self.version_load(version_id).queue_depth
+
+    def position(self, request_id: str) -> tuple[str, int] | None:
+        """(version id, 1-based position) of a queued request, or None if no gateway
+        reports it as queued. Positions are per gateway: an estimate, as in NVCF."""
+        for report in self._live():
+            for vid, v in report.versions.items():
+                try:
+                    return vid, v.queued_ids.index(request_id) + 1
+                except ValueError:
+                    continue
+        return None
+
+    def version_ids(self) -> set[str]:
+        return {vid for r in self._live() for vid in r.versions}
