@@ -1,0 +1,54 @@
+"""Readiness probes shared by the backends: HTTP GET, or gRPC health.
+
+A probe answers None when the instance is healthy, or a short reason why not
+(which ends up in logs and, for a startup that never succeeds, in healthInfo).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+
+from .base import HealthCheck
+
+
+async def probe(health: HealthCheck, host: str, port: int) -> str | None:
+    try:
+        if health.protocol.lower() == "grpc":
+            return await asyncio.wait_for(_grpc(host, port, health.timeout_s), health.timeout_s)
+        return await asyncio.wait_for(_http(host, port, health), health.timeout_s)
+    except asyncio.TimeoutError:
+        return f"health check timed out after {health.timeout_s:g}s"
+    except OSError as exc:
+        return f"health check could not connect: {exc.strerror or exc}"
+
+
+async def _http(host: str, port: int, health: HealthCheck) -> str | None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        uri = health.uri if health.uri.startswith("/") else "/" + health.uri
+        writer.write(f"GET {uri} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        line = await reader.readline()
+        parts = line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+            return f"health check got no HTTP response from {uri}"
+        status = int(parts[1])
+        if status != health.expected_status:
+            return f"health check {uri} answered {status}, expected {health.expected_status}"
+        return None
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
+
+
+async def _grpc(host: str, port: int, timeout: float) -> str | None:
+    """grpc.health.v1 Check through engineer D's helper (backends/grpc_health.py)."""
+    try:
+        helper = importlib.import_module("backends.grpc_health")
+    except ImportError:
+        return "gRPC health checks are unavailable (backends.grpc_health is not installed)"
+    return await helper.check_health(host, port, timeout=timeout)

@@ -1,0 +1,36 @@
+"""A tiny stdlib HTTP worker for backend tests: answers /health (with a chosen status)
+and anything else with 200 and its port, so a test can tell instances apart."""
+
+import argparse
+import http.server
+import signal
+import sys
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--health-status", type=int, default=200)
+    args = ap.parse_args()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status = args.health_status if self.path.startswith("/health") else 200
+            body = f"port={args.port}\n".encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a) -> None:  # keep the instance log short
+            pass
+
+    server = http.server.ThreadingHTTPServer((args.host, args.port), Handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"toy worker listening on {args.host}:{args.port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
