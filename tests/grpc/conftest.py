@@ -1,0 +1,55 @@
+"""Fixtures for the gRPC tests: sample Echo instances as real processes on free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_LISTENING = re.compile(rb"listening on [^:]+:(\d+)")
+
+
+class EchoProcess:
+    def __init__(self, proc: asyncio.subprocess.Process, port: int, impl: str) -> None:
+        self.proc, self.port, self.impl = proc, port, impl
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+async def start_echo(impl: str, *extra: str) -> EchoProcess:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "backends.samples.grpc_echo", "--host", "127.0.0.1", "--port", "0",
+        "--impl", impl, *extra,
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    match = _LISTENING.search(line)
+    if not match:
+        proc.kill()
+        await proc.wait()
+        raise RuntimeError(f"grpc_echo did not start: {line!r}")
+    return EchoProcess(proc, int(match.group(1)), impl)
+
+
+@pytest.fixture(params=["grpcio", "grpclib"])
+async def echo_instance(request):
+    instance = await start_echo(request.param)
+    yield instance
+    await instance.stop()
