@@ -8,7 +8,16 @@ import re
 import sys
 from pathlib import Path
 
+import socket
+
 import pytest
+import pytest_asyncio
+
+from proxy.grpc_relay import GrpcHandler
+from proxy.routing import SnapshotHolder
+from tests.grpc.admission import SlotAdmission
+from tests.grpc.front import start_front
+from tests.grpc.gateway import build_table
 
 ROOT = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(rb"listening on [^:]+:(\d+)")
@@ -53,3 +62,33 @@ async def echo_instance(request):
     instance = await start_echo(request.param)
     yield instance
     await instance.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def instances():
+    io, lib = await asyncio.gather(start_echo("grpcio"), start_echo("grpclib"))
+    yield {"grpcio": io, "grpclib": lib}
+    await asyncio.gather(io.stop(), lib.stop())
+
+
+class GatewayUnderTest:
+    def __init__(self, holder, handler, port) -> None:
+        self.holder, self.handler, self.port = holder, handler, port
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gateway(instances):
+    holder = SnapshotHolder()
+    holder.publish(build_table(1, instances["grpcio"].port, instances["grpclib"].port, closed_port()))
+    handler = GrpcHandler(holder, SlotAdmission())
+    server, port = await start_front(handler)
+    yield GatewayUnderTest(holder, handler, port)
+    server.close()
+    await handler.aclose()
+    await server.wait_closed()

@@ -1,0 +1,77 @@
+"""gRPC call metrics, updated in place on the hot path and rendered on demand.
+
+Prometheus text exposition, beside the HTTP metrics on the admin listener:
+  fngate_grpc_calls_total{function_id, grpc_status}   counter
+  fngate_grpc_call_duration_seconds{function_id}      histogram (call start to end)
+  fngate_grpc_active_streams{function_id}             gauge
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from proxy.grpc import Status
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class _Histogram:
+    __slots__ = ("counts", "total", "n")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(BUCKETS, value)] += 1
+        self.total += value
+        self.n += 1
+
+
+class GrpcMetrics:
+    def __init__(self) -> None:
+        self.calls: dict[tuple[str, Status], int] = {}
+        self.active: dict[str, int] = {}
+        self.latency: dict[str, _Histogram] = {}
+
+    def started(self, function_id: str) -> None:
+        self.active[function_id] = self.active.get(function_id, 0) + 1
+
+    def finished(self, function_id: str, status: Status, seconds: float) -> None:
+        """A call ended; function_id "" for calls refused before a function was known."""
+        if function_id:
+            self.active[function_id] -= 1
+        key = (function_id, status)
+        self.calls[key] = self.calls.get(key, 0) + 1
+        hist = self.latency.get(function_id)
+        if hist is None:
+            hist = self.latency[function_id] = _Histogram()
+        hist.observe(seconds)
+
+    def render(self) -> str:
+        lines = [
+            "# HELP fngate_grpc_calls_total gRPC calls by function and final grpc-status.",
+            "# TYPE fngate_grpc_calls_total counter",
+        ]
+        for (fid, status), n in sorted(self.calls.items()):
+            lines.append(f'fngate_grpc_calls_total{{function_id="{fid}",grpc_status="{status.name}"}} {n}')
+        lines += [
+            "# HELP fngate_grpc_call_duration_seconds gRPC call duration, from request headers to the end of the call.",
+            "# TYPE fngate_grpc_call_duration_seconds histogram",
+        ]
+        for fid, hist in sorted(self.latency.items()):
+            cumulative = 0
+            for bound, count in zip((*BUCKETS, float("inf")), hist.counts):
+                cumulative += count
+                le = "+Inf" if bound == float("inf") else f"{bound:g}"
+                lines.append(f'fngate_grpc_call_duration_seconds_bucket{{function_id="{fid}",le="{le}"}} {cumulative}')
+            lines.append(f'fngate_grpc_call_duration_seconds_sum{{function_id="{fid}"}} {hist.total:.6f}')
+            lines.append(f'fngate_grpc_call_duration_seconds_count{{function_id="{fid}"}} {hist.n}')
+        lines += [
+            "# HELP fngate_grpc_active_streams gRPC calls in progress.",
+            "# TYPE fngate_grpc_active_streams gauge",
+        ]
+        for fid, n in sorted(self.active.items()):
+            lines.append(f'fngate_grpc_active_streams{{function_id="{fid}"}} {n}')
+        return "\n".join(lines) + "\n"

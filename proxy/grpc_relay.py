@@ -1,0 +1,385 @@
+"""Relay of one gRPC call between a client stream and an instance stream, at the HTTP/2 level.
+
+Headers, DATA and trailers go through unchanged (protobuf is never decoded); the
+gateway adds `nvcf-reqid` to the response headers, rewrites `grpc-timeout` to the
+time left, and drops the caller's `authorization`. Flow control is end to end:
+client DATA is acknowledged to the client only once written to the instance, and
+instance DATA is acknowledged to the instance only once written to the client.
+A reset on either side resets the other; a deadline ends both.
+
+The HTTP/2 server driver feeds a GrpcCall through `on_data`/`on_trailers`/`on_reset`
+and gives it a Downstream to answer on (see GrpcHandler.open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import deque
+from typing import Awaitable, Callable, Protocol
+
+from h2.errors import ErrorCodes
+
+from proxy.grpc import FramingError, GrpcError, MessageFraming, Status, format_timeout, parse_timeout, status_of, trailers_only
+from proxy.grpc_metrics import GrpcMetrics
+from proxy.grpc_route import route_call
+from proxy.routing import Endpoint, SnapshotHolder, VersionRoute
+from proxy.upstream.h2_client import H2Upstream, H2UpstreamPool, UpstreamLost
+
+Headers = list[tuple[bytes, bytes]]
+
+# request headers never sent to the instance: the caller's key and connection-specific ones
+_DROP = frozenset({b"authorization", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"grpc-timeout", b"nvcf-reqid"})
+
+
+class Downstream(Protocol):
+    """The client side of one stream, provided by the HTTP/2 server driver."""
+
+    def send_headers(self, headers: Headers, end_stream: bool = False) -> None: ...
+    async def send_data(self, data: bytes, end_stream: bool = False) -> None: ...  # returns once within the client's window
+    def send_trailers(self, headers: Headers) -> None: ...
+    def reset(self, error_code: int) -> None: ...
+    def ack(self, n: int) -> None: ...  # flow-control credit for n bytes of request DATA
+
+
+class Lease(Protocol):
+    endpoint: Endpoint
+
+    def release(self) -> None: ...
+
+
+# acquire(route, deadline (monotonic) or None) -> a slot on one instance; waits in the shared queue
+Admit = Callable[[VersionRoute, float | None], Awaitable[Lease]]
+
+
+class GrpcHandler:
+    """Entry point for gRPC streams: route, admit, then relay to an instance."""
+
+    def __init__(
+        self,
+        holder: SnapshotHolder,
+        admit: Admit,
+        pool: H2UpstreamPool | None = None,
+        metrics: GrpcMetrics | None = None,
+        *,
+        queue_timeout: float = 60.0,
+        max_message: int = 1 << 30,
+    ) -> None:
+        self.holder = holder
+        self.admit = admit
+        self.pool = pool or H2UpstreamPool()
+        self.metrics = metrics or GrpcMetrics()
+        self.queue_timeout = queue_timeout  # the poll window when the call has no grpc-timeout
+        self.max_message = max_message
+        self.calls: set[GrpcCall] = set()
+
+    def open(self, headers: Headers, downstream: Downstream, end_stream: bool = False) -> "GrpcCall":
+        """Start relaying a new client stream; the driver then feeds the returned call."""
+        call = GrpcCall(self, headers, downstream, end_stream)
+        self.calls.add(call)
+        call.task = asyncio.get_running_loop().create_task(call.run())
+        return call
+
+    async def aclose(self) -> None:
+        for call in list(self.calls):
+            call.on_reset(ErrorCodes.CANCEL)
+        self.pool.close()
+
+
+class GrpcCall:
+    """One relayed call. Request items and response items each flow through a deque
+    drained by one coroutine, so each direction can wait for its receiver's window."""
+
+    __slots__ = (
+        "handler", "headers", "down", "task", "request_id", "function_id", "started", "deadline",
+        "_req", "_req_wake", "_resp", "_resp_wake", "_conn", "_sid", "_lease", "_framing",
+        "_responded", "_finished", "_req_ended", "_timer", "_status",
+    )
+
+    def __init__(self, handler: GrpcHandler, headers: Headers, down: Downstream, end_stream: bool) -> None:
+        self.handler = handler
+        self.headers = headers
+        self.down = down
+        self.task: asyncio.Task | None = None
+        self.request_id = str(uuid.uuid4())
+        self.function_id = ""
+        self.started = time.monotonic()
+        self.deadline: float | None = None
+        self._req: deque = deque()
+        self._req_wake: asyncio.Future | None = None
+        self._resp: deque = deque()
+        self._resp_wake: asyncio.Future | None = None
+        self._conn: H2Upstream | None = None
+        self._sid = 0
+        self._lease: Lease | None = None
+        self._framing = MessageFraming(handler.max_message)
+        self._responded = False  # response headers sent to the client
+        self._finished = False
+        self._req_ended = end_stream
+        self._timer: asyncio.TimerHandle | None = None
+        self._status: Status | None = None
+        if end_stream:
+            self._req.append((b"", 0, True))
+
+    # -- fed by the server driver ----------------------------------------------------------
+    def on_data(self, data: bytes, flow_len: int, end_stream: bool) -> None:
+        if self._finished:
+            self.down.ack(flow_len)
+            return
+        self._req_ended = end_stream
+        self._req.append((data, flow_len, end_stream))
+        self._wake_req()
+
+    def on_trailers(self, headers: Headers) -> None:
+        if not self._finished:
+            self._req_ended = True
+            self._req.append(headers)
+            self._wake_req()
+
+    def on_reset(self, error_code: int) -> None:
+        """The client reset the stream (or its connection went away): cancel upstream."""
+        if self._finished:
+            return
+        self._upstream_reset(ErrorCodes.CANCEL)
+        self._finish(Status.CANCELLED)
+
+    # -- fed by the upstream connection (StreamSink) ---------------------------------------
+    def on_response(self, headers: Headers, end_stream: bool) -> None:
+        self._resp.append((headers, end_stream))
+        self._wake_resp()
+
+    def on_data_up(self, data: bytes, flow_len: int, end_stream: bool) -> None:
+        self._resp.append((data, flow_len, end_stream))
+        self._wake_resp()
+
+    def on_trailers_up(self, headers: Headers) -> None:
+        self._resp.append((headers, True))
+        self._wake_resp()
+
+    def on_reset_up(self, error_code: int) -> None:
+        """The instance reset the stream: pass the reset on to the client."""
+        if self._finished:
+            return
+        self.down.reset(error_code)
+        self._finish(Status.CANCELLED if error_code == ErrorCodes.CANCEL else Status.UNAVAILABLE)
+
+    def on_lost(self, exc: Exception) -> None:
+        if not self._finished:
+            self._fail(GrpcError(Status.UNAVAILABLE, f"instance unreachable: {exc}"))
+
+    # -- the call --------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            route = self._route()
+            self._lease = await self.handler.admit(route, self.deadline)
+            if self._finished:  # cancelled or timed out while queued
+                return
+            endpoint = self._lease.endpoint
+            try:
+                conn = await self.handler.pool.acquire(endpoint.host, endpoint.port)
+            except UpstreamLost as exc:
+                raise GrpcError(Status.UNAVAILABLE, f"instance unreachable: {exc}") from None
+            if self._finished:
+                return
+            self._conn = conn
+            self._sid = conn.open_stream(self._upstream_headers(endpoint), _Sink(self))
+            resp = asyncio.get_running_loop().create_task(self._pump_response())
+            try:
+                await self._pump_request()
+                await resp
+            finally:
+                resp.cancel()
+        except asyncio.CancelledError:
+            if not self._finished:
+                self._upstream_reset(ErrorCodes.CANCEL)
+                self._finish(Status.CANCELLED)
+        except Exception as exc:  # every failure ends as a gRPC status to the client
+            self._fail(exc)
+        finally:
+            self._finish(self._status or Status.UNKNOWN)
+
+    def _route(self) -> VersionRoute:
+        meta = {}
+        for name, value in self.headers:
+            meta[name.decode("latin-1")] = value.decode("latin-1")
+        timeout = meta.get("grpc-timeout")
+        now = time.monotonic()
+        if timeout is not None:
+            try:
+                self.deadline = now + parse_timeout(timeout)
+            except ValueError as exc:
+                raise GrpcError(Status.INVALID_ARGUMENT, str(exc)) from None
+        route = route_call(self.handler.holder.table, meta)
+        self.function_id = route.function_id
+        self.handler.metrics.started(self.function_id)
+        if self.deadline is None:
+            # no grpc-timeout: only the wait for an instance is bounded (the poll window)
+            self._timer = asyncio.get_running_loop().call_later(self.handler.queue_timeout, self._queue_expired)
+        else:
+            self._timer = asyncio.get_running_loop().call_at(self.deadline, self._deadline_passed)
+        return route
+
+    def _upstream_headers(self, endpoint: Endpoint) -> Headers:
+        out = [(n, v) for n, v in self.headers if n not in _DROP]
+        if self.deadline is not None:
+            out.append((b"grpc-timeout", format_timeout(self.deadline - time.monotonic()).encode()))
+        out.append((b"nvcf-reqid", self.request_id.encode()))
+        return out
+
+    async def _pump_request(self) -> None:
+        conn, sid, down = self._conn, self._sid, self.down
+        while True:
+            while not self._req:
+                self._req_wake = asyncio.get_running_loop().create_future()
+                await self._req_wake
+            item = self._req.popleft()
+            if isinstance(item, list):  # request trailers end the request
+                conn.send_trailers(sid, item)
+                return
+            data, flow_len, end = item
+            try:
+                self._framing.feed(data)
+                if end and not self._framing.at_boundary():
+                    raise FramingError("request ended inside a gRPC message")
+            except FramingError:
+                self._upstream_reset(ErrorCodes.CANCEL)
+                down.reset(ErrorCodes.PROTOCOL_ERROR)
+                self._finish(Status.INTERNAL)
+                return
+            if (data or end) and not await conn.send_data(sid, data, end_stream=end):
+                down.ack(flow_len)  # the instance already ended or reset the stream
+                return
+            down.ack(flow_len)
+            if end:
+                return
+
+    async def _pump_response(self) -> None:
+        try:
+            await self._relay_response()
+        except Exception as exc:  # the client side failed mid-response
+            self._fail(exc)
+
+    async def _relay_response(self) -> None:
+        conn, sid, down = self._conn, self._sid, self.down
+        while True:
+            while not self._resp:
+                self._resp_wake = asyncio.get_running_loop().create_future()
+                await self._resp_wake
+            item = self._resp.popleft()
+            if len(item) == 2:  # headers: initial (maybe trailers-only) or trailers
+                headers, end = item
+                if not self._responded:
+                    self._responded = True
+                    self._cancel_queue_timer()
+                    headers = headers + [(b"nvcf-reqid", self.request_id.encode())]
+                    down.send_headers(headers, end_stream=end)
+                elif end:
+                    down.send_trailers(headers)
+                if end:
+                    self._complete(headers)
+                    return
+            else:
+                data, flow_len, end = item
+                await down.send_data(data, end_stream=end)
+                conn.ack(sid, flow_len)
+                if end:  # DATA with END_STREAM and no trailers: not valid gRPC, but pass it on
+                    self._complete(())
+                    return
+
+    def _complete(self, headers) -> None:
+        status = Status.UNKNOWN
+        for name, value in headers:
+            if name == b"grpc-status":
+                try:
+                    status = Status(int(value))
+                except ValueError:
+                    pass
+                break
+        if not self._req_ended:
+            # the instance ended the call before the client finished sending: stop both
+            self._upstream_reset(ErrorCodes.NO_ERROR)
+            self.down.reset(ErrorCodes.NO_ERROR)
+        self._finish(status)
+
+    # -- endings ---------------------------------------------------------------------------
+    def _deadline_passed(self) -> None:
+        if not self._finished:
+            self._upstream_reset(ErrorCodes.CANCEL)
+            self._fail(GrpcError(Status.DEADLINE_EXCEEDED, "deadline exceeded"))
+
+    def _queue_expired(self) -> None:
+        if not self._finished and self._conn is None:
+            self._fail(GrpcError(Status.DEADLINE_EXCEEDED, "no instance became available within the poll window"))
+        self._timer = None
+
+    def _cancel_queue_timer(self) -> None:
+        if self.deadline is None and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fail(self, exc: BaseException) -> None:
+        """End the call with a gRPC status the gateway produced."""
+        if self._finished:
+            return
+        status, message = status_of(exc)
+        self._upstream_reset(ErrorCodes.CANCEL)
+        if self._responded:
+            self.down.send_trailers([(b"grpc-status", b"%d" % status), *trailers_only(status, message)[3:]])
+        else:
+            self._responded = True
+            self.down.send_headers(trailers_only(status, message, ((b"nvcf-reqid", self.request_id.encode()),)), end_stream=True)
+        if not self._req_ended:
+            self.down.reset(ErrorCodes.NO_ERROR)
+        self._finish(status)
+
+    def _upstream_reset(self, code: int) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.reset(self._sid, code)
+
+    def _finish(self, status: Status) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._status = status
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+        # give back credit for request data that will never be forwarded
+        pending = sum(item[1] for item in self._req if isinstance(item, tuple))
+        self._req.clear()
+        if pending:
+            self.down.ack(pending)
+        self._wake_req()
+        self._wake_resp()
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
+        self.handler.calls.discard(self)
+        self.handler.metrics.finished(self.function_id, status, time.monotonic() - self.started)
+
+    def _wake_req(self) -> None:
+        fut, self._req_wake = self._req_wake, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _wake_resp(self) -> None:
+        fut, self._resp_wake = self._resp_wake, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+
+class _Sink:
+    """Adapts the upstream connection's StreamSink calls to the call's methods."""
+
+    __slots__ = ("on_response", "on_data", "on_trailers", "on_reset", "on_lost")
+
+    def __init__(self, call: GrpcCall) -> None:
+        self.on_response = call.on_response
+        self.on_data = call.on_data_up
+        self.on_trailers = call.on_trailers_up
+        self.on_reset = call.on_reset_up
+        self.on_lost = call.on_lost
