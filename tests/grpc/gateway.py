@@ -80,3 +80,17 @@ def grpcio_stub(channel) -> pb_grpc.EchoStub:
 
 def grpclib_stub(channel: Channel) -> EchoStub:
     return EchoStub(channel)
+
+
+def publish_routes(holder, *routes: VersionRoute) -> None:
+    """Publish the current table plus (or replacing) `routes`, as the control plane would."""
+    table = holder.table
+    current = {(r.function_id, r.version_id): r for vs in table.functions.values() for r in vs.values()}
+    current.update({(r.function_id, r.version_id): r for r in routes})
+    holder.publish(RoutingTable.build(table.version + 1, list(current.values()), list(table.keys.items())))
+
+
+def grpc_route(function_id: str, version_id: str, port: int, **kw) -> VersionRoute:
+    kw.setdefault("max_concurrency", 1000)
+    endpoint = Endpoint(f"ep-{port}", "127.0.0.1", port, "h2c")
+    return VersionRoute(function_id, version_id, "raw", "ACTIVE", inference_url="/grpc", grpc=True, endpoints=(endpoint,), **kw)

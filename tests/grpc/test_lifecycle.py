@@ -1,0 +1,159 @@
+"""Deadlines, cancellation both ways, resets, flow control and bad framing through the relay."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from grpclib.client import Channel
+
+from backends.samples import grpc_echo_pb2 as pb
+from tests.grpc.gateway import F_IO, FUNCTION_OF, grpc_route, grpcio_channel, grpcio_stub, grpclib_stub, metadata, publish_routes
+from tests.grpc.rawh2 import RawClient, RawUpstream, grpc_frame, grpc_headers
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+F_RAW = "30000000-0000-4000-8000-000000000001"
+V_RAW = "40000000-0000-4000-8000-000000000001"
+ECHO = "/fngate.echo.v1.Echo/Echo"
+
+
+async def instance_stats(port: int) -> pb.StatsReply:
+    async with grpcio_channel(port) as ch:  # straight to the instance, not through the gateway
+        return await grpcio_stub(ch).Stats(pb.StatsRequest())
+
+
+async def wait_for_stats(port: int, predicate, timeout: float = 5.0) -> pb.StatsReply:
+    async with asyncio.timeout(timeout):
+        while not predicate(stats := await instance_stats(port)):
+            await asyncio.sleep(0.05)
+    return stats
+
+
+@pytest.mark.parametrize("server", ["grpcio", "grpclib"])
+async def test_client_deadline_ends_the_call_and_cancels_the_instance(gateway, instances, server):
+    port = instances[server].port
+    before = await instance_stats(port)
+    async with grpcio_channel(gateway.port) as ch:
+        call = grpcio_stub(ch).Echo(pb.EchoRequest(delay_s=5), metadata=metadata(FUNCTION_OF[server]), timeout=0.4)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    stats = await wait_for_stats(port, lambda s: s.cancelled > before.cancelled)
+    assert stats.active == 0
+
+
+@pytest.mark.parametrize("client", ["grpcio", "grpclib"])
+@pytest.mark.parametrize("server", ["grpcio", "grpclib"])
+async def test_client_cancel_reaches_the_instance(gateway, instances, client, server):
+    port = instances[server].port
+    before = await instance_stats(port)
+    request = pb.EchoRequest(message="tick", repeat=100, delay_s=0.05)
+    md = metadata(FUNCTION_OF[server])
+    if client == "grpcio":
+        async with grpcio_channel(gateway.port) as ch:
+            call = grpcio_stub(ch).EchoStream(request, metadata=md)
+            assert (await call.read()).index == 0
+            call.cancel()
+    else:
+        channel = Channel("127.0.0.1", gateway.port)
+        try:
+            async with grpclib_stub(channel).EchoStream.open(metadata=md) as st:
+                await st.send_message(request, end=True)
+                assert (await st.recv_message()).index == 0
+                await st.cancel()
+        finally:
+            channel.close()
+    stats = await wait_for_stats(port, lambda s: s.cancelled > before.cancelled and s.active == 0)
+    assert stats.cancelled == before.cancelled + 1
+    assert not gateway.handler.calls  # nothing left behind in the gateway
+
+
+async def test_instance_reset_is_passed_to_the_client(gateway):
+    upstream = RawUpstream("reset:11")  # ENHANCE_YOUR_CALM
+    publish_routes(gateway.holder, grpc_route(F_RAW, V_RAW, await upstream.start()))
+    client = await RawClient.connect(gateway.port)
+    try:
+        result = client.start(grpc_headers(ECHO, extra=metadata(F_RAW)), grpc_frame(b""))
+        await asyncio.wait_for(result.done, 5)
+        assert result.reset_code == 11
+    finally:
+        await client.close()
+        await upstream.stop()
+
+
+async def test_request_headers_reaching_the_instance(gateway):
+    upstream = RawUpstream("ok")
+    publish_routes(gateway.holder, grpc_route(F_RAW, V_RAW, await upstream.start()))
+    client = await RawClient.connect(gateway.port)
+    try:
+        extra = [*metadata(F_RAW), ("grpc-timeout", "20S"), ("x-custom", "kept")]
+        result = client.start(grpc_headers(ECHO, extra=extra), grpc_frame(b""))
+        await asyncio.wait_for(result.done, 5)
+        assert result.grpc_status == 0
+    finally:
+        await client.close()
+        await upstream.stop()
+    seen = upstream.requests[-1]
+    assert "authorization" not in seen
+    assert (seen["x-custom"], seen["function-id"], seen["te"]) == ("kept", F_RAW, "trailers")
+    assert seen["nvcf-reqid"] == result.headers["nvcf-reqid"]
+    # grpc-timeout is passed on as the time left, never more than the client asked for
+    assert seen["grpc-timeout"].endswith(("m", "u", "n")) and 19_000 < int(seen["grpc-timeout"][:-1]) / {"m": 1, "u": 1e3, "n": 1e6}[seen["grpc-timeout"][-1]] <= 20_000
+
+
+async def test_slow_receiver_holds_back_the_instance(gateway, instances):
+    port = instances["grpclib"].port
+    size, count = 1 << 20, 40
+    before = await instance_stats(port)
+    channel = Channel("127.0.0.1", gateway.port)
+    try:
+        async with grpclib_stub(channel).EchoStream.open(metadata=metadata(FUNCTION_OF["grpclib"])) as st:
+            await st.send_message(pb.EchoRequest(repeat=count, response_size=size), end=True)
+            assert (await st.recv_message()).index == 0
+            await asyncio.sleep(1.0)  # stop reading: windows close from the client back to the instance
+            stats = await instance_stats(port)
+            assert stats.completed == before.completed and stats.active == 1  # the instance cannot finish
+            buffered = sum(len(i[0]) for call in gateway.handler.calls for i in call._resp if len(i) == 3)
+            assert buffered <= 2 * (1 << 20)  # the gateway holds at most about a window
+            rest = [m.index async for m in st]
+        assert rest == list(range(1, count))
+    finally:
+        channel.close()
+
+
+@pytest.mark.parametrize("body,why", [
+    (b"\x07\x00\x00\x00\x01x", "invalid compressed flag"),
+    (b"\x00\x00\x00\x00\x10abc", "stream ends inside a message"),
+])
+async def test_bad_framing_resets_only_that_stream(gateway, body, why):
+    client = await RawClient.connect(gateway.port)
+    try:
+        bad = client.start(grpc_headers(ECHO, extra=metadata(F_IO)), body)
+        await asyncio.wait_for(bad.done, 5)
+        assert bad.reset_code == 1, why  # PROTOCOL_ERROR
+        good = client.start(grpc_headers(ECHO, extra=metadata(F_IO)), grpc_frame(pb.EchoRequest(message="ok").SerializeToString()))
+        await asyncio.wait_for(good.done, 5)
+        assert good.grpc_status == 0 and pb.EchoReply.FromString(bytes(good.data[5:])).message == "ok"
+    finally:
+        await client.close()
+
+
+async def test_instance_dying_mid_stream_ends_the_call_unavailable(gateway):
+    from tests.grpc.conftest import start_echo
+
+    instance = await start_echo("grpclib")
+    publish_routes(gateway.holder, grpc_route(F_RAW, V_RAW, instance.port))
+    try:
+        async with grpcio_channel(gateway.port) as ch:
+            call = grpcio_stub(ch).EchoStream(pb.EchoRequest(repeat=100, delay_s=0.05), metadata=metadata(F_RAW))
+            assert (await call.read()).index == 0
+            instance.proc.kill()
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                while True:
+                    if await call.read() == grpc.aio.EOF:
+                        break
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await instance.stop()
