@@ -1,0 +1,88 @@
+"""The management API application: routes, and the one place errors become problem+json."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from aiohttp import web
+
+from proxy.routing import key_digest
+
+from .. import keys
+from ..loadboard import LoadBoard
+from ..store.base import Conflict as StoreConflict
+from ..store.base import StateStore
+from . import deployments, functions, gpus, queues
+from . import keys as key_routes
+from .context import CONTEXT, ApiContext, json_response
+from .errors import ControlError, problem
+
+log = logging.getLogger("fngate.api")
+
+MAX_BODY = 1024 * 1024  # management requests are small; larger bodies get 413
+
+
+def _problem_response(status: int, detail: str | None, request: web.Request, headers=None) -> web.Response:
+    resp = json_response(problem(status, detail, request.path), status=status)
+    resp.content_type = "application/problem+json"
+    if headers:
+        resp.headers.update(headers)
+    return resp
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ControlError as exc:
+        return _problem_response(exc.status, exc.detail, request)
+    except StoreConflict:
+        return _problem_response(409, "The resource changed concurrently; retry", request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        detail = {
+            404: f"No such resource: {request.method} {request.path}",
+            405: f"Method {request.method} is not allowed on {request.path}",
+            413: f"Request body is larger than the limit of {request.config_dict[CONTEXT].max_body} bytes",
+        }.get(exc.status, exc.text)
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return _problem_response(exc.status, detail, request, allow)
+    except Exception as exc:  # a bug: say so once in the log, answer 500
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _problem_response(500, f"Internal error: {type(exc).__name__}", request)
+
+
+def make_app(
+    store: StateStore,
+    *,
+    admin_key: str,
+    loadboard: LoadBoard | None = None,
+    capacity: Callable[[], list[dict[str, Any]]] = lambda: [],
+    backends: frozenset[str] | set[str] = frozenset(),
+    nca_id: str = "fngate",
+    max_body: int = MAX_BODY,
+) -> web.Application:
+    """The /v2/nvcf + /v1/keys API over `store`. `capacity()` lists the placeable
+    instance types ({name, gpu, ..., backend}); `loadboard` feeds the queue endpoints."""
+    from .openapi import routes as openapi_routes
+
+    app = web.Application(middlewares=[problem_middleware], client_max_size=max_body)
+    app[CONTEXT] = ApiContext(
+        store=store,
+        admin_digest=key_digest(admin_key),
+        loadboard=loadboard or LoadBoard(),
+        capacity=capacity,
+        backends=frozenset(backends),
+        nca_id=nca_id,
+        max_body=max_body,
+    )
+    for table in (functions.routes, deployments.routes, queues.routes, gpus.routes, key_routes.routes, openapi_routes):
+        app.add_routes(table)
+
+    async def record_admin_key(_app: web.Application) -> None:
+        await keys.ensure_admin_record(store, admin_key, nca_id)
+
+    app.on_startup.append(record_admin_key)
+    return app

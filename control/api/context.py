@@ -1,0 +1,58 @@
+"""What the API handlers share: the store and the views of the running system."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import orjson
+from aiohttp import web
+
+from control.loadboard import LoadBoard
+from control.store.base import StateStore
+
+from .errors import BadRequest
+
+
+@dataclass(slots=True)
+class ApiContext:
+    store: StateStore
+    admin_digest: str
+    loadboard: LoadBoard
+    capacity: Callable[[], list[dict[str, Any]]]  # [{name, gpu, ..., backend}]
+    backends: frozenset[str] = field(default_factory=frozenset)  # known backend names ({} = from capacity)
+    nca_id: str = "fngate"
+    max_body: int = 1024 * 1024
+
+
+CONTEXT = web.AppKey("fngate.api.context", ApiContext)
+
+
+def ctx(request: web.Request) -> ApiContext:
+    return request.config_dict[CONTEXT]
+
+
+def strip_nulls(value: Any) -> Any:
+    """Leave out null fields at every depth (Jackson NON_NULL, as NVCF does)."""
+    if isinstance(value, dict):
+        return {k: strip_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [strip_nulls(v) for v in value]
+    return value
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(strip_nulls(body)), status=status, content_type="application/json")
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()  # raises 413 past client_max_size
+    if not raw.strip():
+        raise BadRequest("Request body is required")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("Request body must be a JSON object")
+    return body

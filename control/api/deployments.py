@@ -1,0 +1,203 @@
+"""Deployments: /v2/nvcf/deployments/** (spec 4.4).
+
+The API records desired state only: the deployment doc and the function's lifecycle
+state (control.states). The reconciler starts and stops instances from there, and
+finishes a graceful undeploy by deleting the doc it left marked `graceful`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from .. import records
+from ..keys import now_iso
+from ..states import Event, InvalidTransition, next_state
+from ..store.base import Conflict as StoreConflict
+from ..store.base import Delete, Put, Record, StateStore
+from .auth import require
+from .context import ctx, json_response, read_json_object
+from .deploy_validation import Capacity, validate_deployment_request, validate_gpu_spec, validate_patch
+from .errors import BadRequest, Conflict, NotFound
+from .functions import function_view, load_version
+
+SCOPE = "deploy_function"
+GRACEFUL_WAIT = "Wait for current deployment to be gracefully completed and removed."
+
+routes = web.RouteTableDef()
+
+
+def _ids(request: web.Request) -> tuple[str, str, str]:
+    fid, vid = request.match_info["functionId"], request.match_info["functionVersionId"]
+    return fid, vid, records.version_key(fid, vid)
+
+
+def _capacity(request: web.Request) -> Capacity:
+    c = ctx(request)
+    return Capacity(c.capacity(), c.backends)
+
+
+def deployment_view(doc: dict[str, Any], function_status: str) -> dict[str, Any]:
+    view = {k: v for k, v in doc.items() if k != "graceful"}
+    view["functionStatus"] = function_status
+    return view
+
+
+async def _load_deployment(store: StateStore, fid: str, vid: str) -> Record:
+    rec = await store.get(records.DEPLOYMENTS, records.version_key(fid, vid))
+    if rec is None:
+        raise NotFound(f"Deployment for function id '{fid}' version '{vid}': Not found")
+    return rec
+
+
+async def _by_deployment_id(store: StateStore, deployment_id: str) -> Record:
+    for rec in await store.list(records.DEPLOYMENTS):
+        if rec.value.get("deploymentId") == deployment_id:
+            return rec
+    raise NotFound(f"Deployment id '{deployment_id}': Not found")
+
+
+async def _commit(store: StateStore, ops: list) -> None:
+    try:
+        await store.commit(ops)
+    except StoreConflict:
+        raise Conflict("The function or its deployment changed concurrently; retry") from None
+
+
+@routes.post("/v2/nvcf/deployments/functions/{functionId}/versions/{functionVersionId}")
+async def create_deployment(request: web.Request) -> web.Response:
+    fid, vid, key = _ids(request)
+    await require(request, SCOPE, function_id=fid)
+    store = ctx(request).store
+    fn = await load_version(store, fid, vid)
+    specs = validate_deployment_request(await read_json_object(request), _capacity(request))
+    existing = await store.get(records.DEPLOYMENTS, key)
+    if existing is not None and existing.value.get("graceful"):
+        raise BadRequest(GRACEFUL_WAIT)
+    from_zero = all(s["minInstances"] == 0 for s in specs)
+    try:
+        status = next_state(fn.value["status"], Event.DEPLOY_FROM_ZERO if from_zero else Event.DEPLOY)
+    except InvalidTransition as exc:
+        raise BadRequest(str(exc)) from None
+    now = now_iso()
+    doc = {
+        "functionId": fid,
+        "functionVersionId": vid,
+        "deploymentId": str(uuid.uuid4()),
+        "functionName": fn.value["name"],
+        "ncaId": fn.value["ncaId"],
+        "deploymentSpecifications": [{**s, "gpuSpecificationId": str(uuid.uuid4())} for s in specs],
+        "createdAt": now,
+        "lastUpdatedAt": now,
+    }
+    function = {**fn.value, "status": status.value}
+    await _commit(store, [
+        Put(records.FUNCTIONS, key, function, expect=fn.revision),
+        Put(records.DEPLOYMENTS, key, doc, expect=existing.revision if existing else 0),
+    ])
+    return json_response({"deployment": deployment_view(doc, status.value)})
+
+
+@routes.get("/v2/nvcf/deployments/functions/{functionId}/versions/{functionVersionId}")
+async def get_deployment(request: web.Request) -> web.Response:
+    fid, vid, _ = _ids(request)
+    await require(request, SCOPE, function_id=fid)
+    store = ctx(request).store
+    fn = await load_version(store, fid, vid)
+    dep = await _load_deployment(store, fid, vid)
+    return json_response({"deployment": deployment_view(dep.value, fn.value["status"])})
+
+
+@routes.get("/v2/nvcf/deployments/{deploymentId}")
+async def get_deployment_by_id(request: web.Request) -> web.Response:
+    await require(request, SCOPE)
+    store = ctx(request).store
+    dep = await _by_deployment_id(store, request.match_info["deploymentId"])
+    fid, vid = dep.value["functionId"], dep.value["functionVersionId"]
+    await require(request, SCOPE, function_id=fid)
+    fn = await load_version(store, fid, vid)
+    return json_response({"deployment": deployment_view(dep.value, fn.value["status"])})
+
+
+@routes.put("/v2/nvcf/deployments/functions/{functionId}/versions/{functionVersionId}")
+async def update_deployment(request: web.Request) -> web.Response:
+    """Deprecated full update: each spec names its gpuSpecificationId, or a gpu +
+    instanceType pair; a pair not deployed yet adds a GPU specification."""
+    fid, vid, key = _ids(request)
+    await require(request, SCOPE, function_id=fid)
+    store = ctx(request).store
+    fn = await load_version(store, fid, vid)
+    dep = await _load_deployment(store, fid, vid)
+    if dep.value.get("graceful"):
+        raise BadRequest(GRACEFUL_WAIT)
+    body = await read_json_object(request)
+    items = body.get("deploymentSpecifications")
+    if not isinstance(items, list) or not items:
+        raise BadRequest("Validation failed: field 'deploymentSpecifications' is required and must hold at least one GPU specification")
+    current = {s["gpuSpecificationId"]: s for s in dep.value["deploymentSpecifications"]}
+    capacity = _capacity(request)
+    updated = dict(current)
+    for i, item in enumerate(items):
+        where = f"deploymentSpecifications[{i}]"
+        if not isinstance(item, dict):
+            raise BadRequest(f"Validation failed: field '{where}' must be an object")
+        gid = item.get("gpuSpecificationId") or next(
+            (g for g, s in current.items() if s["gpu"] == item.get("gpu") and s["instanceType"] == item.get("instanceType")), None)
+        if item.get("gpuSpecificationId") and gid not in current:
+            raise BadRequest(f"Validation failed: field '{where}.gpuSpecificationId' names no GPU specification of this deployment")
+        base = current.get(gid, {})
+        merged = validate_gpu_spec({**base, **{k: v for k, v in item.items() if v is not None}}, where, capacity)
+        gid = gid or str(uuid.uuid4())
+        updated[gid] = {**merged, "gpuSpecificationId": gid}
+    doc = {**dep.value, "deploymentSpecifications": list(updated.values()), "lastUpdatedAt": now_iso()}
+    await _commit(store, [Put(records.DEPLOYMENTS, key, doc, expect=dep.revision)])
+    return json_response({"deployment": deployment_view(doc, fn.value["status"])})
+
+
+@routes.patch("/v2/nvcf/deployments/{deploymentId}/gpu-specifications/{gpuSpecificationId}")
+async def patch_gpu_specification(request: web.Request) -> web.Response:
+    await require(request, SCOPE)
+    store = ctx(request).store
+    dep = await _by_deployment_id(store, request.match_info["deploymentId"])
+    await require(request, SCOPE, function_id=dep.value["functionId"])
+    gid = request.match_info["gpuSpecificationId"]
+    specs = dep.value["deploymentSpecifications"]
+    index = next((i for i, s in enumerate(specs) if s["gpuSpecificationId"] == gid), None)
+    if index is None:
+        raise NotFound(f"GPU specification '{gid}' of deployment '{dep.value['deploymentId']}': Not found")
+    spec = validate_patch(await read_json_object(request), specs[index])
+    doc = {**dep.value, "deploymentSpecifications": [*specs[:index], spec, *specs[index + 1:]], "lastUpdatedAt": now_iso()}
+    await _commit(store, [Put(records.DEPLOYMENTS, dep.key, doc, expect=dep.revision)])
+    return json_response({"gpuSpecification": spec})
+
+
+def _graceful(request: web.Request) -> bool:
+    raw = request.query.get("graceful", "false").lower()
+    if raw not in ("true", "false"):
+        raise BadRequest("Validation failed: field 'graceful' must be true or false")
+    return raw == "true"
+
+
+@routes.delete("/v2/nvcf/deployments/functions/{functionId}/versions/{functionVersionId}")
+async def delete_deployment(request: web.Request) -> web.Response:
+    fid, vid, key = _ids(request)
+    await require(request, SCOPE, function_id=fid)
+    store = ctx(request).store
+    graceful = _graceful(request)
+    fn = await load_version(store, fid, vid)
+    dep = await store.get(records.DEPLOYMENTS, key)
+    try:
+        status = next_state(fn.value["status"], Event.UNDEPLOY)
+    except InvalidTransition as exc:
+        raise BadRequest(str(exc)) from None
+    function = {**fn.value, "status": status.value}
+    ops: list = [Put(records.FUNCTIONS, key, function, expect=fn.revision)]
+    if dep is not None:
+        if graceful:  # the reconciler drains the instances, then deletes the doc
+            ops.append(Put(records.DEPLOYMENTS, key, {**dep.value, "graceful": True, "lastUpdatedAt": now_iso()}, expect=dep.revision))
+        else:
+            ops.append(Delete(records.DEPLOYMENTS, key, expect=dep.revision))
+    await _commit(store, ops)
+    return json_response({"function": await function_view(store, function)})

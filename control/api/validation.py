@@ -1,0 +1,313 @@
+"""Request validation per spec 4.2 (functions) and 4.4 (deployments).
+
+Each check raises BadRequest naming the field (`invalid(field, message)`); the
+validated, normalised values are returned so handlers store exactly what passed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable
+
+import orjson
+
+from .errors import invalid
+
+NAME_RE = re.compile(r"^[a-z0-9A-Z][a-z0-9A-Z\-_]*$")
+TAG_RE = re.compile(r"^[a-zA-Z0-9\-_:=]+$")
+SECRET_NAME_RE = re.compile(r"^[a-z0-9A-Z][a-z0-9A-Z_.\-]*$")
+RATE_RE = re.compile(r"^\d+-[SMHD](,\d+-[SMHD])*$")
+DURATION_RE = re.compile(r"^PT(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?$")
+
+FUNCTION_TYPES = ("DEFAULT", "STREAMING", "LLM")
+BODY_FORMATS = ("CUSTOM", "PREDICT_V2")
+HEALTH_PROTOCOLS = ("HTTP", "gRPC")
+DEFAULT_HEALTH_URI = "/v2/health/ready"
+UPDATABLE = ("tags", "rateLimit", "llmInvocationConfig", "modelUpdates")
+
+
+def _name(where: str, field: str) -> str:
+    return f"{where}.{field}" if where else field
+
+
+def _string(body: dict, field: str, *, required: bool = False, max_len: int | None = None,
+            nonblank: bool = True, where: str = "") -> str | None:
+    value = body.get(field)
+    if value is None:
+        if required:
+            raise invalid(_name(where, field), "is required")
+        return None
+    if not isinstance(value, str):
+        raise invalid(_name(where, field), "must be a string")
+    if nonblank and not value.strip():
+        raise invalid(_name(where, field), "must not be blank")
+    if max_len is not None and len(value) > max_len:
+        raise invalid(_name(where, field), f"must be at most {max_len} characters")
+    return value
+
+
+def _int(body: dict, field: str, *, required: bool = False, lo: int | None = None, hi: int | None = None, where: str = "") -> int | None:
+    value = body.get(field)
+    if value is None:
+        if required:
+            raise invalid(_name(where, field), "is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid(_name(where, field), "must be an integer")
+    if lo is not None and value < lo:
+        raise invalid(_name(where, field), f"must be at least {lo}")
+    if hi is not None and value > hi:
+        raise invalid(_name(where, field), f"must be at most {hi}")
+    return value
+
+
+def _enum(body: dict, field: str, allowed: Iterable[str], default: str | None = None, where: str = "") -> str | None:
+    value = body.get(field, default)
+    if value is not None and value not in allowed:
+        raise invalid(_name(where, field), f"must be one of {', '.join(allowed)}")
+    return value
+
+
+def _list(body: dict, field: str, where: str = "") -> list | None:
+    value = body.get(field)
+    if value is not None and not isinstance(value, list):
+        raise invalid(_name(where, field), "must be an array")
+    return value
+
+
+def _object(body: dict, field: str, where: str = "") -> dict | None:
+    value = body.get(field)
+    if value is not None and not isinstance(value, dict):
+        raise invalid(_name(where, field), "must be an object")
+    return value
+
+
+def _strings(body: dict, field: str, where: str = "") -> list[str] | None:
+    items = _list(body, field, where)
+    if items is not None and not all(isinstance(s, str) for s in items):
+        raise invalid(_name(where, field), "must be an array of strings")
+    return items
+
+
+def validate_tags(body: dict) -> list[str] | None:
+    tags = _strings(body, "tags")
+    if tags is None:
+        return None
+    if len(tags) > 64:
+        raise invalid("tags", "must hold at most 64 tags")
+    for t in tags:
+        if len(t) > 128 or not TAG_RE.match(t):
+            raise invalid("tags", f"value '{t}' must match [a-zA-Z0-9-_:=]+ and be at most 128 characters")
+    return list(dict.fromkeys(tags))  # a set, in the order given
+
+
+def validate_rate_limit(body: dict) -> dict | None:
+    rl = _object(body, "rateLimit")
+    if rl is None:
+        return None
+    for field in ("rateLimit", "perUserRate"):
+        v = rl.get(field)
+        if v is not None and (not isinstance(v, str) or not RATE_RE.match(v)):
+            raise invalid(f"rateLimit.{field}", "must look like '100-S' or '10-S,500-M'")
+    per_nca = rl.get("perNcaIdRate")
+    if per_nca is not None:
+        if not isinstance(per_nca, dict) or len(per_nca) > 32:
+            raise invalid("rateLimit.perNcaIdRate", "must be an object of at most 32 entries")
+        for v in per_nca.values():
+            if not isinstance(v, str) or not RATE_RE.match(v):
+                raise invalid("rateLimit.perNcaIdRate", "values must look like '100-S'")
+    if rl.get("rateLimit") is None and per_nca is None and rl.get("perUserRate") is None:
+        raise invalid("rateLimit", "must set at least one of rateLimit, perNcaIdRate, perUserRate")
+    exempted = _strings(rl, "exemptedNcaIds")
+    if exempted is not None:
+        if len(exempted) > 32:
+            raise invalid("rateLimit.exemptedNcaIds", "must hold at most 32 ids")
+        if rl.get("rateLimit") is None:
+            raise invalid("rateLimit.exemptedNcaIds", "requires rateLimit.rateLimit")
+    if rl.get("syncCheck") is not None and not isinstance(rl["syncCheck"], bool):
+        raise invalid("rateLimit.syncCheck", "must be a boolean")
+    return rl
+
+
+def validate_llm_invocation_config(body: dict) -> dict | None:
+    cfg = _object(body, "llmInvocationConfig")
+    if cfg is None:
+        return None
+    prio = cfg.get("priority")
+    if prio is not None:
+        if not isinstance(prio, dict):
+            raise invalid("llmInvocationConfig.priority", "must be an object")
+        _int(prio, "defaultPriority", lo=0, hi=2**32 - 1)
+        per = prio.get("perAccountPriority")
+        if per is not None and (not isinstance(per, dict) or len(per) > 64):
+            raise invalid("llmInvocationConfig.priority.perAccountPriority", "must be an object of at most 64 entries")
+    return cfg
+
+
+def _health(body: dict, inference_url: str, inference_port: int) -> tuple[dict, str]:
+    health = _object(body, "health")
+    if health is None:
+        uri = _string(body, "healthUri") or DEFAULT_HEALTH_URI
+        protocol = "gRPC" if inference_url == "/grpc" else "HTTP"
+        return {"protocol": protocol, "uri": uri, "port": inference_port, "timeout": "PT10S", "expectedStatusCode": 200}, uri
+    for field in ("protocol", "uri", "port", "timeout", "expectedStatusCode"):
+        if health.get(field) is None:
+            raise invalid(f"health.{field}", "is required when health is given")
+    if health["protocol"] not in HEALTH_PROTOCOLS:
+        raise invalid("health.protocol", "must be HTTP or gRPC")
+    if not isinstance(health["uri"], str) or not health["uri"].strip():
+        raise invalid("health.uri", "must not be blank")
+    _int(health, "port", lo=1, hi=65535)
+    if not isinstance(health["timeout"], str) or not DURATION_RE.match(health["timeout"]):
+        raise invalid("health.timeout", "must be an ISO-8601 duration such as PT10S")
+    _int(health, "expectedStatusCode", lo=100, hi=599)
+    clean = {k: health[k] for k in ("protocol", "uri", "port", "timeout", "expectedStatusCode")}
+    return clean, health["uri"]
+
+
+def _environment(body: dict) -> list[dict] | None:
+    env = _list(body, "containerEnvironment")
+    if env is None:
+        return None
+    for i, item in enumerate(env):
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not isinstance(item.get("value"), str):
+            raise invalid(f"containerEnvironment[{i}]", "must be {key: string, value: string}")
+        if not item["key"]:
+            raise invalid(f"containerEnvironment[{i}].key", "must not be blank")
+        if item["key"].upper().startswith("NVCF_"):
+            raise invalid(f"containerEnvironment[{i}].key", "uses the reserved prefix NVCF_")
+    return [{"key": e["key"], "value": e["value"]} for e in env]
+
+
+def _models(body: dict, function_type: str) -> list[dict] | None:
+    models = _list(body, "models")
+    if models is None:
+        return None
+    seen: set[str] = set()
+    for i, m in enumerate(models):
+        if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not m["name"]:
+            raise invalid(f"models[{i}].name", "is required")
+        if m["name"] in seen:
+            raise invalid(f"models[{i}].name", f"'{m['name']}' is not unique")
+        seen.add(m["name"])
+        if function_type == "LLM":
+            uris = (m.get("llmConfig") or {}).get("uris") if isinstance(m.get("llmConfig"), dict) else None
+            if not isinstance(uris, list) or not uris:
+                raise invalid(f"models[{i}].llmConfig.uris", "is required for LLM functions")
+        else:
+            for field in ("version", "uri"):
+                if not isinstance(m.get(field), str) or not m[field]:
+                    raise invalid(f"models[{i}].{field}", "is required")
+    return models
+
+
+def _resources(body: dict) -> list[dict] | None:
+    resources = _list(body, "resources")
+    for i, r in enumerate(resources or ()):
+        for field in ("name", "version", "uri"):
+            if not isinstance(r, dict) or not isinstance(r.get(field), str) or not r[field]:
+                raise invalid(f"resources[{i}].{field}", "is required")
+    return resources
+
+
+def _secrets(body: dict) -> dict[str, Any] | None:
+    items = _list(body, "secrets")
+    if items is None:
+        return None
+    out: dict[str, Any] = {}
+    for i, s in enumerate(items):
+        name = s.get("name") if isinstance(s, dict) else None
+        if not isinstance(name, str) or not 1 <= len(name) <= 48 or not SECRET_NAME_RE.match(name):
+            raise invalid(f"secrets[{i}].name", "must match ^[a-z0-9A-Z][a-z0-9A-Z_.-]*$ and be 1-48 characters")
+        if name in out:
+            raise invalid(f"secrets[{i}].name", f"'{name}' is not unique")
+        value = s.get("value")
+        if isinstance(value, dict):
+            size = len(orjson.dumps(value))
+        elif isinstance(value, str):
+            size = len(value)
+        else:
+            raise invalid(f"secrets[{i}].value", "must be a string or a JSON object")
+        if not 1 <= size <= 32768:
+            raise invalid(f"secrets[{i}].value", "must be 1-32768 characters")
+        out[name] = value
+    return out
+
+
+def validate_function(body: dict) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """CreateFunctionRequest -> (function fields to store, secret values or None)."""
+    name = _string(body, "name", required=True, max_len=128)
+    if not NAME_RE.match(name):
+        raise invalid("name", "must match ^[a-z0-9A-Z][a-z0-9A-Z-_]*$")
+    inference_url = _string(body, "inferenceUrl", required=True)
+    inference_port = _int(body, "inferencePort", lo=1, hi=65535) or 8000
+    function_type = _enum(body, "functionType", FUNCTION_TYPES, "DEFAULT")
+    image = _string(body, "containerImage")
+    helm = _string(body, "helmChart")
+    helm_service = _string(body, "helmChartServiceName")
+    models = _models(body, function_type)
+    if image is None and helm is None and not models:
+        raise invalid("containerImage", "is required unless models or helmChart is given")
+    if image is not None and helm is not None:
+        raise invalid("helmChart", "cannot be combined with containerImage")
+    if (helm is None) != (helm_service is None):
+        raise invalid("helmChartServiceName", "must be given together with helmChart")
+    if helm is not None:
+        for field in ("containerArgs", "containerEnvironment"):
+            if body.get(field) is not None:
+                raise invalid(field, "is not allowed with helmChart")
+    if function_type == "LLM" and not models:
+        raise invalid("models", "is required for LLM functions")
+    health, health_uri = _health(body, inference_url, inference_port)
+    telemetries = _object(body, "telemetries")
+    if telemetries is not None and not any(telemetries.get(k) for k in ("logsTelemetryId", "metricsTelemetryId", "tracesTelemetryId")):
+        raise invalid("telemetries", "must set at least one telemetry id")
+    secrets = _secrets(body)
+    fields = {
+        "name": name,
+        "inferenceUrl": inference_url,
+        "inferencePort": inference_port,
+        "containerImage": image,
+        "containerArgs": _string(body, "containerArgs", nonblank=False),
+        "containerEnvironment": _environment(body),
+        "apiBodyFormat": _enum(body, "apiBodyFormat", BODY_FORMATS, "CUSTOM"),
+        "healthUri": health_uri,
+        "health": health,
+        "functionType": function_type,
+        "description": _string(body, "description", max_len=256, nonblank=False),
+        "tags": validate_tags(body),
+        "secrets": None if secrets is None else list(secrets),
+        "models": models,
+        "resources": _resources(body),
+        "rateLimit": validate_rate_limit(body),
+        "llmInvocationConfig": validate_llm_invocation_config(body),
+        "telemetries": telemetries,
+        "helmChart": helm,
+        "helmChartServiceName": helm_service,
+    }
+    return {k: v for k, v in fields.items() if v is not None}, secrets
+
+
+def validate_function_update(body: dict) -> dict[str, Any]:
+    """UpdateFunctionRequest: only tags, rateLimit, llmInvocationConfig, modelUpdates."""
+    for field in body:
+        if field not in UPDATABLE:
+            raise invalid(field, "cannot be changed; create a new function version instead")
+    if not any(body.get(f) is not None for f in UPDATABLE):
+        raise invalid("tags", "or one of rateLimit, llmInvocationConfig, modelUpdates is required")
+    updates: dict[str, Any] = {}
+    if body.get("tags") is not None:
+        updates["tags"] = validate_tags(body)
+    if body.get("rateLimit") is not None:
+        updates["rateLimit"] = validate_rate_limit(body)
+    if body.get("llmInvocationConfig") is not None:
+        updates["llmInvocationConfig"] = validate_llm_invocation_config(body)
+    model_updates = _list(body, "modelUpdates")
+    for i, mu in enumerate(model_updates or ()):
+        if not isinstance(mu, dict) or not isinstance(mu.get("modelName"), str):
+            raise invalid(f"modelUpdates[{i}].modelName", "is required")
+        if not isinstance(mu.get("llmConfig"), dict):
+            raise invalid(f"modelUpdates[{i}].llmConfig", "must be an object")
+    if model_updates is not None:
+        updates["modelUpdates"] = model_updates
+    return updates
