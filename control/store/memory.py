@@ -67,10 +67,12 @@ class MemoryStore(StoreHelpers):
         while True:
             if cursor < self._compacted_through:
                 raise Compacted(f"history through revision {self._compacted_through} was dropped")
-            pending = [c for c in self._log if c.revision > cursor]
+            upto = self._rev  # a commit that changed nothing (delete of a missing key) logs no change
+            pending = [c for c in self._log if cursor < c.revision <= upto]
             for change in pending:
                 cursor = change.revision
                 yield change
+            cursor = max(cursor, upto)
             async with self._changed:
                 if self._rev <= cursor:
                     await self._changed.wait()

@@ -1,0 +1,383 @@
+"""Reconciler: drives the backends towards the deployments in the store, and sets
+function states from what the backends report.
+
+Level-triggered: every pass over a version reads the desired state (function,
+deployment, the autoscaler's `scale` decision) and the observed instances, and
+makes one idempotent call per GPU spec. Passes are triggered by store changes,
+by backend events and by a periodic resync, so a missed trigger only costs
+latency. One worker runs all passes, so calls for a version never overlap;
+draining (graceful undeploy, scale-down) runs in its own task per version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from backends.base import Backend, BackendError, InstanceEvent, InstanceEventKind as K
+from control import records as R
+from control.instance_spec import instance_spec
+from control.loadboard import LoadBoard
+from control.states import DEPLOYED, Event, InvalidTransition, State, fact_event, next_state
+from control.store.base import Compacted, Conflict, Delete, Put, StateStore
+
+log = logging.getLogger("fngate.reconciler")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def desired_replicas(gpu_spec: dict[str, Any], scale: dict[str, Any] | None) -> int:
+    lo = int(gpu_spec.get("minInstances") or 0)
+    hi = max(int(gpu_spec.get("maxInstances") or lo), lo)
+    want = lo if scale is None else int(scale.get("replicas", lo))
+    return min(max(want, lo), hi)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: StateStore,
+        backends: Mapping[str, Backend],
+        loadboard: LoadBoard | None = None,
+        *,
+        resync_interval: float = 5.0,
+        drain_timeout: float = 30.0,
+        drain_settle: float = 1.0,
+        drain_poll: float = 0.2,
+    ) -> None:
+        if not backends:
+            raise ValueError("the reconciler needs at least one backend")
+        self.store = store
+        self.backends = dict(backends)
+        self.default_backend = next(iter(self.backends))
+        self.loadboard = loadboard
+        self.resync_interval = resync_interval
+        self.drain_timeout = drain_timeout
+        self.drain_settle = drain_settle  # gateways report load every ~0.5 s: wait for a fresh report
+        self.drain_poll = drain_poll
+        self._observed: dict[str, dict[str, tuple[str, InstanceEvent]]] = {}  # vid -> iid -> (backend, event)
+        self._failures: dict[str, list[dict[str, Any]]] = {}  # vid -> healthInfo items not yet acted on
+        self._function_of: dict[str, str] = {}  # vid -> fid
+        self._specs: dict[tuple[str, str], dict[str, Any]] = {}  # (vid, gpu spec id) -> gpu spec doc
+        self._draining_ids: set[str] = set()
+        self._drains: dict[str, asyncio.Task] = {}  # vid -> scale-down / undeploy drain
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        # Instance docs from a previous run describe processes that may be gone; the
+        # backends replay what really runs (a READY per live instance) on subscribe.
+        stale = await self.store.list(R.INSTANCES)
+        if stale:
+            await self.store.commit([Delete(R.INSTANCES, r.key) for r in stale])
+        since = await self.store.revision()
+        for rec in await self.store.list(R.FUNCTIONS):
+            fid, vid = rec.key.split("/", 1)
+            self._function_of[vid] = fid
+        for rec in await self.store.list(R.DEPLOYMENTS):
+            self._mark(rec.key.split("/", 1)[1])
+        for name, backend in self.backends.items():
+            self._tasks.append(asyncio.create_task(self._pump(name, backend), name=f"reconciler-events-{name}"))
+        self._tasks.append(asyncio.create_task(self._watch(since), name="reconciler-watch"))
+        self._tasks.append(asyncio.create_task(self._resync(), name="reconciler-resync"))
+        self._tasks.append(asyncio.create_task(self._work(), name="reconciler-worker"))
+
+    async def aclose(self) -> None:
+        tasks = self._tasks + list(self._drains.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def observed(self, version_id: str) -> list[InstanceEvent]:
+        return [e for _, e in self._observed.get(version_id, {}).values()]
+
+    def kick(self, version_id: str) -> None:
+        """Ask for a pass over one version soon (the autoscaler calls this after a decision)."""
+        self._mark(version_id)
+
+    # -- triggers -----------------------------------------------------------------------------
+    def _mark(self, version_id: str) -> None:
+        self._dirty.add(version_id)
+        self._wake.set()
+
+    async def _watch(self, since: int) -> None:
+        while True:
+            try:
+                async for ch in self.store.watch(since):
+                    since = ch.revision
+                    if ch.kind in (R.FUNCTIONS, R.DEPLOYMENTS):
+                        fid, vid = ch.key.split("/", 1)
+                        self._function_of[vid] = fid
+                        self._mark(vid)
+                    elif ch.kind == R.SCALE:
+                        self._mark(ch.key.split("/", 1)[0])
+            except Compacted:
+                since = await self.store.revision()
+                for vid in list(self._function_of):
+                    self._mark(vid)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync_interval)
+            for rec in await self.store.list(R.DEPLOYMENTS):
+                self._mark(rec.key.split("/", 1)[1])
+            for vid in list(self._observed):
+                self._mark(vid)
+
+    async def _pump(self, backend_name: str, backend: Backend) -> None:
+        async for ev in backend.events():
+            try:
+                await self._on_event(backend_name, ev)
+            except Exception:  # one bad write must not stop the facts flowing
+                log.exception("handling %s", ev)
+
+    async def _work(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._dirty:
+                vid = self._dirty.pop()
+                try:
+                    await self._reconcile(vid)
+                except Conflict:
+                    self._mark(vid)  # someone wrote in between: read again
+                    await asyncio.sleep(0.01)
+                except Exception:
+                    log.exception("reconciling version %s", vid)
+
+    # -- facts -> instance docs --------------------------------------------------------------------
+    async def _on_event(self, backend_name: str, ev: InstanceEvent) -> None:
+        vid = ev.version_id
+        seen = self._observed.setdefault(vid, {})
+        key = R.instance_key(vid, ev.instance_id)
+        if ev.kind in (K.STARTING, K.READY):
+            seen[ev.instance_id] = (backend_name, ev)
+            await self.store.put(R.INSTANCES, key, await self._instance_doc(backend_name, ev))
+        else:
+            seen.pop(ev.instance_id, None)
+            self._draining_ids.discard(ev.instance_id)
+            if await self.store.get(R.INSTANCES, key) is not None:
+                await self.store.delete(R.INSTANCES, key)
+            if ev.kind is K.FAILED:
+                gs = self._specs.get((vid, ev.gpu_spec_id), {})
+                self._failures.setdefault(vid, []).append(self._health_item(gs, backend_name, ev.detail, ev.instance_id))
+        self._mark(vid)
+
+    async def _instance_doc(self, backend_name: str, ev: InstanceEvent) -> dict[str, Any]:
+        gs = self._specs.get((ev.version_id, ev.gpu_spec_id), {})
+        fid = await self._fid(ev.version_id) or ""
+        existing = await self.store.get(R.INSTANCES, R.instance_key(ev.version_id, ev.instance_id))
+        created = existing.value.get("instanceCreatedAt") if existing else None
+        return {
+            "instanceId": ev.instance_id,
+            "functionId": fid,
+            "functionVersionId": ev.version_id,
+            "instanceType": gs.get("instanceType", ""),
+            "instanceStatus": "ACTIVE" if ev.kind is K.READY else "STARTING",
+            "ncaId": gs.get("_ncaId", "fngate"),
+            "gpu": gs.get("gpu", ""),
+            "backend": backend_name,
+            "location": "local",
+            "instanceCreatedAt": created or now_iso(),
+            "instanceUpdatedAt": now_iso(),
+            "host": ev.host,
+            "port": ev.port,
+            "gpuSpecificationId": ev.gpu_spec_id,
+            "draining": ev.instance_id in self._draining_ids,
+        }
+
+    @staticmethod
+    def _health_item(gs: dict[str, Any], backend: str, error: str, request_id: str = "") -> dict[str, Any]:
+        return {
+            "icmsRequestId": request_id or str(uuid.uuid4()),
+            "gpu": gs.get("gpu", ""),
+            "backend": backend,
+            "instanceType": gs.get("instanceType", ""),
+            "error": error,
+        }
+
+    async def _fid(self, vid: str) -> str | None:
+        if vid in self._function_of:
+            return self._function_of[vid]
+        for rec in await self.store.list(R.FUNCTIONS):
+            if rec.key.endswith("/" + vid):
+                self._function_of[vid] = rec.key.split("/", 1)[0]
+                return self._function_of[vid]
+        return None
+
+    # -- one pass over one version ----------------------------------------------------------------
+    async def _reconcile(self, vid: str) -> None:
+        fid = await self._fid(vid)
+        key = R.version_key(fid, vid) if fid else ""
+        fn_rec = await self.store.get(R.FUNCTIONS, key) if fid else None
+        dep_rec = await self.store.get(R.DEPLOYMENTS, key) if fid else None
+        status = State(fn_rec.value.get("status", "INACTIVE")) if fn_rec else State.DELETED
+        if status not in DEPLOYED or dep_rec is None:
+            self._failures.pop(vid, None)
+            if status is State.INACTIVE and dep_rec is not None and dep_rec.value.get("graceful"):
+                if vid not in self._drains:
+                    self._drains[vid] = asyncio.create_task(self._drain_undeploy(vid, key))
+            elif vid not in self._drains:
+                await self._teardown(vid, graceful=False)
+            return
+        if status is State.ERROR:
+            self._failures.pop(vid, None)
+            await self._teardown(vid, graceful=False, forget_scale=False)
+            return
+        fn, dep = fn_rec.value, dep_rec.value
+        specs = dep.get("deploymentSpecifications") or []
+        secrets_rec = await self.store.get(R.SECRETS, key)
+        secrets = (secrets_rec.value.get("secrets") if secrets_rec else None) or {}
+        failures = self._failures.pop(vid, [])
+        for gs in specs:
+            gs = {**gs, "_ncaId": fn.get("ncaId", "fngate")}
+            name = gs.get("backend") or self.default_backend
+            backend = self.backends.get(name)
+            if backend is None:
+                failures.append(self._health_item(gs, name, f"no backend named {name!r}; configured: {', '.join(self.backends)}"))
+                continue
+            spec = instance_spec(fn, gs, secrets)
+            self._specs[(vid, spec.gpu_spec_id)] = gs
+            if vid in self._drains:
+                continue  # a scale-down is draining; it applies the new count when done
+            scale = await self.store.get(R.SCALE, R.scale_key(vid, spec.gpu_spec_id))
+            replicas = desired_replicas(gs, scale.value if scale else None)
+            mine = [e for b, e in self._observed.get(vid, {}).values() if e.gpu_spec_id == spec.gpu_spec_id and b == name]
+            try:
+                if replicas < len(mine) and hasattr(backend, "stop_instances"):
+                    self._drains[vid] = asyncio.create_task(self._drain_scale_down(vid, backend, spec, replicas, mine))
+                else:
+                    await backend.apply(spec, replicas)
+            except BackendError as exc:
+                failures.append(self._health_item(gs, name, str(exc)))
+        if failures:
+            if status is State.DEPLOYING:
+                await self._fail(key, fn_rec, dep_rec, failures)
+                return
+            for f in failures:
+                log.warning("version %s: %s", vid, f["error"])
+        await self._set_state(key, fn_rec, self._fact(vid, specs))
+
+    def _fact(self, vid: str, specs: list[dict[str, Any]]) -> Event:
+        ready_by_spec: dict[str, int] = {}
+        for _, e in self._observed.get(vid, {}).values():
+            if e.kind is K.READY and e.instance_id not in self._draining_ids:
+                ready_by_spec[e.gpu_spec_id] = ready_by_spec.get(e.gpu_spec_id, 0) + 1
+        ready = sum(ready_by_spec.values())
+        minimum = sum(int(gs.get("minInstances") or 0) for gs in specs)
+        if all(ready_by_spec.get(gs.get("gpuSpecificationId") or "default", 0) >= int(gs.get("minInstances") or 0) for gs in specs):
+            return Event.MIN_READY
+        return fact_event(ready, minimum)
+
+    async def _set_state(self, key: str, fn_rec, event: Event) -> None:
+        status = fn_rec.value["status"]
+        try:
+            new = next_state(status, event)
+        except InvalidTransition:
+            return
+        if new.value != status:
+            log.info("function %s: %s -> %s (%s)", key, status, new.value, event.value)
+            await self.store.put(R.FUNCTIONS, key, {**fn_rec.value, "status": new.value}, expect=fn_rec.revision)
+
+    async def _fail(self, key: str, fn_rec, dep_rec, items: list[dict[str, Any]]) -> None:
+        log.warning("function %s: ERROR: %s", key, "; ".join(i["error"] for i in items))
+        new = next_state(fn_rec.value["status"], Event.FAILED)
+        dep = {**dep_rec.value, "healthInfo": items, "lastUpdatedAt": now_iso()}
+        await self.store.commit(
+            [
+                Put(R.FUNCTIONS, key, {**fn_rec.value, "status": new.value}, expect=fn_rec.revision),
+                Put(R.DEPLOYMENTS, key, dep, expect=dep_rec.revision),
+            ]
+        )
+        await self._teardown(key.split("/", 1)[1], graceful=False, forget_scale=False)
+
+    async def _teardown(self, vid: str, *, graceful: bool, forget_scale: bool = True) -> None:
+        placed = {b for b, _ in self._observed.get(vid, {}).values()}
+        docs = await self.store.list(R.INSTANCES, vid + "/")
+        known = [k for k in self._specs if k[0] == vid]
+        if not placed and not docs and not known:
+            return  # nothing runs for this version
+        for name in placed or self.backends:
+            await self.backends[name].remove(vid, graceful=graceful)
+        for k in known:
+            del self._specs[k]
+        ops = [Delete(R.INSTANCES, r.key) for r in docs]
+        if forget_scale:
+            ops += [Delete(R.SCALE, r.key) for r in await self.store.list(R.SCALE, vid + "/")]
+        if ops:
+            await self.store.commit(ops)
+
+    # -- draining ---------------------------------------------------------------------------------
+    async def _mark_draining(self, vid: str, instance_ids: list[str]) -> None:
+        self._draining_ids.update(instance_ids)
+        for iid in instance_ids:
+            rec = await self.store.get(R.INSTANCES, R.instance_key(vid, iid))
+            if rec is not None:
+                await self.store.put(R.INSTANCES, rec.key, {**rec.value, "draining": True})
+
+    async def _wait_idle(self, vid: str, instance_ids: list[str] | None) -> None:
+        """Until no gateway reports in-flight work on the instances (or the version),
+        bounded by drain_timeout. Waits drain_settle first so reports postdate the drain."""
+        if self.loadboard is None:
+            return
+        await asyncio.sleep(self.drain_settle)
+        deadline = time.monotonic() + self.drain_timeout
+        while time.monotonic() < deadline:
+            load = self.loadboard.version_load(vid)
+            per_endpoint = getattr(self.loadboard, "endpoint_in_flight", None)
+            if instance_ids is not None and per_endpoint is not None:
+                counts = [per_endpoint(vid, iid) for iid in instance_ids]
+                if all(c is not None for c in counts):
+                    if sum(counts) == 0:
+                        return
+                    await asyncio.sleep(self.drain_poll)
+                    continue
+            if load.in_flight == 0 and (instance_ids is not None or load.queue_depth == 0):
+                return
+            await asyncio.sleep(self.drain_poll)
+        log.warning("version %s: drain timed out after %.0fs with work in flight", vid, self.drain_timeout)
+
+    async def _drain_undeploy(self, vid: str, key: str) -> None:
+        try:
+            await self._mark_draining(vid, [e.instance_id for e in self.observed(vid)])
+            await self._wait_idle(vid, None)
+            await self._teardown(vid, graceful=True)
+            dep = await self.store.get(R.DEPLOYMENTS, key)
+            if dep is not None and dep.value.get("graceful"):
+                await self.store.delete(R.DEPLOYMENTS, key, expect=dep.revision)
+        except Conflict:
+            pass
+        except Exception:
+            log.exception("graceful undeploy of %s", vid)
+        finally:
+            self._drains.pop(vid, None)
+            self._mark(vid)
+
+    async def _drain_scale_down(self, vid: str, backend, spec, replicas: int, current: list[InstanceEvent]) -> None:
+        try:
+            # not-ready instances first, then the newest ready ones
+            order = sorted(current, key=lambda e: (e.kind is K.READY, -current.index(e)))
+            victims = order[: len(current) - replicas]
+            starting = [e.instance_id for e in victims if e.kind is not K.READY]
+            ready = [e.instance_id for e in victims if e.kind is K.READY]
+            if starting:
+                await backend.stop_instances(vid, starting, graceful=False)
+            if ready:
+                await self._mark_draining(vid, ready)
+                await self._wait_idle(vid, ready)
+                await backend.stop_instances(vid, ready, graceful=True)
+            await backend.apply(spec, replicas)
+        except Exception:
+            log.exception("scale-down of %s", vid)
+        finally:
+            self._drains.pop(vid, None)
+            self._mark(vid)

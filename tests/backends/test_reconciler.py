@@ -1,0 +1,193 @@
+"""The reconciler against the scripted fake backend and the local one: states follow
+instance facts, failures become ERROR with healthInfo, undeploy cleans up."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from backends.fake import FakeBackend
+from backends.inventory import Inventory
+from backends.local import LocalBackend
+from control import records as R
+from control.loadboard import LoadBoard
+from control.reconciler import Reconciler
+from control.store.base import Delete, Put
+from control.store.memory import MemoryStore
+from proxy.routing import LoadReport, VersionLoad
+from tests.backends.helpers import deploy, gpu_spec, status_of, wait_for, wait_status
+from tests.backends.toys import toy_catalog
+
+
+@pytest.fixture
+async def fake_world():
+    store = MemoryStore()
+    backend = FakeBackend("fake", auto_ready=False, inventory=Inventory({"L40S": 3, "H100": 1, "A100": 1}))
+    board = LoadBoard()
+    rec = Reconciler(store, {"fake": backend}, board, resync_interval=0.2, drain_settle=0.05, drain_timeout=2)
+    await rec.start()
+    yield store, backend, rec, board
+    await rec.aclose()
+    await backend.aclose()
+
+
+async def instances(store, vid):
+    return [r.value for r in await store.list(R.INSTANCES, vid + "/")]
+
+
+async def test_deploying_until_min_ready_then_degrading_degraded_and_back(fake_world):
+    store, fake, _, _ = fake_world
+    fid, vid = await deploy(store, specs=[gpu_spec(2, 3)])
+    await wait_for(lambda: _n(fake, vid, 2), what="two instances placed")
+    first, second = fake.instance_ids(vid)
+    fake.make_ready(first)
+    await wait_for(lambda: _docs(store, vid, ready=1))
+    assert await status_of(store, fid, vid) == "DEPLOYING"
+    fake.make_ready(second)
+    await wait_status(store, fid, vid, "ACTIVE")
+    docs = await instances(store, vid)
+    assert {d["instanceStatus"] for d in docs} == {"ACTIVE"} and all(d["functionId"] == fid and d["port"] for d in docs)
+    fake.lose(first)
+    await wait_status(store, fid, vid, "DEGRADING")
+    fake.lose(second)
+    await wait_status(store, fid, vid, "DEGRADED")
+    fake.make_ready(first)
+    await wait_status(store, fid, vid, "DEGRADING")
+    fake.make_ready(second)
+    await wait_status(store, fid, vid, "ACTIVE")
+
+
+async def test_failed_instance_while_deploying_is_error_with_health_info(fake_world):
+    store, fake, _, _ = fake_world
+    fid, vid = await deploy(store)
+    await wait_for(lambda: _n(fake, vid, 1))
+    fake.fail(fake.instance_ids(vid)[0], "instance did not become healthy within 60s")
+    await wait_status(store, fid, vid, "ERROR")
+    dep = (await store.get(R.DEPLOYMENTS, R.version_key(fid, vid))).value
+    [info] = dep["healthInfo"]
+    assert info["error"] == "instance did not become healthy within 60s"
+    assert info["gpu"] == "L40S" and info["instanceType"] == "NCP.GPU.L40S_1x" and info["backend"] == "fake"
+    await wait_for(lambda: _n(fake, vid, 0), what="errored version torn down")
+
+
+async def test_inventory_exhausted_is_error_and_other_functions_keep_running(fake_world):
+    store, fake, _, _ = fake_world
+    fid1, vid1 = await deploy(store, specs=[gpu_spec(2, 2)])
+    await wait_for(lambda: _n(fake, vid1, 2))
+    for i in fake.instance_ids(vid1):
+        fake.make_ready(i)
+    await wait_status(store, fid1, vid1, "ACTIVE")
+    fid2, vid2 = await deploy(store, specs=[gpu_spec(2, 2)])
+    await wait_status(store, fid2, vid2, "ERROR")
+    dep = (await store.get(R.DEPLOYMENTS, R.version_key(fid2, vid2))).value
+    assert "insufficient capacity: NCP.GPU.L40S_1x needs 1 L40S GPU(s), 0 of 3 free" in dep["healthInfo"][0]["error"]
+    await wait_for(lambda: _n(fake, vid2, 0), what="partial placement released")
+    assert await status_of(store, fid1, vid1) == "ACTIVE" and len(fake.instance_ids(vid1, ready=True)) == 2
+    free = next(c["free"] for c in fake.capacity() if c["name"] == "NCP.GPU.L40S_1x")
+    assert free == 1
+
+
+async def test_unknown_backend_is_error(fake_world):
+    store, _, _, _ = fake_world
+    fid, vid = await deploy(store, specs=[gpu_spec(1, 1, backend="mars")])
+    await wait_status(store, fid, vid, "ERROR")
+    dep = (await store.get(R.DEPLOYMENTS, R.version_key(fid, vid))).value
+    assert "no backend named 'mars'" in dep["healthInfo"][0]["error"]
+
+
+async def test_scale_decision_is_clamped_and_applied(fake_world):
+    store, fake, _, _ = fake_world
+    spec = gpu_spec(1, 2)
+    fid, vid = await deploy(store, specs=[spec])
+    await wait_for(lambda: _n(fake, vid, 1))
+    await store.put(R.SCALE, R.scale_key(vid, spec["gpuSpecificationId"]), {"replicas": 5, "reason": "test"})
+    await wait_for(lambda: _n(fake, vid, 2), what="clamped to maxInstances")
+    await store.put(R.SCALE, R.scale_key(vid, spec["gpuSpecificationId"]), {"replicas": 0, "reason": "test"})
+    await wait_for(lambda: _n(fake, vid, 1), what="clamped to minInstances")
+
+
+async def test_scale_down_drains_a_ready_instance_before_stopping_it(fake_world):
+    store, fake, _, board = fake_world
+    spec = gpu_spec(1, 2)
+    fid, vid = await deploy(store, specs=[spec])
+    key = R.scale_key(vid, spec["gpuSpecificationId"])
+    await store.put(R.SCALE, key, {"replicas": 2})
+    await wait_for(lambda: _n(fake, vid, 2))
+    for i in fake.instance_ids(vid):
+        fake.make_ready(i)
+    await wait_status(store, fid, vid, "ACTIVE")
+    board.update(LoadReport("gw", time.time() + 3600, {vid: VersionLoad(in_flight=1)}))
+    await store.put(R.SCALE, key, {"replicas": 1})
+    await wait_for(lambda: _docs(store, vid, draining=1), what="victim marked draining")
+    assert len(fake.instance_ids(vid)) == 2, "a draining instance with work in flight must not be stopped"
+    board.update(LoadReport("gw", time.time() + 3600, {vid: VersionLoad(in_flight=0)}))
+    await wait_for(lambda: _n(fake, vid, 1), what="victim stopped once idle")
+    assert await status_of(store, fid, vid) == "ACTIVE"
+
+
+async def test_undeploy_non_graceful_and_graceful(fake_world):
+    store, fake, _, board = fake_world
+    fake.auto_ready = True
+    fid, vid = await deploy(store)
+    await wait_status(store, fid, vid, "ACTIVE")
+    key = R.version_key(fid, vid)
+    fn = (await store.get(R.FUNCTIONS, key)).value
+    await store.commit([Put(R.FUNCTIONS, key, {**fn, "status": "INACTIVE"}), Delete(R.DEPLOYMENTS, key)])
+    await wait_for(lambda: _n(fake, vid, 0), what="instances removed")
+    await wait_for(lambda: _docs(store, vid, total=0))
+
+    fid, vid = await deploy(store)
+    await wait_status(store, fid, vid, "ACTIVE")
+    key = R.version_key(fid, vid)
+    board.update(LoadReport("gw", time.time() + 3600, {vid: VersionLoad(in_flight=1)}))
+    fn = (await store.get(R.FUNCTIONS, key)).value
+    dep = (await store.get(R.DEPLOYMENTS, key)).value
+    await store.put(R.DEPLOYMENTS, key, {**dep, "graceful": True})
+    await store.put(R.FUNCTIONS, key, {**fn, "status": "INACTIVE"})
+    await wait_for(lambda: _docs(store, vid, draining=1), what="endpoints draining")
+    assert len(fake.instance_ids(vid)) == 1
+    board.update(LoadReport("gw", time.time() + 3600, {vid: VersionLoad(in_flight=0)}))
+    await wait_for(lambda: _n(fake, vid, 0), what="removed after in-flight finished")
+    await wait_for(lambda: _gone(store, key), what="deployment doc deleted")
+
+
+async def test_restart_restores_deployments(tmp_path):
+    store = MemoryStore()
+    mk = lambda: LocalBackend("local", data_dir=tmp_path, catalog=toy_catalog(), probe_interval=0.2)  # noqa: E731
+    backend = mk()
+    rec = Reconciler(store, {"local": backend}, resync_interval=0.3)
+    await rec.start()
+    fid, vid = await deploy(store)
+    await wait_status(store, fid, vid, "ACTIVE")
+    await rec.aclose()
+    await backend.aclose()
+    backend = mk()
+    rec = Reconciler(store, {"local": backend}, resync_interval=0.3)
+    await rec.start()
+    try:
+        await wait_for(lambda: _docs(store, vid, ready=1), what="instance running again after restart")
+        assert await status_of(store, fid, vid) == "ACTIVE"
+    finally:
+        await rec.aclose()
+        await backend.aclose()
+
+
+def _n(fake, vid, n):
+    async def check():
+        return len(fake.instance_ids(vid)) == n
+    return check()
+
+
+def _docs(store, vid, *, ready=None, draining=None, total=None):
+    async def check():
+        docs = await instances(store, vid)
+        return (ready is None or sum(d["instanceStatus"] == "ACTIVE" for d in docs) == ready) and (
+            draining is None or sum(bool(d.get("draining")) for d in docs) == draining) and (total is None or len(docs) == total)
+    return check()
+
+
+def _gone(store, key):
+    async def check():
+        return await store.get(R.DEPLOYMENTS, key) is None
+    return check()
