@@ -1,0 +1,391 @@
+"""KubernetesBackend: function instances as pods of one Deployment per version.
+
+apply() creates or updates the Deployment (and its Secret) and patches `replicas`;
+remove() first reports every pod LOST, so routing stops, then deletes what it
+made. Instances are followed with list-then-watch on the owned pods: a Ready pod
+is a READY instance at its pod IP and container port; a deleted, failed, evicted
+or unready pod is LOST; a pod that never becomes ready within the startup timeout
+(image pull failure, crash loop, unschedulable) is FAILED with the reason. The
+watch resumes from its resourceVersion and re-lists after 410 Gone or an error.
+
+aclose() stops watching but leaves the workloads running: a restarted control
+plane re-adopts them, since apply() finds its Deployments by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Mapping
+
+import aiohttp
+
+from ..base import BackendError, InstanceEvent, InstanceEventKind as K, InstanceSpec
+from ..hub import EventHub
+from ..inventory import Inventory, PlacementError
+from . import manifests as m
+from ._api import KubeApi, KubeError, connect
+from .pods import PodView, view
+
+log = logging.getLogger("fngate.backends.kubernetes")
+
+
+@dataclass(eq=False)
+class _Pod:
+    first_seen: float
+    last: PodView
+    announced: K | None = None  # the outstanding STARTING/READY, if any
+    ever_ready: bool = False
+    failed: bool = False
+    retired: bool = False  # its version was removed: LOST already reported, stay quiet
+
+
+@dataclass(eq=False)
+class _Group:
+    name: str  # the Deployment's name
+    spec: InstanceSpec
+    replicas: int
+    applied_at: float = field(default_factory=time.monotonic)
+    reported: str = ""  # the Deployment-level failure already reported
+
+
+class KubernetesBackend:
+    def __init__(
+        self,
+        name: str = "kubernetes",
+        *,
+        namespace: str = "default",
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        in_cluster: bool = False,
+        inventory: Inventory | None = None,
+        node_selectors: Mapping[str, Mapping[str, str]] | None = None,
+        startup_timeout: float = 600.0,
+        probe_period: int = 5,
+        termination_grace: int = 30,
+        image_pull_secrets: tuple[str, ...] = (),
+        region: str = "kubernetes",
+        env: str = "fngate",
+        watch_timeout: int = 240,
+        retry_backoff: float = 0.2,
+        api: KubeApi | None = None,
+    ) -> None:
+        self.name = name
+        self.namespace = namespace
+        self._connect_args = {"kubeconfig": kubeconfig, "context": context, "in_cluster": in_cluster}
+        self.inventory = inventory or Inventory()
+        self.node_selectors = {k: dict(v) for k, v in (node_selectors or {}).items()}
+        self.startup_timeout = startup_timeout
+        self.probe_period = probe_period
+        self.termination_grace = termination_grace
+        self.image_pull_secrets = tuple(image_pull_secrets)
+        self.region = region
+        self.env = env
+        self.watch_timeout = watch_timeout
+        self.retry_backoff = retry_backoff
+        self._api = api
+        self._hub = EventHub()
+        self._pods: dict[str, _Pod] = {}
+        self._groups: dict[tuple[str, str], _Group] = {}
+        self._holders: dict[str, set[str]] = {}  # Deployment name -> its inventory holders
+        self._tasks: list[asyncio.Task] = []
+        self._start_lock = asyncio.Lock()
+        self._synced = asyncio.Event()
+        self._closed = False
+
+    @classmethod
+    def from_config(cls, name: str, cfg: Mapping[str, Any]) -> "KubernetesBackend":
+        """The `type: kubernetes` entry of the fngate config file (see README, Kubernetes)."""
+        types = cfg.get("instanceTypes") or []
+        return cls(
+            name,
+            namespace=str(cfg.get("namespace", "default")),
+            kubeconfig=cfg.get("kubeconfig"),
+            context=cfg.get("context"),
+            in_cluster=bool(cfg.get("inCluster", False)),
+            inventory=Inventory.from_config(cfg),
+            node_selectors={str(t["name"]): t["nodeSelector"] for t in types if t.get("nodeSelector")},
+            startup_timeout=float(cfg.get("startupTimeout", 600)),
+            probe_period=int(cfg.get("probePeriod", 5)),
+            termination_grace=int(cfg.get("terminationGracePeriod", 30)),
+            image_pull_secrets=tuple(cfg.get("imagePullSecrets") or ()),
+            region=str(cfg.get("region", "kubernetes")),
+        )
+
+    # -- Backend protocol ----------------------------------------------------------------
+    async def apply(self, spec: InstanceSpec, replicas: int) -> None:
+        if replicas < 0:
+            raise ValueError("replicas must be >= 0")
+        if not spec.container_image or spec.configuration.get("helmChart"):
+            raise BackendError(
+                "the kubernetes backend runs container functions only: helmChart functions need the helm "
+                "tool, which this installation does not provide"
+            )
+        api = await self._started()
+        key = (spec.version_id, spec.gpu_spec_id)
+        name = m.deployment_name(spec)
+        self._reserve(name, spec, replicas)
+        body = m.deployment(spec, replicas, self._settings(spec))
+        try:
+            current = await api.get_deployment(name)
+            if current is None or m.spec_hash(current) != m.spec_hash(body):
+                await self._put_secret(api, spec)
+            if current is None:
+                try:
+                    await api.create_deployment(body)
+                except KubeError as exc:
+                    if exc.status != 409:  # created concurrently: fall through to update it
+                        raise
+                    current = await api.get_deployment(name)
+            if current is not None:
+                if m.spec_hash(current) != m.spec_hash(body):
+                    body["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
+                    await api.replace_deployment(name, body)
+                elif (current.get("spec") or {}).get("replicas") != replicas:
+                    await api.scale_deployment(name, replicas)
+        except KubeError as exc:
+            group = self._groups.get(key)
+            self._release(name, group.replicas if group else 0)
+            raise BackendError(exc.message) from None
+        group = self._groups.get(key)
+        if group is None or group.replicas != replicas or group.spec != spec:
+            self._groups[key] = _Group(name, spec, replicas)
+
+    async def remove(self, version_id: str, *, graceful: bool = True) -> None:
+        api = await self._started()
+        # routing stops first: every pod of the version is LOST before anything is deleted
+        for pod_name, pod in self._pods.items():
+            if pod.last.version_id == version_id and not pod.retired:
+                pod.retired = True
+                self._announce_gone(pod_name, pod, K.LOST, "function version removed")
+        selector = m.version_selector(version_id)
+        try:
+            names = {d["metadata"]["name"] for d in await api.list_deployments(selector)}
+            names |= {g.name for k, g in self._groups.items() if k[0] == version_id}
+            for name in sorted(names):
+                await api.delete_deployment(name)
+                await api.delete_secret(name + "-secrets")
+        except KubeError as exc:
+            raise BackendError(exc.message) from None
+        for key in [k for k in self._groups if k[0] == version_id]:
+            self._release(self._groups.pop(key).name, 0)
+
+    async def events(self) -> AsyncIterator[InstanceEvent]:
+        await self._started()
+        async for event in self._hub.subscribe():
+            yield event
+
+    def capacity(self) -> list[dict[str, Any]]:
+        return self.inventory.capacity()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._api is not None:
+            await self._api.aclose()
+        self._hub.close()
+
+    # -- introspection (CLI, tests) ----------------------------------------------------------
+    def instances(self, version_id: str | None = None) -> list[dict[str, Any]]:
+        return [
+            {"instanceId": n, "versionId": p.last.version_id, "podIP": p.last.ip, "port": p.last.port,
+             "ready": p.announced is K.READY, "phase": p.last.phase, "problem": p.last.problem}
+            for n, p in self._pods.items() if version_id in (None, p.last.version_id)
+        ]
+
+    async def synced(self) -> None:
+        """Wait until the first pod list has been read."""
+        await self._started()
+        await self._synced.wait()
+
+    @staticmethod
+    async def _put_secret(api: KubeApi, spec: InstanceSpec) -> None:
+        if spec.secrets:
+            await api.put_secret(m.secret(spec))
+        else:  # secrets dropped from the function: do not leave the old ones in the cluster
+            await api.delete_secret(m.secret_name(spec))
+
+    # -- placement -----------------------------------------------------------------------
+    def _settings(self, spec: InstanceSpec) -> m.PodSettings:
+        t = next((c for c in self.inventory.capacity() if c["name"] == spec.instance_type), None)
+        return m.PodSettings(
+            gpu_count=int(t["gpuCount"]) if t else 1,
+            node_selector=self.node_selectors.get(spec.instance_type) or {"fngate.io/gpu": spec.gpu or (t or {}).get("gpu", "")},
+            probe_period_s=self.probe_period,
+            termination_grace_s=self.termination_grace,
+            image_pull_secrets=self.image_pull_secrets,
+            env=self._nvcf_env(spec),
+        )
+
+    def _nvcf_env(self, spec: InstanceSpec) -> dict[str, str]:
+        return {
+            "NVCF_BACKEND": self.name,
+            "NVCF_ENV": self.env,
+            "NVCF_FUNCTION_ID": spec.function_id,
+            "NVCF_FUNCTION_NAME": spec.function_name,
+            "NVCF_FUNCTION_VERSION_ID": spec.version_id,
+            "NVCF_INSTANCETYPE": spec.instance_type,
+            "NVCF_NCA_ID": spec.nca_id,
+            "NVCF_REGION": self.region,
+            "NVCF_MAX_REQUEST_CONCURRENCY": str(spec.max_request_concurrency),
+        }
+
+    def _reserve(self, name: str, spec: InstanceSpec, replicas: int) -> None:
+        """Hold `replicas` instances' worth of the configured GPU quota, all or nothing."""
+        held = self._holders.setdefault(name, set())
+        taken = []
+        try:
+            for i in range(replicas):
+                holder = f"{name}#{i}"
+                if holder not in held:
+                    self.inventory.reserve(holder, spec.instance_type, spec.gpu)
+                    taken.append(holder)
+        except PlacementError as exc:
+            for holder in taken:
+                self.inventory.release(holder)
+            raise PlacementError(f"{exc} (asked for {replicas} instances)") from None
+        held.update(taken)
+        self._release(name, replicas)
+
+    def _release(self, name: str, keep: int) -> None:
+        held = self._holders.get(name, set())
+        for holder in [h for h in held if int(h.rsplit("#", 1)[1]) >= keep]:
+            self.inventory.release(holder)
+            held.discard(holder)
+        if not held:
+            self._holders.pop(name, None)
+
+    # -- following pods ---------------------------------------------------------------------
+    async def _started(self) -> KubeApi:
+        if self._closed:
+            raise RuntimeError("backend is closed")
+        async with self._start_lock:
+            if self._api is None:
+                try:
+                    client = await connect(**self._connect_args)
+                except Exception as exc:  # bad kubeconfig, missing service account
+                    raise BackendError(f"cannot connect to Kubernetes: {exc}") from None
+                self._api = KubeApi(client, self.namespace)
+            if not self._tasks:
+                self._tasks = [
+                    asyncio.create_task(self._follow_pods(), name=f"{self.name}-pods"),
+                    asyncio.create_task(self._check_startups(), name=f"{self.name}-startups"),
+                ]
+        return self._api
+
+    async def _follow_pods(self) -> None:
+        assert self._api is not None
+        backoff, rv = self.retry_backoff, ""
+        while True:
+            try:
+                if not rv:
+                    pods, rv = await self._api.list_pods(m.OWNED_SELECTOR)
+                    self._resync(pods)
+                    self._synced.set()
+                began, seen = time.monotonic(), 0
+                async for event in self._api.watch_pods(m.OWNED_SELECTOR, rv, timeout_s=self.watch_timeout):
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    if kind == "ERROR":  # 410 Gone (too old) or another failure: start over from a list
+                        log.info("pod watch ended: %s %s; re-listing", obj.get("code"), obj.get("message"))
+                        rv = ""
+                        break
+                    rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+                    seen += 1
+                    if kind != "BOOKMARK":
+                        self._on_pod(kind, obj)
+                if rv and not seen and time.monotonic() - began < 1.0:
+                    await asyncio.sleep(backoff)  # a server that ends watches at once: do not spin
+                backoff = self.retry_backoff
+            except asyncio.CancelledError:
+                raise
+            except (KubeError, aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+                log.warning("pod watch failed (%s); re-listing in %.1fs", exc, backoff)
+                rv = ""
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def _resync(self, pods: list[dict[str, Any]]) -> None:
+        listed = set()
+        for pod in pods:
+            listed.add((pod.get("metadata") or {}).get("name", ""))
+            self._on_pod("MODIFIED", pod)
+        for name in [n for n in self._pods if n not in listed]:
+            self._on_pod("DELETED", None, name)
+
+    def _on_pod(self, kind: str | None, obj: dict[str, Any] | None, name: str = "") -> None:
+        if kind == "DELETED":
+            name = name or ((obj or {}).get("metadata") or {}).get("name", "")
+            pod = self._pods.pop(name, None)
+            if pod is not None and not pod.retired:
+                self._announce_gone(name, pod, K.LOST, "pod deleted")
+            return
+        v = view(obj or {})
+        pod = self._pods.get(v.name)
+        if pod is None:
+            pod = self._pods[v.name] = _Pod(time.monotonic(), v, retired=v.terminating)
+        before, pod.last = pod.last, v
+        if pod.retired:
+            return
+        if v.ready:
+            if pod.announced is not K.READY or (before.ip, before.port) != (v.ip, v.port):
+                pod.announced, pod.ever_ready, pod.failed = K.READY, True, False
+                self._emit(K.READY, v.name, v)
+            return
+        if pod.announced is K.READY:
+            self._announce_gone(v.name, pod, K.LOST, v.problem)
+        if v.phase in ("Failed", "Succeeded") or v.terminating:
+            if pod.announced is K.STARTING:
+                self._announce_gone(v.name, pod, K.LOST if pod.ever_ready else K.FAILED, v.problem)
+                pod.failed = not pod.ever_ready
+            return
+        if pod.announced is None and not pod.failed:
+            pod.announced = K.STARTING
+            self._emit(K.STARTING, v.name, v)
+
+    def _announce_gone(self, name: str, pod: _Pod, kind: K, detail: str) -> None:
+        if pod.announced is not None or kind is K.FAILED:
+            pod.announced = None
+            self._emit(kind, name, pod.last, detail)
+
+    def _emit(self, kind: K, name: str, v: PodView, detail: str = "") -> None:
+        ready = kind is K.READY
+        self._hub.emit(InstanceEvent(kind, v.version_id, name, v.ip if ready else "", v.port if ready else 0, detail, v.gpu_spec_id))
+
+    async def _check_startups(self) -> None:
+        """FAILED for pods that never became ready in time, and for Deployments whose
+        pods cannot even be created (quota, admission): the reasons become healthInfo."""
+        interval = max(0.2, min(5.0, self.startup_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for name, pod in list(self._pods.items()):
+                if pod.announced is K.STARTING and not pod.ever_ready and now - pod.first_seen > self.startup_timeout:
+                    pod.failed = True
+                    self._announce_gone(
+                        name, pod, K.FAILED,
+                        f"instance did not become ready within {self.startup_timeout:g}s: {pod.last.problem}",
+                    )
+            await self._check_deployments(now)
+
+    async def _check_deployments(self, now: float) -> None:
+        assert self._api is not None
+        for (version_id, gpu_spec_id), group in list(self._groups.items()):
+            have = sum(1 for p in self._pods.values() if p.last.version_id == version_id and p.last.gpu_spec_id == gpu_spec_id)
+            if group.replicas == 0 or have >= group.replicas or now - group.applied_at < 1.0:
+                continue
+            try:
+                dep = await self._api.get_deployment(group.name)
+            except KubeError as exc:
+                log.warning("cannot read deployment %s: %s", group.name, exc.message)
+                continue
+            for cond in ((dep or {}).get("status") or {}).get("conditions") or ():
+                if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+                    message = f"pods cannot be created: {cond.get('message') or cond.get('reason')}"
+                    if message != group.reported:
+                        group.reported = message
+                        self._hub.emit(InstanceEvent(K.FAILED, version_id, group.name, detail=message, gpu_spec_id=gpu_spec_id))
