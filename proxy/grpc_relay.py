@@ -49,8 +49,9 @@ class Lease(Protocol):
     def release(self) -> None: ...
 
 
-# acquire(route, deadline (monotonic) or None) -> a slot on one instance; waits in the shared queue
-Admit = Callable[[VersionRoute, float | None], Awaitable[Lease]]
+# admit(route, deadline (time.monotonic), request id) -> a slot on one instance, after waiting
+# in the version's FIFO (shared with HTTP) no later than the deadline: proxy.limiter.Limiter.admit
+Admit = Callable[[VersionRoute, float, str], Awaitable[Lease]]
 
 
 class GrpcHandler:
@@ -172,7 +173,10 @@ class GrpcCall:
     async def run(self) -> None:
         try:
             route = self._route()
-            self._lease = await self.handler.admit(route, self.deadline)
+            wait_until = time.monotonic() + self.handler.queue_timeout
+            if self.deadline is not None and self.deadline < wait_until:
+                wait_until = self.deadline
+            self._lease = await self.handler.admit(route, wait_until, self.request_id)
             if self._finished:  # cancelled or timed out while queued
                 return
             endpoint = self._lease.endpoint

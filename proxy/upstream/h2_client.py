@@ -301,7 +301,11 @@ class H2UpstreamPool:
         idle_timeout: float = 60.0,
         stream_window: int = 1 << 20,
         conn_window: int = 16 << 20,
+        connect=None,
     ) -> None:
+        # connect(protocol_factory, host, port) -> (transport, protocol): loop.create_connection
+        # by default; an in-memory transport in benchmarks
+        self._connect = connect
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self.stream_window = stream_window
@@ -335,9 +339,9 @@ class H2UpstreamPool:
                 del self._dialing[key]
 
     async def _dial(self, key: tuple[str, int]) -> H2Upstream:
-        loop = asyncio.get_running_loop()
+        connect = self._connect or asyncio.get_running_loop().create_connection
         async with asyncio.timeout(self.connect_timeout):
-            _, conn = await loop.create_connection(
+            _, conn = await connect(
                 lambda: H2Upstream(key, self.stream_window, self.conn_window, self._idle), *key
             )
             try:

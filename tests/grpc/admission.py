@@ -31,7 +31,7 @@ class SlotAdmission:
             if not fut.done():
                 fut.set_result(None)
 
-    async def __call__(self, route, deadline):
+    async def __call__(self, route, deadline, request_id=""):
         while True:
             for ep in route.endpoints:
                 if not ep.draining and self.in_flight.get(ep.id, 0) < route.max_concurrency:
