@@ -21,7 +21,9 @@ from typing import Awaitable, Callable, Protocol
 
 from h2.errors import ErrorCodes
 
-from proxy.grpc import FramingError, GrpcError, MessageFraming, Status, format_timeout, parse_timeout, status_of, trailers_only
+from proxy.grpc import (
+    FramingError, GrpcError, MessageFraming, Status, encode_message, format_timeout, parse_timeout, status_of, trailers_only,
+)
 from proxy.grpc_metrics import GrpcMetrics
 from proxy.grpc_route import route_call
 from proxy.routing import Endpoint, SnapshotHolder, VersionRoute
@@ -82,7 +84,15 @@ class GrpcHandler:
         call.task = asyncio.get_running_loop().create_task(call.run())
         return call
 
+    async def drain(self, timeout: float) -> bool:
+        """Wait up to `timeout` for the calls in progress to end; True when none is left."""
+        deadline = time.monotonic() + timeout
+        while self.calls and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return not self.calls
+
     async def aclose(self) -> None:
+        """Cancel what is still running and close the instance connections."""
         for call in list(self.calls):
             call.on_reset(ErrorCodes.CANCEL)
         self.pool.close()
@@ -329,7 +339,7 @@ class GrpcCall:
         status, message = status_of(exc)
         self._upstream_reset(ErrorCodes.CANCEL)
         if self._responded:
-            self.down.send_trailers([(b"grpc-status", b"%d" % status), *trailers_only(status, message)[3:]])
+            self.down.send_trailers([(b"grpc-status", b"%d" % status), (b"grpc-message", encode_message(message).encode())])
         else:
             self._responded = True
             self.down.send_headers(trailers_only(status, message, ((b"nvcf-reqid", self.request_id.encode()),)), end_stream=True)
