@@ -83,7 +83,6 @@ def make_app() -> web.Application:
         app.router.add_get(path, health)
     app.router.add_get("/stats", stats_view)
     app.router.add_route("*", "/{tail:.*}", echo)
-    app["stats"] = stats
     return app
 
 

@@ -1,0 +1,44 @@
+"""Gateway configuration: one frozen value handed to every part of the data plane."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    http_port: int = 8000  # HTTP/1.1 and cleartext HTTP/2 (prior knowledge), or TLS with ALPN
+    grpc_port: int | None = 10081  # HTTP/2-only listener for gRPC; None: not opened
+    admin_port: int | None = 9090  # /metrics, /healthz, /readyz; None: not opened
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    workers: int = 1
+    region: str = "local"  # NVCF-INVOCATION-REGION
+    # timeouts (seconds)
+    default_poll_seconds: int = 60  # NVCF-POLL-SECONDS when absent
+    sse_pexec_poll_seconds: int = 1200  # path-routed pexec with Accept: text/event-stream
+    header_grace: float = 2.0  # added to the poll window before 504
+    connect_timeout: float = 5.0
+    idle_timeout: float = 300.0  # a started response (stream) with no byte for this long is cut
+    client_header_timeout: float = 10.0  # slowloris: a request head must arrive within this
+    client_body_idle_timeout: float = 60.0  # a request body stalled this long is cut
+    keepalive_timeout: float = 75.0  # idle client keep-alive connections are closed after this
+    upstream_keepalive: float = 30.0  # idle pooled instance connections expire after this
+    upstream_pool_size: int = 256  # idle connections kept per instance
+    sse_queue_keepalive: float = 0.0  # >0: `: keep-alive` comments to queued SSE requests
+    pexec_result_ttl: float = 3600.0  # pexec results kept for polling this long
+    pexec_max_results: int = 10_000
+    pexec_max_result_bytes: int = 5 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024  # request head larger than this -> 431
+    max_body_buffer: int = 256 * 1024  # per-exchange buffered bytes before reading pauses
+    load_report_interval: float = 0.5
+    grace: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if not 1 <= self.default_poll_seconds <= 3600:
+            raise ValueError("default_poll_seconds must be within 1..3600")

@@ -1,0 +1,100 @@
+"""Every error the gateway itself produces, with its HTTP and gRPC status, and the one
+place that turns it into bytes: problem+json `{status, title, detail}` (spec 3.2).
+
+Missing or unparseable `Authorization` is the spec's exception: a plain-text 401."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import orjson
+
+PROBLEM_JSON = b"application/problem+json"
+
+
+class ProxyError(Exception):
+    http_status = 502
+    grpc_status = 14  # UNAVAILABLE
+    plain = False  # body is text/plain instead of problem+json
+    empty = False  # body is empty (504 on the poll window, per spec)
+
+    def __init__(self, detail: str = "", headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers
+
+    def body(self) -> tuple[bytes, bytes]:
+        """(content type, body) of the response."""
+        if self.empty:
+            return b"", b""
+        if self.plain:
+            return b"text/plain; charset=utf-8", self.detail.encode()
+        doc = {"status": self.http_status, "title": HTTPStatus(self.http_status).phrase}
+        if self.detail:
+            doc["detail"] = self.detail
+        return PROBLEM_JSON, orjson.dumps(doc)
+
+
+class BadRequest(ProxyError):
+    http_status, grpc_status = 400, 3  # INVALID_ARGUMENT
+
+
+class Degraded(ProxyError):
+    http_status, grpc_status = 400, 9  # FAILED_PRECONDITION
+
+
+class MissingAuth(ProxyError):
+    http_status, grpc_status, plain = 401, 16, True
+
+
+class Unauthorized(ProxyError):
+    http_status, grpc_status = 401, 16  # UNAUTHENTICATED
+
+
+class Forbidden(ProxyError):
+    http_status, grpc_status = 403, 7  # PERMISSION_DENIED
+
+
+class NotFound(ProxyError):
+    http_status, grpc_status = 404, 5  # NOT_FOUND
+
+
+class HeadersTooLarge(ProxyError):
+    http_status, grpc_status = 431, 8
+
+
+class RequestTimeout(ProxyError):
+    """The client did not send its request (head or body) in time."""
+
+    http_status, grpc_status = 408, 4
+
+
+class QueueFull(ProxyError):
+    http_status, grpc_status = 429, 8  # RESOURCE_EXHAUSTED
+
+
+class PollTimeout(ProxyError):
+    """No response headers within NVCF-POLL-SECONDS + grace: 504, empty body."""
+
+    http_status, grpc_status, empty = 504, 4, True  # DEADLINE_EXCEEDED
+
+
+class UpstreamUnavailable(ProxyError):
+    http_status, grpc_status = 502, 14
+
+
+class UpstreamTimeout(ProxyError):
+    http_status, grpc_status = 504, 4
+
+
+class Draining(ProxyError):
+    http_status, grpc_status = 503, 14
+
+
+def status_for_nvcf(status: int) -> bytes:
+    """The `nvcf-status` value for a response status (spec 5.4)."""
+    if status == 202:
+        return b"in-progress"
+    if status >= 400:
+        return b"errored"
+    return b"fulfilled"

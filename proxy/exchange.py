@@ -1,0 +1,141 @@
+"""The protocol-neutral request/response exchange: the seam between the client-side
+drivers (h1.py, h2.py) and the forwarder (forward.py).
+
+A driver parses bytes and creates one Exchange per request; the forwarder then runs
+`Forwarder.handle(exchange)` as one task and only uses what is defined here:
+
+- request head: `method`, `target` (raw path + query), `headers` (lower-case names,
+  bytes), `authority`, `client_addr`, `http2`;
+- request body: `await read()` -> next chunk, b"" at the end. The driver buffers at
+  most `max_body_buffer` bytes and applies backpressure (h1: pause reading, h2: send
+  WINDOW_UPDATE only once a chunk was consumed);
+- response: `start_response(status, headers)`, `await write(chunk)` (returns once the
+  client can take more: backpressure to the instance), `write_nowait(small)`, `end()`, or `abort()` to reset
+  the stream / close the connection mid-response;
+- `on_disconnect`: set by the forwarder; the driver calls it once if the client goes
+  away before `end()`, so the upstream leg can be closed at once.
+
+gRPC (HTTP/2, content-type application/grpc*) does not go through Exchange: the
+h2 driver hands those streams to a `GrpcStreamHandler` (see proxy/h2.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections import deque
+from typing import Callable
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class ClientGone(Exception):
+    """The client closed the connection or reset the stream."""
+
+
+class BodyBuffer:
+    """Request body chunks between a driver (producer) and the forwarder (consumer).
+
+    `on_consumed(n)` tells the driver n bytes left the buffer, so it can resume reading
+    or acknowledge flow-control credit."""
+
+    __slots__ = ("_chunks", "size", "eof", "error", "_waiter", "_on_consumed", "limit")
+
+    def __init__(self, limit: int, on_consumed: Callable[[int], None]) -> None:
+        self._chunks: deque[bytes] = deque()
+        self.size = 0
+        self.eof = False
+        self.error: BaseException | None = None
+        self._waiter: asyncio.Future | None = None
+        self._on_consumed = on_consumed
+        self.limit = limit
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.limit
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self.size += len(data)
+        self._wake()
+
+    def feed_eof(self) -> None:
+        self.eof = True
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.eof:
+            self.error = exc
+            self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    async def read(self) -> bytes:
+        while not self._chunks:
+            if self.error is not None:
+                raise self.error
+            if self.eof:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        data = self._chunks.popleft()
+        self.size -= len(data)
+        self._on_consumed(len(data))
+        return data
+
+
+class Exchange(ABC):
+    """Base for one request/response on a client connection (see the module docstring)."""
+
+    __slots__ = ("method", "target", "headers", "authority", "client_addr", "http2", "body",
+                 "on_disconnect", "response_started", "finished")
+
+    def __init__(self, method: str, target: bytes, headers: Headers, authority: bytes,
+                 client_addr: str, http2: bool, body: BodyBuffer) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.authority = authority
+        self.client_addr = client_addr
+        self.http2 = http2
+        self.body = body
+        self.on_disconnect: Callable[[], None] | None = None
+        self.response_started = False
+        self.finished = False
+
+    async def read(self) -> bytes:
+        return await self.body.read()
+
+    @abstractmethod
+    def start_response(self, status: int, headers: Headers) -> None:
+        ...
+
+    @abstractmethod
+    async def write(self, data: bytes) -> None:
+        ...
+
+    @abstractmethod
+    def write_nowait(self, data: bytes) -> None:
+        """Queue a small body part without waiting for the client (gateway-made answers)."""
+        ...
+
+    @abstractmethod
+    def end(self) -> None:
+        ...
+
+    @abstractmethod
+    def abort(self) -> None:
+        ...
+
+    def client_gone(self) -> None:
+        """Called by the driver when the client went away before the exchange ended."""
+        self.body.fail(ClientGone())
+        cb = self.on_disconnect
+        if cb is not None and not self.finished:
+            self.on_disconnect = None
+            cb()

@@ -1,0 +1,312 @@
+"""The forwarder: the one module that composes the hot path.
+
+exchange -> route (Host / function-id headers) -> key check -> limiter slot ->
+upstream connection -> stream both ways -> release. Every ProxyError becomes one
+response here (`_send_error`); instance responses pass through unchanged, plus
+`nvcf-reqid` and `nvcf-status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from proxy.errors import NotFound, PollTimeout, ProxyError, UpstreamTimeout, UpstreamUnavailable, status_for_nvcf
+from proxy.exchange import ClientGone, Exchange
+from proxy.headers import RouteHeaders, client_headers, upstream_head
+from proxy.limiter import Lease, Limiter
+from proxy.lookup import KeyChecker, poll_seconds, resolve, target_from_host
+from proxy.metrics import Metrics
+from proxy.routing import KeyGrant, SnapshotHolder, VersionRoute
+from proxy.upstream.h1_client import H1Upstream, UpstreamLost
+from proxy.upstream.pool import ConnectFailed, H1Pool
+
+if TYPE_CHECKING:
+    from proxy.config import GatewayConfig
+    from proxy.pexec import Pexec
+
+_CHUNKED = b"transfer-encoding: chunked\r\n"
+_OK_HEALTH = (b"content-type", b"application/json")
+
+
+class Call:
+    """One request's state on the instance side, so a disconnect can tear it down."""
+
+    __slots__ = ("lease", "conn", "timed_out", "task", "body_task")
+
+    def __init__(self) -> None:
+        self.lease: Lease | None = None
+        self.conn: H1Upstream | None = None
+        self.timed_out = False
+        self.task: asyncio.Task | None = None
+        self.body_task: asyncio.Task | None = None
+
+    def cancel(self) -> None:
+        """The client went away: close the instance connection now and stop the task."""
+        if self.conn is not None:
+            self.conn.abort()
+        if self.task is not None:
+            self.task.cancel()
+
+    def head_timeout(self) -> None:
+        self.timed_out = True
+        if self.conn is not None:
+            self.conn.abort()
+
+    def done(self, pool: H1Pool) -> None:
+        if self.body_task is not None and not self.body_task.done():
+            self.body_task.cancel()
+        if self.conn is not None:
+            pool.release(self.conn)
+            self.conn = None
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
+
+
+class Forwarder:
+    __slots__ = ("config", "holder", "limiter", "pool", "metrics", "keys", "route_headers", "pexec")
+
+    def __init__(self, config: "GatewayConfig", holder: SnapshotHolder, limiter: Limiter, pool: H1Pool,
+                 metrics: Metrics) -> None:
+        self.config = config
+        self.holder = holder
+        self.limiter = limiter
+        self.pool = pool
+        self.metrics = metrics
+        self.keys = KeyChecker()
+        self.route_headers = RouteHeaders(config.region)
+        self.pexec: Pexec | None = None
+
+    # -- entry --------------------------------------------------------------------------
+    async def handle(self, ex: Exchange) -> None:
+        started = time.monotonic()
+        request_id = str(uuid.uuid4()).encode()
+        function_id = ""
+        status = 0
+        metrics = self.metrics
+        metrics.in_flight += 1
+        call = Call()
+        call.task = asyncio.current_task()
+        ex.on_disconnect = call.cancel
+        try:
+            fid_h = vid_h = auth = poll_h = None
+            for n, v in ex.headers:
+                if n == b"authorization":
+                    auth = v
+                elif n == b"function-id":
+                    fid_h = v
+                elif n == b"function-version-id":
+                    vid_h = v
+                elif n == b"nvcf-poll-seconds":
+                    poll_h = v
+            target = ex.target
+            if fid_h is None:
+                if target[:15] == b"/v2/nvcf/pexec/" and self.pexec is not None:
+                    status = await self.pexec.handle(ex, request_id, auth, poll_h, call)
+                    return
+                if target == b"/health" or target == b"/v2/health/ready":
+                    status = 200
+                    self._simple(ex, 200, b'{"status":"ok"}', request_id)
+                    return
+                hit = target_from_host(ex.authority.decode("latin-1"))
+                if hit is None:
+                    raise NotFound("No function matches the request's Host or function-id header")
+                fid, vid = hit
+            else:
+                fid = fid_h.decode("latin-1").strip().lower()
+                vid = vid_h.decode("latin-1").strip().lower() if vid_h is not None else None
+            function_id = fid
+            table = self.holder.table
+            grant = self.keys.check(table, auth, fid)
+            route = resolve(table, fid, vid)
+            poll = poll_seconds(poll_h, self.config.default_poll_seconds)
+            deadline = started + poll + self.config.header_grace
+            status = await self.forward(ex, route, grant, request_id, deadline, call, ex.target, True)
+        except ProxyError as err:
+            status = err.http_status
+            self._send_error(ex, err, request_id)
+        except (ClientGone, asyncio.CancelledError):
+            status = 499
+            metrics.client_disconnects += 1
+            ex.abort()
+        finally:
+            call.done(self.pool)
+            metrics.in_flight -= 1
+            metrics.observe(function_id, status, time.monotonic() - started)
+
+    # -- the streaming forward ------------------------------------------------------------
+    async def forward(self, ex: Exchange, route: VersionRoute, grant: KeyGrant, request_id: bytes,
+                      deadline: float, call: Call, target: bytes, host_routed: bool) -> int:
+        status, headers = await self.call_instance(ex, route, grant, request_id, deadline, call, target, host_routed)
+        conn = call.conn
+        sse = False
+        for n, v in headers:
+            if n == b"content-type" and v[:17] == b"text/event-stream":
+                sse = True
+                break
+        ex.start_response(status, client_headers(headers, request_id, status_for_nvcf(status)))
+        if sse:
+            self.metrics.sse_open += 1
+        try:
+            await self.relay_body(ex, conn)
+        finally:
+            if sse:
+                self.metrics.sse_open -= 1
+        ex.end()
+        return status
+
+    async def relay_body(self, ex: Exchange, conn: H1Upstream) -> None:
+        """Response body, chunk by chunk as it arrives (SSE events are never held), with an
+        idle timeout, not a total one."""
+        body = conn.body
+        loop = asyncio.get_running_loop()
+        idle = self.config.idle_timeout
+        state = [loop.time()]
+
+        def watchdog() -> None:
+            if loop.time() - state[0] >= idle:
+                conn.abort()
+            else:
+                state.append(loop.call_later(idle, watchdog))
+
+        timer = loop.call_later(idle, watchdog)
+        try:
+            while True:
+                try:
+                    chunk = await body.read()
+                except UpstreamLost:
+                    self.metrics.upstream_error("reset_mid_response")
+                    ex.abort()  # the client must see the response is incomplete
+                    raise ClientGone() from None
+                if not chunk:
+                    return
+                state[0] = loop.time()
+                await ex.write(chunk)
+        finally:
+            timer.cancel()
+            if len(state) > 1:
+                state[-1].cancel()
+
+    async def call_instance(self, ex: Exchange, route: VersionRoute, grant: KeyGrant, request_id: bytes,
+                            deadline: float, call: Call, target: bytes, host_routed: bool):
+        """Take a slot, send the request, and wait for the response head (until the
+        deadline). Connect failures and resets before any response byte are retried
+        once on another instance while the request body has not started streaming."""
+        limiter = self.limiter
+        call.lease = lease = await limiter.admit(route, deadline, request_id.decode())
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(max(deadline - time.monotonic(), 0), call.head_timeout)
+        try:
+            body_line, inline = self._body_framing(ex)
+            streamed = False
+            for attempt in (0, 1):
+                ep = lease.endpoint
+                try:
+                    conn, _ = await self.pool.acquire(ep.host, ep.port)
+                except ConnectFailed as exc:
+                    self.metrics.upstream_error("connect")
+                    if attempt or call.timed_out:
+                        raise UpstreamUnavailable(str(exc)) from None
+                    lease = await self._retry_lease(call, route, deadline, request_id)
+                    continue
+                call.conn = conn
+                poll_left = max(int(deadline - self.config.header_grace - time.monotonic()), 1)
+                head = upstream_head(
+                    ex.method, target, ex.headers, self.route_headers.for_route(route),
+                    host=b"%s:%d" % (ep.host.encode(), ep.port), request_id=request_id,
+                    subject=grant.subject.encode() or grant.key_id.encode(), nca_id=grant.nca_id.encode(),
+                    poll_left=poll_left, body=body_line, client_addr=ex.client_addr,
+                    host_routed=host_routed, authority=ex.authority, http2=ex.http2)
+                conn.start(head + inline if inline else head, ex.method == "HEAD")
+                if body_line is not None and inline is None:
+                    streamed = True
+                    call.body_task = loop.create_task(self._pump_body(ex, conn, body_line is _CHUNKED))
+                try:
+                    return (*await conn.response(),)
+                except UpstreamLost as exc:
+                    call.conn = None
+                    conn.abort()
+                    if call.timed_out:
+                        raise PollTimeout("the instance sent no response headers within the poll window") from None
+                    self.metrics.upstream_error("reset")
+                    if attempt or streamed or not exc.before_response:
+                        raise UpstreamUnavailable(f"the instance failed: {exc}") from None
+                    lease = await self._retry_lease(call, route, deadline, request_id)
+            raise UpstreamUnavailable("the instance failed")
+        finally:
+            timer.cancel()
+
+    async def _retry_lease(self, call: Call, route: VersionRoute, deadline: float, request_id: bytes) -> Lease:
+        self.metrics.retries += 1
+        failed = call.lease
+        call.lease = None
+        failed.release()
+        route = resolve(self.holder.table, route.function_id, route.version_id)
+        call.lease = lease = await self.limiter.admit(route, deadline, request_id.decode(), exclude=failed.endpoint.id)
+        return lease
+
+    def _body_framing(self, ex: Exchange) -> tuple[bytes | None, bytes | None]:
+        """(framing header line or None, whole body if already received else None)."""
+        body = ex.body
+        length = None
+        chunked = False
+        for n, v in ex.headers:
+            if n == b"content-length":
+                length = v
+            elif n == b"transfer-encoding":
+                chunked = True
+        if length is None and not chunked and (not ex.http2 or body.eof and body.size == 0):
+            return None, None
+        if body.eof and not getattr(ex, "expect_continue", False):
+            data = b"".join(body._chunks)
+            body._chunks.clear()
+            body.size = 0
+            return b"content-length: %d\r\n" % len(data), data
+        if length is not None:
+            return b"content-length: %s\r\n" % length, None
+        return _CHUNKED, None
+
+    async def _pump_body(self, ex: Exchange, conn: H1Upstream, chunked: bool) -> None:
+        try:
+            while True:
+                data = await ex.read()
+                if not data:
+                    if chunked:
+                        await conn.write(b"0\r\n\r\n")
+                    return
+                await conn.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+        except ClientGone:
+            conn.abort()
+        except UpstreamLost:
+            conn.reusable_body = False  # the instance answered without reading it all
+
+    # -- answers the gateway makes itself ---------------------------------------------------
+    def _send_error(self, ex: Exchange, err: ProxyError, request_id: bytes) -> None:
+        if isinstance(err, UpstreamTimeout | PollTimeout) and ex.response_started:
+            ex.abort()
+            return
+        if ex.response_started or ex.finished:
+            ex.abort()
+            return
+        ctype, body = err.body()
+        headers = [(b"content-length", b"%d" % len(body))]
+        if ctype:
+            headers.append((b"content-type", ctype))
+        headers.extend(err.headers)
+        headers.append((b"nvcf-reqid", request_id))
+        headers.append((b"nvcf-status", b"errored"))
+        try:
+            ex.start_response(err.http_status, headers)
+            if body:
+                ex.write_nowait(body)
+            ex.end()
+        except ClientGone:
+            ex.abort()
+
+    def _simple(self, ex: Exchange, status: int, body: bytes, request_id: bytes) -> None:
+        ex.start_response(status, [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))])
+        ex.write_nowait(body)
+        ex.end()

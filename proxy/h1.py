@@ -1,0 +1,328 @@
+"""HTTP/1.1 server driver on asyncio.Protocol + httptools.
+
+Bytes in -> one H1Exchange per request, handed to the forwarder as one task.
+Keep-alive and pipelining (requests answered strictly in order), request bodies
+streamed with backpressure (reading pauses while `max_body_buffer` bytes wait),
+responses framed by Content-Length, chunked, or close. Slow clients are cut by
+timers: the request head must arrive within `client_header_timeout`, a stalled body
+within `client_body_idle_timeout`, an idle keep-alive connection after
+`keepalive_timeout`. Malformed input gets 400/431 and the connection closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+import httptools
+
+from proxy.errors import BadRequest, HeadersTooLarge, ProxyError, RequestTimeout
+from proxy.exchange import BodyBuffer, ClientGone, Exchange, Headers
+
+if TYPE_CHECKING:
+    from proxy.config import GatewayConfig
+    from proxy.forward import Forwarder
+
+_STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
+_NO_BODY_STATUS = frozenset({204, 304})
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else b"HTTP/1.1 %d Unknown\r\n" % status
+
+
+class H1Exchange(Exchange):
+    __slots__ = ("conn", "keep_alive", "expect_continue", "chunked", "no_body", "request_done")
+
+    def __init__(self, conn: "H1Server", method: str, target: bytes, headers: Headers, authority: bytes,
+                 keep_alive: bool, expect_continue: bool) -> None:
+        super().__init__(method, target, headers, authority, conn.client_addr, False,
+                         BodyBuffer(conn.config.max_body_buffer, conn.body_consumed))
+        self.conn = conn
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.chunked = False
+        self.no_body = method == "HEAD"
+        self.request_done = False
+
+    async def read(self) -> bytes:
+        if self.expect_continue:
+            self.expect_continue = False
+            if not self.body.eof and not self.response_started:
+                self.conn.transport.write(_CONTINUE)
+        return await self.body.read()
+
+    def start_response(self, status: int, headers: Headers) -> None:
+        self.response_started = True
+        no_body = self.no_body or status in _NO_BODY_STATUS or status < 200
+        parts = [status_line(status)]
+        framed = no_body
+        for n, v in headers:
+            if n == b"content-length":
+                framed = True
+            parts.append(b"%s: %s\r\n" % (n, v))
+        if not framed:
+            if self.conn.http11:
+                self.chunked = True
+                parts.append(b"transfer-encoding: chunked\r\n")
+            else:
+                self.keep_alive = False
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        if no_body:
+            self.no_body = True
+        self.conn.transport.write(b"".join(parts))
+
+    async def write(self, data: bytes) -> None:
+        conn = self.conn
+        if conn.closed:
+            raise ClientGone()
+        if not data or self.no_body:
+            return
+        if self.chunked:
+            conn.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            conn.transport.write(data)
+        if conn.write_paused:
+            await conn.drain()
+
+    def write_nowait(self, data: bytes) -> None:
+        if data and not self.no_body and not self.conn.closed:
+            self.conn.transport.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+
+    def end(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.chunked and not self.conn.closed:
+            self.conn.transport.write(b"0\r\n\r\n")
+        self.conn.exchange_done(self)
+
+    def abort(self) -> None:
+        self.finished = True
+        self.conn.close()
+
+
+class H1Server(asyncio.Protocol):
+    __slots__ = ("config", "forwarder", "transport", "parser", "client_addr", "closed", "write_paused",
+                 "_drain", "_url", "_headers", "_head_bytes", "_parsing", "_pending", "_current",
+                 "_timer", "_read_paused", "http11")
+
+    def __init__(self, config: "GatewayConfig", forwarder: "Forwarder") -> None:
+        self.config = config
+        self.forwarder = forwarder
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client_addr = ""
+        self.closed = False
+        self.write_paused = False
+        self._drain: asyncio.Future | None = None
+        self._url = b""
+        self._headers: Headers = []
+        self._head_bytes = 0
+        self._parsing: H1Exchange | None = None  # request whose body is being received
+        self._pending: deque[H1Exchange] = deque()  # pipelined, waiting for their turn
+        self._current: H1Exchange | None = None  # the one being answered
+        self._timer: asyncio.TimerHandle | None = None
+        self._read_paused = False
+        self.http11 = True
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client_addr = peer[0] if peer else ""
+        self._arm(self.config.client_header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._reject(BadRequest("protocol upgrade is not supported"))
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__cause__ or exc.__context__, ProxyError):
+                self._reject(exc.__cause__ or exc.__context__)  # type: ignore[arg-type]
+            else:
+                self._reject(BadRequest(f"malformed HTTP/1.1 request: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._disarm()
+        for ex in (self._current, self._parsing, *self._pending):
+            if ex is not None and not ex.finished:
+                ex.client_gone()
+        d = self._drain
+        if d is not None and not d.done():
+            d.set_exception(ClientGone())
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        d = self._drain
+        if d is not None:
+            self._drain = None
+            if not d.done():
+                d.set_result(None)
+
+    async def drain(self) -> None:
+        if self.write_paused:
+            if self._drain is None:
+                self._drain = asyncio.get_running_loop().create_future()
+            await self._drain
+
+    # -- httptools callbacks ------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        if self._current is None:
+            self._arm(self.config.client_header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_bytes += len(url)
+        if self._head_bytes > self.config.max_header_bytes:
+            raise HeadersTooLarge("request head too large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.config.max_header_bytes:
+            raise HeadersTooLarge("request head too large")
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        p = self.parser
+        headers = self._headers
+        authority = b""
+        cl = te = 0
+        expect = False
+        for n, v in headers:
+            if n == b"host":
+                authority = v
+            elif n == b"content-length":
+                cl += 1
+            elif n == b"transfer-encoding":
+                te += 1
+            elif n == b"expect" and v.lower() == b"100-continue":
+                expect = True
+        if cl and te or cl > 1 or te > 1:
+            raise BadRequest("conflicting Content-Length / Transfer-Encoding")
+        self.http11 = p.get_http_version() == "1.1"
+        ex = H1Exchange(self, p.get_method().decode("ascii"), self._url, headers, authority,
+                        p.should_keep_alive(), expect)
+        self._parsing = ex
+        if self._current is None:
+            self._start(ex)
+        else:
+            self._pending.append(ex)
+            self._pause_reading()  # one pipelined request at a time is enough
+
+    def on_body(self, body: bytes) -> None:
+        ex = self._parsing
+        if ex is not None:
+            ex.body.feed(body)
+            if ex.body.full:
+                self._pause_reading()
+            if ex is self._current:
+                self._arm(self.config.client_body_idle_timeout)
+
+    def on_message_complete(self) -> None:
+        ex = self._parsing
+        if ex is not None:
+            self._parsing = None
+            ex.request_done = True
+            ex.body.feed_eof()
+            if ex is self._current:
+                self._disarm()
+
+    # -- exchanges ----------------------------------------------------------------------
+    def _start(self, ex: H1Exchange) -> None:
+        self._current = ex
+        if ex.request_done:
+            self._disarm()
+        else:
+            self._arm(self.config.client_body_idle_timeout)
+        asyncio.get_running_loop().create_task(self.forwarder.handle(ex))
+
+    def exchange_done(self, ex: H1Exchange) -> None:
+        if self.closed:
+            return
+        if not ex.keep_alive or not ex.request_done:
+            # an unread request body cannot be skipped safely: close
+            self.close()
+            return
+        self._current = None
+        self._url = b""
+        self._headers = []
+        if self._pending:
+            nxt = self._pending.popleft()
+            self._resume_reading()
+            self._start(nxt)
+        else:
+            self._arm(self.config.keepalive_timeout)
+            self._resume_reading()
+
+    def body_consumed(self, n: int) -> None:
+        ex = self._parsing
+        if self._read_paused and not self._pending and (ex is None or not ex.body.full):
+            self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and not self.closed:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._read_paused and not self.closed:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    # -- errors and timers --------------------------------------------------------------
+    def _reject(self, err: ProxyError) -> None:
+        """A request that cannot be parsed: answer it and close the connection."""
+        if self.closed:
+            return
+        if self._current is None or not self._current.response_started:
+            ctype, body = err.body()
+            self.transport.write(status_line(err.http_status) + b"content-type: %s\r\ncontent-length: %d\r\n"
+                                 b"connection: close\r\n\r\n%s" % (ctype, len(body), body))
+        self.close()
+
+    def _arm(self, delay: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(delay, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        ex = self._current
+        if ex is not None and ex.request_done:
+            return  # the instance is working: its timeouts are the forwarder's business
+        if ex is None and self._parsing is None and not self._url and not self._headers:
+            self.close()  # idle keep-alive connection, or nothing arrived: just close
+        elif ex is not None and ex.response_started:
+            self.close()
+        else:
+            self._reject(RequestTimeout("request not received in time"))
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._disarm()
+            self.transport.close()
+            for ex in (self._current, self._parsing, *self._pending):
+                if ex is not None and not ex.finished:
+                    ex.client_gone()
+

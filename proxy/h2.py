@@ -1,0 +1,406 @@
+"""HTTP/2 server driver over h2 (cleartext prior knowledge, or TLS with ALPN h2).
+
+Bytes in -> h2 events -> the same protocol-neutral Exchange as HTTP/1.1 (one task
+per stream running `Forwarder.handle`). Flow control is end to end: request DATA is
+acknowledged (WINDOW_UPDATE) only once the forwarder consumed it, and response DATA
+waits for the client's window. A protocol error gets GOAWAY with h2's error code; a
+stream-level one RST_STREAM; neither disturbs other connections.
+
+The gRPC seam. A request whose content-type starts with `application/grpc` does not
+become an Exchange: it is handed to the gateway's gRPC handler (engineer D's
+`proxy.grpc_relay.GrpcHandler`), which must provide
+    open(headers, downstream, end_stream) -> call
+with `call.on_data(data, flow_len, end_stream)`, `call.on_trailers(headers)` and
+`call.on_reset(error_code)`. The `downstream` this driver passes is an H2Downstream:
+`send_headers(headers, end_stream=False)`, `await send_data(data, end_stream=False)`
+(returns once within the client's window), `send_trailers(headers)`,
+`reset(error_code)` and `ack(n)` (flow-control credit for n request bytes). Headers
+are lists of (bytes, bytes) with lower-case names, pseudo-headers included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+
+from proxy.exchange import BodyBuffer, ClientGone, Exchange, Headers
+from proxy.headers import HOP_BY_HOP
+
+if TYPE_CHECKING:
+    from proxy.config import GatewayConfig
+    from proxy.forward import Forwarder
+
+_STATUS = {s: b"%d" % s for s in range(100, 600)}
+_WINDOW = 1 << 20  # per-stream receive window we advertise
+
+
+class H2Exchange(Exchange):
+    __slots__ = ("conn", "sid", "_pending", "no_body")
+
+    def __init__(self, conn: "H2Server", sid: int, method: str, target: bytes, headers: Headers,
+                 authority: bytes) -> None:
+        super().__init__(method, target, headers, authority, conn.client_addr, True,
+                         BodyBuffer(conn.config.max_body_buffer, lambda n: conn.ack(sid, n)))
+        self.conn = conn
+        self.sid = sid
+        self._pending: list[bytes] = []
+        self.no_body = method == "HEAD"
+
+    def start_response(self, status: int, headers: Headers) -> None:
+        self.response_started = True
+        out = [(b":status", _STATUS.get(status) or b"%d" % status)]
+        out += [(n, v) for n, v in headers if n not in HOP_BY_HOP]
+        if status in (204, 304):
+            self.no_body = True
+        self.conn.send_headers(self.sid, out, False)
+
+    async def write(self, data: bytes) -> None:
+        if data and not self.no_body:
+            await self.conn.send_data(self.sid, data, False)
+
+    def write_nowait(self, data: bytes) -> None:
+        if data and not self.no_body:
+            self._pending.append(data)
+
+    def end(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        data = b"".join(self._pending)
+        self._pending = []
+        if data:
+            asyncio.get_running_loop().create_task(self.conn.send_data(self.sid, data, True))
+        else:
+            self.conn.end_stream(self.sid)
+
+    def abort(self) -> None:
+        self.finished = True
+        self.conn.reset(self.sid, ErrorCodes.CANCEL if not self.response_started else ErrorCodes.INTERNAL_ERROR)
+
+
+class H2Downstream:
+    """The client side of one gRPC stream, for the gRPC relay (see the module docstring)."""
+
+    __slots__ = ("conn", "sid")
+
+    def __init__(self, conn: "H2Server", sid: int) -> None:
+        self.conn = conn
+        self.sid = sid
+
+    def send_headers(self, headers: Headers, end_stream: bool = False) -> None:
+        self.conn.send_headers(self.sid, headers, end_stream)
+
+    async def send_data(self, data: bytes, end_stream: bool = False) -> None:
+        await self.conn.send_data(self.sid, data, end_stream)
+
+    def send_trailers(self, headers: Headers) -> None:
+        self.conn.send_headers(self.sid, headers, True)
+
+    def reset(self, error_code: int) -> None:
+        self.conn.reset(self.sid, error_code)
+
+    def ack(self, n: int) -> None:
+        self.conn.ack(self.sid, n)
+
+
+class H2Server(asyncio.Protocol):
+    __slots__ = ("config", "forwarder", "grpc", "transport", "h2", "client_addr", "streams", "closed",
+                 "_window_waiters", "_write_paused", "_drain", "_dispatch", "_idle")
+
+    def __init__(self, config: "GatewayConfig", forwarder: "Forwarder", grpc: Any = None) -> None:
+        self.config = config
+        self.forwarder = forwarder
+        self.grpc = grpc
+        self.transport: asyncio.Transport | None = None
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_inbound_headers=True))
+        self.client_addr = ""
+        self.streams: dict[int, Any] = {}  # stream id -> H2Exchange or gRPC call
+        self.closed = False
+        self._window_waiters: dict[int, asyncio.Future] = {}
+        self._write_paused = False
+        self._drain: asyncio.Future | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        E = h2.events
+        self._dispatch = {
+            E.RequestReceived: self._on_request,
+            E.DataReceived: self._on_data,
+            E.TrailersReceived: self._on_trailers,
+            E.StreamReset: self._on_reset,
+            E.WindowUpdated: self._on_window,
+            E.RemoteSettingsChanged: self._on_window,
+            E.ConnectionTerminated: self._on_terminated,
+        }
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client_addr = peer[0] if peer else ""
+        s = h2.settings.SettingCodes
+        self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
+            s.MAX_CONCURRENT_STREAMS: 1000, s.INITIAL_WINDOW_SIZE: _WINDOW,
+            s.MAX_HEADER_LIST_SIZE: self.config.max_header_bytes})
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(_WINDOW * 4)
+        self._flush()
+        self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            code = getattr(exc, "error_code", None) or ErrorCodes.PROTOCOL_ERROR
+            try:
+                self.h2.close_connection(error_code=code)
+            except h2.exceptions.ProtocolError:
+                pass
+            self._flush()
+            self.close()
+            return
+        dispatch = self._dispatch
+        for ev in events:
+            handler = dispatch.get(type(ev))
+            if handler is not None:
+                handler(ev)
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._idle is not None:
+            self._idle.cancel()
+        for s in list(self.streams.values()):
+            self._gone(s)
+        self.streams.clear()
+        for w in self._window_waiters.values():
+            if not w.done():
+                w.set_exception(ClientGone())
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(ClientGone())
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        d = self._drain
+        if d is not None:
+            self._drain = None
+            if not d.done():
+                d.set_result(None)
+
+    # -- events -------------------------------------------------------------------------
+    def _on_request(self, ev: h2.events.RequestReceived) -> None:
+        sid = ev.stream_id
+        ended = ev.stream_ended is not None
+        method = target = authority = b""
+        grpc = False
+        headers: Headers = []
+        for n, v in ev.headers:
+            if n[:1] == b":":
+                if n == b":method":
+                    method = v
+                elif n == b":path":
+                    target = v
+                elif n == b":authority":
+                    authority = v
+                continue
+            if n == b"content-type" and v[:16] == b"application/grpc":
+                grpc = True
+            elif n == b"host" and not authority:
+                authority = v
+            headers.append((n, v))
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        if grpc and self.grpc is not None:
+            self.streams[sid] = self.grpc.open(list(ev.headers), H2Downstream(self, sid), ended)
+            return
+        ex = H2Exchange(self, sid, method.decode("ascii", "replace"), target, headers, authority)
+        if ended:
+            ex.body.feed_eof()
+        self.streams[sid] = ex
+        asyncio.get_running_loop().create_task(self._run(ex))
+
+    async def _run(self, ex: H2Exchange) -> None:
+        try:
+            await self.forwarder.handle(ex)
+        finally:
+            if ex.body.eof or ex.body.error is not None:
+                self._forget(ex.sid)
+
+    def _on_data(self, ev: h2.events.DataReceived) -> None:
+        s = self.streams.get(ev.stream_id)
+        ended = ev.stream_ended is not None
+        if isinstance(s, H2Exchange):
+            pad = ev.flow_controlled_length - len(ev.data)
+            if pad:
+                self.ack(ev.stream_id, pad)
+            if ev.data:
+                s.body.feed(ev.data)
+            if ended:
+                s.body.feed_eof()
+                if s.finished:
+                    self._forget(ev.stream_id)
+        elif s is not None:
+            s.on_data(ev.data, ev.flow_controlled_length, ended)
+        else:
+            self.ack(ev.stream_id, ev.flow_controlled_length)
+
+    def _on_trailers(self, ev: h2.events.TrailersReceived) -> None:
+        s = self.streams.get(ev.stream_id)
+        if isinstance(s, H2Exchange):
+            s.body.feed_eof()  # request trailers are not forwarded to HTTP/1.1 instances
+        elif s is not None:
+            s.on_trailers(list(ev.headers))
+
+    def _on_reset(self, ev: h2.events.StreamReset) -> None:
+        s = self.streams.pop(ev.stream_id, None)
+        w = self._window_waiters.pop(ev.stream_id, None)
+        if w is not None and not w.done():
+            w.set_exception(ClientGone())
+        if isinstance(s, H2Exchange):
+            s.client_gone()
+        elif s is not None:
+            s.on_reset(ev.error_code)
+
+    def _on_window(self, ev: Any) -> None:
+        waiters = self._window_waiters
+        if not waiters:
+            return
+        sid = getattr(ev, "stream_id", 0)
+        if sid:
+            w = waiters.pop(sid, None)
+            if w is not None and not w.done():
+                w.set_result(None)
+        else:
+            self._window_waiters = {}
+            for w in waiters.values():
+                if not w.done():
+                    w.set_result(None)
+
+    def _on_terminated(self, ev: h2.events.ConnectionTerminated) -> None:
+        self.close()
+
+    # -- used by exchanges and the gRPC relay ---------------------------------------------
+    def send_headers(self, sid: int, headers: Headers, end_stream: bool) -> None:
+        if self.closed:
+            raise ClientGone()
+        try:
+            self.h2.send_headers(sid, headers, end_stream=end_stream)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            raise ClientGone() from None
+        self._flush()
+        if end_stream:
+            self._maybe_forget(sid)
+
+    async def send_data(self, sid: int, data: bytes, end_stream: bool) -> None:
+        h2c = self.h2
+        view = memoryview(data)
+        while True:
+            if self.closed:
+                raise ClientGone()
+            try:
+                window = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size)
+            except h2.exceptions.StreamClosedError:
+                raise ClientGone() from None
+            if window <= 0 and view:
+                w = self._window_waiters.get(sid)
+                if w is None:
+                    w = self._window_waiters[sid] = asyncio.get_running_loop().create_future()
+                await w
+                continue
+            chunk, view = view[:window], view[window:]
+            try:
+                h2c.send_data(sid, bytes(chunk), end_stream=end_stream and not view)
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                raise ClientGone() from None
+            self._flush()
+            if self._write_paused:
+                if self._drain is None:
+                    self._drain = asyncio.get_running_loop().create_future()
+                await self._drain
+            if not view:
+                break
+        if end_stream:
+            self._maybe_forget(sid)
+
+    def end_stream(self, sid: int) -> None:
+        try:
+            self.h2.end_stream(sid)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            return
+        self._flush()
+        self._maybe_forget(sid)
+
+    def reset(self, sid: int, code: int) -> None:
+        self.streams.pop(sid, None)
+        if self.closed:
+            return
+        try:
+            self.h2.reset_stream(sid, code)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            return
+        self._flush()
+        self._arm_idle()
+
+    def ack(self, sid: int, n: int) -> None:
+        if n <= 0 or self.closed:
+            return
+        try:
+            self.h2.acknowledge_received_data(n, sid)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            try:  # the stream is gone; still return the connection-level credit
+                self.h2.increment_flow_control_window(n)
+            except h2.exceptions.ProtocolError:
+                return
+        self._flush()
+
+    # -- housekeeping ---------------------------------------------------------------------
+    def _maybe_forget(self, sid: int) -> None:
+        s = self.streams.get(sid)
+        if isinstance(s, H2Exchange) and (s.body.eof or s.body.error is not None):
+            self._forget(sid)
+
+    def _forget(self, sid: int) -> None:
+        self.streams.pop(sid, None)
+        self._window_waiters.pop(sid, None)
+        self._arm_idle()
+
+    def _gone(self, s: Any) -> None:
+        if isinstance(s, H2Exchange):
+            if not s.finished:
+                s.client_gone()
+        else:
+            s.on_reset(ErrorCodes.CANCEL)
+
+    def _arm_idle(self) -> None:
+        if self.streams or self.closed:
+            return
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = asyncio.get_running_loop().call_later(self.config.keepalive_timeout, self._idle_close)
+
+    def _idle_close(self) -> None:
+        self._idle = None
+        if not self.streams and not self.closed:
+            self.h2.close_connection()
+            self._flush()
+            self.close()
+
+    def _flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and not self.closed:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()

@@ -1,0 +1,102 @@
+"""Request -> function version, and bearer key -> grant, against the routing snapshot.
+
+No I/O: everything is read from the immutable RoutingTable (spec 5.1 and 5.7)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+
+from proxy.errors import BadRequest, Degraded, Forbidden, MissingAuth, NotFound, Unauthorized
+from proxy.routing import KeyGrant, RoutingTable, VersionRoute
+
+INVOKE_SCOPE = "invoke_function"
+_HEX = frozenset("0123456789abcdef")
+
+
+def _is_uuid(label: str) -> bool:
+    return len(label) == 36 and label[8] == label[13] == label[18] == label[23] == "-" and \
+        _HEX.issuperset(label.replace("-", "").lower())
+
+
+def target_from_host(host: str) -> tuple[str, str | None] | None:
+    """`{fid}.invocation.<domain>` or `{vid}.{fid}.invocation.<domain>` -> (fid, vid)."""
+    labels = host.split(":", 1)[0].split(".")
+    if len(labels) >= 3 and labels[1] == "invocation" and _is_uuid(labels[0]):
+        return labels[0].lower(), None
+    if len(labels) >= 4 and labels[2] == "invocation" and _is_uuid(labels[0]) and _is_uuid(labels[1]):
+        return labels[1].lower(), labels[0].lower()
+    return None
+
+
+def resolve(table: RoutingTable, function_id: str | None, version_id: str | None) -> VersionRoute:
+    """The version to invoke: the pinned one, else a uniformly random invokable one."""
+    versions = table.functions.get(function_id) if function_id else None
+    if not versions:
+        raise NotFound(f"Function '{function_id}': Specified function in account is not found")
+    if version_id:
+        route = versions.get(version_id)
+        if route is None:
+            raise NotFound(f"Function '{function_id}' version '{version_id}': Specified function in account is not found")
+        if route.invokable:
+            return route
+        if route.status == "DEGRADED":
+            raise Degraded("DEGRADED function cannot be invoked")
+        raise NotFound(f"Function '{function_id}' version '{version_id}': Specified function in account is not found")
+    invokable = table.invokable.get(function_id, ())
+    if invokable:
+        return invokable[0] if len(invokable) == 1 else random.choice(invokable)
+    if any(r.status == "DEGRADED" for r in versions.values()):
+        raise Degraded("DEGRADED function cannot be invoked")
+    raise NotFound(f"Function '{function_id}': Specified function in account is not found")
+
+
+class KeyChecker:
+    """Bearer token -> KeyGrant through `table.keys` (sha256 digests).
+
+    Digests of recently seen tokens are cached in a bounded dict, so a request costs
+    one dict lookup, not a hash."""
+
+    __slots__ = ("_digests", "limit")
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._digests: dict[bytes, str] = {}
+        self.limit = limit
+
+    def digest(self, token: bytes) -> str:
+        d = self._digests.get(token)
+        if d is None:
+            if len(self._digests) >= self.limit:
+                self._digests.clear()
+            d = self._digests[token] = hashlib.sha256(token).hexdigest()
+        return d
+
+    def check(self, table: RoutingTable, authorization: bytes | None, function_id: str | None) -> KeyGrant:
+        if authorization is None:
+            raise MissingAuth("Header of type `authorization` was missing")
+        scheme, _, token = authorization.strip().partition(b" ")
+        if scheme.lower() != b"bearer" or not token.strip():
+            raise MissingAuth("Unauthorized access")
+        grant = table.keys.get(self.digest(token.strip()))
+        if grant is None:
+            raise Unauthorized("Invalid or expired API key")
+        now = time.time()
+        if grant.expires_at is not None and now >= grant.expires_at:
+            raise Unauthorized("Invalid or expired API key")
+        if not grant.allows(INVOKE_SCOPE, function_id, now):
+            raise Forbidden("The API key does not allow invoking this function")
+        return grant
+
+
+def poll_seconds(value: bytes | None, default: int) -> int:
+    """NVCF-POLL-SECONDS: integer, raised to 1, at most 3600, else 400 (spec 5.3)."""
+    if value is None:
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        raise BadRequest("NVCF-POLL-SECONDS must be <= 3600") from None
+    if n > 3600:
+        raise BadRequest("NVCF-POLL-SECONDS must be <= 3600")
+    return max(n, 1)

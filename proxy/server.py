@@ -1,0 +1,160 @@
+"""The Gateway: listeners (invocation, gRPC, admin), the shared hot-path parts
+(limiter, upstream pool, forwarder, metrics), the LoadReporter, graceful stop.
+
+    gw = Gateway(GatewayConfig(http_port=0, ...), holder, "gw-1", load_sink)
+    await gw.start(); gw.http_port ...; await gw.stop(grace=5)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import socket
+import ssl
+import time
+from typing import Callable
+
+from aiohttp import web
+
+from proxy.admin import make_admin_app
+from proxy.config import GatewayConfig
+from proxy.connection import ClientConnection
+from proxy.forward import Forwarder
+from proxy.limiter import Limiter
+from proxy.metrics import Metrics
+from proxy.pexec import Pexec
+from proxy.routing import LoadReport, SnapshotHolder
+from proxy.upstream.pool import H1Pool
+
+log = logging.getLogger(__name__)
+
+
+def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, holder: SnapshotHolder, gateway_id: str,
+                 load_sink: Callable[[LoadReport], object] | None = None) -> None:
+        self.config = config
+        self.holder = holder
+        self.gateway_id = gateway_id
+        self.load_sink = load_sink
+        self.metrics = Metrics()
+        self.limiter = Limiter(holder)
+        self.pool = H1Pool(config.upstream_keepalive, config.upstream_pool_size, config.connect_timeout,
+                           config.max_body_buffer)
+        self.forwarder = Forwarder(config, holder, self.limiter, self.pool, self.metrics)
+        self.forwarder.pexec = Pexec(self.forwarder)
+        self.grpc = self._grpc_handler()
+        self.serving = False
+        self._servers: list[asyncio.AbstractServer] = []
+        self._admin: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._ports: dict[str, int | None] = {"http": None, "grpc": None, "admin": None}
+
+    def _grpc_handler(self):
+        """gRPC streams on HTTP/2 go to engineer D's relay (see proxy/h2.py)."""
+        from proxy.grpc_relay import GrpcHandler
+
+        return GrpcHandler(self.holder, self.limiter.admit, queue_timeout=float(self.config.default_poll_seconds))
+
+    # -- ports ----------------------------------------------------------------------------
+    @property
+    def http_port(self) -> int | None:
+        return self._ports["http"]
+
+    @property
+    def grpc_port(self) -> int | None:
+        return self._ports["grpc"]
+
+    @property
+    def admin_port(self) -> int | None:
+        return self._ports["admin"]
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        reuse = cfg.workers > 1
+        tls = None
+        if cfg.tls_cert:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+            tls.set_alpn_protocols(["h2", "http/1.1"])
+        sock = _listen_socket(cfg.host, cfg.http_port, reuse)
+        self._servers.append(await loop.create_server(lambda: ClientConnection(self), sock=sock, ssl=tls))
+        self._ports["http"] = sock.getsockname()[1]
+        if cfg.grpc_port is not None:
+            gsock = _listen_socket(cfg.host, cfg.grpc_port, reuse)
+            self._servers.append(await loop.create_server(lambda: ClientConnection(self, h2_only=True), sock=gsock, ssl=tls))
+            self._ports["grpc"] = gsock.getsockname()[1]
+        if cfg.admin_port is not None:
+            self._admin = web.AppRunner(make_admin_app(self), access_log=None, handle_signals=False)
+            await self._admin.setup()
+            asock = _listen_socket(cfg.host, cfg.admin_port, reuse)
+            site = web.SockSite(self._admin, asock)
+            await site.start()
+            self._ports["admin"] = asock.getsockname()[1]
+        self._tasks.append(loop.create_task(self.limiter.watch()))
+        if self.load_sink is not None:
+            self._tasks.append(loop.create_task(self._report_loop()))
+        self.serving = True
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, let in-flight requests finish for up to `grace` seconds, close."""
+        self.serving = False
+        for s in self._servers:
+            s.close()
+        deadline = time.monotonic() + grace
+        while self.metrics.in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        if self.load_sink is not None:
+            await self._report_once()  # the final state, so the control plane sees zero
+        if self.grpc is not None:
+            await self.grpc.aclose()
+        self.pool.close()
+        self.forwarder.pexec.close()
+        if self._admin is not None:
+            await self._admin.cleanup()
+            self._admin = None
+        for s in self._servers:
+            try:
+                await asyncio.wait_for(s.wait_closed(), 1.0)
+            except (asyncio.TimeoutError, Exception):
+                pass
+        self._servers.clear()
+
+    # -- load reports ---------------------------------------------------------------------
+    def load_report(self) -> LoadReport:
+        return LoadReport(self.gateway_id, time.time(), self.limiter.version_loads(self.holder.table))
+
+    async def _report_once(self) -> None:
+        try:
+            result = self.load_sink(self.load_report())
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:  # a failed report is retried on the next tick
+            log.debug("load report failed: %s", exc)
+
+    async def _report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.load_report_interval)
+            await self._report_once()
