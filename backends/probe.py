@@ -7,7 +7,6 @@ A probe answers None when the instance is healthy, or a short reason why not
 from __future__ import annotations
 
 import asyncio
-import importlib
 
 from .base import HealthCheck
 
@@ -46,9 +45,8 @@ async def _http(host: str, port: int, health: HealthCheck) -> str | None:
 
 
 async def _grpc(host: str, port: int, timeout: float) -> str | None:
-    """grpc.health.v1 Check through engineer D's helper (backends/grpc_health.py)."""
-    try:
-        helper = importlib.import_module("backends.grpc_health")
-    except ImportError:
-        return "gRPC health checks are unavailable (backends.grpc_health is not installed)"
-    return await helper.check_health(host, port, timeout=timeout)
+    """grpc.health.v1 Check (SERVING means healthy), via backends/grpc_health.py."""
+    from .grpc_health import probe_grpc_health
+
+    healthy, detail = await probe_grpc_health(host, port, "", timeout)
+    return None if healthy else detail

@@ -1,0 +1,185 @@
+"""RoutingPublisher: the store's functions, deployments, ready instances and keys ->
+one immutable RoutingTable, published to every sink whenever they change.
+
+Changes are debounced (a burst of instance events becomes one table). Table
+versions come from wall-clock milliseconds, bumped past the last one published,
+so they keep increasing across control-plane restarts and gateways never ignore
+a fresh table. Sinks: the in-process SnapshotHolder(s) of the gateway, Redis
+(`SET fngate:routing` + `PUBLISH fngate:routing:changed`), and the internal
+long-poll route, which reads `publisher.holder`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from datetime import datetime
+from typing import Any, Awaitable, Callable
+
+from control import records as R
+from control.store.base import Compacted, StateStore
+from proxy.routing import H2C, HTTP1, Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
+
+log = logging.getLogger("fngate.publisher")
+
+ROUTING_KEY = "fngate:routing"
+ROUTING_CHANNEL = "fngate:routing:changed"
+ADMIN_SCOPES = ("invoke_function", "list_functions", "list_functions_details", "register_function", "update_function",
+                "delete_function", "deploy_function", "queue_details", "update_secrets", "list_cluster_groups", "manage_keys")
+_RELEVANT = frozenset({R.FUNCTIONS, R.DEPLOYMENTS, R.INSTANCES, R.KEYS})
+
+Sink = Callable[[RoutingTable], Awaitable[Any] | Any]
+
+
+def _unix(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def build_routes(functions: list[dict], deployments: dict[str, dict], instances: list[dict]) -> list[VersionRoute]:
+    ready: dict[str, list[dict]] = {}
+    for inst in instances:
+        if inst.get("instanceStatus") == "ACTIVE" and inst.get("port"):
+            ready.setdefault(inst["functionVersionId"], []).append(inst)
+    routes = []
+    for fn in functions:
+        vid = fn["versionId"]
+        grpc = fn.get("inferenceUrl") == "/grpc"
+        specs = (deployments.get(vid) or {}).get("deploymentSpecifications") or [{}]
+        first = specs[0]
+        endpoints = tuple(
+            Endpoint(i["instanceId"], i["host"], int(i["port"]), H2C if grpc else HTTP1, bool(i.get("draining")))
+            for i in sorted(ready.get(vid, ()), key=lambda i: i["instanceId"])
+        )
+        routes.append(
+            VersionRoute(
+                function_id=fn["id"],
+                version_id=vid,
+                name=fn.get("name", ""),
+                status=fn.get("status", "INACTIVE"),
+                nca_id=fn.get("ncaId", "fngate"),
+                inference_url=fn.get("inferenceUrl") or "/",
+                inference_port=int(fn.get("inferencePort") or 8000),
+                grpc=grpc,
+                max_concurrency=max(int(first.get("maxRequestConcurrency") or 1), 1),
+                instance_type=first.get("instanceType", ""),
+                gpu=first.get("gpu", ""),
+                backend=first.get("backend") or "",
+                endpoints=endpoints,
+            )
+        )
+    return routes
+
+
+def build_grants(keys: list[dict], admin_key: str | None) -> list[tuple[str, KeyGrant]]:
+    grants = []
+    for k in keys:
+        fids = k.get("functionIds")
+        grants.append((k["digest"], KeyGrant(
+            key_id=k["keyId"], scopes=frozenset(k.get("scopes") or ()), function_ids=None if fids is None else frozenset(fids),
+            expires_at=_unix(k.get("expiresAt")), nca_id=k.get("ncaId", "fngate"), subject=k["keyId"],
+        )))
+    if admin_key:
+        grants.append((key_digest(admin_key), KeyGrant("admin", frozenset(ADMIN_SCOPES), subject="admin")))
+    return grants
+
+
+class RoutingPublisher:
+    def __init__(self, store: StateStore, *, admin_key: str | None = None, debounce: float = 0.015, resync_interval: float = 30.0) -> None:
+        self.store = store
+        self.admin_key = admin_key
+        self.debounce = debounce
+        self.resync_interval = resync_interval
+        self.holder = SnapshotHolder()  # what the internal long-poll route serves
+        self._sinks: list[Sink] = [self.holder.publish]
+        self._last_version = 0
+        self._dirty = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    def add_sink(self, sink: Sink) -> None:
+        self._sinks.append(sink)
+        if self.holder.table.version:
+            self._call(sink, self.holder.table)
+
+    def add_redis_sink(self, redis) -> None:
+        """Publish through Redis (a redis.asyncio client) for gateways in other processes."""
+
+        async def sink(table: RoutingTable) -> None:
+            await redis.set(ROUTING_KEY, table.to_json())
+            await redis.publish(ROUTING_CHANNEL, str(table.version))
+
+        self._sinks.append(sink)
+
+    def bump_past(self, version: int) -> None:
+        """Never publish a version at or below one seen before (e.g. the one in Redis)."""
+        self._last_version = max(self._last_version, version)
+
+    async def start(self) -> None:
+        since = await self.store.revision()
+        await self.publish_now()
+        self._tasks = [
+            asyncio.create_task(self._watch(since), name="publisher-watch"),
+            asyncio.create_task(self._loop(), name="publisher-loop"),
+        ]
+
+    async def aclose(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def build(self) -> RoutingTable:
+        functions = [r.value for r in await self.store.list(R.FUNCTIONS)]
+        deployments = {r.key.split("/", 1)[1]: r.value for r in await self.store.list(R.DEPLOYMENTS)}
+        instances = [r.value for r in await self.store.list(R.INSTANCES)]
+        keys = [r.value for r in await self.store.list(R.KEYS)]
+        self._last_version = max(int(time.time() * 1000), self._last_version + 1)
+        return RoutingTable.build(self._last_version, build_routes(functions, deployments, instances), build_grants(keys, self.admin_key))
+
+    async def publish_now(self) -> RoutingTable:
+        table = await self.build()
+        for sink in self._sinks:
+            res = self._call(sink, table)
+            if inspect.isawaitable(res):
+                try:
+                    await res
+                except Exception:
+                    log.exception("routing sink failed; the next change or resync retries")
+        return table
+
+    @staticmethod
+    def _call(sink: Sink, table: RoutingTable):
+        try:
+            return sink(table)
+        except Exception:
+            log.exception("routing sink failed")
+            return None
+
+    async def _watch(self, since: int) -> None:
+        while True:
+            try:
+                async for ch in self.store.watch(since):
+                    since = ch.revision
+                    if ch.kind in _RELEVANT:
+                        self._dirty.set()
+            except Compacted:
+                since = await self.store.revision()
+                self._dirty.set()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._dirty.wait(), self.resync_interval)
+            except asyncio.TimeoutError:
+                pass  # periodic republish: a sink that missed one catches up
+            await asyncio.sleep(self.debounce)
+            self._dirty.clear()
+            try:
+                await self.publish_now()
+            except Exception:
+                log.exception("building the routing table")

@@ -1,0 +1,149 @@
+"""RoutingPublisher and the internal routes: the store's state becomes a routing
+table that reaches the in-process holder, Redis and the long-poll route."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from control import records as R
+from control.internal_api import RedisLoadReader, make_internal_app
+from control.loadboard import LoadBoard
+from control.publisher import ROUTING_CHANNEL, ROUTING_KEY, RoutingPublisher
+from control.store.memory import MemoryStore
+from proxy.routing import LoadReport, RoutingTable, SnapshotHolder, VersionLoad, key_digest
+from tests.backends.helpers import deploy
+
+ADMIN = "nvapi-admin-secret"
+
+
+async def _instance(store, vid, iid, status="ACTIVE", draining=False, port=7001):
+    await store.put(R.INSTANCES, R.instance_key(vid, iid), {"instanceId": iid, "functionVersionId": vid,
+        "instanceStatus": status, "host": "127.0.0.1", "port": port, "draining": draining})
+
+
+async def _until(pred, timeout=5.0):
+    async def loop():
+        while not pred():
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(loop(), timeout)
+
+
+async def test_table_follows_the_store():
+    store = MemoryStore()
+    await store.put(R.KEYS, "k1", {"keyId": "k1", "digest": key_digest("nvapi-user"), "scopes": ["invoke_function"],
+                                   "functionIds": ["f1"], "expiresAt": "2030-01-01T00:00:00Z", "ncaId": "fngate"})
+    fid, vid = await deploy(store, fn_extra={"inferenceUrl": "/grpc"})
+    pub = RoutingPublisher(store, admin_key=ADMIN)
+    gateway = SnapshotHolder()
+    pub.add_sink(gateway.publish)
+    await pub.start()
+    try:
+        t0 = gateway.table
+        route = t0.functions[fid][vid]
+        assert route.status == "DEPLOYING" and route.grpc and route.endpoints == () and not route.invokable
+        assert t0.keys[key_digest("nvapi-user")].function_ids == frozenset({"f1"})
+        assert t0.keys[key_digest(ADMIN)].allows("invoke_function", fid, 0)
+        await _instance(store, vid, "i-starting", status="STARTING")
+        await _instance(store, vid, "i-ready", port=7002)
+        fn = (await store.get(R.FUNCTIONS, R.version_key(fid, vid))).value
+        await store.put(R.FUNCTIONS, R.version_key(fid, vid), {**fn, "status": "ACTIVE"})
+        await _until(lambda: gateway.table.invokable.get(fid))
+        [ep] = gateway.table.functions[fid][vid].endpoints
+        assert (ep.id, ep.port, ep.protocol, ep.draining) == ("i-ready", 7002, "h2c", False)
+        assert gateway.table.version > t0.version
+        await _instance(store, vid, "i-ready", port=7002, draining=True)
+        await _until(lambda: gateway.table.functions[fid][vid].endpoints[0].draining)
+    finally:
+        await pub.aclose()
+
+
+async def test_versions_keep_increasing_across_restarts():
+    store = MemoryStore()
+    first = RoutingPublisher(store)
+    t1 = await first.publish_now()
+    second = RoutingPublisher(store)
+    second.bump_past(t1.version + 10_000_000)  # e.g. what Redis holds from a run with a clock ahead
+    t2 = await second.publish_now()
+    assert t2.version > t1.version + 10_000_000
+
+
+async def test_redis_sink_and_load_reader(redis_url):
+    import redis.asyncio as aioredis
+
+    store = MemoryStore()
+    fid, vid = await deploy(store)
+    client = aioredis.from_url(redis_url)
+    sub = client.pubsub()
+    await sub.subscribe(ROUTING_CHANNEL)
+    pub = RoutingPublisher(store)
+    pub.add_redis_sink(client)
+    table = await pub.publish_now()
+    try:
+        stored = RoutingTable.from_json(await client.get(ROUTING_KEY))
+        assert stored.version == table.version and vid in stored.functions[fid]
+        msg = None
+        for _ in range(50):
+            msg = await sub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            if msg:
+                break
+        assert msg and int(msg["data"]) == table.version
+        board = LoadBoard()
+        await client.set("fngate:load:gw-7", LoadReport("gw-7", time.time(), {vid: VersionLoad(queue_depth=4)}).to_json(), ex=10)
+        await client.set("fngate:load:garbage", b"{not json", ex=10)
+        assert await RedisLoadReader(client, board).read_once() == 1
+        assert board.queue_depth(vid) == 4
+    finally:
+        await sub.aclose()
+        await client.aclose()
+
+
+@pytest.fixture
+async def internal():
+    holder, board = SnapshotHolder(), LoadBoard()
+    app = web.Application()
+    app.add_subapp("/internal/v1", make_internal_app(holder, board, ADMIN))
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    yield client, holder, board
+    await client.close()
+
+
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+
+
+async def test_internal_routes_need_the_admin_key(internal):
+    client, _, _ = internal
+    for headers in ({}, {"Authorization": "Bearer nvapi-wrong"}):
+        r = await client.get("/internal/v1/routing?after=0&wait=0", headers=headers)
+        assert r.status == 401 and r.content_type == "application/problem+json"
+
+
+async def test_long_poll_answers_204_then_200_on_a_newer_table(internal):
+    client, holder, _ = internal
+    holder.publish(RoutingTable(5))
+    r = await client.get("/internal/v1/routing?after=5&wait=0.1", headers=AUTH)
+    assert r.status == 204
+    waiting = asyncio.ensure_future(client.get("/internal/v1/routing?after=5&wait=5", headers=AUTH))
+    await asyncio.sleep(0.1)
+    holder.publish(RoutingTable(6))
+    r = await waiting
+    assert r.status == 200 and RoutingTable.from_json(await r.read()).version == 6
+    r = await client.get("/internal/v1/routing?after=abc", headers=AUTH)
+    assert r.status == 400
+
+
+async def test_load_reports_reach_the_board(internal):
+    client, _, board = internal
+    report = LoadReport("gw-1", time.time(), {"v1": VersionLoad(queue_depth=3, queued_ids=["r1"])})
+    r = await client.put("/internal/v1/load/gw-1", data=report.to_json(), headers=AUTH)
+    assert r.status == 204
+    assert board.queue_depth("v1") == 3 and board.position("r1") == ("v1", 1)
+    r = await client.put("/internal/v1/load/gw-2", data=report.to_json(), headers=AUTH)
+    assert r.status == 400
+    r = await client.put("/internal/v1/load/gw-1", data=b"[]", headers=AUTH)
+    assert r.status == 400
