@@ -129,22 +129,7 @@ class KubernetesBackend:
         self._reserve(name, spec, replicas)
         body = m.deployment(spec, replicas, self._settings(spec))
         try:
-            current = await api.get_deployment(name)
-            if current is None or m.spec_hash(current) != m.spec_hash(body):
-                await self._put_secret(api, spec)
-            if current is None:
-                try:
-                    await api.create_deployment(body)
-                except KubeError as exc:
-                    if exc.status != 409:  # created concurrently: fall through to update it
-                        raise
-                    current = await api.get_deployment(name)
-            if current is not None:
-                if m.spec_hash(current) != m.spec_hash(body):
-                    body["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
-                    await api.replace_deployment(name, body)
-                elif (current.get("spec") or {}).get("replicas") != replicas:
-                    await api.scale_deployment(name, replicas)
+            await self._converge(api, spec, body)
         except KubeError as exc:
             group = self._groups.get(key)
             self._release(name, group.replicas if group else 0)
@@ -202,6 +187,28 @@ class KubernetesBackend:
         """Wait until the first pod list has been read."""
         await self._started()
         await self._synced.wait()
+
+    async def _converge(self, api: KubeApi, spec: InstanceSpec, body: dict[str, Any], attempts: int = 4) -> None:
+        """Create the Deployment, replace it when the spec changed, or patch `replicas`.
+        A write conflict (someone else, e.g. the controller, wrote in between) is retried."""
+        name = body["metadata"]["name"]
+        for attempt in range(attempts):
+            current = await api.get_deployment(name)
+            if current is None or m.spec_hash(current) != m.spec_hash(body):
+                await self._put_secret(api, spec)
+            try:
+                if current is None:
+                    await api.create_deployment(body)
+                elif m.spec_hash(current) != m.spec_hash(body):
+                    body["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
+                    await api.replace_deployment(name, body)
+                elif (current.get("spec") or {}).get("replicas") != body["spec"]["replicas"]:
+                    await api.scale_deployment(name, body["spec"]["replicas"])
+                return
+            except KubeError as exc:
+                if exc.status != 409 or attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
 
     @staticmethod
     async def _put_secret(api: KubeApi, spec: InstanceSpec) -> None:

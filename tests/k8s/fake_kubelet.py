@@ -92,6 +92,14 @@ class FakeKubelet:
         self.api.put("pods", namespace, pod, event="MODIFIED")
         asyncio.ensure_future(self._kill(run, graceful=False))
 
+    def vanish_pod(self, name: str, namespace: str = "default") -> None:
+        """The node died and the pod was force-deleted: the object is gone at once."""
+        run = self._pods.pop((namespace, name))
+        if run.task:
+            run.task.cancel()
+        self.api.remove("pods", namespace, name)
+        asyncio.ensure_future(self._kill(run, graceful=False))
+
     def fail_pod_creation(self, message: str) -> None:
         self.quota_message = message
         self._dirty.set()
