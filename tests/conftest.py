@@ -92,12 +92,11 @@ def redis_server(tmp_path_factory):
 
 
 @pytest.fixture
-async def redis_url(redis_server):
-    import redis.asyncio as aioredis
+def redis_url(redis_server):
+    import redis
 
-    client = aioredis.from_url(redis_server.url)
-    await client.flushdb()
-    await client.aclose()
+    with redis.Redis(host=redis_server.host, port=redis_server.port) as client:
+        client.flushdb()
     return redis_server.url
 
 
