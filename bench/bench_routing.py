@@ -1,0 +1,52 @@
+"""Routing lookup over 10 / 1k / 100k functions: table build, JSON round trip, per-call resolve.
+
+The per-call work must not grow with the number of functions (dict lookups only);
+building and decoding a table is the control plane's cost per publish.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.fngate import BENCH_KEY, Upstream, build_table, function_id
+from proxy.grpc_route import route_call
+from proxy.routing import RoutingTable, key_digest
+
+SIZES = (10, 1_000, 100_000)
+_tables: dict[int, RoutingTable] = {}
+
+
+def table(n: int) -> RoutingTable:
+    if n not in _tables:
+        _tables[n] = build_table([Upstream(f"fn{i}", "127.0.0.1", 9000 + i % 1000, "h2c") for i in range(n)])
+    return _tables[n]
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_resolve_and_authorize(benchmark, n):
+    """What one gRPC call costs in routing: function-id lookup, key digest, grant check."""
+    t = table(n)
+    metadata = {"function-id": function_id(f"fn{n // 2}"), "authorization": f"Bearer {BENCH_KEY}"}
+    route = benchmark(route_call, t, metadata)
+    assert route.function_id == metadata["function-id"]
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_invokable_lookup(benchmark, n):
+    """The bare snapshot read: function id -> invokable versions."""
+    t = table(n)
+    fid = function_id(f"fn{n // 2}")
+    routes = benchmark(t.invokable.get, fid)
+    assert routes and routes[0].function_id == fid
+
+
+def test_key_digest(benchmark):
+    assert benchmark(key_digest, BENCH_KEY) == key_digest(BENCH_KEY)
+
+
+@pytest.mark.parametrize("n", (10, 1_000))
+def test_table_json_round_trip(benchmark, n):
+    """What a gateway pays per published snapshot (decode + index)."""
+    data = table(n).to_json()
+    t = benchmark(RoutingTable.from_json, data)
+    assert len(t.functions) == n

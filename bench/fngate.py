@@ -1,0 +1,144 @@
+"""fngate's gateway as a system under test: a static routing table, one process per run.
+
+`GatewayProcess` starts `python -m bench.fngate` (this module's `main`), which builds
+the gateway (`proxy.server.Gateway`) on free ports, publishes the table into its
+SnapshotHolder and writes the bound ports to a ready file. No control plane runs: the
+benchmark measures the data plane with every per-request feature on (auth against the
+table's key digests, routing, per-instance limits, metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.procs import PYTHON, Proc, wait_port
+
+BENCH_KEY = "nvapi-bench-" + "k" * 40
+INVOKE_SCOPES = ("invoke_function", "list_functions", "queue_details")
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One function for the table: a name, its instance address and protocol."""
+
+    name: str
+    host: str
+    port: int
+    protocol: str = "http1"  # "http1" or "h2c" (gRPC)
+
+
+def gateway_available() -> str | None:
+    """None when the gateway can be imported, else why not (the fngate rows are skipped)."""
+    try:
+        import proxy.config  # noqa: F401
+        import proxy.server  # noqa: F401
+    except ImportError as e:
+        return f"the gateway is not importable ({e})"
+    return None
+
+
+def function_id(name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"fngate-bench/{name}"))
+
+
+def build_table(upstreams: list[Upstream], max_concurrency: int = 4096):
+    from proxy.routing import Endpoint, KeyGrant, RoutingTable, VersionRoute, key_digest
+
+    routes = []
+    for u in upstreams:
+        fid = function_id(u.name)
+        grpc = u.protocol == "h2c"
+        routes.append(VersionRoute(
+            function_id=fid, version_id=function_id(u.name + "/v1"), name=u.name, status="ACTIVE",
+            inference_url="/grpc" if grpc else "/", inference_port=u.port, grpc=grpc,
+            max_concurrency=max_concurrency,
+            endpoints=(Endpoint(f"{u.name}-0", u.host, u.port, u.protocol),),
+        ))
+    grant = KeyGrant(key_id="bench", scopes=frozenset(INVOKE_SCOPES))
+    return RoutingTable.build(1, routes, [(key_digest(BENCH_KEY), grant)])
+
+
+def invoke_headers(name: str) -> dict[str, str]:
+    """Request headers that route to function `name` and authenticate (HTTP and gRPC)."""
+    return {"function-id": function_id(name), "authorization": f"Bearer {BENCH_KEY}"}
+
+
+class GatewayProcess:
+    """The gateway in its own process, pinned like any other system under test."""
+
+    def __init__(self, upstreams: list[Upstream], cpus: str | None, work: Path, log_dir: Path, workers: int = 1):
+        self.name = f"fngate-{workers}w"
+        table_path = work / f"{self.name}-table.json"
+        table_path.write_bytes(build_table(upstreams).to_json())
+        ready = work / f"{self.name}-ready.json"
+        ready.unlink(missing_ok=True)
+        cmd = [PYTHON, "-m", "bench.fngate", "--table", str(table_path), "--ready-file", str(ready),
+               "--workers", str(workers)]
+        self.proc = Proc(self.name, cmd, cpus, log_dir)
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            if self.proc.popen.poll() is not None or time.monotonic() > deadline:
+                self.proc.stop()
+                raise RuntimeError(f"{self.name} did not start:\n{self.proc.output_tail()}")
+            time.sleep(0.05)
+        ports = json.loads(ready.read_text())
+        self.port, self.grpc_port = ports["http_port"], ports["grpc_port"]
+        wait_port(self.port, proc=self.proc)
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+def _bound_port(gateway, kind: str) -> int:
+    for attr in (f"{kind}_port", f"bound_{kind}_port"):
+        value = getattr(gateway, attr, None)
+        if isinstance(value, int) and value:
+            return value
+    raise RuntimeError(f"the gateway exposes no bound {kind} port")
+
+
+async def _serve(table_path: Path, ready_file: Path, workers: int) -> None:
+    from proxy.config import GatewayConfig
+    from proxy.routing import RoutingTable, SnapshotHolder
+    from proxy.server import Gateway
+
+    holder = SnapshotHolder()
+    holder.publish(RoutingTable.from_json(table_path.read_bytes()))
+    config = GatewayConfig(host="127.0.0.1", http_port=0, grpc_port=0, admin_port=0, workers=workers)
+    gateway = Gateway(config, holder, "bench-gateway", None)
+    await gateway.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ports = {"http_port": _bound_port(gateway, "http"), "grpc_port": _bound_port(gateway, "grpc")}
+    tmp = ready_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(ports))
+    tmp.rename(ready_file)
+    await stop.wait()
+    await gateway.stop(1.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.fngate", description="the gateway with a static routing table")
+    parser.add_argument("--table", type=Path, required=True, help="RoutingTable JSON")
+    parser.add_argument("--ready-file", type=Path, required=True, help="where to write the bound ports")
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(_serve(args.table, args.ready_file, args.workers))
+    else:
+        uvloop.run(_serve(args.table, args.ready_file, args.workers))
+
+
+if __name__ == "__main__":
+    main()

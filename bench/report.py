@@ -1,0 +1,196 @@
+"""Rows, medians, ratios, and the report (markdown + JSON) written to bench/results/.
+
+A Row is one target in one scenario with its runs. Its figures are those of the
+median run by requests/s (p50/p99 from that same run, as in the baseline); the CPU is
+the median over runs. Ratios compare rows of the same scenario and the same
+invocation only: to the nginx proxy row, per core to the nginx proxy row, and to the
+direct row (the upstream or instance called without a proxy).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.loadgen import Sample
+
+DIRECT, NGINX, FNGATE = "direct", "nginx", "fngate"
+
+
+@dataclass
+class Row:
+    scenario: str
+    target: str
+    role: str  # DIRECT | NGINX | FNGATE
+    layout: str
+    load: str  # the load generator command shape, e.g. "wrk -t1 -c64"
+    samples: list[Sample] = field(default_factory=list)
+    baseline: str | None = None  # another target in the scenario to compare with (e.g. 1 worker)
+    ratios: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def median(self) -> Sample:
+        ordered = sorted(self.samples, key=lambda s: s.rps)
+        return ordered[(len(ordered) - 1) // 2]
+
+    @property
+    def rps(self) -> float:
+        return self.median.rps
+
+    @property
+    def sut_cpu(self) -> float:
+        return statistics.median(s.sut_cpu for s in self.samples)
+
+    @property
+    def load_cpu(self) -> float:
+        return statistics.median(s.load_cpu for s in self.samples)
+
+    @property
+    def rps_per_core(self) -> float | None:
+        cpu = self.sut_cpu
+        return self.rps / cpu if cpu > 0.01 else None
+
+    def to_dict(self) -> dict:
+        m = self.median
+        return {
+            "scenario": self.scenario, "target": self.target, "role": self.role, "layout": self.layout,
+            "load": self.load, "runs": len(self.samples),
+            "rps": round(self.rps, 1), "rps_min": round(min(s.rps for s in self.samples), 1),
+            "rps_max": round(max(s.rps for s in self.samples), 1),
+            "p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "errors": sum(s.errors for s in self.samples),
+            "sut_cpu": round(self.sut_cpu, 3), "load_cpu": round(self.load_cpu, 3),
+            "rps_per_core": None if self.rps_per_core is None else round(self.rps_per_core, 1),
+            "ratios": {k: None if v is None else round(v, 3) for k, v in self.ratios.items()},
+            "samples": [s.to_dict() for s in self.samples],
+        }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def compute_ratios(rows: list[Row]) -> None:
+    """Fill each row's ratios from the other rows of its scenario (measured figures only)."""
+    by_scenario: dict[str, list[Row]] = {}
+    for r in rows:
+        by_scenario.setdefault(r.scenario, []).append(r)
+    for group in by_scenario.values():
+        nginx = next((r for r in group if r.role == NGINX), None)
+        direct = next((r for r in group if r.role == DIRECT), None)
+        named = {r.target: r for r in group}
+        for r in group:
+            r.ratios = {
+                "vs_nginx": _ratio(r.rps, nginx.rps) if nginx else None,
+                "vs_nginx_per_core": _ratio(r.rps_per_core, nginx.rps_per_core) if nginx else None,
+                "vs_direct": _ratio(r.rps, direct.rps) if direct else None,
+            }
+            if r.baseline and r.baseline in named:
+                r.ratios[f"vs_{r.baseline}"] = _ratio(r.rps, named[r.baseline].rps)
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": None, "cpu_model": None}
+    try:
+        import os
+
+        info["cpus"] = os.cpu_count()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+        info["mem_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (OSError, ValueError):
+        pass
+    for tool, args in (("nginx", ["-v"]), ("wrk", ["-v"]), ("h2load", ["--version"])):
+        path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None)
+        if path:
+            out = subprocess.run([path, *args], capture_output=True, text=True)
+            info[tool] = (out.stdout + out.stderr).strip().splitlines()[0] if (out.stdout + out.stderr).strip() else ""
+    return info
+
+
+def _f(v, fmt: str = "{:,.0f}") -> str:
+    return "–" if v is None else fmt.format(v)
+
+
+def markdown(doc: dict) -> str:
+    m = doc["machine"]
+    out = [
+        "# fngate benchmark report",
+        "",
+        f"Taken {doc['started']} on {m.get('cpus')} × {m.get('cpu_model')}, {m.get('mem_gib')} GiB, "
+        f"Python {m.get('python')}; {m.get('nginx')}; {m.get('wrk')}; {m.get('h2load')}.",
+        f"Method: {doc['settings']['runs']} alternating runs of {doc['settings']['duration']} s per target "
+        f"(after a {doc['settings']['warmup']} s warm-up); each row is the median run by requests/s, with p50/p99 "
+        "from that run and the median CPU. CPU is (utime+stime of the process tree)/wall time, from /proc. "
+        "Ratios compare rows of the same scenario in this invocation only.",
+        "",
+    ]
+    if doc.get("skipped"):
+        out += ["Skipped: " + "; ".join(f"{k}: {v}" for k, v in doc["skipped"].items()), ""]
+    if doc["rows"]:
+        out += [
+            "## Throughput and latency",
+            "",
+            "| scenario | target | layout | load | req/s | p50 / p99 ms | SUT cores | load cores | req/s per SUT core | vs nginx | vs nginx per core | vs direct | other | errors |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in doc["rows"]:
+            ra = r["ratios"]
+            other = ", ".join(f"{k} {v:.2f}" for k, v in ra.items()
+                              if k not in ("vs_nginx", "vs_nginx_per_core", "vs_direct") and v is not None)
+            out.append(
+                f"| {r['scenario']} | {r['target']} | {r['layout']} | {r['load']} | {_f(r['rps'])} "
+                f"| {r['p50_ms']:.2f} / {r['p99_ms']:.2f} | {r['sut_cpu']:.2f} | {r['load_cpu']:.2f} "
+                f"| {_f(r['rps_per_core'])} | {_f(ra.get('vs_nginx'), '{:.2f}')} | {_f(ra.get('vs_nginx_per_core'), '{:.2f}')} "
+                f"| {_f(ra.get('vs_direct'), '{:.2f}')} | {other or '–'} | {r['errors']} |"
+            )
+        out.append("")
+    if doc.get("sse"):
+        out += ["## SSE", "", "| target | streams | events | delay p50 / p99 ms | added p50 / p99 ms |", "|---|---|---|---|---|"]
+        for s in doc["sse"].get("latency", []):
+            out.append(f"| {s['target']} | {s['streams']} | {s['events']} | {s['p50_ms']:.3f} / {s['p99_ms']:.3f} "
+                       f"| {_f(s.get('added_p50_ms'), '{:.3f}')} / {_f(s.get('added_p99_ms'), '{:.3f}')} |")
+        hold = doc["sse"].get("hold")
+        if hold:
+            out += ["", f"Concurrent streams through one gateway process: {hold['held']:,} of {hold['asked']:,} held "
+                    f"(gateway RSS {hold['rss_before_mib']:.1f} → {hold['rss_after_mib']:.1f} MiB, "
+                    f"{_f(hold.get('kib_per_stream'), '{:.1f}')} KiB per open stream)"
+                    + (f"; first error: {hold['error']}" if hold.get("error") else "") + "."]
+        out.append("")
+    if doc.get("memory"):
+        out += ["## Memory per idle connection", "", "| target | idle connections | RSS before → after MiB | KiB per connection |", "|---|---|---|---|"]
+        for mrow in doc["memory"]:
+            out.append(f"| {mrow['target']} | {mrow['held']:,} | {mrow['rss_before_mib']:.1f} → {mrow['rss_after_mib']:.1f} "
+                       f"| {_f(mrow.get('kib_per_connection'), '{:.1f}')} |")
+        out.append("")
+    micro = doc.get("micro")
+    if micro:
+        out += ["## Micro benchmarks (pytest-benchmark)", ""]
+        if micro.get("error"):
+            out += [f"Failed: {micro['error']}", ""]
+        if micro.get("benchmarks"):
+            out += ["| benchmark | median µs | mean µs | ops/s | rounds |", "|---|---|---|---|---|"]
+            for b in micro["benchmarks"]:
+                out.append(f"| {b['name']} | {b['median_us']:.2f} | {b['mean_us']:.2f} | {_f(b['ops'])} | {b['rounds']} |")
+            out.append("")
+    if doc.get("notes"):
+        out += ["## Notes", ""] + [f"- {n}" for n in doc["notes"]] + [""]
+    return "\n".join(out)
+
+
+def write(doc: dict, out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    json_path, md_path = out_dir / f"bench-{stamp}.json", out_dir / f"bench-{stamp}.md"
+    json_path.write_text(json.dumps(doc, indent=1))
+    md_path.write_text(markdown(doc))
+    shutil.copyfile(json_path, out_dir / "latest.json")
+    shutil.copyfile(md_path, out_dir / "latest.md")
+    return json_path, md_path

@@ -1,0 +1,171 @@
+"""The throughput scenarios: HTTP/1.1 (small, 1 KB, 1 MB, the echo sample), h2c, gRPC, workers.
+
+Each scenario starts its servers, measures direct / nginx / fngate with the same load
+generator and pinning (see procs.layouts), stops everything, and returns Rows. When
+the gateway cannot be imported yet, its rows are skipped and the reason is recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+from bench import loadgen
+from bench.fngate import GatewayProcess, Upstream, function_id, invoke_headers
+from bench.grpc_load import GrpcEcho, grpc_body, probe
+from bench.nginx import Nginx
+from bench.procs import PYTHON, Proc, free_port, layouts, wait_port
+from bench.report import DIRECT, FNGATE, NGINX, Row
+from bench.runner import Settings, Target, alternate, fngate_unavailable, say
+
+HTTP1_SIZES = {"small": "/small", "1k": "/1k", "1m": "/1m"}
+
+
+def _wrk(settings: Settings) -> Callable[[Target, float], loadgen.Sample]:
+    def load(t: Target, seconds: float) -> loadgen.Sample:
+        return loadgen.wrk(t.url, connections=settings.connections, duration=seconds, cpus=t.layout.load,
+                           work=settings.work, headers=t.headers)
+    return load
+
+
+def _h2load(settings: Settings, clients: int, streams: int, body: bytes | None = None) -> Callable[[Target, float], loadgen.Sample]:
+    def load(t: Target, seconds: float) -> loadgen.Sample:
+        return loadgen.h2load(t.url, clients=clients, streams=streams, duration=seconds, cpus=t.layout.load,
+                              work=settings.work, headers=t.headers, body=body, warmup=min(1.0, settings.warmup or 0.5))
+    return load
+
+
+def _fngate_or_skip(settings: Settings, skipped: dict, key: str) -> bool:
+    why = fngate_unavailable(settings)
+    if why:
+        skipped[key] = f"fngate rows skipped: {why}"
+        say(skipped[key])
+    return why is None
+
+
+def http1(settings: Settings, skipped: dict, sizes: tuple[str, ...] = ("small", "1k", "1m")) -> list[Row]:
+    """wrk -t1 -cN against the nginx upstream directly, through nginx, through fngate."""
+    lay = layouts()
+    rows: list[Row] = []
+    with contextlib.ExitStack() as stack:
+        direct_up = Nginx.upstream(settings.work / "direct", lay["direct"].upstream, settings.logs)
+        stack.callback(direct_up.stop)
+        iso_up = Nginx.upstream(settings.work / "iso", lay["iso"].upstream, settings.logs)
+        stack.callback(iso_up.stop)
+        proxy = Nginx.proxy(settings.work, iso_up.port, lay["iso"].sut, settings.logs)
+        stack.callback(proxy.stop)
+        gateway = None
+        if _fngate_or_skip(settings, skipped, "http1"):
+            gateway = GatewayProcess([Upstream("static", "127.0.0.1", iso_up.port)], lay["iso"].sut, settings.work, settings.logs)
+            stack.callback(gateway.stop)
+        for size in sizes:
+            path = HTTP1_SIZES[size]
+            targets = [
+                Target("nginx static (direct)", DIRECT, direct_up.proc, lay["direct"], f"http://127.0.0.1:{direct_up.port}{path}"),
+                Target("nginx proxy", NGINX, proxy.proc, lay["iso"], f"http://127.0.0.1:{proxy.port}{path}"),
+            ]
+            if gateway:
+                targets.append(Target("fngate", FNGATE, gateway.proc, lay["iso"], f"http://127.0.0.1:{gateway.port}{path}",
+                                      invoke_headers("static")))
+            rows += alternate(f"http1-{size}", f"wrk -t1 -c{settings.connections}", targets, _wrk(settings), settings)
+    return rows
+
+
+def http1_echo(settings: Settings, skipped: dict) -> list[Row]:
+    """The same through the fngate/echo sample (aiohttp), where a real function matters."""
+    lay = layouts()
+    with contextlib.ExitStack() as stack:
+        procs = {}
+        for name, cpus in (("direct", lay["direct"].upstream), ("iso", lay["iso"].upstream)):
+            port = free_port()
+            p = Proc(f"echo-{name}", [PYTHON, "-m", "backends.samples.echo", "--host", "127.0.0.1", "--port", str(port)], cpus, settings.logs)
+            stack.callback(p.stop)
+            wait_port(port, proc=p)
+            procs[name] = (p, port)
+        proxy = Nginx.proxy(settings.work / "echo", procs["iso"][1], lay["iso"].sut, settings.logs)
+        stack.callback(proxy.stop)
+        targets = [
+            Target("echo sample (direct)", DIRECT, procs["direct"][0], lay["direct"], f"http://127.0.0.1:{procs['direct'][1]}/echo"),
+            Target("nginx proxy", NGINX, proxy.proc, lay["iso"], f"http://127.0.0.1:{proxy.port}/echo"),
+        ]
+        if _fngate_or_skip(settings, skipped, "http1-echo"):
+            gateway = GatewayProcess([Upstream("echo", "127.0.0.1", procs["iso"][1])], lay["iso"].sut, settings.work, settings.logs)
+            stack.callback(gateway.stop)
+            targets.append(Target("fngate", FNGATE, gateway.proc, lay["iso"], f"http://127.0.0.1:{gateway.port}/echo", invoke_headers("echo")))
+        return alternate("http1-echo", f"wrk -t1 -c{settings.connections}", targets, _wrk(settings), settings)
+
+
+def h2(settings: Settings, skipped: dict) -> list[Row]:
+    """h2load over h2c (prior knowledge), many streams per connection; proxies forward to h1."""
+    lay = layouts()
+    with contextlib.ExitStack() as stack:
+        direct_up = Nginx.upstream(settings.work / "h2-direct", lay["direct"].upstream, settings.logs)
+        stack.callback(direct_up.stop)
+        iso_up = Nginx.upstream(settings.work / "h2-iso", lay["iso"].upstream, settings.logs)
+        stack.callback(iso_up.stop)
+        proxy = Nginx.proxy(settings.work / "h2", iso_up.port, lay["iso"].sut, settings.logs)
+        stack.callback(proxy.stop)
+        targets = [
+            Target("nginx static h2c (direct)", DIRECT, direct_up.proc, lay["direct"], f"http://127.0.0.1:{direct_up.h2c_port}/small"),
+            Target("nginx proxy h2c→h1", NGINX, proxy.proc, lay["iso"], f"http://127.0.0.1:{proxy.h2c_port}/small"),
+        ]
+        if _fngate_or_skip(settings, skipped, "h2"):
+            gateway = GatewayProcess([Upstream("static", "127.0.0.1", iso_up.port)], lay["iso"].sut, settings.work, settings.logs)
+            stack.callback(gateway.stop)
+            targets.append(Target("fngate h2c→h1", FNGATE, gateway.proc, lay["iso"], f"http://127.0.0.1:{gateway.port}/small",
+                                  invoke_headers("static")))
+        desc = f"h2load -t1 -c{settings.h2_clients} -m{settings.h2_streams}"
+        return alternate("h2c-small", desc, targets, _h2load(settings, settings.h2_clients, settings.h2_streams), settings)
+
+
+def grpc(settings: Settings, skipped: dict) -> list[Row]:
+    """gRPC unary and server streaming: the grpcio instance directly vs through fngate.
+
+    The instance is the slow part (a few thousand calls/s per core), so it keeps a
+    core to itself in both layouts; the gateway shares the load generator's core
+    (h2load needs ~0.2 core here).
+    """
+    lay = layouts()
+    with contextlib.ExitStack() as stack:
+        echo = GrpcEcho(lay["shared"].upstream, settings.logs)
+        stack.callback(echo.stop)
+        direct = Target("grpcio instance (direct)", DIRECT, echo.proc, lay["direct"], f"http://127.0.0.1:{echo.port}")
+        targets = [direct]
+        gateway = None
+        if _fngate_or_skip(settings, skipped, "grpc"):
+            gateway = GatewayProcess([Upstream("grpc-echo", "127.0.0.1", echo.port, "h2c")], lay["shared"].sut, settings.work, settings.logs)
+            stack.callback(gateway.stop)
+            headers = invoke_headers("grpc-echo")
+            targets.append(Target("fngate", FNGATE, gateway.proc, lay["shared"], f"http://127.0.0.1:{gateway.grpc_port}", headers))
+        for t in targets:
+            probe(t.url.removeprefix("http://"), t.headers, settings.stream_replies)
+        rows = []
+        for method, body in (("Echo", grpc_body(0)), ("EchoStream", grpc_body(settings.stream_replies))):
+            scenario = "grpc-unary" if method == "Echo" else f"grpc-stream-{settings.stream_replies}"
+            calls = [Target(t.label, t.role, t.proc, t.layout, f"{t.url}/fngate.echo.v1.Echo/{method}",
+                            {"content-type": "application/grpc", "te": "trailers", **t.headers}) for t in targets]
+            desc = f"h2load -t1 -c{settings.grpc_clients} -m{settings.grpc_streams}, gRPC frames"
+            rows += alternate(scenario, desc, calls, _h2load(settings, settings.grpc_clients, settings.grpc_streams, body), settings)
+        return rows
+
+
+def workers(settings: Settings, skipped: dict) -> list[Row]:
+    """fngate --workers 2 vs 1 (and nginx with 2 workers), nothing pinned: both cores are shared."""
+    if not _fngate_or_skip(settings, skipped, "workers"):
+        return []
+    free = layouts()["free"]
+    with contextlib.ExitStack() as stack:
+        up = Nginx.upstream(settings.work / "workers", None, settings.logs)
+        stack.callback(up.stop)
+        proxy = Nginx.proxy(settings.work / "workers", up.port, None, settings.logs, workers=2)
+        stack.callback(proxy.stop)
+        targets = [Target("nginx proxy, 2 workers", NGINX, proxy.proc, free, f"http://127.0.0.1:{proxy.port}/small")]
+        for n in (1, 2):
+            gw = GatewayProcess([Upstream("static", "127.0.0.1", up.port)], None, settings.work, settings.logs, workers=n)
+            stack.callback(gw.stop)
+            targets.append(Target(f"fngate {n}w", FNGATE, gw.proc, free, f"http://127.0.0.1:{gw.port}/small",
+                                  invoke_headers("static"), baseline="fngate 1w" if n > 1 else None))
+        return alternate("http1-workers", f"wrk -t1 -c{settings.connections}", targets, _wrk(settings), settings)
+
+
+__all__ = ["http1", "http1_echo", "h2", "grpc", "workers", "function_id"]
