@@ -1,0 +1,86 @@
+"""/openapi.json is true: it documents exactly the app's routes, and real responses fit its schemas."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from control.api import make_app
+from control.store.memory import MemoryStore
+
+from .conftest import SPEC
+
+
+def app_routes() -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for route in make_app(MemoryStore(), admin_key="k").router.routes():
+        if route.method == "HEAD" or route.resource is None:
+            continue
+        out.setdefault(route.resource.canonical, set()).add(route.method.lower())
+    return out
+
+
+def validate(value, schema: dict, doc: dict, where: str = "$") -> None:
+    """The subset of JSON Schema the document uses: $ref, type, enum, required, properties, items."""
+    if "$ref" in schema:
+        schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    kind = schema.get("type")
+    checks = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int, "number": (int, float)}
+    if kind is not None:
+        assert isinstance(value, checks[kind]) and not (kind in ("integer", "number") and isinstance(value, bool)), f"{where}: {value!r} is not {kind}"
+    if "enum" in schema:
+        assert value in schema["enum"], f"{where}: {value!r} not in {schema['enum']}"
+    if kind == "object":
+        for name in schema.get("required", ()):
+            assert name in value, f"{where}: missing required {name}"
+        props = schema.get("properties", {})
+        if props:
+            extra = set(value) - set(props)
+            assert not extra, f"{where}: undocumented field(s) {extra}"
+        for name, sub in props.items():
+            if name in value:
+                validate(value[name], sub, doc, f"{where}.{name}")
+    if kind == "array":
+        for i, item in enumerate(value):
+            validate(item, schema["items"], doc, f"{where}[{i}]")
+
+
+async def test_every_route_is_documented_and_every_documented_path_exists(api):
+    doc = await api.call("GET", "/openapi.json", key=None)
+    documented = {path: set(ops) for path, ops in doc["paths"].items()}
+    assert documented == app_routes()
+
+
+async def test_real_responses_match_the_documented_schemas(api):
+    doc = await api.call("GET", "/openapi.json", key=None)
+
+    def check(path: str, method: str, status: int, body) -> None:
+        op = doc["paths"][path][method]
+        content = op["responses"][str(status)]["content"]
+        schema = (content.get("application/json") or content["application/problem+json"])["schema"]
+        validate(body, schema, doc)
+
+    fn = await api.create_function()
+    check("/v2/nvcf/functions", "post", 200, {"function": fn})
+    fv = "/v2/nvcf/functions/{functionId}/versions/{functionVersionId}"
+    check(fv, "get", 200, await api.call("GET", f"/v2/nvcf/functions/{fn['id']}/versions/{fn['versionId']}"))
+    check("/v2/nvcf/functions", "get", 200, await api.call("GET", "/v2/nvcf/functions"))
+    dep = await api.deploy(fn, SPEC)
+    check("/v2/nvcf/deployments/functions/{functionId}/versions/{functionVersionId}", "post", 200, {"deployment": dep})
+    check("/v2/nvcf/queues/functions/{functionId}", "get", 200, await api.call("GET", f"/v2/nvcf/queues/functions/{fn['id']}"))
+    check("/v2/nvcf/supportedGpus", "get", 200, await api.call("GET", "/v2/nvcf/supportedGpus"))
+    check("/v2/nvcf/clusterGroups", "get", 200, await api.call("GET", "/v2/nvcf/clusterGroups"))
+    check("/v1/keys", "post", 200, await api.call("POST", "/v1/keys", {"scopes": ["list_functions"]}))
+    check("/v1/keys", "get", 200, await api.call("GET", "/v1/keys"))
+    check(fv, "get", 404, await api.problem("GET", f"/v2/nvcf/functions/{fn['id']}/versions/nope", status=404))
+    check("/v2/nvcf/functions", "post", 400, await api.problem("POST", "/v2/nvcf/functions", {}, status=400))
+
+
+def test_validator_rejects_what_the_schema_does_not_allow():
+    doc = {"components": {"schemas": {"S": {"type": "object", "required": ["a"], "properties": {"a": {"type": "integer"}}}}}}
+    for bad in ({}, {"a": "1"}, {"a": True}, {"a": 1, "b": 2}):
+        try:
+            validate(bad, {"$ref": "#/components/schemas/S"}, doc)
+        except AssertionError:
+            continue
+        raise AssertionError(f"{bad} passed")
+    validate({"a": 1}, {"$ref": "#/components/schemas/S"}, doc)
