@@ -95,17 +95,27 @@ class KubernetesBackend:
         self._synced = asyncio.Event()
         self._closed = False
 
+    _SETTINGS = frozenset({"name", "type", "namespace", "kubeconfig", "context", "inCluster", "inventory",
+                           "startupTimeout", "probePeriod", "terminationGracePeriod", "imagePullSecrets", "region"})
+
     @classmethod
     def from_config(cls, name: str, cfg: Mapping[str, Any]) -> "KubernetesBackend":
-        """The `type: kubernetes` entry of the fngate config file (see README, Kubernetes)."""
-        types = cfg.get("instanceTypes") or []
+        """A `type: kubernetes` entry of the config file's `backends` list (see README, Kubernetes).
+        `inventory` is the GPU quota fngate may use in the cluster, as for the local backend, and
+        each instance type may carry the `nodeSelector` its pods get."""
+        unknown = set(cfg) - cls._SETTINGS
+        if unknown:
+            raise ValueError(f"backend {name}: unknown setting(s) {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(sorted(cls._SETTINGS - {'name', 'type'}))})")
+        inventory = cfg.get("inventory") or {}
+        types = inventory.get("instanceTypes") or []
         return cls(
             name,
             namespace=str(cfg.get("namespace", "default")),
             kubeconfig=cfg.get("kubeconfig"),
             context=cfg.get("context"),
             in_cluster=bool(cfg.get("inCluster", False)),
-            inventory=Inventory.from_config(cfg),
+            inventory=Inventory.from_config(inventory),
             node_selectors={str(t["name"]): t["nodeSelector"] for t in types if t.get("nodeSelector")},
             startup_timeout=float(cfg.get("startupTimeout", 600)),
             probe_period=int(cfg.get("probePeriod", 5)),

@@ -39,7 +39,7 @@ def test_kustomization_lists_every_file():
 
 def test_role_allows_what_the_backend_does_in_its_namespace(objects):
     role = objects[("Role", "fngate-backend")]
-    backend_cfg = next(b for b in fngate_config(objects)["backends"].values() if b["type"] == "kubernetes")
+    backend_cfg = next(b for b in fngate_config(objects)["backends"] if b["type"] == "kubernetes")
     assert role["metadata"]["namespace"] == backend_cfg["namespace"]
     granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
     needed = {(g, r, v) for g, r, verbs in PERMISSIONS for v in verbs}
@@ -67,10 +67,11 @@ def test_fngate_runs_replicated_on_redis_with_readiness_on_the_admin_port(object
     assert ports == {"http": cfg.http_port, "grpc": cfg.grpc_port, "api": cfg.api_port, "admin": cfg.admin_port}
     redis_host = cfg.store.split("//")[1].split(".")[0]
     assert ("Service", redis_host) in objects and ("Deployment", redis_host) in objects
-    for name, backend_cfg in cfg.section("backends").items():
-        if backend_cfg["type"] == "kubernetes":
-            backend = KubernetesBackend.from_config(name, backend_cfg)
-            assert {c["name"] for c in backend.capacity()} == {t["name"] for t in backend_cfg["instanceTypes"]}
+    [backend_cfg] = [b for b in cfg.sections["backends"] if b["type"] == "kubernetes"]
+    backend = KubernetesBackend.from_config(backend_cfg["name"], backend_cfg)
+    types = backend_cfg["inventory"]["instanceTypes"]
+    assert {c["name"] for c in backend.capacity()} == {t["name"] for t in types}
+    assert backend.node_selectors == {t["name"]: t["nodeSelector"] for t in types}
 
 
 def test_services_reach_named_ports_of_their_pods(objects):

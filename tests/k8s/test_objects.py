@@ -7,8 +7,9 @@ import json
 
 import orjson
 
-from backends.base import HealthCheck
-from backends.inventory import Inventory
+import pytest
+
+from backends.base import BackendError, HealthCheck
 from backends.kubernetes import PERMISSIONS, KubernetesBackend
 from tests.backends.toys import Tracker, toy_spec
 
@@ -20,9 +21,9 @@ def container_of(deployment: dict) -> dict:
 async def test_deployment_carries_the_function(cluster):
     backend = KubernetesBackend.from_config("gpu-cluster", {
         "namespace": cluster.namespace, "kubeconfig": str(cluster.kubeconfig),
-        "gpus": {"H100": 8},
-        "instanceTypes": [{"name": "NCP.GPU.H100_2x", "gpu": "H100", "gpuCount": 2,
-                           "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}}],
+        "inventory": {"gpus": {"H100": 8},
+                      "instanceTypes": [{"name": "NCP.GPU.H100_2x", "gpu": "H100", "gpuCount": 2,
+                                         "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}}]},
     })
     spec = toy_spec(instance_type="NCP.GPU.H100_2x", gpu="H100", container_args="--workers 2 --name 'a b'",
                     environment={"MODEL": "llama"}, inference_port=9000,
@@ -94,6 +95,13 @@ async def test_every_api_call_is_one_the_role_is_told_about(cluster):
             ("pods", "list"), ("pods", "watch"), ("secrets", "create"), ("secrets", "delete")} <= made
 
 
-def test_capacity_comes_from_the_configured_quota():
-    backend = KubernetesBackend("k8s", inventory=Inventory({"H100": 4}, ()), kubeconfig="/nonexistent")
-    assert backend.capacity() == []
+def test_config_errors_are_clear():
+    with pytest.raises(ValueError, match="unknown setting.*namespce"):
+        KubernetesBackend.from_config("k8s", {"type": "kubernetes", "namespce": "x"})
+
+
+async def test_unreachable_cluster_is_a_backend_error(tmp_path):
+    backend = KubernetesBackend("k8s", kubeconfig=str(tmp_path / "missing.yaml"))
+    with pytest.raises(BackendError, match="cannot connect to Kubernetes"):
+        await backend.apply(toy_spec(), 1)
+    await backend.aclose()
