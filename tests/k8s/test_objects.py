@@ -6,7 +6,6 @@ import base64
 import json
 
 import orjson
-
 import pytest
 
 from backends.base import BackendError, HealthCheck
