@@ -15,6 +15,8 @@ def make_admin_app(gateway: "Gateway") -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
         depth = {vid: len(st.queue) for vid, st in gateway.limiter.versions.items()}
         body = gateway.metrics.render(depth)
+        if gateway.grpc is not None:  # gRPC calls beside the HTTP ones (proxy/grpc_metrics.py)
+            body += gateway.grpc.metrics.render().encode()
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def healthz(_: web.Request) -> web.Response:

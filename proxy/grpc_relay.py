@@ -136,7 +136,7 @@ class GrpcCall:
     # -- fed by the server driver ----------------------------------------------------------
     def on_data(self, data: bytes, flow_len: int, end_stream: bool) -> None:
         if self._finished:
-            self.down.ack(flow_len)
+            self._down(self.down.ack, flow_len)
             return
         self._req_ended = end_stream
         self._req.append((data, flow_len, end_stream))
@@ -172,7 +172,7 @@ class GrpcCall:
         """The instance reset the stream: pass the reset on to the client."""
         if self._finished:
             return
-        self.down.reset(error_code)
+        self._down(self.down.reset, error_code)
         self._finish(Status.CANCELLED if error_code == ErrorCodes.CANCEL else Status.UNAVAILABLE)
 
     def on_lost(self, exc: Exception) -> None:
@@ -258,7 +258,7 @@ class GrpcCall:
                     raise FramingError("request ended inside a gRPC message")
             except FramingError:
                 self._upstream_reset(ErrorCodes.CANCEL)
-                down.reset(ErrorCodes.PROTOCOL_ERROR)
+                self._down(down.reset, ErrorCodes.PROTOCOL_ERROR)
                 self._finish(Status.INTERNAL)
                 return
             if (data or end) and not await conn.send_data(sid, data, end_stream=end):
@@ -271,8 +271,8 @@ class GrpcCall:
     async def _pump_response(self) -> None:
         try:
             await self._relay_response()
-        except Exception as exc:  # the client side failed mid-response
-            self._fail(exc)
+        except Exception:  # the client went away mid-response: same as its reset
+            self.on_reset(ErrorCodes.CANCEL)
 
     async def _relay_response(self) -> None:
         conn, sid, down = self._conn, self._sid, self.down
@@ -313,7 +313,7 @@ class GrpcCall:
         if not self._req_ended:
             # the instance ended the call before the client finished sending: stop both
             self._upstream_reset(ErrorCodes.NO_ERROR)
-            self.down.reset(ErrorCodes.NO_ERROR)
+            self._down(self.down.reset, ErrorCodes.NO_ERROR)
         self._finish(status)
 
     # -- endings ---------------------------------------------------------------------------
@@ -339,12 +339,14 @@ class GrpcCall:
         status, message = status_of(exc)
         self._upstream_reset(ErrorCodes.CANCEL)
         if self._responded:
-            self.down.send_trailers([(b"grpc-status", b"%d" % status), (b"grpc-message", encode_message(message).encode())])
+            trailers = [(b"grpc-status", b"%d" % status), (b"grpc-message", encode_message(message).encode())]
+            self._down(self.down.send_trailers, trailers)
         else:
             self._responded = True
-            self.down.send_headers(trailers_only(status, message, ((b"nvcf-reqid", self.request_id.encode()),)), end_stream=True)
+            headers = trailers_only(status, message, ((b"nvcf-reqid", self.request_id.encode()),))
+            self._down(self.down.send_headers, headers, True)
         if not self._req_ended:
-            self.down.reset(ErrorCodes.NO_ERROR)
+            self._down(self.down.reset, ErrorCodes.NO_ERROR)
         self._finish(status)
 
     def _upstream_reset(self, code: int) -> None:
@@ -367,13 +369,22 @@ class GrpcCall:
         pending = sum(item[1] for item in self._req if isinstance(item, tuple))
         self._req.clear()
         if pending:
-            self.down.ack(pending)
+            self._down(self.down.ack, pending)
         self._wake_req()
         self._wake_resp()
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
         self.handler.calls.discard(self)
         self.handler.metrics.finished(self.function_id, status, time.monotonic() - self.started)
+
+    @staticmethod
+    def _down(method, *args) -> None:
+        """A synchronous call on the client side that may find the client gone: it is
+        made from upstream callbacks and timers, where an exception must not escape."""
+        try:
+            method(*args)
+        except Exception:
+            pass
 
     def _wake_req(self) -> None:
         fut, self._req_wake = self._req_wake, None

@@ -13,10 +13,9 @@ import socket
 import pytest
 import pytest_asyncio
 
-from proxy.grpc_relay import GrpcHandler
+from proxy.config import GatewayConfig
 from proxy.routing import SnapshotHolder
-from tests.grpc.admission import SlotAdmission
-from tests.grpc.front import start_front
+from proxy.server import Gateway
 from tests.grpc.gateway import build_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,8 +71,10 @@ async def instances():
 
 
 class GatewayUnderTest:
-    def __init__(self, holder, handler, port) -> None:
-        self.holder, self.handler, self.port = holder, handler, port
+    """The in-process Gateway; `port` is its dedicated gRPC listener."""
+
+    def __init__(self, gw: Gateway, holder: SnapshotHolder) -> None:
+        self.gw, self.holder, self.handler, self.port = gw, holder, gw.grpc, gw.grpc_port
 
 
 def closed_port() -> int:
@@ -86,9 +87,7 @@ def closed_port() -> int:
 async def gateway(instances):
     holder = SnapshotHolder()
     holder.publish(build_table(1, instances["grpcio"].port, instances["grpclib"].port, closed_port()))
-    handler = GrpcHandler(holder, SlotAdmission())
-    server, port = await start_front(handler)
-    yield GatewayUnderTest(holder, handler, port)
-    server.close()
-    await handler.aclose()
-    await server.wait_closed()
+    gw = Gateway(GatewayConfig(http_port=0, grpc_port=0, admin_port=0), holder, "gw-grpc-test")
+    await gw.start()
+    yield GatewayUnderTest(gw, holder)
+    await gw.stop(grace=1.0)

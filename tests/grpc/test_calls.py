@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections import Counter
 
+import aiohttp
 import grpc
 import pytest
 from grpclib.client import Channel
@@ -146,7 +147,25 @@ async def test_routing_by_authority(gateway):
 async def test_metrics_count_calls_by_function_and_status(gateway):
     async with grpcio_channel(gateway.port) as ch:
         await grpcio_stub(ch).Echo(pb.EchoRequest(), metadata=metadata(F_IO))
-    text = gateway.handler.metrics.render()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{gateway.gw.admin_port}/metrics") as resp:
+            text = await resp.text()
     assert f'fngate_grpc_calls_total{{function_id="{F_IO}",grpc_status="OK"}}' in text
     assert f'fngate_grpc_active_streams{{function_id="{F_IO}"}} 0' in text
     assert f'fngate_grpc_call_duration_seconds_count{{function_id="{F_IO}"}}' in text
+
+
+@pytest.mark.parametrize("client", ["grpcio", "grpclib"])
+async def test_grpc_on_the_invocation_port(gateway, client):
+    """The HTTP invocation port takes gRPC too (HTTP/2 prior knowledge, application/grpc)."""
+    port = gateway.gw.http_port
+    if client == "grpcio":
+        async with grpcio_channel(port) as ch:
+            reply = await grpcio_stub(ch).Echo(pb.EchoRequest(message="via http port"), metadata=metadata(F_IO))
+    else:
+        channel = Channel("127.0.0.1", port)
+        try:
+            reply = await grpclib_stub(channel).Echo(pb.EchoRequest(message="via http port"), metadata=metadata(F_IO))
+        finally:
+            channel.close()
+    assert (reply.message, reply.impl) == ("via http port", "grpcio")
