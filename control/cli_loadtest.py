@@ -1,0 +1,116 @@
+"""`fngate loadtest SCENARIO`: Locust scenarios with SLI thresholds against fngate.
+
+Without `--target` it starts a local fngate with the sample functions, runs the
+scenario and stops everything; with `--target` it loads your deployment. Exit status:
+0 all thresholds passed, 1 a threshold failed, 2 the run itself failed. The work is in
+`loadtests.runner`, which runs Locust in a child process (never imported here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _size(text: str) -> int:
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    text = text.strip().lower().removesuffix("ib").removesuffix("b")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def _duration(text: str) -> float:
+    from loadtests.runner import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _steps(text: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad steps {text!r}: use e.g. 5,25,100") from None
+    if not steps or min(steps) < 1:
+        raise argparse.ArgumentTypeError("steps must be positive user counts")
+    return steps
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from loadtests.scenarios import SCENARIOS
+
+    names = ["smoke", *SCENARIOS]
+    p = sub.add_parser(
+        "loadtest",
+        help="run a load/soak scenario with SLI thresholds (Locust)",
+        description="Scenarios: smoke (every scenario for a few seconds), "
+        + "; ".join(f"{s.name} ({s.about})" for s in SCENARIOS.values()),
+    )
+    p.add_argument("scenario", choices=names, metavar="SCENARIO", help=" | ".join(names))
+    t = p.add_argument_group("target (default: a local fngate with the sample functions)")
+    t.add_argument("--target", help="gateway invocation URL, e.g. https://invocation.example.com")
+    t.add_argument("--key", default=os.environ.get("FNGATE_KEY"), help="API key with invoke_function (env FNGATE_KEY)")
+    t.add_argument("--function-id", action="append", default=[], help="HTTP function to invoke (repeatable)")
+    t.add_argument("--sse-function-id", default="", help="streaming (SSE) function for the sse scenario")
+    t.add_argument("--grpc-function-id", default="", help="gRPC Echo function for the grpc scenario")
+    t.add_argument("--grpc-target", default="", help="HOST:PORT of the gateway's gRPC listener")
+    t.add_argument("--sse-target", default="", help="with --direct: URL of the SSE instance")
+    t.add_argument("--direct", action="store_true", help="the targets are instances, not a gateway (baselines)")
+    t.add_argument("--domain", help="Host-routed requests use {function-id}.DOMAIN (default invocation.localhost)")
+    t.add_argument("--routing", choices=("host", "header", "both"), help="HTTP routing mode (default both)")
+    load = p.add_argument_group("load")
+    load.add_argument("--users", type=int, help="closed-loop users")
+    load.add_argument("--rate", type=float, help="open-loop arrivals/s (soak: per function)")
+    load.add_argument("--duration", type=_duration, help="e.g. 30s, 10m, 1h")
+    load.add_argument("--steps", type=_steps, help="ramp: users per step, e.g. 5,25,100,500,1000")
+    load.add_argument("--think-time", type=float, help="closed-loop pause between calls, seconds (default 0)")
+    load.add_argument("--max-inflight", type=int, help="open loop: in-flight arrivals per generator before dropping")
+    load.add_argument("--workers", type=int, default=0, help="Locust processes (default: as the load needs, ≤ cores)")
+    shape = p.add_argument_group("request shape")
+    shape.add_argument("--body-size", type=_size, help="request body, e.g. 64, 1MiB")
+    shape.add_argument("--response-size", type=_size, help="response body asked of the echo function")
+    shape.add_argument("--delay", type=float, help="instance delay before answering / between SSE events, seconds")
+    shape.add_argument("--stream-length", type=int, help="SSE events or gRPC stream replies per call")
+    shape.add_argument("--poll-seconds", type=int, help="NVCF-POLL-SECONDS sent with invocations")
+    out = p.add_argument_group("report")
+    out.add_argument("--results", type=Path, help="results folder (default loadtests/results/tmp-SCENARIO-TIME)")
+    out.add_argument("--parallel", action="store_true", help="smoke: run the scenarios at once (quicker)")
+    out.add_argument("--slis", type=Path, help="thresholds file (default loadtests/slis.yaml)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from loadtests import runner
+    from loadtests.localstack import StackError
+    from loadtests.slis import SliConfigError
+
+    target = None
+    if args.target or args.direct or args.grpc_target:
+        target = runner.Target(
+            url=(args.target or "").rstrip("/"),
+            key=args.key or "",
+            function_ids=tuple(args.function_id),
+            sse_function_id=args.sse_function_id,
+            grpc_function_id=args.grpc_function_id,
+            grpc_target=args.grpc_target,
+            sse_url=args.sse_target.rstrip("/"),
+            direct=args.direct,
+        )
+    opts = runner.Options(
+        users=args.users, rate=args.rate, duration=args.duration, workers=args.workers,
+        body_size=args.body_size, response_size=args.response_size, delay=args.delay,
+        stream_length=args.stream_length, poll_seconds=args.poll_seconds, steps=args.steps,
+        think_time=args.think_time, max_inflight=args.max_inflight, routing=args.routing, domain=args.domain,
+        slis_file=args.slis, results=args.results, parallel=args.parallel,
+    )  # fmt: skip
+    try:
+        return runner.run(args.scenario, target, opts)
+    except (runner.LoadTestError, StackError, SliConfigError, OSError) as exc:
+        print(f"fngate loadtest: {exc}", file=sys.stderr)
+        return runner.EXIT_RUN_FAILED
+

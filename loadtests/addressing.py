@@ -1,0 +1,71 @@
+"""How an invocation of a sample function is addressed and shaped (no Locust here).
+
+The same request can reach a function three ways: Host-routed
+(`{functionId}.invocation.<domain>`), header-routed (`function-id: ...` on any host),
+or, with `direct`, straight at an instance with no gateway in between. Knobs become the
+echo sample's query parameters (`delay`, `size`) and the SSE sample's body fields.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Iterator
+
+from .knobs import Knobs
+
+INVOKE_PATH = "/echo"
+SSE_PATH = "/v1/chat/completions"
+
+
+def echo_path(knobs: Knobs, path: str = INVOKE_PATH) -> str:
+    query = []
+    if knobs.delay:
+        query.append(f"delay={knobs.delay:g}")
+    if knobs.response_size:
+        query.append(f"size={knobs.response_size}")
+    return path + ("?" + "&".join(query) if query else "")
+
+
+def body(size: int) -> bytes:
+    return b"x" * size
+
+
+def auth_headers(knobs: Knobs) -> dict[str, str]:
+    headers = {}
+    if knobs.key and not knobs.direct:
+        headers["Authorization"] = f"Bearer {knobs.key}"
+    if knobs.poll_seconds:
+        headers["NVCF-POLL-SECONDS"] = str(knobs.poll_seconds)
+    return headers
+
+
+def routed_headers(knobs: Knobs, function_id: str, mode: str) -> dict[str, str]:
+    """Headers that route one request to `function_id`, Host- or header-routed."""
+    headers = auth_headers(knobs)
+    if knobs.direct or not function_id:
+        return headers
+    if mode == "host":
+        headers["Host"] = f"{function_id}.{knobs.domain}"
+    else:
+        headers["function-id"] = function_id
+    return headers
+
+
+def route_cycle(knobs: Knobs) -> Iterator[tuple[str, str]]:
+    """(function id, routing mode) pairs, spread over the functions and modes the knobs name."""
+    modes = ("host", "header") if knobs.routing == "both" else (knobs.routing,)
+    ids = list(knobs.function_ids) or [""]
+    pairs = [(f, m) for f in ids for m in modes]
+    random.shuffle(pairs)  # users should not march in step
+    return itertools.cycle(pairs)
+
+
+def sse_body(knobs: Knobs) -> dict:
+    return {
+        "model": "fngate/sse",
+        "stream": True,
+        "messages": [{"role": "user", "content": "x" * max(knobs.body_size, 1)}],
+        "max_tokens": knobs.stream_length,
+        "interval": knobs.delay,
+    }

@@ -1,0 +1,55 @@
+"""Open-loop arrivals for Locust, like k6's constant/ramping-arrival-rate executors.
+
+Locust users are closed-loop: a slow response delays the next request, so a saturated
+system quietly receives less load. A scheduler user here instead issues arrivals at
+fixed times (`rate_per_user` per second) and runs each one on its own greenlet, at most
+`max_inflight` at once. An arrival due while that many are still in flight is not sent;
+it is recorded as a failed `DROPPED` entry (k6's `dropped_iterations`), so the SLI
+evaluation sees that the target could not keep up.
+"""
+
+from __future__ import annotations
+
+import time
+
+import gevent
+from gevent.pool import Pool
+
+from .checks import DROPPED, Failed
+
+_DROP_MESSAGE = f"{DROPPED} arrival: too many in flight"
+
+
+class ArrivalRate:
+    """Mixed into a User that has `knobs`, `invoke()` and `arrival_name()`."""
+
+    def run_arrivals(self) -> None:
+        rate = self.knobs.rate_per_user
+        if rate <= 0:
+            raise ValueError("open-loop scenarios need FNGATE_LT_RATE_PER_USER > 0")
+        interval = 1.0 / rate
+        pool = Pool(max(1, min(self.knobs.max_inflight, getattr(self, "concurrency", 10))))
+        self._arrival_pool = pool
+        due = time.perf_counter()
+        try:
+            while True:
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    gevent.sleep(delay)
+                if pool.full():
+                    self._drop()
+                else:
+                    pool.spawn(self.invoke)
+                due += interval
+        finally:
+            pool.kill(block=False)
+
+    def _drop(self) -> None:
+        self.environment.events.request.fire(
+            request_type="DROPPED",
+            name=self.arrival_name(),
+            response_time=0,
+            response_length=0,
+            exception=Failed(_DROP_MESSAGE),
+            context={},
+        )

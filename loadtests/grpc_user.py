@@ -1,0 +1,93 @@
+"""A Locust user around a grpcio client for the sample Echo service (fngate.echo.v1.Echo).
+
+Each call is reported to Locust's request events as type `gRPC`: `Echo` (unary) and
+`EchoStream` (server streaming, `stream_length` replies, timed to the last one), plus
+`EchoStream: first` (time to the first reply). A non-OK status is a `status` failure
+named by its code; a reply of the wrong shape is a `check` failure. Routing follows
+NVCF: `function-id` and `authorization` metadata on one channel per user.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import grpc.experimental.gevent as grpc_gevent
+from locust import User, task
+
+from backends.samples import grpc_echo_pb2 as pb
+from backends.samples import grpc_echo_pb2_grpc as pb_grpc
+
+from .checks import CHECK, STATUS, Failed
+from .knobs import Knobs
+
+grpc_gevent.init_gevent()  # grpcio must cooperate with Locust's gevent loop
+
+
+class GrpcUser(User):
+    timeout = 60.0
+
+    def wait_time(self) -> float:
+        return self.knobs.think_time
+
+    def on_start(self) -> None:
+        self.knobs = Knobs.from_env()
+        target = self.knobs.grpc_target or (self.host or "").split("://")[-1]
+        options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+        self.channel = grpc.insecure_channel(target, options=options)
+        self.stub = pb_grpc.EchoStub(self.channel)
+        self.metadata = []
+        if not self.knobs.direct:
+            self.metadata = [("function-id", self.knobs.grpc_function_id), ("authorization", f"Bearer {self.knobs.key}")]
+        self.request = pb.EchoRequest(
+            message="load",
+            payload=b"x" * self.knobs.body_size,
+            response_size=self.knobs.response_size,
+            delay_s=self.knobs.delay,
+        )
+
+    def on_stop(self) -> None:
+        self.channel.close()
+
+    def _record(self, name: str, seconds: float, length: int, failure: str | None) -> None:
+        self.environment.events.request.fire(
+            request_type="gRPC",
+            name=name,
+            response_time=seconds * 1000.0,
+            response_length=length,
+            exception=Failed(failure) if failure else None,
+            context={},
+        )
+
+    @task(3)
+    def unary(self) -> None:
+        started = time.perf_counter()
+        length, failure = 0, None
+        try:
+            reply = self.stub.Echo(self.request, metadata=self.metadata, timeout=self.timeout)
+            length = reply.ByteSize()
+            if reply.message != self.request.message:
+                failure = f"{CHECK} reply message {reply.message!r}"
+        except grpc.RpcError as err:
+            failure = f"{STATUS} {err.code().name}"
+        self._record("Echo", time.perf_counter() - started, length, failure)
+
+    @task(1)
+    def server_stream(self) -> None:
+        want = max(self.knobs.stream_length, 1)
+        request = pb.EchoRequest()
+        request.CopyFrom(self.request)
+        request.repeat = want
+        started = time.perf_counter()
+        count, length, failure = 0, 0, None
+        try:
+            for reply in self.stub.EchoStream(request, metadata=self.metadata, timeout=self.timeout):
+                if count == 0:
+                    self._record("EchoStream: first", time.perf_counter() - started, 0, None)
+                count += 1
+                length += reply.ByteSize()
+            if count != want:
+                failure = f"{CHECK} {count} of {want} replies"
+        except grpc.RpcError as err:
+            failure = f"{STATUS} {err.code().name} after {count} replies"
+        self._record("EchoStream", time.perf_counter() - started, length, failure)

@@ -1,0 +1,79 @@
+"""What a load run targets and the shape of its requests, passed to Locust through the environment.
+
+The `fngate loadtest` command writes these variables; the Locust users (in their own
+process, possibly forked into workers) read them back with `Knobs.from_env()`. The
+environment is used rather than Locust's own argument parser so that plain
+`python -m locust -f loadtests/scenarios/<name>.py` works too, and so this module can be
+imported where locust must not be (the CLI, the pytest process).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Mapping
+
+PREFIX = "FNGATE_LT_"
+
+
+def _ids(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class Knobs:
+    # what to call
+    key: str = ""  # bearer token with invoke_function
+    function_ids: tuple[str, ...] = ()  # HTTP functions (echo-like); invocations spread over them
+    sse_function_id: str = ""  # an SSE function (OpenAI-style /v1/chat/completions)
+    grpc_function_id: str = ""  # a gRPC function serving fngate.echo.v1.Echo
+    grpc_target: str = ""  # host:port of the gRPC listener
+    domain: str = "invocation.localhost"  # Host-routed requests use {functionId}.{domain}
+    routing: str = "both"  # host | header | both (alternate)
+    direct: bool = False  # the target is an instance, not a gateway: no routing, no nvcf-status check
+    # request shape
+    body_size: int = 64  # request body bytes
+    response_size: int = 0  # response body bytes asked of the instance (0: the echo's default JSON)
+    delay: float = 0.0  # seconds the instance waits before answering (or between SSE events)
+    stream_length: int = 8  # SSE events / gRPC stream replies per call
+    poll_seconds: int = 0  # NVCF-POLL-SECONDS sent on invocations (0: not sent)
+    # load model
+    rate_per_user: float = 0.0  # open-loop arrivals per second issued by each scheduler user
+    max_inflight: int = 200  # arrivals in flight per scheduler user before new ones are dropped
+    think_time: float = 0.0  # closed-loop users wait this long between calls
+    steps: tuple[int, ...] = (5, 25, 100)  # ramp: user count per step
+    step_seconds: float = 60.0  # ramp: time per step (a third ramping, the rest holding)
+
+    def env(self) -> dict[str, str]:
+        out = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, tuple):
+                value = ",".join(str(v) for v in value)
+            elif isinstance(value, bool):
+                value = "1" if value else "0"
+            out[PREFIX + field.name.upper()] = str(value)
+        return out
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Knobs":
+        environ = os.environ if environ is None else environ
+        values = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(PREFIX + field.name.upper())
+            if raw is None:
+                continue
+            default = field.default
+            if field.name == "function_ids":
+                values[field.name] = _ids(raw)
+            elif field.name == "steps":
+                values[field.name] = tuple(int(v) for v in _ids(raw))
+            elif isinstance(default, bool):
+                values[field.name] = raw.strip().lower() in ("1", "true", "yes")
+            elif isinstance(default, int):
+                values[field.name] = int(raw)
+            elif isinstance(default, float):
+                values[field.name] = float(raw)
+            else:
+                values[field.name] = raw
+        return cls(**values)

@@ -1,0 +1,115 @@
+"""The report of a run: summary (JSON + markdown) and plots, next to Locust's CSV and HTML.
+
+Files in the results folder (`<name>` is the scenario):
+- `<name>_stats.csv`, `<name>_stats_history.csv`, `<name>_failures.csv`, `<name>.html` (Locust's own);
+- `summary.json` / `summary.md`: the run's settings, every entry's SLIs, each threshold's verdict;
+- `latency.png` (p50/p95/p99 over time) and `throughput.png` (requests/s, failures/s and users).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .slis import EntryStats, Verdict
+
+
+def summary(
+    scenario: str, settings: Mapping[str, Any], entries: Iterable[EntryStats], verdicts: Iterable[Verdict]
+) -> dict[str, Any]:
+    verdicts = list(verdicts)
+    return {
+        "scenario": scenario,
+        "passed": bool(verdicts) and all(v.passed for v in verdicts),
+        "settings": dict(settings),
+        "entries": [{"type": e.type, "name": e.name, **e.metrics()} for e in entries],
+        "thresholds": [v.as_dict() for v in verdicts],
+    }
+
+
+def markdown(doc: Mapping[str, Any]) -> str:
+    verdict = "PASS" if doc["passed"] else "FAIL"
+    lines = [f"# Load test `{doc['scenario']}`: {verdict}", ""]
+    lines += ["## Settings", ""] + [f"- {k}: `{v}`" for k, v in doc["settings"].items()] + [""]
+    lines += [
+        "## SLIs per entry",
+        "",
+        "| type | name | requests | rps | p50 ms | p95 ms | p99 ms | max ms | error rate | success rate | dropped |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in doc["entries"]:
+        lines.append(
+            f"| {e['type'] or ''} | {e['name']} | {e['requests']} | {e['rps']:.1f} | {e['p50_ms']:g} | {e['p95_ms']:g} "
+            f"| {e['p99_ms']:g} | {e['max_ms']:.0f} | {e['error_rate']:.4%} | {e['success_rate']:.4%} | {e['dropped']} |"
+        )
+    lines += ["", "## Thresholds", "", "| verdict | entry | metric | value | want |", "|---|---|---|---:|---|"]
+    for t in doc["thresholds"]:
+        value = "no requests" if t["value"] is None else f"{t['value']:.6g}"
+        lines.append(f"| {'PASS' if t['passed'] else 'FAIL'} | {t['entry']} | {t['metric']} | {value} | {t['op']} {t['limit']:g} |")
+    lines += ["", "Plots: `latency.png`, `throughput.png`. Locust's report: the `.html` file; raw data: the CSV files.", ""]
+    return "\n".join(lines)
+
+
+def write(results: Path, doc: Mapping[str, Any]) -> None:
+    (results / "summary.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (results / "summary.md").write_text(markdown(doc))
+
+
+def _history(path: Path) -> list[dict[str, str]]:
+    """Rows of the Aggregated series of `_stats_history.csv`, in time order."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return [row for row in csv.DictReader(f) if row["Name"] == "Aggregated"]
+
+
+def _num(value: str) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def plot(history_csv: Path, results: Path, title: str) -> list[Path]:
+    """latency.png and throughput.png from the Aggregated rows of the history CSV."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    rows = _history(history_csv)
+    if not rows:
+        return []
+    t0 = int(rows[0]["Timestamp"])
+    seconds = [int(r["Timestamp"]) - t0 for r in rows]
+    written = []
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for column, label in (("50%", "p50"), ("95%", "p95"), ("99%", "p99")):
+        ax.plot(seconds, [_num(r[column]) for r in rows], label=label)
+    ax.set(title=f"{title}: latency percentiles (last 10 s window)", xlabel="seconds", ylabel="ms")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    written.append(results / "latency.png")
+    fig.savefig(written[-1], dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    ax.plot(seconds, [_num(r["Requests/s"]) for r in rows], label="requests/s")
+    ax.plot(seconds, [_num(r["Failures/s"]) for r in rows], label="failures/s")
+    ax.set(title=f"{title}: throughput", xlabel="seconds", ylabel="per second")
+    ax.grid(alpha=0.3)
+    users = ax.twinx()
+    users.plot(seconds, [_num(r["User Count"]) for r in rows], color="grey", linestyle=":", label="users")
+    users.set_ylabel("users")
+    lines, labels = ax.get_legend_handles_labels()
+    more, more_labels = users.get_legend_handles_labels()
+    ax.legend(lines + more, labels + more_labels, loc="upper left")
+    fig.tight_layout()
+    written.append(results / "throughput.png")
+    fig.savefig(written[-1], dpi=100)
+    plt.close(fig)
+    return written

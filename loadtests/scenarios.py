@@ -1,0 +1,70 @@
+"""The scenarios `fngate loadtest` knows: which Locust file, which load model, which defaults.
+
+Defaults follow NVCF's load-testing guides where they give one (soak: 125 requests/s
+per function; ramp: stepped users, each step ramping then holding) and are otherwise
+sized for one machine. Every default can be overridden on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+LOCUSTFILES = Path(__file__).with_name("locustfiles")
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    name: str
+    locustfile: str  # file in loadtests/locustfiles/
+    model: str  # "closed" (users), "open" (arrival rate), "ramp" (stepped users)
+    needs: str  # which function it calls: "http", "sse", "grpc", "pexec"
+    duration: float  # seconds
+    users: int = 0  # closed loop
+    rate: float = 0.0  # open loop: arrivals per second (per function when per_function)
+    per_function: bool = False
+    knobs: tuple[tuple[str, object], ...] = ()  # Knobs field defaults for this scenario
+    about: str = ""
+
+    @property
+    def path(self) -> Path:
+        return LOCUSTFILES / self.locustfile
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("ramp", "ramp.py", "ramp", "http", 180, knobs=(("steps", (5, 25, 100)),),
+                 about="stepped closed-loop users (NVCF: 5 → 25 → 100 → 500 → 1000), each step ramping then holding"),
+        Scenario("hammer", "hammer.py", "open", "http", 60, rate=1000,
+                 about="open-loop arrivals at a high fixed rate, to find the breaking point"),
+        Scenario("soak", "soak.py", "open", "http", 600, rate=125, per_function=True,
+                 about="constant arrival rate per function held for a long time (NVCF: 125/s for 48 h)"),
+        Scenario("large-request", "large_request.py", "closed", "http", 60, users=8, knobs=(("body_size", MIB),),
+                 about="large request bodies (default 1 MiB)"),
+        Scenario("large-response", "large_response.py", "closed", "http", 60, users=8, knobs=(("response_size", MIB),),
+                 about="large response bodies (default 1 MiB)"),
+        Scenario("sse", "sse_stream.py", "closed", "sse", 60, users=20,
+                 knobs=(("stream_length", 32), ("delay", 0.02)),
+                 about="SSE streams: time to first event, gaps between events, stream duration"),
+        Scenario("grpc", "grpc_calls.py", "closed", "grpc", 60, users=10, knobs=(("stream_length", 8),),
+                 about="gRPC unary and server-streaming calls to the Echo sample"),
+        Scenario("pexec", "pexec_poll.py", "closed", "pexec", 60, users=4, knobs=(("delay", 2.0), ("poll_seconds", 1)),
+                 about="legacy pexec: 202, status polls, result, as one logical request"),
+    )
+}
+
+# `smoke`: every scenario for a few seconds at a gentle load, so the suites cannot rot.
+SMOKE_SECONDS = 4.0
+SMOKE_OVERRIDES: dict[str, dict[str, object]] = {
+    "ramp": {"steps": (1, 2, 4)},
+    "hammer": {"rate": 40.0},
+    "soak": {"rate": 20.0},
+    "large-request": {"users": 2, "body_size": 256 * KIB},
+    "large-response": {"users": 2, "response_size": 256 * KIB},
+    "sse": {"users": 2, "stream_length": 8, "delay": 0.01},
+    "grpc": {"users": 2},
+    "pexec": {"users": 2, "delay": 1.2, "poll_seconds": 1},
+}

@@ -1,0 +1,113 @@
+"""SLI evaluation on the CSV files of real, short Locust runs against the sample functions.
+
+Each run is a `python -m locust` subprocess (started by loadtests.runner) that loads a
+real echo server for a few seconds; the tests then read what Locust wrote.
+"""
+
+from __future__ import annotations
+
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from loadtests import slis
+from loadtests.runner import Options, Target, make_plan, run_locust
+from loadtests.scenarios import SCENARIOS
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens here once the socket is closed
+
+
+@pytest.fixture(scope="module")
+def runs(samples, tmp_path_factory) -> dict[str, list[slis.EntryStats]]:
+    """Four real runs at once: clean, failing the nvcf-status check, dropping arrivals, refused connections."""
+    echo = samples["echo"].url
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    jobs = {
+        "clean": ("large-request", Target(url=echo, direct=True), Options(users=2, duration=3, body_size=1024)),
+        "checks": ("large-request", Target(url=echo, function_ids=("fn-1",), key="k"), Options(users=2, duration=3)),
+        "dropped": ("hammer", Target(url=echo, direct=True), Options(rate=20, duration=3, max_inflight=1, delay=0.25)),
+        "refused": ("large-request", Target(url=closed, direct=True), Options(users=1, duration=2, think_time=0.05)),
+    }
+
+    def run(name: str) -> list[slis.EntryStats]:
+        scenario, target, opts = jobs[name]
+        plan = make_plan(SCENARIOS[scenario], target, opts)
+        return slis.load_stats(run_locust(plan, target, tmp_path_factory.mktemp(name)))
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        return dict(zip(jobs, pool.map(run, jobs)))
+
+
+def _entry(entries: list[slis.EntryStats], kind: str, name: str) -> slis.EntryStats:
+    return next(e for e in entries if (e.type, e.name) == (kind, name))
+
+
+def test_a_clean_run_has_latency_percentiles_throughput_and_full_success(runs):
+    invoke = _entry(runs["clean"], "POST", "invoke")
+    assert invoke.requests > 20
+    assert (invoke.failures, invoke.errors, invoke.success_rate, invoke.error_rate) == (0, 0, 1.0, 0.0)
+    assert 0 < invoke.p50_ms <= invoke.p95_ms <= invoke.p99_ms <= invoke.max_ms + 1
+    assert 5 < invoke.rps < invoke.requests  # requests spread over ~3 s, not one burst
+    verdicts = slis.evaluate(runs["clean"], [{"entry": "invoke", "type": "POST", "p95_ms": "< 60000", "p50_ms": "< 0.001"}])
+    assert [(v.metric, v.passed) for v in verdicts] == [("p95_ms", True), ("p50_ms", False)]
+    assert verdicts[1].value == invoke.p50_ms
+
+
+def test_a_response_without_nvcf_status_fails_the_check_but_is_not_an_error(runs):
+    invoke = _entry(runs["checks"], "POST", "invoke")
+    assert invoke.requests > 0 and invoke.failures == invoke.requests
+    assert invoke.success_rate == 0.0 and invoke.error_rate == 0.0
+    verdicts = slis.evaluate(runs["checks"], slis.load_rules(None, "large-request"))
+    assert {v.metric: v.passed for v in verdicts} == {"p95_ms": True, "success_rate": False}
+
+
+def test_open_loop_arrivals_beyond_max_inflight_are_dropped_and_counted(runs):
+    invoke = _entry(runs["dropped"], "POST", "invoke")
+    dropped = _entry(runs["dropped"], "DROPPED", "invoke")
+    assert dropped.requests == invoke.dropped > 0
+    assert invoke.dropped_ratio > 0.3  # at most 4 of the 20 arrivals a second fit one slot of 0.25 s
+    assert invoke.p50_ms >= 250  # the instance delay, measured end to end
+    assert invoke.success_rate == 1.0
+    verdicts = slis.evaluate(runs["dropped"], slis.load_rules(None, "soak"))
+    assert {v.metric: v.passed for v in verdicts} == {"p95_ms": True, "success_rate": True, "dropped_ratio": False}
+
+
+def test_refused_connections_are_errors(runs):
+    invoke = _entry(runs["refused"], "POST", "invoke")
+    assert invoke.requests > 0
+    assert invoke.error_rate == 1.0 and invoke.success_rate == 0.0
+    verdicts = slis.evaluate(runs["refused"], slis.load_rules(None, "ramp"))
+    assert {v.metric: v.passed for v in verdicts} == {"p95_ms": True, "error_rate": False}
+
+
+def test_a_rule_that_matches_no_entry_fails(runs):
+    (verdict,) = slis.evaluate(runs["clean"], [{"entry": "sse: ttft", "p95_ms": "< 1000"}])
+    assert verdict.value is None and not verdict.passed
+    assert "no requests" in verdict.describe()
+
+
+def test_every_scenario_has_default_thresholds():
+    for name in SCENARIOS:
+        assert slis.load_rules(None, name), name
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("soak:\n  - entry: invoke\n    p95: '< 5'\n", "unknown metric 'p95'"),
+        ("soak:\n  - entry: invoke\n    p95_ms: 'below 5'\n", "is not a comparison"),
+        ("soak:\n  - p95_ms: '< 5'\n", "needs an 'entry'"),
+        ("ramp:\n  - entry: invoke\n    p95_ms: '< 5'\n", "no thresholds for scenario 'soak'"),
+    ],
+)
+def test_a_malformed_thresholds_file_is_refused_with_the_reason(tmp_path: Path, text: str, message: str):
+    path = tmp_path / "slis.yaml"
+    path.write_text(text)
+    with pytest.raises(slis.SliConfigError, match=message):
+        slis.load_rules(path, "soak")
