@@ -1,0 +1,108 @@
+"""Malformed and hostile input: a clear status, the connection closed, and no effect
+on other connections."""
+
+from __future__ import annotations
+
+import asyncio
+
+import h2.config
+import h2.connection
+import h2.events
+import httpx
+import pytest
+
+from .conftest import route
+
+
+async def raw(env, data: bytes, read_timeout: float = 5.0) -> bytes:
+    """Send bytes on a fresh connection; return everything until the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
+    writer.write(data)
+    await writer.drain()
+    out = b""
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), read_timeout)
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        writer.close()
+    return out
+
+
+async def assert_others_fine(env):
+    async with httpx.AsyncClient() as c:
+        r = await c.get(f"{env.url}/", headers=env.headers())
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("payload,status", [
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", 400),
+    # request smuggling: CL and TE together, two CLs, an obfuscated TE
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431),
+])
+async def test_malformed_http1_gets_an_error_and_is_closed(env, echo_up, payload, status):
+    env.publish([route(echo_up.port)])
+    reply = await raw(env, payload)
+    assert reply.startswith(b"HTTP/1.1 %d " % status), reply[:100]
+    assert b"connection: close" in reply.lower()
+    await assert_others_fine(env)
+
+
+async def test_slowloris_head_is_timed_out(env, echo_up):
+    env.publish([route(echo_up.port)])
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: ")  # and never finish
+    await writer.drain()
+    await assert_others_fine(env)  # meanwhile everyone else is served
+    reply = await asyncio.wait_for(reader.read(), 5)  # client_header_timeout is 2 s here
+    writer.close()
+    assert reply.startswith(b"HTTP/1.1 408 ")
+
+
+async def test_stalled_body_is_timed_out(env, echo_up):
+    env.publish([route(echo_up.port)])
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
+    host = env.host().encode()
+    writer.write(b"POST / HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer nvapi-test-key\r\n"
+                 b"Content-Length: 100\r\n\r\nabc" % host)
+    await writer.drain()
+    reply = await asyncio.wait_for(reader.read(), 6)
+    writer.close()
+    # the body stalls: the connection is cut, the instance never gets a partial request answered
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 408 ")
+    await assert_others_fine(env)
+
+
+async def test_idle_connection_without_request_is_closed(env, echo_up):
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+
+
+async def test_malformed_http2_gets_goaway(env, echo_up):
+    env.publish([route(echo_up.port)])
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    writer.write(conn.data_to_send())
+    # a DATA frame on stream 0 is a connection error (PROTOCOL_ERROR)
+    writer.write(b"\x00\x00\x03\x00\x00\x00\x00\x00\x00abc")
+    await writer.drain()
+    data = b""
+    while True:
+        chunk = await asyncio.wait_for(reader.read(65536), 5)
+        if not chunk:
+            break
+        data += chunk
+    writer.close()
+    events = conn.receive_data(data)
+    goaway = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert goaway and goaway[0].error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    await assert_others_fine(env)
