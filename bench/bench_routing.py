@@ -1,4 +1,5 @@
-"""Routing lookup over 10 / 1k / 100k functions: table build, JSON round trip, per-call resolve.
+"""Routing lookup over 10 / 1k / 100k functions: per-request resolve + key check (HTTP and
+gRPC paths), the bare snapshot read, and a table's JSON round trip.
 
 The per-call work must not grow with the number of functions (dict lookups only);
 building and decoding a table is the control plane's cost per publish.
@@ -10,6 +11,7 @@ import pytest
 
 from bench.fngate import BENCH_KEY, Upstream, build_table, function_id
 from proxy.grpc_route import route_call
+from proxy.lookup import KeyChecker, resolve, target_from_host
 from proxy.routing import RoutingTable, key_digest
 
 SIZES = (10, 1_000, 100_000)
@@ -29,6 +31,24 @@ def test_resolve_and_authorize(benchmark, n):
     metadata = {"function-id": function_id(f"fn{n // 2}"), "authorization": f"Bearer {BENCH_KEY}"}
     route = benchmark(route_call, t, metadata)
     assert route.function_id == metadata["function-id"]
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_http_host_route_and_key(benchmark, n):
+    """What one HTTP request costs in routing: Host labels -> version, bearer -> grant."""
+    t = table(n)
+    fid = function_id(f"fn{n // 2}")
+    host = f"{fid}.invocation.localhost:8000"
+    auth = f"Bearer {BENCH_KEY}".encode()
+    checker = KeyChecker()
+
+    def lookup():
+        function, version = target_from_host(host)
+        route = resolve(t, function, version)
+        checker.check(t, auth, function)
+        return route
+
+    assert benchmark(lookup).function_id == fid
 
 
 @pytest.mark.parametrize("n", SIZES)

@@ -1,0 +1,48 @@
+"""The limiter and balancer: a slot taken and given back, with 1 and 16 instances."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.fngate import Upstream, build_table, function_id
+from proxy.limiter import Limiter
+from proxy.routing import Endpoint, SnapshotHolder
+
+
+def _route(instances: int):
+    table = build_table([Upstream("fn", "127.0.0.1", 9000)], max_concurrency=64)
+    route = next(iter(table.functions[function_id("fn")].values()))
+    endpoints = tuple(Endpoint(f"fn-{i}", "127.0.0.1", 9000 + i) for i in range(instances))
+    return table, route.__class__(**{**{n: getattr(route, n) for n in route.__slots__}, "endpoints": endpoints})
+
+
+@pytest.mark.parametrize("instances", (1, 16))
+def test_acquire_release(benchmark, instances):
+    """One request's admission: pick the less loaded of two instances, take and free a slot."""
+    table, route = _route(instances)
+    limiter = Limiter(SnapshotHolder(table))
+
+    def admit_and_release():
+        lease = limiter.try_acquire(route)
+        lease.release()
+        return lease
+
+    assert benchmark(admit_and_release).endpoint in route.endpoints
+    assert sum(limiter.in_flight.values()) == 0
+
+
+def test_balance_under_load(benchmark):
+    """Picking among 16 instances while 32 requests are in flight."""
+    table, route = _route(16)
+    limiter = Limiter(SnapshotHolder(table))
+    held = [limiter.try_acquire(route) for _ in range(32)]
+
+    def admit_and_release():
+        lease = limiter.try_acquire(route)
+        lease.release()
+        return lease
+
+    benchmark(admit_and_release)
+    assert sum(limiter.in_flight.values()) == len(held)
+    for lease in held:
+        lease.release()
