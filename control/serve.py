@@ -20,7 +20,10 @@ from typing import Any
 
 from aiohttp import web
 
+from backends.catalog import ImageCatalog
+from backends.factory import build_backends
 from backends.inventory import Inventory
+from proxy.routing import SnapshotHolder
 
 from . import keys
 from .api import make_app
@@ -40,6 +43,8 @@ class Server:
         self.loadboard = LoadBoard()
         self.inventory = Inventory.from_config(cfg.section("inventory"))
         self.backend_name = "local"
+        self.backends: dict[str, Any] = {}  # name -> Backend, from the config file (start_backends)
+        self.routing_holder = SnapshotHolder()  # the newest routing table, for the in-process gateway
 
     # -- wiring steps, in start order ------------------------------------------
 
@@ -55,6 +60,18 @@ class Server:
             self.store = await SqliteStore.open(cfg.data_dir / "fngate.db")
         self.stack.push_async_callback(self.store.aclose)
 
+    async def start_backends(self) -> None:
+        cfg = self.cfg
+        catalog = ImageCatalog(cfg.section("catalog"))
+        self.backends = build_backends(cfg.sections.get("backends"), data_dir=cfg.data_dir,
+                                       inventory=self.inventory, catalog=catalog)
+
+        async def close_backends() -> None:
+            for backend in self.backends.values():
+                await backend.aclose()
+
+        self.stack.push_async_callback(close_backends)
+
     async def start_api(self) -> None:
         cfg = self.cfg
         self.admin_key, generated = keys.load_or_create_admin_key(cfg.data_dir)
@@ -65,7 +82,11 @@ class Server:
             capacity=self.capacity,
             nca_id=cfg.nca_id,
             max_body=cfg.max_body,
+            backends=frozenset(self.backends),
         )
+        from .internal_api import mount_internal_api
+
+        mount_internal_api(app, self.routing_holder, self.loadboard, self.admin_key)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self.stack.push_async_callback(runner.cleanup)
@@ -81,15 +102,83 @@ class Server:
             self._say(f"fngate: generated the admin key (saved to {cfg.data_dir / keys.ADMIN_KEY_FILE}): {self.admin_key}")
 
     def capacity(self) -> list[dict[str, Any]]:
-        """What deployments may ask for; replaced by the backends' own capacity when they are wired."""
-        return [{**entry, "backend": self.backend_name} for entry in self.inventory.capacity()]
+        """What deployments may ask for: every backend's instance types, tagged with its name."""
+        if not self.backends:
+            return [{**entry, "backend": self.backend_name} for entry in self.inventory.capacity()]
+        return [{**entry, "backend": name} for name, b in self.backends.items() for entry in b.capacity()]
+
+    async def start_control(self) -> None:
+        """Reconciler, autoscaler and routing publisher (plus Redis sink/reader when the store is Redis)."""
+        from .autoscaler import Autoscaler, AutoscalerConfig
+        from .publisher import RoutingPublisher
+        from .reconciler import Reconciler
+
+        knobs = self.cfg.section("reconciler")
+        self.reconciler = Reconciler(self.store, self.backends, self.loadboard,
+                                     resync_interval=float(knobs.get("resyncInterval", 5.0)),
+                                     drain_timeout=float(knobs.get("drainTimeout", 30.0)))
+        self.publisher = RoutingPublisher(self.store, admin_key=self.admin_key)
+        self.publisher.add_sink(self.routing_holder.publish)
+        if self.cfg.store_is_redis:
+            import redis.asyncio as aioredis
+
+            from .internal_api import RedisLoadReader
+            from .publisher import ROUTING_KEY
+            from proxy.routing import RoutingTable
+
+            client = aioredis.from_url(self.cfg.store)
+            self.stack.push_async_callback(client.aclose)
+            previous = await client.get(ROUTING_KEY)
+            if previous:
+                self.publisher.bump_past(RoutingTable.from_json(previous).version)
+            self.publisher.add_redis_sink(client)
+            reader = RedisLoadReader(client, self.loadboard)
+            reader.start()
+            self.stack.push_async_callback(reader.aclose)
+        self.autoscaler = Autoscaler(self.store, self.loadboard, AutoscalerConfig.from_config(self.cfg.section("autoscaler")))
+        await self.publisher.start()
+        self.stack.push_async_callback(self.publisher.aclose)
+        await self.reconciler.start()
+        self.stack.push_async_callback(self.reconciler.aclose)
+        self.autoscaler.start()
+        self.stack.push_async_callback(self.autoscaler.aclose)
+
+    def start_samples(self) -> None:
+        """Unless --no-samples: register/deploy echo, sse and grpc-echo in the background, then
+        print commands that invoke them (once they are ACTIVE)."""
+        if not self.cfg.samples:
+            return
+        from .bootstrap import SampleBootstrap
+
+        boot = SampleBootstrap(
+            self.ready["api_url"], self.admin_key, self.capacity, self._say,
+            http_port=int(self.ready.get("http_port") or self.cfg.http_port),
+            grpc_port=int(self.ready.get("grpc_port") or self.cfg.grpc_port),
+            host=_url_host(self.cfg.host), data_dir=str(self.cfg.data_dir),
+        )
+
+        async def run() -> None:
+            try:
+                await boot.run()
+            except Exception as exc:
+                self._say(f"fngate: could not deploy the sample functions: {exc}")
+
+        task = asyncio.create_task(run(), name="sample-bootstrap")
+
+        async def cancel() -> None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+        self.stack.push_async_callback(cancel)
 
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
         try:
             await self.start_store()
+            await self.start_backends()
             await self.start_api()
+            await self.start_control()
         except BaseException:
             await self.stack.aclose()
             raise
@@ -97,6 +186,7 @@ class Server:
         self._say(f"fngate: store: {'redis' if self.cfg.store_is_redis else self.cfg.data_dir / 'fngate.db'}")
         if self.cfg.ready_file is not None:
             _write_private_json(self.cfg.ready_file, self.ready)
+        self.start_samples()
 
     async def stop(self) -> None:
         await self.stack.aclose()

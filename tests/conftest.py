@@ -134,13 +134,16 @@ class ServeProcess:
         return self.proc.returncode
 
 
-def start_serve(data_dir: Path, *extra: str, env: dict[str, str] | None = None, timeout: float = 30.0) -> ServeProcess:
-    """Start `fngate serve` on free ports (0) and wait until its --ready-file appears."""
+def start_serve(data_dir: Path, *extra: str, env: dict[str, str] | None = None, timeout: float = 30.0,
+                samples: bool = False) -> ServeProcess:
+    """Start `fngate serve` on free ports (0) and wait until its --ready-file appears.
+    The sample functions are left out (--no-samples) unless `samples=True`."""
     data_dir.mkdir(parents=True, exist_ok=True)
     ready_file = data_dir / f"ready-{time.monotonic_ns()}.json"
     log_path = data_dir / f"serve-{time.monotonic_ns()}.log"
     args = [sys.executable, "-m", "control", "serve", "--data-dir", str(data_dir), "--ready-file", str(ready_file),
-            "--api-port", "0", "--http-port", "0", "--grpc-port", "0", "--admin-port", "0", *extra]
+            "--api-port", "0", "--http-port", "0", "--grpc-port", "0", "--admin-port", "0",
+            *(() if samples else ("--no-samples",)), *extra]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     if env is None or "FNGATE_ADMIN_KEY" not in env:
         full_env.pop("FNGATE_ADMIN_KEY", None)
@@ -163,8 +166,9 @@ def start_serve(data_dir: Path, *extra: str, env: dict[str, str] | None = None, 
 def fngate_serve(tmp_path):
     started: list[ServeProcess] = []
 
-    def start(*extra: str, env: dict[str, str] | None = None, data_dir: Path | None = None) -> ServeProcess:
-        sp = start_serve(data_dir or tmp_path / "fngate", *extra, env=env)
+    def start(*extra: str, env: dict[str, str] | None = None, data_dir: Path | None = None,
+              samples: bool = False) -> ServeProcess:
+        sp = start_serve(data_dir or tmp_path / "fngate", *extra, env=env, samples=samples)
         started.append(sp)
         return sp
 
