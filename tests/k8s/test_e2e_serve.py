@@ -87,7 +87,7 @@ async def test_deploy_degrade_recover_scale_undeploy(cluster, serve):
     cluster.kubelet.kill_pod(victim, cluster.namespace)
     await api.until_status(fid, vid, "DEGRADING", timeout=10)
     await api.until_status(fid, vid, "ACTIVE")
-    assert victim in {p["metadata"]["name"] for p in pods_of(cluster, vid, ready=True)}, "recovered in place
+    assert victim in {p["metadata"]["name"] for p in pods_of(cluster, vid, ready=True)}, "recovered in place"
 
     await api.call("PUT", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", spec(3))
     await until(lambda: len(pods_of(cluster, vid, ready=True)) == 3)
