@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import invalid
-from .validation import _int, _list, _object, _string, _strings
+from .validation import int_field, list_field, object_field, string_field, strings_field
 
 OPTIONAL_STRINGS = ("backend", "cpuArch", "os", "driverVersion", "storage", "systemMemory", "gpuMemory")
 STRING_SETS = ("clusters", "regions", "attributes", "availabilityZones")
@@ -35,7 +35,7 @@ class Capacity:
 
 
 def _autoscaling(spec: dict, where: str) -> dict | None:
-    cfg = _object(spec, "autoscalingConfiguration", where)
+    cfg = object_field(spec, "autoscalingConfiguration", where)
     if cfg is None:
         return None
     for part, above in (("scaleUpDetails", True), ("scaleDownDetails", False)):
@@ -53,13 +53,13 @@ def _autoscaling(spec: dict, where: str) -> dict | None:
                 raise invalid(f"{field}.factor", "must be greater than 1.0")
             if not above and not 0.0 < factor < 1.0:
                 raise invalid(f"{field}.factor", "must be between 0 and 1.0")
-        _int(details, "threshold", lo=0, hi=100, where=field)
+        int_field(details, "threshold", lo=0, hi=100, where=field)
     return cfg
 
 
 def _min_max(spec: dict, where: str) -> None:
-    _int(spec, "maxInstances", required=True, lo=1, where=where)
-    _int(spec, "minInstances", required=True, lo=0, where=where)
+    int_field(spec, "maxInstances", required=True, lo=1, where=where)
+    int_field(spec, "minInstances", required=True, lo=0, where=where)
     if spec["minInstances"] > spec["maxInstances"]:
         raise invalid(f"{where}.minInstances", "must not be greater than maxInstances")
 
@@ -67,16 +67,16 @@ def _min_max(spec: dict, where: str) -> None:
 def validate_gpu_spec(spec: Any, where: str, capacity: Capacity) -> dict[str, Any]:
     if not isinstance(spec, dict):
         raise invalid(where, "must be an object")
-    _string(spec, "gpu", required=True, where=where)
-    _string(spec, "instanceType", required=True, where=where)
+    string_field(spec, "gpu", required=True, where=where)
+    string_field(spec, "instanceType", required=True, where=where)
     _min_max(spec, where)
-    mrc = _int(spec, "maxRequestConcurrency", lo=1, hi=16384, where=where)
+    mrc = int_field(spec, "maxRequestConcurrency", lo=1, hi=16384, where=where)
     for field in OPTIONAL_STRINGS:
-        _string(spec, field, where=where)
+        string_field(spec, field, where=where)
     for field in STRING_SETS:
-        _strings(spec, field, where=where)
-    _object(spec, "configuration", where=where)
-    _int(spec, "preferredOrder", lo=1, hi=99, where=where)
+        strings_field(spec, field, where=where)
+    object_field(spec, "configuration", where=where)
+    int_field(spec, "preferredOrder", lo=1, hi=99, where=where)
     hvp = spec.get("helmValidationPolicy")
     if hvp is not None and (not isinstance(hvp, dict) or hvp.get("name") not in ("Default", "Unrestricted")):
         raise invalid(f"{where}.helmValidationPolicy.name", "must be Default or Unrestricted")
@@ -88,7 +88,7 @@ def validate_gpu_spec(spec: Any, where: str, capacity: Capacity) -> dict[str, An
 
 
 def validate_deployment_request(body: dict, capacity: Capacity) -> list[dict[str, Any]]:
-    specs = _list(body, "deploymentSpecifications")
+    specs = list_field(body, "deploymentSpecifications")
     if not specs:
         raise invalid("deploymentSpecifications", "is required and must hold at least one GPU specification")
     return [validate_gpu_spec(s, f"deploymentSpecifications[{i}]", capacity) for i, s in enumerate(specs)]

@@ -11,7 +11,7 @@ from .. import keys, records
 from .auth import require
 from .context import ctx, json_response, read_json_object
 from .errors import BadRequest, NotFound, invalid
-from .validation import _string, _strings
+from .validation import string_field, strings_field
 
 routes = web.RouteTableDef()
 
@@ -43,16 +43,16 @@ async def create_key(request: web.Request) -> web.Response:
     await require(request, keys.MANAGE_KEYS)
     c = ctx(request)
     body = await read_json_object(request)
-    scopes = _strings(body, "scopes")
+    scopes = strings_field(body, "scopes")
     if not scopes:
         raise invalid("scopes", "is required and must list at least one scope")
     unknown = [s for s in scopes if s not in keys.SCOPES]
     if unknown:
         raise invalid("scopes", f"has unknown scope(s) {', '.join(unknown)}; known: {', '.join(keys.SCOPES)}")
-    function_ids = _strings(body, "functionIds")
+    function_ids = strings_field(body, "functionIds")
     if function_ids is not None and not function_ids:
         raise invalid("functionIds", "must name at least one function when given (leave it out for all functions)")
-    description = _string(body, "description", max_len=256, nonblank=False) or ""
+    description = string_field(body, "description", max_len=256, nonblank=False) or ""
     plain = keys.new_key()
     key_id = str(uuid.uuid4())
     doc = keys.key_doc(plain, key_id, scopes=list(dict.fromkeys(scopes)), description=description,

@@ -30,7 +30,7 @@ def _name(where: str, field: str) -> str:
     return f"{where}.{field}" if where else field
 
 
-def _string(body: dict, field: str, *, required: bool = False, max_len: int | None = None,
+def string_field(body: dict, field: str, *, required: bool = False, max_len: int | None = None,
             nonblank: bool = True, where: str = "") -> str | None:
     value = body.get(field)
     if value is None:
@@ -46,7 +46,7 @@ def _string(body: dict, field: str, *, required: bool = False, max_len: int | No
     return value
 
 
-def _int(body: dict, field: str, *, required: bool = False, lo: int | None = None, hi: int | None = None, where: str = "") -> int | None:
+def int_field(body: dict, field: str, *, required: bool = False, lo: int | None = None, hi: int | None = None, where: str = "") -> int | None:
     value = body.get(field)
     if value is None:
         if required:
@@ -61,36 +61,36 @@ def _int(body: dict, field: str, *, required: bool = False, lo: int | None = Non
     return value
 
 
-def _enum(body: dict, field: str, allowed: Iterable[str], default: str | None = None, where: str = "") -> str | None:
+def enum_field(body: dict, field: str, allowed: Iterable[str], default: str | None = None, where: str = "") -> str | None:
     value = body.get(field, default)
     if value is not None and value not in allowed:
         raise invalid(_name(where, field), f"must be one of {', '.join(allowed)}")
     return value
 
 
-def _list(body: dict, field: str, where: str = "") -> list | None:
+def list_field(body: dict, field: str, where: str = "") -> list | None:
     value = body.get(field)
     if value is not None and not isinstance(value, list):
         raise invalid(_name(where, field), "must be an array")
     return value
 
 
-def _object(body: dict, field: str, where: str = "") -> dict | None:
+def object_field(body: dict, field: str, where: str = "") -> dict | None:
     value = body.get(field)
     if value is not None and not isinstance(value, dict):
         raise invalid(_name(where, field), "must be an object")
     return value
 
 
-def _strings(body: dict, field: str, where: str = "") -> list[str] | None:
-    items = _list(body, field, where)
+def strings_field(body: dict, field: str, where: str = "") -> list[str] | None:
+    items = list_field(body, field, where)
     if items is not None and not all(isinstance(s, str) for s in items):
         raise invalid(_name(where, field), "must be an array of strings")
     return items
 
 
 def validate_tags(body: dict) -> list[str] | None:
-    tags = _strings(body, "tags")
+    tags = strings_field(body, "tags")
     if tags is None:
         return None
     if len(tags) > 64:
@@ -102,7 +102,7 @@ def validate_tags(body: dict) -> list[str] | None:
 
 
 def validate_rate_limit(body: dict) -> dict | None:
-    rl = _object(body, "rateLimit")
+    rl = object_field(body, "rateLimit")
     if rl is None:
         return None
     for field in ("rateLimit", "perUserRate"):
@@ -118,7 +118,7 @@ def validate_rate_limit(body: dict) -> dict | None:
                 raise invalid("rateLimit.perNcaIdRate", "values must look like '100-S'")
     if rl.get("rateLimit") is None and per_nca is None and rl.get("perUserRate") is None:
         raise invalid("rateLimit", "must set at least one of rateLimit, perNcaIdRate, perUserRate")
-    exempted = _strings(rl, "exemptedNcaIds")
+    exempted = strings_field(rl, "exemptedNcaIds")
     if exempted is not None:
         if len(exempted) > 32:
             raise invalid("rateLimit.exemptedNcaIds", "must hold at most 32 ids")
@@ -130,14 +130,14 @@ def validate_rate_limit(body: dict) -> dict | None:
 
 
 def validate_llm_invocation_config(body: dict) -> dict | None:
-    cfg = _object(body, "llmInvocationConfig")
+    cfg = object_field(body, "llmInvocationConfig")
     if cfg is None:
         return None
     prio = cfg.get("priority")
     if prio is not None:
         if not isinstance(prio, dict):
             raise invalid("llmInvocationConfig.priority", "must be an object")
-        _int(prio, "defaultPriority", lo=0, hi=2**32 - 1)
+        int_field(prio, "defaultPriority", lo=0, hi=2**32 - 1)
         per = prio.get("perAccountPriority")
         if per is not None and (not isinstance(per, dict) or len(per) > 64):
             raise invalid("llmInvocationConfig.priority.perAccountPriority", "must be an object of at most 64 entries")
@@ -145,9 +145,9 @@ def validate_llm_invocation_config(body: dict) -> dict | None:
 
 
 def _health(body: dict, inference_url: str, inference_port: int) -> tuple[dict, str]:
-    health = _object(body, "health")
+    health = object_field(body, "health")
     if health is None:
-        uri = _string(body, "healthUri") or DEFAULT_HEALTH_URI
+        uri = string_field(body, "healthUri") or DEFAULT_HEALTH_URI
         protocol = "gRPC" if inference_url == "/grpc" else "HTTP"
         return {"protocol": protocol, "uri": uri, "port": inference_port, "timeout": "PT10S", "expectedStatusCode": 200}, uri
     for field in ("protocol", "uri", "port", "timeout", "expectedStatusCode"):
@@ -157,16 +157,16 @@ def _health(body: dict, inference_url: str, inference_port: int) -> tuple[dict, 
         raise invalid("health.protocol", "must be HTTP or gRPC")
     if not isinstance(health["uri"], str) or not health["uri"].strip():
         raise invalid("health.uri", "must not be blank")
-    _int(health, "port", lo=1, hi=65535)
+    int_field(health, "port", lo=1, hi=65535)
     if not isinstance(health["timeout"], str) or not DURATION_RE.match(health["timeout"]):
         raise invalid("health.timeout", "must be an ISO-8601 duration such as PT10S")
-    _int(health, "expectedStatusCode", lo=100, hi=599)
+    int_field(health, "expectedStatusCode", lo=100, hi=599)
     clean = {k: health[k] for k in ("protocol", "uri", "port", "timeout", "expectedStatusCode")}
     return clean, health["uri"]
 
 
 def _environment(body: dict) -> list[dict] | None:
-    env = _list(body, "containerEnvironment")
+    env = list_field(body, "containerEnvironment")
     if env is None:
         return None
     for i, item in enumerate(env):
@@ -180,7 +180,7 @@ def _environment(body: dict) -> list[dict] | None:
 
 
 def _models(body: dict, function_type: str) -> list[dict] | None:
-    models = _list(body, "models")
+    models = list_field(body, "models")
     if models is None:
         return None
     seen: set[str] = set()
@@ -202,7 +202,7 @@ def _models(body: dict, function_type: str) -> list[dict] | None:
 
 
 def _resources(body: dict) -> list[dict] | None:
-    resources = _list(body, "resources")
+    resources = list_field(body, "resources")
     for i, r in enumerate(resources or ()):
         for field in ("name", "version", "uri"):
             if not isinstance(r, dict) or not isinstance(r.get(field), str) or not r[field]:
@@ -211,7 +211,7 @@ def _resources(body: dict) -> list[dict] | None:
 
 
 def _secrets(body: dict) -> dict[str, Any] | None:
-    items = _list(body, "secrets")
+    items = list_field(body, "secrets")
     if items is None:
         return None
     out: dict[str, Any] = {}
@@ -236,15 +236,15 @@ def _secrets(body: dict) -> dict[str, Any] | None:
 
 def validate_function(body: dict) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """CreateFunctionRequest -> (function fields to store, secret values or None)."""
-    name = _string(body, "name", required=True, max_len=128)
+    name = string_field(body, "name", required=True, max_len=128)
     if not NAME_RE.match(name):
         raise invalid("name", "must match ^[a-z0-9A-Z][a-z0-9A-Z-_]*$")
-    inference_url = _string(body, "inferenceUrl", required=True)
-    inference_port = _int(body, "inferencePort", lo=1, hi=65535) or 8000
-    function_type = _enum(body, "functionType", FUNCTION_TYPES, "DEFAULT")
-    image = _string(body, "containerImage")
-    helm = _string(body, "helmChart")
-    helm_service = _string(body, "helmChartServiceName")
+    inference_url = string_field(body, "inferenceUrl", required=True)
+    inference_port = int_field(body, "inferencePort", lo=1, hi=65535) or 8000
+    function_type = enum_field(body, "functionType", FUNCTION_TYPES, "DEFAULT")
+    image = string_field(body, "containerImage")
+    helm = string_field(body, "helmChart")
+    helm_service = string_field(body, "helmChartServiceName")
     models = _models(body, function_type)
     if image is None and helm is None and not models:
         raise invalid("containerImage", "is required unless models or helmChart is given")
@@ -259,7 +259,7 @@ def validate_function(body: dict) -> tuple[dict[str, Any], dict[str, Any] | None
     if function_type == "LLM" and not models:
         raise invalid("models", "is required for LLM functions")
     health, health_uri = _health(body, inference_url, inference_port)
-    telemetries = _object(body, "telemetries")
+    telemetries = object_field(body, "telemetries")
     if telemetries is not None and not any(telemetries.get(k) for k in ("logsTelemetryId", "metricsTelemetryId", "tracesTelemetryId")):
         raise invalid("telemetries", "must set at least one telemetry id")
     secrets = _secrets(body)
@@ -268,13 +268,13 @@ def validate_function(body: dict) -> tuple[dict[str, Any], dict[str, Any] | None
         "inferenceUrl": inference_url,
         "inferencePort": inference_port,
         "containerImage": image,
-        "containerArgs": _string(body, "containerArgs", nonblank=False),
+        "containerArgs": string_field(body, "containerArgs", nonblank=False),
         "containerEnvironment": _environment(body),
-        "apiBodyFormat": _enum(body, "apiBodyFormat", BODY_FORMATS, "CUSTOM"),
+        "apiBodyFormat": enum_field(body, "apiBodyFormat", BODY_FORMATS, "CUSTOM"),
         "healthUri": health_uri,
         "health": health,
         "functionType": function_type,
-        "description": _string(body, "description", max_len=256, nonblank=False),
+        "description": string_field(body, "description", max_len=256, nonblank=False),
         "tags": validate_tags(body),
         "secrets": None if secrets is None else list(secrets),
         "models": models,
@@ -302,7 +302,7 @@ def validate_function_update(body: dict) -> dict[str, Any]:
         updates["rateLimit"] = validate_rate_limit(body)
     if body.get("llmInvocationConfig") is not None:
         updates["llmInvocationConfig"] = validate_llm_invocation_config(body)
-    model_updates = _list(body, "modelUpdates")
+    model_updates = list_field(body, "modelUpdates")
     for i, mu in enumerate(model_updates or ()):
         if not isinstance(mu, dict) or not isinstance(mu.get("modelName"), str):
             raise invalid(f"modelUpdates[{i}].modelName", "is required")
