@@ -12,7 +12,7 @@ import sys
 
 from .config import ConfigError, add_serve_arguments, from_args
 
-COMMAND_MODULES = ("control.cli_functions", "control.cli_deployments", "control.cli_keys", "control.cli_loadtest")
+COMMAND_MODULES = ("control.cli_functions", "control.cli_deployments", "control.cli_keys", "control.cli_loadtest", "control.cli_invoke")
 
 
 def _serve(args: argparse.Namespace) -> int:
