@@ -13,12 +13,14 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import ssl
 import sys
 from contextlib import AsyncExitStack
 from typing import Any
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from backends.catalog import ImageCatalog
 from backends.factory import build_backends
@@ -239,5 +241,9 @@ def main(cfg: ServeConfig) -> int:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(run(cfg))
+    try:
+        asyncio.run(run(cfg))
+    except (OSError, ssl.SSLError, RedisError, sqlite3.Error) as exc:  # a port in use, a bad cert, no Redis ...
+        print(f"fngate: cannot start: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0

@@ -58,3 +58,22 @@ def test_function_create_from_a_json_file(fngate_serve, tmp_path):
     assert version["id"] == fn["id"] and version["versionId"] != fn["versionId"]
     listed = fngate_json(sp, "function", "list", fn["id"])["functions"]
     assert {f["versionId"] for f in listed} == {fn["versionId"], version["versionId"]}
+
+
+def test_serve_start_failures_are_one_clear_line(tmp_path):
+    import socket
+    import sys
+
+    from tests.conftest import REPO
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for extra, expect in ((["--api-port", str(port)], "address already in use"),
+                              (["--store", "redis://127.0.0.1:1/0"], "cannot start")):
+            proc = subprocess.run([sys.executable, "-m", "control", "serve", "--no-samples", "--data-dir", str(tmp_path),
+                                   "--api-port", "0", "--http-port", "0", "--grpc-port", "0", "--admin-port", "0", *extra],
+                                  capture_output=True, text=True, cwd=str(REPO), timeout=60)
+            assert proc.returncode == 1, proc.stderr
+            assert expect in proc.stderr.lower() and "Traceback" not in proc.stderr
