@@ -251,6 +251,8 @@ class H2Server(asyncio.Protocol):
                     self._forget(ev.stream_id)
         elif s is not None:
             s.on_data(ev.data, ev.flow_controlled_length, ended)
+            if ended:
+                self._maybe_forget(ev.stream_id)
         else:
             self.ack(ev.stream_id, ev.flow_controlled_length)
 
@@ -260,6 +262,7 @@ class H2Server(asyncio.Protocol):
             s.body.feed_eof()  # request trailers are not forwarded to HTTP/1.1 instances
         elif s is not None:
             s.on_trailers(list(ev.headers))
+            self._maybe_forget(ev.stream_id)
 
     def _on_reset(self, ev: h2.events.StreamReset) -> None:
         s = self.streams.pop(ev.stream_id, None)
@@ -366,8 +369,13 @@ class H2Server(asyncio.Protocol):
     # -- housekeeping ---------------------------------------------------------------------
     def _maybe_forget(self, sid: int) -> None:
         s = self.streams.get(sid)
-        if isinstance(s, H2Exchange) and (s.body.eof or s.body.error is not None):
-            self._forget(sid)
+        if isinstance(s, H2Exchange):
+            if s.body.eof or s.body.error is not None:
+                self._forget(sid)
+        elif s is not None:  # a gRPC call: forget it once its stream is closed both ways
+            st = self.h2.streams.get(sid)
+            if st is None or st.closed:
+                self._forget(sid)
 
     def _forget(self, sid: int) -> None:
         self.streams.pop(sid, None)

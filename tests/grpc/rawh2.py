@@ -88,7 +88,8 @@ class RawClient:
                             s.done.set_result(None)
                 self.flush()
         finally:
-            self.closed.set_result(None)
+            if not self.closed.done():
+                self.closed.set_result(None)
 
     async def close(self) -> None:
         self._task.cancel()

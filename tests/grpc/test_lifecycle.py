@@ -157,3 +157,28 @@ async def test_instance_dying_mid_stream_ends_the_call_unavailable(gateway):
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await instance.stop()
+
+
+async def test_finished_calls_leave_nothing_on_the_client_connection(instances):
+    """Completed gRPC streams are forgotten by the connection: an idle one is closed
+    after keepalive_timeout, as for HTTP/2 requests."""
+    from proxy.config import GatewayConfig
+    from proxy.routing import SnapshotHolder
+    from proxy.server import Gateway
+    from tests.grpc.conftest import closed_port
+    from tests.grpc.gateway import build_table
+
+    holder = SnapshotHolder()
+    holder.publish(build_table(1, instances["grpcio"].port, instances["grpclib"].port, closed_port()))
+    gw = Gateway(GatewayConfig(http_port=0, grpc_port=0, admin_port=None, keepalive_timeout=0.5), holder, "gw-idle")
+    await gw.start()
+    client = await RawClient.connect(gw.grpc_port)
+    try:
+        for request, end in ((pb.EchoRequest(message="a"), True), (pb.EchoRequest(message="b"), True)):
+            result = client.start(grpc_headers(ECHO, extra=metadata(F_IO)), grpc_frame(request.SerializeToString()), end=end)
+            await asyncio.wait_for(result.done, 5)
+            assert result.grpc_status == 0
+        await asyncio.wait_for(client.closed, 3)  # closed by the gateway's idle timer
+    finally:
+        await client.close()
+        await gw.stop(grace=1.0)
