@@ -145,6 +145,34 @@ class Server:
         self.autoscaler.start()
         self.stack.push_async_callback(self.autoscaler.aclose)
 
+    async def start_gateway(self) -> None:
+        """The invocation gateway (proxy/): in this process, fed by routing_holder, for one
+        worker; else --workers processes sharing the ports (SO_REUSEPORT) that read routing
+        from the internal API, or from Redis when the store is Redis."""
+        from proxy.config import GatewayConfig
+
+        cfg = self.cfg
+        gcfg = GatewayConfig(host=cfg.host, http_port=cfg.http_port, grpc_port=cfg.grpc_port,
+                             admin_port=cfg.admin_port, workers=cfg.workers,
+                             tls_cert=str(cfg.tls_cert) if cfg.tls_cert else None,
+                             tls_key=str(cfg.tls_key) if cfg.tls_key else None)
+        if cfg.workers == 1:
+            from proxy.server import Gateway
+
+            gateway: Any = Gateway(gcfg, self.routing_holder, f"gw-{os.getpid()}", self.loadboard.update)
+        else:
+            from proxy.workers import WorkerPool
+
+            source = {"redis": cfg.store} if cfg.store_is_redis else {"api": self.ready["api_url"], "key": self.admin_key}
+            gateway = WorkerPool(gcfg, source)
+        await gateway.start()
+        self.stack.push_async_callback(gateway.stop, gcfg.grace)
+        self.gateway = gateway
+        self.ready.update(http_port=gateway.http_port, grpc_port=gateway.grpc_port, admin_port=gateway.admin_port)
+        host = _url_host(cfg.host)
+        self._say(f"fngate: invocation gateway on {host}:{gateway.http_port} (HTTP/1.1 + h2c), gRPC on "
+                  f"{host}:{gateway.grpc_port}, metrics on {host}:{gateway.admin_port}, {cfg.workers} worker(s)")
+
     def start_samples(self) -> None:
         """Unless --no-samples: register/deploy echo, sse and grpc-echo in the background, then
         print commands that invoke them (once they are ACTIVE)."""
@@ -181,6 +209,7 @@ class Server:
             await self.start_backends()
             await self.start_api()
             await self.start_control()
+            await self.start_gateway()
         except BaseException:
             await self.stack.aclose()
             raise

@@ -1,0 +1,133 @@
+"""RoutingSources: how a gateway process that is not the control plane's own gets its
+routing snapshot, and sends its LoadReports back. Both run beside the hot path and
+only ever call `holder.publish` (the one writer).
+
+- ControlHttpSource: long-poll `GET {api}/internal/v1/routing?after=V&wait=S`
+  (200 + RoutingTable JSON, or 204 when nothing changed) and
+  `PUT {api}/internal/v1/load/{gateway_id}` with the LoadReport JSON.
+- RedisSource: `GET fngate:routing` on start, on every `fngate:routing:changed`
+  nudge and on a resync timer (a lost nudge never leaves the gateway stale);
+  load reports as `SET fngate:load:{gateway_id}` with a 10 s expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+
+from proxy.routing import LoadReport, RoutingTable, SnapshotHolder
+
+log = logging.getLogger(__name__)
+
+ROUTING_KEY = "fngate:routing"
+ROUTING_CHANNEL = "fngate:routing:changed"
+LOAD_PREFIX = "fngate:load:"
+
+
+class ControlHttpSource:
+    def __init__(self, api_url: str, admin_key: str, holder: SnapshotHolder, gateway_id: str,
+                 wait: float = 20.0) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.holder = holder
+        self.gateway_id = gateway_id
+        self.wait = wait
+        self._auth = {"Authorization": f"Bearer {admin_key}"}
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(headers=self._auth)
+        return self._session
+
+    async def fetch_once(self, wait: float) -> bool:
+        """One long poll; True when a newer table was published."""
+        url = f"{self.api_url}/internal/v1/routing"
+        params = {"after": str(self.holder.table.version), "wait": str(wait)}
+        timeout = aiohttp.ClientTimeout(total=wait + 10)
+        async with self._client().get(url, params=params, timeout=timeout) as resp:
+            if resp.status == 200:
+                return self.holder.publish(RoutingTable.from_json(await resp.read()))
+            if resp.status != 204:
+                raise RuntimeError(f"routing poll answered {resp.status}")
+            return False
+
+    async def run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self.fetch_once(self.wait)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the control plane restarts or is unreachable: retry
+                log.debug("routing poll failed: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.run())
+
+    async def send_load(self, report: LoadReport) -> None:
+        url = f"{self.api_url}/internal/v1/load/{self.gateway_id}"
+        async with self._client().put(url, data=report.to_json(), timeout=aiohttp.ClientTimeout(total=5),
+                                      headers={"Content-Type": "application/json"}) as resp:
+            if resp.status >= 300:
+                raise RuntimeError(f"load report answered {resp.status}")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+
+class RedisSource:
+    def __init__(self, url: str, holder: SnapshotHolder, gateway_id: str, resync: float = 5.0) -> None:
+        import redis.asyncio as aioredis
+
+        self.redis = aioredis.from_url(url)
+        self.holder = holder
+        self.gateway_id = gateway_id
+        self.resync = resync
+        self._task: asyncio.Task | None = None
+
+    async def fetch_once(self) -> bool:
+        raw = await self.redis.get(ROUTING_KEY)
+        return raw is not None and self.holder.publish(RoutingTable.from_json(raw))
+
+    async def run(self) -> None:
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(ROUTING_CHANNEL)
+                await self.fetch_once()  # after subscribing, so no change slips between
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.resync)
+                    await self.fetch_once()  # a nudge, or the resync timer
+                    del msg
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis restarted: resubscribe and re-read
+                log.debug("redis routing source: %s", exc)
+                await asyncio.sleep(0.5)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:
+                    pass
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.run())
+
+    async def send_load(self, report: LoadReport) -> None:
+        await self.redis.set(LOAD_PREFIX + self.gateway_id, report.to_json(), ex=10)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.redis.aclose()

@@ -1,0 +1,119 @@
+"""`--workers N > 1`: N gateway processes sharing the listening ports with SO_REUSEPORT.
+
+The parent picks concrete ports first (binding port 0 with SO_REUSEPORT and keeping
+that socket, unlistened, so the port stays reserved), then starts each worker as
+`python -m proxy.workers '<json>'`. A worker runs uvloop, gets its routing snapshot
+from a RoutingSource (ControlHttpSource, or RedisSource when the store is Redis),
+sends its LoadReports through the same source, and prints one `ready` line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from proxy.config import GatewayConfig
+
+
+def _reserve(host: str, port: int | None) -> tuple[socket.socket | None, int | None]:
+    if port is None:
+        return None, None
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((host, port))
+    return s, s.getsockname()[1]
+
+
+class WorkerPool:
+    """Starts and stops the worker processes. `source` is {"api": url, "key": admin key}
+    or {"redis": url}."""
+
+    def __init__(self, config: GatewayConfig, source: dict[str, str], gateway_prefix: str = "gw") -> None:
+        self.config = config
+        self.source = source
+        self.prefix = gateway_prefix
+        self.procs: list[asyncio.subprocess.Process] = []
+        self._reserved: list[socket.socket] = []
+        self.http_port = self.grpc_port = self.admin_port = None
+
+    async def start(self, ready_timeout: float = 30.0) -> None:
+        cfg = self.config
+        ports = {}
+        for name in ("http_port", "grpc_port", "admin_port"):
+            sock, port = _reserve(cfg.host, getattr(cfg, name))
+            if sock is not None:
+                self._reserved.append(sock)
+            ports[name] = port
+        self.http_port, self.grpc_port, self.admin_port = ports["http_port"], ports["grpc_port"], ports["admin_port"]
+        worker_cfg = dataclasses.replace(cfg, **ports)
+        for i in range(cfg.workers):
+            spec = {"config": dataclasses.asdict(worker_cfg), "source": self.source,
+                    "gateway_id": f"{self.prefix}-{os.getpid()}-{i}"}
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "proxy.workers", json.dumps(spec),
+                stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
+            self.procs.append(proc)
+        try:
+            for proc in self.procs:
+                line = await asyncio.wait_for(proc.stdout.readline(), ready_timeout)
+                if not line.startswith(b"ready"):
+                    raise RuntimeError(f"gateway worker failed to start: {line!r}")
+        except BaseException:
+            await self.stop(0)
+            raise
+
+    async def stop(self, grace: float = 10.0) -> None:
+        for proc in self.procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                await asyncio.wait_for(proc.wait(), grace + 5)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
+        self.procs.clear()
+        for s in self._reserved:
+            s.close()
+        self._reserved.clear()
+
+
+async def _worker(spec: dict[str, Any]) -> None:
+    from proxy.routing import SnapshotHolder
+    from proxy.server import Gateway
+    from proxy.sources import ControlHttpSource, RedisSource
+
+    cfg = GatewayConfig(**spec["config"])
+    gid = spec["gateway_id"]
+    holder = SnapshotHolder()
+    src = spec["source"]
+    source = (RedisSource(src["redis"], holder, gid) if "redis" in src
+              else ControlHttpSource(src["api"], src["key"], holder, gid))
+    source.start()
+    gateway = Gateway(cfg, holder, gid, source.send_load)
+    await gateway.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print("ready", os.getpid(), flush=True)
+    await stop.wait()
+    await gateway.stop(cfg.grace)
+    await source.aclose()
+
+
+def main() -> None:
+    import uvloop
+
+    uvloop.run(_worker(json.loads(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    main()
