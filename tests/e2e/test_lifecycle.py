@@ -1,0 +1,81 @@
+"""End to end through a real `fngate serve` subprocess: real sample instances, the
+real gateway, and states that tell the truth when instances die."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from tests.e2e.helpers import Api, alive, instance_pid, write_config
+
+
+@pytest.fixture
+def serve(fngate_serve, tmp_path):
+    config = write_config(tmp_path / "fngate.yaml", backends=[
+        {"name": "local", "type": "local", "probeInterval": 0.2, "restartBackoff": 1.5, "unhealthyAfter": 2}])
+
+    def start(**kw):
+        sp = fngate_serve("--config", str(config), **kw)
+        if "http_port" not in sp.ready:
+            pytest.skip("the gateway is not wired into fngate serve yet")
+        return sp
+
+    return start
+
+
+def test_deploy_invoke_and_states_follow_instance_deaths(serve):
+    sp = serve()
+    api = Api(sp)
+    fid, vid = api.create("e2e-echo")
+    assert api.deploy(fid, vid, min_i=2, max_i=2)["deployment"]["functionStatus"] == "DEPLOYING"
+    api.wait_status(fid, vid, "ACTIVE")
+    r = api.invoke(fid, params={"q": "1"}, content=b"hello")
+    assert r.status_code == 200, r.text
+    echoed = r.json()
+    assert echoed["path"] == "/echo" and echoed["bodySize"] == 5
+    assert {k.lower(): v for k, v in echoed["headers"].items()}["nvcf-function-id"] == fid
+
+    first, second = api.ready_instances(fid, vid)
+    os.kill(instance_pid(sp.data_dir, vid, first["instanceId"]), signal.SIGKILL)
+    api.wait_status(fid, vid, "DEGRADING")
+    assert api.invoke(fid).status_code == 200  # DEGRADING is still invokable, on the survivor
+    api.wait_status(fid, vid, "ACTIVE")
+
+    for inst in api.ready_instances(fid, vid):
+        os.kill(instance_pid(sp.data_dir, vid, inst["instanceId"]), signal.SIGKILL)
+    api.wait_status(fid, vid, "DEGRADED")
+    api.wait_status(fid, vid, "ACTIVE")
+    assert api.invoke(fid).status_code == 200
+
+
+def test_bad_image_is_error_with_health_info_and_nothing_else_is_disturbed(serve):
+    api = Api(serve())
+    good_fid, good_vid = api.create("e2e-good")
+    api.deploy(good_fid, good_vid)
+    bad_fid, bad_vid = api.create("e2e-bad", image="nvcr.io/acme/missing:1.0")
+    api.deploy(bad_fid, bad_vid)
+    api.wait_status(bad_fid, bad_vid, "ERROR")
+    dep = api.call("GET", f"/v2/nvcf/deployments/functions/{bad_fid}/versions/{bad_vid}")["deployment"]
+    assert "unknown container image 'nvcr.io/acme/missing:1.0'" in dep["healthInfo"][0]["error"]
+    api.wait_status(good_fid, good_vid, "ACTIVE")
+    assert api.invoke(good_fid).status_code == 200
+
+
+def test_restart_restores_deployments_and_leaves_no_orphans(serve, tmp_path):
+    sp = serve()
+    api = Api(sp)
+    fid, vid = api.create("e2e-restart")
+    api.deploy(fid, vid)
+    api.wait_status(fid, vid, "ACTIVE")
+    [inst] = api.ready_instances(fid, vid)
+    pid = instance_pid(sp.data_dir, vid, inst["instanceId"])
+    assert alive(pid)
+    assert sp.stop() == 0
+    assert not alive(pid), "fngate serve left its instance running"
+
+    api = Api(serve(data_dir=sp.data_dir))
+    api.wait(lambda: api.ready_instances(fid, vid), "the deployment to come back after restart")
+    api.wait_status(fid, vid, "ACTIVE")
+    assert api.invoke(fid).status_code == 200
