@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from aiohttp import web
 
 from control.api import make_app
 from control.store.memory import MemoryStore
