@@ -33,6 +33,7 @@ class Row:
     samples: list[Sample] = field(default_factory=list)
     baseline: str | None = None  # another target in the scenario to compare with (e.g. 1 worker)
     ratios: dict[str, float | None] = field(default_factory=dict)
+    profile: dict | None = None  # py-spy summary of an extra run (--profile)
 
     @property
     def median(self) -> Sample:
@@ -68,6 +69,7 @@ class Row:
             "rps_per_core": None if self.rps_per_core is None else round(self.rps_per_core, 1),
             "ratios": {k: None if v is None else round(v, 3) for k, v in self.ratios.items()},
             "samples": [s.to_dict() for s in self.samples],
+            "profile": self.profile,
         }
 
 
@@ -151,6 +153,17 @@ def markdown(doc: dict) -> str:
                 f"| {_f(r['rps_per_core'])} | {_f(ra.get('vs_nginx'), '{:.2f}')} | {_f(ra.get('vs_nginx_per_core'), '{:.2f}')} "
                 f"| {_f(ra.get('vs_direct'), '{:.2f}')} | {other or '–'} | {r['errors']} |"
             )
+        out.append("")
+    profiled = [r for r in doc["rows"] if r.get("profile")]
+    if profiled:
+        out += ["## Where fngate's time goes (py-spy, one extra run per row)", "",
+                "Self time of `Runner.run` is the event loop's own C code (uvloop: socket syscalls, "
+                "callback dispatch); inclusive figures leave out the entry chain every stack shares.", ""]
+        for r in profiled:
+            prof = r["profile"]
+            out.append(f"- **{r['scenario']} / {r['target']}** ({prof['samples']:,} samples), self: "
+                       + ", ".join(f"`{f['frame']}` {f['pct']}%" for f in prof["self"][:8])
+                       + "; inclusive: " + ", ".join(f"`{f['frame']}` {f['pct']}%" for f in prof["inclusive"][:8]))
         out.append("")
     if doc.get("sse"):
         out += ["## SSE", "", "| target | streams | events | delay p50 / p99 ms | added p50 / p99 ms |", "|---|---|---|---|---|"]

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from bench import profile
 from bench.loadgen import Sample
 from bench.procs import CpuMeter, Layout, Proc
-from bench.report import Row
+from bench.report import FNGATE, Row
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Settings:
     sse_events: int = 100
     idle_connections: int = 1000
     fngate: bool = True  # False: measure only direct and nginx (no gateway rows)
+    profile: bool = False  # one extra run per fngate row with py-spy attached (not recorded)
     work: Path = Path("/tmp")
     logs: Path = Path("/tmp")
 
@@ -78,7 +80,28 @@ def alternate(scenario: str, load_desc: str, targets: list[Target], load: Callab
             rows[t.label].samples.append(sample)
             say(f"{scenario} / {t.label} run {i + 1}: {sample.rps:,.0f} req/s, p50 {sample.p50_ms:.2f} ms, "
                 f"p99 {sample.p99_ms:.2f} ms, SUT {sample.sut_cpu:.2f} cores, errors {sample.errors}")
+    if settings.profile:
+        for t in targets:
+            if t.role == FNGATE:
+                rows[t.label].profile = _profiled_run(scenario, t, load, settings)
     return list(rows.values())
+
+
+def _profiled_run(scenario: str, t: Target, load: Callable[[Target, float], Sample], settings: Settings) -> dict | None:
+    raw = settings.work / f"profile-{scenario}-{t.label.replace(' ', '_')}.txt"
+    spy = profile.start(t.proc.pid, settings.duration, raw, t.layout.load)
+    if spy is None:
+        say("py-spy is not installed (pip install py-spy): no profile")
+        return None
+    load(t, settings.duration)
+    _, err = spy.communicate(timeout=settings.duration + 30)
+    if not raw.exists():
+        say(f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}")
+        return None
+    summary = profile.summarise(raw)
+    top = ", ".join(f"{f['frame']} {f['pct']}%" for f in summary["self"][:5])
+    say(f"{scenario} / {t.label} profile (self): {top}")
+    return summary
 
 
 def run_async(coro):
