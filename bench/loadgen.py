@@ -122,8 +122,9 @@ def h2load(url: str, *, clients: int, streams: int, duration: float, cpus: str |
     binary = require("h2load", "nghttp2-client")
     log = work / "h2load.log"
     log.unlink(missing_ok=True)
-    cmd = [binary, "-t1", f"-c{clients}", f"-m{streams}", "-D", f"{max(duration, 1):.0f}",
-           "--warm-up-time", f"{max(int(warmup * 1000), 1)}ms", "--log-file", str(log)]
+    cmd = [binary, "-t1", f"-c{clients}", f"-m{streams}", "-D", f"{max(duration, 1):.0f}", "--log-file", str(log)]
+    if warmup > 0:
+        cmd += ["--warm-up-time", f"{max(int(warmup * 1000), 1)}ms"]
     for k, v in (headers or {}).items():
         cmd += ["-H", f"{k}: {v}"]
     if body is not None:

@@ -31,7 +31,7 @@ def _wrk(settings: Settings) -> Callable[[Target, float], loadgen.Sample]:
 def _h2load(settings: Settings, clients: int, streams: int, body: bytes | None = None) -> Callable[[Target, float], loadgen.Sample]:
     def load(t: Target, seconds: float) -> loadgen.Sample:
         return loadgen.h2load(t.url, clients=clients, streams=streams, duration=seconds, cpus=t.layout.load,
-                              work=settings.work, headers=t.headers, body=body, warmup=min(1.0, settings.warmup or 0.5))
+                              work=settings.work, headers=t.headers, body=body, warmup=min(1.0, settings.warmup))
     return load
 
 
