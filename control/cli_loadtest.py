@@ -9,6 +9,7 @@ scenario and stops everything; with `--target` it loads your deployment. Exit st
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -72,6 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     load.add_argument("--max-inflight", type=int, help="open loop: in-flight arrivals per generator before dropping")
     load.add_argument("--workers", type=int, default=0, help="Locust processes (default: as the load needs, ≤ cores)")
     shape = p.add_argument_group("request shape")
+    shape.add_argument("--path", help="HTTP invocation path (default /echo, the echo sample's)")
     shape.add_argument("--body-size", type=_size, help="request body, e.g. 64, 1MiB")
     shape.add_argument("--response-size", type=_size, help="response body asked of the echo function")
     shape.add_argument("--delay", type=float, help="instance delay before answering / between SSE events, seconds")
@@ -80,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     out = p.add_argument_group("report")
     out.add_argument("--results", type=Path, help="results folder (default loadtests/results/tmp-SCENARIO-TIME)")
     out.add_argument("--parallel", action="store_true", help="smoke: run the scenarios at once (quicker)")
-    out.add_argument("--slis", type=Path, help="thresholds file (default loadtests/slis.yaml)")
+    out.add_argument("--slis", dest="slis_file", type=Path, help="thresholds file (default loadtests/slis.yaml)")
     p.set_defaults(func=_run)
 
 
@@ -101,13 +103,7 @@ def _run(args: argparse.Namespace) -> int:
             sse_url=args.sse_target.rstrip("/"),
             direct=args.direct,
         )
-    opts = runner.Options(
-        users=args.users, rate=args.rate, duration=args.duration, workers=args.workers,
-        body_size=args.body_size, response_size=args.response_size, delay=args.delay,
-        stream_length=args.stream_length, poll_seconds=args.poll_seconds, steps=args.steps,
-        think_time=args.think_time, max_inflight=args.max_inflight, routing=args.routing, domain=args.domain,
-        slis_file=args.slis, results=args.results, parallel=args.parallel,
-    )  # fmt: skip
+    opts = runner.Options(**{f.name: getattr(args, f.name) for f in dataclasses.fields(runner.Options)})
     try:
         return runner.run(args.scenario, target, opts)
     except (runner.LoadTestError, StackError, SliConfigError, OSError) as exc:

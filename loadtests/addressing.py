@@ -14,11 +14,12 @@ from typing import Iterator
 
 from .knobs import Knobs
 
-INVOKE_PATH = "/echo"
 SSE_PATH = "/v1/chat/completions"
 
 
-def echo_path(knobs: Knobs, path: str = INVOKE_PATH) -> str:
+def echo_path(knobs: Knobs, path: str | None = None) -> str:
+    """`path` (default the knobs' invocation path) with the echo sample's `delay`/`size` knobs as query."""
+    path = knobs.path if path is None else path
     query = []
     if knobs.delay:
         query.append(f"delay={knobs.delay:g}")

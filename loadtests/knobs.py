@@ -31,6 +31,7 @@ class Knobs:
     domain: str = "invocation.localhost"  # Host-routed requests use {functionId}.{domain}
     routing: str = "both"  # host | header | both (alternate)
     direct: bool = False  # the target is an instance, not a gateway: no routing, no nvcf-status check
+    path: str = "/echo"  # HTTP invocations POST here (Host- and header-routed requests keep the path)
     # request shape
     body_size: int = 64  # request body bytes
     response_size: int = 0  # response body bytes asked of the instance (0: the echo's default JSON)

@@ -10,10 +10,34 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import platform
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .slis import EntryStats, Verdict
+
+
+def machine() -> dict[str, Any]:
+    """What the run ran on, so a committed reference run can be judged against another box."""
+    cpu = ""
+    try:
+        cpu = next(
+            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), ""
+        )
+        mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    except (OSError, StopIteration, ValueError):
+        mem_kb = 0
+    return {
+        "cpu": cpu or platform.processor(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024**2, 1),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "locust": metadata.version("locust"),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def summary(
@@ -24,6 +48,7 @@ def summary(
         "scenario": scenario,
         "passed": bool(verdicts) and all(v.passed for v in verdicts),
         "settings": dict(settings),
+        "machine": machine(),
         "entries": [{"type": e.type, "name": e.name, **e.metrics()} for e in entries],
         "thresholds": [v.as_dict() for v in verdicts],
     }
@@ -33,6 +58,8 @@ def markdown(doc: Mapping[str, Any]) -> str:
     verdict = "PASS" if doc["passed"] else "FAIL"
     lines = [f"# Load test `{doc['scenario']}`: {verdict}", ""]
     lines += ["## Settings", ""] + [f"- {k}: `{v}`" for k, v in doc["settings"].items()] + [""]
+    if doc.get("machine"):
+        lines += ["## Machine", ""] + [f"- {k}: `{v}`" for k, v in doc["machine"].items()] + [""]
     lines += [
         "## SLIs per entry",
         "",

@@ -70,6 +70,7 @@ class Options:
     max_inflight: int | None = None
     routing: str | None = None
     domain: str | None = None
+    path: str | None = None
     slis_file: Path | None = None
     results: Path | None = None
     parallel: bool = False  # smoke: run the scenarios at once (quicker; they share the target)
@@ -121,7 +122,7 @@ def make_plan(scenario: Scenario, target: Target, opts: Options, *, smoke: bool 
     knob_values: dict[str, Any] = dict(scenario.knobs)
     knob_values.update({k: v for k, v in overrides.items() if k in {f.name for f in dataclasses.fields(Knobs)}})
     for name in ("body_size", "response_size", "delay", "stream_length", "poll_seconds", "steps", "think_time",
-                 "max_inflight", "routing", "domain"):  # fmt: skip
+                 "max_inflight", "routing", "domain", "path"):  # fmt: skip
         value = getattr(opts, name)
         if value is not None:
             knob_values[name] = value
@@ -182,13 +183,20 @@ def locust_command(plan: Plan, host: str, prefix: Path) -> list[str]:
     return cmd
 
 
+def locust_host(plan: Plan, target: Target) -> str:
+    """The base URL the scenario's users talk to."""
+    if plan.scenario.needs == "sse" and target.sse_url:
+        return target.sse_url
+    if plan.scenario.needs == "grpc":
+        return f"http://{target.grpc_target}"
+    return target.url
+
+
 def run_locust(plan: Plan, target: Target, results: Path) -> Path:
     """Run Locust to completion; the CSV prefix it wrote. Its console output goes to locust.log."""
     results.mkdir(parents=True, exist_ok=True)
     prefix = results / plan.scenario.name
-    host = target.sse_url if plan.scenario.needs == "sse" and target.sse_url else target.url
-    if plan.scenario.needs == "grpc" and not host:
-        host = f"http://{target.grpc_target}"
+    host = locust_host(plan, target)
     env = {**os.environ, **plan.knobs.env()}
     log_path = results / "locust.log"
     with log_path.open("wb") as log:
@@ -218,7 +226,7 @@ def run_scenario(scenario: Scenario, target: Target, opts: Options, results: Pat
     prefix = run_locust(plan, target, results)
     entries = slis.load_stats(prefix)
     verdicts = slis.evaluate(entries, rules)
-    settings = {"target": target.url or target.grpc_target, **plan.settings(),
+    settings = {"target": locust_host(plan, target), **plan.settings(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}  # fmt: skip
     doc = report.summary(scenario.name, settings, entries, verdicts)
     report.write(results, doc)
