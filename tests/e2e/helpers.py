@@ -73,7 +73,7 @@ class Api:
         return httpx.post(self.gateway + path, headers=headers, timeout=timeout, **kw)
 
     async def ainvoke(self, client: httpx.AsyncClient, fid: str, path: str = "/echo", **kw) -> httpx.Response:
-        headers = {**self.headers, "function-id": fid}
+        headers = {**self.headers, "function-id": fid, **kw.pop("headers", {})}
         return await client.post(self.gateway + path, headers=headers, timeout=60, **kw)
 
 
