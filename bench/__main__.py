@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--idle-connections", type=int, default=1000, help="idle keep-alive connections for the memory figure")
     p.add_argument("--micro-max-time", type=float, default=None, help="pytest-benchmark --benchmark-max-time")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="report directory")
-    p.add_argument("--profile", action="store_true", help="one extra run per fngate row under py-spy; top frames in the report")
+    p.add_argument("--no-profile", action="store_true",
+                   help="skip the extra py-spy run per fngate row (whose top frames go into the report)")
     p.add_argument("--no-fngate", action="store_true", help="measure only the direct and nginx rows")
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     args = p.parse_args(argv)
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir()
     settings = Settings(runs=args.runs, duration=args.duration, warmup=args.warmup, connections=args.connections,
                         sse_streams=args.sse_streams, idle_connections=args.idle_connections, work=work, logs=logs,
-                        fngate=not args.no_fngate, profile=args.profile)
+                        fngate=not args.no_fngate, profile=not args.no_profile)
     doc: dict = {
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),

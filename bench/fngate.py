@@ -2,7 +2,9 @@
 
 `GatewayProcess` starts `python -m bench.fngate` (this module's `main`), which builds
 the gateway (`proxy.server.Gateway`) on free ports, publishes the table into its
-SnapshotHolder and writes the bound ports to a ready file. No control plane runs: the
+SnapshotHolder and writes the bound ports to a ready file; with `--workers N > 1` it
+starts the gateway's own WorkerPool (proxy.workers, SO_REUSEPORT) fed from a private
+redis-server holding the table, as `fngate serve --workers N` does. No control plane runs: the
 benchmark measures the data plane with every per-request feature on (auth against the
 table's key digests, routing, per-instance limits, metrics).
 """
@@ -12,13 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import signal
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procs import PYTHON, Proc, wait_port
+from bench.procs import PYTHON, Proc, free_port, wait_port
 
 BENCH_KEY = "nvapi-bench-" + "k" * 40
 INVOKE_SCOPES = ("invoke_function", "list_functions", "queue_details")
@@ -81,11 +84,18 @@ class GatewayProcess:
         ready.unlink(missing_ok=True)
         cmd = [PYTHON, "-m", "bench.fngate", "--table", str(table_path), "--ready-file", str(ready),
                "--workers", str(workers)]
+        self.redis: Proc | None = None
+        if workers > 1:  # worker processes read the snapshot from Redis, as with `fngate serve --workers N`
+            redis_port = free_port()
+            self.redis = Proc(f"{self.name}-redis", [_redis_server(), "--port", str(redis_port), "--bind", "127.0.0.1",
+                                                     "--save", "", "--appendonly", "no"], cpus, log_dir)
+            wait_port(redis_port, proc=self.redis)
+            cmd += ["--redis", f"redis://127.0.0.1:{redis_port}/0"]
         self.proc = Proc(self.name, cmd, cpus, log_dir)
         deadline = time.monotonic() + 30
         while not ready.exists():
             if self.proc.popen.poll() is not None or time.monotonic() > deadline:
-                self.proc.stop()
+                self.stop()
                 raise RuntimeError(f"{self.name} did not start:\n{self.proc.output_tail()}")
             time.sleep(0.05)
         ports = json.loads(ready.read_text())
@@ -94,6 +104,15 @@ class GatewayProcess:
 
     def stop(self) -> None:
         self.proc.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+
+def _redis_server() -> str:
+    path = shutil.which("redis-server")
+    if not path:
+        raise RuntimeError("redis-server is not installed (needed for --workers 2): apt-get install redis-server")
+    return path
 
 
 def _bound_port(gateway, kind: str) -> int:
@@ -104,16 +123,35 @@ def _bound_port(gateway, kind: str) -> int:
     raise RuntimeError(f"the gateway exposes no bound {kind} port")
 
 
-async def _serve(table_path: Path, ready_file: Path, workers: int) -> None:
+async def _start_workers(config, table_json: bytes, redis_url: str):
+    """N worker processes (proxy.workers) fed from Redis, where the table is published first."""
+    import redis.asyncio as aioredis
+
+    from proxy.sources import ROUTING_KEY
+    from proxy.workers import WorkerPool
+
+    client = aioredis.from_url(redis_url)
+    await client.set(ROUTING_KEY, table_json)
+    await client.aclose()
+    pool = WorkerPool(config, {"redis": redis_url}, "bench-gw")
+    await pool.start()
+    await asyncio.sleep(1.0)  # each worker reads the snapshot right after it subscribes
+    return pool
+
+
+async def _serve(table_path: Path, ready_file: Path, workers: int, redis_url: str | None) -> None:
     from proxy.config import GatewayConfig
     from proxy.routing import RoutingTable, SnapshotHolder
     from proxy.server import Gateway
 
-    holder = SnapshotHolder()
-    holder.publish(RoutingTable.from_json(table_path.read_bytes()))
     config = GatewayConfig(host="127.0.0.1", http_port=0, grpc_port=0, admin_port=0, workers=workers)
-    gateway = Gateway(config, holder, "bench-gateway", None)
-    await gateway.start()
+    if workers > 1:
+        gateway = await _start_workers(config, table_path.read_bytes(), redis_url)
+    else:
+        holder = SnapshotHolder()
+        holder.publish(RoutingTable.from_json(table_path.read_bytes()))
+        gateway = Gateway(config, holder, "bench-gateway", None)
+        await gateway.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -131,13 +169,14 @@ def main() -> None:
     parser.add_argument("--table", type=Path, required=True, help="RoutingTable JSON")
     parser.add_argument("--ready-file", type=Path, required=True, help="where to write the bound ports")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--redis", help="Redis URL the worker processes read the table from (--workers > 1)")
     args = parser.parse_args()
     try:
         import uvloop
     except ImportError:
-        asyncio.run(_serve(args.table, args.ready_file, args.workers))
+        asyncio.run(_serve(args.table, args.ready_file, args.workers, args.redis))
     else:
-        uvloop.run(_serve(args.table, args.ready_file, args.workers))
+        uvloop.run(_serve(args.table, args.ready_file, args.workers, args.redis))
 
 
 if __name__ == "__main__":
