@@ -1,0 +1,113 @@
+"""Routing for gateway processes other than the control plane's own: the internal
+API long-poll, Redis (key + nudge + resync), and --workers N processes on one port."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import httpx
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from control.internal_api import make_internal_app
+from control.loadboard import LoadBoard
+from proxy.config import GatewayConfig
+from proxy.routing import KeyGrant, LoadReport, RoutingTable, SnapshotHolder, VersionLoad, key_digest
+from proxy.sources import ROUTING_CHANNEL, ROUTING_KEY, ControlHttpSource, RedisSource
+from proxy.workers import WorkerPool
+
+from .conftest import KEY, VID, route
+
+ADMIN = "nvapi-admin-for-tests"
+GRANTS = [(key_digest(KEY), KeyGrant("k1", frozenset({"invoke_function"})))]
+
+
+async def wait_for(cond, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if cond():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+async def test_control_http_source_follows_the_control_plane(echo_up):
+    control_holder, board = SnapshotHolder(), LoadBoard()
+    app = web.Application()
+    app.add_subapp("/internal/v1", make_internal_app(control_holder, board, ADMIN))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    sock = socket.create_server(("127.0.0.1", 0))
+    await web.SockSite(runner, sock).start()
+    holder = SnapshotHolder()
+    source = ControlHttpSource(f"http://127.0.0.1:{sock.getsockname()[1]}", ADMIN, holder, "gw-a", wait=2)
+    source.start()
+    try:
+        control_holder.publish(RoutingTable.build(1, [route(echo_up.port)], GRANTS))
+        await wait_for(lambda: holder.table.version == 1)
+        control_holder.publish(RoutingTable.build(2, [route(echo_up.port, status="DEGRADED")], GRANTS))
+        await wait_for(lambda: holder.table.version == 2, timeout=1.0)  # a change arrives well under a second
+        assert holder.table.functions[route(1).function_id][VID].status == "DEGRADED"
+        await source.send_load(LoadReport("gw-a", time.time(), {VID: VersionLoad(queue_depth=3)}))
+        assert board.queue_depth(VID) == 3
+    finally:
+        await source.aclose()
+        await runner.cleanup()
+
+
+async def test_redis_source_nudge_resync_and_load(redis_url, echo_up):
+    client = aioredis.from_url(redis_url)
+    holder = SnapshotHolder()
+    await client.set(ROUTING_KEY, RoutingTable.build(5, [route(echo_up.port)], GRANTS).to_json())
+    source = RedisSource(redis_url, holder, "gw-r", resync=0.5)
+    source.start()
+    try:
+        await wait_for(lambda: holder.table.version == 5)
+        await client.set(ROUTING_KEY, RoutingTable.build(6, [route(echo_up.port)], GRANTS).to_json())
+        await client.publish(ROUTING_CHANNEL, "6")
+        await wait_for(lambda: holder.table.version == 6, timeout=1.0)
+        # a lost nudge: the periodic resync still picks the change up
+        await client.set(ROUTING_KEY, RoutingTable.build(7, [route(echo_up.port)], GRANTS).to_json())
+        await wait_for(lambda: holder.table.version == 7, timeout=2.0)
+        await source.send_load(LoadReport("gw-r", time.time(), {VID: VersionLoad(in_flight=2)}))
+        raw = await client.get("fngate:load:gw-r")
+        assert LoadReport.from_json(raw).versions[VID].in_flight == 2
+        assert 0 < await client.ttl("fngate:load:gw-r") <= 10
+    finally:
+        await source.aclose()
+        await client.aclose()
+
+
+async def test_worker_processes_share_the_port(redis_url, echo_up):
+    client = aioredis.from_url(redis_url)
+    await client.set(ROUTING_KEY, RoutingTable.build(1, [route(echo_up.port, max_concurrency=64)], GRANTS).to_json())
+    pool = WorkerPool(GatewayConfig(http_port=0, grpc_port=None, admin_port=0, workers=2, load_report_interval=0.2),
+                      {"redis": redis_url})
+    await pool.start()
+    try:
+        headers = {"Host": f"{route(1).function_id}.invocation.test", "Authorization": f"Bearer {KEY}"}
+        async with httpx.AsyncClient() as c:
+            for _ in range(20):  # new connections spread over the workers
+                async with httpx.AsyncClient() as one:
+                    r = await one.get(f"http://127.0.0.1:{pool.http_port}/", headers=headers)
+                    assert r.status_code == 200
+            metrics = (await c.get(f"http://127.0.0.1:{pool.admin_port}/readyz")).json()
+            assert metrics["ready"] is True
+        await asyncio.sleep(0.5)
+        keys = sorted(k.decode() for k in await client.keys("fngate:load:*"))
+        assert len(keys) == 2  # both workers report their load
+        served = 0
+        for k in keys:
+            served += LoadReport.from_json(await client.get(k)).versions.get(VID, VersionLoad()).requests
+        assert served == 20
+        # a routing change reaches every worker
+        await client.set(ROUTING_KEY, RoutingTable.build(2, [route(echo_up.port, status="DEGRADED")], GRANTS).to_json())
+        await client.publish(ROUTING_CHANNEL, "2")
+        await asyncio.sleep(0.3)
+        for _ in range(6):
+            async with httpx.AsyncClient() as one:
+                assert (await one.get(f"http://127.0.0.1:{pool.http_port}/", headers=headers)).status_code == 400
+    finally:
+        await pool.stop(grace=1)
+        await client.aclose()
