@@ -17,7 +17,7 @@ from kubernetes_asyncio import client, config
 # deploy/kubernetes/ must allow at least this; a test compares the two.
 PERMISSIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("apps", "deployments", ("create", "get", "list", "patch", "update", "delete")),
-    ("", "pods", ("list", "watch")),
+    ("", "pods", ("list", "watch", "patch")),
     ("", "secrets", ("create", "get", "update", "delete")),
 )
 
@@ -121,6 +121,12 @@ class KubeApi:
         """(pods, the list's resourceVersion to watch from)."""
         result = await self._call(self._core.list_namespaced_pod, self.namespace, label_selector=selector)
         return result.get("items") or [], (result.get("metadata") or {}).get("resourceVersion", "")
+
+    async def annotate_pod(self, name: str, annotations: dict[str, str]) -> dict:
+        return await self._call(
+            self._core.patch_namespaced_pod, name, self.namespace, {"metadata": {"annotations": annotations}},
+            _content_type="application/merge-patch+json",
+        )
 
     async def watch_pods(self, selector: str, resource_version: str, *, timeout_s: int = 240) -> AsyncIterator[dict]:
         """Raw watch events `{"type", "object"}` (objects as dicts) until the server

@@ -93,6 +93,7 @@ class KubernetesBackend:
         self._tasks: list[asyncio.Task] = []
         self._start_lock = asyncio.Lock()
         self._synced = asyncio.Event()
+        self._connector: asyncio.Task | None = None
         self._closed = False
 
     _SETTINGS = frozenset({"name", "type", "namespace", "kubeconfig", "context", "inCluster", "inventory",
@@ -168,15 +169,35 @@ class KubernetesBackend:
             self._release(self._groups.pop(key).name, 0)
 
     async def events(self) -> AsyncIterator[InstanceEvent]:
-        await self._started()
+        # never fails: an unreachable cluster is retried in the background (and apply() says why)
+        if self._connector is None and not self._closed:
+            self._connector = asyncio.create_task(self._keep_connecting(), name=f"{self.name}-connect")
         async for event in self._hub.subscribe():
             yield event
+
+    async def stop_instances(self, version_id: str, instance_ids: list[str], *, graceful: bool = True) -> None:
+        """Mark the chosen (already drained) pods as the ones to go: they are LOST at once and
+        get the lowest pod-deletion-cost, so the scale-down that follows removes exactly them."""
+        api = await self._started()
+        for name in instance_ids:
+            pod = self._pods.get(name)
+            if pod is None or pod.last.version_id != version_id:
+                continue
+            pod.retired = True
+            self._announce_gone(name, pod, K.LOST, "scaled down")
+            try:
+                await api.annotate_pod(name, {m.DELETION_COST: "-1000000"})
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise BackendError(exc.message) from None
 
     def capacity(self) -> list[dict[str, Any]]:
         return self.inventory.capacity()
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._connector is not None:
+            self._tasks.append(self._connector)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -294,6 +315,17 @@ class KubernetesBackend:
                     asyncio.create_task(self._check_startups(), name=f"{self.name}-startups"),
                 ]
         return self._api
+
+    async def _keep_connecting(self) -> None:
+        backoff = self.retry_backoff
+        while True:
+            try:
+                await self._started()
+                return
+            except BackendError as exc:
+                log.warning("%s (retrying in %.1fs)", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
 
     async def _follow_pods(self) -> None:
         assert self._api is not None

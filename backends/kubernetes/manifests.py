@@ -24,6 +24,7 @@ FUNCTION_ID = "fngate.io/function-id"
 VERSION_ID = "fngate.io/version-id"
 GPU_SPEC_ID = "fngate.io/gpu-spec-id"
 INSTANCE_SET = "fngate.io/instance-set"  # the Deployment's own selector label
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"  # lowest goes first on scale-down
 SPEC_HASH = "fngate.io/spec-hash"  # annotation: what the Deployment was built from
 OWNER = "fngate"
 OWNED_SELECTOR = f"{MANAGED_BY}={OWNER}"

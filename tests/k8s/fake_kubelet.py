@@ -69,6 +69,7 @@ class FakeKubelet:
         self.stop_grace = stop_grace
         self.quota_message = ""  # when set, pod creation is refused with this message
         self._pods: dict[tuple[str, str], _Running] = {}
+        self._order: dict[str, int] = {}  # pod name -> creation sequence
         self._dirty = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
         api.on_change = self._dirty.set
@@ -154,7 +155,8 @@ class FakeKubelet:
         replicas = int(dep["spec"].get("replicas", 1))
         failure = ""
         if len(live) > replicas:
-            victims = sorted(live, key=lambda p: (self._is_ready(p), p["metadata"]["creationTimestamp"], p["metadata"]["resourceVersion"]))
+            # as the ReplicaSet controller: not-ready first, then the lowest pod-deletion-cost, then the newest
+            victims = sorted(live, key=lambda p: (self._is_ready(p), self._deletion_cost(p), -self._order.get(p["metadata"]["name"], 0)))
             for p in victims[: len(live) - replicas]:
                 self._delete_pod((ns, p["metadata"]["name"]))
             live = [p for p in live if p not in victims[: len(live) - replicas]]
@@ -173,6 +175,10 @@ class FakeKubelet:
             current = self.api.objects[("deployments", ns, name)]
             current["status"] = status
             self.api.put("deployments", ns, current, event="MODIFIED")
+
+    @staticmethod
+    def _deletion_cost(pod: dict) -> int:
+        return int((pod["metadata"].get("annotations") or {}).get("controller.kubernetes.io/pod-deletion-cost", 0))
 
     @staticmethod
     def _is_ready(pod: dict) -> bool:
@@ -197,6 +203,7 @@ class FakeKubelet:
                        "containerStatuses": [self._container_status(container, waiting=("ContainerCreating", ""))]},
         }
         pod["status"]["podIPs"] = [{"ip": pod["status"]["podIP"]}]
+        self._order[name] = len(self._order) + 1
         created = self.api.put("pods", ns, pod, event="ADDED")
         run = self._pods[(ns, name)] = _Running(ns, name)
         run.task = asyncio.create_task(self._run_pod(run))

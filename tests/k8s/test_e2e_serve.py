@@ -114,15 +114,17 @@ async def test_invoke_http_and_grpc_through_the_gateway(cluster, serve):
     await api.until_status(*rpc, "ACTIVE")
     auth = {"Authorization": f"Bearer {serve.admin_key}"}
     async with httpx.AsyncClient(timeout=10) as client:
-        r = await client.post(f"http://127.0.0.1:{serve.ready['http_port']}/echo", json={"hello": "pods"},
+        r = await client.post(f"http://127.0.0.1:{serve.ready['http_port']}/echo", content=b"x" * 100,
                               headers={**auth, "function-id": echo[0]})
         assert r.status_code == 200, r.text
-        assert "pods" in r.text
+        answer = r.json()
+        assert answer["bodySize"] == 100 and answer["env"]["NVCF_FUNCTION_ID"] == echo[0]
+        assert answer["env"]["NVCF_INSTANCE_ID"] in {p["metadata"]["name"] for p in pods_of(cluster, echo[1])}
     async with grpc.aio.insecure_channel(f"127.0.0.1:{serve.ready['grpc_port']}") as channel:
         reply = await grpc_echo_pb2_grpc.EchoStub(channel).Echo(
             grpc_echo_pb2.EchoRequest(message="hi"),
             metadata=(("function-id", rpc[0]), ("authorization", auth["Authorization"])), timeout=10)
-        assert "hi" in str(reply)
+        assert reply.message == "hi" and reply.metadata["function-id"] == rpc[0]
     for fid, vid in (echo, rpc):
         await api.call("DELETE", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}")
     await until(lambda: not cluster.pods(live=False) and not cluster.deployments())

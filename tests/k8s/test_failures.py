@@ -3,6 +3,8 @@ never-ready pods, API refusals and quota, and functions this backend cannot run.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from backends.base import BackendError, InstanceEventKind as K
@@ -105,4 +107,31 @@ async def test_objects_of_others_are_never_touched(cluster, k8s_backend):
     await t.until(lambda: len(t.ready_of("v1")) == 1)
     await k8s_backend.remove("v1")
     assert [d["metadata"]["name"] for d in cluster.deployments()] == ["someone-else"]
+    await t.close()
+
+
+async def test_scale_down_removes_the_pods_the_reconciler_drained(cluster, k8s_backend):
+    t = Tracker(k8s_backend)
+    spec = toy_spec()
+    await k8s_backend.apply(spec, 3)
+    await t.until(lambda: len(t.ready_of("v1")) == 3)
+    oldest = min(t.ready_of("v1"), key=lambda e: t.events.index(e)).instance_id  # a controller alone would keep it
+    await k8s_backend.stop_instances("v1", [oldest])
+    assert oldest not in t.ready, "routing stops before the pod goes"
+    await k8s_backend.apply(spec, 2)
+    for _ in range(100):  # the pod goes (graceful stop), and no other with it
+        if oldest not in {p["metadata"]["name"] for p in cluster.pods(live=False)}:
+            break
+        await asyncio.sleep(0.1)
+    assert oldest not in {p["metadata"]["name"] for p in cluster.pods(live=False)}
+    assert len(t.ready_of("v1")) == 2 and oldest not in t.ready
+    await t.close()
+
+
+async def test_an_unreachable_cluster_does_not_end_the_event_stream(tmp_path):
+    backend = KubernetesBackend("k8s", kubeconfig=str(tmp_path / "missing.yaml"), retry_backoff=0.05)
+    t = Tracker(backend)
+    await asyncio.sleep(0.3)
+    assert not t._task.done(), "events() keeps waiting (and retrying the connection) instead of failing"
+    await backend.aclose()
     await t.close()
