@@ -41,7 +41,22 @@ class LoadBoard:
             total.requests += v.requests
             total.cold_waiting += v.cold_waiting
             total.last_request_at = max(total.last_request_at, v.last_request_at)
+            for eid, n in v.endpoint_in_flight.items():
+                total.endpoint_in_flight[eid] = total.endpoint_in_flight.get(eid, 0) + n
         return total
+
+    def endpoint_in_flight(self, version_id: str, endpoint_id: str) -> int | None:
+        """Requests in flight on one endpoint over all live gateways, or None when no
+        gateway reports per-endpoint counts for the version."""
+        reported = False
+        total = 0
+        for report in self._live():
+            v = report.versions.get(version_id)
+            if v is None or not v.endpoint_in_flight:
+                continue
+            reported = True
+            total += v.endpoint_in_flight.get(endpoint_id, 0)
+        return total if reported else None
 
     def queue_depth(self, version_id: str) -> int:
         return self.version_load(version_id).queue_depth

@@ -209,6 +209,9 @@ class VersionLoad:
     cold_waiting: int = 0  # requests waiting because no instance is ready
     last_request_at: float = 0.0  # unix seconds of the newest invocation
     queued_ids: list[str] = field(default_factory=list)  # oldest first, at most 1000
+    # optional: endpoint id -> requests holding a slot on it, so a draining instance is
+    # stopped only once it is idle (absent: the control plane falls back to in_flight)
+    endpoint_in_flight: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

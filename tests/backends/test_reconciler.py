@@ -3,6 +3,7 @@ instance facts, failures become ERROR with healthInfo, undeploy cleans up."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -191,3 +192,29 @@ def _gone(store, key):
     async def check():
         return await store.get(R.DEPLOYMENTS, key) is None
     return check()
+
+
+async def test_scale_down_uses_per_endpoint_counts_when_gateways_report_them(fake_world):
+    store, fake, _, board = fake_world
+    spec = gpu_spec(1, 2)
+    fid, vid = await deploy(store, specs=[spec])
+    key = R.scale_key(vid, spec["gpuSpecificationId"])
+    await store.put(R.SCALE, key, {"replicas": 2})
+    await wait_for(lambda: _n(fake, vid, 2))
+    for i in fake.instance_ids(vid):
+        fake.make_ready(i)
+    await wait_status(store, fid, vid, "ACTIVE")
+    a, b = fake.instance_ids(vid)
+    busy = {a: 1, b: 1}
+    board.update(LoadReport("gw", time.time() + 3600, {vid: VersionLoad(in_flight=2, endpoint_in_flight=busy)}))
+    await store.put(R.SCALE, key, {"replicas": 1})
+    await wait_for(lambda: _docs(store, vid, draining=1), what="victim marked draining")
+    [victim] = [r.value["instanceId"] for r in await store.list(R.INSTANCES, vid + "/") if r.value.get("draining")]
+    survivor = b if victim == a else a
+    assert victim == b, "the newest ready instance is the one drained"
+    await asyncio.sleep(0.3)
+    assert len(fake.instance_ids(vid)) == 2
+    # the survivor stays busy; the victim goes idle: that is enough to stop it
+    board.update(LoadReport("gw", time.time() + 3600, {vid: VersionLoad(in_flight=1, endpoint_in_flight={survivor: 1, victim: 0})}))
+    await wait_for(lambda: _n(fake, vid, 1), what="idle victim stopped while the version is still busy")
+    assert fake.instance_ids(vid) == [survivor]
