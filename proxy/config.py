@@ -31,6 +31,7 @@ class GatewayConfig:
     pexec_max_results: int = 10_000
     pexec_max_result_bytes: int = 5 * 1024 * 1024
     max_header_bytes: int = 64 * 1024  # request head larger than this -> 431
+    h2_max_concurrent_streams: int = 1000  # per client HTTP/2 connection; streams past it get REFUSED_STREAM
     max_body_buffer: int = 256 * 1024  # per-exchange buffered bytes before reading pauses
     load_report_interval: float = 0.5
     grace: float = 10.0

@@ -32,6 +32,7 @@ from h2.errors import ErrorCodes
 
 from proxy.exchange import BodyBuffer, ClientGone, Exchange, Headers
 from proxy.headers import HOP_BY_HOP
+from proxy.h2_limits import RefusingH2Connection
 
 if TYPE_CHECKING:
     from proxy.config import GatewayConfig
@@ -119,7 +120,7 @@ class H2Server(asyncio.Protocol):
         self.forwarder = forwarder
         self.grpc = grpc
         self.transport: asyncio.Transport | None = None
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+        self.h2 = RefusingH2Connection(h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_inbound_headers=True))
         self.client_addr = ""
         self.streams: dict[int, Any] = {}  # stream id -> H2Exchange or gRPC call
@@ -146,7 +147,7 @@ class H2Server(asyncio.Protocol):
         self.client_addr = peer[0] if peer else ""
         s = h2.settings.SettingCodes
         self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
-            s.MAX_CONCURRENT_STREAMS: 1000, s.INITIAL_WINDOW_SIZE: _WINDOW,
+            s.MAX_CONCURRENT_STREAMS: self.config.h2_max_concurrent_streams, s.INITIAL_WINDOW_SIZE: _WINDOW,
             s.MAX_HEADER_LIST_SIZE: self.config.max_header_bytes})
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(_WINDOW * 4)

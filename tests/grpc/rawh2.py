@@ -36,12 +36,21 @@ class StreamResult:
         return None if value is None else int(value)
 
 
+class _LimitIgnoringConnection(H2Connection):
+    """Opens streams past the server's SETTINGS_MAX_CONCURRENT_STREAMS (a misbehaving client)."""
+
+    @property
+    def open_outbound_streams(self) -> int:
+        return 0
+
+
 class RawClient:
     """An h2c client connection driven by hand."""
 
-    def __init__(self, reader, writer) -> None:
+    def __init__(self, reader, writer, ignore_stream_limit: bool = False) -> None:
         self.reader, self.writer = reader, writer
-        self.h2 = H2Connection(H2Configuration(client_side=True, header_encoding="utf-8"))
+        cls = _LimitIgnoringConnection if ignore_stream_limit else H2Connection
+        self.h2 = cls(H2Configuration(client_side=True, header_encoding="utf-8"))
         self.streams: dict[int, StreamResult] = {}
         self.closed = asyncio.get_running_loop().create_future()
         self.h2.initiate_connection()
@@ -49,9 +58,15 @@ class RawClient:
         self._task = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
-    async def connect(cls, port: int) -> "RawClient":
+    async def connect(cls, port: int, ignore_stream_limit: bool = False) -> "RawClient":
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer)
+        client = cls(reader, writer, ignore_stream_limit)
+        await asyncio.sleep(0.05)  # let the server's SETTINGS arrive
+        return client
+
+    def send(self, result: "StreamResult", data: bytes, end: bool = True) -> None:
+        self.h2.send_data(result.stream_id, data, end_stream=end)
+        self.flush()
 
     def flush(self) -> None:
         self.writer.write(self.h2.data_to_send())

@@ -182,3 +182,49 @@ async def test_finished_calls_leave_nothing_on_the_client_connection(instances):
     finally:
         await client.close()
         await gw.stop(grace=1.0)
+
+
+async def test_streams_past_the_concurrency_limit_are_refused_one_by_one(instances):
+    from proxy.config import GatewayConfig
+    from proxy.routing import SnapshotHolder
+    from proxy.server import Gateway
+    from tests.grpc.conftest import closed_port
+    from tests.grpc.gateway import build_table
+
+    holder = SnapshotHolder()
+    holder.publish(build_table(1, instances["grpcio"].port, instances["grpclib"].port, closed_port()))
+    gw = Gateway(GatewayConfig(http_port=0, grpc_port=0, admin_port=None, h2_max_concurrent_streams=3), holder, "gw-limit")
+    await gw.start()
+    client = await RawClient.connect(gw.grpc_port, ignore_stream_limit=True)
+    message = grpc_frame(pb.EchoRequest(message="m").SerializeToString())
+    try:
+        open_calls = [client.start(grpc_headers(ECHO, extra=metadata(F_IO)), end=False) for _ in range(3)]
+        refused = client.start(grpc_headers(ECHO, extra=metadata(F_IO)), end=False)
+        await asyncio.wait_for(refused.done, 5)
+        assert refused.reset_code == 7  # REFUSED_STREAM: safe for the client to retry
+        for call in open_calls:  # the streams within the limit are unaffected
+            client.send(call, message)
+            await asyncio.wait_for(call.done, 5)
+            assert call.grpc_status == 0
+        again = client.start(grpc_headers(ECHO, extra=metadata(F_IO)), message)
+        await asyncio.wait_for(again.done, 5)
+        assert again.grpc_status == 0
+    finally:
+        await client.close()
+        await gw.stop(grace=1.0)
+
+
+async def test_oversized_metadata_closes_only_that_connection(gateway):
+    bystander = await RawClient.connect(gateway.port)
+    offender = await RawClient.connect(gateway.port)
+    message = grpc_frame(pb.EchoRequest(message="m").SerializeToString())
+    try:
+        slow = bystander.start(grpc_headers(ECHO, extra=metadata(F_IO)), end=False)
+        offender.start(grpc_headers(ECHO, extra=[*metadata(F_IO), ("x-huge", "~" * 70_000)]), message)
+        await asyncio.wait_for(offender.closed, 5)  # GOAWAY: HPACK state cannot be trusted any more
+        bystander.send(slow, message)
+        await asyncio.wait_for(slow.done, 5)
+        assert slow.grpc_status == 0
+    finally:
+        await offender.close()
+        await bystander.close()

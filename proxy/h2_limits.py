@@ -1,0 +1,37 @@
+"""An h2 server connection that refuses one stream, not the whole connection, when a
+client opens more than SETTINGS_MAX_CONCURRENT_STREAMS.
+
+RFC 9113 5.1.2 allows either a stream error (PROTOCOL_ERROR or REFUSED_STREAM) or a
+connection error; h2 chooses the connection error, which would fail every other call
+on a multiplexed gRPC connection because of one eager client. Here the excess HEADERS
+block is still decoded (HPACK state is shared by the connection and must stay in
+step), the stream is recorded as reset by us, and RST_STREAM(REFUSED_STREAM) tells
+the client it may retry it. Later frames on that stream are then handled by h2's own
+closed-stream rules (DATA credit returned, RST_STREAM).
+"""
+
+from __future__ import annotations
+
+from h2.connection import H2Connection, _decode_headers
+from h2.errors import ErrorCodes
+from h2.stream import StreamClosedBy
+from hyperframe.frame import RstStreamFrame
+
+
+class RefusingH2Connection(H2Connection):
+    def _receive_headers_frame(self, frame):  # type: ignore[override]
+        sid = frame.stream_id
+        if (
+            not self.config.client_side
+            and sid not in self.streams
+            and sid % 2 == 1
+            and sid > self.highest_inbound_stream_id
+            and self.open_inbound_streams + 1 > self.local_settings.max_concurrent_streams
+        ):
+            _decode_headers(self.decoder, frame.data)
+            self.highest_inbound_stream_id = sid
+            self._closed_streams[sid] = StreamClosedBy.SEND_RST_STREAM
+            refuse = RstStreamFrame(sid)
+            refuse.error_code = ErrorCodes.REFUSED_STREAM
+            return [refuse], []
+        return super()._receive_headers_frame(frame)
