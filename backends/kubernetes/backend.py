@@ -27,19 +27,9 @@ from ..hub import EventHub
 from ..inventory import Inventory, PlacementError
 from . import manifests as m
 from ._api import KubeApi, KubeError, connect
-from .pods import PodView, view
+from .instances import PodInstances
 
 log = logging.getLogger("fngate.backends.kubernetes")
-
-
-@dataclass(eq=False)
-class _Pod:
-    first_seen: float
-    last: PodView
-    announced: K | None = None  # the outstanding STARTING/READY, if any
-    ever_ready: bool = False
-    failed: bool = False
-    retired: bool = False  # its version was removed: LOST already reported, stay quiet
 
 
 @dataclass(eq=False)
@@ -87,12 +77,11 @@ class KubernetesBackend:
         self.retry_backoff = retry_backoff
         self._api = api
         self._hub = EventHub()
-        self._pods: dict[str, _Pod] = {}
+        self._instances = PodInstances(self._hub)
         self._groups: dict[tuple[str, str], _Group] = {}
         self._holders: dict[str, set[str]] = {}  # Deployment name -> its inventory holders
         self._tasks: list[asyncio.Task] = []
         self._start_lock = asyncio.Lock()
-        self._synced = asyncio.Event()
         self._connector: asyncio.Task | None = None
         self._closed = False
 
@@ -152,10 +141,7 @@ class KubernetesBackend:
     async def remove(self, version_id: str, *, graceful: bool = True) -> None:
         api = await self._started()
         # routing stops first: every pod of the version is LOST before anything is deleted
-        for pod_name, pod in self._pods.items():
-            if pod.last.version_id == version_id and not pod.retired:
-                pod.retired = True
-                self._announce_gone(pod_name, pod, K.LOST, "function version removed")
+        self._instances.retire_version(version_id, "function version removed")
         selector = m.version_selector(version_id)
         try:
             names = {d["metadata"]["name"] for d in await api.list_deployments(selector)}
@@ -180,11 +166,9 @@ class KubernetesBackend:
         get the lowest pod-deletion-cost, so the scale-down that follows removes exactly them."""
         api = await self._started()
         for name in instance_ids:
-            pod = self._pods.get(name)
-            if pod is None or pod.last.version_id != version_id:
+            if self._instances.version_of(name) != version_id:
                 continue
-            pod.retired = True
-            self._announce_gone(name, pod, K.LOST, "scaled down")
+            self._instances.retire(name, "scaled down")
             try:
                 await api.annotate_pod(name, {m.DELETION_COST: "-1000000"})
             except KubeError as exc:
@@ -208,16 +192,7 @@ class KubernetesBackend:
 
     # -- introspection (CLI, tests) ----------------------------------------------------------
     def instances(self, version_id: str | None = None) -> list[dict[str, Any]]:
-        return [
-            {"instanceId": n, "versionId": p.last.version_id, "podIP": p.last.ip, "port": p.last.port,
-             "ready": p.announced is K.READY, "phase": p.last.phase, "problem": p.last.problem}
-            for n, p in self._pods.items() if version_id in (None, p.last.version_id)
-        ]
-
-    async def synced(self) -> None:
-        """Wait until the first pod list has been read."""
-        await self._started()
-        await self._synced.wait()
+        return self._instances.describe(version_id)
 
     async def _converge(self, api: KubeApi, spec: InstanceSpec, body: dict[str, Any], attempts: int = 4) -> None:
         """Create the Deployment, replace it when the spec changed, or patch `replicas`.
@@ -334,8 +309,7 @@ class KubernetesBackend:
             try:
                 if not rv:
                     pods, rv = await self._api.list_pods(m.OWNED_SELECTOR)
-                    self._resync(pods)
-                    self._synced.set()
+                    self._instances.resync(pods)
                 began, seen = time.monotonic(), 0
                 async for event in self._api.watch_pods(m.OWNED_SELECTOR, rv, timeout_s=self.watch_timeout):
                     kind, obj = event.get("type"), event.get("object") or {}
@@ -346,7 +320,7 @@ class KubernetesBackend:
                     rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
                     seen += 1
                     if kind != "BOOKMARK":
-                        self._on_pod(kind, obj)
+                        self._instances.on_event(kind, obj)
                 if rv and not seen and time.monotonic() - began < 1.0:
                     await asyncio.sleep(backoff)  # a server that ends watches at once: do not spin
                 backoff = self.retry_backoff
@@ -358,73 +332,19 @@ class KubernetesBackend:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 
-    def _resync(self, pods: list[dict[str, Any]]) -> None:
-        listed = set()
-        for pod in pods:
-            listed.add((pod.get("metadata") or {}).get("name", ""))
-            self._on_pod("MODIFIED", pod)
-        for name in [n for n in self._pods if n not in listed]:
-            self._on_pod("DELETED", None, name)
-
-    def _on_pod(self, kind: str | None, obj: dict[str, Any] | None, name: str = "") -> None:
-        if kind == "DELETED":
-            name = name or ((obj or {}).get("metadata") or {}).get("name", "")
-            pod = self._pods.pop(name, None)
-            if pod is not None and not pod.retired:
-                self._announce_gone(name, pod, K.LOST, "pod deleted")
-            return
-        v = view(obj or {})
-        pod = self._pods.get(v.name)
-        if pod is None:
-            pod = self._pods[v.name] = _Pod(time.monotonic(), v, retired=v.terminating)
-        before, pod.last = pod.last, v
-        if pod.retired:
-            return
-        if v.ready:
-            if pod.announced is not K.READY or (before.ip, before.port) != (v.ip, v.port):
-                pod.announced, pod.ever_ready, pod.failed = K.READY, True, False
-                self._emit(K.READY, v.name, v)
-            return
-        if pod.announced is K.READY:
-            self._announce_gone(v.name, pod, K.LOST, v.problem)
-        if v.phase in ("Failed", "Succeeded") or v.terminating:
-            if pod.announced is K.STARTING:
-                self._announce_gone(v.name, pod, K.LOST if pod.ever_ready else K.FAILED, v.problem)
-                pod.failed = not pod.ever_ready
-            return
-        if pod.announced is None and not pod.failed:
-            pod.announced = K.STARTING
-            self._emit(K.STARTING, v.name, v)
-
-    def _announce_gone(self, name: str, pod: _Pod, kind: K, detail: str) -> None:
-        if pod.announced is not None or kind is K.FAILED:
-            pod.announced = None
-            self._emit(kind, name, pod.last, detail)
-
-    def _emit(self, kind: K, name: str, v: PodView, detail: str = "") -> None:
-        ready = kind is K.READY
-        self._hub.emit(InstanceEvent(kind, v.version_id, name, v.ip if ready else "", v.port if ready else 0, detail, v.gpu_spec_id))
-
     async def _check_startups(self) -> None:
         """FAILED for pods that never became ready in time, and for Deployments whose
         pods cannot even be created (quota, admission): the reasons become healthInfo."""
         interval = max(0.2, min(5.0, self.startup_timeout / 4))
         while True:
             await asyncio.sleep(interval)
-            now = time.monotonic()
-            for name, pod in list(self._pods.items()):
-                if pod.announced is K.STARTING and not pod.ever_ready and now - pod.first_seen > self.startup_timeout:
-                    pod.failed = True
-                    self._announce_gone(
-                        name, pod, K.FAILED,
-                        f"instance did not become ready within {self.startup_timeout:g}s: {pod.last.problem}",
-                    )
-            await self._check_deployments(now)
+            self._instances.fail_overdue(self.startup_timeout)
+            await self._check_deployments(time.monotonic())
 
     async def _check_deployments(self, now: float) -> None:
         assert self._api is not None
         for (version_id, gpu_spec_id), group in list(self._groups.items()):
-            have = sum(1 for p in self._pods.values() if p.last.version_id == version_id and p.last.gpu_spec_id == gpu_spec_id)
+            have = self._instances.count(version_id, gpu_spec_id)
             if group.replicas == 0 or have >= group.replicas or now - group.applied_at < 1.0:
                 continue
             try:
