@@ -44,6 +44,20 @@ def test_printed_commands_invoke_each_sample(fngate_serve):
     assert events.count("data: ") > 2 and "data: [DONE]" in events
     assert "hello" in sh(grpc)
 
+    # fngate invoke over HTTP and SSE, and the instance logs of a version
+    gateway = f"--gateway http://127.0.0.1:{sp.ready['http_port']}"
+    ids = dict(re.findall(r"(echo|sse|grpc-echo) ([0-9a-f-]{36}) ACTIVE", summary))
+    assert '"method": "POST"' in sh(f"fngate invoke {ids['echo']} {gateway} --path /echo -d hi").replace('"method":"POST"', '"method": "POST"')
+    streamed = sh(f"fngate invoke {ids['sse']} {gateway} --path /v1/chat/completions --sse "
+                  """-d '{"messages":[{"role":"user","content":"hi"}],"stream":true,"tokens":3}'""")
+    assert streamed.count("data: ") == 4 and streamed.rstrip().endswith("data: [DONE]")
+    failed = subprocess.run(["bash", "-c", f"fngate invoke 00000000-0000-0000-0000-000000000000 {gateway} -d x"],
+                            env=env, cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert failed.returncode == 1 and "HTTP 404" in failed.stderr
+    headers = {"Authorization": f"Bearer {sp.admin_key}"}
+    echo_vid = httpx.get(f"{sp.api_url}/v2/nvcf/functions/{ids['echo']}/versions", headers=headers).json()["functions"][0]["versionId"]
+    assert "echo listening on" in sh(f"fngate instance logs {echo_vid} --data-dir {sp.data_dir}")
+
     # a second start on the same data dir reuses the samples instead of registering them again
     assert sp.stop() == 0
     again = fngate_serve(samples=True, data_dir=sp.data_dir)
