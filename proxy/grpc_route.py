@@ -1,58 +1,33 @@
 """Which function version a gRPC call is for, and whether its key may invoke it.
 
 Reads only the routing snapshot (a plain attribute read): metadata `function-id` and
-optional `function-version-id` first, then the `:authority` host labels
-(`{function}.…` or `{version}.{function}.…`), and `authorization: Bearer <key>`
-checked against the published key digests. Every refusal is a GrpcError with the
-status a gRPC client expects.
+optional `function-version-id` first, then the `:authority` host as for HTTP
+(`{function}.invocation.…` or `{version}.{function}.invocation.…`). The key check is
+the HTTP one (proxy.lookup.KeyChecker); only the answers for versions that cannot be
+invoked differ, since a gRPC client expects UNAVAILABLE (retry later) or
+FAILED_PRECONDITION rather than HTTP's 404. Every refusal carries its grpc_status.
 """
 
 from __future__ import annotations
 
 import random
-import time
-import uuid
 
 from proxy.grpc import GrpcError, Status
-from proxy.routing import RoutingTable, VersionRoute, key_digest
+from proxy.lookup import KeyChecker, target_from_host
+from proxy.routing import RoutingTable, VersionRoute
 
-INVOKE_SCOPE = "invoke_function"
 _TRANSIENT_STATES = frozenset({"DEPLOYING"})  # not invokable yet, but soon: retrying makes sense
-
-
-def _is_uuid(label: str) -> bool:
-    try:
-        uuid.UUID(label)
-    except ValueError:
-        return False
-    return len(label) == 36
+_KEYS = KeyChecker()
 
 
 def target_from(function_id: str | None, version_id: str | None, authority: str | None) -> tuple[str, str | None]:
     """(function id, version id or None) from metadata, else from the host labels."""
     if function_id:
         return function_id, version_id or None
-    if authority:
-        labels = authority.rsplit(":", 1)[0].split(".") if not authority.startswith("[") else []
-        if len(labels) >= 2 and _is_uuid(labels[0]) and _is_uuid(labels[1]):
-            return labels[1], labels[0]
-        if labels and _is_uuid(labels[0]):
-            return labels[0], None
-    raise GrpcError(Status.INVALID_ARGUMENT, "missing function-id metadata")
-
-
-def authenticate(table: RoutingTable, authorization: str | None, function_id: str) -> None:
-    if not authorization:
-        raise GrpcError(Status.UNAUTHENTICATED, "missing authorization metadata")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise GrpcError(Status.UNAUTHENTICATED, "authorization must be 'Bearer <api key>'")
-    grant = table.keys.get(key_digest(token.strip()))
-    now = time.time()
-    if grant is None or (grant.expires_at is not None and now >= grant.expires_at):
-        raise GrpcError(Status.UNAUTHENTICATED, "invalid or expired API key")
-    if not grant.allows(INVOKE_SCOPE, function_id, now):
-        raise GrpcError(Status.PERMISSION_DENIED, f"API key may not invoke function {function_id}")
+    hit = target_from_host(authority) if authority else None
+    if hit is None:
+        raise GrpcError(Status.INVALID_ARGUMENT, "missing function-id metadata")
+    return hit
 
 
 def resolve(table: RoutingTable, function_id: str, version_id: str | None) -> VersionRoute:
@@ -80,12 +55,13 @@ def _not_invokable(routes: tuple[VersionRoute, ...]) -> GrpcError:
     return GrpcError(Status.FAILED_PRECONDITION, what + ": not invokable")
 
 
-def route_call(table: RoutingTable, metadata: dict[str, str]) -> VersionRoute:
+def route_call(table: RoutingTable, metadata: dict[str, str], keys: KeyChecker = _KEYS) -> VersionRoute:
     """Authenticate and resolve one call from its request headers (lower-case names)."""
     function_id, version_id = target_from(
         metadata.get("function-id"), metadata.get("function-version-id"), metadata.get(":authority")
     )
-    authenticate(table, metadata.get("authorization"), function_id)
+    authorization = metadata.get("authorization")
+    keys.check(table, None if authorization is None else authorization.encode("latin-1"), function_id)
     route = resolve(table, function_id, version_id)
     if not route.grpc:
         raise GrpcError(Status.FAILED_PRECONDITION, f"function {function_id} is not a gRPC function")
