@@ -25,8 +25,7 @@ def spec(n: int) -> dict:
                                           "minInstances": n, "maxInstances": n, "maxRequestConcurrency": 4}]}
 
 
-@pytest.fixture
-async def serve(cluster, tmp_path):
+def write_config(cluster, tmp_path):
     config = tmp_path / "fngate.yaml"
     config.write_text(yaml.safe_dump({
         "reconciler": {"resyncInterval": 1, "drainTimeout": 2},
@@ -34,6 +33,12 @@ async def serve(cluster, tmp_path):
                       "namespace": cluster.namespace, "startupTimeout": 30,
                       "inventory": {"gpus": {"L40S": 8}, "instanceTypes": [{"name": "NCP.GPU.L40S_1x", "gpu": "L40S"}]}}],
     }))
+    return config
+
+
+@pytest.fixture
+async def serve(cluster, tmp_path):
+    config = write_config(cluster, tmp_path)
     sp = await asyncio.to_thread(start_serve, tmp_path / "fngate", "--config", str(config))
     yield sp
     await asyncio.to_thread(sp.stop)
@@ -129,3 +134,39 @@ async def test_invoke_http_and_grpc_through_the_gateway(cluster, serve):
         await api.call("DELETE", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}")
     await until(lambda: not cluster.pods(live=False) and not cluster.deployments())
     await api.http.aclose()
+
+
+async def test_replicas_sharing_redis_agree_on_the_cluster(cluster, tmp_path, redis_url):
+    """The deploy/kubernetes topology: several fngate replicas on one Redis store and one
+    cluster. Each replica's gateway reaches the pods; their control loops do not fight."""
+    config = write_config(cluster, tmp_path)
+    env = {"FNGATE_ADMIN_KEY": "replicated-admin-key-0123456789abcdef"}
+    replicas = [await asyncio.to_thread(start_serve, tmp_path / f"fngate-{i}", "--config", str(config),
+                                        "--store", redis_url, env=env) for i in range(2)]
+    try:
+        a, b = Api(replicas[0]), Api(replicas[1])
+        fid, vid = await a.create_and_deploy(ECHO, 2)
+        await b.until_status(fid, vid, "ACTIVE")
+        await until(lambda: len(pods_of(cluster, vid, ready=True)) == 2)
+        pods = {p["metadata"]["name"] for p in pods_of(cluster, vid)}
+        async with httpx.AsyncClient(timeout=10) as client:
+            for sp in replicas:
+                for _ in range(100):  # each replica's routing snapshot catches up on its own
+                    r = await client.post(f"http://127.0.0.1:{sp.ready['http_port']}/echo", content=b"hi",
+                                          headers={"Authorization": f"Bearer {env['FNGATE_ADMIN_KEY']}", "function-id": fid})
+                    if r.status_code == 200:
+                        break
+                    await asyncio.sleep(0.1)
+                assert r.status_code == 200, r.text
+                assert r.json()["env"]["NVCF_INSTANCE_ID"] in pods
+        await asyncio.sleep(2)  # a few reconciler resyncs later: still the same two pods
+        assert {p["metadata"]["name"] for p in pods_of(cluster, vid)} == pods
+        assert [d["spec"]["replicas"] for d in cluster.deployments()] == [2]
+        await b.call("DELETE", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}")
+        await a.until_status(fid, vid, "INACTIVE")
+        await until(lambda: not cluster.pods(live=False) and not cluster.deployments())
+        await a.http.aclose()
+        await b.http.aclose()
+    finally:
+        for sp in replicas:
+            await asyncio.to_thread(sp.stop)
