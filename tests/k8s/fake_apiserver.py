@@ -90,8 +90,9 @@ class _Watch:
 class FakeApiServer:
     """State and the HTTP app. `kubelet` (set by FakeCluster) is told about changes."""
 
-    def __init__(self, *, token: str = "fake-token") -> None:
+    def __init__(self, *, token: str = "fake-token", history_limit: int = 5000) -> None:
         self.token = token
+        self.history_limit = history_limit  # like etcd compaction: older resourceVersions get 410
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}  # (resource, namespace, name)
         self.rv = 0
         self.history: list[tuple[int, str, str, dict[str, Any]]] = []  # (rv, resource, type, object)
@@ -161,6 +162,9 @@ class FakeApiServer:
     def _publish(self, resource: str, kind: str, obj: dict[str, Any]) -> None:
         snapshot = copy.deepcopy(obj)
         self.history.append((self.rv, resource, kind, snapshot))
+        if len(self.history) > self.history_limit:
+            del self.history[: len(self.history) // 2]
+            self.oldest_rv = self.history[0][0]
         for w in self.watches:
             if w.resource == resource and w.namespace == obj["metadata"]["namespace"] and \
                     selector_matches(w.selector, obj["metadata"].get("labels") or {}):

@@ -76,3 +76,17 @@ async def test_watch_errors_back_off_and_recover(cluster, k8s_backend):
     await k8s_backend.apply(toy_spec(), 2)
     await t.until(lambda: len(t.ready_of("v1")) == 2)
     await t.close()
+
+
+async def test_compaction_by_volume_also_leads_to_a_relist(cluster, k8s_backend):
+    t = await ready_pods(k8s_backend, cluster, 1)
+    lists = count(cluster, "list")
+    cluster.api.history_limit = 4
+    cluster.api.drop_watches()
+    # enough writes while the watch reconnects that its resourceVersion is compacted away
+    for i in range(12):
+        cluster.api.put("secrets", cluster.namespace, {"metadata": {"name": f"noise-{i}"}}, event="ADDED")
+    await k8s_backend.apply(toy_spec(), 2)
+    await t.until(lambda: len(t.ready_of("v1")) == 2)
+    assert count(cluster, "list") > lists
+    await t.close()
