@@ -8,6 +8,7 @@ and the API's own Status message.
 
 from __future__ import annotations
 
+import os
 from typing import Any, AsyncIterator
 
 import orjson
@@ -44,7 +45,8 @@ async def connect(*, kubeconfig: str | None = None, context: str | None = None, 
     if in_cluster:
         config.load_incluster_config(client_configuration=cfg)
     else:
-        await config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
+        path = os.path.expanduser(kubeconfig) if kubeconfig else None  # None: $KUBECONFIG or ~/.kube/config
+        await config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
     return client.ApiClient(configuration=cfg)
 
 
