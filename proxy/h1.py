@@ -111,7 +111,7 @@ class H1Exchange(Exchange):
 class H1Server(asyncio.Protocol):
     __slots__ = ("config", "forwarder", "transport", "parser", "client_addr", "closed", "write_paused",
                  "_drain", "_url", "_headers", "_head_bytes", "_parsing", "_pending", "_current",
-                 "_timer", "_read_paused", "http11")
+                 "_timer", "_timer_at", "_deadline", "_loop", "_read_paused", "http11")
 
     def __init__(self, config: "GatewayConfig", forwarder: "Forwarder") -> None:
         self.config = config
@@ -129,12 +129,16 @@ class H1Server(asyncio.Protocol):
         self._pending: deque[H1Exchange] = deque()  # pipelined, waiting for their turn
         self._current: H1Exchange | None = None  # the one being answered
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._deadline = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._read_paused = False
         self.http11 = True
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         self.client_addr = peer[0] if peer else ""
         self._arm(self.config.client_header_timeout)
@@ -153,6 +157,9 @@ class H1Server(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for ex in (self._current, self._parsing, *self._pending):
             if ex is not None and not ex.finished:
                 ex.client_gone()
@@ -249,7 +256,7 @@ class H1Server(asyncio.Protocol):
             self._disarm()
         else:
             self._arm(self.config.client_body_idle_timeout)
-        asyncio.get_running_loop().create_task(self.forwarder.handle(ex))
+        self._loop.create_task(self.forwarder.handle(ex))
 
     def exchange_done(self, ex: H1Exchange) -> None:
         if self.closed:
@@ -295,18 +302,34 @@ class H1Server(asyncio.Protocol):
                                  b"connection: close\r\n\r\n%s" % (ctype, len(body), body))
         self.close()
 
+    # One timer per connection, moved by setting a deadline: re-arming per request costs
+    # an attribute store, and the timer re-schedules itself only when it fires early.
     def _arm(self, delay: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(delay, self._timed_out)
+        loop = self._loop
+        deadline = loop.time() + delay
+        self._deadline = deadline
+        if self._timer is None or deadline < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = loop.call_at(deadline, self._check_deadline)
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = 0.0
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if not deadline or self.closed:
+            return
+        if self._loop.time() < deadline:
+            self._timer_at = deadline
+            self._timer = self._loop.call_at(deadline, self._check_deadline)
+            return
+        self._deadline = 0.0
+        self._timed_out()
 
     def _timed_out(self) -> None:
-        self._timer = None
         ex = self._current
         if ex is not None and ex.request_done:
             return  # the instance is working: its timeouts are the forwarder's business
@@ -321,6 +344,9 @@ class H1Server(asyncio.Protocol):
         if not self.closed:
             self.closed = True
             self._disarm()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             self.transport.close()
             for ex in (self._current, self._parsing, *self._pending):
                 if ex is not None and not ex.finished:
