@@ -5,7 +5,8 @@ system quietly receives less load. A scheduler user here instead issues arrivals
 fixed times (`rate_per_user` per second) and runs each one on its own greenlet, at most
 `max_inflight` at once. An arrival due while that many are still in flight is not sent;
 it is recorded as a failed `DROPPED` entry (k6's `dropped_iterations`), so the SLI
-evaluation sees that the target could not keep up.
+evaluation sees that the target could not keep up. When the run ends, arrivals stop and
+those in flight may finish (within Locust's `--stop-timeout`) so they are recorded.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 
 import gevent
 from gevent.pool import Pool
+from locust.user.task import LOCUST_STATE_STOPPING
 
 from .checks import DROPPED, Failed
 
@@ -29,18 +31,20 @@ class ArrivalRate:
             raise ValueError("open-loop scenarios need FNGATE_LT_RATE_PER_USER > 0")
         interval = 1.0 / rate
         pool = Pool(max(1, min(self.knobs.max_inflight, getattr(self, "concurrency", 10))))
-        self._arrival_pool = pool
         due = time.perf_counter()
         try:
             while True:
                 delay = due - time.perf_counter()
                 if delay > 0:
                     gevent.sleep(delay)
+                if self._state == LOCUST_STATE_STOPPING:  # the run is over: no new arrivals
+                    break
                 if pool.full():
                     self._drop()
                 else:
                     pool.spawn(self.invoke)
                 due += interval
+            pool.join()
         finally:
             pool.kill(block=False)
 

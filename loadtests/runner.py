@@ -29,6 +29,7 @@ from .scenarios import SCENARIOS, SMOKE_OVERRIDES, SMOKE_SECONDS, Scenario
 
 RATE_PER_PROCESS = 3000.0  # arrivals/s one Locust process issues comfortably (it tops out near 7,700 here)
 USERS_PER_PROCESS = 500  # closed-loop users per Locust process before it spends its core on scheduling
+STOP_TIMEOUT = 10.0  # at the end, calls in flight may finish (and be counted) for this long
 EXIT_SLI_FAILED = 1
 EXIT_RUN_FAILED = 2
 _PLOT_LOCK = threading.Lock()  # pyplot keeps global state: one figure at a time
@@ -127,6 +128,7 @@ def make_plan(scenario: Scenario, target: Target, opts: Options, *, smoke: bool 
         if value is not None:
             knob_values[name] = value
     duration = opts.duration or (SMOKE_SECONDS if smoke else scenario.duration)
+    duration = max(duration, float(overrides.get("min_duration", 0)))
     ids = target.function_ids
     if scenario.needs in ("http", "pexec") and not ids and not target.direct:
         raise LoadTestError(f"scenario {scenario.name} needs --function-id (an HTTP function such as the echo sample)")
@@ -177,7 +179,7 @@ def locust_command(plan: Plan, host: str, prefix: Path) -> list[str]:
     cmd = [sys.executable, "-m", "locust", "-f", str(plan.scenario.path), "--headless",
            "--host", host, "-u", str(plan.users), "-r", f"{plan.spawn_rate:g}", "-t", f"{math.ceil(plan.duration)}s",
            "--csv", str(prefix), "--csv-full-history", "--html", f"{prefix}.html",
-           "--exit-code-on-error", "0", "--stop-timeout", "0", "--loglevel", "WARNING"]  # fmt: skip
+           "--exit-code-on-error", "0", "--stop-timeout", f"{STOP_TIMEOUT:g}", "--loglevel", "WARNING"]  # fmt: skip
     if plan.workers > 1:
         cmd += ["--processes", str(plan.workers)]
     return cmd
@@ -203,11 +205,11 @@ def run_locust(plan: Plan, target: Target, results: Path) -> Path:
         proc = subprocess.Popen(locust_command(plan, host, prefix), stdout=log, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)  # fmt: skip
         try:
-            code = proc.wait(timeout=plan.duration + 90)
+            code = proc.wait(timeout=plan.duration + STOP_TIMEOUT + 90)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            raise LoadTestError(f"locust did not stop within {plan.duration + 90:.0f}s (log: {log_path})") from None
+            raise LoadTestError(f"locust did not stop in time (log: {log_path})") from None
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)

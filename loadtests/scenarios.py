@@ -66,5 +66,5 @@ SMOKE_OVERRIDES: dict[str, dict[str, object]] = {
     "large-response": {"users": 2, "response_size": 256 * KIB},
     "sse": {"users": 2, "stream_length": 8, "delay": 0.01},
     "grpc": {"users": 2},
-    "pexec": {"users": 2, "delay": 1.2, "poll_seconds": 1},
+    "pexec": {"users": 2, "delay": 1.2, "poll_seconds": 1, "min_duration": 7.0},  # each call takes > 1 s
 }
