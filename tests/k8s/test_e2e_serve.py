@@ -82,6 +82,15 @@ def pods_of(cluster, vid: str, *, ready: bool = False) -> list[dict]:
 
 async def test_deploy_degrade_recover_scale_undeploy(cluster, serve):
     api = Api(serve)
+    # an API refusal is the function's ERROR, with the API's message as healthInfo
+    cluster.api.inject_error("create", "deployments", 403, 'deployments.apps is forbidden: exceeded quota: team-gpus')
+    bad = await api.create_and_deploy({**ECHO, "name": "k8s-refused"}, 1)
+    await api.until_status(*bad, "ERROR")
+    dep = (await api.call("GET", f"/v2/nvcf/deployments/functions/{bad[0]}/versions/{bad[1]}"))["deployment"]
+    assert any("403: deployments.apps is forbidden: exceeded quota" in h["error"] and h["backend"] == "k8s"
+               for h in dep["healthInfo"])
+    await api.call("DELETE", f"/v2/nvcf/deployments/functions/{bad[0]}/versions/{bad[1]}")
+
     fid, vid = await api.create_and_deploy(ECHO, 2)
     await api.until_status(fid, vid, "ACTIVE")
     [dep] = cluster.deployments()
