@@ -150,9 +150,13 @@ async def test_replicas_sharing_redis_agree_on_the_cluster(cluster, tmp_path, re
     cluster. Each replica's gateway reaches the pods; their control loops do not fight."""
     config = write_config(cluster, tmp_path)
     env = {"FNGATE_ADMIN_KEY": "replicated-admin-key-0123456789abcdef"}
-    replicas = [await asyncio.to_thread(start_serve, tmp_path / f"fngate-{i}", "--config", str(config),
-                                        "--store", redis_url, env=env) for i in range(2)]
+    started = await asyncio.gather(*(asyncio.to_thread(start_serve, tmp_path / f"fngate-{i}", "--config", str(config),
+                                                       "--store", redis_url, env=env) for i in range(2)),
+                                   return_exceptions=True)
+    replicas = [sp for sp in started if isinstance(sp, ServeProcess)]
     try:
+        for failure in (sp for sp in started if isinstance(sp, BaseException)):
+            raise failure
         a, b = Api(replicas[0]), Api(replicas[1])
         fid, vid = await a.create_and_deploy(ECHO, 2)
         await b.until_status(fid, vid, "ACTIVE")
