@@ -99,6 +99,24 @@ def _num(value: str) -> float | None:
         return None
 
 
+def _per_second(seconds: list[int], rows: list[dict[str, str]]) -> tuple[list[int], list[float], list[float]]:
+    """Completed requests and failures per second, from the growth of the running totals.
+
+    (Locust's own Requests/s column is a 10 s moving average, which smears ramps.)
+    """
+    times, done, failed = [], [], []
+    prev_t, prev_n, prev_f = None, 0.0, 0.0
+    for t, r in zip(seconds, rows):
+        n, f = _num(r["Total Request Count"]) or 0.0, _num(r["Total Failure Count"]) or 0.0
+        if prev_t is not None and t > prev_t:
+            times.append(t)
+            done.append((n - prev_n) / (t - prev_t))
+            failed.append((f - prev_f) / (t - prev_t))
+        if prev_t is None or t > prev_t:
+            prev_t, prev_n, prev_f = t, n, f
+    return times, done, failed
+
+
 def plot(history_csv: Path, results: Path, title: str) -> list[Path]:
     """latency.png and throughput.png from the Aggregated rows of the history CSV."""
     import matplotlib
@@ -114,8 +132,9 @@ def plot(history_csv: Path, results: Path, title: str) -> list[Path]:
     written = []
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
+    sampled = [(t, r) for t, r in zip(seconds, rows) if (_num(r["Total Request Count"]) or 0) > 0]
     for column, label in (("50%", "p50"), ("95%", "p95"), ("99%", "p99")):
-        ax.plot(seconds, [_num(r[column]) for r in rows], label=label)
+        ax.plot([t for t, _ in sampled], [_num(r[column]) for _, r in sampled], label=label)
     ax.set(title=f"{title}: latency percentiles (last 10 s window)", xlabel="seconds", ylabel="ms")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -125,9 +144,10 @@ def plot(history_csv: Path, results: Path, title: str) -> list[Path]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    ax.plot(seconds, [_num(r["Requests/s"]) for r in rows], label="requests/s")
-    ax.plot(seconds, [_num(r["Failures/s"]) for r in rows], label="failures/s")
-    ax.set(title=f"{title}: throughput", xlabel="seconds", ylabel="per second")
+    times, done, failed = _per_second(seconds, rows)
+    ax.plot(times, done, label="requests/s")
+    ax.plot(times, failed, label="failures/s")
+    ax.set(title=f"{title}: throughput (completed per second)", xlabel="seconds", ylabel="per second")
     ax.grid(alpha=0.3)
     users = ax.twinx()
     users.plot(seconds, [_num(r["User Count"]) for r in rows], color="grey", linestyle=":", label="users")

@@ -1,0 +1,67 @@
+"""How `fngate loadtest` turns a scenario and options into a Locust run (no load here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from loadtests import runner
+from loadtests.knobs import Knobs
+from loadtests.runner import LoadTestError, Options, Target, locust_command, make_plan, parse_duration
+from loadtests.scenarios import SCENARIOS
+
+GATEWAY = Target(url="http://127.0.0.1:1", key="k", function_ids=("f1", "f2"), sse_function_id="s",
+                 grpc_function_id="g", grpc_target="127.0.0.1:2")  # fmt: skip
+
+
+def test_knobs_survive_the_trip_through_the_environment():
+    knobs = Knobs(key="k", function_ids=("a", "b"), direct=True, steps=(1, 5), delay=0.25, body_size=10, path="/x")
+    assert Knobs.from_env(knobs.env()) == knobs
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("30s", 30), ("10m", 600), ("1h30m", 5400), ("1.5m", 90)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "10x", "m10", "10m5"])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(ValueError, match="bad duration"):
+        parse_duration(text)
+
+
+def test_soak_rate_is_per_function_and_split_over_the_generators(monkeypatch):
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 4)
+    plan = make_plan(SCENARIOS["soak"], GATEWAY, Options())
+    assert plan.rate == 250.0 and plan.workers == 1 and plan.duration == 600
+    assert plan.knobs.rate_per_user * plan.users == 250.0
+    big = make_plan(SCENARIOS["hammer"], GATEWAY, Options(rate=7000))
+    assert big.workers == 3 and big.users == 3  # one Locust process per 3000 arrivals/s
+    assert "--processes" in locust_command(big, "http://h", runner.Path("/tmp/x"))
+    capped = make_plan(SCENARIOS["hammer"], GATEWAY, Options(rate=100_000))
+    assert capped.workers == 4  # never more processes than cores
+    assert make_plan(SCENARIOS["hammer"], GATEWAY, Options(rate=100, workers=2)).workers == 2
+
+
+def test_ramp_spreads_the_duration_over_the_steps():
+    plan = make_plan(SCENARIOS["ramp"], GATEWAY, Options(steps=(5, 25, 100, 500), duration=120))
+    assert plan.knobs.steps == (5, 25, 100, 500) and plan.knobs.step_seconds == 30 and plan.users == 500
+
+
+def test_options_override_the_scenario_shape():
+    plan = make_plan(SCENARIOS["large-response"], GATEWAY, Options(response_size=5 << 20, users=3, routing="host"))
+    assert (plan.knobs.response_size, plan.users, plan.knobs.routing) == (5 << 20, 3, "host")
+    assert plan.knobs.function_ids == ("f1", "f2") and plan.knobs.key == "k"
+
+
+@pytest.mark.parametrize(
+    "scenario, target, message",
+    [
+        ("soak", Target(url="http://h"), "needs --function-id"),
+        ("sse", Target(url="http://h"), "needs --sse-function-id"),
+        ("grpc", Target(url="http://h"), "needs --grpc-target"),
+        ("pexec", Target(url="http://h", direct=True), "needs a gateway"),
+    ],
+)
+def test_a_scenario_without_what_it_calls_is_refused(scenario, target, message):
+    with pytest.raises(LoadTestError, match=message):
+        make_plan(SCENARIOS[scenario], target, Options())
