@@ -112,7 +112,9 @@ class Exchange(ABC):
         return await self.body.read()
 
     @abstractmethod
-    def start_response(self, status: int, headers: Headers) -> None:
+    def start_response(self, status: int, headers: Headers, flush: bool = True) -> None:
+        """`flush=False`: the driver may hold the head back to send it with the first
+        body bytes (the forwarder passes it when those are already at hand)."""
         ...
 
     @abstractmethod

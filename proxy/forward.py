@@ -9,8 +9,8 @@ response here (`_send_error`); instance responses pass through unchanged, plus
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 from proxy.errors import NotFound, PollTimeout, ProxyError, UpstreamTimeout, UpstreamUnavailable, status_for_nvcf
@@ -29,6 +29,13 @@ if TYPE_CHECKING:
 
 _CHUNKED = b"transfer-encoding: chunked\r\n"
 _OK_HEALTH = (b"content-type", b"application/json")
+
+
+def new_request_id() -> bytes:
+    """A random (version 4) UUID; `random` rather than os.urandom: no syscall per request,
+    and the id is not a secret (pexec results are still bound to the caller's key)."""
+    h = "%032x" % ((random.getrandbits(128) & ~(0xF000 << 64) & ~(0xC << 60)) | (0x4000 << 64) | (0x8 << 60))
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode()
 
 
 class Call:
@@ -83,7 +90,7 @@ class Forwarder:
     # -- entry --------------------------------------------------------------------------
     async def handle(self, ex: Exchange) -> None:
         started = time.monotonic()
-        request_id = str(uuid.uuid4()).encode()
+        request_id = new_request_id()
         function_id = ""
         status = 0
         metrics = self.metrics
@@ -147,7 +154,9 @@ class Forwarder:
             if n == b"content-type" and v[:17] == b"text/event-stream":
                 sse = True
                 break
-        ex.start_response(status, client_headers(headers, request_id, status_for_nvcf(status)))
+        body = conn.body
+        ex.start_response(status, client_headers(headers, request_id, status_for_nvcf(status)),
+                          flush=not (body.size or body.eof))
         if sse:
             self.metrics.sse_open += 1
         try:
@@ -162,6 +171,12 @@ class Forwarder:
         """Response body, chunk by chunk as it arrives (SSE events are never held), with an
         idle timeout, not a total one."""
         body = conn.body
+        if body.eof:  # the whole body is already here: no timer needed
+            while True:
+                chunk = await body.read()
+                if not chunk:
+                    return
+                await ex.write(chunk)
         loop = asyncio.get_running_loop()
         idle = self.config.idle_timeout
         state = [loop.time()]
@@ -299,7 +314,7 @@ class Forwarder:
         headers.append((b"nvcf-reqid", request_id))
         headers.append((b"nvcf-status", b"errored"))
         try:
-            ex.start_response(err.http_status, headers)
+            ex.start_response(err.http_status, headers, flush=False)
             if body:
                 ex.write_nowait(body)
             ex.end()
@@ -307,6 +322,6 @@ class Forwarder:
             ex.abort()
 
     def _simple(self, ex: Exchange, status: int, body: bytes, request_id: bytes) -> None:
-        ex.start_response(status, [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))])
+        ex.start_response(status, [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))], flush=False)
         ex.write_nowait(body)
         ex.end()

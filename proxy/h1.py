@@ -36,7 +36,7 @@ def status_line(status: int) -> bytes:
 
 
 class H1Exchange(Exchange):
-    __slots__ = ("conn", "keep_alive", "expect_continue", "chunked", "no_body", "request_done")
+    __slots__ = ("conn", "keep_alive", "expect_continue", "chunked", "no_body", "request_done", "_head")
 
     def __init__(self, conn: "H1Server", method: str, target: bytes, headers: Headers, authority: bytes,
                  keep_alive: bool, expect_continue: bool) -> None:
@@ -48,6 +48,7 @@ class H1Exchange(Exchange):
         self.chunked = False
         self.no_body = method == "HEAD"
         self.request_done = False
+        self._head = b""  # a response head held back to go out with the first body bytes
 
     async def read(self) -> bytes:
         if self.expect_continue:
@@ -56,7 +57,7 @@ class H1Exchange(Exchange):
                 self.conn.transport.write(_CONTINUE)
         return await self.body.read()
 
-    def start_response(self, status: int, headers: Headers) -> None:
+    def start_response(self, status: int, headers: Headers, flush: bool = True) -> None:
         self.response_started = True
         no_body = self.no_body or status in _NO_BODY_STATUS or status < 200
         parts = [status_line(status)]
@@ -76,7 +77,10 @@ class H1Exchange(Exchange):
         parts.append(b"\r\n")
         if no_body:
             self.no_body = True
-        self.conn.transport.write(b"".join(parts))
+        if flush:
+            self.conn.transport.write(b"".join(parts))
+        else:
+            self._head = b"".join(parts)  # one write (one syscall) for head and body
 
     async def write(self, data: bytes) -> None:
         conn = self.conn
@@ -84,23 +88,26 @@ class H1Exchange(Exchange):
             raise ClientGone()
         if not data or self.no_body:
             return
+        head, self._head = self._head, b""
         if self.chunked:
-            conn.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+            conn.transport.write(b"%s%x\r\n%s\r\n" % (head, len(data), data))
         else:
-            conn.transport.write(data)
+            conn.transport.write(head + data if head else data)
         if conn.write_paused:
             await conn.drain()
 
     def write_nowait(self, data: bytes) -> None:
         if data and not self.no_body and not self.conn.closed:
-            self.conn.transport.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+            head, self._head = self._head, b""
+            self.conn.transport.write(head + (b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data))
 
     def end(self) -> None:
         if self.finished:
             return
         self.finished = True
-        if self.chunked and not self.conn.closed:
-            self.conn.transport.write(b"0\r\n\r\n")
+        head, self._head = self._head, b""
+        if not self.conn.closed and (head or self.chunked):
+            self.conn.transport.write(head + b"0\r\n\r\n" if self.chunked else head)
         self.conn.exchange_done(self)
 
     def abort(self) -> None:

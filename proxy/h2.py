@@ -54,7 +54,7 @@ class H2Exchange(Exchange):
         self._pending: list[bytes] = []
         self.no_body = method == "HEAD"
 
-    def start_response(self, status: int, headers: Headers) -> None:
+    def start_response(self, status: int, headers: Headers, flush: bool = True) -> None:
         self.response_started = True
         out = [(b":status", _STATUS.get(status) or b"%d" % status)]
         out += [(n, v) for n, v in headers if n not in HOP_BY_HOP]

@@ -131,7 +131,7 @@ class Pexec:
     def _answer(self, ex: Exchange, job: Job) -> int:
         headers = [(n, v) for n, v in job.headers if n != b"content-length" and n != b"transfer-encoding"]
         headers.append((b"content-length", b"%d" % len(job.body)))
-        ex.start_response(job.status, client_headers(headers, job.request_id, status_for_nvcf(job.status)))
+        ex.start_response(job.status, client_headers(headers, job.request_id, status_for_nvcf(job.status)), flush=False)
         ex.write_nowait(job.body)
         ex.end()
         return job.status

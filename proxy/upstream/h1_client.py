@@ -28,7 +28,7 @@ class UpstreamLost(Exception):
 class H1Upstream(asyncio.Protocol):
     __slots__ = ("transport", "parser", "key", "idle_since", "closed", "_head", "_status", "_headers",
                  "_hname", "body", "_paused_write", "_drain", "_complete", "_no_body", "_any_byte",
-                 "_limit", "reusable_body", "_eof_buffer")
+                 "_limit", "reusable_body", "_keep_alive")
 
     def __init__(self, key: tuple[str, int], max_buffer: int) -> None:
         self.transport: asyncio.Transport | None = None
@@ -48,6 +48,7 @@ class H1Upstream(asyncio.Protocol):
         self._any_byte = False
         self._limit = max_buffer
         self.reusable_body = True  # the request body was sent whole
+        self._keep_alive = False  # read at the response head: llhttp forgets it once complete
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -116,6 +117,7 @@ class H1Upstream(asyncio.Protocol):
             self._headers = []  # interim response (100 Continue, 103): not forwarded
             return
         self._status = status
+        self._keep_alive = self.parser.should_keep_alive()
         self.body = BodyBuffer(self._limit, self._consumed)
         head = self._head
         if head is not None and not head.done():
@@ -173,8 +175,7 @@ class H1Upstream(asyncio.Protocol):
         return self._any_byte
 
     def reusable(self) -> bool:
-        return (self._complete and self.reusable_body and not self.closed
-                and self.parser.should_keep_alive())
+        return self._complete and self.reusable_body and self._keep_alive and not self.closed
 
     def reset_for_pool(self) -> None:
         self._head = None

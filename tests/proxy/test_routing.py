@@ -68,3 +68,12 @@ async def test_unknown_function_and_host(env, echo_up):
         assert r.status_code == 404
         r = await c.get(f"{env.url}/", headers={"Host": "example.com", "Authorization": f"Bearer {KEY}"})
         assert r.status_code == 404 and r.json()["status"] == 404
+
+
+async def test_instance_connections_are_kept_alive_and_reused(env, echo_up):
+    env.publish([route(echo_up.port)])
+    async with httpx.AsyncClient() as c:
+        for i in range(10):
+            r = await c.post(f"{env.url}/?n={i}", content=b"x" * i, headers=env.headers())
+            assert r.status_code == 200
+    assert env.gw.pool.opened == 1  # one upstream connection served all ten requests
