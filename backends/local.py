@@ -192,7 +192,7 @@ class LocalBackend:
         return min(self.restart_backoff * (2 ** max(restarts - 1, 0)), self.restart_backoff_max)
 
     async def _supervise(self, inst: _Instance) -> None:
-        restarts = 0
+        restarts = port_races = 0
         ever_ready = False
         announced = False  # a STARTING/READY is outstanding and needs a LOST at the end
         try:
@@ -203,6 +203,9 @@ class LocalBackend:
                 problem = await self._await_ready(inst)
                 if problem is not None:
                     await self._kill(inst, graceful=False)
+                    if not ever_ready and "in use" in problem and port_races < 2:
+                        port_races += 1  # the free port was taken before the process bound it: try another
+                        continue
                     if not ever_ready:
                         self._emit(K.FAILED, inst, problem)
                         announced = False

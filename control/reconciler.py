@@ -238,6 +238,9 @@ class Reconciler:
         secrets_rec = await self.store.get(R.SECRETS, key)
         secrets = (secrets_rec.value.get("secrets") if secrets_rec else None) or {}
         failures = self._failures.pop(vid, [])
+        if failures and status is State.DEPLOYING:
+            await self._fail(key, fn_rec, dep_rec, failures)  # before apply() would start replacements
+            return
         for gs in specs:
             gs = {**gs, "_ncaId": fn.get("ncaId", "fngate")}
             name = gs.get("backend") or self.default_backend
@@ -292,12 +295,16 @@ class Reconciler:
         log.warning("function %s: ERROR: %s", key, "; ".join(i["error"] for i in items))
         new = next_state(fn_rec.value["status"], Event.FAILED)
         dep = {**dep_rec.value, "healthInfo": items, "lastUpdatedAt": now_iso()}
-        await self.store.commit(
-            [
-                Put(R.FUNCTIONS, key, {**fn_rec.value, "status": new.value}, expect=fn_rec.revision),
-                Put(R.DEPLOYMENTS, key, dep, expect=dep_rec.revision),
-            ]
-        )
+        try:
+            await self.store.commit(
+                [
+                    Put(R.FUNCTIONS, key, {**fn_rec.value, "status": new.value}, expect=fn_rec.revision),
+                    Put(R.DEPLOYMENTS, key, dep, expect=dep_rec.revision),
+                ]
+            )
+        except Conflict:
+            self._failures[key.split("/", 1)[1]] = items + self._failures.get(key.split("/", 1)[1], [])
+            raise  # read again and retry
         await self._teardown(key.split("/", 1)[1], graceful=False, forget_scale=False)
 
     async def _teardown(self, vid: str, *, graceful: bool, forget_scale: bool = True) -> None:

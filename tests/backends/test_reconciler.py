@@ -218,3 +218,26 @@ async def test_scale_down_uses_per_endpoint_counts_when_gateways_report_them(fak
     board.update(LoadReport("gw", time.time() + 3600, {vid: VersionLoad(in_flight=1, endpoint_in_flight={survivor: 1, victim: 0})}))
     await wait_for(lambda: _n(fake, vid, 1), what="idle victim stopped while the version is still busy")
     assert fake.instance_ids(vid) == [survivor]
+
+
+async def test_local_instance_that_exits_at_once_puts_the_function_in_error(tmp_path):
+    store = MemoryStore()
+    backend = LocalBackend("local", data_dir=tmp_path, catalog=toy_catalog(), probe_interval=0.2)
+    rec = Reconciler(store, {"local": backend}, resync_interval=0.3)
+    await rec.start()
+    try:
+        fid, vid = await deploy(store, image="test/exits")
+        await wait_status(store, fid, vid, "ERROR")
+        [info] = (await store.get(R.DEPLOYMENTS, R.version_key(fid, vid))).value["healthInfo"]
+        assert "exited with code 3 during startup: cannot load model weights" in info["error"]
+        assert info["backend"] == "local" and info["instanceType"] == "NCP.GPU.L40S_1x"
+        await wait_for(lambda: _none_left(backend, store, vid), what="nothing left running")
+    finally:
+        await rec.aclose()
+        await backend.aclose()
+
+
+def _none_left(backend, store, vid):
+    async def check():
+        return backend.instances(vid) == [] and await store.list(R.INSTANCES, vid + "/") == []
+    return check()
