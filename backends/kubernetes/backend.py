@@ -52,7 +52,7 @@ class KubernetesBackend:
         in_cluster: bool = False,
         inventory: Inventory | None = None,
         node_selectors: Mapping[str, Mapping[str, str]] | None = None,
-        startup_timeout: float = 600.0,
+        startup_timeout: float = 1800.0,  # NVCF gives a container 30 min to become healthy
         probe_period: int = 5,
         termination_grace: int = 30,
         image_pull_secrets: tuple[str, ...] = (),
@@ -107,7 +107,7 @@ class KubernetesBackend:
             in_cluster=bool(cfg.get("inCluster", False)),
             inventory=Inventory.from_config(inventory),
             node_selectors={str(t["name"]): t["nodeSelector"] for t in types if t.get("nodeSelector")},
-            startup_timeout=float(cfg.get("startupTimeout", 600)),
+            startup_timeout=float(cfg.get("startupTimeout", 1800)),
             probe_period=int(cfg.get("probePeriod", 5)),
             termination_grace=int(cfg.get("terminationGracePeriod", 30)),
             image_pull_secrets=tuple(cfg.get("imagePullSecrets") or ()),

@@ -116,6 +116,8 @@ def deployment(spec: InstanceSpec, replicas: int, settings: PodSettings) -> dict
         + [{"name": "NVCF_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         "readinessProbe": _probe(spec, settings.probe_period_s),
         "resources": {"limits": {GPU_RESOURCE: str(settings.gpu_count)}},
+        # the NVCF container contract: functions run as non-root
+        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False},
     }
     if spec.container_args:
         container["args"] = shlex.split(spec.container_args)

@@ -43,6 +43,7 @@ async def test_deployment_carries_the_function(cluster):
         assert [p["containerPort"] for p in c["ports"]] == [9000, 9001]
         assert c["readinessProbe"]["grpc"] == {"port": 9001} and c["readinessProbe"]["timeoutSeconds"] == 3
         assert c["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+        assert c["securityContext"]["runAsNonRoot"] is True
         assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
         assert "volumes" not in pod and cluster.secrets() == []
     finally:
