@@ -168,8 +168,15 @@ class RoutingPublisher:
                     if ch.kind in _RELEVANT:
                         self._dirty.set()
             except Compacted:
+                pass
+            except Exception as exc:  # the store went away for a moment; the periodic republish covers it
+                log.warning("store watch failed (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+            try:
                 since = await self.store.revision()
-                self._dirty.set()
+            except Exception:
+                continue
+            self._dirty.set()
 
     async def _loop(self) -> None:
         while True:

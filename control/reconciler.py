@@ -121,15 +121,25 @@ class Reconciler:
                     elif ch.kind == R.SCALE:
                         self._mark(ch.key.split("/", 1)[0])
             except Compacted:
+                pass
+            except Exception as exc:  # the store went away for a moment: resync covers the gap
+                log.warning("store watch failed (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+            try:
                 since = await self.store.revision()
-                for vid in list(self._function_of):
-                    self._mark(vid)
+            except Exception:
+                continue
+            for vid in list(self._function_of):
+                self._mark(vid)
 
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(self.resync_interval)
-            for rec in await self.store.list(R.DEPLOYMENTS):
-                self._mark(rec.key.split("/", 1)[1])
+            try:
+                for rec in await self.store.list(R.DEPLOYMENTS):
+                    self._mark(rec.key.split("/", 1)[1])
+            except Exception as exc:
+                log.warning("resync could not list deployments: %s", exc)
             for vid in list(self._observed):
                 self._mark(vid)
 
