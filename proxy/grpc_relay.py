@@ -92,9 +92,10 @@ class GrpcHandler:
         return not self.calls
 
     async def aclose(self) -> None:
-        """Cancel what is still running and close the instance connections."""
+        """End what is still running (UNAVAILABLE to the client, a reset to the instance)
+        and close the instance connections."""
         for call in list(self.calls):
-            call.on_reset(ErrorCodes.CANCEL)
+            call.abort(GrpcError(Status.UNAVAILABLE, "the gateway is shutting down"))
         self.pool.close()
 
 
@@ -331,6 +332,10 @@ class GrpcCall:
         if self.deadline is None and self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def abort(self, exc: BaseException) -> None:
+        """End the call now with the gRPC status of `exc`."""
+        self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
         """End the call with a gRPC status the gateway produced."""

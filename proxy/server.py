@@ -116,7 +116,7 @@ class Gateway:
         for s in self._servers:
             s.close()
         deadline = time.monotonic() + grace
-        while self.metrics.in_flight > 0 and time.monotonic() < deadline:
+        while (self.metrics.in_flight > 0 or (self.grpc is not None and self.grpc.calls)) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for t in self._tasks:
             t.cancel()

@@ -229,3 +229,42 @@ async def test_oversized_metadata_closes_only_that_connection(gateway):
     finally:
         await offender.close()
         await bystander.close()
+
+
+async def test_graceful_stop_lets_calls_in_progress_finish(instances):
+    from proxy.config import GatewayConfig
+    from proxy.routing import SnapshotHolder
+    from proxy.server import Gateway
+    from tests.grpc.conftest import closed_port
+    from tests.grpc.gateway import build_table
+
+    holder = SnapshotHolder()
+    holder.publish(build_table(1, instances["grpcio"].port, instances["grpclib"].port, closed_port()))
+    gw = Gateway(GatewayConfig(http_port=0, grpc_port=0, admin_port=None), holder, "gw-stop")
+    await gw.start()
+    async with grpcio_channel(gw.grpc_port) as ch:
+        call = grpcio_stub(ch).Echo(pb.EchoRequest(message="finish me", delay_s=0.5), metadata=metadata(F_IO))
+        await asyncio.sleep(0.2)
+        await gw.stop(grace=5.0)
+        reply = await call
+    assert reply.message == "finish me"
+
+
+async def test_stop_after_the_grace_period_ends_calls_unavailable(instances):
+    from proxy.config import GatewayConfig
+    from proxy.routing import SnapshotHolder
+    from proxy.server import Gateway
+    from tests.grpc.conftest import closed_port
+    from tests.grpc.gateway import build_table
+
+    holder = SnapshotHolder()
+    holder.publish(build_table(1, instances["grpcio"].port, instances["grpclib"].port, closed_port()))
+    gw = Gateway(GatewayConfig(http_port=0, grpc_port=0, admin_port=None), holder, "gw-stop-hard")
+    await gw.start()
+    async with grpcio_channel(gw.grpc_port) as ch:
+        call = grpcio_stub(ch).Echo(pb.EchoRequest(delay_s=30), metadata=metadata(F_IO))
+        await asyncio.sleep(0.2)
+        await gw.stop(grace=0.2)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await asyncio.wait_for(call, 5)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
