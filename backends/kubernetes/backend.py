@@ -139,6 +139,8 @@ class KubernetesBackend:
             self._groups[key] = _Group(name, spec, replicas)
 
     async def remove(self, version_id: str, *, graceful: bool = True) -> None:
+        """Pods always get their terminationGracePeriodSeconds from the kubelet, so `graceful`
+        changes nothing here (the reconciler drains before it calls this)."""
         api = await self._started()
         # routing stops first: every pod of the version is LOST before anything is deleted
         self._instances.retire_version(version_id, "function version removed")
