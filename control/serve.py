@@ -9,7 +9,6 @@ written to --ready-file once everything listens.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -247,6 +246,9 @@ def _write_private_json(path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)  # readers never see a half-written file
 
 
+STOP_TIMEOUT = 12.0  # the gateway's drain grace (10 s) plus a margin
+
+
 async def run(cfg: ServeConfig) -> None:
     """Serve until SIGINT/SIGTERM, then stop every part in reverse order."""
     server = Server(cfg)
@@ -259,8 +261,12 @@ async def run(cfg: ServeConfig) -> None:
         await stop.wait()
     finally:
         server._say("fngate: shutting down")
-        with contextlib.suppress(Exception):
-            await server.stop()
+        stopping = asyncio.create_task(server.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=STOP_TIMEOUT)
+        if not done:  # asyncio.run cancels whatever is still running as we return
+            server._say(f"fngate: some parts did not stop within {STOP_TIMEOUT:.0f} s; exiting anyway")
+        elif stopping.exception() is not None:
+            server._say(f"fngate: error while stopping: {stopping.exception()!r}")
 
 
 def main(cfg: ServeConfig) -> int:

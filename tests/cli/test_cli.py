@@ -42,12 +42,21 @@ def fngate_json(sp, *args: str, **kw):
     return json.loads(fngate(sp, *args, "--json", **kw).stdout)
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One server shared by the tests that only talk to it (each works on its own functions/keys)."""
+    sp = start_serve(tmp_path_factory.mktemp("shared") / "fngate")
+    yield sp
+    sp.stop()
+
+
 @pytest.fixture
-def server(fngate_serve):
+def own_server(fngate_serve):
     return fngate_serve()
 
 
-def test_serve_prints_urls_and_the_generated_admin_key_once(server, tmp_path):
+def test_serve_prints_urls_and_the_generated_admin_key_once(own_server):
+    server = own_server
     out = server.output()
     assert server.api_url in out
     assert server.admin_key in out
@@ -92,7 +101,7 @@ def test_function_deployment_queue_lifecycle(server):
     assert "QUEUE DEPTH" in fngate(server, "queue", fid, vid).stdout
     assert "INACTIVE" in fngate(server, "deployment", "delete", fid, vid).stdout
     fngate(server, "function", "delete", fid, vid)
-    assert fngate_json(server, "function", "list") == {"functions": []}
+    assert fid not in fngate(server, "function", "list").stdout
 
 
 def test_errors_print_the_problem_detail_and_exit_non_zero(server):
@@ -111,7 +120,7 @@ def test_errors_print_the_problem_detail_and_exit_non_zero(server):
 def test_keys_create_list_revoke(server):
     created = fngate_json(server, "key", "create", "--scope", "list_functions", "--description", "reader", "--expires-in", "3600")
     plain, key_id = created["value"], created["key"]["keyId"]
-    assert fngate_json(server, "function", "list", key=plain) == {"functions": []}
+    assert "functions" in fngate_json(server, "function", "list", key=plain)
     listing = fngate(server, "key", "list").stdout
     assert key_id in listing and plain not in listing and "reader" in listing
     denied = fngate(server, "key", "list", key=plain, check=False)
