@@ -140,21 +140,22 @@ class SqliteStore(StoreHelpers):
 
     # change feed ---------------------------------------------------------
 
-    def _changes_after(self, cursor: int) -> tuple[int, list[Change]]:
+    def _changes_after(self, since: int, after_seq: int) -> tuple[int, list[tuple[int, Change]]]:
         compacted = self._db.execute("SELECT value FROM meta WHERE name='compacted'").fetchone()[0]
         rows = self._db.execute(
-            "SELECT revision, kind, key, value FROM changes WHERE revision > ? ORDER BY seq LIMIT 1000", (cursor,)
+            "SELECT seq, revision, kind, key, value FROM changes WHERE revision > ? AND seq > ? ORDER BY seq LIMIT 1000",
+            (since, after_seq),
         ).fetchall()
-        return compacted, [Change(r, k, key, None if v is None else orjson.loads(v)) for r, k, key, v in rows]
+        return compacted, [(seq, Change(r, k, key, None if v is None else orjson.loads(v))) for seq, r, k, key, v in rows]
 
     async def watch(self, since: int) -> AsyncIterator[Change]:
-        cursor = since
+        cursor, after_seq = since, 0  # paging by seq: one commit's changes may span pages
         while True:
             generation = self._generation
-            compacted, changes = await self._run(self._changes_after, cursor)
+            compacted, changes = await self._run(self._changes_after, since, after_seq)
             if cursor < compacted:
                 raise Compacted(f"history through revision {compacted} was dropped")
-            for change in changes:
+            for after_seq, change in changes:
                 cursor = change.revision
                 yield change
             if changes:

@@ -157,3 +157,14 @@ async def test_watch_raises_compacted_when_history_was_dropped(make_store):
     recent = store.watch(3)
     assert [c.key for c in await _take(recent, 3)] == ["k3", "k4", "k5"]
     await recent.aclose()
+
+
+async def test_one_commit_larger_than_a_watch_page_arrives_whole(store):
+    n = 1200  # above the SQLite store's 1000-row page
+    await store.commit([Put("instances", f"v/{i:05d}", {"i": i}) for i in range(n)])
+    await store.put("functions", "after", {})
+    feed = store.watch(0)
+    changes = await _take(feed, n + 1, timeout=20)
+    assert [c.key for c in changes[:n]] == [f"v/{i:05d}" for i in range(n)]
+    assert changes[-1].key == "after" and changes[-1].revision == 2
+    await feed.aclose()
