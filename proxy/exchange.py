@@ -5,7 +5,7 @@ A driver parses bytes and creates one Exchange per request; the forwarder then r
 `Forwarder.handle(exchange)` as one task and only uses what is defined here:
 
 - request head: `method`, `target` (raw path + query), `headers` (lower-case names,
-  bytes), `authority`, `client_addr`, `http2`;
+  bytes), `authority`, `client_addr`, `http2`, `scheme`;
 - request body: `await read()` -> next chunk, b"" at the end. The driver buffers at
   most `max_body_buffer` bytes and applies backpressure (h1: pause reading, h2: send
   WINDOW_UPDATE only once a chunk was consumed);
@@ -93,7 +93,7 @@ class Exchange(ABC):
     """Base for one request/response on a client connection (see the module docstring)."""
 
     __slots__ = ("method", "target", "headers", "authority", "client_addr", "http2", "body",
-                 "on_disconnect", "response_started", "finished")
+                 "on_disconnect", "response_started", "finished", "scheme")
 
     def __init__(self, method: str, target: bytes, headers: Headers, authority: bytes,
                  client_addr: str, http2: bool, body: BodyBuffer) -> None:
@@ -107,6 +107,7 @@ class Exchange(ABC):
         self.on_disconnect: Callable[[], None] | None = None
         self.response_started = False
         self.finished = False
+        self.scheme = b"http"  # b"https" behind TLS
 
     async def read(self) -> bytes:
         return await self.body.read()

@@ -234,7 +234,7 @@ class Forwarder:
                     host=b"%s:%d" % (ep.host.encode(), ep.port), request_id=request_id,
                     subject=grant.subject.encode() or grant.key_id.encode(), nca_id=grant.nca_id.encode(),
                     poll_left=poll_left, body=body_line, client_addr=ex.client_addr,
-                    host_routed=host_routed, authority=ex.authority, http2=ex.http2)
+                    host_routed=host_routed, authority=ex.authority, http2=ex.http2, scheme=ex.scheme)
                 conn.start(head + inline if inline else head, ex.method == "HEAD")
                 if body_line is not None and inline is None:
                     streamed = True

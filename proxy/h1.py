@@ -48,6 +48,7 @@ class H1Exchange(Exchange):
         self.chunked = False
         self.no_body = method == "HEAD"
         self.request_done = False
+        self.scheme = conn.scheme
         self._head = b""  # a response head held back to go out with the first body bytes
 
     async def read(self) -> bytes:
@@ -118,7 +119,7 @@ class H1Exchange(Exchange):
 class H1Server(asyncio.Protocol):
     __slots__ = ("config", "forwarder", "transport", "parser", "client_addr", "closed", "write_paused",
                  "_drain", "_url", "_headers", "_head_bytes", "_parsing", "_pending", "_current",
-                 "_timer", "_timer_at", "_deadline", "_loop", "_read_paused", "http11")
+                 "_timer", "_timer_at", "_deadline", "_loop", "_read_paused", "http11", "scheme")
 
     def __init__(self, config: "GatewayConfig", forwarder: "Forwarder") -> None:
         self.config = config
@@ -141,11 +142,14 @@ class H1Server(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._read_paused = False
         self.http11 = True
+        self.scheme = b"http"
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self._loop = asyncio.get_running_loop()
+        if transport.get_extra_info("ssl_object") is not None:
+            self.scheme = b"https"
         peer = transport.get_extra_info("peername")
         self.client_addr = peer[0] if peer else ""
         self._arm(self.config.client_header_timeout)

@@ -53,6 +53,7 @@ class H2Exchange(Exchange):
         self.sid = sid
         self._pending: list[bytes] = []
         self.no_body = method == "HEAD"
+        self.scheme = conn.scheme
 
     def start_response(self, status: int, headers: Headers, flush: bool = True) -> None:
         self.response_started = True
@@ -113,7 +114,7 @@ class H2Downstream:
 
 class H2Server(asyncio.Protocol):
     __slots__ = ("config", "forwarder", "grpc", "transport", "h2", "client_addr", "streams", "closed",
-                 "_window_waiters", "_write_paused", "_drain", "_dispatch", "_idle")
+                 "_window_waiters", "_write_paused", "_drain", "_dispatch", "_idle", "scheme")
 
     def __init__(self, config: "GatewayConfig", forwarder: "Forwarder", grpc: Any = None) -> None:
         self.config = config
@@ -123,6 +124,7 @@ class H2Server(asyncio.Protocol):
         self.h2 = RefusingH2Connection(h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_inbound_headers=True))
         self.client_addr = ""
+        self.scheme = b"http"
         self.streams: dict[int, Any] = {}  # stream id -> H2Exchange or gRPC call
         self.closed = False
         self._window_waiters: dict[int, asyncio.Future] = {}
@@ -145,6 +147,8 @@ class H2Server(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.client_addr = peer[0] if peer else ""
+        if transport.get_extra_info("ssl_object") is not None:
+            self.scheme = b"https"
         s = h2.settings.SettingCodes
         self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
             s.MAX_CONCURRENT_STREAMS: self.config.h2_max_concurrent_streams, s.INITIAL_WINDOW_SIZE: _WINDOW,

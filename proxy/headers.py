@@ -70,7 +70,8 @@ class RouteHeaders:
 
 def upstream_head(method: str, target: bytes, headers: Headers, route_bytes: bytes, *, host: bytes,
                   request_id: bytes, subject: bytes, nca_id: bytes, poll_left: int, body: bytes | None,
-                  client_addr: str, host_routed: bool, authority: bytes, http2: bool) -> bytes:
+                  client_addr: str, host_routed: bool, authority: bytes, http2: bool = False,
+                  scheme: bytes = b"http") -> bytes:
     """The HTTP/1.1 request head for the instance.
 
     `body` is the framing header line for the request body (`content-length: N` or
@@ -95,8 +96,8 @@ def upstream_head(method: str, target: bytes, headers: Headers, route_bytes: byt
            % (request_id, subject, nca_id, request_id, request_id, poll_left))
     if host_routed:
         append(b"nvcf-feature-disable-worker-compatibility: true\r\n")
-    append(b"x-forwarded-for: %s\r\nx-forwarded-host: %s\r\nx-forwarded-proto: %s\r\n\r\n"
-           % (client_addr.encode(), authority, b"h2" if http2 else b"http"))
+    append(b"x-forwarded-for: %s\r\nx-forwarded-host: %s\r\nx-forwarded-proto: %s\r\nvia: %s fngate\r\n\r\n"
+           % (client_addr.encode(), authority, scheme, b"2" if http2 else b"1.1"))
     return b"".join(parts)
 
 

@@ -1,0 +1,64 @@
+"""TLS with ALPN (h2 and http/1.1 on one port) and the admin listener."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+
+import httpx
+import pytest
+
+from proxy.config import GatewayConfig
+from proxy.routing import SnapshotHolder
+from proxy.server import Gateway
+
+from .conftest import Env, route
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")], check=True, capture_output=True)
+    return str(d / "cert.pem"), str(d / "key.pem")
+
+
+async def test_tls_alpn_serves_h2_and_http11(cert, echo_up):
+    holder = SnapshotHolder()
+    gw = Gateway(GatewayConfig(http_port=0, grpc_port=None, admin_port=None, tls_cert=cert[0], tls_key=cert[1]),
+                 holder, "gw-tls")
+    await gw.start()
+    try:
+        env = Env(gw, holder)
+        env.publish([route(echo_up.port)])
+        ctx = ssl.create_default_context(cafile=cert[0])
+        url = f"https://127.0.0.1:{gw.http_port}/tls"
+        async with httpx.AsyncClient(verify=ctx, http2=True) as c:
+            r = await c.get(url, headers=env.headers())
+            assert r.http_version == "HTTP/2" and r.status_code == 200
+            got = {k.lower(): v for k, v in r.json()["headers"].items()}
+            assert got["x-forwarded-proto"] == "https" and got["via"] == "2 fngate"
+        async with httpx.AsyncClient(verify=ctx) as c:
+            r = await c.get(url, headers=env.headers())
+            assert r.http_version == "HTTP/1.1" and r.status_code == 200
+    finally:
+        await gw.stop(1)
+
+
+async def test_admin_metrics_health_and_ready(env, echo_up):
+    admin = f"http://127.0.0.1:{env.gw.admin_port}"
+    async with httpx.AsyncClient() as c:
+        assert (await c.get(f"{admin}/healthz")).status_code == 200
+        assert (await c.get(f"{admin}/readyz")).status_code == 503  # no routing snapshot yet
+        env.publish([route(echo_up.port)])
+        assert (await c.get(f"{admin}/readyz")).json() == {"ready": True, "routingVersion": 1}
+        await c.get(f"{env.url}/", headers=env.headers())
+        await c.get(f"{env.url}/", headers=env.headers(key="bad"))
+        text = (await c.get(f"{admin}/metrics")).text
+    from .conftest import FID
+    assert f'fngate_requests_total{{function_id="{FID}",status="200"}} 1' in text
+    assert f'fngate_requests_total{{function_id="{FID}",status="401"}} 1' in text
+    assert "fngate_request_duration_seconds_count 2" in text
+    assert "fngate_in_flight_requests 0" in text
