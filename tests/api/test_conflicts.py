@@ -48,3 +48,20 @@ async def test_concurrent_change_gives_409_and_no_partial_write():
         assert (await store.get(records.FUNCTIONS, key)).value["tags"] == ["theirs"]
     finally:
         await client.close()
+
+
+class BrokenStore(MemoryStore):
+    async def list(self, kind, prefix=""):
+        raise RuntimeError("disk on fire")
+
+
+async def test_an_unexpected_failure_is_a_500_problem_without_internals():
+    client = TestClient(TestServer(make_app(BrokenStore(), admin_key=ADMIN_KEY), host="127.0.0.1", port=0))
+    await client.start_server()
+    try:
+        resp = await client.get("/v2/nvcf/functions", headers=Api.auth())
+        assert resp.status == 500 and resp.content_type == "application/problem+json"
+        body = await resp.json(content_type=None)
+        assert body["title"] == "Internal Server Error" and "disk on fire" not in body["detail"]
+    finally:
+        await client.close()
