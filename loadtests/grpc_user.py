@@ -1,8 +1,9 @@
 """A Locust user around a grpcio client for the sample Echo service (fngate.echo.v1.Echo).
 
-Each call is reported to Locust's request events as type `gRPC`: `Echo` (unary) and
-`EchoStream` (server streaming, `stream_length` replies, timed to the last one), plus
-`EchoStream: first` (time to the first reply). A non-OK status is a `status` failure
+Each call is reported to Locust's request events as type `gRPC`: `Echo` (unary),
+`EchoStream` (server streaming, `stream_length` replies, timed to the last one) with
+`EchoStream: first` (time to the first reply), and `EchoChat` (bidirectional,
+`stream_length` requests each answered by one reply). A non-OK status is a `status` failure
 named by its code; a reply of the wrong shape is a `check` failure. Routing follows
 NVCF: `function-id` and `authorization` metadata on one channel per user.
 """
@@ -91,3 +92,18 @@ class GrpcUser(User):
         except grpc.RpcError as err:
             failure = f"{STATUS} {err.code().name} after {count} replies"
         self._record("EchoStream", time.perf_counter() - started, length, failure)
+
+    @task(1)
+    def bidi_stream(self) -> None:
+        want = max(self.knobs.stream_length, 1)
+        started = time.perf_counter()
+        count, length, failure = 0, 0, None
+        try:
+            for reply in self.stub.EchoChat(iter([self.request] * want), metadata=self.metadata, timeout=self.timeout):
+                count += 1
+                length += reply.ByteSize()
+            if count != want:
+                failure = f"{CHECK} {count} of {want} replies"
+        except grpc.RpcError as err:
+            failure = f"{STATUS} {err.code().name} after {count} replies"
+        self._record("EchoChat", time.perf_counter() - started, length, failure)

@@ -274,15 +274,19 @@ def _run_all(names: list[str], target: Target, opts: Options, results: Path, smo
         folder = results / scenario_name if smoke else results
         return run_scenario(SCENARIOS[scenario_name], target, opts, folder, smoke=smoke)
 
-    for scenario_name in names:
-        print(f"fngate loadtest: {scenario_name}: {SCENARIOS[scenario_name].about}", file=out, flush=True)
     if opts.parallel:
+        for scenario_name in names:
+            print(f"fngate loadtest: {scenario_name}: {SCENARIOS[scenario_name].about}", file=out, flush=True)
         with ThreadPoolExecutor(max_workers=len(names)) as pool:
             docs = list(pool.map(one, names))
+        for doc in docs:
+            _print_summary(doc, out)
     else:
-        docs = [one(n) for n in names]
-    for doc in docs:
-        _print_verdicts(doc, out)
+        docs = []
+        for scenario_name in names:
+            print(f"fngate loadtest: {scenario_name}: {SCENARIOS[scenario_name].about}", file=out, flush=True)
+            docs.append(one(scenario_name))
+            _print_summary(docs[-1], out)
     passed = all(d["passed"] for d in docs)
     if smoke:
         lines = [f"{'PASS' if d['passed'] else 'FAIL'}  {d['scenario']}" for d in docs]
@@ -291,8 +295,14 @@ def _run_all(names: list[str], target: Target, opts: Options, results: Path, smo
     return 0 if passed else EXIT_SLI_FAILED
 
 
-def _print_verdicts(doc: dict, out) -> None:
+def _print_summary(doc: dict, out) -> None:
     print(f"{doc['scenario']}: {'PASS' if doc['passed'] else 'FAIL'}", file=out)
+    for e in doc["entries"]:
+        if e["name"] == "Aggregated" or e["type"] == "DROPPED":
+            continue
+        print(f"  {e['type']} {e['name']}: {e['requests']} requests, {e['rps']:.1f}/s, p50/p95/p99 "
+              f"{e['p50_ms']:g}/{e['p95_ms']:g}/{e['p99_ms']:g} ms, error rate {e['error_rate']:.2%}, "
+              f"success rate {e['success_rate']:.2%}" + (f", dropped {e['dropped']}" if e["dropped"] else ""), file=out)
     for t in doc["thresholds"]:
         print("  " + slis.Verdict(**t).describe(), file=out)
     out.flush()

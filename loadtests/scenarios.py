@@ -50,7 +50,7 @@ SCENARIOS: dict[str, Scenario] = {
                  knobs=(("stream_length", 32), ("delay", 0.02)),
                  about="SSE streams: time to first event, gaps between events, stream duration"),
         Scenario("grpc", "grpc_calls.py", "closed", "grpc", 60, users=10, knobs=(("stream_length", 8),),
-                 about="gRPC unary and server-streaming calls to the Echo sample"),
+                 about="gRPC unary, server-streaming and bidirectional calls to the Echo sample"),
         Scenario("pexec", "pexec_poll.py", "closed", "pexec", 60, users=4, knobs=(("delay", 2.0), ("poll_seconds", 1)),
                  about="legacy pexec: 202, status polls, result, as one logical request"),
     )

@@ -1,4 +1,4 @@
-"""grpc: unary and server-streaming calls to the sample Echo service through the gateway."""
+"""grpc: unary, server-streaming and bidirectional calls to the sample Echo service."""
 
 from loadtests.grpc_user import GrpcUser  # noqa: F401
 import loadtests.plugin  # noqa: F401  (final CSV write)
