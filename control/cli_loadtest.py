@@ -70,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     load.add_argument("--duration", type=_duration, help="e.g. 30s, 10m, 1h")
     load.add_argument("--steps", type=_steps, help="ramp: users per step, e.g. 5,25,100,500,1000")
     load.add_argument("--think-time", type=float, help="closed-loop pause between calls, seconds (default 0)")
+    load.add_argument("--ramp-up", type=_duration, help="open loop: rise to --rate over this time (hammer: the run)")
     load.add_argument("--max-inflight", type=int, help="open loop: in-flight arrivals per generator before dropping")
     load.add_argument("--workers", type=int, default=0, help="Locust processes (default: as the load needs, ≤ cores)")
     shape = p.add_argument_group("request shape")

@@ -20,6 +20,7 @@ from locust.user.task import LOCUST_STATE_STOPPING
 from .checks import DROPPED, Failed
 
 _DROP_MESSAGE = f"{DROPPED} arrival: too many in flight"
+_RAMP_FLOOR = 0.02  # a ramp starts at 2% of the rate, not at zero (which would never issue)
 
 
 class ArrivalRate:
@@ -29,9 +30,9 @@ class ArrivalRate:
         rate = self.knobs.rate_per_user
         if rate <= 0:
             raise ValueError("open-loop scenarios need FNGATE_LT_RATE_PER_USER > 0")
-        interval = 1.0 / rate
+        ramp_up = self.knobs.ramp_up
         pool = Pool(max(1, min(self.knobs.max_inflight, getattr(self, "concurrency", 10))))
-        due = time.perf_counter()
+        started = due = time.perf_counter()
         try:
             while True:
                 delay = due - time.perf_counter()
@@ -43,7 +44,8 @@ class ArrivalRate:
                     self._drop()
                 else:
                     pool.spawn(self.invoke)
-                due += interval
+                share = min(1.0, (due - started) / ramp_up) if ramp_up > 0 else 1.0
+                due += 1.0 / (rate * max(share, _RAMP_FLOOR))
             pool.join()
         finally:
             pool.kill(block=False)

@@ -40,6 +40,7 @@ class Knobs:
     poll_seconds: int = 0  # NVCF-POLL-SECONDS sent on invocations (0: not sent)
     # load model
     rate_per_user: float = 0.0  # open-loop arrivals per second issued by each scheduler user
+    ramp_up: float = 0.0  # open loop: seconds over which the rate rises linearly to rate_per_user (0: at once)
     max_inflight: int = 200  # arrivals in flight per scheduler user before new ones are dropped
     think_time: float = 0.0  # closed-loop users wait this long between calls
     steps: tuple[int, ...] = (5, 25, 100)  # ramp: user count per step

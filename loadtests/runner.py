@@ -69,6 +69,7 @@ class Options:
     steps: tuple[int, ...] | None = None
     think_time: float | None = None
     max_inflight: int | None = None
+    ramp_up: float | None = None
     routing: str | None = None
     domain: str | None = None
     path: str | None = None
@@ -102,7 +103,8 @@ class Plan:
         k = self.knobs
         out: dict[str, Any] = {"duration_s": self.duration, "workers": self.workers}
         if self.scenario.model == "open":
-            out.update(rate_per_s=self.rate, scheduler_users=self.users, max_inflight_per_user=k.max_inflight)
+            out.update(rate_per_s=self.rate, ramp_up_s=k.ramp_up, scheduler_users=self.users,
+                       max_inflight_per_user=k.max_inflight)
         elif self.scenario.model == "ramp":
             out.update(steps=list(k.steps), step_seconds=round(k.step_seconds, 3))
         else:
@@ -123,7 +125,7 @@ def make_plan(scenario: Scenario, target: Target, opts: Options, *, smoke: bool 
     knob_values: dict[str, Any] = dict(scenario.knobs)
     knob_values.update({k: v for k, v in overrides.items() if k in {f.name for f in dataclasses.fields(Knobs)}})
     for name in ("body_size", "response_size", "delay", "stream_length", "poll_seconds", "steps", "think_time",
-                 "max_inflight", "routing", "domain", "path"):  # fmt: skip
+                 "max_inflight", "routing", "domain", "path", "ramp_up"):  # fmt: skip
         value = getattr(opts, name)
         if value is not None:
             knob_values[name] = value
@@ -150,6 +152,8 @@ def make_plan(scenario: Scenario, target: Target, opts: Options, *, smoke: bool 
         workers = workers or min(os.cpu_count() or 1, math.ceil(rate / RATE_PER_PROCESS))
         users = max(workers, 1)
         knob_values["rate_per_user"] = rate / users
+        if scenario.ramps and opts.ramp_up is None:
+            knob_values["ramp_up"] = duration
         spawn_rate = float(users)
     elif scenario.model == "ramp":
         steps = tuple(knob_values.get("steps") or (1,))

@@ -25,6 +25,7 @@ class Scenario:
     users: int = 0  # closed loop
     rate: float = 0.0  # open loop: arrivals per second (per function when per_function)
     per_function: bool = False
+    ramps: bool = False  # open loop: the rate rises over the whole run (NVCF's hammer) unless --ramp-up says otherwise
     knobs: tuple[tuple[str, object], ...] = ()  # Knobs field defaults for this scenario
     about: str = ""
 
@@ -38,8 +39,8 @@ SCENARIOS: dict[str, Scenario] = {
     for s in (
         Scenario("ramp", "ramp.py", "ramp", "http", 180, knobs=(("steps", (5, 25, 100)),),
                  about="stepped closed-loop users (NVCF: 5 → 25 → 100 → 500 → 1000), each step ramping then holding"),
-        Scenario("hammer", "hammer.py", "open", "http", 60, rate=1000,
-                 about="open-loop arrivals at a high fixed rate, to find the breaking point"),
+        Scenario("hammer", "hammer.py", "open", "http", 60, rate=1000, ramps=True,
+                 about="open-loop arrival rate rising to a high peak over the run, to find the breaking point"),
         Scenario("soak", "soak.py", "open", "http", 600, rate=125, per_function=True,
                  about="constant arrival rate per function held for a long time (NVCF: 125/s for 48 h)"),
         Scenario("large-request", "large_request.py", "closed", "http", 60, users=8, knobs=(("body_size", MIB),),

@@ -42,6 +42,12 @@ def test_soak_rate_is_per_function_and_split_over_the_generators(monkeypatch):
     assert make_plan(SCENARIOS["hammer"], GATEWAY, Options(rate=100, workers=2)).workers == 2
 
 
+def test_hammer_ramps_its_arrival_rate_over_the_run_unless_told_otherwise():
+    assert make_plan(SCENARIOS["hammer"], GATEWAY, Options(duration=90)).knobs.ramp_up == 90
+    assert make_plan(SCENARIOS["hammer"], GATEWAY, Options(ramp_up=0)).knobs.ramp_up == 0
+    assert make_plan(SCENARIOS["soak"], GATEWAY, Options()).knobs.ramp_up == 0  # soak: constant from the start
+
+
 def test_ramp_spreads_the_duration_over_the_steps():
     plan = make_plan(SCENARIOS["ramp"], GATEWAY, Options(steps=(5, 25, 100, 500), duration=120))
     assert plan.knobs.steps == (5, 25, 100, 500) and plan.knobs.step_seconds == 30 and plan.users == 500
