@@ -300,9 +300,12 @@ class H2UpstreamPool:
         connect_timeout: float = 5.0,
         idle_timeout: float = 60.0,
         stream_window: int = 1 << 20,
-        conn_window: int = 16 << 20,
+        conn_window: int = 1 << 28,
         connect=None,
     ) -> None:
+        # Memory is bounded by the stream window per call (calls per instance are capped by
+        # the limiter); the connection window is kept far larger so that a few calls with slow
+        # clients cannot stall the other calls multiplexed on the same instance connection.
         # connect(protocol_factory, host, port) -> (transport, protocol): loop.create_connection
         # by default; an in-memory transport in benchmarks
         self._connect = connect
