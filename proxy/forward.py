@@ -20,6 +20,7 @@ from proxy.limiter import Lease, Limiter
 from proxy.lookup import KeyChecker, poll_seconds, resolve, target_from_host
 from proxy.metrics import Metrics
 from proxy.routing import KeyGrant, SnapshotHolder, VersionRoute
+from proxy.sse import QueueKeepAlive, error_event, wants_sse
 from proxy.upstream.h1_client import H1Upstream, UpstreamLost
 from proxy.upstream.pool import ConnectFailed, H1Pool
 
@@ -147,7 +148,20 @@ class Forwarder:
     # -- the streaming forward ------------------------------------------------------------
     async def forward(self, ex: Exchange, route: VersionRoute, grant: KeyGrant, request_id: bytes,
                       deadline: float, call: Call, target: bytes, host_routed: bool) -> int:
-        status, headers = await self.call_instance(ex, route, grant, request_id, deadline, call, target, host_routed)
+        keepalive = None
+        if self.config.sse_queue_keepalive > 0 and wants_sse(ex):
+            keepalive = QueueKeepAlive(ex, self.config.sse_queue_keepalive, request_id)
+        try:
+            status, headers = await self.call_instance(ex, route, grant, request_id, deadline, call, target, host_routed)
+        except ProxyError as err:
+            if keepalive is None or not keepalive.started:
+                raise
+            ex.write_nowait(error_event(err.http_status, err.detail or type(err).__name__))
+            ex.end()
+            return err.http_status
+        finally:
+            if keepalive is not None:
+                keepalive.stop()
         conn = call.conn
         sse = False
         for n, v in headers:
@@ -155,8 +169,14 @@ class Forwarder:
                 sse = True
                 break
         body = conn.body
-        ex.start_response(status, client_headers(headers, request_id, status_for_nvcf(status)),
-                          flush=not (body.size or body.eof))
+        if keepalive is not None and keepalive.started:  # our 200 head is out already
+            if not sse or status != 200:
+                ex.write_nowait(error_event(status, "the instance answered without an event stream"))
+                ex.end()
+                return status
+        else:
+            ex.start_response(status, client_headers(headers, request_id, status_for_nvcf(status)),
+                              flush=not (body.size or body.eof))
         if sse:
             self.metrics.sse_open += 1
         try:

@@ -215,6 +215,7 @@ class Limiter:
                 requests=st.requests, cold_waiting=0 if ready else depth,
                 last_request_at=st.last_request_at,
                 queued_ids=[w.request_id for _, w in zip(range(1000), st.queue)],
+                endpoint_in_flight={} if route is None else {e.id: self.in_flight.get(e.id, 0) for e in route.endpoints},
             )
         return out
 

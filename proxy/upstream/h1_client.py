@@ -157,6 +157,9 @@ class H1Upstream(asyncio.Protocol):
         self._no_body = no_body
         self._any_byte = False
         self.reusable_body = True
+        if self.closed:  # closed by the instance before we wrote anything
+            self._head.set_exception(UpstreamLost("instance closed the connection", True))
+            return
         self.transport.write(head)
 
     async def write(self, data: bytes) -> None:

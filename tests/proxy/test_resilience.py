@@ -1,0 +1,123 @@
+"""Retries, cancellation while queued, 100-continue, SSE keep-alive comments while queued."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import httpx
+import pytest
+
+from proxy.config import GatewayConfig
+from proxy.routing import SnapshotHolder
+from proxy.server import Gateway
+
+from .conftest import VID, Env, free_port, route
+
+
+async def test_refused_instance_is_retried_once_on_another(env, echo_up):
+    dead = free_port()  # nothing listens there
+    env.publish([route(dead, echo_up.port)])
+    async with httpx.AsyncClient() as c:
+        for _ in range(8):
+            r = await c.post(f"{env.url}/", content=b"body", headers=env.headers())
+            assert r.status_code == 200 and r.json()["bodySize"] == 4
+    assert env.gw.metrics.retries >= 1  # the dead one was picked at least once and retried
+    env.publish([route(dead)])
+    async with httpx.AsyncClient() as c:
+        r = await c.get(f"{env.url}/", headers=env.headers())
+    assert r.status_code == 502 and r.json()["status"] == 502
+
+
+async def test_reset_before_response_is_retried(env, echo_up):
+    """An instance that accepts and closes at once (before any response byte)."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.setblocking(False)
+    loop = asyncio.get_running_loop()
+
+    async def slam():
+        while True:
+            conn, _ = await loop.sock_accept(srv)
+            conn.close()
+
+    task = asyncio.create_task(slam())
+    try:
+        env.publish([route(srv.getsockname()[1])])
+        async with httpx.AsyncClient() as c:
+            r = await c.get(f"{env.url}/", headers=env.headers())
+        assert r.status_code == 502  # retried once (same instance: the only one), then given up
+        assert env.gw.metrics.retries == 1
+    finally:
+        task.cancel()
+        srv.close()
+
+
+async def test_disconnect_while_queued_leaves_the_queue(env, echo_up):
+    env.publish([route(echo_up.port, max_concurrency=1)])
+    async with httpx.AsyncClient(timeout=30) as c:
+        busy = asyncio.create_task(c.get(f"{env.url}/?delay=1", headers=env.headers()))
+        await asyncio.sleep(0.1)
+        queued = asyncio.create_task(c.get(f"{env.url}/", headers=env.headers()))
+        await asyncio.sleep(0.2)
+        assert env.gw.load_report().versions[VID].queue_depth == 1
+        queued.cancel()
+        await asyncio.sleep(0.2)
+        assert env.gw.load_report().versions[VID].queue_depth == 0
+        assert (await busy).status_code == 200
+    stats = (await httpx.AsyncClient().get(f"http://127.0.0.1:{echo_up.port}/stats")).json()
+    assert stats["started"] == 1  # the cancelled request never reached the instance
+
+
+async def test_expect_100_continue(env, echo_up):
+    env.publish([route(echo_up.port)])
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
+    writer.write(b"POST /up HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer nvapi-test-key\r\n"
+                 b"Content-Length: 5\r\nExpect: 100-continue\r\n\r\n" % env.host().encode())
+    await writer.drain()
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim.startswith(b"HTTP/1.1 100 Continue")
+    writer.write(b"hello")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    length = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0].split(b":")[1])
+    body = await reader.readexactly(length)
+    writer.close()
+    assert b'"bodySize": 5' in body
+
+
+async def test_endpoint_in_flight_in_load_reports(env, echo_up):
+    env.publish([route(echo_up.port)])
+    async with httpx.AsyncClient() as c:
+        t = asyncio.create_task(c.get(f"{env.url}/?delay=0.4", headers=env.headers()))
+        await asyncio.sleep(0.2)
+        assert env.gw.load_report().versions[VID].endpoint_in_flight == {f"{VID}-0": 1}
+        await t
+    assert env.gw.load_report().versions[VID].endpoint_in_flight == {f"{VID}-0": 0}
+
+
+@pytest.fixture
+async def keepalive_env():
+    holder = SnapshotHolder()
+    gw = Gateway(GatewayConfig(http_port=0, grpc_port=None, admin_port=None, sse_queue_keepalive=0.1), holder, "gw-ka")
+    await gw.start()
+    yield Env(gw, holder)
+    await gw.stop(1)
+
+
+async def test_sse_keepalive_comments_while_queued(keepalive_env, sse_up):
+    env = keepalive_env
+    env.publish([route(status="ACTIVE")])  # cold: no instance yet
+    lines = []
+    async with httpx.AsyncClient(timeout=30) as c:
+        async with c.stream("POST", f"{env.url}/v1/chat/completions", json={"stream": True, "tokens": 3, "interval": 0},
+                            headers=env.headers(Accept="text/event-stream")) as r:
+            assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
+            it = r.aiter_lines()
+            async for line in it:
+                lines.append(line)
+                if line == ": keep-alive" and lines.count(": keep-alive") == 2:
+                    env.publish([route(sse_up.port)])  # the instance comes up
+                if line == "data: [DONE]":
+                    break
+    data = [l for l in lines if l.startswith("data: {")]
+    assert lines.count(": keep-alive") >= 2 and len(data) == 3
