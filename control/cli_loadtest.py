@@ -24,7 +24,7 @@ def _size(text: str) -> int:
 
 
 def _duration(text: str) -> float:
-    from loadtests.runner import parse_duration
+    from loadtests.plan import parse_duration
 
     try:
         return parse_duration(text)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from loadtests import runner
+from loadtests import plan as planning
 from loadtests.knobs import Knobs
-from loadtests.runner import LoadTestError, Options, Target, locust_command, make_plan, parse_duration
+from loadtests.plan import LoadTestError, Options, Target, make_plan, parse_duration
+from loadtests.runner import locust_command
 from loadtests.scenarios import SCENARIOS
 
 GATEWAY = Target(url="http://127.0.0.1:1", key="k", function_ids=("f1", "f2"), sse_function_id="s",
@@ -30,13 +33,13 @@ def test_bad_durations_are_refused(text):
 
 
 def test_soak_rate_is_per_function_and_split_over_the_generators(monkeypatch):
-    monkeypatch.setattr(runner.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(planning.os, "cpu_count", lambda: 4)
     plan = make_plan(SCENARIOS["soak"], GATEWAY, Options())
     assert plan.rate == 250.0 and plan.workers == 1 and plan.duration == 600
     assert plan.knobs.rate_per_user * plan.users == 250.0
     big = make_plan(SCENARIOS["hammer"], GATEWAY, Options(rate=7000))
     assert big.workers == 3 and big.users == 3  # one Locust process per 3000 arrivals/s
-    assert "--processes" in locust_command(big, "http://h", runner.Path("/tmp/x"))
+    assert "--processes" in locust_command(big, "http://h", Path("/tmp/x"))
     capped = make_plan(SCENARIOS["hammer"], GATEWAY, Options(rate=100_000))
     assert capped.workers == 4  # never more processes than cores
     assert make_plan(SCENARIOS["hammer"], GATEWAY, Options(rate=100, workers=2)).workers == 2

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from loadtests import slis
-from loadtests.runner import Options, Target, make_plan, run_locust
+from loadtests.plan import Options, Target, make_plan
+from loadtests.runner import run_locust
 from loadtests.scenarios import SCENARIOS
 
 
