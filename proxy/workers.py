@@ -103,6 +103,15 @@ async def _worker(spec: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    parent = os.getppid()
+
+    def orphaned() -> None:  # the parent died without stopping us (SIGKILL): stop too
+        if os.getppid() != parent:
+            stop.set()
+        else:
+            loop.call_later(1.0, orphaned)
+
+    loop.call_later(1.0, orphaned)
     print("ready", os.getpid(), flush=True)
     await stop.wait()
     await gateway.stop(cfg.grace)
