@@ -20,6 +20,7 @@ from collections import deque
 from typing import Awaitable, Callable, Protocol
 
 from h2.errors import ErrorCodes
+from hpack import NeverIndexedHeaderTuple
 
 from proxy.grpc import (
     FramingError, GrpcError, MessageFraming, Status, encode_message, format_timeout, parse_timeout, status_of, trailers_only,
@@ -237,9 +238,10 @@ class GrpcCall:
 
     def _upstream_headers(self, endpoint: Endpoint) -> Headers:
         out = [(n, v) for n, v in self.headers if n not in _DROP]
+        # values unique to this call are kept out of the HPACK dynamic table
         if self.deadline is not None:
-            out.append((b"grpc-timeout", format_timeout(self.deadline - time.monotonic()).encode()))
-        out.append((b"nvcf-reqid", self.request_id.encode()))
+            out.append(NeverIndexedHeaderTuple(b"grpc-timeout", format_timeout(self.deadline - time.monotonic()).encode()))
+        out.append(NeverIndexedHeaderTuple(b"nvcf-reqid", self.request_id.encode()))
         return out
 
     async def _pump_request(self) -> None:
@@ -287,7 +289,7 @@ class GrpcCall:
                 if not self._responded:
                     self._responded = True
                     self._cancel_queue_timer()
-                    headers = headers + [(b"nvcf-reqid", self.request_id.encode())]
+                    headers = headers + [NeverIndexedHeaderTuple(b"nvcf-reqid", self.request_id.encode())]
                     down.send_headers(headers, end_stream=end)
                 elif end:
                     down.send_trailers(headers)
@@ -348,7 +350,7 @@ class GrpcCall:
             self._down(self.down.send_trailers, trailers)
         else:
             self._responded = True
-            headers = trailers_only(status, message, ((b"nvcf-reqid", self.request_id.encode()),))
+            headers = trailers_only(status, message, (NeverIndexedHeaderTuple(b"nvcf-reqid", self.request_id.encode()),))
             self._down(self.down.send_headers, headers, True)
         if not self._req_ended:
             self._down(self.down.reset, ErrorCodes.NO_ERROR)

@@ -62,7 +62,11 @@ class H2Upstream(asyncio.Protocol):
 
     def __init__(self, key: tuple[str, int], stream_window: int, conn_window: int, on_idle=None) -> None:
         self.key = key
-        self.h2 = H2Connection(H2Configuration(client_side=True, header_encoding=None, validate_inbound_headers=False))
+        # headers come from the validating server driver: no second validation pass here
+        self.h2 = H2Connection(H2Configuration(
+            client_side=True, header_encoding=None, validate_inbound_headers=False,
+            validate_outbound_headers=False, normalize_outbound_headers=False,
+        ))
         self.transport: asyncio.Transport | None = None
         self.sinks: dict[int, StreamSink] = {}
         self.ready = asyncio.get_running_loop().create_future()  # set on the peer's first SETTINGS
