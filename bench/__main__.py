@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -61,8 +62,14 @@ def raise_fd_limit() -> None:
             continue
 
 
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM (timeout, CI) unwinds like Ctrl-C, so every started server is stopped
+    signal.signal(signal.SIGTERM, _interrupted)
     only = args.only.split(",")
     raise_fd_limit()
     work = Path(tempfile.mkdtemp(prefix="fngate-bench-"))

@@ -76,10 +76,11 @@ def invoke_headers(name: str) -> dict[str, str]:
 class GatewayProcess:
     """The gateway in its own process, pinned like any other system under test."""
 
-    def __init__(self, upstreams: list[Upstream], cpus: str | None, work: Path, log_dir: Path, workers: int = 1):
+    def __init__(self, upstreams: list[Upstream], cpus: str | None, work: Path, log_dir: Path, workers: int = 1,
+                 max_concurrency: int = 4096):
         self.name = f"fngate-{workers}w"
         table_path = work / f"{self.name}-table.json"
-        table_path.write_bytes(build_table(upstreams).to_json())
+        table_path.write_bytes(build_table(upstreams, max_concurrency).to_json())
         ready = work / f"{self.name}-ready.json"
         ready.unlink(missing_ok=True)
         cmd = [PYTHON, "-m", "bench.fngate", "--table", str(table_path), "--ready-file", str(ready),

@@ -175,7 +175,8 @@ def markdown(doc: dict) -> str:
             out += ["", f"Concurrent streams through one gateway process: {hold['held']:,} of {hold['asked']:,} held "
                     f"(gateway RSS {hold['rss_before_mib']:.1f} → {hold['rss_after_mib']:.1f} MiB, "
                     f"{_f(hold.get('kib_per_stream'), '{:.1f}')} KiB per open stream)"
-                    + (f"; first error: {hold['error']}" if hold.get("error") else "") + "."]
+                    + (f"; failures by kind {hold.get('error_kinds')}, first: {hold['error']}" if hold.get("error") else "")
+                    + "."]
         out.append("")
     if doc.get("memory"):
         out += ["## Memory per idle connection", "", "| target | idle connections | RSS before → after MiB | KiB per connection |", "|---|---|---|---|"]

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections import Counter
 
 import orjson
 
@@ -53,6 +54,7 @@ async def _hold(port: int, headers: dict[str, str], count: int, gateway: Gateway
     opening = asyncio.Semaphore(256)
     writers: list[asyncio.StreamWriter] = []
     errors: list[str] = []
+    opened: list[float] = []
     request = request_bytes("POST", PATH.format(tokens=1_000_000, interval=120), {**headers, "Accept": "text/event-stream"})
 
     async def open_one() -> None:
@@ -65,11 +67,21 @@ async def _hold(port: int, headers: dict[str, str], count: int, gateway: Gateway
                 if status != 200:
                     raise RuntimeError(f"status {status}")
                 await asyncio.wait_for(anext(sse_events(reader, resp_headers)), 30)
+                opened.append(time.monotonic())
+                if len(opened) % 1000 == 0:
+                    say(f"sse: {len(opened)} streams open after {opened[-1] - t0:.1f} s")
             except Exception as e:  # any failure means this stream is not held; keep counting
                 errors.append(f"{type(e).__name__}: {e}")
 
     t0 = time.monotonic()
-    await asyncio.gather(*(open_one() for _ in range(count)))
+    tasks = [asyncio.ensure_future(open_one()) for _ in range(count)]
+    # a gateway that stops accepting must not hang the benchmark: give up after a deadline
+    done, pending = await asyncio.wait(tasks, timeout=max(60.0, count / 50))
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    if pending:
+        errors += [f"not opened within {max(60.0, count / 50):.0f} s"] * len(pending)
     held = count - len(errors)
     await asyncio.sleep(1.0)  # let the gateway settle before reading its RSS
     rss_after = gateway.proc.rss()
@@ -81,6 +93,7 @@ async def _hold(port: int, headers: dict[str, str], count: int, gateway: Gateway
         "rss_before_mib": rss_before / MIB, "rss_after_mib": rss_after / MIB,
         "kib_per_stream": (rss_after - rss_before) / 1024 / held if held else None,
         "error": errors[0] if errors else None, "errors": len(errors),
+        "error_kinds": dict(Counter(e.split(":", 1)[0] for e in errors).most_common(5)),
     }
 
 
@@ -97,7 +110,10 @@ def sse(settings: Settings, skipped: dict) -> dict:
         sample = Proc("sse-sample", [PYTHON, "-m", "backends.samples.sse", "--host", "127.0.0.1", "--port", str(port)], lay.upstream, settings.logs)
         stack.callback(sample.stop)
         wait_port(port, proc=sample)
-        gateway = GatewayProcess([Upstream("sse", "127.0.0.1", port)], lay.sut, settings.work, settings.logs)
+        # the instance's slot limit must not be what caps the streams held
+        slots = settings.sse_streams + settings.sse_latency_streams
+        gateway = GatewayProcess([Upstream("sse", "127.0.0.1", port)], lay.sut, settings.work, settings.logs,
+                                 max_concurrency=slots)
         stack.callback(gateway.stop)
         if lay.load is not None:
             os.sched_setaffinity(0, {int(lay.load)})
