@@ -22,7 +22,7 @@ from pathlib import Path
 from bench import memory, scenarios, sse
 from bench.micro import run_micro
 from bench.procs import ROOT, cpu_count, layouts
-from bench.report import compute_ratios, machine, markdown, write
+from bench.report import compute_ratios, machine, markdown, targets, write
 from bench.runner import Settings, say
 
 SCENARIOS = ("http1", "echo", "h2", "grpc", "sse", "memory", "workers", "micro")
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"scenario {name} failed:\n{traceback.format_exc()}")
         compute_ratios(rows)
         doc["rows"] = [r.to_dict() for r in rows]
+        doc["targets"] = targets(doc)
         doc["notes"] += [f"{name} failed: {why}" for name, why in doc["failed"].items()]
         json_path, md_path = write(doc, args.out)
         print(markdown(doc))

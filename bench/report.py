@@ -96,6 +96,37 @@ def compute_ratios(rows: list[Row]) -> None:
                 r.ratios[f"vs_{r.baseline}"] = _ratio(r.rps, named[r.baseline].rps)
 
 
+def _row(rows: list[dict], scenario: str, target: str | None = None, role: str = FNGATE) -> dict | None:
+    return next((r for r in rows if r["scenario"] == scenario and r["role"] == role
+                 and (target is None or r["target"] == target)), None)
+
+
+def targets(doc: dict) -> list[dict]:
+    """The issue's targets, each read off this report's measured figures (None: not measured)."""
+    rows, out = doc["rows"], []
+
+    def add(name: str, value: float | None, goal: float, unit: str, higher_is_better: bool = True) -> None:
+        met = None if value is None else (value >= goal if higher_is_better else value <= goal)
+        out.append({"target": name, "value": None if value is None else round(value, 3), "goal": goal,
+                    "unit": unit, "met": met})
+
+    fn, ng = _row(rows, "http1-small"), _row(rows, "http1-small", role=NGINX)
+    add("HTTP/1.1 small: req/s per core vs nginx", fn and fn["ratios"].get("vs_nginx_per_core"), 0.8, "×")
+    add("HTTP/1.1 small: p50 added over nginx's", fn and ng and fn["p50_ms"] - ng["p50_ms"], 0.3, "ms", False)
+    h2 = _row(rows, "h2c-small")
+    add("h2c: req/s per core vs nginx", h2 and h2["ratios"].get("vs_nginx_per_core"), 0.3, "×")
+    g = _row(rows, "grpc-unary")
+    add("gRPC unary: calls/s vs the instance directly", g and g["ratios"].get("vs_direct"), 0.8, "×")
+    latency = (doc.get("sse") or {}).get("latency") or []
+    through = next((x for x in latency if "added_p50_ms" in x), None)
+    add("SSE: added latency per event (p50)", through and through["added_p50_ms"], 1.0, "ms", False)
+    hold = (doc.get("sse") or {}).get("hold")
+    add("SSE: concurrent streams held by one process", hold and hold["held"], 10_000, "streams")
+    w = _row(rows, "http1-workers", "fngate 2w")
+    add("--workers 2 vs 1 (req/s)", w and w["ratios"].get("vs_fngate 1w"), 1.7, "×")
+    return out
+
+
 def machine() -> dict:
     info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": None, "cpu_model": None}
     try:
@@ -136,6 +167,14 @@ def markdown(doc: dict) -> str:
     ]
     if doc.get("skipped"):
         out += ["Skipped: " + "; ".join(f"{k}: {v}" for k, v in doc["skipped"].items()), ""]
+    if doc.get("targets"):
+        out += ["## Targets (from the figures below)", "", "| target | measured | goal | met |", "|---|---|---|---|"]
+        for t in doc["targets"]:
+            sign = "≥" if t["unit"] in ("×", "streams") else "≤"
+            met = "–" if t["met"] is None else ("yes" if t["met"] else "no")
+            fmt = "{:,.0f}" if t["unit"] == "streams" else "{:,.2f}"
+            out.append(f"| {t['target']} | {_f(t['value'], fmt)} {t['unit']} | {sign} {t['goal']:,} {t['unit']} | {met} |")
+        out.append("")
     if doc["rows"]:
         out += [
             "## Throughput and latency",

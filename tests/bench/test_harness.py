@@ -75,3 +75,11 @@ def test_markdown_report_shows_the_rows(report):
         line = next(ln for ln in md.splitlines() if ln.startswith(f"| {r['scenario']} | {r['target']} |"))
         assert f"{r['ratios']['vs_nginx']:.2f}" in line
         assert f"{r['ratios']['vs_direct']:.2f}" in line
+
+
+def test_targets_without_fngate_rows_are_not_judged(report):
+    doc, md, _ = report
+    by_name = {t["target"]: t for t in doc["targets"]}
+    assert by_name["HTTP/1.1 small: req/s per core vs nginx"]["goal"] == 0.8
+    assert all(t["value"] is None and t["met"] is None for t in doc["targets"]), "no fngate row was measured"
+    assert "## Targets" in md
