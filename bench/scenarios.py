@@ -11,7 +11,7 @@ import contextlib
 from typing import Callable
 
 from bench import loadgen
-from bench.fngate import GatewayProcess, Upstream, function_id, invoke_headers
+from bench.fngate import GatewayProcess, Upstream, invoke_headers
 from bench.grpc_load import GrpcEcho, grpc_body, probe
 from bench.nginx import Nginx
 from bench.procs import PYTHON, Proc, free_port, layouts, wait_port
@@ -166,6 +166,3 @@ def workers(settings: Settings, skipped: dict) -> list[Row]:
             targets.append(Target(f"fngate {n}w", FNGATE, gw.proc, free, f"http://127.0.0.1:{gw.port}/small",
                                   invoke_headers("static"), baseline="fngate 1w" if n > 1 else None))
         return alternate("http1-workers", f"wrk -t1 -c{settings.connections}", targets, _wrk(settings), settings)
-
-
-__all__ = ["http1", "http1_echo", "h2", "grpc", "workers", "function_id"]
