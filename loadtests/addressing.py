@@ -1,7 +1,7 @@
 """How an invocation of a sample function is addressed and shaped (no Locust here).
 
-The same request can reach a function three ways: Host-routed
-(`{functionId}.invocation.<domain>`), header-routed (`function-id: ...` on any host),
+The same request can reach a function three ways: Host-routed (`{functionId}.{domain}`,
+the domain being `invocation.localhost` unless set), header-routed (`function-id: ...`),
 or, with `direct`, straight at an instance with no gateway in between. Knobs become the
 echo sample's query parameters (`delay`, `size`) and the SSE sample's body fields.
 """
