@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import sys
@@ -83,11 +84,21 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def gateway(instances):
+@contextlib.asynccontextmanager
+async def running_gateway(instances, **config):
+    """A Gateway on free ports with the test routing table, stopped on exit."""
     holder = SnapshotHolder()
     holder.publish(build_table(1, instances["grpcio"].port, instances["grpclib"].port, closed_port()))
-    gw = Gateway(GatewayConfig(http_port=0, grpc_port=0, admin_port=0), holder, "gw-grpc-test")
+    gw = Gateway(GatewayConfig(**{"http_port": 0, "grpc_port": 0, "admin_port": 0, **config}), holder, "gw-grpc-test")
     await gw.start()
-    yield GatewayUnderTest(gw, holder)
-    await gw.stop(grace=1.0)
+    try:
+        yield GatewayUnderTest(gw, holder)
+    finally:
+        if gw.serving:  # unless the test stopped it itself
+            await gw.stop(grace=1.0)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gateway(instances):
+    async with running_gateway(instances) as gw:
+        yield gw

@@ -12,6 +12,7 @@ import pytest
 from grpclib.client import Channel
 
 from backends.samples import grpc_echo_pb2 as pb
+from tests.grpc.conftest import running_gateway
 from tests.grpc.gateway import (
     F_BOTH, F_IO, FUNCTION_OF, V_IO, V_LIB, grpcio_channel, grpcio_stub, grpclib_stub, metadata,
 )
@@ -172,12 +173,6 @@ async def test_grpc_on_the_invocation_port(gateway, client):
 
 
 async def test_grpc_over_tls_with_alpn(instances, tmp_path):
-    from proxy.config import GatewayConfig
-    from proxy.routing import SnapshotHolder
-    from proxy.server import Gateway
-    from tests.grpc.conftest import closed_port
-    from tests.grpc.gateway import build_table
-
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     openssl = await asyncio.create_subprocess_exec(
         "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=gateway.test",
@@ -185,16 +180,9 @@ async def test_grpc_over_tls_with_alpn(instances, tmp_path):
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
     assert await openssl.wait() == 0
-    holder = SnapshotHolder()
-    holder.publish(build_table(1, instances["grpcio"].port, instances["grpclib"].port, closed_port()))
-    config = GatewayConfig(http_port=0, grpc_port=0, admin_port=None, tls_cert=str(cert), tls_key=str(key))
-    gw = Gateway(config, holder, "gw-tls")
-    await gw.start()
-    try:
+    async with running_gateway(instances, tls_cert=str(cert), tls_key=str(key)) as gw:
         credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
         options = [("grpc.ssl_target_name_override", "gateway.test")]
-        async with grpc.aio.secure_channel(f"127.0.0.1:{gw.grpc_port}", credentials, options=options) as ch:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{gw.port}", credentials, options=options) as ch:
             reply = await grpcio_stub(ch).Echo(pb.EchoRequest(message="over tls"), metadata=metadata(F_IO))
-        assert (reply.message, reply.impl) == ("over tls", "grpcio")
-    finally:
-        await gw.stop(grace=1.0)
+    assert (reply.message, reply.impl) == ("over tls", "grpcio")

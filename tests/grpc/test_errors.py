@@ -14,7 +14,7 @@ from grpclib.exceptions import GRPCError
 from backends.samples import grpc_echo_pb2 as pb
 from tests.grpc.gateway import (
     EXPIRED_KEY, F_DEPLOYING, F_DOWN, F_HTTP, F_INACTIVE, F_IO, F_LIB, F_ONE, FUNCTION_OF, KEY, NO_INVOKE_KEY,
-    SCOPED_KEY, V_LIB, V_OTHER, grpcio_channel, grpcio_stub, grpclib_stub, metadata,
+    SCOPED_KEY, V_OTHER, grpcio_channel, grpcio_stub, grpclib_stub, metadata,
 )
 from tests.grpc.rawh2 import RawClient, grpc_frame, grpc_headers
 

@@ -10,6 +10,7 @@ from grpclib.client import Channel
 
 from backends.samples import grpc_echo_pb2 as pb
 from tests.grpc.gateway import F_IO, FUNCTION_OF, grpc_route, grpcio_channel, grpcio_stub, grpclib_stub, metadata, publish_routes
+from tests.grpc.conftest import running_gateway, start_echo
 from tests.grpc.rawh2 import RawClient, RawUpstream, grpc_frame, grpc_headers
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -141,8 +142,6 @@ async def test_bad_framing_resets_only_that_stream(gateway, body, why):
 
 
 async def test_instance_dying_mid_stream_ends_the_call_unavailable(gateway):
-    from tests.grpc.conftest import start_echo
-
     instance = await start_echo("grpclib")
     publish_routes(gateway.holder, grpc_route(F_RAW, V_RAW, instance.port))
     try:
@@ -162,56 +161,37 @@ async def test_instance_dying_mid_stream_ends_the_call_unavailable(gateway):
 async def test_finished_calls_leave_nothing_on_the_client_connection(instances):
     """Completed gRPC streams are forgotten by the connection: an idle one is closed
     after keepalive_timeout, as for HTTP/2 requests."""
-    from proxy.config import GatewayConfig
-    from proxy.routing import SnapshotHolder
-    from proxy.server import Gateway
-    from tests.grpc.conftest import closed_port
-    from tests.grpc.gateway import build_table
-
-    holder = SnapshotHolder()
-    holder.publish(build_table(1, instances["grpcio"].port, instances["grpclib"].port, closed_port()))
-    gw = Gateway(GatewayConfig(http_port=0, grpc_port=0, admin_port=None, keepalive_timeout=0.5), holder, "gw-idle")
-    await gw.start()
-    client = await RawClient.connect(gw.grpc_port)
-    try:
-        for request, end in ((pb.EchoRequest(message="a"), True), (pb.EchoRequest(message="b"), True)):
-            result = client.start(grpc_headers(ECHO, extra=metadata(F_IO)), grpc_frame(request.SerializeToString()), end=end)
-            await asyncio.wait_for(result.done, 5)
-            assert result.grpc_status == 0
-        await asyncio.wait_for(client.closed, 3)  # closed by the gateway's idle timer
-    finally:
-        await client.close()
-        await gw.stop(grace=1.0)
+    async with running_gateway(instances, keepalive_timeout=0.5) as gw:
+        client = await RawClient.connect(gw.port)
+        try:
+            for text in ("a", "b"):
+                request = grpc_frame(pb.EchoRequest(message=text).SerializeToString())
+                result = client.start(grpc_headers(ECHO, extra=metadata(F_IO)), request)
+                await asyncio.wait_for(result.done, 5)
+                assert result.grpc_status == 0
+            await asyncio.wait_for(client.closed, 3)  # closed by the gateway's idle timer
+        finally:
+            await client.close()
 
 
 async def test_streams_past_the_concurrency_limit_are_refused_one_by_one(instances):
-    from proxy.config import GatewayConfig
-    from proxy.routing import SnapshotHolder
-    from proxy.server import Gateway
-    from tests.grpc.conftest import closed_port
-    from tests.grpc.gateway import build_table
-
-    holder = SnapshotHolder()
-    holder.publish(build_table(1, instances["grpcio"].port, instances["grpclib"].port, closed_port()))
-    gw = Gateway(GatewayConfig(http_port=0, grpc_port=0, admin_port=None, h2_max_concurrent_streams=3), holder, "gw-limit")
-    await gw.start()
-    client = await RawClient.connect(gw.grpc_port, ignore_stream_limit=True)
     message = grpc_frame(pb.EchoRequest(message="m").SerializeToString())
-    try:
-        open_calls = [client.start(grpc_headers(ECHO, extra=metadata(F_IO)), end=False) for _ in range(3)]
-        refused = client.start(grpc_headers(ECHO, extra=metadata(F_IO)), end=False)
-        await asyncio.wait_for(refused.done, 5)
-        assert refused.reset_code == 7  # REFUSED_STREAM: safe for the client to retry
-        for call in open_calls:  # the streams within the limit are unaffected
-            client.send(call, message)
-            await asyncio.wait_for(call.done, 5)
-            assert call.grpc_status == 0
-        again = client.start(grpc_headers(ECHO, extra=metadata(F_IO)), message)
-        await asyncio.wait_for(again.done, 5)
-        assert again.grpc_status == 0
-    finally:
-        await client.close()
-        await gw.stop(grace=1.0)
+    async with running_gateway(instances, h2_max_concurrent_streams=3) as gw:
+        client = await RawClient.connect(gw.port, ignore_stream_limit=True)
+        try:
+            open_calls = [client.start(grpc_headers(ECHO, extra=metadata(F_IO)), end=False) for _ in range(3)]
+            refused = client.start(grpc_headers(ECHO, extra=metadata(F_IO)), end=False)
+            await asyncio.wait_for(refused.done, 5)
+            assert refused.reset_code == 7  # REFUSED_STREAM: safe for the client to retry
+            for call in open_calls:  # the streams within the limit are unaffected
+                client.send(call, message)
+                await asyncio.wait_for(call.done, 5)
+                assert call.grpc_status == 0
+            again = client.start(grpc_headers(ECHO, extra=metadata(F_IO)), message)
+            await asyncio.wait_for(again.done, 5)
+            assert again.grpc_status == 0
+        finally:
+            await client.close()
 
 
 async def test_oversized_metadata_closes_only_that_connection(gateway):
@@ -232,39 +212,20 @@ async def test_oversized_metadata_closes_only_that_connection(gateway):
 
 
 async def test_graceful_stop_lets_calls_in_progress_finish(instances):
-    from proxy.config import GatewayConfig
-    from proxy.routing import SnapshotHolder
-    from proxy.server import Gateway
-    from tests.grpc.conftest import closed_port
-    from tests.grpc.gateway import build_table
-
-    holder = SnapshotHolder()
-    holder.publish(build_table(1, instances["grpcio"].port, instances["grpclib"].port, closed_port()))
-    gw = Gateway(GatewayConfig(http_port=0, grpc_port=0, admin_port=None), holder, "gw-stop")
-    await gw.start()
-    async with grpcio_channel(gw.grpc_port) as ch:
+    async with running_gateway(instances) as gw, grpcio_channel(gw.port) as ch:
         call = grpcio_stub(ch).Echo(pb.EchoRequest(message="finish me", delay_s=0.5), metadata=metadata(F_IO))
         await asyncio.sleep(0.2)
-        await gw.stop(grace=5.0)
+        await gw.gw.stop(grace=5.0)
         reply = await call
     assert reply.message == "finish me"
 
 
 async def test_stop_after_the_grace_period_ends_calls_unavailable(instances):
-    from proxy.config import GatewayConfig
-    from proxy.routing import SnapshotHolder
-    from proxy.server import Gateway
-    from tests.grpc.conftest import closed_port
-    from tests.grpc.gateway import build_table
-
-    holder = SnapshotHolder()
-    holder.publish(build_table(1, instances["grpcio"].port, instances["grpclib"].port, closed_port()))
-    gw = Gateway(GatewayConfig(http_port=0, grpc_port=0, admin_port=None), holder, "gw-stop-hard")
-    await gw.start()
-    async with grpcio_channel(gw.grpc_port) as ch:
+    async with running_gateway(instances) as gw, grpcio_channel(gw.port) as ch:
         call = grpcio_stub(ch).Echo(pb.EchoRequest(delay_s=30), metadata=metadata(F_IO))
         await asyncio.sleep(0.2)
-        await gw.stop(grace=0.2)
+        await gw.gw.stop(grace=0.2)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await asyncio.wait_for(call, 5)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
