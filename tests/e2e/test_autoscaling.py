@@ -41,7 +41,7 @@ async def test_scale_from_zero_up_under_load_and_down_to_zero(api):
 
     # 4 clients, 0.3 s per request, 1 slot per instance: utilisation 100 % -> more instances
     peak = 0
-    load = asyncio.ensure_future(gather_load(api, fid, seconds=6, concurrency=4, path="/echo?delay=0.3"))
+    load = asyncio.ensure_future(gather_load(api, fid, seconds=8, concurrency=4, path="/echo?delay=0.3"))
     while not load.done():
         peak = max(peak, len(await asyncio.to_thread(api.ready_instances, fid, vid)))
         await asyncio.sleep(0.2)

@@ -75,7 +75,13 @@ def test_restart_restores_deployments_and_leaves_no_orphans(serve, tmp_path):
     assert sp.stop() == 0
     assert not alive(pid), "fngate serve left its instance running"
 
-    api = Api(serve(data_dir=sp.data_dir))
+    again = serve(data_dir=sp.data_dir)
+    api = Api(again)
     api.wait(lambda: api.ready_instances(fid, vid), "the deployment to come back after restart")
     api.wait_status(fid, vid, "ACTIVE")
     assert api.invoke(fid).status_code == 200
+
+    [inst] = api.ready_instances(fid, vid)
+    pid = instance_pid(again.data_dir, vid, inst["instanceId"])
+    again.stop(signal.SIGKILL)  # no chance to clean up: the instances must still not outlive it
+    api.wait(lambda: not alive(pid), "the instance to die with a killed fngate serve", 10)
