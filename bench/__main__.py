@@ -115,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         doc["rows"] = [r.to_dict() for r in rows]
         doc["targets"] = targets(doc)
         doc["notes"] += [f"{name} failed: {why}" for name, why in doc["failed"].items()]
+        if "workers" in only and cpu_count() <= 2:
+            doc["notes"].append("http1-workers: on a 2-core machine wrk and the upstream share both cores with the "
+                                "gateway's workers, so 2 workers cannot reach 2× here; compare req/s per SUT core")
+        if "grpc" in only:
+            doc["notes"].append("gRPC: the instance keeps cpu1 to itself in both rows and the gateway shares cpu0 with "
+                                "h2load; h2load cannot read grpc-status, so one grpcio call per target checked status OK first")
         json_path, md_path = write(doc, args.out)
         print(markdown(doc))
         say(f"report: {md_path} and {json_path}")
