@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import aiohttp
@@ -80,17 +82,21 @@ class SampleBootstrap:
 
     def _print_commands(self, states: dict[str, str]) -> None:
         base = f"http://{self.host}:{self.http_port}"
+        key_file = Path(self.data_dir) / "admin.key"
+        key_line = f"  export FNGATE_KEY=$(cat {key_file})" if key_file.exists() else "  export FNGATE_KEY=$FNGATE_ADMIN_KEY"
+        cli = Path(sys.executable).with_name("fngate")
+        cli_cmd = str(cli) if cli.exists() else "fngate"
         ids = self.function_ids
         lines = [
             "fngate: sample functions: " + ", ".join(f"{n} {ids[n]} {states.get(n, '?')}" for n in ids),
-            f"  export FNGATE_KEY=$(cat {self.data_dir}/admin.key)",
+            key_line,
             "  # echo (HTTP):",
             f"  curl -s {base}/echo -H \"function-id: {ids['echo']}\" -H \"Authorization: Bearer $FNGATE_KEY\" -d 'hello'",
             "  # sse (streams tokens as they are generated):",
             f"  curl -N {base}/v1/chat/completions -H \"function-id: {ids['sse']}\" -H \"Authorization: Bearer $FNGATE_KEY\""
             " -H 'Content-Type: application/json' -d '{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true}'",
             "  # grpc-echo (gRPC through the gateway):",
-            f"  fngate invoke {ids['grpc-echo']} --grpc --grpc-target {self.host}:{self.grpc_port} --method Echo --message hello",
+            f"  {cli_cmd} invoke {ids['grpc-echo']} --grpc --grpc-target {self.host}:{self.grpc_port} --method Echo --message hello",
         ]
         for name, state in states.items():
             if state != "ACTIVE":
