@@ -8,6 +8,7 @@ import struct
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
+from h2.settings import SettingCodes, Settings
 from h2.events import DataReceived, RequestReceived, ResponseReceived, StreamEnded, StreamReset, TrailersReceived
 
 
@@ -113,10 +114,13 @@ class RawClient:
 
 class RawUpstream:
     """An h2c 'instance' that records request headers and answers each stream by `behaviour`:
-    "reset:<code>" resets the stream, anything else answers an empty OK gRPC response."""
+    "reset:<code>" resets the stream, "slow" answers OK after 0.3 s, anything else answers
+    OK at once. `max_streams` is the SETTINGS_MAX_CONCURRENT_STREAMS it advertises."""
 
-    def __init__(self, behaviour: str) -> None:
+    def __init__(self, behaviour: str, max_streams: int = 100) -> None:
         self.behaviour = behaviour
+        self.max_streams = max_streams
+        self.connections = 0
         self.requests: list[dict[str, str]] = []
         self.server: asyncio.Server | None = None
         self.port = 0
@@ -130,9 +134,18 @@ class RawUpstream:
         self.server.close()
 
     async def _serve(self, reader, writer) -> None:
+        self.connections += 1
         h2 = H2Connection(H2Configuration(client_side=False, header_encoding="utf-8"))
+        h2.local_settings = Settings(client=False, initial_values={SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams})
         h2.initiate_connection()
         writer.write(h2.data_to_send())
+
+        def answer(sid: int) -> None:
+            h2.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+            h2.send_data(sid, grpc_frame(b""))
+            h2.send_headers(sid, [("grpc-status", "0")], end_stream=True)
+            writer.write(h2.data_to_send())
+
         try:
             while data := await reader.read(65536):
                 for ev in h2.receive_data(data):
@@ -140,10 +153,10 @@ class RawUpstream:
                         self.requests.append(dict(ev.headers))
                         if self.behaviour.startswith("reset:"):
                             h2.reset_stream(ev.stream_id, int(self.behaviour.split(":")[1]))
+                        elif self.behaviour == "slow":
+                            asyncio.get_running_loop().call_later(0.3, answer, ev.stream_id)
                         else:
-                            h2.send_headers(ev.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
-                            h2.send_data(ev.stream_id, grpc_frame(b""))
-                            h2.send_headers(ev.stream_id, [("grpc-status", "0")], end_stream=True)
+                            answer(ev.stream_id)
                     elif isinstance(ev, DataReceived):
                         h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                 writer.write(h2.data_to_send())

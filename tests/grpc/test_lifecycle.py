@@ -104,6 +104,22 @@ async def test_request_headers_reaching_the_instance(gateway):
     assert seen["grpc-timeout"].endswith(("m", "u", "n")) and 19_000 < int(seen["grpc-timeout"][:-1]) / {"m": 1, "u": 1e3, "n": 1e6}[seen["grpc-timeout"][-1]] <= 20_000
 
 
+async def test_more_upstream_connections_only_past_the_instance_stream_limit(gateway):
+    upstream = RawUpstream("slow", max_streams=2)
+    publish_routes(gateway.holder, grpc_route(F_RAW, V_RAW, await upstream.start()))
+    try:
+        async with grpcio_channel(gateway.port) as ch:
+            stub = grpcio_stub(ch)
+            calls = [stub.Echo(pb.EchoRequest(), metadata=metadata(F_RAW)) for _ in range(5)]
+            replies = await asyncio.gather(*calls)
+            assert len(replies) == 5
+            assert upstream.connections == 3  # ceil(5 / 2): reuse first, dial only when full
+            await stub.Echo(pb.EchoRequest(), metadata=metadata(F_RAW))
+            assert upstream.connections == 3  # idle connections are reused
+    finally:
+        await upstream.stop()
+
+
 async def test_slow_receiver_holds_back_the_instance(gateway, instances):
     port = instances["grpclib"].port
     size, count = 1 << 20, 40
