@@ -52,7 +52,7 @@ class StaticBackend:
         for idx in [i for i in group if i >= wanted]:
             await self._stop(group.pop(idx)[1])
         for idx in range(wanted):
-            if idx not in group:
+            if idx not in group or group[idx][1].done():  # new, or FAILED earlier: check it again
                 inst_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{spec.version_id}/{spec.gpu_spec_id}/{idx}"))
                 host, port = endpoints[idx]
                 task = asyncio.create_task(self._watch(spec, inst_id, host, port))

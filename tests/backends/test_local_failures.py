@@ -3,6 +3,7 @@ FAILED/LOST fact (or a refusal), and nothing else running is disturbed."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -12,7 +13,8 @@ import pytest
 
 from backends.base import BackendError, HealthCheck, InstanceEventKind as K
 from backends.inventory import Inventory
-from backends.local import LocalBackend
+from backends.local import LocalBackend, free_port
+from backends.static import StaticBackend
 from tests.backends.toys import TOY, Tracker, toy_catalog, toy_spec
 
 
@@ -134,3 +136,33 @@ async def test_aclose_leaves_no_process_behind(tmp_path):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_static_endpoint_that_never_answers_fails_and_is_retried_by_the_next_apply():
+    port = free_port("127.0.0.1")
+    backend = StaticBackend("static", probe_interval=0.1, startup_timeout=0.5)
+    t = Tracker(backend)
+    spec = toy_spec(configuration={"endpoints": [f"http://127.0.0.1:{port}"]})
+    try:
+        await backend.apply(spec, 1)
+        await t.until(lambda: t.of_kind(K.FAILED))
+        assert f"endpoint 127.0.0.1:{port} did not become healthy within 0.5s" in t.of_kind(K.FAILED)[0].detail
+        proc = await asyncio.create_subprocess_exec(sys.executable, TOY, "--port", str(port))
+        try:
+            await backend.apply(spec, 1)
+            await t.until(lambda: len(t.ready_of("v1")) == 1, timeout=10)
+        finally:
+            proc.terminate()
+            await proc.wait()
+    finally:
+        await backend.aclose()
+        await t.close()
+
+
+async def test_static_backend_refuses_bad_configuration():
+    backend = StaticBackend("static")
+    with pytest.raises(BackendError, match='needs configuration {"endpoints"'):
+        await backend.apply(toy_spec(), 1)
+    with pytest.raises(BackendError, match="needs a host and a port"):
+        await backend.apply(toy_spec(configuration={"endpoints": ["http://no-port"]}), 1)
+    await backend.aclose()
