@@ -18,6 +18,7 @@ import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import DataReceived, RequestReceived, StreamEnded
+from h2.settings import SettingCodes, Settings
 
 from proxy.grpc import MessageFraming
 from proxy.grpc_relay import GrpcHandler
@@ -32,7 +33,7 @@ FRAME = 16 * 1024
 class _Transport(asyncio.Transport):
     """Bytes written by the gateway's upstream connection go straight into the peer."""
 
-    def __init__(self, peer: "_Instance") -> None:
+    def __init__(self, peer: "_Peer") -> None:
         super().__init__()
         self.peer = peer
 
@@ -49,17 +50,18 @@ class _Transport(asyncio.Transport):
         pass
 
 
-class _Instance:
-    """An in-memory gRPC instance at the HTTP/2 level: answers each call with `frames`
-    DATA frames of the request's size (one frame = the request echoed)."""
+class _Peer:
+    """One in-memory connection of the instance: answers each call with `frames` DATA
+    frames of the request's size (one frame = the request echoed)."""
 
-    def __init__(self, frames: int) -> None:
+    def __init__(self, frames: int, protocol) -> None:
         self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        self.h2.local_settings = Settings(client=False, initial_values={SettingCodes.MAX_CONCURRENT_STREAMS: 1000})
         self.h2.initiate_connection()
         self.frames = frames
         self.bodies: dict[int, bytearray] = {}
-        self.protocol = None
-        self.loop = None
+        self.protocol = protocol
+        self.loop = asyncio.get_running_loop()
 
     def feed(self, data: bytes) -> None:
         for ev in self.h2.receive_data(data):
@@ -78,12 +80,19 @@ class _Instance:
         if out:
             self.loop.call_soon(self.protocol.data_received, out)
 
+
+
+class _Instance:
+    """An in-memory gRPC instance at the HTTP/2 level, dialled through the pool's connect seam."""
+
+    def __init__(self, frames: int) -> None:
+        self.frames = frames
+
     async def connect(self, factory, host, port):
-        self.loop = asyncio.get_running_loop()
-        self.protocol = factory()
-        transport = _Transport(self)
-        self.protocol.connection_made(transport)
-        return transport, self.protocol
+        protocol = factory()
+        transport = _Transport(_Peer(self.frames, protocol))
+        protocol.connection_made(transport)
+        return transport, protocol
 
 
 class _Client:
