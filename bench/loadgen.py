@@ -57,8 +57,8 @@ def require(tool: str, package: str) -> str:
     return path
 
 
-def _run_measured(cmd: list[str], timeout: float) -> tuple[str, float, float]:
-    """Run cmd to completion; return its stdout, wall seconds and the CPU cores it used."""
+def _run_measured(cmd: list[str], timeout: float) -> tuple[str, float, int]:
+    """Run cmd to completion; return its output, wall seconds and exit status."""
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
