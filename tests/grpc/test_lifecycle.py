@@ -245,3 +245,28 @@ async def test_stop_after_the_grace_period_ends_calls_unavailable(instances):
             await asyncio.wait_for(call, 5)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
+
+
+async def test_malformed_frame_gets_goaway_and_other_connections_carry_on(gateway):
+    bystander = await RawClient.connect(gateway.port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    message = grpc_frame(pb.EchoRequest(message="m").SerializeToString())
+    try:
+        call = bystander.start(grpc_headers(ECHO, extra=metadata(F_IO)), end=False)
+        preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+        data_on_stream_0 = b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x"  # DATA must not use stream 0
+        writer.write(preface + data_on_stream_0)
+        received = await asyncio.wait_for(reader.read(), 5)  # until the gateway closes
+        goaway = None
+        while len(received) >= 9:
+            length, kind = int.from_bytes(received[:3], "big"), received[3]
+            if kind == 7:
+                goaway = int.from_bytes(received[9 + 4 : 9 + 8], "big")
+            received = received[9 + length :]
+        assert goaway == 1  # PROTOCOL_ERROR
+        bystander.send(call, message)
+        await asyncio.wait_for(call.done, 5)
+        assert call.grpc_status == 0
+    finally:
+        writer.close()
+        await bystander.close()
