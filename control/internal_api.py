@@ -48,7 +48,14 @@ def make_internal_app(holder: SnapshotHolder, loadboard: LoadBoard, admin_key: s
             wait = min(max(float(request.query.get("wait", "0")), 0.0), MAX_WAIT)
         except ValueError:
             return _problem(400, "Bad Request", "'after' must be an integer and 'wait' a number of seconds")
-        table = await holder.wait_newer_than(after, wait)
+        waiter = asyncio.ensure_future(holder.wait_newer_than(after, wait))
+        closing_waiter = asyncio.ensure_future(closing.wait())
+        try:
+            await asyncio.wait({waiter, closing_waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing_waiter.cancel()
+        table = waiter.result() if waiter.done() else holder.table
+        waiter.cancel()
         if table.version <= after:
             return web.Response(status=204)
         return web.Response(body=table.to_json(), content_type="application/json")
@@ -63,7 +70,13 @@ def make_internal_app(holder: SnapshotHolder, loadboard: LoadBoard, admin_key: s
         loadboard.update(report)
         return web.Response(status=204)
 
+    closing = asyncio.Event()  # shutting down: answer waiting long-polls now, not after `wait`
+
+    async def on_shutdown(_app: web.Application) -> None:
+        closing.set()
+
     app = web.Application(middlewares=[admin_only], client_max_size=8 * 1024 * 1024)
+    app.on_shutdown.append(on_shutdown)
     app.router.add_get("/routing", routing)
     app.router.add_put("/load/{gateway_id}", load)
     return app
