@@ -137,10 +137,10 @@ class Server:
             reader.start()
             self.stack.push_async_callback(reader.aclose)
         self.autoscaler = Autoscaler(self.store, self.loadboard, AutoscalerConfig.from_config(self.cfg.section("autoscaler")))
+        await self.reconciler.start()  # first: it clears instance docs a previous run left behind
+        self.stack.push_async_callback(self.reconciler.aclose)
         await self.publisher.start()
         self.stack.push_async_callback(self.publisher.aclose)
-        await self.reconciler.start()
-        self.stack.push_async_callback(self.reconciler.aclose)
         self.autoscaler.start()
         self.stack.push_async_callback(self.autoscaler.aclose)
 
