@@ -65,8 +65,11 @@ class Gateway:
     def _grpc_handler(self):
         """gRPC streams on HTTP/2 go to engineer D's relay (see proxy/h2.py)."""
         from proxy.grpc_relay import GrpcHandler
+        from proxy.upstream.h2_client import H2UpstreamPool
 
-        return GrpcHandler(self.holder, self.limiter.admit, queue_timeout=float(self.config.default_poll_seconds))
+        cfg = self.config
+        pool = H2UpstreamPool(connect_timeout=cfg.connect_timeout, idle_timeout=cfg.upstream_keepalive)
+        return GrpcHandler(self.holder, self.limiter.admit, pool, queue_timeout=float(cfg.default_poll_seconds))
 
     # -- ports ----------------------------------------------------------------------------
     @property
