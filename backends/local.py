@@ -197,7 +197,12 @@ class LocalBackend:
         announced = False  # a STARTING/READY is outstanding and needs a LOST at the end
         try:
             while True:
-                await self._spawn(inst)
+                try:
+                    await self._spawn(inst)
+                except OSError as exc:  # no such program, not executable, ...
+                    self._emit(K.FAILED, inst, f"cannot start {inst.spec.container_image!r}: {exc.strerror or exc}"
+                               + (f" ({exc.filename})" if exc.filename else ""))
+                    return
                 self._emit(K.STARTING, inst)
                 announced = True
                 problem = await self._await_ready(inst)

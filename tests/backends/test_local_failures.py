@@ -166,3 +166,13 @@ async def test_static_backend_refuses_bad_configuration():
     with pytest.raises(BackendError, match="needs a host and a port"):
         await backend.apply(toy_spec(configuration={"endpoints": ["http://no-port"]}), 1)
     await backend.aclose()
+
+
+async def test_command_that_cannot_be_started_fails_clearly(local):
+    backend, t = local
+    backend.catalog = toy_catalog({"test/missing": ["/nonexistent/bin/model-server", "--port", "{port}"]})
+    await backend.apply(toy_spec(image="test/missing"), 1)
+    await t.until(lambda: t.of_kind(K.FAILED))
+    detail = t.of_kind(K.FAILED)[0].detail
+    assert "cannot start 'test/missing': No such file or directory (/nonexistent/bin/model-server)" == detail
+    assert backend.instances() == []
