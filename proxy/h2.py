@@ -28,6 +28,8 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack.hpack
+from hpack import NeverIndexedHeaderTuple
 from h2.errors import ErrorCodes
 
 from proxy.exchange import BodyBuffer, ClientGone, Exchange, Headers
@@ -39,6 +41,18 @@ if TYPE_CHECKING:
     from proxy.forward import Forwarder
 
 _STATUS = {s: b"%d" % s for s in range(100, 600)}
+
+
+class _Silent:
+    """hpack calls logging's debug() for every integer it codes (~30 calls per request);
+    the gateway never enables that output, so hpack gets a logger that does nothing."""
+
+    def debug(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+hpack.hpack.log = _Silent()
+_UNIQUE = frozenset({b"nvcf-reqid", b"date"})
 _WINDOW = 1 << 20  # per-stream receive window we advertise
 
 
@@ -58,7 +72,11 @@ class H2Exchange(Exchange):
     def start_response(self, status: int, headers: Headers, flush: bool = True) -> None:
         self.response_started = True
         out = [(b":status", _STATUS.get(status) or b"%d" % status)]
-        out += [(n, v) for n, v in headers if n not in HOP_BY_HOP]
+        for n, v in headers:
+            if n in _UNIQUE:  # a new value per response: kept out of the HPACK table
+                out.append(NeverIndexedHeaderTuple(n, v))
+            elif n not in HOP_BY_HOP:
+                out.append((n, v))
         if status in (204, 304):
             self.no_body = True
         self.conn.send_headers(self.sid, out, False)
@@ -78,7 +96,8 @@ class H2Exchange(Exchange):
         data = b"".join(self._pending)
         self._pending = []
         if data:
-            asyncio.get_running_loop().create_task(self.conn.send_data(self.sid, data, True))
+            if not self.conn.send_data_nowait(self.sid, data):
+                self.conn._loop.create_task(self.conn.send_data(self.sid, data, True))
         else:
             self.conn.end_stream(self.sid)
 
@@ -114,7 +133,8 @@ class H2Downstream:
 
 class H2Server(asyncio.Protocol):
     __slots__ = ("config", "forwarder", "grpc", "transport", "h2", "client_addr", "streams", "closed",
-                 "_window_waiters", "_write_paused", "_drain", "_dispatch", "_idle", "scheme")
+                 "_window_waiters", "_write_paused", "_drain", "_dispatch", "_idle", "scheme",
+                 "_flush_pending", "_loop")
 
     def __init__(self, config: "GatewayConfig", forwarder: "Forwarder", grpc: Any = None) -> None:
         self.config = config
@@ -122,9 +142,13 @@ class H2Server(asyncio.Protocol):
         self.grpc = grpc
         self.transport: asyncio.Transport | None = None
         self.h2 = RefusingH2Connection(h2.config.H2Configuration(
-            client_side=False, header_encoding=None, validate_inbound_headers=True))
+            client_side=False, header_encoding=None, validate_inbound_headers=True,
+            # what we send was parsed and lower-cased already (httptools / our own headers)
+            validate_outbound_headers=False, normalize_outbound_headers=False))
         self.client_addr = ""
         self.scheme = b"http"
+        self._flush_pending = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.streams: dict[int, Any] = {}  # stream id -> H2Exchange or gRPC call
         self.closed = False
         self._window_waiters: dict[int, asyncio.Future] = {}
@@ -145,6 +169,7 @@ class H2Server(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         self.client_addr = peer[0] if peer else ""
         if transport.get_extra_info("ssl_object") is not None:
@@ -305,7 +330,7 @@ class H2Server(asyncio.Protocol):
             self.h2.send_headers(sid, headers, end_stream=end_stream)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             raise ClientGone() from None
-        self._flush()
+        self._flush_soon()
         if end_stream:
             self._maybe_forget(sid)
 
@@ -330,7 +355,7 @@ class H2Server(asyncio.Protocol):
                 h2c.send_data(sid, bytes(chunk), end_stream=end_stream and not view)
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
                 raise ClientGone() from None
-            self._flush()
+            self._flush_soon()
             if self._write_paused:
                 if self._drain is None:
                     self._drain = asyncio.get_running_loop().create_future()
@@ -340,12 +365,25 @@ class H2Server(asyncio.Protocol):
         if end_stream:
             self._maybe_forget(sid)
 
+    def send_data_nowait(self, sid: int, data: bytes) -> bool:
+        """Send `data` and end the stream now if the windows allow it (small answers)."""
+        h2c = self.h2
+        try:
+            if len(data) > min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size):
+                return False
+            h2c.send_data(sid, data, end_stream=True)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            return True  # the stream is gone: nothing left to send
+        self._flush_soon()
+        self._maybe_forget(sid)
+        return True
+
     def end_stream(self, sid: int) -> None:
         try:
             self.h2.end_stream(sid)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             return
-        self._flush()
+        self._flush_soon()
         self._maybe_forget(sid)
 
     def reset(self, sid: int, code: int) -> None:
@@ -356,7 +394,7 @@ class H2Server(asyncio.Protocol):
             self.h2.reset_stream(sid, code)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             return
-        self._flush()
+        self._flush_soon()
         self._arm_idle()
 
     def ack(self, sid: int, n: int) -> None:
@@ -369,7 +407,7 @@ class H2Server(asyncio.Protocol):
                 self.h2.increment_flow_control_window(n)
             except h2.exceptions.ProtocolError:
                 return
-        self._flush()
+        self._flush_soon()
 
     # -- housekeeping ---------------------------------------------------------------------
     def _maybe_forget(self, sid: int) -> None:
@@ -409,9 +447,17 @@ class H2Server(asyncio.Protocol):
             self.close()
 
     def _flush(self) -> None:
+        self._flush_pending = False
         data = self.h2.data_to_send()
         if data and not self.closed:
             self.transport.write(data)
+
+    def _flush_soon(self) -> None:
+        """Frames produced outside data_received (by exchange tasks) go out once per loop
+        iteration: a response's HEADERS and DATA, and many streams' frames, in one write."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
 
     def close(self) -> None:
         if not self.closed:
