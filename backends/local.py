@@ -28,7 +28,7 @@ from typing import Any, AsyncIterator
 
 import orjson
 
-from .base import InstanceEvent, InstanceEventKind as K, InstanceSpec
+from .base import BackendError, InstanceEvent, InstanceEventKind as K, InstanceSpec
 from .catalog import ImageCatalog
 from .hub import EventHub
 from .inventory import Inventory, PlacementError
@@ -119,6 +119,10 @@ class LocalBackend:
         if replicas < 0:
             raise ValueError("replicas must be >= 0")
         self.catalog.command(spec.container_image, self.host, 0)  # UnknownImage before anything starts
+        try:
+            shlex.split(spec.container_args)
+        except ValueError as exc:
+            raise BackendError(f"containerArgs cannot be parsed: {exc}") from None
         key = (spec.version_id, spec.gpu_spec_id)
         group = self._groups.setdefault(key, {})
         for inst in group.values():

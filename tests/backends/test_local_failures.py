@@ -176,3 +176,10 @@ async def test_command_that_cannot_be_started_fails_clearly(local):
     detail = t.of_kind(K.FAILED)[0].detail
     assert "cannot start 'test/missing': No such file or directory (/nonexistent/bin/model-server)" == detail
     assert backend.instances() == []
+
+
+async def test_unparseable_container_args_are_refused(local):
+    backend, _ = local
+    with pytest.raises(BackendError, match="containerArgs cannot be parsed: No closing quotation"):
+        await backend.apply(toy_spec(container_args='--model "unterminated'), 1)
+    assert backend.instances() == []
