@@ -1,0 +1,66 @@
+"""HTTP/1.1 connection handling: pipelining, HTTP/1.0, Connection: close, and
+backpressure from a slow reader to the instance."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psutil
+
+from .conftest import KEY, route
+
+MB = 1024 * 1024
+
+
+def req(env, path: str, extra: bytes = b"", version: bytes = b"1.1") -> bytes:
+    return (b"GET %s HTTP/%s\r\nHost: %s\r\nAuthorization: Bearer %s\r\n%s\r\n"
+            % (path.encode(), version, env.host().encode(), KEY.encode(), extra))
+
+
+async def read_response(reader) -> tuple[bytes, bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = next(int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length"))
+    return head, await reader.readexactly(length)
+
+
+async def test_pipelined_requests_are_answered_in_order(env, echo_up):
+    env.publish([route(echo_up.port)])
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
+    writer.write(req(env, "/a?delay=0.2") + req(env, "/b") + req(env, "/c"))
+    paths = []
+    for _ in range(3):
+        head, body = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 200")
+        paths.append(body.split(b'"path": "')[1].split(b'"')[0])
+    writer.close()
+    assert paths == [b"/a", b"/b", b"/c"]
+
+
+async def test_http10_and_connection_close(env, echo_up):
+    env.publish([route(echo_up.port)])
+    for data in (req(env, "/old", version=b"1.0"), req(env, "/close", b"Connection: close\r\n")):
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
+        writer.write(data)
+        reply = await asyncio.wait_for(reader.read(), 5)  # the gateway closes after the answer
+        writer.close()
+        assert reply.startswith(b"HTTP/1.1 200") and b"connection: close" in reply.lower()
+
+
+async def test_slow_reader_backpressures_the_instance(env, echo_up):
+    """The client stops reading: the gateway stops reading from the instance instead of
+    buffering the rest of a 300 MB response."""
+    env.publish([route(echo_up.port)])
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port, limit=64 * 1024)
+    writer.write(req(env, f"/?size={300 * MB}"))
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    await reader.read(64 * 1024)
+    before = psutil.Process().memory_info().rss
+    await asyncio.sleep(1.0)  # not reading
+    grown = psutil.Process().memory_info().rss - before
+    got = 0
+    while got < 8 * MB:  # reading again resumes the flow
+        chunk = await asyncio.wait_for(reader.read(1 << 20), 5)
+        assert chunk
+        got += len(chunk)
+    writer.close()
+    assert grown < 20 * MB, grown
