@@ -66,6 +66,8 @@ class Call:
     def done(self, pool: H1Pool) -> None:
         if self.body_task is not None and not self.body_task.done():
             self.body_task.cancel()
+            if self.conn is not None:  # the instance answered before taking the whole body
+                self.conn.reusable_body = False
         if self.conn is not None:
             pool.release(self.conn)
             self.conn = None

@@ -64,3 +64,39 @@ async def test_slow_reader_backpressures_the_instance(env, echo_up):
         got += len(chunk)
     writer.close()
     assert grown < 20 * MB, grown
+
+
+async def test_early_answer_before_the_body_is_read_does_not_poison_the_pool(env):
+    """An instance that answers 413 without reading a large chunked upload: that
+    connection must not be reused for the next request."""
+    from aiohttp import web
+
+    from .conftest import Upstream
+
+    async def reject(request: web.Request) -> web.Response:
+        if request.path == "/reject":
+            return web.Response(status=413, text="too big")
+        return web.json_response({"path": request.path})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", reject)
+    up = await Upstream(app).start()
+    try:
+        env.publish([route(up.port, max_concurrency=1)])
+        import httpx
+
+        async def slow_body():
+            for _ in range(20):
+                yield b"z" * 65536
+                await asyncio.sleep(0.01)
+
+        async with httpx.AsyncClient(timeout=10) as c:
+            try:
+                r = await c.post(f"{env.url}/reject", content=slow_body(), headers=env.headers())
+                assert r.status_code == 413
+            except httpx.HTTPError:
+                pass  # the gateway may close the client connection after an early answer
+            r = await c.get(f"{env.url}/next", headers=env.headers())
+            assert r.status_code == 200 and r.json() == {"path": "/next"}
+    finally:
+        await up.stop()
