@@ -121,3 +121,50 @@ async def test_sse_keepalive_comments_while_queued(keepalive_env, sse_up):
                     break
     data = [l for l in lines if l.startswith("data: {")]
     assert lines.count(": keep-alive") >= 2 and len(data) == 3
+
+
+class RawUpstream:
+    """An instance that answers every request with fixed bytes, then closes."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> int:
+        async def handle(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(self.reply)
+            await writer.drain()
+            writer.close()
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        self.server.close()
+
+
+@pytest.mark.parametrize("reply,status,body", [
+    (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the end", 200, b"until the end"),
+    (b"HTTP/1.0 201 Created\r\n\r\nold style", 201, b"old style"),
+    (b"NOT HTTP AT ALL\r\n\r\n", 502, None),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ntruncated", None, None),
+])
+async def test_unusual_instance_responses(env, reply, status, body):
+    up = RawUpstream(reply)
+    port = await up.start()
+    try:
+        env.publish([route(port)])
+        async with httpx.AsyncClient() as c:
+            if status is None:  # cut mid-body: the client must see an incomplete response, not a short success
+                with pytest.raises(httpx.HTTPError):
+                    await c.get(f"{env.url}/", headers=env.headers())
+                return
+            r = await c.get(f"{env.url}/", headers=env.headers())
+        assert r.status_code == status
+        if body is not None:
+            assert r.content == body
+        else:
+            assert r.json()["status"] == 502
+    finally:
+        await up.stop()
