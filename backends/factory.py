@@ -7,7 +7,9 @@
       - {name: edge, type: static}
       - {name: k8s, type: kubernetes, namespace: fngate}
 
-The first backend is the default for deployments that name none.
+The first backend is the default for deployments that name none. A mapping of
+name -> settings (TOML `[backends.local]` tables) works too; `kind` = `type`.
+Bad settings raise ValueError with the entry and the setting named.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ _STATIC_KNOBS = {k: _LOCAL_KNOBS[k] for k in ("probeInterval", "startupTimeout",
 def _knobs(cfg: Mapping[str, Any], table: dict[str, tuple[str, type]], where: str) -> dict[str, Any]:
     out = {}
     for key, value in cfg.items():
-        if key in ("name", "type", "inventory"):
+        if key in ("name", "type", "kind", "inventory"):
             continue
         if key not in table:
             raise ValueError(f"{where}: unknown setting {key!r} (known: {', '.join(sorted(table))})")
@@ -47,16 +49,20 @@ def _knobs(cfg: Mapping[str, Any], table: dict[str, tuple[str, type]], where: st
 
 
 def build_backends(
-    entries: list[Mapping[str, Any]] | None,
+    entries: list[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]] | None,
     *,
     data_dir: Path,
     inventory: Inventory | None = None,
     catalog: ImageCatalog | None = None,
 ) -> dict[str, Backend]:
+    if isinstance(entries, Mapping):  # TOML-style `[backends.<name>]` tables
+        entries = [{"name": name, **(cfg or {})} for name, cfg in entries.items()]
     entries = entries or [{"name": "local", "type": "local"}]
     out: dict[str, Backend] = {}
     for i, cfg in enumerate(entries):
-        kind = cfg.get("type", "local")
+        if not isinstance(cfg, Mapping):
+            raise ValueError(f"backends[{i}]: expected a mapping like {{name: local, type: local}}, got {cfg!r}")
+        kind = cfg.get("type", cfg.get("kind", "local"))
         name = str(cfg.get("name") or kind)
         where = f"backends[{i}] ({name})"
         if name in out:

@@ -28,7 +28,7 @@ from proxy.routing import SnapshotHolder
 
 from . import keys
 from .api import make_app
-from .config import ServeConfig
+from .config import ConfigError, ServeConfig
 from .loadboard import LoadBoard
 from .store.base import StateStore
 
@@ -63,9 +63,12 @@ class Server:
 
     async def start_backends(self) -> None:
         cfg = self.cfg
-        catalog = ImageCatalog(cfg.section("catalog"))
-        self.backends = build_backends(cfg.sections.get("backends"), data_dir=cfg.data_dir,
-                                       inventory=self.inventory, catalog=catalog)
+        try:
+            catalog = ImageCatalog(cfg.section("catalog"))
+            self.backends = build_backends(cfg.sections.get("backends"), data_dir=cfg.data_dir,
+                                           inventory=self.inventory, catalog=catalog)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(f"config file, backends/catalog: {exc}") from None
 
         async def close_backends() -> None:
             for backend in self.backends.values():
@@ -136,7 +139,11 @@ class Server:
             reader = RedisLoadReader(client, self.loadboard)
             reader.start()
             self.stack.push_async_callback(reader.aclose)
-        self.autoscaler = Autoscaler(self.store, self.loadboard, AutoscalerConfig.from_config(self.cfg.section("autoscaler")))
+        try:
+            scaling = AutoscalerConfig.from_config(self.cfg.section("autoscaler"))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"config file, autoscaler: {exc}") from None
+        self.autoscaler = Autoscaler(self.store, self.loadboard, scaling)
         await self.reconciler.start()  # first: it clears instance docs a previous run left behind
         self.stack.push_async_callback(self.reconciler.aclose)
         await self.publisher.start()
