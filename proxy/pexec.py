@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from http import HTTPStatus
+
+import orjson
 from typing import TYPE_CHECKING
 
 from proxy.errors import NotFound, PollTimeout, ProxyError, UpstreamUnavailable, status_for_nvcf
@@ -24,6 +27,25 @@ from proxy.lookup import poll_seconds, resolve
 
 if TYPE_CHECKING:
     from proxy.forward import Call, Forwarder
+
+
+def _inference_problem(status: int, body: bytes) -> tuple[list, bytes]:
+    """Compat mode rewrites an instance's 4xx/5xx into problem+json (spec 3.3), with the
+    instance's JSON `error` field as detail when it has one."""
+    detail = "Inference error"
+    try:
+        doc = orjson.loads(body)
+        if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+            detail = doc["error"]
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    problem = {"type": "urn:inference-service:problem-details:" + title.lower().replace(" ", "-"),
+               "title": title, "status": status, "detail": detail}
+    return [(b"content-type", b"application/problem+json")], orjson.dumps(problem)
 
 
 class Job:
@@ -114,6 +136,8 @@ class Pexec:
                     raise UpstreamUnavailable(f"the result is larger than {limit} bytes")
                 parts.append(chunk)
             job.status, job.headers, job.body = status, headers, b"".join(parts)
+            if status >= 400:
+                job.headers, job.body = _inference_problem(status, job.body)
         except ProxyError as err:
             ctype, body = err.body()
             job.status, job.body = err.http_status, body

@@ -61,3 +61,13 @@ async def test_pexec_queued_past_the_window_is_504(env, echo_up):
     assert r.status_code == 504 and r.headers["nvcf-status"] == "errored"
     await asyncio.sleep(0)
     assert env.gw.load_report().versions[VID].queue_depth == 0
+
+
+async def test_pexec_instance_errors_become_problem_json(env, echo_up):
+    env.publish([route(echo_up.port, inference_url="/infer")])
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(f"{env.url}/v2/nvcf/pexec/functions/{FID}?status=422", headers=AUTH)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    assert r.json() == {"type": "urn:inference-service:problem-details:unprocessable-entity",
+                        "title": "Unprocessable Entity", "status": 422, "detail": "Inference error"}
+    assert r.headers["nvcf-status"] == "errored"
