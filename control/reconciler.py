@@ -50,6 +50,7 @@ class Reconciler:
         drain_timeout: float = 30.0,
         drain_settle: float = 1.0,
         drain_poll: float = 0.2,
+        error_ttl: float = 7 * 86400,  # NVCF cleans up errored deployments after 7 days
     ) -> None:
         if not backends:
             raise ValueError("the reconciler needs at least one backend")
@@ -61,6 +62,7 @@ class Reconciler:
         self.drain_timeout = drain_timeout
         self.drain_settle = drain_settle  # gateways report load every ~0.5 s: wait for a fresh report
         self.drain_poll = drain_poll
+        self.error_ttl = error_ttl
         self._observed: dict[str, dict[str, tuple[str, InstanceEvent]]] = {}  # vid -> iid -> (backend, event)
         self._failures: dict[str, list[dict[str, Any]]] = {}  # vid -> healthInfo items not yet acted on
         self._function_of: dict[str, str] = {}  # vid -> fid
@@ -242,6 +244,7 @@ class Reconciler:
         if status is State.ERROR:
             self._failures.pop(vid, None)
             await self._teardown(vid, graceful=False, forget_scale=False)
+            await self._expire_error(key, fn_rec, dep_rec)
             return
         fn, dep = fn_rec.value, dep_rec.value
         specs = dep.get("deploymentSpecifications") or []
@@ -316,6 +319,22 @@ class Reconciler:
             self._failures[key.split("/", 1)[1]] = items + self._failures.get(key.split("/", 1)[1], [])
             raise  # read again and retry
         await self._teardown(key.split("/", 1)[1], graceful=False, forget_scale=False)
+
+    async def _expire_error(self, key: str, fn_rec, dep_rec) -> None:
+        """An errored deployment older than error_ttl is cleaned up: INACTIVE, no deployment."""
+        stamp = dep_rec.value.get("lastUpdatedAt") or dep_rec.value.get("createdAt")
+        try:
+            at = datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return
+        if time.time() - at < self.error_ttl:
+            return
+        new = next_state(fn_rec.value["status"], Event.ERROR_EXPIRED)
+        log.info("function %s: errored deployment expired -> %s", key, new.value)
+        ops = [Put(R.FUNCTIONS, key, {**fn_rec.value, "status": new.value}, expect=fn_rec.revision),
+               Delete(R.DEPLOYMENTS, key, expect=dep_rec.revision)]
+        ops += [Delete(R.SCALE, r.key) for r in await self.store.list(R.SCALE, key.split("/", 1)[1] + "/")]
+        await self.store.commit(ops)
 
     async def _teardown(self, vid: str, *, graceful: bool, forget_scale: bool = True) -> None:
         placed = {b for b, _ in self._observed.get(vid, {}).values()}

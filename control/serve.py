@@ -120,7 +120,8 @@ class Server:
         knobs = self.cfg.section("reconciler")
         self.reconciler = Reconciler(self.store, self.backends, self.loadboard,
                                      resync_interval=float(knobs.get("resyncInterval", 5.0)),
-                                     drain_timeout=float(knobs.get("drainTimeout", 30.0)))
+                                     drain_timeout=float(knobs.get("drainTimeout", 30.0)),
+                                     error_ttl=float(knobs.get("errorTtl", 7 * 86400)))
         self.publisher = RoutingPublisher(self.store, admin_key=self.admin_key)
         self.publisher.add_sink(self.routing_holder.publish)
         if self.cfg.store_is_redis:

@@ -241,3 +241,19 @@ def _none_left(backend, store, vid):
     async def check():
         return backend.instances(vid) == [] and await store.list(R.INSTANCES, vid + "/") == []
     return check()
+
+
+async def test_errored_deployment_is_cleaned_up_after_its_ttl():
+    store = MemoryStore()
+    backend = FakeBackend("fake", bad_images=frozenset({"test/bad"}))
+    rec = Reconciler(store, {"fake": backend}, resync_interval=0.2, error_ttl=0.5)
+    await rec.start()
+    try:
+        fid, vid = await deploy(store, image="test/bad")
+        await wait_status(store, fid, vid, "ERROR")
+        assert (await store.get(R.DEPLOYMENTS, R.version_key(fid, vid))).value["healthInfo"]
+        await wait_status(store, fid, vid, "INACTIVE", timeout=5)
+        assert await store.get(R.DEPLOYMENTS, R.version_key(fid, vid)) is None
+    finally:
+        await rec.aclose()
+        await backend.aclose()
