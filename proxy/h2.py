@@ -11,7 +11,7 @@ become an Exchange: it is handed to the gateway's gRPC handler (engineer D's
 `proxy.grpc_relay.GrpcHandler`), which must provide
     open(headers, downstream, end_stream) -> call
 with `call.on_data(data, flow_len, end_stream)`, `call.on_trailers(headers)` and
-`call.on_reset(error_code)`. The `downstream` this driver passes is an H2Downstream:
+`call.on_reset(error_code)`. The `downstream` this driver passes is an H2Downstream (proxy/h2_stream.py):
 `send_headers(headers, end_stream=False)`, `await send_data(data, end_stream=False)`
 (returns once within the client's window), `send_trailers(headers)`,
 `reset(error_code)` and `ack(n)` (flow-control credit for n request bytes). Headers
@@ -24,23 +24,20 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 import h2.config
-import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
 import hpack.hpack
-from hpack import NeverIndexedHeaderTuple
 from h2.errors import ErrorCodes
 
-from proxy.exchange import BodyBuffer, ClientGone, Exchange, Headers
-from proxy.headers import HOP_BY_HOP
+from proxy.exchange import ClientGone, Headers
+from proxy.h2_stream import H2Downstream, H2Exchange
 from proxy.h2_limits import RefusingH2Connection
 
 if TYPE_CHECKING:
     from proxy.config import GatewayConfig
     from proxy.forward import Forwarder
 
-_STATUS = {s: b"%d" % s for s in range(100, 600)}
 
 
 class _Silent:
@@ -52,83 +49,7 @@ class _Silent:
 
 
 hpack.hpack.log = _Silent()
-_UNIQUE = frozenset({b"nvcf-reqid", b"date"})
 _WINDOW = 1 << 20  # per-stream receive window we advertise
-
-
-class H2Exchange(Exchange):
-    __slots__ = ("conn", "sid", "_pending", "no_body")
-
-    def __init__(self, conn: "H2Server", sid: int, method: str, target: bytes, headers: Headers,
-                 authority: bytes) -> None:
-        super().__init__(method, target, headers, authority, conn.client_addr, True,
-                         BodyBuffer(conn.config.max_body_buffer, lambda n: conn.ack(sid, n)))
-        self.conn = conn
-        self.sid = sid
-        self._pending: list[bytes] = []
-        self.no_body = method == "HEAD"
-        self.scheme = conn.scheme
-
-    def start_response(self, status: int, headers: Headers, flush: bool = True) -> None:
-        self.response_started = True
-        out = [(b":status", _STATUS.get(status) or b"%d" % status)]
-        for n, v in headers:
-            if n in _UNIQUE:  # a new value per response: kept out of the HPACK table
-                out.append(NeverIndexedHeaderTuple(n, v))
-            elif n not in HOP_BY_HOP:
-                out.append((n, v))
-        if status in (204, 304):
-            self.no_body = True
-        self.conn.send_headers(self.sid, out, False)
-
-    async def write(self, data: bytes) -> None:
-        if data and not self.no_body:
-            await self.conn.send_data(self.sid, data, False)
-
-    def write_nowait(self, data: bytes) -> None:
-        if data and not self.no_body:
-            self._pending.append(data)
-
-    def end(self) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        data = b"".join(self._pending)
-        self._pending = []
-        if data:
-            if not self.conn.send_data_nowait(self.sid, data):
-                self.conn._loop.create_task(self.conn.send_data(self.sid, data, True))
-        else:
-            self.conn.end_stream(self.sid)
-
-    def abort(self) -> None:
-        self.finished = True
-        self.conn.reset(self.sid, ErrorCodes.CANCEL if not self.response_started else ErrorCodes.INTERNAL_ERROR)
-
-
-class H2Downstream:
-    """The client side of one gRPC stream, for the gRPC relay (see the module docstring)."""
-
-    __slots__ = ("conn", "sid")
-
-    def __init__(self, conn: "H2Server", sid: int) -> None:
-        self.conn = conn
-        self.sid = sid
-
-    def send_headers(self, headers: Headers, end_stream: bool = False) -> None:
-        self.conn.send_headers(self.sid, headers, end_stream)
-
-    async def send_data(self, data: bytes, end_stream: bool = False) -> None:
-        await self.conn.send_data(self.sid, data, end_stream)
-
-    def send_trailers(self, headers: Headers) -> None:
-        self.conn.send_headers(self.sid, headers, True)
-
-    def reset(self, error_code: int) -> None:
-        self.conn.reset(self.sid, error_code)
-
-    def ack(self, n: int) -> None:
-        self.conn.ack(self.sid, n)
 
 
 class H2Server(asyncio.Protocol):

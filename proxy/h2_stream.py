@@ -1,0 +1,93 @@
+"""One client HTTP/2 stream as the forwarder sees it (H2Exchange) and as the gRPC relay
+sees it (H2Downstream). Both only call back into their H2Server (proxy/h2.py)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from h2.errors import ErrorCodes
+from hpack import NeverIndexedHeaderTuple
+
+from proxy.exchange import BodyBuffer, Exchange, Headers
+from proxy.headers import HOP_BY_HOP
+
+if TYPE_CHECKING:
+    from proxy.h2 import H2Server
+
+_STATUS = {s: b"%d" % s for s in range(100, 600)}
+_UNIQUE = frozenset({b"nvcf-reqid", b"date"})
+
+
+class H2Exchange(Exchange):
+    __slots__ = ("conn", "sid", "_pending", "no_body")
+
+    def __init__(self, conn: "H2Server", sid: int, method: str, target: bytes, headers: Headers,
+                 authority: bytes) -> None:
+        super().__init__(method, target, headers, authority, conn.client_addr, True,
+                         BodyBuffer(conn.config.max_body_buffer, lambda n: conn.ack(sid, n)))
+        self.conn = conn
+        self.sid = sid
+        self._pending: list[bytes] = []
+        self.no_body = method == "HEAD"
+        self.scheme = conn.scheme
+
+    def start_response(self, status: int, headers: Headers, flush: bool = True) -> None:
+        self.response_started = True
+        out = [(b":status", _STATUS.get(status) or b"%d" % status)]
+        for n, v in headers:
+            if n in _UNIQUE:  # a new value per response: kept out of the HPACK table
+                out.append(NeverIndexedHeaderTuple(n, v))
+            elif n not in HOP_BY_HOP:
+                out.append((n, v))
+        if status in (204, 304):
+            self.no_body = True
+        self.conn.send_headers(self.sid, out, False)
+
+    async def write(self, data: bytes) -> None:
+        if data and not self.no_body:
+            await self.conn.send_data(self.sid, data, False)
+
+    def write_nowait(self, data: bytes) -> None:
+        if data and not self.no_body:
+            self._pending.append(data)
+
+    def end(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        data = b"".join(self._pending)
+        self._pending = []
+        if data:
+            if not self.conn.send_data_nowait(self.sid, data):
+                self.conn._loop.create_task(self.conn.send_data(self.sid, data, True))
+        else:
+            self.conn.end_stream(self.sid)
+
+    def abort(self) -> None:
+        self.finished = True
+        self.conn.reset(self.sid, ErrorCodes.CANCEL if not self.response_started else ErrorCodes.INTERNAL_ERROR)
+
+
+class H2Downstream:
+    """The client side of one gRPC stream, for the gRPC relay (see the module docstring)."""
+
+    __slots__ = ("conn", "sid")
+
+    def __init__(self, conn: "H2Server", sid: int) -> None:
+        self.conn = conn
+        self.sid = sid
+
+    def send_headers(self, headers: Headers, end_stream: bool = False) -> None:
+        self.conn.send_headers(self.sid, headers, end_stream)
+
+    async def send_data(self, data: bytes, end_stream: bool = False) -> None:
+        await self.conn.send_data(self.sid, data, end_stream)
+
+    def send_trailers(self, headers: Headers) -> None:
+        self.conn.send_headers(self.sid, headers, True)
+
+    def reset(self, error_code: int) -> None:
+        self.conn.reset(self.sid, error_code)
+
+    def ack(self, n: int) -> None:
+        self.conn.ack(self.sid, n)
