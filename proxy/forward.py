@@ -191,25 +191,21 @@ class Forwarder:
 
     async def relay_body(self, ex: Exchange, conn: H1Upstream) -> None:
         """Response body, chunk by chunk as it arrives (SSE events are never held), with an
-        idle timeout, not a total one."""
+        idle timeout, not a total one: no byte from the instance, or a client that takes
+        none, for `idle_timeout` ends both legs."""
         body = conn.body
-        if body.eof:  # the whole body is already here: no timer needed
-            while True:
-                chunk = await body.read()
-                if not chunk:
-                    return
-                await ex.write(chunk)
         loop = asyncio.get_running_loop()
         idle = self.config.idle_timeout
-        state = [loop.time()]
+        state: list = [loop.time(), None]
 
         def watchdog() -> None:
             if loop.time() - state[0] >= idle:
                 conn.abort()
+                ex.abort()
             else:
-                state.append(loop.call_later(idle, watchdog))
+                state[1] = loop.call_at(state[0] + idle, watchdog)
 
-        timer = loop.call_later(idle, watchdog)
+        state[1] = loop.call_later(idle, watchdog)
         try:
             while True:
                 try:
@@ -223,9 +219,7 @@ class Forwarder:
                 state[0] = loop.time()
                 await ex.write(chunk)
         finally:
-            timer.cancel()
-            if len(state) > 1:
-                state[-1].cancel()
+            state[1].cancel()
 
     async def call_instance(self, ex: Exchange, route: VersionRoute, grant: KeyGrant, request_id: bytes,
                             deadline: float, call: Call, target: bytes, host_routed: bool):

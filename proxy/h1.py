@@ -113,7 +113,7 @@ class H1Exchange(Exchange):
 
     def abort(self) -> None:
         self.finished = True
-        self.conn.close()
+        self.conn.abort()
 
 
 class H1Server(asyncio.Protocol):
@@ -350,6 +350,14 @@ class H1Server(asyncio.Protocol):
             self.close()
         else:
             self._reject(RequestTimeout("request not received in time"))
+
+    def abort(self) -> None:
+        """Drop the connection now, unsent bytes included (a response cut mid-way)."""
+        self.close()
+        self.transport.abort()
+        d = self._drain
+        if d is not None and not d.done():
+            d.set_exception(ClientGone())
 
     def close(self) -> None:
         if not self.closed:

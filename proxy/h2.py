@@ -309,6 +309,9 @@ class H2Server(asyncio.Protocol):
 
     def reset(self, sid: int, code: int) -> None:
         self.streams.pop(sid, None)
+        w = self._window_waiters.pop(sid, None)
+        if w is not None and not w.done():
+            w.set_exception(ClientGone())
         if self.closed:
             return
         try:

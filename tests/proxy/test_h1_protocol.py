@@ -100,3 +100,30 @@ async def test_early_answer_before_the_body_is_read_does_not_poison_the_pool(env
             assert r.status_code == 200 and r.json() == {"path": "/next"}
     finally:
         await up.stop()
+
+
+async def test_client_that_stops_reading_is_cut_after_the_idle_timeout(echo_up):
+    """A stalled reader cannot hold an instance slot forever."""
+    from proxy.config import GatewayConfig
+    from proxy.routing import SnapshotHolder
+    from proxy.server import Gateway
+
+    from .conftest import Env
+
+    holder = SnapshotHolder()
+    gw = Gateway(GatewayConfig(http_port=0, grpc_port=None, admin_port=None, idle_timeout=0.5), holder, "gw-idle")
+    await gw.start()
+    try:
+        env = Env(gw, holder)
+        env.publish([route(echo_up.port)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.http_port, limit=64 * 1024)
+        writer.write(req(env, f"/?size={300 * MB}"))
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        for _ in range(60):
+            await asyncio.sleep(0.1)
+            if not gw.limiter.in_flight:
+                break
+        assert not gw.limiter.in_flight  # the slot was freed
+        writer.close()
+    finally:
+        await gw.stop(1)
