@@ -71,6 +71,7 @@ class Reconciler:
         self._drains: dict[str, asyncio.Task] = {}  # vid -> scale-down / undeploy drain
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
+        self._closing = False
         self._tasks: list[asyncio.Task] = []
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -93,6 +94,10 @@ class Reconciler:
         self._tasks.append(asyncio.create_task(self._work(), name="reconciler-worker"))
 
     async def aclose(self) -> None:
+        # The loops also check _closing: a cancel that lands inside a client library
+        # (redis-py turns some into ordinary errors) must not leave a loop running.
+        self._closing = True
+        self._wake.set()
         tasks = self._tasks + list(self._drains.values())
         for t in tasks:
             t.cancel()
@@ -112,7 +117,7 @@ class Reconciler:
         self._wake.set()
 
     async def _watch(self, since: int) -> None:
-        while True:
+        while not self._closing:
             try:
                 async for ch in self.store.watch(since):
                     since = ch.revision
@@ -135,7 +140,7 @@ class Reconciler:
                 self._mark(vid)
 
     async def _resync(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.resync_interval)
             try:
                 for rec in await self.store.list(R.DEPLOYMENTS):
@@ -153,10 +158,10 @@ class Reconciler:
                 log.exception("handling %s", ev)
 
     async def _work(self) -> None:
-        while True:
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
-            while self._dirty:
+            while self._dirty and not self._closing:
                 vid = self._dirty.pop()
                 try:
                     await self._reconcile(vid)
