@@ -66,12 +66,29 @@ async def _commit(store: StateStore, ops: list) -> None:
         raise Conflict("The function or its deployment changed concurrently; retry") from None
 
 
+def _require_container_image(function: dict[str, Any]) -> None:
+    """Every fngate backend runs a container image (or its local catalog stand-in);
+    none can install a Helm chart or assemble a models-only Triton container, so say
+    so before anything is recorded rather than fail later as an ERROR state."""
+    if function.get("helmChart"):
+        raise BadRequest(
+            "Helm-chart functions cannot be deployed by fngate: no backend installs Helm charts. "
+            "Register the function with a containerImage instead."
+        )
+    if not function.get("containerImage"):
+        raise BadRequest(
+            "Functions without a containerImage (models only) cannot be deployed by fngate. "
+            "Register the function with a containerImage instead."
+        )
+
+
 @routes.post("/v2/nvcf/deployments/functions/{functionId}/versions/{functionVersionId}")
 async def create_deployment(request: web.Request) -> web.Response:
     fid, vid, key = _ids(request)
     await require(request, SCOPE, function_id=fid)
     store = ctx(request).store
     fn = await load_version(store, fid, vid)
+    _require_container_image(fn.value)
     specs = validate_deployment_request(await read_json_object(request), _capacity(request))
     existing = await store.get(records.DEPLOYMENTS, key)
     if existing is not None and existing.value.get("graceful"):

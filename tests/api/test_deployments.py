@@ -168,3 +168,18 @@ async def test_delete_bad_graceful_flag(api):
     p = await api.problem("DELETE", dep_path(fn) + "?graceful=maybe", status=400)
     assert "graceful" in p["detail"]
     assert await status(api, fn) == "ACTIVE"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "limitation"),
+    [
+        ({"containerImage": None, "containerEnvironment": None, "helmChart": "oci://charts/model:1", "helmChartServiceName": "svc"}, "Helm"),
+        ({"containerImage": None, "models": [{"name": "m", "version": "1", "uri": "s3://m"}]}, "models only"),
+    ],
+)
+async def test_deploy_refuses_functions_no_backend_can_run(api, overrides, limitation):
+    fn = await api.create_function(**overrides)
+    p = await api.problem("POST", dep_path(fn), {"deploymentSpecifications": [SPEC]}, status=400)
+    assert limitation in p["detail"] and "containerImage" in p["detail"], p
+    assert await status(api, fn) == "INACTIVE"
+    assert await api.store.list(records.DEPLOYMENTS) == []
