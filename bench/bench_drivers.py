@@ -52,6 +52,8 @@ class _Transport(asyncio.Transport):
 class _Answer:
     """Stands where the Forwarder is: answers every exchange at once."""
 
+    connections: set = set()
+
     async def handle(self, ex) -> None:
         ex.start_response(200, [(b"content-length", b"2")])
         ex.write_nowait(b"ok")

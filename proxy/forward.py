@@ -77,7 +77,7 @@ class Call:
 
 
 class Forwarder:
-    __slots__ = ("config", "holder", "limiter", "pool", "metrics", "keys", "route_headers", "pexec")
+    __slots__ = ("config", "holder", "limiter", "pool", "metrics", "keys", "route_headers", "pexec", "connections")
 
     def __init__(self, config: "GatewayConfig", holder: SnapshotHolder, limiter: Limiter, pool: H1Pool,
                  metrics: Metrics) -> None:
@@ -89,6 +89,7 @@ class Forwarder:
         self.keys = KeyChecker()
         self.route_headers = RouteHeaders(config.region)
         self.pexec: Pexec | None = None
+        self.connections: set = set()  # open client connections (h1/h2 drivers), for a graceful stop
 
     # -- entry --------------------------------------------------------------------------
     async def handle(self, ex: Exchange) -> None:

@@ -119,7 +119,8 @@ class H1Exchange(Exchange):
 class H1Server(asyncio.Protocol):
     __slots__ = ("config", "forwarder", "transport", "parser", "client_addr", "closed", "write_paused",
                  "_drain", "_url", "_headers", "_head_bytes", "_parsing", "_pending", "_current",
-                 "_timer", "_timer_at", "_deadline", "_loop", "_read_paused", "http11", "scheme")
+                 "_timer", "_timer_at", "_deadline", "_loop", "_read_paused", "http11", "scheme",
+                 "draining")
 
     def __init__(self, config: "GatewayConfig", forwarder: "Forwarder") -> None:
         self.config = config
@@ -143,11 +144,13 @@ class H1Server(asyncio.Protocol):
         self._read_paused = False
         self.http11 = True
         self.scheme = b"http"
+        self.draining = False  # the gateway is stopping: close after the current answer
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self._loop = asyncio.get_running_loop()
+        self.forwarder.connections.add(self)
         if transport.get_extra_info("ssl_object") is not None:
             self.scheme = b"https"
         peer = transport.get_extra_info("peername")
@@ -167,6 +170,7 @@ class H1Server(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.forwarder.connections.discard(self)
         self._disarm()
         if self._timer is not None:
             self._timer.cancel()
@@ -272,7 +276,7 @@ class H1Server(asyncio.Protocol):
     def exchange_done(self, ex: H1Exchange) -> None:
         if self.closed:
             return
-        if not ex.keep_alive or not ex.request_done:
+        if not ex.keep_alive or not ex.request_done or self.draining:
             # an unread request body cannot be skipped safely: close
             self.close()
             return
@@ -350,6 +354,14 @@ class H1Server(asyncio.Protocol):
             self.close()
         else:
             self._reject(RequestTimeout("request not received in time"))
+
+    def shutdown(self) -> None:
+        """Graceful stop: close now if idle, else right after the answer in progress."""
+        self.draining = True
+        if self._current is None:
+            self.close()
+        elif not self._current.response_started:
+            self._current.keep_alive = False  # the answer will say `connection: close`
 
     def abort(self) -> None:
         """Drop the connection now, unsent bytes included (a response cut mid-way)."""

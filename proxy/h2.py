@@ -55,7 +55,7 @@ _WINDOW = 1 << 20  # per-stream receive window we advertise
 class H2Server(asyncio.Protocol):
     __slots__ = ("config", "forwarder", "grpc", "transport", "h2", "client_addr", "streams", "closed",
                  "_window_waiters", "_write_paused", "_drain", "_dispatch", "_idle", "scheme",
-                 "_flush_pending", "_loop")
+                 "_flush_pending", "_loop", "draining")
 
     def __init__(self, config: "GatewayConfig", forwarder: "Forwarder", grpc: Any = None) -> None:
         self.config = config
@@ -69,6 +69,7 @@ class H2Server(asyncio.Protocol):
         self.client_addr = ""
         self.scheme = b"http"
         self._flush_pending = False
+        self.draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.streams: dict[int, Any] = {}  # stream id -> H2Exchange or gRPC call
         self.closed = False
@@ -91,6 +92,7 @@ class H2Server(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self._loop = asyncio.get_running_loop()
+        self.forwarder.connections.add(self)
         peer = transport.get_extra_info("peername")
         self.client_addr = peer[0] if peer else ""
         if transport.get_extra_info("ssl_object") is not None:
@@ -125,6 +127,7 @@ class H2Server(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.forwarder.connections.discard(self)
         if self._idle is not None:
             self._idle.cancel()
         for s in list(self.streams.values()):
@@ -347,7 +350,17 @@ class H2Server(asyncio.Protocol):
     def _forget(self, sid: int) -> None:
         self.streams.pop(sid, None)
         self._window_waiters.pop(sid, None)
-        self._arm_idle()
+        if self.draining and not self.streams:
+            self._idle_close()
+        else:
+            self._arm_idle()
+
+    def shutdown(self) -> None:
+        """Graceful stop: streams in progress finish, then GOAWAY and close. (h2 cannot send
+        a GOAWAY and keep serving open streams, so the GOAWAY waits for them.)"""
+        self.draining = True
+        if not self.streams:
+            self._idle_close()
 
     def _gone(self, s: Any) -> None:
         if isinstance(s, H2Exchange):

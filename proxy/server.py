@@ -118,9 +118,13 @@ class Gateway:
         self.serving = False
         for s in self._servers:
             s.close()
+        for conn in list(self.forwarder.connections):
+            conn.shutdown()
         deadline = time.monotonic() + grace
         while (self.metrics.in_flight > 0 or (self.grpc is not None and self.grpc.calls)) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        for conn in list(self.forwarder.connections):  # the grace is over
+            conn.close()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:

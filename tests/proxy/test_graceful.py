@@ -1,0 +1,38 @@
+"""Graceful stop: requests in progress finish, idle connections close, new ones are refused."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from proxy.config import GatewayConfig
+from proxy.routing import SnapshotHolder
+from proxy.server import Gateway
+
+from .conftest import Env, route
+
+
+async def test_stop_lets_requests_in_progress_finish(echo_up):
+    holder = SnapshotHolder()
+    gw = Gateway(GatewayConfig(http_port=0, grpc_port=None, admin_port=None), holder, "gw-stop")
+    await gw.start()
+    env = Env(gw, holder)
+    env.publish([route(echo_up.port)])
+    port = gw.http_port
+    async with httpx.AsyncClient(timeout=10) as h1, httpx.AsyncClient(http1=False, http2=True, timeout=10) as h2c:
+        await h1.get(f"{env.url}/", headers=env.headers())  # leaves an idle keep-alive connection
+        slow1 = asyncio.create_task(h1.get(f"{env.url}/?delay=0.6", headers=env.headers()))
+        slow2 = asyncio.create_task(h2c.get(f"{env.url}/?delay=0.6", headers=env.headers()))
+        await asyncio.sleep(0.2)
+        stopping = asyncio.create_task(gw.stop(grace=5))
+        r1, r2 = await slow1, await slow2
+        assert r1.status_code == 200 and r2.status_code == 200
+        assert r1.headers.get("connection") == "close"
+        await stopping
+    try:
+        await asyncio.open_connection("127.0.0.1", port)
+        refused = False
+    except OSError:
+        refused = True
+    assert refused and not gw.forwarder.connections
