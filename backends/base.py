@@ -99,3 +99,18 @@ class Backend(Protocol):
     async def aclose(self) -> None:
         """Stop everything this backend started."""
         ...
+
+
+def nvcf_environment(spec: InstanceSpec, *, backend: str, env: str, region: str) -> dict[str, str]:
+    """The NVCF_* variables every instance gets (spec section 9), whatever runs it."""
+    return {
+        "NVCF_BACKEND": backend,
+        "NVCF_ENV": env,
+        "NVCF_FUNCTION_ID": spec.function_id,
+        "NVCF_FUNCTION_NAME": spec.function_name,
+        "NVCF_FUNCTION_VERSION_ID": spec.version_id,
+        "NVCF_INSTANCETYPE": spec.instance_type,
+        "NVCF_NCA_ID": spec.nca_id,
+        "NVCF_REGION": region,
+        "NVCF_MAX_REQUEST_CONCURRENCY": str(spec.max_request_concurrency),
+    }

@@ -28,7 +28,7 @@ from typing import Any, AsyncIterator
 
 import orjson
 
-from .base import BackendError, InstanceEvent, InstanceEventKind as K, InstanceSpec
+from .base import BackendError, InstanceEvent, InstanceEventKind as K, InstanceSpec, nvcf_environment
 from .catalog import ImageCatalog
 from .hub import EventHub
 from .inventory import Inventory, PlacementError
@@ -264,17 +264,7 @@ class LocalBackend:
         inst.exited = asyncio.ensure_future(inst.process.wait())
 
     def _nvcf_env(self, spec: InstanceSpec) -> dict[str, str]:
-        return {
-            "NVCF_BACKEND": self.name,
-            "NVCF_ENV": self.env,
-            "NVCF_FUNCTION_ID": spec.function_id,
-            "NVCF_FUNCTION_NAME": spec.function_name,
-            "NVCF_FUNCTION_VERSION_ID": spec.version_id,
-            "NVCF_INSTANCETYPE": spec.instance_type,
-            "NVCF_NCA_ID": spec.nca_id,
-            "NVCF_REGION": self.region,
-            "NVCF_MAX_REQUEST_CONCURRENCY": str(spec.max_request_concurrency),
-        }
+        return nvcf_environment(spec, backend=self.name, env=self.env, region=self.region)
 
     async def _await_ready(self, inst: _Instance) -> str | None:
         """None once the health check passes; otherwise why it never did."""

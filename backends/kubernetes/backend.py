@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator, Mapping
 
 import aiohttp
 
-from ..base import BackendError, InstanceEvent, InstanceEventKind as K, InstanceSpec
+from ..base import BackendError, InstanceEvent, InstanceEventKind as K, InstanceSpec, nvcf_environment
 from ..hub import EventHub
 from ..inventory import Inventory, PlacementError
 from . import manifests as m
@@ -238,17 +238,7 @@ class KubernetesBackend:
         )
 
     def _nvcf_env(self, spec: InstanceSpec) -> dict[str, str]:
-        return {
-            "NVCF_BACKEND": self.name,
-            "NVCF_ENV": self.env,
-            "NVCF_FUNCTION_ID": spec.function_id,
-            "NVCF_FUNCTION_NAME": spec.function_name,
-            "NVCF_FUNCTION_VERSION_ID": spec.version_id,
-            "NVCF_INSTANCETYPE": spec.instance_type,
-            "NVCF_NCA_ID": spec.nca_id,
-            "NVCF_REGION": self.region,
-            "NVCF_MAX_REQUEST_CONCURRENCY": str(spec.max_request_concurrency),
-        }
+        return nvcf_environment(spec, backend=self.name, env=self.env, region=self.region)
 
     def _reserve(self, name: str, spec: InstanceSpec, replicas: int) -> None:
         """Hold `replicas` instances' worth of the configured GPU quota, all or nothing."""
