@@ -30,6 +30,8 @@ import h2.settings
 import hpack.hpack
 from h2.errors import ErrorCodes
 
+from proxy.errors import HeadersTooLarge
+from proxy.grpc import Status as GrpcStatus, trailers_only
 from proxy.exchange import ClientGone, Headers
 from proxy.h2_stream import H2Downstream, H2Exchange
 from proxy.h2_limits import RefusingH2Connection
@@ -101,6 +103,7 @@ class H2Server(asyncio.Protocol):
         self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
             s.MAX_CONCURRENT_STREAMS: self.config.h2_max_concurrent_streams, s.INITIAL_WINDOW_SIZE: _WINDOW,
             s.MAX_HEADER_LIST_SIZE: self.config.max_header_bytes})
+        self.h2.allow_header_decoding(self.config.max_header_bytes)
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(_WINDOW * 4)
         self._flush()
@@ -157,7 +160,9 @@ class H2Server(asyncio.Protocol):
         method = target = authority = b""
         grpc = False
         headers: Headers = []
+        size = 0
         for n, v in ev.headers:
+            size += len(n) + len(v) + 32  # the header list size of RFC 9113 6.5.2
             if n[:1] == b":":
                 if n == b":method":
                     method = v
@@ -174,6 +179,9 @@ class H2Server(asyncio.Protocol):
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
+        if size > self.config.max_header_bytes:
+            self._refuse_oversized(sid, grpc, ended)
+            return
         if grpc and self.grpc is not None:
             self.streams[sid] = self.grpc.open(list(ev.headers), H2Downstream(self, sid), ended)
             return
@@ -182,6 +190,24 @@ class H2Server(asyncio.Protocol):
             ex.body.feed_eof()
         self.streams[sid] = ex
         asyncio.get_running_loop().create_task(self._run(ex))
+
+    def _refuse_oversized(self, sid: int, grpc: bool, ended: bool) -> None:
+        """Answer one stream whose headers exceed the advertised limit: 431, or for gRPC
+        a trailers-only RESOURCE_EXHAUSTED; the connection's other streams go on."""
+        err = HeadersTooLarge(f"Request headers exceed {self.config.max_header_bytes} bytes")
+        try:
+            if grpc:
+                self.h2.send_headers(sid, trailers_only(GrpcStatus.RESOURCE_EXHAUSTED, err.detail), end_stream=True)
+            else:
+                ctype, body = err.body()
+                self.h2.send_headers(sid, [(b":status", b"431"), (b"content-type", ctype),
+                                           (b"content-length", b"%d" % len(body))])
+                self.h2.send_data(sid, body, end_stream=True)
+            if not ended:  # the client may still be sending: tell it to stop (RFC 9113 8.1)
+                self.h2.reset_stream(sid, ErrorCodes.NO_ERROR)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            pass
+        self._flush_soon()
 
     async def _run(self, ex: H2Exchange) -> None:
         try:

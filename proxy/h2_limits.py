@@ -1,5 +1,6 @@
 """An h2 server connection that refuses one stream, not the whole connection, when a
-client opens more than SETTINGS_MAX_CONCURRENT_STREAMS.
+client opens more than SETTINGS_MAX_CONCURRENT_STREAMS, or sends a header block larger
+than SETTINGS_MAX_HEADER_LIST_SIZE.
 
 RFC 9113 5.1.2 allows either a stream error (PROTOCOL_ERROR or REFUSED_STREAM) or a
 connection error; h2 chooses the connection error, which would fail every other call
@@ -8,6 +9,13 @@ block is still decoded (HPACK state is shared by the connection and must stay in
 step), the stream is recorded as reset by us, and RST_STREAM(REFUSED_STREAM) tells
 the client it may retry it. Later frames on that stream are then handled by h2's own
 closed-stream rules (DATA credit returned, RST_STREAM).
+
+Oversized header blocks: h2 makes its HPACK decoder enforce the advertised limit, and
+a decoder that stops half-way leaves the connection's HPACK state unusable, so one big
+request would cost every call on the connection. The decoder here accepts blocks up to
+HEADER_DECODE_HEADROOM times the advertised limit; the server then refuses a stream
+whose headers exceed the limit on that stream alone (see H2Server._on_request). Only a
+block past the hard cap is still a connection error.
 """
 
 from __future__ import annotations
@@ -18,7 +26,18 @@ from h2.stream import StreamClosedBy
 from hyperframe.frame import RstStreamFrame
 
 
+HEADER_DECODE_HEADROOM = 4
+
+
 class RefusingH2Connection(H2Connection):
+    def allow_header_decoding(self, advertised_limit: int) -> None:
+        self.decoder.max_header_list_size = advertised_limit * HEADER_DECODE_HEADROOM
+
+    def _local_settings_acked(self):  # type: ignore[override]
+        changes = super()._local_settings_acked()  # resets the decoder to the advertised limit
+        self.allow_header_decoding(self.local_settings.max_header_list_size)
+        return changes
+
     def _receive_headers_frame(self, frame):  # type: ignore[override]
         sid = frame.stream_id
         if (

@@ -210,15 +210,37 @@ async def test_streams_past_the_concurrency_limit_are_refused_one_by_one(instanc
             await client.close()
 
 
-async def test_oversized_metadata_closes_only_that_connection(gateway):
+async def test_oversized_metadata_fails_only_that_call(gateway):
     bystander = await RawClient.connect(gateway.port)
     offender = await RawClient.connect(gateway.port)
     message = grpc_frame(pb.EchoRequest(message="m").SerializeToString())
     try:
         slow = bystander.start(grpc_headers(ECHO, extra=metadata(F_IO)), end=False)
         huge = [(f"x-meta-{i}", "a" * 700) for i in range(100)]  # 70 kB of metadata, over the 64 kB limit
+        big = offender.start(grpc_headers(ECHO, extra=[*metadata(F_IO), *huge]), message)
+        await asyncio.wait_for(big.done, 5)
+        assert big.grpc_status == 8  # RESOURCE_EXHAUSTED, for this call only
+        # the offender's connection (its HPACK state included) still carries calls
+        again = offender.start(grpc_headers(ECHO, extra=metadata(F_IO)), message)
+        await asyncio.wait_for(again.done, 5)
+        assert again.grpc_status == 0 and not offender.closed.done()
+        bystander.send(slow, message)
+        await asyncio.wait_for(slow.done, 5)
+        assert slow.grpc_status == 0
+    finally:
+        await offender.close()
+        await bystander.close()
+
+
+async def test_metadata_past_the_hard_cap_closes_only_that_connection(gateway):
+    bystander = await RawClient.connect(gateway.port)
+    offender = await RawClient.connect(gateway.port)
+    message = grpc_frame(pb.EchoRequest(message="m").SerializeToString())
+    try:
+        slow = bystander.start(grpc_headers(ECHO, extra=metadata(F_IO)), end=False)
+        huge = [(f"x-meta-{i}", "a" * 1000) for i in range(300)]  # 300 kB: past 4x the limit
         offender.start(grpc_headers(ECHO, extra=[*metadata(F_IO), *huge]), message)
-        await asyncio.wait_for(offender.closed, 5)  # GOAWAY: HPACK state cannot be trusted any more
+        await asyncio.wait_for(offender.closed, 5)  # GOAWAY: the decoder stopped half-way
         bystander.send(slow, message)
         await asyncio.wait_for(slow.done, 5)
         assert slow.grpc_status == 0

@@ -106,3 +106,16 @@ async def test_malformed_http2_gets_goaway(env, echo_up):
     goaway = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
     assert goaway and goaway[0].error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
     await assert_others_fine(env)
+
+
+async def test_oversized_http2_headers_get_431_on_that_stream_only(env, echo_up):
+    env.publish([route(echo_up.port)])
+    async with httpx.AsyncClient(http1=False, http2=True) as c:  # h2c with prior knowledge
+        big = await c.get(f"{env.url}/", headers={**env.headers(), "x-big": "a" * 70_000})
+        assert big.status_code == 431 and big.http_version == "HTTP/2"
+        assert big.headers["content-type"] == "application/problem+json"
+        assert big.json()["status"] == 431
+        # the same connection (HPACK state and all) still serves requests
+        ok = await c.get(f"{env.url}/", headers=env.headers())
+        assert ok.status_code == 200 and ok.http_version == "HTTP/2"
+    await assert_others_fine(env)
