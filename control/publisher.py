@@ -53,10 +53,13 @@ def build_routes(functions: list[dict], deployments: dict[str, dict], instances:
         grpc = fn.get("inferenceUrl") == "/grpc"
         specs = (deployments.get(vid) or {}).get("deploymentSpecifications") or [{}]
         first = specs[0]
+        here = sorted(ready.get(vid, ()), key=lambda i: i["instanceId"])
         endpoints = tuple(
             Endpoint(i["instanceId"], i["host"], int(i["port"]), H2C if grpc else HTTP1, bool(i.get("draining")))
-            for i in sorted(ready.get(vid, ()), key=lambda i: i["instanceId"])
+            for i in here
         )
+        # A spec without `backend` runs on the default backend; the instances know its name.
+        backend = first.get("backend") or next((i["backend"] for i in here if i.get("backend")), "")
         routes.append(
             VersionRoute(
                 function_id=fn["id"],
@@ -70,7 +73,7 @@ def build_routes(functions: list[dict], deployments: dict[str, dict], instances:
                 max_concurrency=max(int(first.get("maxRequestConcurrency") or 1), 1),
                 instance_type=first.get("instanceType", ""),
                 gpu=first.get("gpu", ""),
-                backend=first.get("backend") or "",
+                backend=backend,
                 endpoints=endpoints,
             )
         )

@@ -147,3 +147,17 @@ async def test_load_reports_reach_the_board(internal):
     assert r.status == 400
     r = await client.put("/internal/v1/load/gw-1", data=b"[]", headers=AUTH)
     assert r.status == 400
+
+
+def test_route_names_the_backend_its_instances_run_on():
+    from control.publisher import build_routes
+
+    fn = {"id": "f", "versionId": "v", "name": "echo", "status": "ACTIVE", "inferenceUrl": "/echo"}
+    inst = {"instanceId": "i1", "functionVersionId": "v", "instanceStatus": "ACTIVE", "host": "127.0.0.1",
+            "port": 7001, "backend": "local"}
+    no_backend = {"v": {"deploymentSpecifications": [{"gpu": "H100", "instanceType": "NCP.GPU.H100_1x"}]}}
+    [route] = build_routes([fn], no_backend, [inst])
+    assert route.backend == "local"  # the default backend, as the instance reports it
+    named = {"v": {"deploymentSpecifications": [{"gpu": "H100", "backend": "gpu-farm"}]}}
+    [route] = build_routes([fn], named, [])
+    assert route.backend == "gpu-farm"
