@@ -11,17 +11,19 @@ from proxy.h1 import H1Server
 from proxy.h2 import H2Server
 
 if TYPE_CHECKING:
+    from proxy.forward import Forwarder
     from proxy.server import Gateway
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 class ClientConnection(asyncio.Protocol):
-    __slots__ = ("gateway", "h2_only", "transport", "_buf", "_timer")
+    __slots__ = ("gateway", "h2_only", "forwarder", "transport", "_buf", "_timer")
 
-    def __init__(self, gateway: "Gateway", h2_only: bool = False) -> None:
+    def __init__(self, gateway: "Gateway", h2_only: bool = False, forwarder: "Forwarder | None" = None) -> None:
         self.gateway = gateway
         self.h2_only = h2_only
+        self.forwarder = forwarder or gateway.forwarder  # another one on the workers' private listener
         self.transport: asyncio.Transport | None = None
         self._buf = b""
         self._timer: asyncio.TimerHandle | None = None
@@ -66,7 +68,8 @@ class ClientConnection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         gw = self.gateway
-        driver: asyncio.Protocol = H2Server(gw.config, gw.forwarder, gw.grpc) if h2 else H1Server(gw.config, gw.forwarder)
+        fw = self.forwarder
+        driver: asyncio.Protocol = H2Server(gw.config, fw, gw.grpc) if h2 else H1Server(gw.config, fw)
         transport = self.transport
         transport.set_protocol(driver)
         driver.connection_made(transport)

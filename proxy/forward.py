@@ -116,6 +116,8 @@ class Forwarder:
             target = ex.target
             if fid_h is None:
                 if target[:15] == b"/v2/nvcf/pexec/" and self.pexec is not None:
+                    if self.pexec.siblings is not None:  # --workers N: the id names its worker
+                        request_id = self.pexec.siblings.tag(request_id)
                     status = await self.pexec.handle(ex, request_id, auth, poll_h, call)
                     return
                 if target == b"/health" or target == b"/v2/health/ready":

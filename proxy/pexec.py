@@ -27,6 +27,7 @@ from proxy.lookup import poll_seconds, resolve
 
 if TYPE_CHECKING:
     from proxy.forward import Call, Forwarder
+    from proxy.siblings import Siblings
 
 
 def _inference_problem(status: int, body: bytes) -> tuple[list, bytes]:
@@ -67,13 +68,14 @@ class Pexec:
     def __init__(self, forwarder: "Forwarder") -> None:
         self.fw = forwarder
         self.jobs: OrderedDict[bytes, Job] = OrderedDict()
+        self.siblings: Siblings | None = None  # the other workers, with --workers N > 1
 
     async def handle(self, ex: Exchange, request_id: bytes, auth: bytes | None, poll_h: bytes | None,
                      call: "Call") -> int:
         path = ex.target.split(b"?", 1)[0].decode("latin-1").rstrip("/").split("/")
         # ['', 'v2', 'nvcf', 'pexec', 'functions', fid, ('versions', vid)] | [..., 'status', reqId]
         if len(path) == 6 and path[4] == "status" and ex.method == "GET":
-            return await self._status(ex, path[5].encode(), auth, poll_h)
+            return await self._status(ex, path[5].encode(), auth, poll_h, call)
         if path[4:5] == ["functions"] and ex.method == "POST" and (
                 len(path) == 6 or len(path) == 8 and path[6] == "versions"):
             return await self._invoke(ex, path[5].lower(), path[7].lower() if len(path) == 8 else None,
@@ -160,11 +162,16 @@ class Pexec:
         ex.end()
         return job.status
 
-    async def _status(self, ex: Exchange, request_id: bytes, auth: bytes | None, poll_h: bytes | None) -> int:
+    async def _status(self, ex: Exchange, request_id: bytes, auth: bytes | None, poll_h: bytes | None,
+                      call: "Call") -> int:
         fw = self.fw
         job = self.jobs.get(request_id)
         if job is None or job.expires < time.monotonic():
             fw.keys.check(fw.holder.table, auth, None)
+            owner = self.siblings.owner_port(request_id) if self.siblings is not None else None
+            if owner is not None:  # another worker ran it: it answers
+                poll = poll_seconds(poll_h, fw.config.default_poll_seconds)
+                return await self.siblings.relay(fw, ex, call, owner, poll)
             raise NotFound(f"Request '{request_id.decode('latin-1')}' not found")
         fw.keys.check(fw.holder.table, auth, job.function_id)
         if not job.done.is_set():

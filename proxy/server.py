@@ -25,6 +25,7 @@ from proxy.limiter import Limiter
 from proxy.metrics import Metrics
 from proxy.pexec import Pexec
 from proxy.routing import LoadReport, SnapshotHolder
+from proxy.siblings import LOOPBACK, PeerForwarder, Siblings
 from proxy.upstream.pool import H1Pool
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,11 @@ def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 
 class Gateway:
+    """`siblings`: the other workers of a `--workers N` gateway (proxy/workers.py); this
+    worker then also listens on its private loopback port for their pexec status polls."""
+
     def __init__(self, config: GatewayConfig, holder: SnapshotHolder, gateway_id: str,
-                 load_sink: Callable[[LoadReport], object] | None = None) -> None:
+                 load_sink: Callable[[LoadReport], object] | None = None, siblings: Siblings | None = None) -> None:
         self.config = config
         self.holder = holder
         self.gateway_id = gateway_id
@@ -55,6 +59,7 @@ class Gateway:
                            config.max_body_buffer)
         self.forwarder = Forwarder(config, holder, self.limiter, self.pool, self.metrics)
         self.forwarder.pexec = Pexec(self.forwarder)
+        self.forwarder.pexec.siblings = self.siblings = siblings
         self.grpc = self._grpc_handler()
         self.serving = False
         self._servers: list[asyncio.AbstractServer] = []
@@ -101,6 +106,10 @@ class Gateway:
             gsock = _listen_socket(cfg.host, cfg.grpc_port, reuse)
             self._servers.append(await loop.create_server(lambda: ClientConnection(self, h2_only=True), sock=gsock, ssl=tls))
             self._ports["grpc"] = gsock.getsockname()[1]
+        if self.siblings is not None:
+            peer = PeerForwarder(self.forwarder)
+            psock = _listen_socket(LOOPBACK, self.siblings.port, True)
+            self._servers.append(await loop.create_server(lambda: ClientConnection(self, forwarder=peer), sock=psock))
         if cfg.admin_port is not None:
             self._admin = web.AppRunner(make_admin_app(self), access_log=None, handle_signals=False)
             await self._admin.setup()

@@ -5,6 +5,9 @@ that socket, unlistened, so the port stays reserved), then starts each worker as
 `python -m proxy.workers '<json>'`. A worker runs uvloop, gets its routing snapshot
 from a RoutingSource (ControlHttpSource, or RedisSource when the store is Redis),
 sends its LoadReports through the same source, and prints one `ready` line.
+
+Each worker also gets a private loopback port, reserved the same way, for its
+siblings' pexec status polls (proxy/siblings.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import sys
 from typing import Any
 
 from proxy.config import GatewayConfig
+
+LOOPBACK = "127.0.0.1"
 
 
 def _reserve(host: str, port: int | None) -> tuple[socket.socket | None, int | None]:
@@ -42,6 +47,7 @@ class WorkerPool:
         self.procs: list[asyncio.subprocess.Process] = []
         self._reserved: list[socket.socket] = []
         self.http_port = self.grpc_port = self.admin_port = None
+        self.peer_ports: list[int] = []  # private loopback ports, by worker index
 
     async def start(self, ready_timeout: float = 30.0) -> None:
         cfg = self.config
@@ -52,10 +58,14 @@ class WorkerPool:
                 self._reserved.append(sock)
             ports[name] = port
         self.http_port, self.grpc_port, self.admin_port = ports["http_port"], ports["grpc_port"], ports["admin_port"]
+        for _ in range(cfg.workers):
+            sock, port = _reserve(LOOPBACK, 0)
+            self._reserved.append(sock)
+            self.peer_ports.append(port)
         worker_cfg = dataclasses.replace(cfg, **ports)
         for i in range(cfg.workers):
             spec = {"config": dataclasses.asdict(worker_cfg), "source": self.source,
-                    "gateway_id": f"{self.prefix}-{os.getpid()}-{i}"}
+                    "gateway_id": f"{self.prefix}-{os.getpid()}-{i}", "index": i, "peers": self.peer_ports}
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "proxy.workers", json.dumps(spec),
                 stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
@@ -88,6 +98,7 @@ class WorkerPool:
 async def _worker(spec: dict[str, Any]) -> None:
     from proxy.routing import SnapshotHolder
     from proxy.server import Gateway
+    from proxy.siblings import Siblings
     from proxy.sources import ControlHttpSource, RedisSource
 
     cfg = GatewayConfig(**spec["config"])
@@ -97,7 +108,7 @@ async def _worker(spec: dict[str, Any]) -> None:
     source = (RedisSource(src["redis"], holder, gid) if "redis" in src
               else ControlHttpSource(src["api"], src["key"], holder, gid))
     source.start()
-    gateway = Gateway(cfg, holder, gid, source.send_load)
+    gateway = Gateway(cfg, holder, gid, source.send_load, Siblings(spec["index"], spec["peers"]))
     await gateway.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,9 +1,13 @@
 """Gateway workers in their own processes: routing reaches them (internal long-poll
 or Redis) and their load reports reach the autoscaler (internal PUT or Redis keys),
-so a request to a function at zero still starts an instance."""
+so a request to a function at zero still starts an instance; pexec polls work
+whichever worker a connection reaches."""
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 import pytest
 
 from tests.e2e.helpers import Api, write_config
@@ -25,3 +29,40 @@ def test_scale_from_zero_with_gateway_workers(fngate_serve, tmp_path, store, req
     assert len(api.ready_instances(fid, vid)) == 1
     for _ in range(4):  # new connections land on either worker: both have the new routing
         assert api.invoke(fid).status_code == 200
+
+
+async def test_pexec_polls_and_metrics_span_gateway_workers(fngate_serve, tmp_path):
+    """A 202'd pexec request can be polled on whichever worker a connection lands on."""
+    config = write_config(tmp_path / "fngate.yaml", backends=[{"name": "local", "type": "local", "probeInterval": 0.2}])
+    sp = fngate_serve("--config", str(config), "--workers", "2")
+    api = Api(sp)
+    fid, vid = api.create("e2e-workers-pexec")
+    api.deploy(fid, vid, min_i=1, max_i=1, concurrency=8)
+    api.wait_status(fid, vid, "ACTIVE")
+    warmups = 4
+    for _ in range(warmups):
+        assert api.invoke(fid).status_code == 200
+
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(f"{api.gateway}/v2/nvcf/pexec/functions/{fid}?delay=3", content=b"hello",
+                         headers={**api.headers, "NVCF-POLL-SECONDS": "1"})
+    assert r.status_code == 202, r.text
+    rid = r.headers["nvcf-reqid"]
+
+    async def poll() -> httpx.Response:
+        async with httpx.AsyncClient(timeout=30) as one:  # a new connection: either worker
+            return await one.get(f"{api.gateway}/v2/nvcf/pexec/status/{rid}",
+                                 headers={**api.headers, "NVCF-POLL-SECONDS": "1"})
+
+    polls: list[httpx.Response] = []
+    for _ in range(5):
+        polls += await asyncio.gather(*(poll() for _ in range(6)))
+    assert all(p.status_code in (200, 202) for p in polls), [(p.status_code, p.text) for p in polls]
+    assert all(p.headers["nvcf-reqid"] == rid for p in polls)
+    assert any(p.status_code == 202 for p in polls)
+    done = [p for p in polls if p.status_code == 200]
+    assert done, "the result never arrived"
+    result = done[-1].json()
+    assert result["bodySize"] == 5 and result["path"] == "/echo"
+    assert {k.lower(): v for k, v in result["headers"].items()}["nvcf-reqid"] == rid
+

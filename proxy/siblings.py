@@ -1,0 +1,102 @@
+"""The other workers of a `--workers N` gateway, for the one answer a worker cannot
+give alone: a pexec status poll for a request another worker ran (its result lives
+in that worker's memory).
+
+The worker that takes a pexec request writes its index into the request id (the
+first byte of the UUID, as two hex digits), so any worker knows the owner of an id
+without asking anyone. A poll for an id owned by a sibling is sent on, unchanged,
+to that sibling's private loopback listener (ports handed out by the parent); the
+owner answers it from its own memory. The owner never sends its own ids on, so a
+poll is forwarded at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Sequence
+
+from proxy.errors import NotFound, UpstreamTimeout, UpstreamUnavailable
+from proxy.exchange import Exchange
+from proxy.forward import Call, Forwarder, new_request_id
+from proxy.headers import HOP_BY_HOP
+from proxy.metrics import Metrics
+from proxy.upstream.h1_client import UpstreamLost
+from proxy.upstream.pool import ConnectFailed
+
+LOOPBACK = "127.0.0.1"
+STATUS_PREFIX = b"/v2/nvcf/pexec/status/"
+_NOT_SENT_ON = HOP_BY_HOP | {b"host", b"content-length"}
+
+
+class Siblings:
+    __slots__ = ("index", "ports", "_tag", "_owners")
+
+    def __init__(self, index: int, ports: Sequence[int]) -> None:
+        if not 0 <= index < len(ports) <= 256:
+            raise ValueError("worker index out of range (at most 256 workers)")
+        self.index = index
+        self.ports = tuple(ports)
+        self._tag = b"%02x" % index
+        self._owners = {b"%02x" % i: port for i, port in enumerate(self.ports) if i != index}
+
+    @property
+    def port(self) -> int:
+        """This worker's private loopback port."""
+        return self.ports[self.index]
+
+    def tag(self, request_id: bytes) -> bytes:
+        """The request id with this worker as its owner."""
+        return self._tag + request_id[2:]
+
+    def owner_port(self, request_id: bytes) -> int | None:
+        """The private port of the sibling that owns `request_id`; None when it is ours
+        or no worker's."""
+        return self._owners.get(request_id[:2])
+
+    async def relay(self, fw: Forwarder, ex: Exchange, call: Call, port: int, wait: float) -> int:
+        """Send the poll to the owner and relay its answer (202, the result, or an error)."""
+        head = [b"GET %s HTTP/1.1\r\nhost: %s:%d\r\n" % (ex.target, LOOPBACK.encode(), port)]
+        head += [b"%s: %s\r\n" % (n, v) for n, v in ex.headers if n not in _NOT_SENT_ON]
+        head.append(b"\r\n")
+        head_bytes = b"".join(head)
+        for attempt in (0, 1):
+            try:
+                conn, reused = await fw.pool.acquire(LOOPBACK, port)
+            except ConnectFailed:  # the owner is gone, and its results with it
+                raise NotFound("Request not found: the gateway worker that ran it is gone") from None
+            call.conn = conn
+            conn.start(head_bytes, False)
+            try:
+                status, headers = await asyncio.wait_for(conn.response(), wait + fw.config.header_grace)
+                break
+            except asyncio.TimeoutError:
+                raise UpstreamTimeout("the gateway worker holding the request did not answer") from None
+            except UpstreamLost as exc:
+                call.conn = None
+                conn.abort()
+                if attempt or not reused or not exc.before_response:  # a stale pooled connection: once more
+                    raise UpstreamUnavailable(f"the gateway worker holding the request failed: {exc}") from None
+        body = conn.body
+        ex.start_response(status, [(n, v) for n, v in headers if n not in HOP_BY_HOP],
+                          flush=not (body.size or body.eof))
+        await fw.relay_body(ex, conn)
+        ex.end()
+        return status
+
+
+class PeerForwarder(Forwarder):
+    """Serves the private listener: pexec status polls from siblings only, and not
+    counted in this worker's metrics (the worker the client reached counts them)."""
+
+    __slots__ = ()
+
+    def __init__(self, main: Forwarder) -> None:
+        super().__init__(main.config, main.holder, main.limiter, main.pool, Metrics())
+        self.pexec = main.pexec
+        self.connections = main.connections  # a graceful stop closes these too
+
+    async def handle(self, ex: Exchange) -> None:
+        if ex.method == "GET" and ex.target.startswith(STATUS_PREFIX):
+            await super().handle(ex)
+            return
+        self._send_error(ex, NotFound("the private listener serves pexec status polls only"), new_request_id())
