@@ -11,6 +11,7 @@ class GatewayConfig:
     http_port: int = 8000  # HTTP/1.1 and cleartext HTTP/2 (prior knowledge), or TLS with ALPN
     grpc_port: int | None = 10081  # HTTP/2-only listener for gRPC; None: not opened
     admin_port: int | None = 9090  # /metrics, /healthz, /readyz; None: not opened
+    admin_host: str | None = None  # None: `host` (--workers N gives each worker a private loopback one)
     tls_cert: str | None = None
     tls_key: str | None = None
     workers: int = 1

@@ -113,7 +113,7 @@ class Gateway:
         if cfg.admin_port is not None:
             self._admin = web.AppRunner(make_admin_app(self), access_log=None, handle_signals=False)
             await self._admin.setup()
-            asock = _listen_socket(cfg.host, cfg.admin_port, reuse)
+            asock = _listen_socket(cfg.admin_host or cfg.host, cfg.admin_port, reuse)
             site = web.SockSite(self._admin, asock)
             await site.start()
             self._ports["admin"] = asock.getsockname()[1]

@@ -6,8 +6,9 @@ that socket, unlistened, so the port stays reserved), then starts each worker as
 from a RoutingSource (ControlHttpSource, or RedisSource when the store is Redis),
 sends its LoadReports through the same source, and prints one `ready` line.
 
-Each worker also gets a private loopback port, reserved the same way, for its
-siblings' pexec status polls (proxy/siblings.py).
+Each worker also gets two private loopback ports, reserved the same way: one for its
+siblings' pexec status polls (proxy/siblings.py), one for its admin app. The parent
+itself serves the public admin port for all workers (proxy/worker_admin.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 from typing import Any
 
 from proxy.config import GatewayConfig
+from proxy.worker_admin import WorkerAdmin
 
 LOOPBACK = "127.0.0.1"
 
@@ -47,37 +49,56 @@ class WorkerPool:
         self.procs: list[asyncio.subprocess.Process] = []
         self._reserved: list[socket.socket] = []
         self.http_port = self.grpc_port = self.admin_port = None
+        self.gateway_ids: list[str] = []
         self.peer_ports: list[int] = []  # private loopback ports, by worker index
+        self.worker_admin_ports: list[int] = []
+        self._admin: WorkerAdmin | None = None
+
+    def _reserve_port(self, host: str, port: int | None) -> int | None:
+        sock, port = _reserve(host, port)
+        if sock is not None:
+            self._reserved.append(sock)
+        return port
 
     async def start(self, ready_timeout: float = 30.0) -> None:
         cfg = self.config
-        ports = {}
-        for name in ("http_port", "grpc_port", "admin_port"):
-            sock, port = _reserve(cfg.host, getattr(cfg, name))
-            if sock is not None:
-                self._reserved.append(sock)
-            ports[name] = port
-        self.http_port, self.grpc_port, self.admin_port = ports["http_port"], ports["grpc_port"], ports["admin_port"]
-        for _ in range(cfg.workers):
-            sock, port = _reserve(LOOPBACK, 0)
-            self._reserved.append(sock)
-            self.peer_ports.append(port)
-        worker_cfg = dataclasses.replace(cfg, **ports)
+        n = cfg.workers
+        self.gateway_ids = [f"{self.prefix}-{os.getpid()}-{i}" for i in range(n)]
+        try:
+            self.http_port = self._reserve_port(cfg.host, cfg.http_port)
+            self.grpc_port = self._reserve_port(cfg.host, cfg.grpc_port)
+            self.peer_ports = [self._reserve_port(LOOPBACK, 0) for _ in range(n)]
+            if cfg.admin_port is not None:
+                self.worker_admin_ports = [self._reserve_port(LOOPBACK, 0) for _ in range(n)]
+                await self._serve_admin(cfg)
+            await self._start_workers(cfg, ready_timeout)
+        except BaseException:
+            await self.stop(0)
+            raise
+
+    async def _serve_admin(self, cfg: GatewayConfig) -> None:
+        family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+        sock = socket.create_server((cfg.host, cfg.admin_port), family=family)
+        self.admin_port = sock.getsockname()[1]
+        self._admin = WorkerAdmin(lambda: [
+            (gid, port, i < len(self.procs) and self.procs[i].returncode is None)
+            for i, (gid, port) in enumerate(zip(self.gateway_ids, self.worker_admin_ports))])
+        await self._admin.start(sock)
+
+    async def _start_workers(self, cfg: GatewayConfig, ready_timeout: float) -> None:
         for i in range(cfg.workers):
+            private_admin = {"admin_port": self.worker_admin_ports[i], "admin_host": LOOPBACK} if self._admin else {}
+            worker_cfg = dataclasses.replace(cfg, http_port=self.http_port, grpc_port=self.grpc_port, **private_admin)
             spec = {"config": dataclasses.asdict(worker_cfg), "source": self.source,
-                    "gateway_id": f"{self.prefix}-{os.getpid()}-{i}", "index": i, "peers": self.peer_ports}
+                    "gateway_id": self.gateway_ids[i], "index": i, "peers": self.peer_ports}
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "proxy.workers", json.dumps(spec),
                 stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
             self.procs.append(proc)
-        try:
-            for proc in self.procs:
-                line = await asyncio.wait_for(proc.stdout.readline(), ready_timeout)
-                if not line.startswith(b"ready"):
-                    raise RuntimeError(f"gateway worker failed to start: {line!r}")
-        except BaseException:
-            await self.stop(0)
-            raise
+        for proc in self.procs:
+            line = await asyncio.wait_for(proc.stdout.readline(), ready_timeout)
+            if not line.startswith(b"ready"):
+                raise RuntimeError(f"gateway worker failed to start: {line!r}")
 
     async def stop(self, grace: float = 10.0) -> None:
         for proc in self.procs:
@@ -90,6 +111,9 @@ class WorkerPool:
                 proc.kill()
                 await proc.wait()
         self.procs.clear()
+        if self._admin is not None:
+            await self._admin.aclose()
+            self._admin = None
         for s in self._reserved:
             s.close()
         self._reserved.clear()

@@ -1,11 +1,12 @@
 """Gateway workers in their own processes: routing reaches them (internal long-poll
 or Redis) and their load reports reach the autoscaler (internal PUT or Redis keys),
-so a request to a function at zero still starts an instance; pexec polls work
-whichever worker a connection reaches."""
+so a request to a function at zero still starts an instance; pexec polls and the
+admin port work whichever worker a connection reaches."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 
 import httpx
 import pytest
@@ -31,11 +32,24 @@ def test_scale_from_zero_with_gateway_workers(fngate_serve, tmp_path, store, req
         assert api.invoke(fid).status_code == 200
 
 
+def _requests_by_worker(metrics: str) -> dict[str, dict[str, int]]:
+    """{worker: {function_id: requests}} from fngate_requests_total samples."""
+    out: dict[str, dict[str, int]] = {}
+    for line in metrics.splitlines():
+        if line.startswith("fngate_requests_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+            per = out.setdefault(labels["worker"], {})
+            per[labels["function_id"]] = per.get(labels["function_id"], 0) + int(line.rsplit(" ", 1)[1])
+    return out
+
+
 async def test_pexec_polls_and_metrics_span_gateway_workers(fngate_serve, tmp_path):
-    """A 202'd pexec request can be polled on whichever worker a connection lands on."""
+    """A 202'd pexec request can be polled on whichever worker a connection lands on;
+    the admin port's /metrics and /readyz speak for every worker."""
     config = write_config(tmp_path / "fngate.yaml", backends=[{"name": "local", "type": "local", "probeInterval": 0.2}])
     sp = fngate_serve("--config", str(config), "--workers", "2")
     api = Api(sp)
+    admin = f"http://127.0.0.1:{sp.ready['admin_port']}"
     fid, vid = api.create("e2e-workers-pexec")
     api.deploy(fid, vid, min_i=1, max_i=1, concurrency=8)
     api.wait_status(fid, vid, "ACTIVE")
@@ -44,6 +58,8 @@ async def test_pexec_polls_and_metrics_span_gateway_workers(fngate_serve, tmp_pa
         assert api.invoke(fid).status_code == 200
 
     async with httpx.AsyncClient(timeout=30) as c:
+        ready = await c.get(f"{admin}/readyz")
+        assert ready.status_code == 200 and len(ready.json()["workers"]) == 2, ready.text
         r = await c.post(f"{api.gateway}/v2/nvcf/pexec/functions/{fid}?delay=3", content=b"hello",
                          headers={**api.headers, "NVCF-POLL-SECONDS": "1"})
     assert r.status_code == 202, r.text
@@ -66,3 +82,15 @@ async def test_pexec_polls_and_metrics_span_gateway_workers(fngate_serve, tmp_pa
     assert result["bodySize"] == 5 and result["path"] == "/echo"
     assert {k.lower(): v for k, v in result["headers"].items()}["nvcf-reqid"] == rid
 
+    async with httpx.AsyncClient(timeout=30) as c:
+        text = (await c.get(f"{admin}/metrics")).text
+    assert text.count("# TYPE fngate_requests_total counter") == 1
+    by_worker = _requests_by_worker(text)
+    assert len(by_worker) == 2, text
+    assert sum(sum(per.values()) for per in by_worker.values()) == warmups + 1 + len(polls)
+    assert sum(per.get(fid, 0) for per in by_worker.values()) == warmups
+    # the id names the worker that ran it; that one got the POST, and both got polls
+    owner = next(w for w in by_worker if w.endswith(f"-{int(rid[:2], 16)}"))
+    other = next(w for w in by_worker if w != owner)
+    assert by_worker[owner].get("", 0) >= 2 and by_worker[other].get("", 0) >= 1, by_worker
+    assert len(re.findall(r'^fngate_gateway_worker_up\{worker="[^"]+"\} 1$', text, re.M)) == 2
