@@ -15,6 +15,10 @@ class GatewayConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     workers: int = 1
+    # Pending-connection queue of each listener. asyncio's default (100) resets
+    # connections in a burst (thousands of SSE clients reconnecting at once); the
+    # kernel still caps it at net.core.somaxconn.
+    backlog: int = 4096
     region: str = "local"  # NVCF-INVOCATION-REGION
     # timeouts (seconds)
     default_poll_seconds: int = 60  # NVCF-POLL-SECONDS when absent

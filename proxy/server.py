@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import resource
 import socket
 import ssl
 import time
@@ -41,6 +42,20 @@ def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     sock.listen(1024)
     sock.setblocking(False)
     return sock
+
+
+def raise_open_files_limit() -> int:
+    """Lift the soft RLIMIT_NOFILE to the hard limit and return it. Every proxied
+    stream holds two descriptors (client and instance), and many hosts start processes
+    at a soft limit of 1024, which would cap a gateway near 500 open streams."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
 
 
 class Gateway:
@@ -93,6 +108,7 @@ class Gateway:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.config
+        raise_open_files_limit()
         reuse = cfg.workers > 1
         tls = None
         if cfg.tls_cert:
@@ -100,11 +116,12 @@ class Gateway:
             tls.load_cert_chain(cfg.tls_cert, cfg.tls_key)
             tls.set_alpn_protocols(["h2", "http/1.1"])
         sock = _listen_socket(cfg.host, cfg.http_port, reuse)
-        self._servers.append(await loop.create_server(lambda: ClientConnection(self), sock=sock, ssl=tls))
+        self._servers.append(await loop.create_server(lambda: ClientConnection(self), sock=sock, ssl=tls, backlog=cfg.backlog))
         self._ports["http"] = sock.getsockname()[1]
         if cfg.grpc_port is not None:
             gsock = _listen_socket(cfg.host, cfg.grpc_port, reuse)
-            self._servers.append(await loop.create_server(lambda: ClientConnection(self, h2_only=True), sock=gsock, ssl=tls))
+            self._servers.append(await loop.create_server(lambda: ClientConnection(self, h2_only=True), sock=gsock, ssl=tls,
+                                                           backlog=cfg.backlog))
             self._ports["grpc"] = gsock.getsockname()[1]
         if self.siblings is not None:
             peer = PeerForwarder(self.forwarder)

@@ -33,8 +33,8 @@ async def serve(app: web.Application, host: str, port: int, name: str) -> None:
     # handler_cancellation: a client that goes away cancels the handler, so /stats can count it
     runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
     await runner.setup()
-    sock = socket.create_server((host, port), reuse_port=False)
-    site = web.SockSite(runner, sock)
+    sock = socket.create_server((host, port), reuse_port=False, backlog=1024)
+    site = web.SockSite(runner, sock, backlog=1024)  # bursts of connections from a gateway or a load test
     await site.start()
     bound = sock.getsockname()[1]
     print(f"{name} listening on {host}:{bound}", flush=True)

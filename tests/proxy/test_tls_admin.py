@@ -62,3 +62,21 @@ async def test_admin_metrics_health_and_ready(env, echo_up):
     assert f'fngate_requests_total{{function_id="{FID}",status="401"}} 1' in text
     assert "fngate_request_duration_seconds_count 2" in text
     assert "fngate_in_flight_requests 0" in text
+
+
+def test_gateway_lifts_its_open_files_limit_to_the_hard_limit():
+    """A gateway started under a low soft limit (common: 1024) must not stay there."""
+    import resource
+    import subprocess
+    import sys
+
+    code = (
+        "import resource; from proxy.server import raise_open_files_limit;"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE);"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard));"
+        "print(raise_open_files_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    lifted, now, hard = map(int, out)
+    expected = hard if hard != resource.RLIM_INFINITY else now
+    assert lifted == now == expected
