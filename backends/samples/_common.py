@@ -38,9 +38,14 @@ async def serve(app: web.Application, host: str, port: int, name: str) -> None:
     await site.start()
     bound = sock.getsockname()[1]
     print(f"{name} listening on {host}:{bound}", flush=True)
+    await until_stop_signal()
+    await runner.cleanup()
+
+
+async def until_stop_signal() -> None:
+    """Return on SIGTERM or SIGINT, so a sample can shut down cleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await runner.cleanup()

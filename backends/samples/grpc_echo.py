@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 import socket
 import time
 from typing import AsyncIterator, Iterable
@@ -25,6 +24,7 @@ from typing import AsyncIterator, Iterable
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from backends.samples import grpc_echo_pb2 as pb
+from backends.samples._common import until_stop_signal
 
 ECHO_SERVICE = "fngate.echo.v1.Echo"
 HEALTH_SERVICE = "grpc.health.v1.Health"
@@ -331,11 +331,7 @@ async def serve(host: str, port: int, impl: str, not_serving_for: float = 0.0) -
     server = EchoServer(impl, not_serving_for)
     bound = await server.start(host, port)
     print(f"grpc_echo ({impl}) listening on {host}:{bound}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stop_signal()
     await server.stop()
 
 
