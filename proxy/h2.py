@@ -27,30 +27,19 @@ import h2.config
 import h2.events
 import h2.exceptions
 import h2.settings
-import hpack.hpack
 from h2.errors import ErrorCodes
 
 from proxy.errors import HeadersTooLarge
 from proxy.grpc import Status as GrpcStatus, trailers_only
 from proxy.exchange import ClientGone, Headers
 from proxy.h2_stream import H2Downstream, H2Exchange
+from proxy.h2_codec import install as plain_hpack
 from proxy.h2_limits import RefusingH2Connection
 
 if TYPE_CHECKING:
     from proxy.config import GatewayConfig
     from proxy.forward import Forwarder
 
-
-
-class _Silent:
-    """hpack calls logging's debug() for every integer it codes (~30 calls per request);
-    the gateway never enables that output, so hpack gets a logger that does nothing."""
-
-    def debug(self, *args: object, **kwargs: object) -> None:
-        pass
-
-
-hpack.hpack.log = _Silent()
 _WINDOW = 1 << 20  # per-stream receive window we advertise
 
 
@@ -64,10 +53,10 @@ class H2Server(asyncio.Protocol):
         self.forwarder = forwarder
         self.grpc = grpc
         self.transport: asyncio.Transport | None = None
-        self.h2 = RefusingH2Connection(h2.config.H2Configuration(
+        self.h2 = plain_hpack(RefusingH2Connection(h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_inbound_headers=True,
             # what we send was parsed and lower-cased already (httptools / our own headers)
-            validate_outbound_headers=False, normalize_outbound_headers=False))
+            validate_outbound_headers=False, normalize_outbound_headers=False)))
         self.client_addr = ""
         self.scheme = b"http"
         self._flush_pending = False

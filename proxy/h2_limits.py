@@ -45,6 +45,9 @@ class RefusingH2Connection(H2Connection):
             and sid not in self.streams
             and sid % 2 == 1
             and sid > self.highest_inbound_stream_id
+            # len(streams) bounds the open count from above and costs nothing: counting
+            # walks every stream, so only do it when the bound says the limit is near
+            and len(self.streams) >= self.local_settings.max_concurrent_streams
             and self.open_inbound_streams + 1 > self.local_settings.max_concurrent_streams
         ):
             _decode_headers(self.decoder, frame.data)

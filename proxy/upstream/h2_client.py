@@ -32,6 +32,8 @@ from h2.exceptions import H2Error
 from h2.settings import SettingCodes
 from h2.stream import StreamState
 
+from proxy.h2_codec import install as plain_hpack
+
 _WRITABLE = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
 
 
@@ -57,16 +59,16 @@ class H2Upstream(asyncio.Protocol):
 
     __slots__ = (
         "key", "h2", "transport", "sinks", "ready", "closed", "goaway", "_windows",
-        "_drain", "_stream_window", "_conn_window", "_on_idle",
+        "_drain", "_stream_window", "_conn_window", "_on_idle", "_flush_pending",
     )
 
     def __init__(self, key: tuple[str, int], stream_window: int, conn_window: int, on_idle=None) -> None:
         self.key = key
         # headers come from the validating server driver: no second validation pass here
-        self.h2 = H2Connection(H2Configuration(
+        self.h2 = plain_hpack(H2Connection(H2Configuration(
             client_side=True, header_encoding=None, validate_inbound_headers=False,
             validate_outbound_headers=False, normalize_outbound_headers=False,
-        ))
+        )))
         self.transport: asyncio.Transport | None = None
         self.sinks: dict[int, StreamSink] = {}
         self.ready = asyncio.get_running_loop().create_future()  # set on the peer's first SETTINGS
@@ -77,6 +79,7 @@ class H2Upstream(asyncio.Protocol):
         self._stream_window = stream_window
         self._conn_window = conn_window
         self._on_idle = on_idle
+        self._flush_pending = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -171,16 +174,17 @@ class H2Upstream(asyncio.Protocol):
     # -- streams ---------------------------------------------------------------------------
     @property
     def available(self) -> bool:
-        return (
-            not self.closed and not self.goaway
-            and self.h2.open_outbound_streams < self.h2.remote_settings.max_concurrent_streams
+        limit = self.h2.remote_settings.max_concurrent_streams
+        # len(streams) bounds the open count from above; counting walks every stream
+        return not self.closed and not self.goaway and (
+            len(self.h2.streams) < limit or self.h2.open_outbound_streams < limit
         )
 
     def open_stream(self, headers: list[tuple[bytes, bytes]], sink: StreamSink, end_stream: bool = False) -> int:
         sid = self.h2.get_next_available_stream_id()
         self.h2.send_headers(sid, headers, end_stream=end_stream)
         self.sinks[sid] = sink
-        self._flush()
+        self._flush_soon()
         return sid
 
     async def send_data(self, sid: int, data: bytes, end_stream: bool = False) -> bool:
@@ -199,7 +203,7 @@ class H2Upstream(asyncio.Protocol):
             last = room == len(view)
             chunk = data if last and len(view) == len(data) else bytes(view[:room])
             self.h2.send_data(sid, chunk, end_stream=end_stream and last)
-            self._flush()
+            self._flush_soon()
             view = view[room:]
             if self._drain is not None:
                 await asyncio.shield(self._drain)
@@ -208,11 +212,11 @@ class H2Upstream(asyncio.Protocol):
 
     def send_trailers(self, sid: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.h2.send_headers(sid, headers, end_stream=True)
-        self._flush()
+        self._flush_soon()
 
     def end_stream(self, sid: int) -> None:
         self.h2.end_stream(sid)
-        self._flush()
+        self._flush_soon()
 
     def reset(self, sid: int, code: int = ErrorCodes.CANCEL) -> None:
         self._forget(sid)
@@ -222,13 +226,13 @@ class H2Upstream(asyncio.Protocol):
             self.h2.reset_stream(sid, code)
         except H2Error:  # already closed on the wire
             return
-        self._flush()
+        self._flush_soon()
 
     def ack(self, sid: int, n: int) -> None:
         """Give back flow-control credit for n bytes received on `sid` (now forwarded)."""
         if n and not self.closed:
             self.h2.acknowledge_received_data(n, sid)
-            self._flush()
+            self._flush_soon()
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -262,9 +266,17 @@ class H2Upstream(asyncio.Protocol):
                 fut.set_result(None)
 
     def _flush(self) -> None:
+        self._flush_pending = False
         out = self.h2.data_to_send()
         if out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(out)
+
+    def _flush_soon(self) -> None:
+        """Frames produced by the relay go out once per loop iteration: a call's HEADERS
+        and DATA, and the frames of every call started in that iteration, in one write."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _fail(self, exc: Exception) -> None:
         if self.closed:

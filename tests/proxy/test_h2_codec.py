@@ -1,0 +1,56 @@
+"""HPACK as the gateway codes it (proxy/h2_codec.py): raw string literals out,
+remembered Huffman decodes in, and still a standard HPACK peer on both sides."""
+
+from __future__ import annotations
+
+import hpack
+import pytest
+from hpack.exceptions import HPACKDecodingError
+from hpack.huffman import HuffmanEncoder
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+
+from proxy.h2_codec import PlainEncoder, decode_huffman
+
+RESPONSES = [
+    [(b":status", b"200"), (b"content-type", b"application/grpc"), (b"nvcf-reqid", b"a" * 36)],
+    [(b":status", b"200"), (b"content-type", b"application/grpc"), (b"nvcf-reqid", b"b" * 36)],
+    [(b"grpc-status", b"0")],
+    [(b":status", b"404"), (b"content-type", b"application/problem+json"), (b"x-note", b"\xc3\xa9t\xc3\xa9 ok")],
+]
+
+
+def test_a_standard_decoder_reads_every_block_the_plain_encoder_writes():
+    encoder, decoder = PlainEncoder(), hpack.Decoder()
+    for headers in RESPONSES * 3:  # repeats go through the dynamic table on both sides
+        block = encoder.encode(headers)
+        assert decoder.decode(block, raw=True) == headers
+
+
+def test_literals_are_sent_without_huffman_coding():
+    block = PlainEncoder().encode([(b"x-custom", b"some value")])
+    # literal with incremental indexing, new name: 0x40, then the name and the value,
+    # each as a length byte without the Huffman bit and the raw octets
+    assert block == b"\x40\x08x-custom\x0asome value"
+
+
+def test_huffman_strings_decode_the_same_every_time():
+    coder = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+    value = b"Bearer nvapi-" + b"k" * 40
+    coded = coder.encode(value)
+    assert decode_huffman(coded) == value
+    assert decode_huffman(coded) == value
+    long_value = b"v" * 1000  # past the memo's length cap: decoded each time
+    assert decode_huffman(coder.encode(long_value)) == long_value
+
+
+def test_a_bad_huffman_code_fails_every_time_it_arrives():
+    # an EOS symbol (30 one-bits) inside the string is a decoding error (RFC 7541 5.2)
+    bad = b"\xff\xff\xff\xff"
+    for _ in range(3):
+        with pytest.raises(HPACKDecodingError):
+            decode_huffman(bad)
+    # and through a whole header block, as a client would send it
+    block = b"\x40\x01a\x84" + bad  # new name "a" (raw), value: the bad code (Huffman, 4 octets)
+    for _ in range(2):
+        with pytest.raises(HPACKDecodingError):
+            hpack.Decoder().decode(block)
