@@ -35,6 +35,7 @@ from proxy.exchange import ClientGone, Headers
 from proxy.h2_stream import H2Downstream, H2Exchange
 from proxy.h2_codec import install as plain_hpack
 from proxy.h2_limits import RefusingH2Connection
+from proxy.h2_request import Malformed, check_trailers, read_request
 
 if TYPE_CHECKING:
     from proxy.config import GatewayConfig
@@ -54,7 +55,8 @@ class H2Server(asyncio.Protocol):
         self.grpc = grpc
         self.transport: asyncio.Transport | None = None
         self.h2 = plain_hpack(RefusingH2Connection(h2.config.H2Configuration(
-            client_side=False, header_encoding=None, validate_inbound_headers=True,
+            # inbound fields are checked by proxy.h2_request (h2's check costs ~10x more)
+            client_side=False, header_encoding=None, validate_inbound_headers=False,
             # what we send was parsed and lower-cased already (httptools / our own headers)
             validate_outbound_headers=False, normalize_outbound_headers=False)))
         self.client_addr = ""
@@ -146,39 +148,35 @@ class H2Server(asyncio.Protocol):
     def _on_request(self, ev: h2.events.RequestReceived) -> None:
         sid = ev.stream_id
         ended = ev.stream_ended is not None
-        method = target = authority = b""
-        grpc = False
-        headers: Headers = []
-        size = 0
-        for n, v in ev.headers:
-            size += len(n) + len(v) + 32  # the header list size of RFC 9113 6.5.2
-            if n[:1] == b":":
-                if n == b":method":
-                    method = v
-                elif n == b":path":
-                    target = v
-                elif n == b":authority":
-                    authority = v
-                continue
-            if n == b"content-type" and v[:16] == b"application/grpc":
-                grpc = True
-            elif n == b"host" and not authority:
-                authority = v
-            headers.append((n, v))
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
+        try:
+            method, target, authority, grpc, headers, size = read_request(ev.headers)
+        except Malformed:
+            self._malformed(sid)
+            return
         if size > self.config.max_header_bytes:
             self._refuse_oversized(sid, grpc, ended)
             return
         if grpc and self.grpc is not None:
-            self.streams[sid] = self.grpc.open(list(ev.headers), H2Downstream(self, sid), ended)
+            self.streams[sid] = self.grpc.open(ev.headers, H2Downstream(self, sid), ended)
             return
         ex = H2Exchange(self, sid, method.decode("ascii", "replace"), target, headers, authority)
         if ended:
             ex.body.feed_eof()
         self.streams[sid] = ex
         asyncio.get_running_loop().create_task(self._run(ex))
+
+    def _malformed(self, sid: int) -> None:
+        """A stream whose headers or trailers break RFC 9113 8.2/8.3: a stream error
+        (RST_STREAM PROTOCOL_ERROR, 8.1.1); whoever serves it sees the client go."""
+        s = self.streams.get(sid)
+        self.reset(sid, ErrorCodes.PROTOCOL_ERROR)
+        if isinstance(s, H2Exchange):
+            s.client_gone()
+        elif s is not None:
+            s.on_reset(ErrorCodes.PROTOCOL_ERROR)
 
     def _refuse_oversized(self, sid: int, grpc: bool, ended: bool) -> None:
         """Answer one stream whose headers exceed the advertised limit: 431, or for gRPC
@@ -226,11 +224,16 @@ class H2Server(asyncio.Protocol):
             self.ack(ev.stream_id, ev.flow_controlled_length)
 
     def _on_trailers(self, ev: h2.events.TrailersReceived) -> None:
+        try:
+            check_trailers(ev.headers)
+        except Malformed:
+            self._malformed(ev.stream_id)
+            return
         s = self.streams.get(ev.stream_id)
         if isinstance(s, H2Exchange):
             s.body.feed_eof()  # request trailers are not forwarded to HTTP/1.1 instances
         elif s is not None:
-            s.on_trailers(list(ev.headers))
+            s.on_trailers(ev.headers)
             self._maybe_forget(ev.stream_id)
 
     def _on_reset(self, ev: h2.events.StreamReset) -> None:
