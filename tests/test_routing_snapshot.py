@@ -1,6 +1,10 @@
 """The routing snapshot: build, wire round-trip, holder semantics, key grants."""
 
 import asyncio
+import dataclasses
+
+import orjson
+import pytest
 
 from proxy.routing import (
     EMPTY_TABLE, Endpoint, KeyGrant, LoadReport, RoutingTable, SnapshotHolder, VersionLoad, VersionRoute, key_digest,
@@ -28,6 +32,45 @@ def test_json_round_trip_is_lossless():
     t = _table(7)
     back = RoutingTable.from_json(t.to_json())
     assert back == t
+
+
+def test_every_field_survives_the_wire():
+    route = VersionRoute(
+        "f9", "v9", "llm", "DEGRADING", nca_id="org", inference_url="/v1", inference_port=9100, grpc=True,
+        max_concurrency=8, queue_limit=7, instance_type="g5", gpu="L40S", backend="k8s", region="eu", env="prod",
+        endpoints=(Endpoint("i1", "10.0.0.1", 9100, "h2c", True), Endpoint("i2", "10.0.0.2", 9101)),
+    )
+    grant = KeyGrant("k9", frozenset({"a", "b"}), frozenset({"f9"}), 123.0, "org", "bob")
+    t = RoutingTable.build(3, [route], [("d9", grant)])
+    back = RoutingTable.from_json(t.to_json())
+    assert back == t and back.invokable == {"f9": (route,)}
+    decoded = back.functions["f9"]["v9"]
+    assert type(decoded) is VersionRoute and type(decoded.endpoints[0]) is Endpoint
+    assert type(back.keys["d9"]) is KeyGrant
+    assert hash(decoded) == hash(route)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decoded.status = "ACTIVE"  # type: ignore[misc]
+
+
+def test_a_snapshot_without_defaulted_fields_decodes_with_the_defaults():
+    doc = {"version": 2, "keys": [],
+           "routes": [{"function_id": "f1", "version_id": "v1", "name": "echo", "status": "ACTIVE",
+                       "endpoints": [["i1", "127.0.0.1", 9001]]}]}
+    route = RoutingTable.from_json(orjson.dumps(doc)).invokable["f1"][0]
+    assert route == VersionRoute("f1", "v1", "echo", "ACTIVE", endpoints=(Endpoint("i1", "127.0.0.1", 9001),))
+
+
+def test_a_route_with_an_unknown_field_is_refused():
+    doc = orjson.loads(_table().to_json())
+    doc["routes"][0]["colour"] = "blue"
+    with pytest.raises(TypeError):
+        RoutingTable.from_json(orjson.dumps(doc))
+
+
+def test_a_later_route_for_the_same_version_replaces_the_earlier():
+    first = VersionRoute("f1", "v1", "echo", "ACTIVE")
+    t = RoutingTable.build(1, [first, VersionRoute("f1", "v1", "echo", "DEGRADED")], [])
+    assert t.functions["f1"]["v1"].status == "DEGRADED" and t.invokable["f1"] == ()
 
 
 def test_key_grant_scopes_functions_and_expiry():
