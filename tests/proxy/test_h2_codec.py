@@ -1,15 +1,20 @@
 """HPACK as the gateway codes it (proxy/h2_codec.py): raw string literals out,
-remembered Huffman decodes in, and still a standard HPACK peer on both sides."""
+remembered Huffman strings and header blocks in, and still a standard HPACK peer
+on both sides."""
 
 from __future__ import annotations
 
+import random
+
 import hpack
 import pytest
-from hpack.exceptions import HPACKDecodingError
+from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 
-from proxy.h2_codec import PlainEncoder, decode_huffman
+from hyperframe.frame import DataFrame
+
+from proxy.h2_codec import MemoDecoder, PlainEncoder, decode_huffman
 
 RESPONSES = [
     [(b":status", b"200"), (b"content-type", b"application/grpc"), (b"nvcf-reqid", b"a" * 36)],
@@ -54,3 +59,39 @@ def test_a_bad_huffman_code_fails_every_time_it_arrives():
     for _ in range(2):
         with pytest.raises(HPACKDecodingError):
             hpack.Decoder().decode(block)
+
+
+def test_remembered_blocks_decode_as_a_plain_decoder_would(monkeypatch):
+    # a few requests sent again and again, now and then a new field that changes the
+    # table (a small one, so entries are evicted and indices move under the same bytes)
+    encoder, plain, memo = hpack.Encoder(), hpack.Decoder(), MemoDecoder()
+    encoder.header_table_size = plain.header_table_size = memo.header_table_size = 256
+    decodes = []
+    full_decode = hpack.Decoder.decode
+    monkeypatch.setattr(hpack.Decoder, "decode", lambda self, *a, **kw: decodes.append(self) or full_decode(self, *a, **kw))
+    rng = random.Random(8)
+    requests = [[(b":method", b"GET"), (b":path", b"/%d" % i), (b"x-a", b"v%d" % i)] for i in range(3)]
+    for n in range(3000):
+        headers = list(rng.choice(requests))
+        if n % 50 == 0:
+            headers.append((b"x-new", b"%d" % n))
+        block = encoder.encode(headers, huffman=n % 2 == 0)
+        assert memo.decode(block, raw=True) == plain.decode(block, raw=True) == headers
+    assert decodes.count(plain) == 3000
+    assert 100 < decodes.count(memo) < 1000  # most blocks were served from memory
+
+
+def test_a_remembered_block_still_obeys_the_header_list_limit():
+    encoder, memo = hpack.Encoder(), MemoDecoder()
+    headers = [(b"x-big", b"v" * 100)]
+    memo.decode(encoder.encode(headers), raw=True)
+    block = encoder.encode(headers)  # now one indexed field
+    assert memo.decode(block, raw=True) == headers
+    assert memo.decode(block, raw=True) == headers  # remembered
+    memo.max_header_list_size = 100
+    with pytest.raises(OversizedHeaderListError):
+        memo.decode(block, raw=True)
+
+
+def test_frames_still_say_what_they_are():
+    assert repr(DataFrame(7, b"x")) == "DataFrame(stream_id=7)"
