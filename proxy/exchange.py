@@ -39,7 +39,7 @@ class BodyBuffer:
     `on_consumed(n)` tells the driver n bytes left the buffer, so it can resume reading
     or acknowledge flow-control credit."""
 
-    __slots__ = ("_chunks", "size", "eof", "error", "_waiter", "_on_consumed", "limit")
+    __slots__ = ("_chunks", "size", "eof", "error", "_waiter", "_on_consumed", "limit", "_taken")
 
     def __init__(self, limit: int, on_consumed: Callable[[int], None]) -> None:
         self._chunks: deque[bytes] = deque()
@@ -49,6 +49,7 @@ class BodyBuffer:
         self._waiter: asyncio.Future | None = None
         self._on_consumed = on_consumed
         self.limit = limit
+        self._taken = b""
 
     @property
     def full(self) -> bool:
@@ -74,6 +75,19 @@ class BodyBuffer:
             self._waiter = None
             if not w.done():
                 w.set_result(None)
+
+    def take_whole(self) -> bytes:
+        """The whole body of an ended request at once, marked consumed (so the driver
+        returns its flow-control credit); a later call returns the same bytes again,
+        for a retry on another instance."""
+        chunks = self._chunks
+        if chunks:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            n, self.size = self.size, 0
+            self._taken += data
+            self._on_consumed(n)
+        return self._taken
 
     async def read(self) -> bytes:
         while not self._chunks:

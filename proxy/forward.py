@@ -4,6 +4,12 @@ exchange -> route (Host / function-id headers) -> key check -> limiter slot ->
 upstream connection -> stream both ways -> release. Every ProxyError becomes one
 response here (`_send_error`); instance responses pass through unchanged, plus
 `nvcf-reqid` and `nvcf-status`.
+
+Two ways through it. `start(ex)` (HTTP/1.1, request complete) answers without a
+task when nothing has to wait: a free slot, an idle pooled connection, no queued
+keep-alive comments; the exchange is then driven by protocol callbacks
+(proxy/fast_call.py). Everything else (queueing, connecting, streamed request
+bodies, HTTP/2, pexec) runs `handle(ex)` as one task.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from proxy.errors import NotFound, PollTimeout, ProxyError, UpstreamTimeout, UpstreamUnavailable, status_for_nvcf
 from proxy.exchange import ClientGone, Exchange
+from proxy.fast_call import FastCall
 from proxy.headers import RouteHeaders, client_headers, upstream_head
 from proxy.limiter import Lease, Limiter
 from proxy.lookup import KeyChecker, poll_seconds, resolve, target_from_host
@@ -92,9 +99,79 @@ class Forwarder:
         self.connections: set = set()  # open client connections (h1/h2 drivers), for a graceful stop
 
     # -- entry --------------------------------------------------------------------------
-    async def handle(self, ex: Exchange) -> None:
+    def start(self, ex: Exchange) -> None:
+        """Answer a complete request: from callbacks when nothing has to wait, else in a task."""
         started = time.monotonic()
         request_id = new_request_id()
+        fid = ""
+        try:
+            fid, vid, auth, poll_h = self._target(ex)
+            if fid is None:  # pexec or health: rare, the task does it
+                asyncio.get_running_loop().create_task(self.handle(ex, request_id, started))
+                return
+            route, grant, deadline = self._authorize(fid, vid, auth, poll_h, started)
+        except ProxyError as err:
+            self._send_error(ex, err, request_id)
+            self.metrics.observe(fid, err.http_status, time.monotonic() - started)
+            return
+        if not (self.config.sse_queue_keepalive > 0 and wants_sse(ex)):
+            lease = self.limiter.try_acquire(route)
+            if lease is not None:
+                ep = lease.endpoint
+                conn = self.pool.take_idle(ep.host, ep.port)
+                if conn is not None:
+                    FastCall(self, ex, route, grant, request_id, started, deadline, lease, conn)
+                    return
+                # no idle connection: the task connects, with the slot taken here
+                asyncio.get_running_loop().create_task(
+                    self.handle(ex, request_id, started, (route, grant, deadline), held=lease))
+                return
+        asyncio.get_running_loop().create_task(
+            self.handle(ex, request_id, started, (route, grant, deadline)))
+
+    def _target(self, ex: Exchange) -> tuple:
+        """(function id, version id, authorization, nvcf-poll-seconds) from the request;
+        function id None for pexec and health paths. Raises NotFound."""
+        fid_h = vid_h = auth = poll_h = None
+        for n, v in ex.headers:
+            if n == b"authorization":
+                auth = v
+            elif n == b"function-id":
+                fid_h = v
+            elif n == b"function-version-id":
+                vid_h = v
+            elif n == b"nvcf-poll-seconds":
+                poll_h = v
+        if fid_h is not None:
+            return (fid_h.decode("latin-1").strip().lower(),
+                    vid_h.decode("latin-1").strip().lower() if vid_h is not None else None, auth, poll_h)
+        target = ex.target
+        if target[:15] == b"/v2/nvcf/pexec/" and self.pexec is not None \
+                or target == b"/health" or target == b"/v2/health/ready":
+            return None, None, auth, poll_h
+        hit = target_from_host(ex.authority.decode("latin-1"))
+        if hit is None:
+            raise NotFound("No function matches the request's Host or function-id header")
+        return hit[0], hit[1], auth, poll_h
+
+    def _authorize(self, fid: str, vid: str | None, auth: bytes | None, poll_h: bytes | None,
+                   started: float) -> tuple[VersionRoute, KeyGrant, float]:
+        """(route, grant, head deadline) against the current snapshot. Raises ProxyError."""
+        table = self.holder.table
+        grant = self.keys.check(table, auth, fid)
+        route = resolve(table, fid, vid)
+        poll = poll_seconds(poll_h, self.config.default_poll_seconds)
+        return route, grant, started + poll + self.config.header_grace
+
+    async def handle(self, ex: Exchange, request_id: bytes | None = None, started: float = 0.0,
+                     routed: tuple | None = None, held: Lease | None = None,
+                     retry_of: Lease | None = None) -> None:
+        """One exchange as a task. `routed`: (route, grant, deadline) when `start` resolved
+        it already; `held`: a slot `start` took already; `retry_of`: the fast path's slot
+        whose instance failed before answering (the one retry goes elsewhere)."""
+        if request_id is None:
+            started = time.monotonic()
+            request_id = new_request_id()
         function_id = ""
         status = 0
         metrics = self.metrics
@@ -103,41 +180,24 @@ class Forwarder:
         call.task = asyncio.current_task()
         ex.on_disconnect = call.cancel
         try:
-            fid_h = vid_h = auth = poll_h = None
-            for n, v in ex.headers:
-                if n == b"authorization":
-                    auth = v
-                elif n == b"function-id":
-                    fid_h = v
-                elif n == b"function-version-id":
-                    vid_h = v
-                elif n == b"nvcf-poll-seconds":
-                    poll_h = v
-            target = ex.target
-            if fid_h is None:
-                if target[:15] == b"/v2/nvcf/pexec/" and self.pexec is not None:
-                    if self.pexec.siblings is not None:  # --workers N: the id names its worker
-                        request_id = self.pexec.siblings.tag(request_id)
-                    status = await self.pexec.handle(ex, request_id, auth, poll_h, call)
-                    return
-                if target == b"/health" or target == b"/v2/health/ready":
+            if routed is None:
+                fid, vid, auth, poll_h = self._target(ex)
+                if fid is None:
+                    target = ex.target
+                    if target[:15] == b"/v2/nvcf/pexec/" and self.pexec is not None:
+                        if self.pexec.siblings is not None:  # --workers N: the id names its worker
+                            request_id = self.pexec.siblings.tag(request_id)
+                        status = await self.pexec.handle(ex, request_id, auth, poll_h, call)
+                        return
                     status = 200
                     self._simple(ex, 200, b'{"status":"ok"}', request_id)
                     return
-                hit = target_from_host(ex.authority.decode("latin-1"))
-                if hit is None:
-                    raise NotFound("No function matches the request's Host or function-id header")
-                fid, vid = hit
-            else:
-                fid = fid_h.decode("latin-1").strip().lower()
-                vid = vid_h.decode("latin-1").strip().lower() if vid_h is not None else None
-            function_id = fid
-            table = self.holder.table
-            grant = self.keys.check(table, auth, fid)
-            route = resolve(table, fid, vid)
-            poll = poll_seconds(poll_h, self.config.default_poll_seconds)
-            deadline = started + poll + self.config.header_grace
-            status = await self.forward(ex, route, grant, request_id, deadline, call, ex.target, True)
+                function_id = fid
+                routed = self._authorize(fid, vid, auth, poll_h, started)
+            route, grant, deadline = routed
+            function_id = route.function_id
+            status = await self.forward(ex, route, grant, request_id, deadline, call, ex.target, True,
+                                        held, retry_of)
         except ProxyError as err:
             status = err.http_status
             self._send_error(ex, err, request_id)
@@ -152,12 +212,14 @@ class Forwarder:
 
     # -- the streaming forward ------------------------------------------------------------
     async def forward(self, ex: Exchange, route: VersionRoute, grant: KeyGrant, request_id: bytes,
-                      deadline: float, call: Call, target: bytes, host_routed: bool) -> int:
+                      deadline: float, call: Call, target: bytes, host_routed: bool,
+                      held: Lease | None = None, retry_of: Lease | None = None) -> int:
         keepalive = None
         if self.config.sse_queue_keepalive > 0 and wants_sse(ex):
             keepalive = QueueKeepAlive(ex, self.config.sse_queue_keepalive, request_id)
         try:
-            status, headers = await self.call_instance(ex, route, grant, request_id, deadline, call, target, host_routed)
+            status, headers = await self.call_instance(ex, route, grant, request_id, deadline, call, target,
+                                                       host_routed, held, retry_of)
         except ProxyError as err:
             if keepalive is None or not keepalive.started:
                 raise
@@ -225,18 +287,25 @@ class Forwarder:
             state[1].cancel()
 
     async def call_instance(self, ex: Exchange, route: VersionRoute, grant: KeyGrant, request_id: bytes,
-                            deadline: float, call: Call, target: bytes, host_routed: bool):
+                            deadline: float, call: Call, target: bytes, host_routed: bool,
+                            held: Lease | None = None, retry_of: Lease | None = None):
         """Take a slot, send the request, and wait for the response head (until the
         deadline). Connect failures and resets before any response byte are retried
-        once on another instance while the request body has not started streaming."""
-        limiter = self.limiter
-        call.lease = lease = await limiter.admit(route, deadline, request_id.decode())
+        once on another instance while the request body has not started streaming;
+        `retry_of`: the first attempt was made already (by the fast path) and failed."""
+        if held is not None:
+            call.lease = lease = held
+        elif retry_of is None:
+            call.lease = lease = await self.limiter.admit(route, deadline, request_id.decode())
+        else:
+            call.lease = retry_of
+            lease = await self._retry_lease(call, route, deadline, request_id)
         loop = asyncio.get_running_loop()
         timer = loop.call_later(max(deadline - time.monotonic(), 0), call.head_timeout)
         try:
             body_line, inline = self._body_framing(ex)
             streamed = False
-            for attempt in (0, 1):
+            for attempt in ((0, 1) if retry_of is None else (1,)):
                 ep = lease.endpoint
                 try:
                     conn, _ = await self.pool.acquire(ep.host, ep.port)
@@ -247,7 +316,7 @@ class Forwarder:
                     lease = await self._retry_lease(call, route, deadline, request_id)
                     continue
                 call.conn = conn
-                poll_left = max(int(deadline - self.config.header_grace - time.monotonic()), 1)
+                poll_left = max(round(deadline - self.config.header_grace - time.monotonic()), 1)
                 head = upstream_head(
                     ex.method, target, ex.headers, self.route_headers.for_route(route),
                     host=b"%s:%d" % (ep.host.encode(), ep.port), request_id=request_id,
@@ -295,9 +364,7 @@ class Forwarder:
         if length is None and not chunked and (not ex.http2 or body.eof and body.size == 0):
             return None, None
         if body.eof and not getattr(ex, "expect_continue", False):
-            data = b"".join(body._chunks)
-            body._chunks.clear()
-            body.size = 0
+            data = body.take_whole()
             return b"content-length: %d\r\n" % len(data), data
         if length is not None:
             return b"content-length: %s\r\n" % length, None

@@ -1,6 +1,9 @@
 """HTTP/1.1 server driver on asyncio.Protocol + httptools.
 
-Bytes in -> one H1Exchange per request, handed to the forwarder as one task.
+Bytes in -> one H1Exchange per request, handed to the forwarder: a request with no
+body or a small one (`whole_body`) once it has fully arrived, so the forwarder can
+answer it from callbacks without a task; any other as soon as its head is parsed,
+as one task that streams the body.
 Keep-alive and pipelining (requests answered strictly in order), request bodies
 streamed with backpressure (reading pauses while `max_body_buffer` bytes wait),
 responses framed by Content-Length, chunked, or close. Slow clients are cut by
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 _NO_BODY_STATUS = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+WHOLE_BODY_MAX = 64 * 1024  # request bodies up to this size are received before forwarding
 
 
 def status_line(status: int) -> bytes:
@@ -36,10 +40,11 @@ def status_line(status: int) -> bytes:
 
 
 class H1Exchange(Exchange):
-    __slots__ = ("conn", "keep_alive", "expect_continue", "chunked", "no_body", "request_done", "_head")
+    __slots__ = ("conn", "keep_alive", "expect_continue", "chunked", "no_body", "request_done", "_head",
+                 "whole_body")
 
     def __init__(self, conn: "H1Server", method: str, target: bytes, headers: Headers, authority: bytes,
-                 keep_alive: bool, expect_continue: bool) -> None:
+                 keep_alive: bool, expect_continue: bool, whole_body: bool) -> None:
         super().__init__(method, target, headers, authority, conn.client_addr, False,
                          BodyBuffer(conn.config.max_body_buffer, conn.body_consumed))
         self.conn = conn
@@ -50,6 +55,7 @@ class H1Exchange(Exchange):
         self.request_done = False
         self.scheme = conn.scheme
         self._head = b""  # a response head held back to go out with the first body bytes
+        self.whole_body = whole_body  # forwarded once complete (see the module docstring)
 
     async def read(self) -> bytes:
         if self.expect_continue:
@@ -83,6 +89,23 @@ class H1Exchange(Exchange):
         else:
             self._head = b"".join(parts)  # one write (one syscall) for head and body
 
+    def start_response_block(self, status: int, lines: bytes, framed: bool) -> None:
+        """start_response for header lines already rendered (proxy.headers.client_head_block);
+        `framed`: they carry a content-length. The head is held for `frame`."""
+        self.response_started = True
+        no_body = self.no_body or status in _NO_BODY_STATUS or status < 200
+        if no_body:
+            self.no_body = True
+        elif not framed:
+            if self.conn.http11:
+                self.chunked = True
+                lines += b"transfer-encoding: chunked\r\n"
+            else:
+                self.keep_alive = False
+        if not self.keep_alive:
+            lines += b"connection: close\r\n"
+        self._head = status_line(status) + lines + b"\r\n"
+
     async def write(self, data: bytes) -> None:
         conn = self.conn
         if conn.closed:
@@ -102,6 +125,20 @@ class H1Exchange(Exchange):
             head, self._head = self._head, b""
             self.conn.transport.write(head + (b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data))
 
+    # -- the fast path writes what one batch of instance bytes produced in one go ----
+    def frame(self, data: bytes) -> bytes:
+        """The bytes that carry `data` to the client, a held head first."""
+        head, self._head = self._head, b""
+        if self.no_body or not data:
+            return head
+        return b"%s%x\r\n%s\r\n" % (head, len(data), data) if self.chunked else head + data
+
+    def frame_end(self) -> bytes:
+        """The last bytes of the response; after writing them call `conn.exchange_done`."""
+        self.finished = True
+        head, self._head = self._head, b""
+        return head + b"0\r\n\r\n" if self.chunked else head
+
     def end(self) -> None:
         if self.finished:
             return
@@ -120,7 +157,7 @@ class H1Server(asyncio.Protocol):
     __slots__ = ("config", "forwarder", "transport", "parser", "client_addr", "closed", "write_paused",
                  "_drain", "_url", "_headers", "_head_bytes", "_parsing", "_pending", "_current",
                  "_timer", "_timer_at", "_deadline", "_loop", "_read_paused", "http11", "scheme",
-                 "draining")
+                 "draining", "on_writable")
 
     def __init__(self, config: "GatewayConfig", forwarder: "Forwarder") -> None:
         self.config = config
@@ -145,6 +182,7 @@ class H1Server(asyncio.Protocol):
         self.http11 = True
         self.scheme = b"http"
         self.draining = False  # the gateway is stopping: close after the current answer
+        self.on_writable = None  # the fast path's resume callback while the client is slow
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -187,6 +225,10 @@ class H1Server(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        cb = self.on_writable
+        if cb is not None:
+            self.on_writable = None
+            cb()
         d = self._drain
         if d is not None:
             self._drain = None
@@ -222,7 +264,7 @@ class H1Server(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         p = self.parser
         headers = self._headers
-        authority = b""
+        authority = length = b""
         cl = te = 0
         expect = False
         for n, v in headers:
@@ -230,6 +272,7 @@ class H1Server(asyncio.Protocol):
                 authority = v
             elif n == b"content-length":
                 cl += 1
+                length = v
             elif n == b"transfer-encoding":
                 te += 1
             elif n == b"expect" and v.lower() == b"100-continue":
@@ -237,8 +280,9 @@ class H1Server(asyncio.Protocol):
         if cl and te or cl > 1 or te > 1:
             raise BadRequest("conflicting Content-Length / Transfer-Encoding")
         self.http11 = p.get_http_version() == "1.1"
+        whole = not te and not expect and (not cl or length.isdigit() and int(length) <= WHOLE_BODY_MAX)
         ex = H1Exchange(self, p.get_method().decode("ascii"), self._url, headers, authority,
-                        p.should_keep_alive(), expect)
+                        p.should_keep_alive(), expect, whole)
         self._parsing = ex
         if self._current is None:
             self._start(ex)
@@ -263,6 +307,8 @@ class H1Server(asyncio.Protocol):
             ex.body.feed_eof()
             if ex is self._current:
                 self._disarm()
+                if ex.whole_body:
+                    self.forwarder.start(ex)
 
     # -- exchanges ----------------------------------------------------------------------
     def _start(self, ex: H1Exchange) -> None:
@@ -271,7 +317,10 @@ class H1Server(asyncio.Protocol):
             self._disarm()
         else:
             self._arm(self.config.client_body_idle_timeout)
-        self._loop.create_task(self.forwarder.handle(ex))
+        if not ex.whole_body:
+            self._loop.create_task(self.forwarder.handle(ex))
+        elif ex.request_done:  # else on_message_complete starts it
+            self.forwarder.start(ex)
 
     def exchange_done(self, ex: H1Exchange) -> None:
         if self.closed:

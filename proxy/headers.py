@@ -4,6 +4,8 @@ version and cached as bytes."""
 
 from __future__ import annotations
 
+import re
+
 from proxy.exchange import Headers
 from proxy.routing import VersionRoute
 
@@ -20,6 +22,8 @@ _DROP_TO_INSTANCE = HOP_BY_HOP | frozenset({
     b"nvcf-max-response-size-bytes", b"nvcf-nspectid", b"nvcf-backend", b"nvcf-instancetype",
     b"nvcf-region", b"nvcf-env", b"nvcf-invocation-region", b"nvcf-poll-seconds",
     b"nvcf-feature-disable-worker-compatibility",
+    # HTTP/2 pseudo-headers
+    b":method", b":path", b":scheme", b":authority", b":protocol", b":status",
 })
 # response headers the gateway sets itself or re-frames
 _DROP_TO_CLIENT = HOP_BY_HOP | frozenset({b"nvcf-reqid", b"nvcf-status"})
@@ -76,29 +80,22 @@ def upstream_head(method: str, target: bytes, headers: Headers, route_bytes: byt
 
     `body` is the framing header line for the request body (`content-length: N` or
     `transfer-encoding: chunked`), or None when there is no body."""
-    extra = connection_tokens(headers)
-    parts = [b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (method.encode(), target, host)]
-    append = parts.append
+    drop = _DROP_TO_INSTANCE
     has_ct = False
-    for n, v in headers:
-        if n in _DROP_TO_INSTANCE or n in extra or n[:1] == b":":
-            continue
-        if n == b"content-type":
+    for n, _ in headers:
+        if n == b"connection":  # the names it lists are hop-by-hop too
+            drop = drop | connection_tokens(headers)
+        elif n == b"content-type":
             has_ct = True
-        append(b"%s: %s\r\n" % (n, v))
-    if not has_ct:
-        append(b"content-type: application/json\r\n")
-    if body is not None:
-        append(body)
-    append(route_bytes)
-    append(b"NVCF-REQID: %s\r\nNVCF-SUB: %s\r\nNVCF-NCAID: %s\r\nNVCF-ASSET-DIR: /var/inf/inputAssets/%s\r\n"
-           b"NVCF-LARGE-OUTPUT-DIR: /var/inf/response/%s\r\nnvcf-poll-seconds: %d\r\n"
-           % (request_id, subject, nca_id, request_id, request_id, poll_left))
-    if host_routed:
-        append(b"nvcf-feature-disable-worker-compatibility: true\r\n")
-    append(b"x-forwarded-for: %s\r\nx-forwarded-host: %s\r\nx-forwarded-proto: %s\r\nvia: %s fngate\r\n\r\n"
-           % (client_addr.encode(), authority, scheme, b"2" if http2 else b"1.1"))
-    return b"".join(parts)
+    kept = [b"%s: %s\r\n" % hv for hv in headers if hv[0] not in drop]
+    return b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%s%s%sNVCF-REQID: %s\r\nNVCF-SUB: %s\r\nNVCF-NCAID: %s\r\n" \
+        b"NVCF-ASSET-DIR: /var/inf/inputAssets/%s\r\nNVCF-LARGE-OUTPUT-DIR: /var/inf/response/%s\r\n" \
+        b"nvcf-poll-seconds: %d\r\n%sx-forwarded-for: %s\r\nx-forwarded-host: %s\r\nx-forwarded-proto: %s\r\n" \
+        b"via: %s fngate\r\n\r\n" % (
+            method.encode(), target, host, b"".join(kept), b"" if has_ct else b"content-type: application/json\r\n",
+            body or b"", route_bytes, request_id, subject, nca_id, request_id, request_id, poll_left,
+            b"nvcf-feature-disable-worker-compatibility: true\r\n" if host_routed else b"",
+            client_addr.encode(), authority, scheme, b"2" if http2 else b"1.1")
 
 
 def client_headers(upstream: Headers, request_id: bytes, nvcf_status: bytes) -> Headers:
@@ -108,3 +105,43 @@ def client_headers(upstream: Headers, request_id: bytes, nvcf_status: bytes) -> 
     out.append((b"nvcf-reqid", request_id))
     out.append((b"nvcf-status", nvcf_status))
     return out
+
+
+# -- the instance's response head as raw bytes (the fast path, and parsed for the task) --
+# llhttp has validated the head before these run: CRLF line ends, no obs-fold.
+_FIELD = re.compile(rb"^([^:\r\n]+):[ \t]*(.*?)[ \t]*\r$", re.M)
+# one line to drop, from the newline before it up to (not including) its own; on the
+# lower-cased block, whose offsets are the original's
+_DROP_LINE = re.compile(rb"\n(?:" + b"|".join(re.escape(n) for n in sorted(_DROP_TO_CLIENT)) + rb")[ \t]*:[^\n]*")
+_CONNECTION = re.compile(rb"\nconnection[ \t]*:([^\n]*)")
+_EVENT_STREAM = re.compile(rb"\ncontent-type[ \t]*:[ \t]*text/event-stream")
+_PLAIN_CONNECTION = frozenset({b"close", b"keep-alive", b""})
+
+
+def parse_header_block(block: bytes) -> Headers:
+    """Header lines as received -> [(lower-case name, value)]."""
+    return [(n.lower(), v) for n, v in _FIELD.findall(block)]
+
+
+def client_head_block(block: bytes, request_id: bytes, nvcf_status: bytes) -> tuple[bytes, bool, bool]:
+    """The instance's header lines re-written for the client, without a per-header step:
+    (lines, framed by content-length, is an event stream). Same rules as client_headers:
+    hop-by-hop and gateway-owned headers dropped, nvcf-reqid and nvcf-status added."""
+    block = b"\n" + block
+    low = block.lower()
+    if b"\nconnection" in low and (low.count(b"\nconnection") > 1 or b"\nconnection: keep-alive\r" not in low
+                                   and b"\nconnection: close\r" not in low):
+        tokens = [t.strip() for m in _CONNECTION.finditer(low) for t in m.group(1).split(b",")]
+        if not _PLAIN_CONNECTION.issuperset(tokens):  # Connection names more headers to drop
+            headers = client_headers(parse_header_block(block[1:]), request_id, nvcf_status)
+            return (b"".join(b"%s: %s\r\n" % (n, v) for n, v in headers),
+                    b"\ncontent-length:" in low, _EVENT_STREAM.search(low) is not None)
+    parts = []
+    at = 1
+    for m in _DROP_LINE.finditer(low):
+        parts.append(block[at:m.start() + 1])
+        at = m.end() + 1
+    parts.append(block[at:])
+    parts.append(b"nvcf-reqid: %s\r\nnvcf-status: %s\r\n" % (request_id, nvcf_status))
+    return (b"".join(parts), b"\ncontent-length:" in low,
+            b"text/event-stream" in low and _EVENT_STREAM.search(low) is not None)

@@ -95,7 +95,10 @@ class PeerForwarder(Forwarder):
         self.pexec = main.pexec
         self.connections = main.connections  # a graceful stop closes these too
 
-    async def handle(self, ex: Exchange) -> None:
+    def start(self, ex: Exchange) -> None:
+        asyncio.get_running_loop().create_task(self.handle(ex))
+
+    async def handle(self, ex: Exchange, *args: object, **kwargs: object) -> None:
         if ex.method == "GET" and ex.target.startswith(STATUS_PREFIX):
             await super().handle(ex)
             return

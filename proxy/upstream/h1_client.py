@@ -1,9 +1,13 @@
 """One HTTP/1.1 connection to an instance, on asyncio.Protocol + httptools.
 
-The forwarder writes a request head and streams the body with `write`, then awaits
-`response()` for the status and headers and pulls the body with `read()`. Reading
-pauses when `max_buffer` bytes wait unread (backpressure to the instance). A
-connection that ended its exchange cleanly goes back to the pool (pool.py).
+Two ways to use it. Streamed (the forwarder's task): write a request head with
+`start`, stream the body with `write`, await `response()` for the status and headers
+and pull the body with `read()`; reading pauses when `max_buffer` bytes wait unread
+(backpressure to the instance). Callbacks (the fast path, proxy/fast_call.py): `start_sink`
+sends a whole request and the response is pushed to a ResponseSink as it is parsed,
+with one `flush()` after each batch of bytes from the socket, so everything that
+arrived together leaves for the client in one write. A connection that ended its
+exchange cleanly goes back to the pool (pool.py).
 """
 
 from __future__ import annotations
@@ -13,7 +17,21 @@ import socket
 
 import httptools
 
+from typing import Protocol
+
 from proxy.exchange import BodyBuffer, Headers
+from proxy.headers import parse_header_block
+
+
+class ResponseSink(Protocol):
+    """Receives one response in callback mode (see the module docstring)."""
+
+    def on_head(self, status: int, block: bytes) -> None:
+        """`block`: the response's header lines as received (status line and blank line cut)."""
+    def on_body(self, data: bytes) -> None: ...
+    def on_end(self) -> None: ...
+    def on_lost(self, msg: str, before_response: bool) -> None: ...
+    def flush(self) -> None: ...
 
 
 class UpstreamLost(Exception):
@@ -26,9 +44,9 @@ class UpstreamLost(Exception):
 
 
 class H1Upstream(asyncio.Protocol):
-    __slots__ = ("transport", "parser", "key", "idle_since", "closed", "_head", "_status", "_headers",
+    __slots__ = ("transport", "parser", "key", "idle_since", "closed", "_head", "_status",
                  "_hname", "body", "_paused_write", "_drain", "_complete", "_no_body", "_any_byte",
-                 "_limit", "reusable_body", "_keep_alive")
+                 "_limit", "reusable_body", "_keep_alive", "sink", "_raw", "_raw_pos", "_block")
 
     def __init__(self, key: tuple[str, int], max_buffer: int) -> None:
         self.transport: asyncio.Transport | None = None
@@ -38,7 +56,6 @@ class H1Upstream(asyncio.Protocol):
         self.closed = False
         self._head: asyncio.Future | None = None
         self._status = 0
-        self._headers: Headers = []
         self._hname = b""
         self.body: BodyBuffer | None = None
         self._paused_write = False
@@ -49,6 +66,12 @@ class H1Upstream(asyncio.Protocol):
         self._limit = max_buffer
         self.reusable_body = True  # the request body was sent whole
         self._keep_alive = False  # read at the response head: llhttp forgets it once complete
+        self.sink: ResponseSink | None = None  # callback mode: who gets the response
+        # The response head is taken as raw bytes (no per-header callback): kept from
+        # data_received until llhttp has validated it, then cut at its blank line.
+        self._raw = b""
+        self._raw_pos = 0
+        self._block = b""
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -59,18 +82,24 @@ class H1Upstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._any_byte = True
+        if not self._status:  # the head is still arriving
+            self._raw = self._raw + data if self._raw else data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._lost(f"invalid response from the instance: {exc}")
             self.close()
+            return
+        sink = self.sink
+        if sink is not None:
+            sink.flush()
 
     def eof_received(self) -> bool:
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._head is not None or self.body is not None:
+        if self._head is not None or self.body is not None or self.sink is not None:
             self._lost(f"instance closed the connection: {exc or 'EOF'}")
         d = self._drain
         if d is not None and not d.done():
@@ -78,6 +107,16 @@ class H1Upstream(asyncio.Protocol):
 
     def _lost(self, msg: str) -> None:
         if self._complete:
+            return
+        sink = self.sink
+        if sink is not None:
+            if self._status and not self._framed():  # ended by EOF: complete
+                self._complete = True
+                sink.on_end()
+                sink.flush()
+            else:
+                self.sink = None
+                sink.on_lost(msg, not self._any_byte)
             return
         # a response without framing ends at EOF: that is a complete response
         if self.body is not None and self.parser.get_status_code() and not self._framed():
@@ -91,10 +130,8 @@ class H1Upstream(asyncio.Protocol):
             self.body.fail(UpstreamLost(msg, False))
 
     def _framed(self) -> bool:
-        for n, _ in self._headers:
-            if n == b"content-length" or n == b"transfer-encoding":
-                return True
-        return False
+        lower = self._block.lower()
+        return b"content-length" in lower or b"transfer-encoding" in lower
 
     def pause_writing(self) -> None:
         self._paused_write = True
@@ -108,20 +145,34 @@ class H1Upstream(asyncio.Protocol):
                 d.set_result(None)
 
     # -- httptools callbacks ------------------------------------------------------------
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
-
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
+        raw, pos = self._raw, self._raw_pos
+        blank = raw.find(b"\r\n\r\n", pos)  # llhttp accepted the head: CRLF line ends, all there
         if 100 <= status < 200 and status != 101:
-            self._headers = []  # interim response (100 Continue, 103): not forwarded
+            self._raw_pos = blank + 4  # interim response (100 Continue, 103): not forwarded
             return
+        line_end = raw.index(b"\n", pos) + 1
+        self._block = block = raw[line_end:blank + 2] if blank > line_end else b""
+        self._raw = b""
+        self._raw_pos = 0
         self._status = status
         self._keep_alive = self.parser.should_keep_alive()
+        sink = self.sink
+        if sink is not None:
+            if self._complete:  # a second, unrequested response: never reuse this connection
+                self.reusable_body = False
+                return
+            sink.on_head(status, block)
+            if self._no_body or status in (204, 304):  # see below
+                self._complete = True
+                self.reusable_body = False
+                sink.on_end()
+            return
         self.body = BodyBuffer(self._limit, self._consumed)
         head = self._head
         if head is not None and not head.done():
-            head.set_result((status, self._headers))
+            head.set_result((status, parse_header_block(block)))
         if self._no_body or status in (204, 304):
             # httptools cannot be told a response has no body: end it here, never reuse
             self.body.feed_eof()
@@ -129,6 +180,10 @@ class H1Upstream(asyncio.Protocol):
             self.reusable_body = False
 
     def on_body(self, body: bytes) -> None:
+        if self.sink is not None:
+            if not self._complete:
+                self.sink.on_body(body)
+            return
         buf = self.body
         if buf is None or self._complete:
             return
@@ -137,6 +192,11 @@ class H1Upstream(asyncio.Protocol):
             self.transport.pause_reading()
 
     def on_message_complete(self) -> None:
+        if self.sink is not None:
+            if not self._complete:
+                self._complete = True
+                self.sink.on_end()
+            return
         if self.body is not None and not self._complete:
             self._complete = True
             self.body.feed_eof()
@@ -151,7 +211,9 @@ class H1Upstream(asyncio.Protocol):
         """Send a request head; `no_body`: the response has no body (HEAD)."""
         self._head = asyncio.get_running_loop().create_future()
         self._status = 0
-        self._headers = []
+        self._raw = b""
+        self._raw_pos = 0
+        self._block = b""
         self.body = None
         self._complete = False
         self._no_body = no_body
@@ -161,6 +223,21 @@ class H1Upstream(asyncio.Protocol):
             self._head.set_exception(UpstreamLost("instance closed the connection", True))
             return
         self.transport.write(head)
+
+    def start_sink(self, request: bytes, no_body: bool, sink: ResponseSink) -> None:
+        """Send a whole request (head and body) and push the response to `sink`."""
+        self._head = None
+        self._status = 0
+        self._raw = b""
+        self._raw_pos = 0
+        self._block = b""
+        self.body = None
+        self._complete = False
+        self._no_body = no_body
+        self._any_byte = False
+        self.reusable_body = True
+        self.sink = sink
+        self.transport.write(request)
 
     async def write(self, data: bytes) -> None:
         if self.closed:
@@ -183,6 +260,7 @@ class H1Upstream(asyncio.Protocol):
     def reset_for_pool(self) -> None:
         self._head = None
         self.body = None
+        self.sink = None
 
     def close(self) -> None:
         if not self.closed:

@@ -27,17 +27,24 @@ class H1Pool:
         self._sweeper: asyncio.TimerHandle | None = None
         self.opened = 0  # connections opened (a counter, for metrics and tests)
 
-    async def acquire(self, host: str, port: int) -> tuple[H1Upstream, bool]:
-        """(connection, reused)."""
-        key = (host, port)
-        stack = self.idle.get(key)
+    def take_idle(self, host: str, port: int) -> H1Upstream | None:
+        """The newest live idle connection to host:port, or None (no I/O)."""
+        stack = self.idle.get((host, port))
         if stack:
             expiry = time.monotonic() - self.keepalive
             while stack:
                 conn = stack.pop()
                 if not conn.closed and conn.idle_since > expiry:
-                    return conn, True
+                    return conn
                 conn.close()
+        return None
+
+    async def acquire(self, host: str, port: int) -> tuple[H1Upstream, bool]:
+        """(connection, reused)."""
+        conn = self.take_idle(host, port)
+        if conn is not None:
+            return conn, True
+        key = (host, port)
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
