@@ -13,6 +13,7 @@ server's wall clock when it was written, so a client can measure delivery delay.
 from __future__ import annotations
 
 import asyncio
+import resource
 import time
 import uuid
 
@@ -96,8 +97,19 @@ def make_app() -> web.Application:
     return app
 
 
+def lift_open_files_limit() -> None:
+    """Every open stream holds a descriptor, and many hosts start processes at a soft limit
+    of 1024: lift it to the hard limit so one instance can hold thousands of streams."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, hard), hard))
+    except (ValueError, OSError):  # e.g. an unlimited hard limit, which no soft limit may equal
+        pass
+
+
 def main() -> None:
     args = parse_args("sse")
+    lift_open_files_limit()
     asyncio.run(serve(make_app(), args.host, args.port, "sse"))
 
 

@@ -1,0 +1,47 @@
+"""The SSE holding benchmark against a real gateway and the real `fngate/sse` sample, 50 streams.
+
+What the benchmark reports must be what happened: every stream counted as held is open
+at the instance, an HTTP/2 stream costs the gateway one descriptor and an HTTP/1.1
+stream two (the figure that decides how many streams fit under the open-files limit),
+and a stream the gateway refuses is not counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from bench import sse
+from bench.fngate import invoke_headers
+from bench.runner import Settings, run_async
+
+STREAMS = 50
+# the gateway's own descriptors: listeners, event loop, stdio, the routing table file
+OWN_DESCRIPTORS = 40
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(runs=1, sse_streams=STREAMS, work=tmp_path, logs=tmp_path)
+
+
+@pytest.mark.parametrize(("transport", "descriptors_per_stream", "connections"),
+                         [(sse.HTTP2, 1, 1), (sse.HTTP1, 2, STREAMS)])
+def test_held_streams_are_open_at_the_instance(settings, transport, descriptors_per_stream, connections):
+    result = sse.hold(settings, transport)
+    assert (result["held"], result["asked"], result["errors"]) == (STREAMS, STREAMS, 0), result["error_kinds"]
+    assert result["connections"] == connections
+    assert result["instance_active"] == STREAMS
+    floor = STREAMS * descriptors_per_stream
+    assert floor <= result["gateway_fds"] < floor + OWN_DESCRIPTORS
+    assert result["rss_after_mib"] > result["rss_before_mib"]
+
+
+def test_streams_the_gateway_refuses_are_not_counted(settings):
+    wrong_function = {**invoke_headers("sse"), "function-id": "00000000-0000-4000-8000-000000000000"}
+    with contextlib.ExitStack() as stack:
+        port, gateway = sse._start(stack, settings, "refused", STREAMS)
+        result = run_async(sse._hold_http2(gateway.port, port, wrong_function, STREAMS, gateway))
+    assert result["held"] == 0 and result["instance_active"] == 0
+    assert result["error_kinds"] == {"status 404": STREAMS}
