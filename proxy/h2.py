@@ -46,7 +46,7 @@ _WINDOW = 1 << 20  # per-stream receive window we advertise
 
 class H2Server(asyncio.Protocol):
     __slots__ = ("config", "forwarder", "grpc", "transport", "h2", "client_addr", "streams", "closed",
-                 "_window_waiters", "_write_paused", "_drain", "_dispatch", "_idle", "scheme",
+                 "_window_waiters", "_write_paused", "_drain", "_dispatch", "_idle", "_idle_since", "scheme",
                  "_flush_pending", "_loop", "draining")
 
     def __init__(self, config: "GatewayConfig", forwarder: "Forwarder", grpc: Any = None) -> None:
@@ -70,6 +70,7 @@ class H2Server(asyncio.Protocol):
         self._write_paused = False
         self._drain: asyncio.Future | None = None
         self._idle: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
         E = h2.events
         self._dispatch = {
             E.RequestReceived: self._on_request,
@@ -148,9 +149,6 @@ class H2Server(asyncio.Protocol):
     def _on_request(self, ev: h2.events.RequestReceived) -> None:
         sid = ev.stream_id
         ended = ev.stream_ended is not None
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
         try:
             method, target, authority, grpc, headers, size = read_request(ev.headers)
         except Malformed:
@@ -388,14 +386,28 @@ class H2Server(asyncio.Protocol):
             s.on_reset(ErrorCodes.CANCEL)
 
     def _arm_idle(self) -> None:
+        """The connection has no stream from now on: close it after keepalive_timeout.
+        One timer per idle spell, not one per stream: the timer checks when it fires."""
         if self.streams or self.closed:
             return
-        if self._idle is not None:
-            self._idle.cancel()
-        self._idle = asyncio.get_running_loop().call_later(self.config.keepalive_timeout, self._idle_close)
+        self._idle_since = self._loop.time()
+        if self._idle is None:
+            self._idle = self._loop.call_at(self._idle_since + self.config.keepalive_timeout, self._idle_due)
+
+    def _idle_due(self) -> None:
+        self._idle = None
+        if self.streams or self.closed:
+            return  # busy again: the last stream to end arms a new timer
+        due = self._idle_since + self.config.keepalive_timeout
+        if self._loop.time() < due:
+            self._idle = self._loop.call_at(due, self._idle_due)
+        else:
+            self._idle_close()
 
     def _idle_close(self) -> None:
-        self._idle = None
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         if not self.streams and not self.closed:
             self.h2.close_connection()
             self._flush()

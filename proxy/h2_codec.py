@@ -31,6 +31,8 @@ import functools
 import hpack.hpack
 import hyperframe.frame
 from h2.connection import H2Connection
+from hpack.hpack import _to_bytes
+from hpack.struct import HeaderTuple
 from hpack.table import HeaderTable
 
 _MEMO_MAX_LEN = 256  # coded strings longer than this (rare, often unique) are not kept
@@ -58,13 +60,6 @@ hpack.hpack.log = _Silent()
 hyperframe.frame.Frame.__repr__ = _frame_repr  # type: ignore[method-assign]
 
 
-class PlainEncoder(hpack.Encoder):
-    """An HPACK encoder that sends string literals without Huffman coding."""
-
-    def encode(self, headers, huffman: bool = False) -> bytes:  # type: ignore[override]
-        return super().encode(headers, huffman=False)
-
-
 class _VersionedTable(HeaderTable):
     """A dynamic table that counts its changes (entries added, size changed)."""
 
@@ -79,6 +74,42 @@ class _VersionedTable(HeaderTable):
         HeaderTable.maxsize.fset(self, value)  # type: ignore[attr-defined]
 
     maxsize = property(HeaderTable.maxsize.fget, _set_maxsize)  # type: ignore[assignment]
+
+
+class PlainEncoder(hpack.Encoder):
+    """An HPACK encoder that sends string literals without Huffman coding, and
+    remembers the index it found for a field until its table changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.header_table = _VersionedTable()
+        self._indexed: dict[tuple[bytes, bytes], bytes] = {}
+        self._indexed_version = 0
+
+    def encode(self, headers, huffman: bool = False) -> bytes:  # type: ignore[override]
+        table = self.header_table
+        if table.resized or isinstance(headers, dict):  # a size update to write first, or a dict: hpack's way
+            return super().encode(headers, huffman=False)
+        block = []
+        for header in headers:
+            name, value = header[0], header[1]
+            if isinstance(header, HeaderTuple):
+                sensitive = not header.indexable
+            else:
+                sensitive = len(header) > 2 and bool(header[2])
+            if type(name) is not bytes or type(value) is not bytes:
+                name, value = _to_bytes(name), _to_bytes(value)
+            if self._indexed_version != table.version:
+                self._indexed = {}
+                self._indexed_version = table.version
+            field = self._indexed.get((name, value))
+            if field is None or sensitive:
+                field = self.add((name, value), sensitive, False)
+                # an indexed field (top bit set) left the table as it was
+                if field[0] & 0x80 and self._indexed_version == table.version:
+                    self._indexed[(name, value)] = field
+            block.append(field)
+        return b"".join(block)
 
 
 _BLOCKS_KEPT = 8  # per connection: a client's distinct repeated blocks are few

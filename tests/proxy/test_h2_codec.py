@@ -8,6 +8,7 @@ import random
 
 import hpack
 import pytest
+from hpack import NeverIndexedHeaderTuple
 from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
@@ -29,6 +30,24 @@ def test_a_standard_decoder_reads_every_block_the_plain_encoder_writes():
     for headers in RESPONSES * 3:  # repeats go through the dynamic table on both sides
         block = encoder.encode(headers)
         assert decoder.decode(block, raw=True) == headers
+
+
+def test_the_plain_encoder_writes_what_hpack_writes_without_huffman():
+    # same bytes as hpack's own encoder, through table changes, evictions, size
+    # updates, never-indexed fields and repeated fields the plain encoder remembers
+    ours, reference = PlainEncoder(), hpack.Encoder()
+    rng = random.Random(5)
+    fields = [(b":status", b"200"), (b":status", b"404"), (b"content-type", b"application/grpc"),
+              (b"grpc-status", b"0"), (b"x-a", b"1"), (b"x-b", b"2" * 40), (b"content-length", b"10")]
+    for n in range(3000):
+        if n % 500 == 499:
+            ours.header_table_size = reference.header_table_size = rng.choice([0, 128, 4096])
+        headers = [rng.choice(fields) for _ in range(rng.randint(1, 5))]
+        if n % 3 == 0:
+            headers.append(NeverIndexedHeaderTuple(b"nvcf-reqid", b"%d" % n))
+        if n % 11 == 0:
+            headers.append((b"x-new", b"%d" % n))
+        assert ours.encode(headers) == reference.encode(headers, huffman=False)
 
 
 def test_literals_are_sent_without_huffman_coding():

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 
-import h2.config
-import h2.connection
-import h2.events
 import pytest
 from h2.errors import ErrorCodes
 from h2.exceptions import ProtocolError
@@ -17,6 +14,7 @@ from h2.utilities import HeaderValidationFlags, validate_headers
 from proxy.h2_request import Malformed, check_trailers, read_request
 
 from .conftest import route
+from .h2client import RawH2Client
 
 REQUEST = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False)
 TRAILER = HeaderValidationFlags(is_client=False, is_trailer=True, is_response_header=False, is_push_promise=False)
@@ -105,38 +103,6 @@ def test_a_valid_request_is_split_for_the_driver():
     assert read_request(BASE[:3] + [(b"host", b"h")])[2] == b"h"
 
 
-class _Client:
-    """A raw h2c client that sends header fields as given (no client-side checks)."""
-
-    def __init__(self, reader, writer) -> None:
-        self.reader, self.writer = reader, writer
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
-            client_side=True, header_encoding=None, validate_outbound_headers=False,
-            normalize_outbound_headers=False, validate_inbound_headers=False))
-        self.h2.initiate_connection()
-        self.flush()
-
-    def flush(self) -> None:
-        self.writer.write(self.h2.data_to_send())
-
-    async def outcome(self, sid: int) -> tuple[str, object]:
-        """('reset', code) or ('response', status) for stream `sid`."""
-        status = None
-        while True:
-            data = await asyncio.wait_for(self.reader.read(65536), 5)
-            assert data, "connection closed"
-            for ev in self.h2.receive_data(data):
-                if getattr(ev, "stream_id", None) != sid:
-                    continue
-                if isinstance(ev, h2.events.StreamReset):
-                    return "reset", ev.error_code
-                if isinstance(ev, h2.events.ResponseReceived):
-                    status = dict(ev.headers)[b":status"]
-                if isinstance(ev, h2.events.StreamEnded):
-                    return "response", status
-            self.flush()
-
-
 @pytest.mark.parametrize("bad", [
     [(b"x-note", b"a\r\nx-injected: 1")],
     [(b"x-note", b"a\x00b")],
@@ -147,7 +113,7 @@ class _Client:
 async def test_a_malformed_request_is_refused_on_its_stream_only(env, echo_up, bad):
     env.publish([route(echo_up.port)])
     reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
-    client = _Client(reader, writer)
+    client = RawH2Client(reader, writer)
     auth = [(k.lower().encode(), v.encode()) for k, v in env.headers().items()]
     head = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", env.host().encode())]
     try:
@@ -164,7 +130,7 @@ async def test_a_malformed_request_is_refused_on_its_stream_only(env, echo_up, b
 async def test_malformed_trailers_end_the_request_with_a_reset(env, echo_up):
     env.publish([route(echo_up.port)])
     reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
-    client = _Client(reader, writer)
+    client = RawH2Client(reader, writer)
     auth = [(k.lower().encode(), v.encode()) for k, v in env.headers().items()]
     head = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", env.host().encode())]
     try:
