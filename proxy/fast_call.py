@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from proxy.deadlines import Deadlines
 from proxy.errors import PollTimeout, UpstreamUnavailable, status_for_nvcf
 from proxy.headers import client_head_block, upstream_head
 
@@ -35,7 +36,7 @@ _TIMEOUT_DETAIL = "the instance sent no response headers within the poll window"
 
 class FastCall:
     __slots__ = ("fw", "loop", "ex", "route", "grant", "request_id", "started", "deadline", "lease", "conn",
-                 "out", "status", "streaming", "sse", "ended", "closed", "timer", "last")
+                 "out", "status", "streaming", "sse", "ended", "closed", "due_at", "due_key", "last")
 
     def __init__(self, fw: "Forwarder", ex: "H1Exchange", route: "VersionRoute", grant: "KeyGrant",
                  request_id: bytes, started: float, deadline: float, lease: "Lease",
@@ -59,13 +60,17 @@ class FastCall:
         self.last = 0.0
         fw.metrics.in_flight += 1
         ex.on_disconnect = self.client_gone
-        self.timer = loop.call_at(loop.time() + max(deadline - started, 0), self._on_timer)
-        ep = lease.endpoint
+        deadlines = fw.deadlines
+        if deadlines is None:
+            deadlines = fw.deadlines = Deadlines(loop)
+        self.due_at = due = loop.time() + max(deadline - started, 0)
+        self.due_key = deadlines.add(due, self)
+        wire = fw.route_headers
+        subject, nca_id = wire.for_grant(grant)
         body = ex.body.take_whole()
         head = upstream_head(
-            ex.method, ex.target, ex.headers, fw.route_headers.for_route(route),
-            host=b"%s:%d" % (ep.host.encode(), ep.port), request_id=request_id,
-            subject=grant.subject.encode() or grant.key_id.encode(), nca_id=grant.nca_id.encode(),
+            ex.method, ex.target, ex.headers, wire.for_route(route),
+            host=wire.for_endpoint(lease.endpoint), request_id=request_id, subject=subject, nca_id=nca_id,
             poll_left=max(round(deadline - fw.config.header_grace - started), 1),
             body=b"content-length: %d\r\n" % len(body) if body or ex.method in _BODY_METHODS else None,
             client_addr=ex.client_addr, host_routed=True, authority=ex.authority, http2=False,
@@ -77,10 +82,10 @@ class FastCall:
         self.status = status
         self.streaming = True
         idle_end = self.loop.time() + self.fw.config.idle_timeout
-        if self.timer is not None and self.timer.when() > idle_end:  # the idle timeout is the shorter
-            self.timer.cancel()
-            self.timer = self.loop.call_at(idle_end, self._on_timer)
-        lines, framed, sse = client_head_block(block, self.request_id, status_for_nvcf(status))
+        if idle_end < self.due_at:  # the idle timeout is the shorter one
+            self._due(idle_end)
+        lines, framed, sse = client_head_block(block)
+        lines += b"nvcf-reqid: %s\r\nnvcf-status: %s\r\n" % (self.request_id, status_for_nvcf(status))
         if sse:
             self.sse = True
             self.fw.metrics.sse_open += 1
@@ -138,17 +143,22 @@ class FastCall:
         self._finish(self.status)
 
     # -- timers, backpressure, the client going away ----------------------------------------
-    def _on_timer(self) -> None:
-        self.timer = None
+    def _due(self, when: float) -> None:
+        deadlines = self.fw.deadlines
+        deadlines.remove(self.due_key, self)
+        self.due_at = when
+        self.due_key = deadlines.add(when, self)
+
+    def on_deadline(self) -> None:
         if self.closed:
             return
         if not self.streaming:
             self._fail(PollTimeout(_TIMEOUT_DETAIL))
             return
-        loop = self.loop
         idle = self.fw.config.idle_timeout
-        if loop.time() - self.last < idle:
-            self.timer = loop.call_at(self.last + idle, self._on_timer)
+        if self.loop.time() - self.last < idle:
+            self.due_at = self.last + idle
+            self.due_key = self.fw.deadlines.add(self.due_at, self)
             return
         self.ex.abort()  # no byte from the instance, or none taken by the client, for too long
         self._finish(self.status)
@@ -171,9 +181,7 @@ class FastCall:
 
     def _detach(self) -> None:
         self.closed = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.fw.deadlines.remove(self.due_key, self)
         conn = self.conn
         if conn.sink is self:
             conn.sink = None
@@ -186,9 +194,7 @@ class FastCall:
             return
         if self.ended:
             self.closed = True
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
+            self.fw.deadlines.remove(self.due_key, self)
             self.fw.pool.release(self.conn)
             self.lease.release()
             self.ex.on_disconnect = None

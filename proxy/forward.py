@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from proxy.errors import NotFound, PollTimeout, ProxyError, UpstreamTimeout, UpstreamUnavailable, status_for_nvcf
 from proxy.exchange import ClientGone, Exchange
+from proxy.deadlines import Deadlines
 from proxy.fast_call import FastCall
 from proxy.headers import RouteHeaders, client_headers, upstream_head
 from proxy.limiter import Lease, Limiter
@@ -39,11 +40,13 @@ _CHUNKED = b"transfer-encoding: chunked\r\n"
 _OK_HEALTH = (b"content-type", b"application/json")
 
 
-def new_request_id() -> bytes:
+def new_request_id(_bits=random.getrandbits) -> bytes:
     """A random (version 4) UUID; `random` rather than os.urandom: no syscall per request,
-    and the id is not a secret (pexec results are still bound to the caller's key)."""
-    h = "%032x" % ((random.getrandbits(128) & ~(0xF000 << 64) & ~(0xC << 60)) | (0x4000 << 64) | (0x8 << 60))
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode()
+    and the id is not a secret (pexec results are still bound to the caller's key).
+    One draw and one format: this runs for every request."""
+    n = _bits(122)
+    return b"%08x-%04x-4%03x-%04x-%012x" % (
+        n >> 90, n >> 74 & 0xFFFF, n >> 62 & 0xFFF, 0x8000 | n >> 48 & 0x3FFF, n & 0xFFFFFFFFFFFF)
 
 
 class Call:
@@ -84,7 +87,8 @@ class Call:
 
 
 class Forwarder:
-    __slots__ = ("config", "holder", "limiter", "pool", "metrics", "keys", "route_headers", "pexec", "connections")
+    __slots__ = ("config", "holder", "limiter", "pool", "metrics", "keys", "route_headers", "pexec", "connections",
+                 "deadlines")
 
     def __init__(self, config: "GatewayConfig", holder: SnapshotHolder, limiter: Limiter, pool: H1Pool,
                  metrics: Metrics) -> None:
@@ -97,6 +101,7 @@ class Forwarder:
         self.route_headers = RouteHeaders(config.region)
         self.pexec: Pexec | None = None
         self.connections: set = set()  # open client connections (h1/h2 drivers), for a graceful stop
+        self.deadlines: Deadlines | None = None  # the fast path's timeouts (made on first use)
 
     # -- entry --------------------------------------------------------------------------
     def start(self, ex: Exchange) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from proxy.exchange import Headers
-from proxy.routing import VersionRoute
+from proxy.routing import Endpoint, KeyGrant, VersionRoute
 
 HOP_BY_HOP = frozenset({
     b"connection", b"proxy-connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
@@ -41,13 +41,34 @@ def connection_tokens(headers: Headers) -> frozenset[bytes]:
 
 
 class RouteHeaders:
-    """Per-route constant NVCF-* header bytes, cached by route identity."""
+    """Per-route constant NVCF-* header bytes, cached by route identity; likewise an
+    endpoint's `host` value and a key grant's NVCF-SUB / NVCF-NCAID values."""
 
-    __slots__ = ("_cache", "region")
+    __slots__ = ("_cache", "region", "_wire")
 
     def __init__(self, region: str) -> None:
         self._cache: dict[int, tuple[VersionRoute, bytes]] = {}
         self.region = region.encode()
+        self._wire: dict[int, tuple[object, tuple[bytes, ...]]] = {}
+
+    def for_endpoint(self, ep: Endpoint) -> bytes:
+        hit = self._wire.get(id(ep))
+        if hit is not None and hit[0] is ep:
+            return hit[1][0]
+        return self._remember(ep, (b"%s:%d" % (ep.host.encode(), ep.port),))[0]
+
+    def for_grant(self, grant: KeyGrant) -> tuple[bytes, bytes]:
+        """(subject, nca id) as bytes."""
+        hit = self._wire.get(id(grant))
+        if hit is not None and hit[0] is grant:
+            return hit[1]
+        return self._remember(grant, (grant.subject.encode() or grant.key_id.encode(), grant.nca_id.encode()))
+
+    def _remember(self, obj: object, value: tuple[bytes, ...]) -> tuple[bytes, ...]:
+        if len(self._wire) > 8192:
+            self._wire.clear()
+        self._wire[id(obj)] = (obj, value)  # holding obj keeps its id from being reused
+        return value
 
     def for_route(self, route: VersionRoute) -> bytes:
         hit = self._cache.get(id(route))
@@ -123,18 +144,38 @@ def parse_header_block(block: bytes) -> Headers:
     return [(n.lower(), v) for n, v in _FIELD.findall(block)]
 
 
-def client_head_block(block: bytes, request_id: bytes, nvcf_status: bytes) -> tuple[bytes, bool, bool]:
+_HEAD_CACHE: dict[bytes, tuple[bytes, bool, bool]] = {}
+_HEAD_CACHE_MAX = 512
+_HEAD_CACHE_BLOCK = 2048
+
+
+def client_head_block(block: bytes) -> tuple[bytes, bool, bool]:
     """The instance's header lines re-written for the client, without a per-header step:
-    (lines, framed by content-length, is an event stream). Same rules as client_headers:
-    hop-by-hop and gateway-owned headers dropped, nvcf-reqid and nvcf-status added."""
+    (lines, framed by content-length, is an event stream). Same rules as client_headers
+    (hop-by-hop headers dropped and gateway-owned ones too; the caller adds nvcf-reqid
+    and nvcf-status). An instance sends the same head again and again (until its Date
+    changes), so recent results are kept."""
+    hit = _HEAD_CACHE.get(block)
+    if hit is not None:
+        return hit
+    out = _rewrite_block(block)
+    if len(block) <= _HEAD_CACHE_BLOCK:
+        if len(_HEAD_CACHE) >= _HEAD_CACHE_MAX:
+            _HEAD_CACHE.clear()
+        _HEAD_CACHE[block] = out
+    return out
+
+
+def _rewrite_block(block: bytes) -> tuple[bytes, bool, bool]:
     block = b"\n" + block
     low = block.lower()
     if b"\nconnection" in low and (low.count(b"\nconnection") > 1 or b"\nconnection: keep-alive\r" not in low
                                    and b"\nconnection: close\r" not in low):
         tokens = [t.strip() for m in _CONNECTION.finditer(low) for t in m.group(1).split(b",")]
         if not _PLAIN_CONNECTION.issuperset(tokens):  # Connection names more headers to drop
-            headers = client_headers(parse_header_block(block[1:]), request_id, nvcf_status)
-            return (b"".join(b"%s: %s\r\n" % (n, v) for n, v in headers),
+            extra = frozenset(tokens)
+            return (b"".join(b"%s: %s\r\n" % (n, v) for n, v in parse_header_block(block[1:])
+                             if n not in _DROP_TO_CLIENT and n not in extra),
                     b"\ncontent-length:" in low, _EVENT_STREAM.search(low) is not None)
     parts = []
     at = 1
@@ -142,6 +183,5 @@ def client_head_block(block: bytes, request_id: bytes, nvcf_status: bytes) -> tu
         parts.append(block[at:m.start() + 1])
         at = m.end() + 1
     parts.append(block[at:])
-    parts.append(b"nvcf-reqid: %s\r\nnvcf-status: %s\r\n" % (request_id, nvcf_status))
     return (b"".join(parts), b"\ncontent-length:" in low,
             b"text/event-stream" in low and _EVENT_STREAM.search(low) is not None)
