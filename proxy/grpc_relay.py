@@ -32,6 +32,8 @@ from proxy.upstream.h2_client import H2Upstream, H2UpstreamPool, UpstreamLost
 
 Headers = list[tuple[bytes, bytes]]
 
+# the request headers routing reads (proxy.grpc_route.route_call), and the deadline
+_ROUTING = frozenset({b":authority", b"function-id", b"function-version-id", b"authorization", b"grpc-timeout"})
 # request headers never sent to the instance: the caller's key and connection-specific ones
 _DROP = frozenset({b"authorization", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"grpc-timeout", b"nvcf-reqid"})
 
@@ -218,7 +220,8 @@ class GrpcCall:
     def _route(self) -> VersionRoute:
         meta = {}
         for name, value in self.headers:
-            meta[name.decode("latin-1")] = value.decode("latin-1")
+            if name in _ROUTING:
+                meta[name.decode("latin-1")] = value.decode("latin-1")
         timeout = meta.get("grpc-timeout")
         now = time.monotonic()
         if timeout is not None:

@@ -16,6 +16,13 @@ request would cost every call on the connection. The decoder here accepts blocks
 HEADER_DECODE_HEADROOM times the advertised limit; the server then refuses a stream
 whose headers exceed the limit on that stream alone (see H2Server._on_request). Only a
 block past the hard cap is still a connection error.
+
+Counting open streams: h2 checks the concurrent-stream limit on every new stream by
+walking its whole stream table (dropping the closed streams as it goes), an O(n) cost
+per stream with n streams in flight. CheapStreamCount answers with len(streams), an
+upper bound, while that is still below the limit, and walks only when the bound
+reaches the limit or the table has doubled since the last walk: the limit is
+enforced exactly as before, closed streams are still dropped, at an amortised O(1).
 """
 
 from __future__ import annotations
@@ -29,7 +36,24 @@ from hyperframe.frame import RstStreamFrame
 HEADER_DECODE_HEADROOM = 4
 
 
-class RefusingH2Connection(H2Connection):
+class CheapStreamCount(H2Connection):
+    """open_inbound_streams / open_outbound_streams without a walk per new stream; the
+    figure is exact near the limit (h2 only compares it with the limit)."""
+
+    _walk_at = 0
+
+    def _open_streams(self, remainder: int) -> int:
+        n = len(self.streams)
+        outbound = remainder == int(self.config.client_side)
+        limit = (self.remote_settings if outbound else self.local_settings).max_concurrent_streams
+        if n + 1 <= limit and n < self._walk_at:
+            return n
+        count = super()._open_streams(remainder)  # walks, and drops closed streams
+        self._walk_at = 2 * len(self.streams) + 16
+        return count
+
+
+class RefusingH2Connection(CheapStreamCount):
     def allow_header_decoding(self, advertised_limit: int) -> None:
         self.decoder.max_header_list_size = advertised_limit * HEADER_DECODE_HEADROOM
 
@@ -45,9 +69,6 @@ class RefusingH2Connection(H2Connection):
             and sid not in self.streams
             and sid % 2 == 1
             and sid > self.highest_inbound_stream_id
-            # len(streams) bounds the open count from above and costs nothing: counting
-            # walks every stream, so only do it when the bound says the limit is near
-            and len(self.streams) >= self.local_settings.max_concurrent_streams
             and self.open_inbound_streams + 1 > self.local_settings.max_concurrent_streams
         ):
             _decode_headers(self.decoder, frame.data)

@@ -17,7 +17,6 @@ import socket
 from typing import Protocol
 
 from h2.config import H2Configuration
-from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -33,6 +32,7 @@ from h2.settings import SettingCodes
 from h2.stream import StreamState
 
 from proxy.h2_codec import install as plain_hpack
+from proxy.h2_limits import CheapStreamCount
 
 _WRITABLE = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
 
@@ -65,7 +65,7 @@ class H2Upstream(asyncio.Protocol):
     def __init__(self, key: tuple[str, int], stream_window: int, conn_window: int, on_idle=None) -> None:
         self.key = key
         # headers come from the validating server driver: no second validation pass here
-        self.h2 = plain_hpack(H2Connection(H2Configuration(
+        self.h2 = plain_hpack(CheapStreamCount(H2Configuration(
             client_side=True, header_encoding=None, validate_inbound_headers=False,
             validate_outbound_headers=False, normalize_outbound_headers=False,
         )))
@@ -174,10 +174,9 @@ class H2Upstream(asyncio.Protocol):
     # -- streams ---------------------------------------------------------------------------
     @property
     def available(self) -> bool:
-        limit = self.h2.remote_settings.max_concurrent_streams
-        # len(streams) bounds the open count from above; counting walks every stream
-        return not self.closed and not self.goaway and (
-            len(self.h2.streams) < limit or self.h2.open_outbound_streams < limit
+        return (
+            not self.closed and not self.goaway
+            and self.h2.open_outbound_streams < self.h2.remote_settings.max_concurrent_streams
         )
 
     def open_stream(self, headers: list[tuple[bytes, bytes]], sink: StreamSink, end_stream: bool = False) -> int:
