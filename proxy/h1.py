@@ -32,6 +32,11 @@ _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) f
 _NO_BODY_STATUS = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 WHOLE_BODY_MAX = 64 * 1024  # request bodies up to this size are received before forwarding
+_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
+# The body of every request without Content-Length or Transfer-Encoding (RFC 9112 6.3):
+# ended and empty, so one shared, never-changing buffer serves them all.
+_NO_BODY = BodyBuffer(1 << 62, lambda n: None)
+_NO_BODY.eof = True
 
 
 def status_line(status: int) -> bytes:
@@ -44,9 +49,18 @@ class H1Exchange(Exchange):
                  "whole_body")
 
     def __init__(self, conn: "H1Server", method: str, target: bytes, headers: Headers, authority: bytes,
-                 keep_alive: bool, expect_continue: bool, whole_body: bool) -> None:
-        super().__init__(method, target, headers, authority, conn.client_addr, False,
-                         BodyBuffer(conn.config.max_body_buffer, conn.body_consumed))
+                 keep_alive: bool, expect_continue: bool, whole_body: bool, body: BodyBuffer) -> None:
+        # Exchange's fields, set here rather than through super().__init__: once per request
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.authority = authority
+        self.client_addr = conn.client_addr
+        self.http2 = False
+        self.body = body
+        self.on_disconnect = None
+        self.response_started = False
+        self.finished = False
         self.conn = conn
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
@@ -281,8 +295,10 @@ class H1Server(asyncio.Protocol):
             raise BadRequest("conflicting Content-Length / Transfer-Encoding")
         self.http11 = p.get_http_version() == "1.1"
         whole = not te and not expect and (not cl or length.isdigit() and int(length) <= WHOLE_BODY_MAX)
-        ex = H1Exchange(self, p.get_method().decode("ascii"), self._url, headers, authority,
-                        p.should_keep_alive(), expect, whole)
+        method = p.get_method()
+        ex = H1Exchange(self, _METHODS.get(method) or method.decode("ascii"), self._url, headers, authority,
+                        p.should_keep_alive(), expect, whole,
+                        BodyBuffer(self.config.max_body_buffer, self.body_consumed) if cl or te else _NO_BODY)
         self._parsing = ex
         if self._current is None:
             self._start(ex)
