@@ -21,10 +21,10 @@ from bench.runner import Settings, Target, alternate, fngate_unavailable, say
 HTTP1_SIZES = {"small": "/small", "1k": "/1k", "1m": "/1m"}
 
 
-def _wrk(settings: Settings) -> Callable[[Target, float], loadgen.Sample]:
+def _wrk(settings: Settings, connections: int | None = None) -> Callable[[Target, float], loadgen.Sample]:
     def load(t: Target, seconds: float) -> loadgen.Sample:
-        return loadgen.wrk(t.url, connections=settings.connections, duration=seconds, cpus=t.layout.load,
-                           work=settings.work, headers=t.headers)
+        return loadgen.wrk(t.url, connections=connections or settings.connections, duration=seconds,
+                           cpus=t.layout.load, work=settings.work, headers=t.headers)
     return load
 
 
@@ -68,6 +68,10 @@ def http1(settings: Settings, skipped: dict, sizes: tuple[str, ...] = ("small", 
                 targets.append(Target("fngate", FNGATE, gateway.proc, lay["iso"], f"http://127.0.0.1:{gateway.port}{path}",
                                       invoke_headers("static")))
             rows += alternate(f"http1-{size}", f"wrk -t1 -c{settings.connections}", targets, _wrk(settings), settings)
+            if size == "small":
+                # Added latency without queueing: one connection, one request at a time. (Under
+                # saturation a closed-loop p50 is connections / throughput, not a proxy's delay.)
+                rows += alternate("http1-latency", "wrk -t1 -c1", targets[1:], _wrk(settings, 1), settings)
     return rows
 
 
