@@ -26,7 +26,7 @@ import orjson
 from bench.fngate import GatewayProcess, Upstream, invoke_headers
 from bench.h2sse import SseHolder, request_headers
 from bench.loadgen import percentile
-from bench.procs import PYTHON, Proc, free_port, layouts, wait_port
+from bench.procs import PYTHON, Layout, Proc, free_port, layouts, wait_port
 from bench.rawhttp import body_chunks, read_head, request_bytes, sse_events
 from bench.runner import Settings, fngate_unavailable, run_async, say
 
@@ -193,9 +193,9 @@ async def _hold_http2(port: int, instance_port: int, headers: dict[str, str], co
     return result
 
 
-def _start(stack: contextlib.ExitStack, settings: Settings, name: str, slots: int) -> tuple[int, GatewayProcess]:
+def _start(stack: contextlib.ExitStack, settings: Settings, lay: Layout, name: str,
+           slots: int) -> tuple[int, GatewayProcess]:
     """A fresh sample instance and a gateway in front of it; returns (instance port, gateway)."""
-    lay = layouts()["iso"]
     port = free_port()
     sample = Proc(f"sse-sample-{name}", [PYTHON, "-m", "backends.samples.sse", "--host", "127.0.0.1", "--port", str(port)],
                   lay.upstream, settings.logs)
@@ -208,9 +208,9 @@ def _start(stack: contextlib.ExitStack, settings: Settings, name: str, slots: in
     return port, gateway
 
 
-def _latency(settings: Settings) -> list[dict]:
+def _latency(settings: Settings, lay: Layout) -> list[dict]:
     with contextlib.ExitStack() as stack:
-        port, gateway = _start(stack, settings, "latency", settings.sse_latency_streams)
+        port, gateway = _start(stack, settings, lay, "latency", settings.sse_latency_streams)
         targets = {"sse sample (direct)": (port, {}), "fngate": (gateway.port, invoke_headers("sse"))}
         delays: dict[str, list[float]] = {name: [] for name in targets}
         for i in range(max(settings.runs, 1)):
@@ -229,10 +229,10 @@ def _latency(settings: Settings) -> list[dict]:
     return latency
 
 
-def hold(settings: Settings, transport: str) -> dict:
+def hold(settings: Settings, lay: Layout, transport: str) -> dict:
     """Hold settings.sse_streams streams through a fresh gateway over one transport."""
     with contextlib.ExitStack() as stack:
-        port, gateway = _start(stack, settings, transport.replace("/", ""), settings.sse_streams)
+        port, gateway = _start(stack, settings, lay, transport.replace("/", ""), settings.sse_streams)
         holder = _hold_http2 if transport == HTTP2 else _hold_http1
         result = run_async(holder(gateway.port, port, invoke_headers("sse"), settings.sse_streams, gateway))
     say(f"sse {transport}: held {result['held']} of {result['asked']} streams over {result['connections']} "
@@ -247,13 +247,13 @@ def sse(settings: Settings, skipped: dict) -> dict:
         skipped["sse"] = f"SSE needs the gateway: {why}"
         say(skipped["sse"])
         return {}
-    lay = layouts()["iso"]
+    lay = layouts()["iso"]  # before pinning this process, which would make layouts() see one core
     affinity = os.sched_getaffinity(0)
     if lay.load is not None:
         os.sched_setaffinity(0, {int(lay.load)})
     try:
-        latency = _latency(settings)
-        holds = [hold(settings, transport) for transport in (HTTP1, HTTP2)]
+        latency = _latency(settings, lay)
+        holds = [hold(settings, lay, transport) for transport in (HTTP1, HTTP2)]
     finally:
         os.sched_setaffinity(0, affinity)
     return {"latency": latency, "hold": holds, "layout": lay.describe()}

@@ -14,6 +14,7 @@ import pytest
 
 from bench import sse
 from bench.fngate import invoke_headers
+from bench.procs import layouts
 from bench.runner import Settings, run_async
 
 STREAMS = 50
@@ -29,7 +30,7 @@ def settings(tmp_path) -> Settings:
 @pytest.mark.parametrize(("transport", "descriptors_per_stream", "connections"),
                          [(sse.HTTP2, 1, 1), (sse.HTTP1, 2, STREAMS)])
 def test_held_streams_are_open_at_the_instance(settings, transport, descriptors_per_stream, connections):
-    result = sse.hold(settings, transport)
+    result = sse.hold(settings, layouts()["iso"], transport)
     assert (result["held"], result["asked"], result["errors"]) == (STREAMS, STREAMS, 0), result["error_kinds"]
     assert result["connections"] == connections
     assert result["instance_active"] == STREAMS
@@ -41,7 +42,7 @@ def test_held_streams_are_open_at_the_instance(settings, transport, descriptors_
 def test_streams_the_gateway_refuses_are_not_counted(settings):
     wrong_function = {**invoke_headers("sse"), "function-id": "00000000-0000-4000-8000-000000000000"}
     with contextlib.ExitStack() as stack:
-        port, gateway = sse._start(stack, settings, "refused", STREAMS)
+        port, gateway = sse._start(stack, settings, layouts()["iso"], "refused", STREAMS)
         result = run_async(sse._hold_http2(gateway.port, port, wrong_function, STREAMS, gateway))
     assert result["held"] == 0 and result["instance_active"] == 0
     assert result["error_kinds"] == {"status 404": STREAMS}
