@@ -153,12 +153,13 @@ async def _hold_http2(port: int, instance_port: int, headers: dict[str, str], co
     loop = asyncio.get_running_loop()
     conns = math.ceil(count / H2_STREAMS_PER_CONNECTION)
     request = request_headers(port, HOLD_PATH, {**headers, "accept": "text/event-stream"})
-    progress = Counter[str]()
+    opened = 0
 
     def on_held() -> None:
-        progress["held"] += 1
-        if progress["held"] % 1000 == 0:
-            say(f"sse {HTTP2}: {progress['held']} streams open after {time.monotonic() - t0:.1f} s")
+        nonlocal opened
+        opened += 1
+        if opened % 1000 == 0:
+            say(f"sse {HTTP2}: {opened} streams open after {time.monotonic() - t0:.1f} s")
 
     t0 = time.monotonic()
     holders: list[SseHolder] = []
@@ -166,13 +167,14 @@ async def _hold_http2(port: int, instance_port: int, headers: dict[str, str], co
     for i in range(conns):
         streams = count // conns + (1 if i < count % conns else 0)
         try:
-            _, holder = await loop.create_connection(lambda: SseHolder(request, streams, on_held), "127.0.0.1", port)
+            _, holder = await loop.create_connection(lambda n=streams: SseHolder(request, n, on_held), "127.0.0.1", port)
         except OSError as e:
             failures[f"connect: {e}"] += streams
             continue
         holders.append(holder)
     deadline = max(60.0, count / 50)
-    await asyncio.wait([h.settled for h in holders], timeout=deadline)
+    if holders:
+        await asyncio.wait([h.settled for h in holders], timeout=deadline)
     opened_in = time.monotonic() - t0
     await asyncio.sleep(1.0)  # let the gateway settle before reading its RSS
     for h in holders:
