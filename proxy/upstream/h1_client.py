@@ -81,6 +81,9 @@ class H1Upstream(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
+        if self.sink is None and self._head is None:  # idle in the pool: bytes nobody asked for
+            self.close()
+            return
         self._any_byte = True
         if not self._status:  # the head is still arriving
             self._raw = self._raw + data if self._raw else data
@@ -193,7 +196,7 @@ class H1Upstream(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self.sink is not None:
-            if not self._complete:
+            if self._status and not self._complete:  # (an interim 1xx response also ends here)
                 self._complete = True
                 self.sink.on_end()
             return

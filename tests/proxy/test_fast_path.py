@@ -272,3 +272,72 @@ async def test_http2_request_bodies_give_their_flow_control_credit_back(env, ech
         assert data, "the gateway closed the connection"
         answered += consume(data)
     writer.close()
+
+
+@pytest.mark.parametrize("reply, status, body", [
+    (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the end", 200, b"until the end"),
+    (b"HTTP/1.0 201 Created\r\n\r\nold style", 201, b"old style"),
+    (b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n", 204, b""),
+    (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", 200, b"hi"),
+    (b"NOT HTTP AT ALL\r\n\r\n", 502, None),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ntruncated", None, None),
+])
+async def test_unusual_instance_responses_on_the_fast_path(env, reply, status, body):
+    async def script(n, reader, writer):
+        writer.write(ok() if n == 1 else reply)
+        await writer.drain()
+        return n == 1
+
+    up = await instance(script)
+    try:
+        env.publish([route(up.port)])
+        async with httpx.AsyncClient() as c:
+            assert (await c.get(f"{env.url}/", headers=env.headers())).status_code == 200
+            if status is None:  # cut mid-body: the client must see an incomplete response, not a short success
+                with pytest.raises(httpx.HTTPError):
+                    await c.get(f"{env.url}/", headers=env.headers())
+            else:
+                r = await c.get(f"{env.url}/", headers=env.headers())
+                assert r.status_code == status
+                if body is not None:
+                    assert r.content == body and r.headers["nvcf-reqid"]
+                else:
+                    assert r.json()["status"] == 502
+            # the gateway keeps serving (on the same client connection unless it was cut)
+            assert (await c.get(f"{env.url}/", headers=env.headers())).status_code == 200
+        assert up.connections >= 2 and env.gw.metrics.in_flight == 0 and not env.gw.limiter.in_flight
+    finally:
+        await up.stop()
+
+
+async def test_head_request_on_the_fast_path(env, echo_up):
+    env.publish([route(echo_up.port)])
+    async with httpx.AsyncClient() as c:
+        assert (await c.get(f"{env.url}/", headers=env.headers())).status_code == 200
+        r = await c.head(f"{env.url}/?size=1000", headers=env.headers())
+        assert r.status_code == 200 and r.content == b"" and r.headers["content-length"] == "1000"
+        assert (await c.get(f"{env.url}/?size=10", headers=env.headers())).content == b"x" * 10
+
+
+async def test_bytes_from_an_idle_pooled_connection_retire_it(env):
+    """An instance that sends the start of a second, unrequested response after the
+    first: the gateway must not read it as the answer to the next request."""
+    async def script(n, reader, writer):
+        writer.write(ok(b"first"))
+        await writer.drain()
+        if n == 1:  # later, once the gateway has put the connection back in its pool
+            await asyncio.sleep(0.05)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\nstray")
+            await writer.drain()
+        return True
+
+    up = await instance(script)
+    try:
+        env.publish([route(up.port)])
+        async with httpx.AsyncClient() as c:
+            for _ in range(3):
+                r = await c.get(f"{env.url}/", headers=env.headers(), timeout=3)
+                assert r.status_code == 200 and r.text == "first"
+                await asyncio.sleep(0.1)  # the stray bytes arrive while the connection is idle
+    finally:
+        await up.stop()
