@@ -164,6 +164,8 @@ class Gateway:
         if self.grpc is not None:
             await self.grpc.aclose()
         self.pool.close()
+        if self.forwarder.deadlines is not None:
+            self.forwarder.deadlines.close()
         self.forwarder.pexec.close()
         if self._admin is not None:
             await self._admin.cleanup()
