@@ -56,7 +56,7 @@ class H2Server(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.h2 = plain_hpack(RefusingH2Connection(h2.config.H2Configuration(
             # inbound fields are checked by proxy.h2_request (h2's check costs ~10x more)
-            client_side=False, header_encoding=None, validate_inbound_headers=False,
+            client_side=False, header_encoding=None, validate_inbound_headers=False, normalize_inbound_headers=False,
             # what we send was parsed and lower-cased already (httptools / our own headers)
             validate_outbound_headers=False, normalize_outbound_headers=False)))
         self.client_addr = ""

@@ -21,6 +21,9 @@ repeats them; a bounded set, emptied when full):
   empty; no pseudo-header at all in trailers;
 - :authority or host present, and equal when both are (at most one host).
 
+A request's cookie fields are joined into one, last (RFC 9113 8.2.3: what an HTTP/1.1
+instance must get), and checked joined, as h2's normalisation did before its check.
+
 A block that breaks a rule raises `Malformed`; the server answers it as a stream error
 (RST_STREAM PROTOCOL_ERROR, RFC 9113 8.1.1), so other streams on the connection go on.
 """
@@ -77,6 +80,7 @@ def read_request(headers: Headers) -> tuple[bytes, bytes, bytes, bool, Headers, 
     host = None
     grpc = False
     fields: Headers = []
+    cookies: list[bytes] | None = None
     size = 0
     for name, value in headers:
         size += len(name) + len(value) + 32
@@ -107,6 +111,11 @@ def read_request(headers: Headers) -> tuple[bytes, bytes, bytes, bool, Headers, 
                 raise Malformed(f"pseudo-header {name!r} not allowed in a request")
             _check_value(name, value)
             continue
+        if name == b"cookie":  # checked once joined, as h2 does
+            if cookies is None:
+                cookies = []
+            cookies.append(value)
+            continue
         _check_name(name)
         _check_value(name, value)
         if name == b"content-type":
@@ -118,6 +127,10 @@ def read_request(headers: Headers) -> tuple[bytes, bytes, bytes, bool, Headers, 
         elif name == b"te" and value.lower() != b"trailers":
             raise Malformed("te other than trailers")
         fields.append((name, value))
+    if cookies is not None:
+        cookie = b"; ".join(cookies)
+        _check_value(b"cookie", cookie)
+        fields.append((b"cookie", cookie))
     if method is None:
         raise Malformed("no :method")
     if method == b"CONNECT" and protocol is None:
@@ -140,10 +153,16 @@ def read_request(headers: Headers) -> tuple[bytes, bytes, bytes, bool, Headers, 
 
 def check_trailers(headers: Headers) -> None:
     """Raise Malformed unless `headers` is a valid trailer block."""
+    cookies = []
     for name, value in headers:
         if name[:1] == b":":
             raise Malformed(f"pseudo-header {name!r} in trailers")
+        if name == b"cookie":
+            cookies.append(value)
+            continue
         _check_name(name)
         _check_value(name, value)
         if name == b"te" and value.lower() != b"trailers":
             raise Malformed("te other than trailers")
+    if cookies:
+        _check_value(b"cookie", b"; ".join(cookies))

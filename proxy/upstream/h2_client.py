@@ -66,7 +66,8 @@ class H2Upstream(asyncio.Protocol):
         self.key = key
         # headers come from the validating server driver: no second validation pass here
         self.h2 = plain_hpack(CheapStreamCount(H2Configuration(
-            client_side=True, header_encoding=None, validate_inbound_headers=False,
+            # (normalising only joins request cookie fields: nothing to do on responses)
+            client_side=True, header_encoding=None, validate_inbound_headers=False, normalize_inbound_headers=False,
             validate_outbound_headers=False, normalize_outbound_headers=False,
         )))
         self.transport: asyncio.Transport | None = None

@@ -19,6 +19,7 @@ class RawH2Client:
             client_side=True, header_encoding=None, validate_outbound_headers=False,
             normalize_outbound_headers=False, validate_inbound_headers=False))
         self.h2.initiate_connection()
+        self.bodies: dict[int, bytes] = {}
         self.flush()
 
     def flush(self) -> None:
@@ -35,6 +36,9 @@ class RawH2Client:
                     continue
                 if isinstance(ev, h2.events.StreamReset):
                     return "reset", ev.error_code
+                if isinstance(ev, h2.events.DataReceived):
+                    self.bodies[sid] = self.bodies.get(sid, b"") + ev.data
+                    self.h2.acknowledge_received_data(ev.flow_controlled_length, sid)
                 if isinstance(ev, h2.events.ResponseReceived):
                     status = dict(ev.headers)[b":status"]
                 if isinstance(ev, h2.events.StreamEnded):

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 from h2.errors import ErrorCodes
 from h2.exceptions import ProtocolError
-from h2.utilities import HeaderValidationFlags, validate_headers
+from h2.utilities import HeaderValidationFlags, normalize_inbound_headers, validate_headers
 
 from proxy.h2_request import Malformed, check_trailers, read_request
 
@@ -22,8 +23,9 @@ BASE = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/x"), (b":auth
 
 
 def h2_accepts(headers, flags) -> bool:
+    """h2's verdict as its server applied it: cookie fields joined, then checked."""
     try:
-        list(validate_headers(headers, flags))
+        list(validate_headers(normalize_inbound_headers(headers, flags), flags))
     except ProtocolError:
         return False
     return True
@@ -54,7 +56,8 @@ STRUCTURE = [
     [(b"host", b"fn.example")], [(b"host", b"other")], [(b"host", b"fn.example"), (b"host", b"fn.example")],
     [(b":path", b"/again")], [(b":method", b"GET")], [(b":scheme", b"https")], [(b":authority", b"fn.example")],
     [(b":status", b"200")], [(b":custom", b"x")], [(b":protocol", b"websocket")],
-    [(b"cookie", b"a=1"), (b"cookie", b"b=2")],
+    [(b"cookie", b"a=1"), (b"cookie", b"b=2")], [(b"cookie", b"a=1 "), (b"cookie", b"b=2")],
+    [(b"cookie", b" a=1")], [(b"cookie", b"a=1"), (b"cookie", b"b=2\t")], [(b"cookie", b"a\r\nb")],
 ]
 
 
@@ -101,6 +104,10 @@ def test_a_valid_request_is_split_for_the_driver():
     assert fields == headers[4:]
     assert size == sum(len(n) + len(v) + 32 for n, v in headers)
     assert read_request(BASE[:3] + [(b"host", b"h")])[2] == b"h"
+    # cookie fields come out joined and last, as h2 normalised them
+    cookies = BASE + [(b"cookie", b"a=1"), (b"x-a", b"1"), (b"cookie", b"b=2")]
+    assert read_request(cookies)[4] == [(b"x-a", b"1"), (b"cookie", b"a=1; b=2")]
+    assert read_request(cookies)[4] == list(normalize_inbound_headers(cookies, REQUEST))[4:]
 
 
 @pytest.mark.parametrize("bad", [
@@ -142,5 +149,21 @@ async def test_malformed_trailers_end_the_request_with_a_reset(env, echo_up):
         client.h2.send_headers(3, head + auth, end_stream=True)
         client.flush()
         assert await client.outcome(3) == ("response", b"200")
+    finally:
+        writer.close()
+
+
+async def test_split_cookie_fields_reach_an_http1_instance_as_one(env, echo_up):
+    env.publish([route(echo_up.port)])
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
+    client = RawH2Client(reader, writer)
+    auth = [(k.lower().encode(), v.encode()) for k, v in env.headers().items()]
+    head = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", env.host().encode())]
+    try:
+        client.h2.send_headers(1, head + auth + [(b"cookie", b"a=1"), (b"x-a", b"1"), (b"cookie", b"b=2")], end_stream=True)
+        client.flush()
+        assert await client.outcome(1) == ("response", b"200")
+        got = {k.lower(): v for k, v in orjson.loads(client.bodies[1])["headers"].items()}
+        assert got["cookie"] == "a=1; b=2" and got["x-a"] == "1"
     finally:
         writer.close()
