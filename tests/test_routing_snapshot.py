@@ -42,6 +42,8 @@ def test_every_field_survives_the_wire():
     )
     grant = KeyGrant("k9", frozenset({"a", "b"}), frozenset({"f9"}), 123.0, "org", "bob")
     t = RoutingTable.build(3, [route], [("d9", grant)])
+    wire = orjson.loads(t.to_json())
+    assert list(wire["routes"][0]) == [f.name for f in dataclasses.fields(VersionRoute)]
     back = RoutingTable.from_json(t.to_json())
     assert back == t and back.invokable == {"f9": (route,)}
     decoded = back.functions["f9"]["v9"]
