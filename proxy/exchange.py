@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Callable
+from typing import Callable, Coroutine
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -125,6 +125,10 @@ class Exchange(ABC):
 
     async def read(self) -> bytes:
         return await self.body.read()
+
+    def spawn(self, coro: Coroutine) -> None:
+        """Run the forwarder's task for this exchange (a driver may wrap it)."""
+        asyncio.get_running_loop().create_task(coro)
 
     @abstractmethod
     def start_response(self, status: int, headers: Headers, flush: bool = True) -> None:

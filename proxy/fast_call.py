@@ -1,4 +1,4 @@
-"""The fast path: one HTTP/1.1 exchange forwarded by protocol callbacks, with no task.
+"""The fast path: one exchange forwarded to an HTTP/1.1 instance by protocol callbacks, with no task.
 
 `Forwarder.start` builds a FastCall when a complete request found a free slot and an
 idle pooled connection at once (the common case under load). The request leaves in
@@ -6,6 +6,7 @@ one write; the response is pushed here by the instance connection as it is parse
 (proxy/upstream/h1_client.py, callback mode), and what one batch of socket bytes
 produced (head, body chunks, end) leaves for the client in one write at `flush`.
 So a small request costs two socket writes and no coroutine, future or task.
+FastCall serves HTTP/1.1 clients; H2FastCall (proxy/h2_fast_call.py) HTTP/2 ones.
 
 The behaviour is the task path's (forward.py): the same headers both ways, the head
 deadline (504 when no head arrived within the poll window), the idle timeout once
@@ -73,7 +74,7 @@ class FastCall:
             host=wire.for_endpoint(lease.endpoint), request_id=request_id, subject=subject, nca_id=nca_id,
             poll_left=max(round(deadline - fw.config.header_grace - started), 1),
             body=b"content-length: %d\r\n" % len(body) if body or ex.method in _BODY_METHODS else None,
-            client_addr=ex.client_addr, host_routed=True, authority=ex.authority, http2=False,
+            client_addr=ex.client_addr, host_routed=True, authority=ex.authority, http2=ex.http2,
             scheme=ex.scheme)
         conn.start_sink(head + body if body else head, ex.method == "HEAD", self)
 
@@ -85,12 +86,15 @@ class FastCall:
         if idle_end < self.due_at:  # the idle timeout is the shorter one
             self._due(idle_end)
         lines, framed, sse = client_head_block(block)
-        lines += b"nvcf-reqid: %s\r\nnvcf-status: %s\r\n" % (self.request_id, status_for_nvcf(status))
         if sse:
             self.sse = True
             self.fw.metrics.sse_open += 1
+        self._client_head(status, lines, framed, status_for_nvcf(status))
+
+    def _client_head(self, status: int, lines: bytes, framed: bool, nvcf_status: bytes) -> None:
         ex = self.ex
-        ex.start_response_block(status, lines, framed)
+        ex.start_response_block(status, lines + b"nvcf-reqid: %s\r\nnvcf-status: %s\r\n" % (self.request_id, nvcf_status),
+                                framed)
         self.out.append(ex.frame(b""))
 
     def on_body(self, data: bytes) -> None:
@@ -131,8 +135,8 @@ class FastCall:
             fw.metrics.upstream_error("reset")
             self._detach()
             fw.metrics.in_flight -= 1
-            self.loop.create_task(fw.handle(self.ex, self.request_id, self.started,
-                                            (self.route, self.grant, self.deadline), retry_of=self.lease))
+            self.ex.spawn(fw.handle(self.ex, self.request_id, self.started,
+                                    (self.route, self.grant, self.deadline), retry_of=self.lease))
             return
         if not self.streaming:
             fw.metrics.upstream_error("reset")

@@ -23,6 +23,7 @@ from proxy.errors import NotFound, PollTimeout, ProxyError, UpstreamTimeout, Ups
 from proxy.exchange import ClientGone, Exchange
 from proxy.deadlines import Deadlines
 from proxy.fast_call import FastCall
+from proxy.h2_fast_call import H2FastCall
 from proxy.headers import RouteHeaders, client_headers, upstream_head
 from proxy.limiter import Lease, Limiter
 from proxy.lookup import KeyChecker, poll_seconds, resolve, target_from_host
@@ -112,7 +113,7 @@ class Forwarder:
         try:
             fid, vid, auth, poll_h = self._target(ex)
             if fid is None:  # pexec or health: rare, the task does it
-                asyncio.get_running_loop().create_task(self.handle(ex, request_id, started))
+                ex.spawn(self.handle(ex, request_id, started))
                 return
             route, grant, deadline = self._authorize(fid, vid, auth, poll_h, started)
         except ProxyError as err:
@@ -125,14 +126,13 @@ class Forwarder:
                 ep = lease.endpoint
                 conn = self.pool.take_idle(ep.host, ep.port)
                 if conn is not None:
-                    FastCall(self, ex, route, grant, request_id, started, deadline, lease, conn)
+                    (H2FastCall if ex.http2 else FastCall)(self, ex, route, grant, request_id, started, deadline,
+                                                           lease, conn)
                     return
                 # no idle connection: the task connects, with the slot taken here
-                asyncio.get_running_loop().create_task(
-                    self.handle(ex, request_id, started, (route, grant, deadline), held=lease))
+                ex.spawn(self.handle(ex, request_id, started, (route, grant, deadline), held=lease))
                 return
-        asyncio.get_running_loop().create_task(
-            self.handle(ex, request_id, started, (route, grant, deadline)))
+        ex.spawn(self.handle(ex, request_id, started, (route, grant, deadline)))
 
     def _target(self, ex: Exchange) -> tuple:
         """(function id, version id, authorization, nvcf-poll-seconds) from the request;

@@ -161,10 +161,12 @@ class H2Server(asyncio.Protocol):
             self.streams[sid] = self.grpc.open(ev.headers, H2Downstream(self, sid), ended)
             return
         ex = H2Exchange(self, sid, method.decode("ascii", "replace"), target, headers, authority)
-        if ended:
-            ex.body.feed_eof()
         self.streams[sid] = ex
-        asyncio.get_running_loop().create_task(self._run(ex))
+        if ended:  # a request without a body: the forwarder may answer it without a task
+            ex.body.feed_eof()
+            self.forwarder.start(ex)
+        else:
+            ex.spawn(self.forwarder.handle(ex))
 
     def _malformed(self, sid: int) -> None:
         """A stream whose headers or trailers break RFC 9113 8.2/8.3: a stream error
@@ -194,9 +196,9 @@ class H2Server(asyncio.Protocol):
             pass
         self._flush_soon()
 
-    async def _run(self, ex: H2Exchange) -> None:
+    async def _run(self, ex: H2Exchange, coro) -> None:
         try:
-            await self.forwarder.handle(ex)
+            await coro
         finally:
             if ex.body.eof or ex.body.error is not None:
                 self._forget(ex.sid)

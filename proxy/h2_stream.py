@@ -14,7 +14,7 @@ from proxy.headers import HOP_BY_HOP
 if TYPE_CHECKING:
     from proxy.h2 import H2Server
 
-_STATUS = {s: b"%d" % s for s in range(100, 600)}
+STATUS_VALUES = {s: b"%d" % s for s in range(100, 600)}
 _UNIQUE = frozenset({b"nvcf-reqid", b"date"})
 
 
@@ -31,9 +31,13 @@ class H2Exchange(Exchange):
         self.no_body = method == "HEAD"
         self.scheme = conn.scheme
 
+    def spawn(self, coro) -> None:
+        """The stream's task, run by the connection so the stream is forgotten after it."""
+        self.conn._loop.create_task(self.conn._run(self, coro))
+
     def start_response(self, status: int, headers: Headers, flush: bool = True) -> None:
         self.response_started = True
-        out = [(b":status", _STATUS.get(status) or b"%d" % status)]
+        out = [(b":status", STATUS_VALUES.get(status) or b"%d" % status)]
         for n, v in headers:
             if n in _UNIQUE:  # a new value per response: kept out of the HPACK table
                 out.append(NeverIndexedHeaderTuple(n, v))

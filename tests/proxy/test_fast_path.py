@@ -341,3 +341,93 @@ async def test_bytes_from_an_idle_pooled_connection_retire_it(env):
                 await asyncio.sleep(0.1)  # the stray bytes arrive while the connection is idle
     finally:
         await up.stop()
+
+
+# -- HTTP/2 clients (proxy/h2_fast_call.py) ---------------------------------------------------
+
+async def test_http2_both_paths_return_the_same_headers_and_body(env, echo_up):
+    env.publish([route(echo_up.port)])
+    async with httpx.AsyncClient(http1=False, http2=True) as c:
+        first = await c.get(f"{env.url}/v1/x?size=3000", headers=env.headers())
+        second = await c.get(f"{env.url}/v1/x?size=3000", headers=env.headers())
+    assert env.gw.pool.opened == 1  # the second request took the pooled connection: the fast path
+    assert first.http_version == second.http_version == "HTTP/2"
+    assert first.status_code == second.status_code == 200 and first.content == second.content == b"x" * 3000
+    assert {k.lower() for k in first.headers} == {k.lower() for k in second.headers}
+    assert second.headers["nvcf-status"] == "fulfilled" and second.headers["nvcf-reqid"] != first.headers["nvcf-reqid"]
+    await asyncio.sleep(0.05)
+    assert env.gw.metrics.in_flight == 0 and not env.gw.limiter.in_flight
+
+
+async def test_http2_response_larger_than_the_client_window_arrives_whole(env, echo_up):
+    """A client with a 16 KiB window reading a 1 MiB body: the fast path waits for each
+    WINDOW_UPDATE, pausing the instance, and loses nothing."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.settings
+
+    env.publish([route(echo_up.port)])
+    async with httpx.AsyncClient() as c:  # warm the pool
+        assert (await c.get(f"{env.url}/", headers=env.headers())).status_code == 200
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    conn.local_settings = h2.settings.Settings(client=True, initial_values={
+        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 16384})
+    conn.initiate_connection()
+    h = env.headers()
+    conn.send_headers(1, [(":method", "GET"), (":scheme", "http"), (":path", "/?size=1048576"),
+                          (":authority", h["Host"]), ("authorization", h["Authorization"])], end_stream=True)
+    writer.write(conn.data_to_send())
+    got, status, ended = 0, None, False
+    while not ended:
+        data = await asyncio.wait_for(reader.read(65536), 10)
+        assert data, "the gateway closed the connection"
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.ResponseReceived):
+                status = dict(ev.headers)[b":status"]
+            elif isinstance(ev, h2.events.DataReceived):
+                got += len(ev.data)
+                await asyncio.sleep(0.001)  # a slow reader
+                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded):
+                ended = True
+        writer.write(conn.data_to_send())
+    writer.close()
+    assert status == b"200" and got == 1048576
+    assert env.gw.pool.opened == 1  # it was the pooled connection: the fast path
+    await asyncio.sleep(0.05)
+    assert env.gw.metrics.in_flight == 0 and not env.gw.limiter.in_flight
+
+
+async def test_http2_event_stream_is_relayed_event_by_event(env):
+    async def script(n, reader, writer):
+        if n == 1:
+            writer.write(ok())
+            await writer.drain()
+            return True
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i in range(3):
+            event = b"data: %d\n\n" % i
+            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+            await writer.drain()
+            await asyncio.sleep(0.3)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    up = await instance(script)
+    try:
+        env.publish([route(up.port)])
+        async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as c:
+            assert (await c.get(f"{env.url}/", headers=env.headers())).status_code == 200
+            arrivals = []
+            async with c.stream("GET", f"{env.url}/", headers=env.headers(Accept="text/event-stream")) as r:
+                assert r.headers["content-type"] == "text/event-stream" and r.http_version == "HTTP/2"
+                async for chunk in r.aiter_raw():
+                    arrivals.append((time.monotonic(), chunk))
+        assert b"".join(c for _, c in arrivals) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+        assert arrivals[-1][0] - arrivals[0][0] > 0.4  # not held until the end
+        assert env.gw.metrics.sse_open == 0 and env.gw.pool.opened == 1
+    finally:
+        await up.stop()
