@@ -103,6 +103,21 @@ class BodyBuffer:
         return data
 
 
+class _EndedEmpty(BodyBuffer):
+    """The body of every request that has none (HTTP/1.1 without Content-Length or
+    Transfer-Encoding, RFC 9112 6.3; an HTTP/2 HEADERS frame with END_STREAM): ended
+    and empty, so one shared buffer serves them all, and nothing may feed it."""
+
+    __slots__ = ()
+
+    def feed(self, data: bytes) -> None:
+        raise RuntimeError("a request without a body received body bytes")
+
+
+ENDED_EMPTY = _EndedEmpty(1 << 62, lambda n: None)
+ENDED_EMPTY.eof = True
+
+
 class Exchange(ABC):
     """Base for one request/response on a client connection (see the module docstring)."""
 

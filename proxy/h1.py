@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from proxy.errors import BadRequest, HeadersTooLarge, ProxyError, RequestTimeout
-from proxy.exchange import BodyBuffer, ClientGone, Exchange, Headers
+from proxy.exchange import ENDED_EMPTY, BodyBuffer, ClientGone, Exchange, Headers
 
 if TYPE_CHECKING:
     from proxy.config import GatewayConfig
@@ -33,10 +33,6 @@ _NO_BODY_STATUS = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 WHOLE_BODY_MAX = 64 * 1024  # request bodies up to this size are received before forwarding
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
-# The body of every request without Content-Length or Transfer-Encoding (RFC 9112 6.3):
-# ended and empty, so one shared, never-changing buffer serves them all.
-_NO_BODY = BodyBuffer(1 << 62, lambda n: None)
-_NO_BODY.eof = True
 
 
 def status_line(status: int) -> bytes:
@@ -298,7 +294,7 @@ class H1Server(asyncio.Protocol):
         method = p.get_method()
         ex = H1Exchange(self, _METHODS.get(method) or method.decode("ascii"), self._url, headers, authority,
                         p.should_keep_alive(), expect, whole,
-                        BodyBuffer(self.config.max_body_buffer, self.body_consumed) if cl or te else _NO_BODY)
+                        BodyBuffer(self.config.max_body_buffer, self.body_consumed) if cl or te else ENDED_EMPTY)
         self._parsing = ex
         if self._current is None:
             self._start(ex)

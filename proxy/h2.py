@@ -160,10 +160,9 @@ class H2Server(asyncio.Protocol):
         if grpc and self.grpc is not None:
             self.streams[sid] = self.grpc.open(ev.headers, H2Downstream(self, sid), ended)
             return
-        ex = H2Exchange(self, sid, method.decode("ascii", "replace"), target, headers, authority)
+        ex = H2Exchange(self, sid, method.decode("ascii", "replace"), target, headers, authority, ended)
         self.streams[sid] = ex
         if ended:  # a request without a body: the forwarder may answer it without a task
-            ex.body.feed_eof()
             self.forwarder.start(ex)
         else:
             ex.spawn(self.forwarder.handle(ex))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from h2.errors import ErrorCodes
 from hpack import NeverIndexedHeaderTuple
 
-from proxy.exchange import BodyBuffer, Exchange, Headers
+from proxy.exchange import ENDED_EMPTY, BodyBuffer, Exchange, Headers
 from proxy.headers import HOP_BY_HOP
 
 if TYPE_CHECKING:
@@ -22,9 +22,9 @@ class H2Exchange(Exchange):
     __slots__ = ("conn", "sid", "_pending", "no_body")
 
     def __init__(self, conn: "H2Server", sid: int, method: str, target: bytes, headers: Headers,
-                 authority: bytes) -> None:
+                 authority: bytes, ended: bool = False) -> None:
         super().__init__(method, target, headers, authority, conn.client_addr, True,
-                         BodyBuffer(conn.config.max_body_buffer, lambda n: conn.ack(sid, n)))
+                         ENDED_EMPTY if ended else BodyBuffer(conn.config.max_body_buffer, lambda n: conn.ack(sid, n)))
         self.conn = conn
         self.sid = sid
         self._pending: list[bytes] = []
