@@ -15,10 +15,11 @@ from bench.fngate import GatewayProcess, Upstream, invoke_headers
 from bench.grpc_load import GrpcEcho, grpc_body, probe
 from bench.nginx import Nginx
 from bench.procs import PYTHON, Proc, free_port, layouts, wait_port
-from bench.report import DIRECT, FNGATE, NGINX, Row
+from bench.report import CEILING, DIRECT, FNGATE, NGINX, Row
 from bench.runner import Settings, Target, alternate, fngate_unavailable, say
 
 HTTP1_SIZES = {"small": "/small", "1k": "/1k", "1m": "/1m"}
+MINIMAL = "minimal Python proxy (no features)"
 
 
 def _wrk(settings: Settings, connections: int | None = None) -> Callable[[Target, float], loadgen.Sample]:
@@ -54,6 +55,12 @@ def http1(settings: Settings, skipped: dict, sizes: tuple[str, ...] = ("small", 
         stack.callback(iso_up.stop)
         proxy = Nginx.proxy(settings.work, iso_up.port, lay["iso"].sut, settings.logs)
         stack.callback(proxy.stop)
+        # the design's ceiling: the same machinery as fngate's fast path, none of its features
+        minimal_port = free_port()
+        minimal = Proc("minimal-proxy", [PYTHON, "-m", "bench.minimal_proxy", "--port", str(minimal_port),
+                                         "--upstream-port", str(iso_up.port)], lay["iso"].sut, settings.logs)
+        stack.callback(minimal.stop)
+        wait_port(minimal_port, proc=minimal)
         gateway = None
         if _fngate_or_skip(settings, skipped, "http1"):
             gateway = GatewayProcess([Upstream("static", "127.0.0.1", iso_up.port)], lay["iso"].sut, settings.work, settings.logs)
@@ -64,14 +71,17 @@ def http1(settings: Settings, skipped: dict, sizes: tuple[str, ...] = ("small", 
                 Target("nginx static (direct)", DIRECT, direct_up.proc, lay["direct"], f"http://127.0.0.1:{direct_up.port}{path}"),
                 Target("nginx proxy", NGINX, proxy.proc, lay["iso"], f"http://127.0.0.1:{proxy.port}{path}"),
             ]
+            if size == "small":
+                targets.append(Target(MINIMAL, CEILING, minimal, lay["iso"], f"http://127.0.0.1:{minimal_port}{path}"))
             if gateway:
                 targets.append(Target("fngate", FNGATE, gateway.proc, lay["iso"], f"http://127.0.0.1:{gateway.port}{path}",
-                                      invoke_headers("static")))
+                                      invoke_headers("static"), baseline=MINIMAL if size == "small" else None))
             rows += alternate(f"http1-{size}", f"wrk -t1 -c{settings.connections}", targets, _wrk(settings), settings)
             if size == "small":
                 # Added latency without queueing: one connection, one request at a time. (Under
                 # saturation a closed-loop p50 is connections / throughput, not a proxy's delay.)
-                rows += alternate("http1-latency", "wrk -t1 -c1", targets[1:], _wrk(settings, 1), settings)
+                latency = [t for t in targets if t.role != DIRECT]
+                rows += alternate("http1-latency", "wrk -t1 -c1", latency, _wrk(settings, 1), settings)
     return rows
 
 
