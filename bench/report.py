@@ -240,6 +240,10 @@ def markdown(doc: dict) -> str:
             out.append("")
     if doc.get("notes"):
         out += ["## Notes", ""] + [f"- {n}" for n in doc["notes"]] + [""]
+    if doc.get("analysis"):
+        out += ["## Where the remaining time goes (analysis)", "",
+                "Written by hand from a profiled run (`bench/analysis.md`); check it against the figures above.", "",
+                doc["analysis"].strip(), ""]
     return "\n".join(out)
 
 
@@ -265,8 +269,13 @@ def _sse_holding(holds: list[dict]) -> list[str]:
     return out
 
 
+ANALYSIS = Path(__file__).with_name("analysis.md")
+
+
 def write(doc: dict, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
+    if "analysis" not in doc and ANALYSIS.exists():
+        doc["analysis"] = ANALYSIS.read_text()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     json_path, md_path = out_dir / f"bench-{stamp}.json", out_dir / f"bench-{stamp}.md"
     json_path.write_text(json.dumps(doc, indent=1))

@@ -121,7 +121,10 @@ class FastCall:
             return
         if self.streaming:
             self.last = self.loop.time()
-            if client.write_paused:  # a slow client: stop reading from the instance until it drains
+            # A slow client: stop reading from the instance until it drains. The client's
+            # transport may hold up to max_body_buffer first, as the task path's buffer does:
+            # pausing at every high-water mark costs two epoll calls per 64 KiB.
+            if client.write_paused and client.transport.get_write_buffer_size() >= self.fw.config.max_body_buffer:
                 self.conn.transport.pause_reading()
                 client.on_writable = self._client_writable
 
