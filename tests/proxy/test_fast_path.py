@@ -431,3 +431,31 @@ async def test_http2_event_stream_is_relayed_event_by_event(env):
         assert env.gw.metrics.sse_open == 0 and env.gw.pool.opened == 1
     finally:
         await up.stop()
+
+
+async def test_slow_reader_on_the_fast_path_backpressures_the_instance(env, echo_up):
+    """The client stops reading a 300 MB response: the gateway buffers at most about
+    max_body_buffer for it, then stops reading from the instance; reading resumes the flow."""
+    import psutil
+
+    env.publish([route(echo_up.port)])
+    async with httpx.AsyncClient() as c:
+        assert (await c.get(f"{env.url}/", headers=env.headers())).status_code == 200
+    mb = 1 << 20
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port, limit=64 * 1024)
+    h = env.headers()
+    writer.write(b"GET /?size=%d HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\n\r\n"
+                 % (300 * mb, h["Host"].encode(), h["Authorization"].encode()))
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    await reader.read(64 * 1024)
+    assert env.gw.pool.opened == 1  # the pooled connection: the fast path
+    before = psutil.Process().memory_info().rss
+    await asyncio.sleep(1.0)  # not reading
+    grown = psutil.Process().memory_info().rss - before
+    got = 0
+    while got < 8 * mb:
+        chunk = await asyncio.wait_for(reader.read(1 << 20), 5)
+        assert chunk
+        got += len(chunk)
+    writer.close()
+    assert grown < 20 * mb, grown
