@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import inspect
 import logging
+import os
 import resource
 import socket
 import ssl
@@ -56,6 +58,28 @@ def raise_open_files_limit() -> int:
         except (ValueError, OSError):
             pass
     return soft
+
+
+# glibc's defaults give memory back to the kernel as soon as 128 KiB lie free at the
+# top of the heap, and grow it by as little. Relaying large bodies allocates and frees
+# buffers of hundreds of KiB all the time, so the heap shrank and grew (brk and page
+# faults) on every response: 1 MiB responses ran at 500-1,000 req/s, and at ~1,850
+# with these two settings. The gateway keeps at most 32 MiB free before trimming.
+_TRIM_THRESHOLD = 32 * 1024 * 1024
+_TOP_PAD = 8 * 1024 * 1024
+_M_TRIM_THRESHOLD, _M_TOP_PAD = -1, -2  # mallopt(3) parameter numbers
+
+
+def tune_malloc() -> bool:
+    """Set glibc's heap trim threshold and top pad (see above), unless the operator set
+    them through MALLOC_TRIM_THRESHOLD_ / MALLOC_TOP_PAD_; False where there is no glibc."""
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_") or os.environ.get("MALLOC_TOP_PAD_"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)) and bool(libc.mallopt(_M_TOP_PAD, _TOP_PAD))
+    except (OSError, AttributeError):
+        return False
 
 
 class Gateway:
@@ -109,6 +133,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         cfg = self.config
         raise_open_files_limit()
+        tune_malloc()
         reuse = cfg.workers > 1
         tls = None
         if cfg.tls_cert:

@@ -67,6 +67,23 @@ async def instance(script) -> ScriptedInstance:
     return await ScriptedInstance(script).start()
 
 
+async def plain_then_events(n, reader, writer) -> bool:
+    """A plain answer first (it warms the pool), then three events 0.3 s apart."""
+    if n == 1:
+        writer.write(ok())
+        await writer.drain()
+        return True
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for i in range(3):
+        event = b"data: %d\n\n" % i
+        writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+        await writer.drain()
+        await asyncio.sleep(0.3)
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
+    return True
+
+
 async def test_both_paths_send_and_return_the_same_headers(env, echo_up):
     env.publish([route(echo_up.port)])
     async with httpx.AsyncClient() as c:
@@ -194,22 +211,7 @@ async def test_client_disconnect_mid_response_closes_the_instance_connection(env
 
 
 async def test_event_stream_is_relayed_event_by_event(env):
-    async def script(n, reader, writer):
-        if n == 1:
-            writer.write(ok())
-            await writer.drain()
-            return True
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-        for i in range(3):
-            event = b"data: %d\n\n" % i
-            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
-            await writer.drain()
-            await asyncio.sleep(0.3)
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
-        return True
-
-    up = await instance(script)
+    up = await instance(plain_then_events)
     try:
         env.publish([route(up.port)])
         async with httpx.AsyncClient(timeout=10) as c:
@@ -401,22 +403,7 @@ async def test_http2_response_larger_than_the_client_window_arrives_whole(env, e
 
 
 async def test_http2_event_stream_is_relayed_event_by_event(env):
-    async def script(n, reader, writer):
-        if n == 1:
-            writer.write(ok())
-            await writer.drain()
-            return True
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-        for i in range(3):
-            event = b"data: %d\n\n" % i
-            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
-            await writer.drain()
-            await asyncio.sleep(0.3)
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
-        return True
-
-    up = await instance(script)
+    up = await instance(plain_then_events)
     try:
         env.publish([route(up.port)])
         async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as c:

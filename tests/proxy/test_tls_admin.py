@@ -80,3 +80,18 @@ def test_gateway_lifts_its_open_files_limit_to_the_hard_limit():
     lifted, now, hard = map(int, out)
     expected = hard if hard != resource.RLIM_INFINITY else now
     assert lifted == now == expected
+
+
+def test_gateway_heap_tuning_leaves_an_operator_setting_alone():
+    """tune_malloc applies on glibc, and never when the operator chose their own values."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from proxy.server import tune_malloc; print(tune_malloc())"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "True"
+    env["MALLOC_TRIM_THRESHOLD_"] = "1048576"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
