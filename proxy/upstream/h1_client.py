@@ -212,16 +212,8 @@ class H1Upstream(asyncio.Protocol):
     # -- used by the forwarder ----------------------------------------------------------
     def start(self, head: bytes, no_body: bool) -> None:
         """Send a request head; `no_body`: the response has no body (HEAD)."""
+        self._new_exchange(no_body)
         self._head = asyncio.get_running_loop().create_future()
-        self._status = 0
-        self._raw = b""
-        self._raw_pos = 0
-        self._block = b""
-        self.body = None
-        self._complete = False
-        self._no_body = no_body
-        self._any_byte = False
-        self.reusable_body = True
         if self.closed:  # closed by the instance before we wrote anything
             self._head.set_exception(UpstreamLost("instance closed the connection", True))
             return
@@ -229,7 +221,12 @@ class H1Upstream(asyncio.Protocol):
 
     def start_sink(self, request: bytes, no_body: bool, sink: ResponseSink) -> None:
         """Send a whole request (head and body) and push the response to `sink`."""
+        self._new_exchange(no_body)
         self._head = None
+        self.sink = sink
+        self.transport.write(request)
+
+    def _new_exchange(self, no_body: bool) -> None:
         self._status = 0
         self._raw = b""
         self._raw_pos = 0
@@ -239,8 +236,6 @@ class H1Upstream(asyncio.Protocol):
         self._no_body = no_body
         self._any_byte = False
         self.reusable_body = True
-        self.sink = sink
-        self.transport.write(request)
 
     async def write(self, data: bytes) -> None:
         if self.closed:
