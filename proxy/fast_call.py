@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from proxy.upstream.h1_client import H1Upstream
 
 _TIMEOUT_DETAIL = "the instance sent no response headers within the poll window"
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # framed with content-length: 0 even when empty
 
 
 class FastCall:
@@ -214,5 +215,3 @@ class FastCall:
         metrics.in_flight -= 1
         metrics.observe(self.route.function_id, status, time.monotonic() - self.started)
 
-
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})

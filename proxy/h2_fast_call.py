@@ -16,10 +16,9 @@ from hpack import NeverIndexedHeaderTuple
 
 from proxy.fast_call import FastCall
 from proxy.h2_stream import STATUS_VALUES
-from proxy.headers import parse_header_block
+from proxy.headers import client_head_fields
 
 _GONE = (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError)
-_PARSED: dict[bytes, list] = {}
 
 
 class H2FastCall(FastCall):
@@ -28,12 +27,7 @@ class H2FastCall(FastCall):
     def _client_head(self, status: int, lines: bytes, framed: bool, nvcf_status: bytes) -> None:
         ex = self.ex
         ex.response_started = True
-        parsed = _PARSED.get(lines)
-        if parsed is None:  # an instance sends the same head again and again: keep recent ones
-            if len(_PARSED) >= 512:
-                _PARSED.clear()
-            parsed = _PARSED[lines] = parse_header_block(lines)
-        headers = [(b":status", STATUS_VALUES.get(status) or b"%d" % status), *parsed]
+        headers = [(b":status", STATUS_VALUES.get(status) or b"%d" % status), *client_head_fields(lines)]
         headers.append(NeverIndexedHeaderTuple(b"nvcf-reqid", self.request_id))  # new every time: not indexed
         headers.append((b"nvcf-status", nvcf_status))
         if status in (204, 304) or status < 200:

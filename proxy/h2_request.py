@@ -73,10 +73,13 @@ def _check_value(name: bytes, value: bytes) -> None:
         _good_values.add(value)
 
 
+_REQUEST_PSEUDO = frozenset({b":method", b":path", b":authority", b":scheme", b":protocol"})
+
+
 def read_request(headers: Headers) -> tuple[bytes, bytes, bytes, bool, Headers, int]:
     """(method, path, authority, is_grpc, regular fields, header list size) of a valid
     request block; raises Malformed. The size is RFC 9113 6.5.2's (32 per field)."""
-    method = path = authority = protocol = scheme = None
+    pseudo: dict[bytes, bytes] = {}
     host = None
     grpc = False
     fields: Headers = []
@@ -87,28 +90,11 @@ def read_request(headers: Headers) -> tuple[bytes, bytes, bytes, bool, Headers, 
         if name[:1] == b":":
             if fields:
                 raise Malformed(f"pseudo-header {name!r} after a regular field")
-            if name == b":method":
-                if method is not None:
-                    raise Malformed("duplicate :method")
-                method = value
-            elif name == b":path":
-                if path is not None:
-                    raise Malformed("duplicate :path")
-                path = value
-            elif name == b":authority":
-                if authority is not None:
-                    raise Malformed("duplicate :authority")
-                authority = value
-            elif name == b":scheme":
-                if scheme is not None:
-                    raise Malformed("duplicate :scheme")
-                scheme = value
-            elif name == b":protocol":
-                if protocol is not None:
-                    raise Malformed("duplicate :protocol")
-                protocol = value
-            else:
+            if name not in _REQUEST_PSEUDO:
                 raise Malformed(f"pseudo-header {name!r} not allowed in a request")
+            if name in pseudo:
+                raise Malformed(f"duplicate {name.decode()}")
+            pseudo[name] = value
             _check_value(name, value)
             continue
         if name == b"cookie":  # checked once joined, as h2 does
@@ -131,6 +117,8 @@ def read_request(headers: Headers) -> tuple[bytes, bytes, bytes, bool, Headers, 
         cookie = b"; ".join(cookies)
         _check_value(b"cookie", cookie)
         fields.append((b"cookie", cookie))
+    method, path, authority = pseudo.get(b":method"), pseudo.get(b":path"), pseudo.get(b":authority")
+    scheme, protocol = pseudo.get(b":scheme"), pseudo.get(b":protocol")
     if method is None:
         raise Malformed("no :method")
     if method == b"CONNECT" and protocol is None:

@@ -144,26 +144,37 @@ def parse_header_block(block: bytes) -> Headers:
     return [(n.lower(), v) for n, v in _FIELD.findall(block)]
 
 
-_HEAD_CACHE: dict[bytes, tuple[bytes, bool, bool]] = {}
+# An instance sends the same head again and again (until its Date changes), so the
+# work done on a head is kept for recent ones: at most 512 heads of up to 2 KiB each.
 _HEAD_CACHE_MAX = 512
 _HEAD_CACHE_BLOCK = 2048
+_REWRITTEN: dict[bytes, tuple[bytes, bool, bool]] = {}
+_FIELDS: dict[bytes, Headers] = {}
+
+
+def _recent(cache: dict, key: bytes, compute):
+    hit = cache.get(key)
+    if hit is None:
+        hit = compute(key)
+        if len(key) <= _HEAD_CACHE_BLOCK:
+            if len(cache) >= _HEAD_CACHE_MAX:
+                cache.clear()
+            cache[key] = hit
+    return hit
 
 
 def client_head_block(block: bytes) -> tuple[bytes, bool, bool]:
     """The instance's header lines re-written for the client, without a per-header step:
     (lines, framed by content-length, is an event stream). Same rules as client_headers
     (hop-by-hop headers dropped and gateway-owned ones too; the caller adds nvcf-reqid
-    and nvcf-status). An instance sends the same head again and again (until its Date
-    changes), so recent results are kept."""
-    hit = _HEAD_CACHE.get(block)
-    if hit is not None:
-        return hit
-    out = _rewrite_block(block)
-    if len(block) <= _HEAD_CACHE_BLOCK:
-        if len(_HEAD_CACHE) >= _HEAD_CACHE_MAX:
-            _HEAD_CACHE.clear()
-        _HEAD_CACHE[block] = out
-    return out
+    and nvcf-status). Kept for recent heads."""
+    return _recent(_REWRITTEN, block, _rewrite_block)
+
+
+def client_head_fields(lines: bytes) -> Headers:
+    """client_head_block's lines as [(name, value)] for an HTTP/2 client (kept for recent
+    heads; the list is shared, so callers copy it before adding to it)."""
+    return _recent(_FIELDS, lines, parse_header_block)
 
 
 def _rewrite_block(block: bytes) -> tuple[bytes, bool, bool]:

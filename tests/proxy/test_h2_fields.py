@@ -110,6 +110,15 @@ def test_a_valid_request_is_split_for_the_driver():
     assert read_request(cookies)[4] == list(normalize_inbound_headers(cookies, REQUEST))[4:]
 
 
+
+async def open_raw_h2(env, method: bytes):
+    """(writer, client, request pseudo-headers, authorisation fields) on a new connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
+    auth = [(k.lower().encode(), v.encode()) for k, v in env.headers().items()]
+    head = [(b":method", method), (b":scheme", b"http"), (b":path", b"/"), (b":authority", env.host().encode())]
+    return writer, RawH2Client(reader, writer), head, auth
+
+
 @pytest.mark.parametrize("bad", [
     [(b"x-note", b"a\r\nx-injected: 1")],
     [(b"x-note", b"a\x00b")],
@@ -119,10 +128,7 @@ def test_a_valid_request_is_split_for_the_driver():
 ])
 async def test_a_malformed_request_is_refused_on_its_stream_only(env, echo_up, bad):
     env.publish([route(echo_up.port)])
-    reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
-    client = RawH2Client(reader, writer)
-    auth = [(k.lower().encode(), v.encode()) for k, v in env.headers().items()]
-    head = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", env.host().encode())]
+    writer, client, head, auth = await open_raw_h2(env, b"GET")
     try:
         client.h2.send_headers(1, head + auth + bad, end_stream=True)
         client.flush()
@@ -136,10 +142,7 @@ async def test_a_malformed_request_is_refused_on_its_stream_only(env, echo_up, b
 
 async def test_malformed_trailers_end_the_request_with_a_reset(env, echo_up):
     env.publish([route(echo_up.port)])
-    reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
-    client = RawH2Client(reader, writer)
-    auth = [(k.lower().encode(), v.encode()) for k, v in env.headers().items()]
-    head = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", env.host().encode())]
+    writer, client, head, auth = await open_raw_h2(env, b"POST")
     try:
         client.h2.send_headers(1, head + auth)
         client.h2.send_data(1, b"body")
@@ -155,10 +158,7 @@ async def test_malformed_trailers_end_the_request_with_a_reset(env, echo_up):
 
 async def test_split_cookie_fields_reach_an_http1_instance_as_one(env, echo_up):
     env.publish([route(echo_up.port)])
-    reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
-    client = RawH2Client(reader, writer)
-    auth = [(k.lower().encode(), v.encode()) for k, v in env.headers().items()]
-    head = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", env.host().encode())]
+    writer, client, head, auth = await open_raw_h2(env, b"GET")
     try:
         client.h2.send_headers(1, head + auth + [(b"cookie", b"a=1"), (b"x-a", b"1"), (b"cookie", b"b=2")], end_stream=True)
         client.flush()
