@@ -42,7 +42,7 @@ test-all: install
 
 bench: install
 	$(call ensure-tools,nginx:nginx wrk:wrk h2load:nghttp2-client redis-server:redis-server taskset:util-linux)
-	$(PY) -m bench $(ARGS)
+	$(PY) -m fngate.bench $(ARGS)
 
 loadtest-smoke: install
 	$(VENV)/bin/fngate loadtest smoke $(ARGS)

@@ -20,9 +20,9 @@ def _sample(module: str) -> list[str]:
 
 
 DEFAULT_IMAGES: dict[str, list[str]] = {
-    "fngate/echo": _sample("backends.samples.echo"),
-    "fngate/sse": _sample("backends.samples.sse"),
-    "fngate/grpc-echo": _sample("backends.samples.grpc_echo"),
+    "fngate/echo": _sample("fngate.backends.samples.echo"),
+    "fngate/sse": _sample("fngate.backends.samples.sse"),
+    "fngate/grpc-echo": _sample("fngate.backends.samples.grpc_echo"),
 }
 
 

@@ -1,6 +1,6 @@
-"""`python -m bench` (`make bench`): fngate against nginx and against the direct path, in one run.
+"""`python -m fngate.bench` (`make bench`): fngate against nginx and against the direct path, in one run.
 
-    python -m bench [--only http1,h2,grpc,...] [--runs 3] [--duration 10] [--out bench/results]
+    python -m fngate.bench [--only http1,h2,grpc,...] [--runs 3] [--duration 10] [--out bench/results]
 
 Every scenario starts its own servers on free ports, measures them with wrk / h2load
 under taskset pinning, and stops them; then the micro benches run; the report
@@ -19,17 +19,17 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import memory, scenarios, sse
-from bench.micro import run_micro
-from bench.procs import ROOT, cpu_count, layouts
-from bench.report import compute_ratios, machine, markdown, targets, write
-from bench.runner import Settings, say
+from fngate.bench import memory, scenarios, sse
+from fngate.bench.micro import run_micro
+from fngate.bench.procs import ROOT, cpu_count, layouts
+from fngate.bench.report import compute_ratios, machine, markdown, targets, write
+from fngate.bench.runner import Settings, say
 
 SCENARIOS = ("http1", "echo", "h2", "grpc", "sse", "memory", "workers", "micro")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m fngate.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of: {', '.join(SCENARIOS)}")
     p.add_argument("--runs", type=int, default=3, help="measured runs per target (alternating order); the median is reported")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")

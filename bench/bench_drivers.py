@@ -18,9 +18,9 @@ import h2.connection
 
 from hyperframe.frame import HeadersFrame
 
-from proxy.config import GatewayConfig
-from proxy.h1 import H1Server
-from proxy.h2 import H2Server
+from fngate.proxy.config import GatewayConfig
+from fngate.proxy.h1 import H1Server
+from fngate.proxy.h2 import H2Server
 
 BATCH = 1000
 REQUEST = (b"GET /v1/infer HTTP/1.1\r\nHost: fn.invocation.localhost\r\nUser-Agent: wrk\r\n"

@@ -20,10 +20,10 @@ from h2.connection import H2Connection
 from h2.events import DataReceived, RequestReceived, StreamEnded
 from h2.settings import SettingCodes, Settings
 
-from proxy.grpc import MessageFraming
-from proxy.grpc_relay import GrpcHandler
-from proxy.routing import Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
-from proxy.upstream.h2_client import H2UpstreamPool
+from fngate.proxy.grpc import MessageFraming
+from fngate.proxy.grpc_relay import GrpcHandler
+from fngate.proxy.routing import Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
+from fngate.proxy.upstream.h2_client import H2UpstreamPool
 
 FID = "50000000-0000-4000-8000-000000000001"
 VID = "60000000-0000-4000-8000-000000000001"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bench.fngate import Upstream, build_table, function_id
-from proxy.headers import RouteHeaders, client_headers, upstream_head
+from fngate.bench.fngate import Upstream, build_table, function_id
+from fngate.proxy.headers import RouteHeaders, client_headers, upstream_head
 
 ROUTE = next(iter(build_table([Upstream("fn", "127.0.0.1", 9000)]).functions[function_id("fn")].values()))
 REQUEST = [

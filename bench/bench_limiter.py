@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.fngate import Upstream, build_table, function_id
-from proxy.limiter import Limiter
-from proxy.routing import Endpoint, SnapshotHolder
+from fngate.bench.fngate import Upstream, build_table, function_id
+from fngate.proxy.limiter import Limiter
+from fngate.proxy.routing import Endpoint, SnapshotHolder
 
 
 def _route(instances: int):

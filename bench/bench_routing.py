@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from bench.fngate import BENCH_KEY, Upstream, build_table, function_id
-from proxy.grpc_route import route_call
-from proxy.lookup import KeyChecker, resolve, target_from_host
-from proxy.routing import RoutingTable, key_digest
+from fngate.bench.fngate import BENCH_KEY, Upstream, build_table, function_id
+from fngate.proxy.grpc_route import route_call
+from fngate.proxy.lookup import KeyChecker, resolve, target_from_host
+from fngate.proxy.routing import RoutingTable, key_digest
 
 SIZES = (10, 1_000, 100_000)
 _tables: dict[int, RoutingTable] = {}

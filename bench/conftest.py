@@ -1,6 +1,6 @@
 """pytest config for the micro benchmarks: collect `bench_*.py` here (never in `make test`).
 
-`make test` collects only tests/ (testpaths); `pytest bench/` (what `python -m bench`
+`make test` collects only tests/ (testpaths); `pytest bench/` (what `python -m fngate.bench`
 runs, with --benchmark-json) collects the `bench_*.py` modules of this directory.
 """
 

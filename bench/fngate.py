@@ -1,6 +1,6 @@
 """fngate's gateway as a system under test: a static routing table, one process per run.
 
-`GatewayProcess` starts `python -m bench.fngate` (this module's `main`), which builds
+`GatewayProcess` starts `python -m fngate.bench.fngate` (this module's `main`), which builds
 the gateway (`proxy.server.Gateway`) on free ports, publishes the table into its
 SnapshotHolder and writes the bound ports to a ready file; with `--workers N > 1` it
 starts the gateway's own WorkerPool (proxy.workers, SO_REUSEPORT) fed from a private
@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procs import PYTHON, Proc, free_port, wait_port
+from fngate.bench.procs import PYTHON, Proc, free_port, wait_port
 
 BENCH_KEY = "nvapi-bench-" + "k" * 40
 INVOKE_SCOPES = ("invoke_function", "list_functions", "queue_details")
@@ -40,8 +40,8 @@ class Upstream:
 def gateway_available() -> str | None:
     """None when the gateway can be imported, else why not (the fngate rows are skipped)."""
     try:
-        import proxy.config  # noqa: F401
-        import proxy.server  # noqa: F401
+        import fngate.proxy.config  # noqa: F401
+        import fngate.proxy.server  # noqa: F401
     except ImportError as e:
         return f"the gateway is not importable ({e})"
     return None
@@ -52,7 +52,7 @@ def function_id(name: str) -> str:
 
 
 def build_table(upstreams: list[Upstream], max_concurrency: int = 4096):
-    from proxy.routing import Endpoint, KeyGrant, RoutingTable, VersionRoute, key_digest
+    from fngate.proxy.routing import Endpoint, KeyGrant, RoutingTable, VersionRoute, key_digest
 
     routes = []
     for u in upstreams:
@@ -83,7 +83,7 @@ class GatewayProcess:
         table_path.write_bytes(build_table(upstreams, max_concurrency).to_json())
         ready = work / f"{self.name}-ready.json"
         ready.unlink(missing_ok=True)
-        cmd = [PYTHON, "-m", "bench.fngate", "--table", str(table_path), "--ready-file", str(ready),
+        cmd = [PYTHON, "-m", "fngate.bench.fngate", "--table", str(table_path), "--ready-file", str(ready),
                "--workers", str(workers)]
         self.redis: Proc | None = None
         if workers > 1:  # worker processes read the snapshot from Redis, as with `fngate serve --workers N`
@@ -128,8 +128,8 @@ async def _start_workers(config, table_json: bytes, redis_url: str):
     """N worker processes (proxy.workers) fed from Redis, where the table is published first."""
     import redis.asyncio as aioredis
 
-    from proxy.sources import ROUTING_KEY
-    from proxy.workers import WorkerPool
+    from fngate.proxy.sources import ROUTING_KEY
+    from fngate.proxy.workers import WorkerPool
 
     client = aioredis.from_url(redis_url)
     await client.set(ROUTING_KEY, table_json)
@@ -141,9 +141,9 @@ async def _start_workers(config, table_json: bytes, redis_url: str):
 
 
 async def _serve(table_path: Path, ready_file: Path, workers: int, redis_url: str | None) -> None:
-    from proxy.config import GatewayConfig
-    from proxy.routing import RoutingTable, SnapshotHolder
-    from proxy.server import Gateway
+    from fngate.proxy.config import GatewayConfig
+    from fngate.proxy.routing import RoutingTable, SnapshotHolder
+    from fngate.proxy.server import Gateway
 
     config = GatewayConfig(host="127.0.0.1", http_port=0, grpc_port=0, admin_port=0, workers=workers)
     if workers > 1:
@@ -166,7 +166,7 @@ async def _serve(table_path: Path, ready_file: Path, workers: int, redis_url: st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.fngate", description="the gateway with a static routing table")
+    parser = argparse.ArgumentParser(prog="python -m fngate.bench.fngate", description="the gateway with a static routing table")
     parser.add_argument("--table", type=Path, required=True, help="RoutingTable JSON")
     parser.add_argument("--ready-file", type=Path, required=True, help="where to write the bound ports")
     parser.add_argument("--workers", type=int, default=1)

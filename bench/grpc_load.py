@@ -10,14 +10,14 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from bench.procs import PYTHON, Proc, free_port, wait_port
+from fngate.bench.procs import PYTHON, Proc, free_port, wait_port
 
 PAYLOAD = b"x" * 100
 
 
 def grpc_body(replies: int) -> bytes:
     """One gRPC message (5-byte prefix + EchoRequest): unary when replies == 0, else EchoStream."""
-    from backends.samples import grpc_echo_pb2 as pb
+    from fngate.backends.samples import grpc_echo_pb2 as pb
 
     req = pb.EchoRequest(message="bench", payload=PAYLOAD, repeat=replies)
     raw = req.SerializeToString()
@@ -25,11 +25,11 @@ def grpc_body(replies: int) -> bytes:
 
 
 class GrpcEcho:
-    """`python -m backends.samples.grpc_echo --impl grpcio` on a free port."""
+    """`python -m fngate.backends.samples.grpc_echo --impl grpcio` on a free port."""
 
     def __init__(self, cpus: str | None, log_dir: Path, impl: str = "grpcio") -> None:
         self.port = free_port()
-        cmd = [PYTHON, "-m", "backends.samples.grpc_echo", "--host", "127.0.0.1", "--port", str(self.port), "--impl", impl]
+        cmd = [PYTHON, "-m", "fngate.backends.samples.grpc_echo", "--host", "127.0.0.1", "--port", str(self.port), "--impl", impl]
         self.proc = Proc(f"grpc-echo-{impl}", cmd, cpus, log_dir)
         wait_port(self.port, timeout=30, proc=self.proc)
 
@@ -41,8 +41,8 @@ def probe(address: str, headers: dict[str, str], replies: int) -> None:
     """One unary and one streaming call through `address`; raises unless both end OK."""
     import grpc
 
-    from backends.samples import grpc_echo_pb2 as pb
-    from backends.samples import grpc_echo_pb2_grpc as pb_grpc
+    from fngate.backends.samples import grpc_echo_pb2 as pb
+    from fngate.backends.samples import grpc_echo_pb2_grpc as pb_grpc
 
     metadata = tuple(headers.items())
     with grpc.insecure_channel(address) as channel:

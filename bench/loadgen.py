@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.procs import ROOT, pinned
+from fngate.bench.procs import ROOT, pinned
 
 WRK_LUA = """-- fngate bench: print wrk's figures as one JSON line
 wrk.method = "{method}"

@@ -10,11 +10,11 @@ import asyncio
 import contextlib
 import time
 
-from bench.fngate import GatewayProcess, Upstream, invoke_headers
-from bench.nginx import Nginx
-from bench.procs import Proc
-from bench.rawhttp import get
-from bench.runner import Settings, fngate_unavailable, run_async, say
+from fngate.bench.fngate import GatewayProcess, Upstream, invoke_headers
+from fngate.bench.nginx import Nginx
+from fngate.bench.procs import Proc
+from fngate.bench.rawhttp import get
+from fngate.bench.runner import Settings, fngate_unavailable, run_async, say
 
 MIB = 2**20
 

@@ -6,8 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from bench.procs import PYTHON, ROOT, pinned
-from bench.runner import say
+from fngate.bench.procs import PYTHON, ROOT, pinned
+from fngate.bench.runner import say
 
 
 def run_micro(json_path: Path, cpus: str | None, max_time: float | None = None, timeout: float = 900) -> dict:

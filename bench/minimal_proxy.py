@@ -8,7 +8,7 @@ between it and nginx is what CPython and the event loop cost, and the gap betwee
 and fngate is what the features cost. Not a product: it trusts its upstream and its
 clients completely.
 
-    python -m bench.minimal_proxy --port P --upstream-port U
+    python -m fngate.bench.minimal_proxy --port P --upstream-port U
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from bench.procs import Proc, free_port, wait_port
+from fngate.bench.procs import Proc, free_port, wait_port
 
 # path -> body size: the three response sizes of the HTTP scenarios
 BODIES = {"/small": 100, "/1k": 1024, "/1m": 1024 * 1024}

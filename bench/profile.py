@@ -13,7 +13,7 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-from bench.procs import PYTHON, pinned
+from fngate.bench.procs import PYTHON, pinned
 
 
 def py_spy() -> str | None:

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.loadgen import Sample
+from fngate.bench.loadgen import Sample
 
 DIRECT, NGINX, FNGATE = "direct", "nginx", "fngate"
 CEILING = "ceiling"  # bench/minimal_proxy.py: the design's machinery without fngate's features

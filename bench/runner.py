@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from bench import profile
-from bench.loadgen import Sample
-from bench.procs import CpuMeter, Layout, Proc
-from bench.report import FNGATE, Row
+from fngate.bench import profile
+from fngate.bench.loadgen import Sample
+from fngate.bench.procs import CpuMeter, Layout, Proc
+from fngate.bench.report import FNGATE, Row
 
 
 @dataclass
@@ -54,7 +54,7 @@ def fngate_unavailable(settings: Settings) -> str | None:
     """Why the fngate rows cannot run (None when they can)."""
     if not settings.fngate:
         return "disabled by --no-fngate"
-    from bench.fngate import gateway_available
+    from fngate.bench.fngate import gateway_available
 
     return gateway_available()
 

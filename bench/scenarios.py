@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 from typing import Callable
 
-from bench import loadgen
-from bench.fngate import GatewayProcess, Upstream, invoke_headers
-from bench.grpc_load import GrpcEcho, grpc_body, probe
-from bench.nginx import Nginx
-from bench.procs import PYTHON, Proc, free_port, layouts, wait_port
-from bench.report import CEILING, DIRECT, FNGATE, NGINX, Row
-from bench.runner import Settings, Target, alternate, fngate_unavailable, say
+from fngate.bench import loadgen
+from fngate.bench.fngate import GatewayProcess, Upstream, invoke_headers
+from fngate.bench.grpc_load import GrpcEcho, grpc_body, probe
+from fngate.bench.nginx import Nginx
+from fngate.bench.procs import PYTHON, Proc, free_port, layouts, wait_port
+from fngate.bench.report import CEILING, DIRECT, FNGATE, NGINX, Row
+from fngate.bench.runner import Settings, Target, alternate, fngate_unavailable, say
 
 HTTP1_SIZES = {"small": "/small", "1k": "/1k", "1m": "/1m"}
 MINIMAL = "minimal Python proxy (no features)"
@@ -57,7 +57,7 @@ def http1(settings: Settings, skipped: dict, sizes: tuple[str, ...] = ("small", 
         stack.callback(proxy.stop)
         # the design's ceiling: the same machinery as fngate's fast path, none of its features
         minimal_port = free_port()
-        minimal = Proc("minimal-proxy", [PYTHON, "-m", "bench.minimal_proxy", "--port", str(minimal_port),
+        minimal = Proc("minimal-proxy", [PYTHON, "-m", "fngate.bench.minimal_proxy", "--port", str(minimal_port),
                                          "--upstream-port", str(iso_up.port)], lay["iso"].sut, settings.logs)
         stack.callback(minimal.stop)
         wait_port(minimal_port, proc=minimal)
@@ -92,7 +92,7 @@ def http1_echo(settings: Settings, skipped: dict) -> list[Row]:
         procs = {}
         for name, cpus in (("direct", lay["direct"].upstream), ("iso", lay["iso"].upstream)):
             port = free_port()
-            p = Proc(f"echo-{name}", [PYTHON, "-m", "backends.samples.echo", "--host", "127.0.0.1", "--port", str(port)], cpus, settings.logs)
+            p = Proc(f"echo-{name}", [PYTHON, "-m", "fngate.backends.samples.echo", "--host", "127.0.0.1", "--port", str(port)], cpus, settings.logs)
             stack.callback(p.stop)
             wait_port(port, proc=p)
             procs[name] = (p, port)

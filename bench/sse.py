@@ -23,12 +23,12 @@ from pathlib import Path
 
 import orjson
 
-from bench.fngate import GatewayProcess, Upstream, invoke_headers
-from bench.h2sse import SseHolder, request_headers
-from bench.loadgen import percentile
-from bench.procs import PYTHON, Layout, Proc, free_port, layouts, wait_port
-from bench.rawhttp import body_chunks, read_head, request_bytes, sse_events
-from bench.runner import Settings, fngate_unavailable, run_async, say
+from fngate.bench.fngate import GatewayProcess, Upstream, invoke_headers
+from fngate.bench.h2sse import SseHolder, request_headers
+from fngate.bench.loadgen import percentile
+from fngate.bench.procs import PYTHON, Layout, Proc, free_port, layouts, wait_port
+from fngate.bench.rawhttp import body_chunks, read_head, request_bytes, sse_events
+from fngate.bench.runner import Settings, fngate_unavailable, run_async, say
 
 PATH = "/v1/chat/completions?stream=true&tokens={tokens}&interval={interval}"
 HOLD_PATH = PATH.format(tokens=1_000_000, interval=120)  # one event, then none for the whole measurement
@@ -199,7 +199,7 @@ def _start(stack: contextlib.ExitStack, settings: Settings, lay: Layout, name: s
            slots: int) -> tuple[int, GatewayProcess]:
     """A fresh sample instance and a gateway in front of it; returns (instance port, gateway)."""
     port = free_port()
-    sample = Proc(f"sse-sample-{name}", [PYTHON, "-m", "backends.samples.sse", "--host", "127.0.0.1", "--port", str(port)],
+    sample = Proc(f"sse-sample-{name}", [PYTHON, "-m", "fngate.backends.samples.sse", "--host", "127.0.0.1", "--port", str(port)],
                   lay.upstream, settings.logs)
     stack.callback(sample.stop)
     wait_port(port, proc=sample)

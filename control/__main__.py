@@ -1,4 +1,4 @@
-"""`python -m control` is `fngate`."""
+"""`python -m fngate.control` is `fngate` too."""
 
 import sys
 

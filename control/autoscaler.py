@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from control import records as R
-from control.loadboard import LoadBoard
-from control.store.base import Conflict, StateStore
+from fngate.control import records as R
+from fngate.control.loadboard import LoadBoard
+from fngate.control.store.base import Conflict, StateStore
 
 log = logging.getLogger("fngate.autoscaler")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from backends.base import HealthCheck, InstanceSpec
+from fngate.backends.base import HealthCheck, InstanceSpec
 
 _DURATION = re.compile(r"^P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 

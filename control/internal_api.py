@@ -17,8 +17,8 @@ import logging
 import orjson
 from aiohttp import web
 
-from control.loadboard import LoadBoard
-from proxy.routing import LoadReport, SnapshotHolder, key_digest
+from fngate.control.loadboard import LoadBoard
+from fngate.proxy.routing import LoadReport, SnapshotHolder, key_digest
 
 log = logging.getLogger("fngate.internal")
 

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from proxy.routing import key_digest
+from fngate.proxy.routing import key_digest
 
 from . import records
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from proxy.routing import LoadReport, VersionLoad
+from fngate.proxy.routing import LoadReport, VersionLoad
 
 
 class LoadBoard:

@@ -18,9 +18,9 @@ import time
 from datetime import datetime
 from typing import Any, Awaitable, Callable
 
-from control import records as R
-from control.store.base import Compacted, StateStore
-from proxy.routing import H2C, HTTP1, Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
+from fngate.control import records as R
+from fngate.control.store.base import Compacted, StateStore
+from fngate.proxy.routing import H2C, HTTP1, Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
 
 log = logging.getLogger("fngate.publisher")
 

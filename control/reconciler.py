@@ -18,12 +18,12 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from backends.base import Backend, BackendError, InstanceEvent, InstanceEventKind as K
-from control import records as R
-from control.instance_spec import instance_spec
-from control.loadboard import LoadBoard
-from control.states import DEPLOYED, Event, InvalidTransition, State, fact_event, next_state
-from control.store.base import Compacted, Conflict, Delete, Put, StateStore
+from fngate.backends.base import Backend, BackendError, InstanceEvent, InstanceEventKind as K
+from fngate.control import records as R
+from fngate.control.instance_spec import instance_spec
+from fngate.control.loadboard import LoadBoard
+from fngate.control.states import DEPLOYED, Event, InvalidTransition, State, fact_event, next_state
+from fngate.control.store.base import Compacted, Conflict, Delete, Put, StateStore
 
 log = logging.getLogger("fngate.reconciler")
 

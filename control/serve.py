@@ -21,10 +21,10 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from backends.catalog import ImageCatalog
-from backends.factory import build_backends
-from backends.inventory import Inventory
-from proxy.routing import SnapshotHolder
+from fngate.backends.catalog import ImageCatalog
+from fngate.backends.factory import build_backends
+from fngate.backends.inventory import Inventory
+from fngate.proxy.routing import SnapshotHolder
 
 from . import keys
 from .api import make_app
@@ -129,7 +129,7 @@ class Server:
 
             from .internal_api import RedisLoadReader
             from .publisher import ROUTING_KEY
-            from proxy.routing import RoutingTable
+            from fngate.proxy.routing import RoutingTable
 
             client = aioredis.from_url(self.cfg.store)
             self.stack.push_async_callback(client.aclose)
@@ -156,7 +156,7 @@ class Server:
         """The invocation gateway (proxy/): in this process, fed by routing_holder, for one
         worker; else --workers processes sharing the ports (SO_REUSEPORT) that read routing
         from the internal API, or from Redis when the store is Redis."""
-        from proxy.config import GatewayConfig
+        from fngate.proxy.config import GatewayConfig
 
         cfg = self.cfg
         gcfg = GatewayConfig(host=cfg.host, http_port=cfg.http_port, grpc_port=cfg.grpc_port,
@@ -164,11 +164,11 @@ class Server:
                              tls_cert=str(cfg.tls_cert) if cfg.tls_cert else None,
                              tls_key=str(cfg.tls_key) if cfg.tls_key else None)
         if cfg.workers == 1:
-            from proxy.server import Gateway
+            from fngate.proxy.server import Gateway
 
             gateway: Any = Gateway(gcfg, self.routing_holder, f"gw-{os.getpid()}", self.loadboard.update)
         else:
-            from proxy.workers import WorkerPool
+            from fngate.proxy.workers import WorkerPool
 
             source = {"redis": cfg.store} if cfg.store_is_redis else {"api": self.ready["api_url"], "key": self.admin_key}
             gateway = WorkerPool(gcfg, source)

@@ -16,8 +16,8 @@ import grpc
 import grpc.experimental.gevent as grpc_gevent
 from locust import User, task
 
-from backends.samples import grpc_echo_pb2 as pb
-from backends.samples import grpc_echo_pb2_grpc as pb_grpc
+from fngate.backends.samples import grpc_echo_pb2 as pb
+from fngate.backends.samples import grpc_echo_pb2_grpc as pb_grpc
 
 from .checks import CHECK, STATUS, Failed
 from .knobs import Knobs

@@ -76,7 +76,7 @@ class LocalStack:
         log_path = (self.log_dir or data_dir) / "fngate-serve.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_path.open("wb")
-        cmd = [sys.executable, "-m", "control", "serve", "--host", "127.0.0.1", "--api-port", "0", "--http-port", "0",
+        cmd = [sys.executable, "-m", "fngate", "serve", "--host", "127.0.0.1", "--api-port", "0", "--http-port", "0",
                "--grpc-port", "0", "--admin-port", "0", "--data-dir", str(data_dir), "--ready-file", str(ready_file),
                "--workers", str(self.workers)]  # fmt: skip
         env = {**os.environ, "FNGATE_ADMIN_KEY": secrets.token_urlsafe(24)}

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from proxy.server import Gateway
+    from fngate.proxy.server import Gateway
 
 
 def make_admin_app(gateway: "Gateway") -> web.Application:

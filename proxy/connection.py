@@ -7,12 +7,12 @@ import asyncio
 import socket
 from typing import TYPE_CHECKING
 
-from proxy.h1 import H1Server
-from proxy.h2 import H2Server
+from fngate.proxy.h1 import H1Server
+from fngate.proxy.h2 import H2Server
 
 if TYPE_CHECKING:
-    from proxy.forward import Forwarder
-    from proxy.server import Gateway
+    from fngate.proxy.forward import Forwarder
+    from fngate.proxy.server import Gateway
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 

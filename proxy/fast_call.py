@@ -21,16 +21,16 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from proxy.deadlines import Deadlines
-from proxy.errors import PollTimeout, UpstreamUnavailable, status_for_nvcf
-from proxy.headers import client_head_block, upstream_head
+from fngate.proxy.deadlines import Deadlines
+from fngate.proxy.errors import PollTimeout, UpstreamUnavailable, status_for_nvcf
+from fngate.proxy.headers import client_head_block, upstream_head
 
 if TYPE_CHECKING:
-    from proxy.forward import Forwarder
-    from proxy.h1 import H1Exchange
-    from proxy.limiter import Lease
-    from proxy.routing import KeyGrant, VersionRoute
-    from proxy.upstream.h1_client import H1Upstream
+    from fngate.proxy.forward import Forwarder
+    from fngate.proxy.h1 import H1Exchange
+    from fngate.proxy.limiter import Lease
+    from fngate.proxy.routing import KeyGrant, VersionRoute
+    from fngate.proxy.upstream.h1_client import H1Upstream
 
 _TIMEOUT_DETAIL = "the instance sent no response headers within the poll window"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # framed with content-length: 0 even when empty

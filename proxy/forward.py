@@ -19,23 +19,23 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-from proxy.errors import NotFound, PollTimeout, ProxyError, UpstreamTimeout, UpstreamUnavailable, status_for_nvcf
-from proxy.exchange import ClientGone, Exchange
-from proxy.deadlines import Deadlines
-from proxy.fast_call import FastCall
-from proxy.h2_fast_call import H2FastCall
-from proxy.headers import RouteHeaders, client_headers, upstream_head
-from proxy.limiter import Lease, Limiter
-from proxy.lookup import KeyChecker, poll_seconds, resolve, target_from_host
-from proxy.metrics import Metrics
-from proxy.routing import KeyGrant, SnapshotHolder, VersionRoute
-from proxy.sse import QueueKeepAlive, error_event, wants_sse
-from proxy.upstream.h1_client import H1Upstream, UpstreamLost
-from proxy.upstream.pool import ConnectFailed, H1Pool
+from fngate.proxy.errors import NotFound, PollTimeout, ProxyError, UpstreamTimeout, UpstreamUnavailable, status_for_nvcf
+from fngate.proxy.exchange import ClientGone, Exchange
+from fngate.proxy.deadlines import Deadlines
+from fngate.proxy.fast_call import FastCall
+from fngate.proxy.h2_fast_call import H2FastCall
+from fngate.proxy.headers import RouteHeaders, client_headers, upstream_head
+from fngate.proxy.limiter import Lease, Limiter
+from fngate.proxy.lookup import KeyChecker, poll_seconds, resolve, target_from_host
+from fngate.proxy.metrics import Metrics
+from fngate.proxy.routing import KeyGrant, SnapshotHolder, VersionRoute
+from fngate.proxy.sse import QueueKeepAlive, error_event, wants_sse
+from fngate.proxy.upstream.h1_client import H1Upstream, UpstreamLost
+from fngate.proxy.upstream.pool import ConnectFailed, H1Pool
 
 if TYPE_CHECKING:
-    from proxy.config import GatewayConfig
-    from proxy.pexec import Pexec
+    from fngate.proxy.config import GatewayConfig
+    from fngate.proxy.pexec import Pexec
 
 _CHUNKED = b"transfer-encoding: chunked\r\n"
 _OK_HEALTH = (b"content-type", b"application/json")

@@ -22,13 +22,13 @@ from typing import Awaitable, Callable, Protocol
 from h2.errors import ErrorCodes
 from hpack import NeverIndexedHeaderTuple
 
-from proxy.grpc import (
+from fngate.proxy.grpc import (
     FramingError, GrpcError, MessageFraming, Status, encode_message, format_timeout, parse_timeout, status_of, trailers_only,
 )
-from proxy.grpc_metrics import GrpcMetrics
-from proxy.grpc_route import route_call
-from proxy.routing import Endpoint, SnapshotHolder, VersionRoute
-from proxy.upstream.h2_client import H2Upstream, H2UpstreamPool, UpstreamLost
+from fngate.proxy.grpc_metrics import GrpcMetrics
+from fngate.proxy.grpc_route import route_call
+from fngate.proxy.routing import Endpoint, SnapshotHolder, VersionRoute
+from fngate.proxy.upstream.h2_client import H2Upstream, H2UpstreamPool, UpstreamLost
 
 Headers = list[tuple[bytes, bytes]]
 

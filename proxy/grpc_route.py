@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import random
 
-from proxy.grpc import GrpcError, Status
-from proxy.lookup import KeyChecker, target_from_host
-from proxy.routing import RoutingTable, VersionRoute
+from fngate.proxy.grpc import GrpcError, Status
+from fngate.proxy.lookup import KeyChecker, target_from_host
+from fngate.proxy.routing import RoutingTable, VersionRoute
 
 _TRANSIENT_STATES = frozenset({"DEPLOYING"})  # not invokable yet, but soon: retrying makes sense
 _KEYS = KeyChecker()

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from proxy.errors import BadRequest, HeadersTooLarge, ProxyError, RequestTimeout
-from proxy.exchange import ENDED_EMPTY, BodyBuffer, ClientGone, Exchange, Headers
+from fngate.proxy.errors import BadRequest, HeadersTooLarge, ProxyError, RequestTimeout
+from fngate.proxy.exchange import ENDED_EMPTY, BodyBuffer, ClientGone, Exchange, Headers
 
 if TYPE_CHECKING:
-    from proxy.config import GatewayConfig
-    from proxy.forward import Forwarder
+    from fngate.proxy.config import GatewayConfig
+    from fngate.proxy.forward import Forwarder
 
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 _NO_BODY_STATUS = frozenset({204, 304})

@@ -29,17 +29,17 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 
-from proxy.errors import HeadersTooLarge
-from proxy.grpc import Status as GrpcStatus, trailers_only
-from proxy.exchange import ClientGone, Headers
-from proxy.h2_stream import H2Downstream, H2Exchange
-from proxy.h2_codec import install as plain_hpack
-from proxy.h2_limits import RefusingH2Connection
-from proxy.h2_request import Malformed, check_trailers, read_request
+from fngate.proxy.errors import HeadersTooLarge
+from fngate.proxy.grpc import Status as GrpcStatus, trailers_only
+from fngate.proxy.exchange import ClientGone, Headers
+from fngate.proxy.h2_stream import H2Downstream, H2Exchange
+from fngate.proxy.h2_codec import install as plain_hpack
+from fngate.proxy.h2_limits import RefusingH2Connection
+from fngate.proxy.h2_request import Malformed, check_trailers, read_request
 
 if TYPE_CHECKING:
-    from proxy.config import GatewayConfig
-    from proxy.forward import Forwarder
+    from fngate.proxy.config import GatewayConfig
+    from fngate.proxy.forward import Forwarder
 
 _WINDOW = 1 << 20  # per-stream receive window we advertise
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import h2.exceptions
 from hpack import NeverIndexedHeaderTuple
 
-from proxy.fast_call import FastCall
-from proxy.h2_stream import STATUS_VALUES
-from proxy.headers import client_head_fields
+from fngate.proxy.fast_call import FastCall
+from fngate.proxy.h2_stream import STATUS_VALUES
+from fngate.proxy.headers import client_head_fields
 
 _GONE = (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError)
 

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 from h2.errors import ErrorCodes
 from hpack import NeverIndexedHeaderTuple
 
-from proxy.exchange import ENDED_EMPTY, BodyBuffer, Exchange, Headers
-from proxy.headers import HOP_BY_HOP
+from fngate.proxy.exchange import ENDED_EMPTY, BodyBuffer, Exchange, Headers
+from fngate.proxy.headers import HOP_BY_HOP
 
 if TYPE_CHECKING:
-    from proxy.h2 import H2Server
+    from fngate.proxy.h2 import H2Server
 
 STATUS_VALUES = {s: b"%d" % s for s in range(100, 600)}
 _UNIQUE = frozenset({b"nvcf-reqid", b"date"})

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 
-from proxy.exchange import Headers
-from proxy.routing import Endpoint, KeyGrant, VersionRoute
+from fngate.proxy.exchange import Headers
+from fngate.proxy.routing import Endpoint, KeyGrant, VersionRoute
 
 HOP_BY_HOP = frozenset({
     b"connection", b"proxy-connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",

@@ -16,8 +16,8 @@ import random
 import time
 from collections import deque
 
-from proxy.errors import PollTimeout, QueueFull
-from proxy.routing import Endpoint, RoutingTable, SnapshotHolder, VersionLoad, VersionRoute
+from fngate.proxy.errors import PollTimeout, QueueFull
+from fngate.proxy.routing import Endpoint, RoutingTable, SnapshotHolder, VersionLoad, VersionRoute
 
 _RETRY_AFTER = ((b"retry-after", b"1"),)
 

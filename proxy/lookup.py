@@ -8,8 +8,8 @@ import hashlib
 import random
 import time
 
-from proxy.errors import BadRequest, Degraded, Forbidden, MissingAuth, NotFound, Unauthorized
-from proxy.routing import KeyGrant, RoutingTable, VersionRoute
+from fngate.proxy.errors import BadRequest, Degraded, Forbidden, MissingAuth, NotFound, Unauthorized
+from fngate.proxy.routing import KeyGrant, RoutingTable, VersionRoute
 
 INVOKE_SCOPE = "invoke_function"
 _HEX = frozenset("0123456789abcdef")

@@ -20,14 +20,14 @@ from http import HTTPStatus
 import orjson
 from typing import TYPE_CHECKING
 
-from proxy.errors import NotFound, PollTimeout, ProxyError, UpstreamUnavailable, status_for_nvcf
-from proxy.exchange import ClientGone, Exchange, Headers
-from proxy.headers import client_headers
-from proxy.lookup import poll_seconds, resolve
+from fngate.proxy.errors import NotFound, PollTimeout, ProxyError, UpstreamUnavailable, status_for_nvcf
+from fngate.proxy.exchange import ClientGone, Exchange, Headers
+from fngate.proxy.headers import client_headers
+from fngate.proxy.lookup import poll_seconds, resolve
 
 if TYPE_CHECKING:
-    from proxy.forward import Call, Forwarder
-    from proxy.siblings import Siblings
+    from fngate.proxy.forward import Call, Forwarder
+    from fngate.proxy.siblings import Siblings
 
 
 def _inference_problem(status: int, body: bytes) -> tuple[list, bytes]:
@@ -122,7 +122,7 @@ class Pexec:
         return self._answer(ex, job)
 
     async def _run(self, job: Job, ex: Exchange, route, grant, target: bytes, deadline: float) -> None:
-        from proxy.forward import Call
+        from fngate.proxy.forward import Call
 
         fw = self.fw
         call = job.call = Call()

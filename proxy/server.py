@@ -20,16 +20,16 @@ from typing import Callable
 
 from aiohttp import web
 
-from proxy.admin import make_admin_app
-from proxy.config import GatewayConfig
-from proxy.connection import ClientConnection
-from proxy.forward import Forwarder
-from proxy.limiter import Limiter
-from proxy.metrics import Metrics
-from proxy.pexec import Pexec
-from proxy.routing import LoadReport, SnapshotHolder
-from proxy.siblings import LOOPBACK, PeerForwarder, Siblings
-from proxy.upstream.pool import H1Pool
+from fngate.proxy.admin import make_admin_app
+from fngate.proxy.config import GatewayConfig
+from fngate.proxy.connection import ClientConnection
+from fngate.proxy.forward import Forwarder
+from fngate.proxy.limiter import Limiter
+from fngate.proxy.metrics import Metrics
+from fngate.proxy.pexec import Pexec
+from fngate.proxy.routing import LoadReport, SnapshotHolder
+from fngate.proxy.siblings import LOOPBACK, PeerForwarder, Siblings
+from fngate.proxy.upstream.pool import H1Pool
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,8 @@ class Gateway:
 
     def _grpc_handler(self):
         """gRPC streams on HTTP/2 go to engineer D's relay (see proxy/h2.py)."""
-        from proxy.grpc_relay import GrpcHandler
-        from proxy.upstream.h2_client import H2UpstreamPool
+        from fngate.proxy.grpc_relay import GrpcHandler
+        from fngate.proxy.upstream.h2_client import H2UpstreamPool
 
         cfg = self.config
         pool = H2UpstreamPool(connect_timeout=cfg.connect_timeout, idle_timeout=cfg.upstream_keepalive)

@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 from typing import Sequence
 
-from proxy.errors import NotFound, UpstreamTimeout, UpstreamUnavailable
-from proxy.exchange import Exchange
-from proxy.forward import Call, Forwarder, new_request_id
-from proxy.headers import HOP_BY_HOP
-from proxy.metrics import Metrics
-from proxy.upstream.h1_client import UpstreamLost
-from proxy.upstream.pool import ConnectFailed
+from fngate.proxy.errors import NotFound, UpstreamTimeout, UpstreamUnavailable
+from fngate.proxy.exchange import Exchange
+from fngate.proxy.forward import Call, Forwarder, new_request_id
+from fngate.proxy.headers import HOP_BY_HOP
+from fngate.proxy.metrics import Metrics
+from fngate.proxy.upstream.h1_client import UpstreamLost
+from fngate.proxy.upstream.pool import ConnectFailed
 
 LOOPBACK = "127.0.0.1"
 STATUS_PREFIX = b"/v2/nvcf/pexec/status/"

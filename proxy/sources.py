@@ -17,7 +17,7 @@ import logging
 
 import aiohttp
 
-from proxy.routing import LoadReport, RoutingTable, SnapshotHolder
+from fngate.proxy.routing import LoadReport, RoutingTable, SnapshotHolder
 
 log = logging.getLogger(__name__)
 

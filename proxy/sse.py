@@ -14,7 +14,7 @@ import asyncio
 
 import orjson
 
-from proxy.exchange import ClientGone, Exchange
+from fngate.proxy.exchange import ClientGone, Exchange
 
 COMMENT = b": keep-alive\n\n"
 

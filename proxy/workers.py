@@ -2,7 +2,7 @@
 
 The parent picks concrete ports first (binding port 0 with SO_REUSEPORT and keeping
 that socket, unlistened, so the port stays reserved), then starts each worker as
-`python -m proxy.workers '<json>'`. A worker runs uvloop, gets its routing snapshot
+`python -m fngate.proxy.workers '<json>'`. A worker runs uvloop, gets its routing snapshot
 from a RoutingSource (ControlHttpSource, or RedisSource when the store is Redis),
 sends its LoadReports through the same source, and prints one `ready` line.
 
@@ -22,8 +22,8 @@ import socket
 import sys
 from typing import Any
 
-from proxy.config import GatewayConfig
-from proxy.worker_admin import WorkerAdmin
+from fngate.proxy.config import GatewayConfig
+from fngate.proxy.worker_admin import WorkerAdmin
 
 LOOPBACK = "127.0.0.1"
 
@@ -92,7 +92,7 @@ class WorkerPool:
             spec = {"config": dataclasses.asdict(worker_cfg), "source": self.source,
                     "gateway_id": self.gateway_ids[i], "index": i, "peers": self.peer_ports}
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "proxy.workers", json.dumps(spec),
+                sys.executable, "-m", "fngate.proxy.workers", json.dumps(spec),
                 stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
             self.procs.append(proc)
         for proc in self.procs:
@@ -120,10 +120,10 @@ class WorkerPool:
 
 
 async def _worker(spec: dict[str, Any]) -> None:
-    from proxy.routing import SnapshotHolder
-    from proxy.server import Gateway
-    from proxy.siblings import Siblings
-    from proxy.sources import ControlHttpSource, RedisSource
+    from fngate.proxy.routing import SnapshotHolder
+    from fngate.proxy.server import Gateway
+    from fngate.proxy.siblings import Siblings
+    from fngate.proxy.sources import ControlHttpSource, RedisSource
 
     cfg = GatewayConfig(**spec["config"])
     gid = spec["gateway_id"]

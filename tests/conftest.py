@@ -141,7 +141,7 @@ def start_serve(data_dir: Path, *extra: str, env: dict[str, str] | None = None, 
     data_dir.mkdir(parents=True, exist_ok=True)
     ready_file = data_dir / f"ready-{time.monotonic_ns()}.json"
     log_path = data_dir / f"serve-{time.monotonic_ns()}.log"
-    args = [sys.executable, "-m", "control", "serve", "--data-dir", str(data_dir), "--ready-file", str(ready_file),
+    args = [sys.executable, "-m", "fngate", "serve", "--data-dir", str(data_dir), "--ready-file", str(ready_file),
             "--api-port", "0", "--http-port", "0", "--grpc-port", "0", "--admin-port", "0",
             *(() if samples else ("--no-samples",)), *extra]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

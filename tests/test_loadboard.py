@@ -1,5 +1,5 @@
-from control.loadboard import LoadBoard
-from proxy.routing import LoadReport, VersionLoad
+from fngate.control.loadboard import LoadBoard
+from fngate.proxy.routing import LoadReport, VersionLoad
 
 
 def test_board_sums_gateways_and_forgets_stale_ones():

@@ -6,7 +6,7 @@ import dataclasses
 import orjson
 import pytest
 
-from proxy.routing import (
+from fngate.proxy.routing import (
     EMPTY_TABLE, Endpoint, KeyGrant, LoadReport, RoutingTable, SnapshotHolder, VersionLoad, VersionRoute, key_digest,
 )
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from control.states import Event, InvalidTransition, State, allowed, fact_event, next_state
+from fngate.control.states import Event, InvalidTransition, State, allowed, fact_event, next_state
 
 S, E = State, Event
 

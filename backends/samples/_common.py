@@ -18,7 +18,7 @@ def nvcf_env() -> dict[str, str]:
 
 
 def parse_args(name: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=f"python -m backends.samples.{name}")
+    parser = argparse.ArgumentParser(prog=f"python -m fngate.backends.samples.{name}")
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     return parser.parse_args()

@@ -1,6 +1,6 @@
 """Sample HTTP function: echoes what it received.
 
-    python -m backends.samples.echo --host H --port P
+    python -m fngate.backends.samples.echo --host H --port P
 
 Any method and path answers JSON {method, path, query, headers, bodySize, env}.
 The request body is counted chunk by chunk, never held, so huge uploads stay flat.
@@ -16,7 +16,7 @@ import asyncio
 
 from aiohttp import web
 
-from backends.samples._common import HEALTH_PATHS, health, nvcf_env, parse_args, serve
+from fngate.backends.samples._common import HEALTH_PATHS, health, nvcf_env, parse_args, serve
 
 _CHUNK = b"x" * 65536
 

@@ -1,6 +1,6 @@
 """Sample gRPC function: the fngate.echo.v1.Echo service plus grpc.health.v1.Health.
 
-    python -m backends.samples.grpc_echo --host H --port P [--impl grpcio|grpclib]
+    python -m fngate.backends.samples.grpc_echo --host H --port P [--impl grpcio|grpclib]
 
 Both implementations behave the same, so tests can check the gateway against either
 HTTP/2 stack. A request can ask for replies of a given size, a delay before each
@@ -23,8 +23,8 @@ from typing import AsyncIterator, Iterable
 
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
-from backends.samples import grpc_echo_pb2 as pb
-from backends.samples._common import until_stop_signal
+from fngate.backends.samples import grpc_echo_pb2 as pb
+from fngate.backends.samples._common import until_stop_signal
 
 ECHO_SERVICE = "fngate.echo.v1.Echo"
 HEALTH_SERVICE = "grpc.health.v1.Health"
@@ -126,7 +126,7 @@ def text_metadata(pairs: Iterable[tuple[str, object]]) -> dict[str, str]:
 def _grpcio_server(logic: EchoLogic):
     import grpc
 
-    from backends.samples import grpc_echo_pb2_grpc as pb_grpc
+    from fngate.backends.samples import grpc_echo_pb2_grpc as pb_grpc
 
     codes = {c.value[0]: c for c in grpc.StatusCode}
 
@@ -208,7 +208,7 @@ def _grpcio_server(logic: EchoLogic):
 def _grpclib_handlers(logic: EchoLogic) -> list:
     from grpclib.const import Cardinality, Handler, Status
 
-    from backends.samples import grpc_echo_grpc
+    from fngate.backends.samples import grpc_echo_grpc
 
     async def fail(stream, spec: pb.ErrorSpec) -> None:
         await stream.send_trailing_metadata(

@@ -9,29 +9,29 @@ import grpclib.client
 if typing.TYPE_CHECKING:
     import grpclib.server
 
-import backends.samples.grpc_echo_pb2
+import fngate.backends.samples.grpc_echo_pb2
 
 
 class EchoBase(abc.ABC):
 
     @abc.abstractmethod
-    async def Echo(self, stream: 'grpclib.server.Stream[backends.samples.grpc_echo_pb2.EchoRequest, backends.samples.grpc_echo_pb2.EchoReply]') -> None:
+    async def Echo(self, stream: 'grpclib.server.Stream[fngate.backends.samples.grpc_echo_pb2.EchoRequest, fngate.backends.samples.grpc_echo_pb2.EchoReply]') -> None:
         pass
 
     @abc.abstractmethod
-    async def EchoStream(self, stream: 'grpclib.server.Stream[backends.samples.grpc_echo_pb2.EchoRequest, backends.samples.grpc_echo_pb2.EchoReply]') -> None:
+    async def EchoStream(self, stream: 'grpclib.server.Stream[fngate.backends.samples.grpc_echo_pb2.EchoRequest, fngate.backends.samples.grpc_echo_pb2.EchoReply]') -> None:
         pass
 
     @abc.abstractmethod
-    async def EchoCollect(self, stream: 'grpclib.server.Stream[backends.samples.grpc_echo_pb2.EchoRequest, backends.samples.grpc_echo_pb2.EchoSummary]') -> None:
+    async def EchoCollect(self, stream: 'grpclib.server.Stream[fngate.backends.samples.grpc_echo_pb2.EchoRequest, fngate.backends.samples.grpc_echo_pb2.EchoSummary]') -> None:
         pass
 
     @abc.abstractmethod
-    async def EchoChat(self, stream: 'grpclib.server.Stream[backends.samples.grpc_echo_pb2.EchoRequest, backends.samples.grpc_echo_pb2.EchoReply]') -> None:
+    async def EchoChat(self, stream: 'grpclib.server.Stream[fngate.backends.samples.grpc_echo_pb2.EchoRequest, fngate.backends.samples.grpc_echo_pb2.EchoReply]') -> None:
         pass
 
     @abc.abstractmethod
-    async def Stats(self, stream: 'grpclib.server.Stream[backends.samples.grpc_echo_pb2.StatsRequest, backends.samples.grpc_echo_pb2.StatsReply]') -> None:
+    async def Stats(self, stream: 'grpclib.server.Stream[fngate.backends.samples.grpc_echo_pb2.StatsRequest, fngate.backends.samples.grpc_echo_pb2.StatsReply]') -> None:
         pass
 
     def __mapping__(self) -> typing.Dict[str, grpclib.const.Handler]:
@@ -39,32 +39,32 @@ class EchoBase(abc.ABC):
             '/fngate.echo.v1.Echo/Echo': grpclib.const.Handler(
                 self.Echo,
                 grpclib.const.Cardinality.UNARY_UNARY,
-                backends.samples.grpc_echo_pb2.EchoRequest,
-                backends.samples.grpc_echo_pb2.EchoReply,
+                fngate.backends.samples.grpc_echo_pb2.EchoRequest,
+                fngate.backends.samples.grpc_echo_pb2.EchoReply,
             ),
             '/fngate.echo.v1.Echo/EchoStream': grpclib.const.Handler(
                 self.EchoStream,
                 grpclib.const.Cardinality.UNARY_STREAM,
-                backends.samples.grpc_echo_pb2.EchoRequest,
-                backends.samples.grpc_echo_pb2.EchoReply,
+                fngate.backends.samples.grpc_echo_pb2.EchoRequest,
+                fngate.backends.samples.grpc_echo_pb2.EchoReply,
             ),
             '/fngate.echo.v1.Echo/EchoCollect': grpclib.const.Handler(
                 self.EchoCollect,
                 grpclib.const.Cardinality.STREAM_UNARY,
-                backends.samples.grpc_echo_pb2.EchoRequest,
-                backends.samples.grpc_echo_pb2.EchoSummary,
+                fngate.backends.samples.grpc_echo_pb2.EchoRequest,
+                fngate.backends.samples.grpc_echo_pb2.EchoSummary,
             ),
             '/fngate.echo.v1.Echo/EchoChat': grpclib.const.Handler(
                 self.EchoChat,
                 grpclib.const.Cardinality.STREAM_STREAM,
-                backends.samples.grpc_echo_pb2.EchoRequest,
-                backends.samples.grpc_echo_pb2.EchoReply,
+                fngate.backends.samples.grpc_echo_pb2.EchoRequest,
+                fngate.backends.samples.grpc_echo_pb2.EchoReply,
             ),
             '/fngate.echo.v1.Echo/Stats': grpclib.const.Handler(
                 self.Stats,
                 grpclib.const.Cardinality.UNARY_UNARY,
-                backends.samples.grpc_echo_pb2.StatsRequest,
-                backends.samples.grpc_echo_pb2.StatsReply,
+                fngate.backends.samples.grpc_echo_pb2.StatsRequest,
+                fngate.backends.samples.grpc_echo_pb2.StatsReply,
             ),
         }
 
@@ -75,30 +75,30 @@ class EchoStub:
         self.Echo = grpclib.client.UnaryUnaryMethod(
             channel,
             '/fngate.echo.v1.Echo/Echo',
-            backends.samples.grpc_echo_pb2.EchoRequest,
-            backends.samples.grpc_echo_pb2.EchoReply,
+            fngate.backends.samples.grpc_echo_pb2.EchoRequest,
+            fngate.backends.samples.grpc_echo_pb2.EchoReply,
         )
         self.EchoStream = grpclib.client.UnaryStreamMethod(
             channel,
             '/fngate.echo.v1.Echo/EchoStream',
-            backends.samples.grpc_echo_pb2.EchoRequest,
-            backends.samples.grpc_echo_pb2.EchoReply,
+            fngate.backends.samples.grpc_echo_pb2.EchoRequest,
+            fngate.backends.samples.grpc_echo_pb2.EchoReply,
         )
         self.EchoCollect = grpclib.client.StreamUnaryMethod(
             channel,
             '/fngate.echo.v1.Echo/EchoCollect',
-            backends.samples.grpc_echo_pb2.EchoRequest,
-            backends.samples.grpc_echo_pb2.EchoSummary,
+            fngate.backends.samples.grpc_echo_pb2.EchoRequest,
+            fngate.backends.samples.grpc_echo_pb2.EchoSummary,
         )
         self.EchoChat = grpclib.client.StreamStreamMethod(
             channel,
             '/fngate.echo.v1.Echo/EchoChat',
-            backends.samples.grpc_echo_pb2.EchoRequest,
-            backends.samples.grpc_echo_pb2.EchoReply,
+            fngate.backends.samples.grpc_echo_pb2.EchoRequest,
+            fngate.backends.samples.grpc_echo_pb2.EchoReply,
         )
         self.Stats = grpclib.client.UnaryUnaryMethod(
             channel,
             '/fngate.echo.v1.Echo/Stats',
-            backends.samples.grpc_echo_pb2.StatsRequest,
-            backends.samples.grpc_echo_pb2.StatsReply,
+            fngate.backends.samples.grpc_echo_pb2.StatsRequest,
+            fngate.backends.samples.grpc_echo_pb2.StatsReply,
         )

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from backends.samples import grpc_echo_pb2 as backends_dot_samples_dot_grpc__echo__pb2
+from fngate.backends.samples import grpc_echo_pb2 as backends_dot_samples_dot_grpc__echo__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -1,6 +1,6 @@
 """Sample streaming function: an OpenAI-compatible chat completions endpoint.
 
-    python -m backends.samples.sse --host H --port P
+    python -m fngate.backends.samples.sse --host H --port P
 
 `POST /v1/chat/completions` with `"stream": true` answers `text/event-stream`:
 one `data: {chat.completion.chunk}` event per token, then `data: [DONE]`. Without
@@ -20,7 +20,7 @@ import uuid
 import orjson
 from aiohttp import web
 
-from backends.samples._common import HEALTH_PATHS, health, nvcf_env, parse_args, serve
+from fngate.backends.samples._common import HEALTH_PATHS, health, nvcf_env, parse_args, serve
 
 
 def _knob(body: dict, query, name: str, default):

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from proxy.routing import key_digest
+from fngate.proxy.routing import key_digest
 
 from .. import keys
 from ..loadboard import LoadBoard

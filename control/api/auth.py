@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from proxy.routing import key_digest
+from fngate.proxy.routing import key_digest
 
 from .. import keys, records
 from .context import ctx

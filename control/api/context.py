@@ -8,8 +8,8 @@ from typing import Any, Callable
 import orjson
 from aiohttp import web
 
-from control.loadboard import LoadBoard
-from control.store.base import StateStore
+from fngate.control.loadboard import LoadBoard
+from fngate.control.store.base import StateStore
 
 from .errors import BadRequest
 

@@ -19,8 +19,8 @@ import httptools
 
 from typing import Protocol
 
-from proxy.exchange import BodyBuffer, Headers
-from proxy.headers import parse_header_block
+from fngate.proxy.exchange import BodyBuffer, Headers
+from fngate.proxy.headers import parse_header_block
 
 
 class ResponseSink(Protocol):

@@ -31,8 +31,8 @@ from h2.exceptions import H2Error
 from h2.settings import SettingCodes
 from h2.stream import StreamState
 
-from proxy.h2_codec import install as plain_hpack
-from proxy.h2_limits import CheapStreamCount
+from fngate.proxy.h2_codec import install as plain_hpack
+from fngate.proxy.h2_limits import CheapStreamCount
 
 _WRITABLE = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from proxy.upstream.h1_client import H1Upstream
+from fngate.proxy.upstream.h1_client import H1Upstream
 
 
 class ConnectFailed(Exception):

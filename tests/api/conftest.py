@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from control.api import make_app
-from control.loadboard import LoadBoard
-from control.store.memory import MemoryStore
+from fngate.control.api import make_app
+from fngate.control.loadboard import LoadBoard
+from fngate.control.store.memory import MemoryStore
 
 ADMIN_KEY = "nvapi-test-admin-key"
 

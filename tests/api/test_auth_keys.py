@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from control import records
-from proxy.routing import key_digest
+from fngate.control import records
+from fngate.proxy.routing import key_digest
 
 from .conftest import ADMIN_KEY, EXAMPLE_FUNCTION
 

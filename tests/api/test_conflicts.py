@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from control import records
-from control.api import make_app
-from control.store.memory import MemoryStore
+from fngate.control import records
+from fngate.control.api import make_app
+from fngate.control.store.memory import MemoryStore
 
 from .conftest import ADMIN_KEY, CAPACITY, EXAMPLE_FUNCTION, SPEC, Api
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from control import records
-from control.api.deployments import GRACEFUL_WAIT
+from fngate.control import records
+from fngate.control.api.deployments import GRACEFUL_WAIT
 
 from .conftest import SPEC
 

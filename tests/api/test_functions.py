@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from control import records
+from fngate.control import records
 
 from .conftest import EXAMPLE_FUNCTION
 

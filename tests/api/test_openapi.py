@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 
-from control.api import make_app
-from control.store.memory import MemoryStore
+from fngate.control.api import make_app
+from fngate.control.store.memory import MemoryStore
 
 from .conftest import SPEC
 

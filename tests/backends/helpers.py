@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from control import records as R
+from fngate.control import records as R
 
 
 def function_doc(fid: str, vid: str, *, image: str = "test/toy", status: str = "INACTIVE", **extra) -> dict:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from control import records as R
-from control.autoscaler import Autoscaler, AutoscalerConfig, Policy, decide
-from control.loadboard import LoadBoard
-from control.store.memory import MemoryStore
-from proxy.routing import LoadReport, VersionLoad
+from fngate.control import records as R
+from fngate.control.autoscaler import Autoscaler, AutoscalerConfig, Policy, decide
+from fngate.control.loadboard import LoadBoard
+from fngate.control.store.memory import MemoryStore
+from fngate.proxy.routing import LoadReport, VersionLoad
 from tests.backends.helpers import deploy, gpu_spec
 
 NVCF = Policy(70, 1.2, 30, 0.8)

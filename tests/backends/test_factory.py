@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from backends.factory import build_backends
-from backends.local import LocalBackend
-from backends.static import StaticBackend
+from fngate.backends.factory import build_backends
+from fngate.backends.local import LocalBackend
+from fngate.backends.static import StaticBackend
 from tests.conftest import REPO
 
 
@@ -40,7 +40,7 @@ def test_bad_entries_say_what_is_wrong(tmp_path, entries, message):
 def test_serve_with_a_bad_backend_config_exits_with_one_clear_line(tmp_path):
     config = tmp_path / "fngate.yaml"
     config.write_text("backends:\n  - {name: local, type: local, startupTimeout: 5, bogus: 1}\n")
-    done = subprocess.run([sys.executable, "-m", "control", "serve", "--config", str(config), "--data-dir", str(tmp_path),
+    done = subprocess.run([sys.executable, "-m", "fngate", "serve", "--config", str(config), "--data-dir", str(tmp_path),
                            "--api-port", "0", "--http-port", "0", "--grpc-port", "0", "--admin-port", "0", "--no-samples"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2  # fngate's exit code for a configuration error

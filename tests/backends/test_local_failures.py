@@ -11,10 +11,10 @@ import sys
 
 import pytest
 
-from backends.base import BackendError, HealthCheck, InstanceEventKind as K
-from backends.inventory import Inventory
-from backends.local import LocalBackend, free_port
-from backends.static import StaticBackend
+from fngate.backends.base import BackendError, HealthCheck, InstanceEventKind as K
+from fngate.backends.inventory import Inventory
+from fngate.backends.local import LocalBackend, free_port
+from fngate.backends.static import StaticBackend
 from tests.backends.toys import TOY, Tracker, toy_catalog, toy_spec
 
 

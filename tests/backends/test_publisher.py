@@ -10,12 +10,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from control import records as R
-from control.internal_api import RedisLoadReader, make_internal_app
-from control.loadboard import LoadBoard
-from control.publisher import ROUTING_CHANNEL, ROUTING_KEY, RoutingPublisher
-from control.store.memory import MemoryStore
-from proxy.routing import LoadReport, RoutingTable, SnapshotHolder, VersionLoad, key_digest
+from fngate.control import records as R
+from fngate.control.internal_api import RedisLoadReader, make_internal_app
+from fngate.control.loadboard import LoadBoard
+from fngate.control.publisher import ROUTING_CHANNEL, ROUTING_KEY, RoutingPublisher
+from fngate.control.store.memory import MemoryStore
+from fngate.proxy.routing import LoadReport, RoutingTable, SnapshotHolder, VersionLoad, key_digest
 from tests.backends.helpers import deploy
 
 ADMIN = "nvapi-admin-secret"
@@ -150,7 +150,7 @@ async def test_load_reports_reach_the_board(internal):
 
 
 def test_route_names_the_backend_its_instances_run_on():
-    from control.publisher import build_routes
+    from fngate.control.publisher import build_routes
 
     fn = {"id": "f", "versionId": "v", "name": "echo", "status": "ACTIVE", "inferenceUrl": "/echo"}
     inst = {"instanceId": "i1", "functionVersionId": "v", "instanceStatus": "ACTIVE", "host": "127.0.0.1",

@@ -8,15 +8,15 @@ import time
 
 import pytest
 
-from backends.fake import FakeBackend
-from backends.inventory import Inventory
-from backends.local import LocalBackend
-from control import records as R
-from control.loadboard import LoadBoard
-from control.reconciler import Reconciler
-from control.store.base import Delete, Put
-from control.store.memory import MemoryStore
-from proxy.routing import LoadReport, VersionLoad
+from fngate.backends.fake import FakeBackend
+from fngate.backends.inventory import Inventory
+from fngate.backends.local import LocalBackend
+from fngate.control import records as R
+from fngate.control.loadboard import LoadBoard
+from fngate.control.reconciler import Reconciler
+from fngate.control.store.base import Delete, Put
+from fngate.control.store.memory import MemoryStore
+from fngate.proxy.routing import LoadReport, VersionLoad
 from tests.backends.helpers import deploy, gpu_spec, status_of, wait_for, wait_status
 from tests.backends.toys import toy_catalog
 

@@ -6,8 +6,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from backends.base import HealthCheck, InstanceEvent, InstanceEventKind as K, InstanceSpec
-from backends.catalog import ImageCatalog
+from fngate.backends.base import HealthCheck, InstanceEvent, InstanceEventKind as K, InstanceSpec
+from fngate.backends.catalog import ImageCatalog
 
 TOY = str(Path(__file__).with_name("toy_worker.py"))
 

@@ -1,7 +1,7 @@
 """The benchmark harness end to end, with tiny durations, against nginx and the direct path.
 
 No timing is asserted (figures on a shared machine mean nothing here): the test checks
-that one `python -m bench` run produces a report with the expected rows, and that the
+that one `python -m fngate.bench` run produces a report with the expected rows, and that the
 ratios in it are the ones the measured figures give.
 """
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> tuple[dict, str, Path]:
     out = tmp_path_factory.mktemp("bench-results")
-    cmd = [sys.executable, "-m", "bench", "--only", "http1,h2", "--sizes", "small", "--runs", "2",
+    cmd = [sys.executable, "-m", "fngate.bench", "--only", "http1,h2", "--sizes", "small", "--runs", "2",
            "--duration", "1", "--warmup", "0", "--no-fngate", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=90)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -12,10 +12,10 @@ import contextlib
 
 import pytest
 
-from bench import sse
-from bench.fngate import invoke_headers
-from bench.procs import layouts
-from bench.runner import Settings, run_async
+from fngate.bench import sse
+from fngate.bench.fngate import invoke_headers
+from fngate.bench.procs import layouts
+from fngate.bench.runner import Settings, run_async
 
 STREAMS = 50
 # the gateway's own descriptors: listeners, event loop, stdio, the routing table file

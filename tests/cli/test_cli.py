@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from control.cli import main
+from fngate.control.cli import main
 from tests.conftest import REPO, start_serve
 
 
@@ -131,12 +131,12 @@ def test_keys_create_list_revoke(server):
 
 def test_unreachable_api_is_a_clear_error(tmp_path):
     env = {**os.environ, "FNGATE_API_URL": "http://127.0.0.1:9", "FNGATE_KEY": "k"}
-    proc = subprocess.run([sys.executable, "-m", "control", "function", "list"], capture_output=True, text=True, env=env, cwd=str(REPO), timeout=30)
+    proc = subprocess.run([sys.executable, "-m", "fngate", "function", "list"], capture_output=True, text=True, env=env, cwd=str(REPO), timeout=30)
     assert proc.returncode == 1 and "cannot reach the API" in proc.stderr
 
 
 def test_bad_serve_options_exit_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "control", "serve", "--store", "postgres://x", "--data-dir", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "fngate", "serve", "--store", "postgres://x", "--data-dir", str(tmp_path)],
                           capture_output=True, text=True, cwd=str(REPO), timeout=30)
     assert proc.returncode == 2 and "--store" in proc.stderr
 

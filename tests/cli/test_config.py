@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from control.config import ConfigError, ServeConfig, add_serve_arguments, from_args
+from fngate.control.config import ConfigError, ServeConfig, add_serve_arguments, from_args
 
 
 def parse(*argv: str) -> ServeConfig:

@@ -72,7 +72,7 @@ def test_serve_start_failures_are_one_clear_line(tmp_path):
         port = taken.getsockname()[1]
         for extra, expect in ((["--api-port", str(port)], "address already in use"),
                               (["--store", "redis://127.0.0.1:1/0"], "cannot start")):
-            proc = subprocess.run([sys.executable, "-m", "control", "serve", "--no-samples", "--data-dir", str(tmp_path),
+            proc = subprocess.run([sys.executable, "-m", "fngate", "serve", "--no-samples", "--data-dir", str(tmp_path),
                                    "--api-port", "0", "--http-port", "0", "--grpc-port", "0", "--admin-port", "0", *extra],
                                   capture_output=True, text=True, cwd=str(REPO), timeout=60)
             assert proc.returncode == 1, proc.stderr

@@ -14,10 +14,10 @@ import sys
 import httpx
 import pytest
 
-from backends.base import Backend, InstanceEventKind as K
-from backends.fake import FakeBackend
-from backends.local import LocalBackend, free_port
-from backends.static import StaticBackend
+from fngate.backends.base import Backend, InstanceEventKind as K
+from fngate.backends.fake import FakeBackend
+from fngate.backends.local import LocalBackend, free_port
+from fngate.backends.static import StaticBackend
 from tests.backends.toys import TOY, Tracker, toy_catalog, toy_spec
 
 

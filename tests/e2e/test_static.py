@@ -17,7 +17,7 @@ from tests.e2e.helpers import Api, write_config
 @pytest.fixture
 def external_echo():
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "backends.samples.echo", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "fngate.backends.samples.echo", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
     while True:

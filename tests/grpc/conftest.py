@@ -14,9 +14,9 @@ import socket
 import pytest
 import pytest_asyncio
 
-from proxy.config import GatewayConfig
-from proxy.routing import SnapshotHolder
-from proxy.server import Gateway
+from fngate.proxy.config import GatewayConfig
+from fngate.proxy.routing import SnapshotHolder
+from fngate.proxy.server import Gateway
 from tests.grpc.gateway import build_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ class EchoProcess:
 
 async def start_echo(impl: str, *extra: str) -> EchoProcess:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "backends.samples.grpc_echo", "--host", "127.0.0.1", "--port", "0",
+        sys.executable, "-m", "fngate.backends.samples.grpc_echo", "--host", "127.0.0.1", "--port", "0",
         "--impl", impl, *extra,
         stdout=asyncio.subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from grpclib.client import Channel
 
-from backends.samples import grpc_echo_pb2 as pb
+from fngate.backends.samples import grpc_echo_pb2 as pb
 from tests.grpc.conftest import running_gateway
 from tests.grpc.gateway import (
     F_BOTH, F_IO, FUNCTION_OF, V_IO, V_LIB, grpcio_channel, grpcio_stub, grpclib_stub, metadata,

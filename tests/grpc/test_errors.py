@@ -11,7 +11,7 @@ import pytest
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
 
-from backends.samples import grpc_echo_pb2 as pb
+from fngate.backends.samples import grpc_echo_pb2 as pb
 from tests.grpc.gateway import (
     EXPIRED_KEY, F_DEPLOYING, F_DOWN, F_HTTP, F_INACTIVE, F_IO, F_LIB, F_ONE, FUNCTION_OF, KEY, NO_INVOKE_KEY,
     SCOPED_KEY, V_OTHER, grpcio_channel, grpcio_stub, grpclib_stub, metadata,

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from grpclib.client import Channel
 
-from backends.samples import grpc_echo_pb2 as pb
+from fngate.backends.samples import grpc_echo_pb2 as pb
 from tests.grpc.gateway import F_IO, FUNCTION_OF, grpc_route, grpcio_channel, grpcio_stub, grpclib_stub, metadata, publish_routes
 from tests.grpc.conftest import running_gateway, start_echo
 from tests.grpc.rawh2 import RawClient, RawUpstream, grpc_frame, grpc_headers

@@ -7,10 +7,10 @@ import socket
 import grpc
 from grpclib.client import Channel
 
-from backends.grpc_health import check_grpc_health, probe_grpc_health
-from backends.samples import grpc_echo_pb2 as pb
-from backends.samples import grpc_echo_pb2_grpc as pb_grpc
-from backends.samples.grpc_echo_grpc import EchoStub
+from fngate.backends.grpc_health import check_grpc_health, probe_grpc_health
+from fngate.backends.samples import grpc_echo_pb2 as pb
+from fngate.backends.samples import grpc_echo_pb2_grpc as pb_grpc
+from fngate.backends.samples.grpc_echo_grpc import EchoStub
 from tests.grpc.conftest import start_echo
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from backends.catalog import ImageCatalog
+from fngate.backends.catalog import ImageCatalog
 
 from .fake_apiserver import FakeApiServer
 from .fake_kubelet import FakeKubelet

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from backends.kubernetes import KubernetesBackend
+from fngate.backends.kubernetes import KubernetesBackend
 from tests.backends.toys import toy_catalog
 
 from .cluster import FakeCluster

@@ -27,9 +27,9 @@ from typing import Any
 
 import orjson
 
-from backends.base import BackendError, HealthCheck
-from backends.catalog import ImageCatalog
-from backends.probe import probe
+from fngate.backends.base import BackendError, HealthCheck
+from fngate.backends.catalog import ImageCatalog
+from fngate.backends.probe import probe
 
 from .fake_apiserver import FakeApiServer, now
 

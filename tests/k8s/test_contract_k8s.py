@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backends.kubernetes import KubernetesBackend
+from fngate.backends.kubernetes import KubernetesBackend
 from tests.backends.toys import Tracker, toy_spec
 from tests.contract.test_backend_contract import (  # noqa: F401  (collected here, with the subject below)
     test_apply_converges_up_down_and_is_idempotent,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from backends.kubernetes import PERMISSIONS, KubernetesBackend
-from control.config import from_args
+from fngate.backends.kubernetes import PERMISSIONS, KubernetesBackend
+from fngate.control.config import from_args
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
 

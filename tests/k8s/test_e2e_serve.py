@@ -119,7 +119,7 @@ async def test_invoke_http_and_grpc_through_the_gateway(cluster, serve):
         pytest.skip("the gateway is not wired into fngate serve yet")
     import grpc
 
-    from backends.samples import grpc_echo_pb2, grpc_echo_pb2_grpc
+    from fngate.backends.samples import grpc_echo_pb2, grpc_echo_pb2_grpc
 
     api = Api(serve)
     echo = await api.create_and_deploy(ECHO, 1)

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from backends.base import BackendError, InstanceEventKind as K
-from backends.kubernetes import KubernetesBackend
+from fngate.backends.base import BackendError, InstanceEventKind as K
+from fngate.backends.kubernetes import KubernetesBackend
 from tests.backends.toys import Tracker, toy_spec
 
 

@@ -8,8 +8,8 @@ import json
 import orjson
 import pytest
 
-from backends.base import BackendError, HealthCheck
-from backends.kubernetes import PERMISSIONS, KubernetesBackend
+from fngate.backends.base import BackendError, HealthCheck
+from fngate.backends.kubernetes import PERMISSIONS, KubernetesBackend
 from tests.backends.toys import Tracker, toy_spec
 
 

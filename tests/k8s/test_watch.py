@@ -7,7 +7,7 @@ import asyncio
 
 import httpx
 
-from backends.base import InstanceEventKind as K
+from fngate.backends.base import InstanceEventKind as K
 from tests.backends.toys import Tracker, toy_spec
 
 

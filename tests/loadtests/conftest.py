@@ -2,7 +2,7 @@
 
 Locust never runs inside this pytest process (gevent's monkey-patching, and an import
 clash with kubernetes_asyncio): every run is a `python -m locust` or
-`python -m control loadtest` subprocess.
+`python -m fngate loadtest` subprocess.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def samples(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("samples")
     started: dict[str, Sample] = {}
     try:
-        for name, module in (("echo", "backends.samples.echo"), ("sse", "backends.samples.sse"),
-                             ("grpc", "backends.samples.grpc_echo")):  # fmt: skip
+        for name, module in (("echo", "fngate.backends.samples.echo"), ("sse", "fngate.backends.samples.sse"),
+                             ("grpc", "fngate.backends.samples.grpc_echo")):  # fmt: skip
             started[name] = _start(module, tmp)
         yield started
     finally:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from loadtests import plan as planning
-from loadtests.knobs import Knobs
-from loadtests.plan import LoadTestError, Options, Target, make_plan, parse_duration
-from loadtests.runner import locust_command
-from loadtests.scenarios import SCENARIOS
+from fngate.loadtests import plan as planning
+from fngate.loadtests.knobs import Knobs
+from fngate.loadtests.plan import LoadTestError, Options, Target, make_plan, parse_duration
+from fngate.loadtests.runner import locust_command
+from fngate.loadtests.scenarios import SCENARIOS
 
 GATEWAY = Target(url="http://127.0.0.1:1", key="k", function_ids=("f1", "f2"), sse_function_id="s",
                  grpc_function_id="g", grpc_target="127.0.0.1:2")  # fmt: skip

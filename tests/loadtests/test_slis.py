@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from loadtests import slis
-from loadtests.plan import Options, Target, make_plan
-from loadtests.runner import run_locust
-from loadtests.scenarios import SCENARIOS
+from fngate.loadtests import slis
+from fngate.loadtests.plan import Options, Target, make_plan
+from fngate.loadtests.runner import run_locust
+from fngate.loadtests.scenarios import SCENARIOS
 
 
 def _closed_port() -> int:

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loadtests.scenarios import SCENARIOS
-from loadtests.slis import DEFAULT_SLIS
+from fngate.loadtests.scenarios import SCENARIOS
+from fngate.loadtests.slis import DEFAULT_SLIS
 
 from .conftest import REPO
 
@@ -26,7 +26,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def fngate_loadtest(*args: str, timeout: float = 100) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "control", "loadtest", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "fngate", "loadtest", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout)  # fmt: skip
 
 

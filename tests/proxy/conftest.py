@@ -12,10 +12,10 @@ from dataclasses import replace
 import pytest
 from aiohttp import web
 
-from backends.samples import echo, sse
-from proxy.config import GatewayConfig
-from proxy.routing import Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
-from proxy.server import Gateway
+from fngate.backends.samples import echo, sse
+from fngate.proxy.config import GatewayConfig
+from fngate.proxy.routing import Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
+from fngate.proxy.server import Gateway
 
 KEY = "nvapi-test-key"
 OTHER_KEY = "nvapi-other-key"

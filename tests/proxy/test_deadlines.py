@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from proxy.deadlines import Deadlines
+from fngate.proxy.deadlines import Deadlines
 
 
 class Probe:

@@ -6,9 +6,9 @@ import asyncio
 
 import httpx
 
-from proxy.config import GatewayConfig
-from proxy.routing import SnapshotHolder
-from proxy.server import Gateway
+from fngate.proxy.config import GatewayConfig
+from fngate.proxy.routing import SnapshotHolder
+from fngate.proxy.server import Gateway
 
 from .conftest import Env, route
 

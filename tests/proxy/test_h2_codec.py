@@ -15,7 +15,7 @@ from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 
 from hyperframe.frame import DataFrame
 
-from proxy.h2_codec import MemoDecoder, PlainEncoder, decode_huffman
+from fngate.proxy.h2_codec import MemoDecoder, PlainEncoder, decode_huffman
 
 RESPONSES = [
     [(b":status", b"200"), (b"content-type", b"application/grpc"), (b"nvcf-reqid", b"a" * 36)],

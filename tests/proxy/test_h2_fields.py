@@ -12,7 +12,7 @@ from h2.errors import ErrorCodes
 from h2.exceptions import ProtocolError
 from h2.utilities import HeaderValidationFlags, normalize_inbound_headers, validate_headers
 
-from proxy.h2_request import Malformed, check_trailers, read_request
+from fngate.proxy.h2_request import Malformed, check_trailers, read_request
 
 from .conftest import route
 from .h2client import RawH2Client

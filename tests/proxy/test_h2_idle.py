@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from proxy.config import GatewayConfig
+from fngate.proxy.config import GatewayConfig
 
 from .conftest import route
 from .h2client import RawH2Client

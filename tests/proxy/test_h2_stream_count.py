@@ -10,7 +10,7 @@ from h2.events import RequestReceived
 from h2.exceptions import TooManyStreamsError
 from h2.settings import SettingCodes, Settings
 
-from proxy.h2_limits import CheapStreamCount
+from fngate.proxy.h2_limits import CheapStreamCount
 
 REQUEST = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"x")]
 

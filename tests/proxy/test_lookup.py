@@ -7,9 +7,9 @@ import uuid
 import pytest
 from hypothesis import given, strategies as st
 
-from proxy.errors import BadRequest, Degraded, NotFound
-from proxy.lookup import poll_seconds, resolve, target_from_host
-from proxy.routing import RoutingTable
+from fngate.proxy.errors import BadRequest, Degraded, NotFound
+from fngate.proxy.lookup import poll_seconds, resolve, target_from_host
+from fngate.proxy.routing import RoutingTable
 
 from .conftest import FID, VID, VID2, route
 

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from proxy.config import GatewayConfig
+from fngate.proxy.config import GatewayConfig
 
 from .conftest import VID, route
 
@@ -90,7 +90,7 @@ async def test_cold_start_waits_for_an_endpoint(env, echo_up):
 
 async def test_least_loaded_instance_is_preferred(env, echo_up):
     from .conftest import Upstream
-    from backends.samples import echo
+    from fngate.backends.samples import echo
     other = await Upstream(echo.make_app()).start()
     try:
         env.publish([route(echo_up.port, other.port, max_concurrency=4)])

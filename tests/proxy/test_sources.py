@@ -11,12 +11,12 @@ import httpx
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from control.internal_api import make_internal_app
-from control.loadboard import LoadBoard
-from proxy.config import GatewayConfig
-from proxy.routing import KeyGrant, LoadReport, RoutingTable, SnapshotHolder, VersionLoad, key_digest
-from proxy.sources import ROUTING_CHANNEL, ROUTING_KEY, ControlHttpSource, RedisSource
-from proxy.workers import WorkerPool
+from fngate.control.internal_api import make_internal_app
+from fngate.control.loadboard import LoadBoard
+from fngate.proxy.config import GatewayConfig
+from fngate.proxy.routing import KeyGrant, LoadReport, RoutingTable, SnapshotHolder, VersionLoad, key_digest
+from fngate.proxy.sources import ROUTING_CHANNEL, ROUTING_KEY, ControlHttpSource, RedisSource
+from fngate.proxy.workers import WorkerPool
 
 from .conftest import KEY, VID, route
 

@@ -9,9 +9,9 @@ import subprocess
 import httpx
 import pytest
 
-from proxy.config import GatewayConfig
-from proxy.routing import SnapshotHolder
-from proxy.server import Gateway
+from fngate.proxy.config import GatewayConfig
+from fngate.proxy.routing import SnapshotHolder
+from fngate.proxy.server import Gateway
 
 from .conftest import Env, route
 

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from control.store.base import Compacted, Conflict, Delete, Put
-from control.store.memory import MemoryStore
-from control.store.redis import RedisStore
-from control.store.sqlite import SqliteStore
+from fngate.control.store.base import Compacted, Conflict, Delete, Put
+from fngate.control.store.memory import MemoryStore
+from fngate.control.store.redis import RedisStore
+from fngate.control.store.sqlite import SqliteStore
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .cli_http import CliError, add_client_arguments, call, emit, run, table
+from .client import CliError, add_client_arguments, call, emit, run, table
 
 COLUMNS = [("FUNCTION ID", "id"), ("VERSION ID", "versionId"), ("NAME", "name"), ("STATUS", "status"),
            ("IMAGE", "containerImage"), ("TAGS", "tags")]

@@ -10,19 +10,22 @@ import argparse
 import importlib
 import sys
 
-from .config import ConfigError, add_serve_arguments, from_args
+from fngate import __version__
 
-COMMAND_MODULES = ("control.cli_functions", "control.cli_deployments", "control.cli_keys", "control.cli_loadtest", "control.cli_invoke")
+from ..config import ConfigError, add_serve_arguments, from_args
+
+COMMAND_MODULES = ("fngate.control.cli.functions", "fngate.control.cli.deployments", "fngate.control.cli.keys", "fngate.control.cli.loadtest", "fngate.control.cli.invoke")
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from . import serve
+    from .. import serve
 
     return serve.main(from_args(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fngate", description="Self-hosted, NVCF-compatible serverless invocation gateway")
+    parser.add_argument("--version", action="version", version=f"fngate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve = sub.add_parser("serve", help="run the control plane (management API) and the gateway")
     add_serve_arguments(serve)

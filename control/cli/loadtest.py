@@ -24,7 +24,7 @@ def _size(text: str) -> int:
 
 
 def _duration(text: str) -> float:
-    from loadtests.plan import parse_duration
+    from fngate.loadtests.plan import parse_duration
 
     try:
         return parse_duration(text)
@@ -43,7 +43,7 @@ def _steps(text: str) -> tuple[int, ...]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from loadtests.scenarios import SCENARIOS
+    from fngate.loadtests.scenarios import SCENARIOS
 
     names = ["smoke", *SCENARIOS]
     p = sub.add_parser(
@@ -88,9 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from loadtests import runner
-    from loadtests.localstack import StackError
-    from loadtests.slis import SliConfigError
+    from fngate.loadtests import runner
+    from fngate.loadtests.localstack import StackError
+    from fngate.loadtests.slis import SliConfigError
 
     target = None
     if args.target or args.direct or args.grpc_target:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cli_http import add_client_arguments, call, emit, run, table
+from .client import add_client_arguments, call, emit, run, table
 
 SPEC_COLUMNS = [("GPU SPEC ID", "gpuSpecificationId"), ("GPU", "gpu"), ("INSTANCE TYPE", "instanceType"),
                 ("MIN", "minInstances"), ("MAX", "maxInstances"), ("CONCURRENCY", "maxRequestConcurrency")]

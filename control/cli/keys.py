@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .cli_http import add_client_arguments, call, emit, run, table
-from .keys import SCOPES
+from .client import add_client_arguments, call, emit, run, table
+from ..keys import SCOPES
 
 COLUMNS = [("KEY ID", "keyId"), ("DESCRIPTION", "description"), ("SCOPES", "scopes"),
            ("FUNCTIONS", "functionIds"), ("EXPIRES", "expiresAt")]

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .cli_http import CliError, add_client_arguments, resolve_key, run
+from .client import CliError, add_client_arguments, resolve_key, run
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8000"
 DEFAULT_GRPC = "127.0.0.1:10081"
@@ -103,7 +103,7 @@ def _invoke(args: argparse.Namespace) -> int:
 def _invoke_grpc(args: argparse.Namespace) -> int:
     import grpc
 
-    from backends.samples import grpc_echo_pb2, grpc_echo_pb2_grpc
+    from fngate.backends.samples import grpc_echo_pb2, grpc_echo_pb2_grpc
 
     metadata = [("function-id", args.function_id)]
     if args.version:

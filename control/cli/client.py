@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .keys import ADMIN_KEY_FILE
+from ..keys import ADMIN_KEY_FILE
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"
 

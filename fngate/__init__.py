@@ -1,0 +1,8 @@
+"""fngate: a self-hosted, NVCF-compatible serverless invocation platform for GPU inference.
+
+The import packages live under this one name: `fngate.proxy` (the data plane),
+`fngate.control` (management API, stores, lifecycle, CLI), `fngate.backends`,
+`fngate.loadtests` and `fngate.bench`; their folders sit at the repository's top level.
+"""
+
+__version__ = "0.2.0"
