@@ -12,9 +12,10 @@ Kubernetes. Each must pass tests/contract/test_backend_contract.py.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, AsyncIterator, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 class InstanceEventKind(str, Enum):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shlex
 import sys
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from .base import BackendError
 

@@ -14,8 +14,9 @@ Bad settings raise ValueError with the entry and the setting named.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .base import Backend
 from .catalog import ImageCatalog
@@ -69,8 +70,9 @@ def build_backends(
             raise ValueError(f"{where}: the name {name!r} is used twice")
         if kind == "local":
             inv = Inventory.from_config(cfg["inventory"]) if "inventory" in cfg else (inventory or Inventory())
-            out[name] = LocalBackend(name, data_dir=data_dir, catalog=catalog or ImageCatalog(), inventory=inv,
-                                     **_knobs(cfg, _LOCAL_KNOBS, where))
+            out[name] = LocalBackend(
+                name, data_dir=data_dir, catalog=catalog or ImageCatalog(), inventory=inv, **_knobs(cfg, _LOCAL_KNOBS, where)
+            )
         elif kind == "static":
             out[name] = StaticBackend(name, **_knobs(cfg, _STATIC_KNOBS, where))
         elif kind == "kubernetes":

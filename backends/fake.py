@@ -10,9 +10,11 @@ failures behave as on the local backend.
 from __future__ import annotations
 
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
-from .base import BackendError, InstanceEvent, InstanceEventKind as K, InstanceSpec
+from .base import BackendError, InstanceEvent, InstanceSpec
+from .base import InstanceEventKind as K
 from .hub import EventHub
 from .inventory import Inventory, PlacementError
 

@@ -8,7 +8,7 @@ so a subscriber that starts late (or restarts) still sees the whole picture.
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from .base import InstanceEvent, InstanceEventKind
 

@@ -8,8 +8,9 @@ free is refused with a message that becomes the function's healthInfo.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .base import BackendError
 
@@ -49,7 +50,7 @@ class Inventory:
         self._held: dict[str, tuple[str, int]] = {}  # holder id -> (gpu, count)
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | None) -> "Inventory":
+    def from_config(cls, cfg: Mapping[str, Any] | None) -> Inventory:
         """`{"gpus": {"H100": 2, ...}, "instanceTypes": [{"name", "gpu", "gpuCount", "cpuCores",
         "systemMemory", "gpuMemory"}, ...]}`; a missing part keeps the default."""
         cfg = cfg or {}
@@ -87,8 +88,7 @@ class Inventory:
         free = self.free_gpus(t.gpu)
         if free < t.gpu_count:
             raise PlacementError(
-                f"insufficient capacity: {instance_type} needs {t.gpu_count} {t.gpu} GPU(s), "
-                f"{free} of {self._gpus[t.gpu]} free"
+                f"insufficient capacity: {instance_type} needs {t.gpu_count} {t.gpu} GPU(s), {free} of {self._gpus[t.gpu]} free"
             )
         self._held[holder] = (t.gpu, t.gpu_count)
         return t

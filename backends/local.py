@@ -22,13 +22,15 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
 
-from .base import BackendError, InstanceEvent, InstanceEventKind as K, InstanceSpec, nvcf_environment
+from .base import BackendError, InstanceEvent, InstanceSpec, nvcf_environment
+from .base import InstanceEventKind as K
 from .catalog import ImageCatalog
 from .hub import EventHub
 from .inventory import Inventory, PlacementError
@@ -171,9 +173,17 @@ class LocalBackend:
     # -- introspection (CLI, tests) ----------------------------------------------------------
     def instances(self, version_id: str | None = None) -> list[dict[str, Any]]:
         return [
-            {"instanceId": i.id, "versionId": i.key[0], "port": i.port, "ready": i.ready,
-             "pid": i.process.pid if i.process else None, "log": str(i.log_path)}
-            for key, g in self._groups.items() if version_id in (None, key[0]) for i in g.values()
+            {
+                "instanceId": i.id,
+                "versionId": i.key[0],
+                "port": i.port,
+                "ready": i.ready,
+                "pid": i.process.pid if i.process else None,
+                "log": str(i.log_path),
+            }
+            for key, g in self._groups.items()
+            if version_id in (None, key[0])
+            for i in g.values()
         ]
 
     # -- supervision ----------------------------------------------------------------------
@@ -188,9 +198,7 @@ class LocalBackend:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def _emit(self, kind: K, inst: _Instance, detail: str = "") -> None:
-        self._hub.emit(
-            InstanceEvent(kind, inst.key[0], inst.id, self.host if inst.port else "", inst.port, detail, inst.key[1])
-        )
+        self._hub.emit(InstanceEvent(kind, inst.key[0], inst.id, self.host if inst.port else "", inst.port, detail, inst.key[1]))
 
     def _backoff(self, restarts: int) -> float:
         return min(self.restart_backoff * (2 ** max(restarts - 1, 0)), self.restart_backoff_max)
@@ -204,8 +212,12 @@ class LocalBackend:
                 try:
                     await self._spawn(inst)
                 except OSError as exc:  # no such program, not executable, ...
-                    self._emit(K.FAILED, inst, f"cannot start {inst.spec.container_image!r}: {exc.strerror or exc}"
-                               + (f" ({exc.filename})" if exc.filename else ""))
+                    self._emit(
+                        K.FAILED,
+                        inst,
+                        f"cannot start {inst.spec.container_image!r}: {exc.strerror or exc}"
+                        + (f" ({exc.filename})" if exc.filename else ""),
+                    )
                     return
                 self._emit(K.STARTING, inst)
                 announced = True
@@ -258,8 +270,13 @@ class LocalBackend:
             out.write(f"--- fngate: starting instance {inst.id} on port {inst.port}: {shlex.join(argv)}\n".encode())
             out.flush()
             inst.process = await asyncio.create_subprocess_exec(
-                *argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                *argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         inst.exited = asyncio.ensure_future(inst.process.wait())
 

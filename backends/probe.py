@@ -16,7 +16,7 @@ async def probe(health: HealthCheck, host: str, port: int) -> str | None:
         if health.protocol.lower() == "grpc":
             return await asyncio.wait_for(_grpc(host, port, health.timeout_s), health.timeout_s)
         return await asyncio.wait_for(_http(host, port, health), health.timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return f"health check timed out after {health.timeout_s:g}s"
     except OSError as exc:
         return f"health check could not connect: {exc.strerror or exc}"

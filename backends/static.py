@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
-from .base import BackendError, InstanceEvent, InstanceEventKind as K, InstanceSpec
+from .base import BackendError, InstanceEvent, InstanceSpec
+from .base import InstanceEventKind as K
 from .hub import EventHub
 from .probe import probe
 
@@ -35,7 +37,9 @@ def parse_endpoints(configuration: dict[str, Any]) -> list[tuple[str, int]]:
 
 
 class StaticBackend:
-    def __init__(self, name: str = "static", *, probe_interval: float = 1.0, startup_timeout: float = 60.0, unhealthy_after: int = 3) -> None:
+    def __init__(
+        self, name: str = "static", *, probe_interval: float = 1.0, startup_timeout: float = 60.0, unhealthy_after: int = 3
+    ) -> None:
         self.name = name
         self.probe_interval = probe_interval
         self.startup_timeout = startup_timeout

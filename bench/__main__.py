@@ -40,8 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--idle-connections", type=int, default=1000, help="idle keep-alive connections for the memory figure")
     p.add_argument("--micro-max-time", type=float, default=None, help="pytest-benchmark --benchmark-max-time")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="report directory")
-    p.add_argument("--no-profile", action="store_true",
-                   help="skip the extra py-spy run per fngate row (whose top frames go into the report)")
+    p.add_argument(
+        "--no-profile", action="store_true", help="skip the extra py-spy run per fngate row (whose top frames go into the report)"
+    )
     p.add_argument("--no-fngate", action="store_true", help="measure only the direct and nginx rows")
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     args = p.parse_args(argv)
@@ -76,17 +77,35 @@ def main(argv: list[str] | None = None) -> int:
     work.chmod(0o755)  # nginx workers may run as another user
     logs = work / "logs"
     logs.mkdir()
-    settings = Settings(runs=args.runs, duration=args.duration, warmup=args.warmup, connections=args.connections,
-                        sse_streams=args.sse_streams, idle_connections=args.idle_connections, work=work, logs=logs,
-                        fngate=not args.no_fngate, profile=not args.no_profile)
+    settings = Settings(
+        runs=args.runs,
+        duration=args.duration,
+        warmup=args.warmup,
+        connections=args.connections,
+        sse_streams=args.sse_streams,
+        idle_connections=args.idle_connections,
+        work=work,
+        logs=logs,
+        fngate=not args.no_fngate,
+        profile=not args.no_profile,
+    )
     doc: dict = {
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
-        "settings": {"runs": args.runs, "duration": args.duration, "warmup": args.warmup, "only": only,
-                     "connections": args.connections, "sse_streams": args.sse_streams,
-                     "idle_connections": args.idle_connections,
-                     "layouts": {k: v.describe() for k, v in layouts().items()}},
-        "rows": [], "skipped": {}, "failed": {}, "notes": [],
+        "settings": {
+            "runs": args.runs,
+            "duration": args.duration,
+            "warmup": args.warmup,
+            "only": only,
+            "connections": args.connections,
+            "sse_streams": args.sse_streams,
+            "idle_connections": args.idle_connections,
+            "layouts": {k: v.describe() for k, v in layouts().items()},
+        },
+        "rows": [],
+        "skipped": {},
+        "failed": {},
+        "notes": [],
     }
     if cpu_count() < 2:
         doc["notes"].append("fewer than 2 CPUs available: nothing could be pinned apart, figures are indicative only")
@@ -116,11 +135,15 @@ def main(argv: list[str] | None = None) -> int:
         doc["targets"] = targets(doc)
         doc["notes"] += [f"{name} failed: {why}" for name, why in doc["failed"].items()]
         if "workers" in only and cpu_count() <= 2:
-            doc["notes"].append("http1-workers: on a 2-core machine wrk and the upstream share both cores with the "
-                                "gateway's workers, so 2 workers cannot reach 2× here; compare req/s per SUT core")
+            doc["notes"].append(
+                "http1-workers: on a 2-core machine wrk and the upstream share both cores with the "
+                "gateway's workers, so 2 workers cannot reach 2× here; compare req/s per SUT core"
+            )
         if "grpc" in only:
-            doc["notes"].append("gRPC: the instance keeps cpu1 to itself in both rows and the gateway shares cpu0 with "
-                                "h2load; h2load cannot read grpc-status, so one grpcio call per target checked status OK first")
+            doc["notes"].append(
+                "gRPC: the instance keeps cpu1 to itself in both rows and the gateway shares cpu0 with "
+                "h2load; h2load cannot read grpc-status, so one grpcio call per target checked status OK first"
+            )
         json_path, md_path = write(doc, args.out)
         print(markdown(doc))
         say(f"report: {md_path} and {json_path}")

@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 
 import h2.config
+import h2.connection
 import hpack
 import uvloop
-import h2.connection
-
 from hyperframe.frame import HeadersFrame
 
 from fngate.proxy.config import GatewayConfig
@@ -23,8 +22,10 @@ from fngate.proxy.h1 import H1Server
 from fngate.proxy.h2 import H2Server
 
 BATCH = 1000
-REQUEST = (b"GET /v1/infer HTTP/1.1\r\nHost: fn.invocation.localhost\r\nUser-Agent: wrk\r\n"
-           b"Accept: */*\r\nAuthorization: Bearer nvapi-secret\r\n\r\n")
+REQUEST = (
+    b"GET /v1/infer HTTP/1.1\r\nHost: fn.invocation.localhost\r\nUser-Agent: wrk\r\n"
+    b"Accept: */*\r\nAuthorization: Bearer nvapi-secret\r\n\r\n"
+)
 
 
 class _Transport(asyncio.Transport):
@@ -95,8 +96,13 @@ def _h2_requests(count: int) -> tuple[bytes, list[bytes]]:
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     client.initiate_connection()
     encoder = hpack.Encoder()
-    headers = [(":method", "GET"), (":path", "/v1/infer"), (":scheme", "http"),
-               (":authority", "fn.invocation.localhost"), ("authorization", "Bearer nvapi-secret")]
+    headers = [
+        (":method", "GET"),
+        (":path", "/v1/infer"),
+        (":scheme", "http"),
+        (":authority", "fn.invocation.localhost"),
+        ("authorization", "Bearer nvapi-secret"),
+    ]
     frames = []
     for i in range(count):
         f = HeadersFrame(1 + 2 * i)
@@ -113,7 +119,7 @@ def test_h2_driver_1000_streams(benchmark):
     transport = _Transport()
     rounds = 10
     preface, frames = _h2_requests(BATCH * (rounds + 1))
-    batches = [frames[i:i + BATCH] for i in range(0, len(frames), BATCH)]
+    batches = [frames[i : i + BATCH] for i in range(0, len(frames), BATCH)]
 
     async def setup() -> H2Server:
         proto = H2Server(GatewayConfig(), _Answer())

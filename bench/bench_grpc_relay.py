@@ -33,7 +33,7 @@ FRAME = 16 * 1024
 class _Transport(asyncio.Transport):
     """Bytes written by the gateway's upstream connection go straight into the peer."""
 
-    def __init__(self, peer: "_Peer") -> None:
+    def __init__(self, peer: _Peer) -> None:
         super().__init__()
         self.peer = peer
 
@@ -79,7 +79,6 @@ class _Peer:
         out = self.h2.data_to_send()
         if out:
             self.loop.call_soon(self.protocol.data_received, out)
-
 
 
 class _Instance:
@@ -146,9 +145,15 @@ def _handler(frames: int) -> GrpcHandler:
 
 
 HEADERS = [
-    (b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/fngate.echo.v1.Echo/Echo"),
-    (b":authority", b"gateway"), (b"content-type", b"application/grpc"), (b"te", b"trailers"),
-    (b"function-id", FID.encode()), (b"authorization", b"Bearer bench-key"), (b"grpc-timeout", b"10S"),
+    (b":method", b"POST"),
+    (b":scheme", b"http"),
+    (b":path", b"/fngate.echo.v1.Echo/Echo"),
+    (b":authority", b"gateway"),
+    (b"content-type", b"application/grpc"),
+    (b"te", b"trailers"),
+    (b"function-id", FID.encode()),
+    (b"authorization", b"Bearer bench-key"),
+    (b"grpc-timeout", b"10S"),
 ]
 
 

@@ -7,13 +7,19 @@ from fngate.proxy.headers import RouteHeaders, client_headers, upstream_head
 
 ROUTE = next(iter(build_table([Upstream("fn", "127.0.0.1", 9000)]).functions[function_id("fn")].values()))
 REQUEST = [
-    (b"host", b"fn.invocation.localhost"), (b"user-agent", b"wrk"), (b"accept", b"*/*"),
-    (b"authorization", b"Bearer nvapi-secret"), (b"content-type", b"application/json"),
+    (b"host", b"fn.invocation.localhost"),
+    (b"user-agent", b"wrk"),
+    (b"accept", b"*/*"),
+    (b"authorization", b"Bearer nvapi-secret"),
+    (b"content-type", b"application/json"),
     (b"x-trace-id", b"0123456789abcdef"),
 ]
 RESPONSE = [
-    (b"content-type", b"application/json"), (b"content-length", b"100"), (b"date", b"Mon, 23 Nov 2026 14:00:00 GMT"),
-    (b"server", b"nginx"), (b"connection", b"keep-alive"),
+    (b"content-type", b"application/json"),
+    (b"content-length", b"100"),
+    (b"date", b"Mon, 23 Nov 2026 14:00:00 GMT"),
+    (b"server", b"nginx"),
+    (b"connection", b"keep-alive"),
 ]
 
 
@@ -27,10 +33,22 @@ def test_upstream_request_head(benchmark):
     route_bytes = RouteHeaders("local").for_route(ROUTE)
 
     def build():
-        return upstream_head("POST", b"/v1/infer", REQUEST, route_bytes, host=b"127.0.0.1:9000",
-                             request_id=b"6f1c2d3e-0000-4000-8000-000000000000", subject=b"bench", nca_id=b"fngate",
-                             poll_left=60, body=b"content-length: 100\r\n", client_addr="127.0.0.1",
-                             host_routed=True, authority=b"fn.invocation.localhost", http2=False)
+        return upstream_head(
+            "POST",
+            b"/v1/infer",
+            REQUEST,
+            route_bytes,
+            host=b"127.0.0.1:9000",
+            request_id=b"6f1c2d3e-0000-4000-8000-000000000000",
+            subject=b"bench",
+            nca_id=b"fngate",
+            poll_left=60,
+            body=b"content-length: 100\r\n",
+            client_addr="127.0.0.1",
+            host_routed=True,
+            authority=b"fn.invocation.localhost",
+            http2=False,
+        )
 
     head = benchmark(build)
     assert head.startswith(b"POST /v1/infer HTTP/1.1\r\n") and b"authorization" not in head

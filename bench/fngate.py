@@ -40,7 +40,7 @@ class Upstream:
 def gateway_available() -> str | None:
     """None when the gateway can be imported, else why not (the fngate rows are skipped)."""
     try:
-        import fngate.proxy.config  # noqa: F401
+        import fngate.proxy.config
         import fngate.proxy.server  # noqa: F401
     except ImportError as e:
         return f"the gateway is not importable ({e})"
@@ -58,12 +58,19 @@ def build_table(upstreams: list[Upstream], max_concurrency: int = 4096):
     for u in upstreams:
         fid = function_id(u.name)
         grpc = u.protocol == "h2c"
-        routes.append(VersionRoute(
-            function_id=fid, version_id=function_id(u.name + "/v1"), name=u.name, status="ACTIVE",
-            inference_url="/grpc" if grpc else "/", inference_port=u.port, grpc=grpc,
-            max_concurrency=max_concurrency,
-            endpoints=(Endpoint(f"{u.name}-0", u.host, u.port, u.protocol),),
-        ))
+        routes.append(
+            VersionRoute(
+                function_id=fid,
+                version_id=function_id(u.name + "/v1"),
+                name=u.name,
+                status="ACTIVE",
+                inference_url="/grpc" if grpc else "/",
+                inference_port=u.port,
+                grpc=grpc,
+                max_concurrency=max_concurrency,
+                endpoints=(Endpoint(f"{u.name}-0", u.host, u.port, u.protocol),),
+            )
+        )
     grant = KeyGrant(key_id="bench", scopes=frozenset(INVOKE_SCOPES))
     return RoutingTable.build(1, routes, [(key_digest(BENCH_KEY), grant)])
 
@@ -76,20 +83,24 @@ def invoke_headers(name: str) -> dict[str, str]:
 class GatewayProcess:
     """The gateway in its own process, pinned like any other system under test."""
 
-    def __init__(self, upstreams: list[Upstream], cpus: str | None, work: Path, log_dir: Path, workers: int = 1,
-                 max_concurrency: int = 4096):
+    def __init__(
+        self, upstreams: list[Upstream], cpus: str | None, work: Path, log_dir: Path, workers: int = 1, max_concurrency: int = 4096
+    ):
         self.name = f"fngate-{workers}w"
         table_path = work / f"{self.name}-table.json"
         table_path.write_bytes(build_table(upstreams, max_concurrency).to_json())
         ready = work / f"{self.name}-ready.json"
         ready.unlink(missing_ok=True)
-        cmd = [PYTHON, "-m", "fngate.bench.fngate", "--table", str(table_path), "--ready-file", str(ready),
-               "--workers", str(workers)]
+        cmd = [PYTHON, "-m", "fngate.bench.fngate", "--table", str(table_path), "--ready-file", str(ready), "--workers", str(workers)]
         self.redis: Proc | None = None
         if workers > 1:  # worker processes read the snapshot from Redis, as with `fngate serve --workers N`
             redis_port = free_port()
-            self.redis = Proc(f"{self.name}-redis", [_redis_server(), "--port", str(redis_port), "--bind", "127.0.0.1",
-                                                     "--save", "", "--appendonly", "no"], cpus, log_dir)
+            self.redis = Proc(
+                f"{self.name}-redis",
+                [_redis_server(), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                cpus,
+                log_dir,
+            )
             wait_port(redis_port, proc=self.redis)
             cmd += ["--redis", f"redis://127.0.0.1:{redis_port}/0"]
         self.proc = Proc(self.name, cmd, cpus, log_dir)

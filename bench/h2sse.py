@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import h2.config
 import h2.connection
@@ -133,6 +133,5 @@ class SseHolder(asyncio.Protocol):
 
 
 def request_headers(port: int, path: str, headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    pseudo = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", f"127.0.0.1:{port}".encode()),
-              (b":path", path.encode())]
+    pseudo = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", f"127.0.0.1:{port}".encode()), (b":path", path.encode())]
     return pseudo + [(k.lower().encode(), v.encode()) for k, v in headers.items()]

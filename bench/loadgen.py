@@ -75,7 +75,7 @@ def _run_measured(cmd: list[str], timeout: float) -> tuple[str, float, int]:
 class _ChildCpu:
     """CPU used by children reaped between enter and exit (the load generator)."""
 
-    def __enter__(self) -> "_ChildCpu":
+    def __enter__(self) -> _ChildCpu:
         r = resource.getrusage(resource.RUSAGE_CHILDREN)
         self._cpu0, self._t0 = r.ru_utime + r.ru_stime, time.monotonic()
         return self
@@ -85,15 +85,15 @@ class _ChildCpu:
         self.cores = (r.ru_utime + r.ru_stime - self._cpu0) / max(time.monotonic() - self._t0, 1e-9)
 
 
-def wrk(url: str, *, connections: int, duration: float, cpus: str | None, work: Path,
-        headers: dict[str, str] | None = None, method: str = "GET") -> Sample:
+def wrk(
+    url: str, *, connections: int, duration: float, cpus: str | None, work: Path, headers: dict[str, str] | None = None, method: str = "GET"
+) -> Sample:
     """`wrk -t1 -cN -dS` with a Lua hook that reports percentiles as JSON."""
     binary = require("wrk", "wrk")
     lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in (headers or {}).items())
     script = work / "wrk-report.lua"
     script.write_text(WRK_LUA.format(method=method, headers=lines))
-    cmd = pinned([binary, "-t1", f"-c{connections}", f"-d{max(duration, 1):.0f}s", "--timeout", "10s",
-                  "-s", str(script), url], cpus)
+    cmd = pinned([binary, "-t1", f"-c{connections}", f"-d{max(duration, 1):.0f}s", "--timeout", "10s", "-s", str(script), url], cpus)
     with _ChildCpu() as child:
         out, wall, rc = _run_measured(cmd, timeout=duration + 60)
     line = next((ln for ln in out.splitlines() if ln.startswith("BENCH_JSON ")), None)
@@ -103,8 +103,13 @@ def wrk(url: str, *, connections: int, duration: float, cpus: str | None, work: 
     seconds = doc["duration_us"] / 1e6
     errors = sum(doc["errors"].values())
     return Sample(
-        requests=doc["requests"], seconds=seconds, rps=doc["requests"] / seconds,
-        p50_ms=doc["p50_us"] / 1000, p99_ms=doc["p99_us"] / 1000, errors=errors, load_cpu=child.cores,
+        requests=doc["requests"],
+        seconds=seconds,
+        rps=doc["requests"] / seconds,
+        p50_ms=doc["p50_us"] / 1000,
+        p99_ms=doc["p99_us"] / 1000,
+        errors=errors,
+        load_cpu=child.cores,
         extra={"bytes": doc["bytes"], "errors": doc["errors"]},
     )
 
@@ -116,8 +121,18 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[idx]
 
 
-def h2load(url: str, *, clients: int, streams: int, duration: float, cpus: str | None, work: Path,
-           headers: dict[str, str] | None = None, body: bytes | None = None, warmup: float = 1.0) -> Sample:
+def h2load(
+    url: str,
+    *,
+    clients: int,
+    streams: int,
+    duration: float,
+    cpus: str | None,
+    work: Path,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    warmup: float = 1.0,
+) -> Sample:
     """`h2load -t1 -cN -mM -D S` over h2c (prior knowledge); p50/p99 from the request log."""
     binary = require("h2load", "nghttp2-client")
     log = work / "h2load.log"
@@ -156,8 +171,12 @@ def h2load(url: str, *, clients: int, streams: int, duration: float, cpus: str |
     durations.sort()
     seconds = max((last - first) / 1e6, 1e-9) if durations else duration
     return Sample(
-        requests=len(durations), seconds=seconds, rps=len(durations) / seconds,
-        p50_ms=percentile(durations, 50) / 1000, p99_ms=percentile(durations, 99) / 1000,
-        errors=(done - succeeded) + not_ok, load_cpu=child.cores,
+        requests=len(durations),
+        seconds=seconds,
+        rps=len(durations) / seconds,
+        p50_ms=percentile(durations, 50) / 1000,
+        p99_ms=percentile(durations, 99) / 1000,
+        errors=(done - succeeded) + not_ok,
+        load_cpu=child.cores,
         extra={"h2load_done": done},
     )

@@ -43,7 +43,10 @@ async def _idle(port: int, headers: dict[str, str], count: int, proc: Proc) -> d
         w.close()
     held = count - len(errors)
     return {
-        "held": held, "asked": count, "rss_before_mib": rss_before / MIB, "rss_after_mib": rss_after / MIB,
+        "held": held,
+        "asked": count,
+        "rss_before_mib": rss_before / MIB,
+        "rss_after_mib": rss_after / MIB,
         "kib_per_connection": (rss_after - rss_before) / 1024 / held if held else None,
         "error": errors[0] if errors else None,
     }

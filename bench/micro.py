@@ -12,8 +12,18 @@ from fngate.bench.runner import say
 
 def run_micro(json_path: Path, cpus: str | None, max_time: float | None = None, timeout: float = 900) -> dict:
     """`pytest bench/ --benchmark-json` pinned to `cpus`; returns {benchmarks: [...]} or {error}."""
-    cmd = [PYTHON, "-m", "pytest", str(ROOT / "bench"), "-q", "-p", "no:cacheprovider",
-           f"--benchmark-json={json_path}", "--benchmark-disable-gc", "--benchmark-warmup=on"]
+    cmd = [
+        PYTHON,
+        "-m",
+        "pytest",
+        str(ROOT / "bench"),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--benchmark-json={json_path}",
+        "--benchmark-disable-gc",
+        "--benchmark-warmup=on",
+    ]
     if max_time is not None:
         cmd.append(f"--benchmark-max-time={max_time}")
     say("micro benches: " + " ".join(cmd[2:]))
@@ -26,9 +36,15 @@ def run_micro(json_path: Path, cpus: str | None, max_time: float | None = None, 
         doc = json.loads(json_path.read_text())
         for b in doc.get("benchmarks", []):
             s = b["stats"]
-            result["benchmarks"].append({
-                "name": b["fullname"].rsplit("/", 1)[-1], "group": b.get("group"),
-                "median_us": s["median"] * 1e6, "mean_us": s["mean"] * 1e6, "min_us": s["min"] * 1e6,
-                "ops": s["ops"], "rounds": s["rounds"],
-            })
+            result["benchmarks"].append(
+                {
+                    "name": b["fullname"].rsplit("/", 1)[-1],
+                    "group": b.get("group"),
+                    "median_us": s["median"] * 1e6,
+                    "mean_us": s["mean"] * 1e6,
+                    "min_us": s["min"] * 1e6,
+                    "ops": s["ops"],
+                    "rounds": s["rounds"],
+                }
+            )
     return result

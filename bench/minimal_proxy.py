@@ -25,7 +25,7 @@ class _Upstream(asyncio.Protocol):
     def __init__(self, pool: list) -> None:
         self.pool = pool
         self.parser = httptools.HttpResponseParser(self)
-        self.client: "_Client | None" = None
+        self.client: _Client | None = None
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport) -> None:
@@ -83,8 +83,7 @@ class _Client(asyncio.Protocol):
 
 async def _serve(port: int, upstream: tuple[str, int]) -> None:
     pool: list = []
-    server = await asyncio.get_running_loop().create_server(lambda: _Client(pool, upstream), "127.0.0.1", port,
-                                                             backlog=4096)
+    server = await asyncio.get_running_loop().create_server(lambda: _Client(pool, upstream), "127.0.0.1", port, backlog=4096)
     async with server:
         await server.serve_forever()
 

@@ -57,7 +57,9 @@ def write_bodies(root: Path) -> None:
 def upstream_conf(prefix: Path, port: int, h2c_port: int) -> str:
     """A static server: /small, /1k, /1m over HTTP/1.1 on `port` and h2c on `h2c_port`."""
     root = prefix / "www"
-    return _common(prefix, 1) + f"""http {{
+    return (
+        _common(prefix, 1)
+        + f"""http {{
 {_http_common(prefix)}    default_type application/json;
     sendfile on;
     tcp_nopush on;
@@ -74,6 +76,7 @@ def upstream_conf(prefix: Path, port: int, h2c_port: int) -> str:
     }}
 }}
 """
+    )
 
 
 def proxy_conf(prefix: Path, port: int, h2c_port: int, upstream_port: int, workers: int) -> str:
@@ -86,7 +89,9 @@ def proxy_conf(prefix: Path, port: int, h2c_port: int, upstream_port: int, worke
             proxy_max_temp_file_size 0;
         }
 """
-    return _common(prefix, workers) + f"""http {{
+    return (
+        _common(prefix, workers)
+        + f"""http {{
 {_http_common(prefix)}    upstream up {{
         server 127.0.0.1:{upstream_port};
         keepalive 256;
@@ -101,6 +106,7 @@ def proxy_conf(prefix: Path, port: int, h2c_port: int, upstream_port: int, worke
 {location}    }}
 }}
 """
+    )
 
 
 class Nginx:
@@ -118,14 +124,14 @@ class Nginx:
         wait_port(h2c_port, proc=self.proc)
 
     @classmethod
-    def upstream(cls, work: Path, cpus: str | None, log_dir: Path) -> "Nginx":
+    def upstream(cls, work: Path, cpus: str | None, log_dir: Path) -> Nginx:
         prefix = work / "nginx-upstream"
         write_bodies(prefix / "www")
         port, h2c_port = free_port(), free_port()
         return cls("nginx-upstream", prefix, upstream_conf(prefix, port, h2c_port), port, h2c_port, cpus, log_dir)
 
     @classmethod
-    def proxy(cls, work: Path, upstream_port: int, cpus: str | None, log_dir: Path, workers: int = 1) -> "Nginx":
+    def proxy(cls, work: Path, upstream_port: int, cpus: str | None, log_dir: Path, workers: int = 1) -> Nginx:
         name = f"nginx-proxy-{workers}w"
         prefix = work / name
         port, h2c_port = free_port(), free_port()

@@ -25,8 +25,22 @@ def start(pid: int, seconds: float, out: Path, cpus: str | None) -> subprocess.P
     binary = py_spy()
     if binary is None:
         return None
-    cmd = [binary, "record", "--pid", str(pid), "--duration", str(max(int(seconds), 1)), "--rate", "250",
-           "--format", "raw", "--output", str(out), "--subprocesses", "--nonblocking"]
+    cmd = [
+        binary,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(max(int(seconds), 1)),
+        "--rate",
+        "250",
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        "--subprocesses",
+        "--nonblocking",
+    ]
     return subprocess.Popen(pinned(cmd, cpus), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

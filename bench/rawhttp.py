@@ -7,7 +7,7 @@ headers, then read a Content-Length body or iterate a chunked / close-delimited 
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 
 def request_bytes(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:

@@ -61,12 +61,20 @@ class Row:
     def to_dict(self) -> dict:
         m = self.median
         return {
-            "scenario": self.scenario, "target": self.target, "role": self.role, "layout": self.layout,
-            "load": self.load, "runs": len(self.samples),
-            "rps": round(self.rps, 1), "rps_min": round(min(s.rps for s in self.samples), 1),
+            "scenario": self.scenario,
+            "target": self.target,
+            "role": self.role,
+            "layout": self.layout,
+            "load": self.load,
+            "runs": len(self.samples),
+            "rps": round(self.rps, 1),
+            "rps_min": round(min(s.rps for s in self.samples), 1),
             "rps_max": round(max(s.rps for s in self.samples), 1),
-            "p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "errors": sum(s.errors for s in self.samples),
-            "sut_cpu": round(self.sut_cpu, 3), "load_cpu": round(self.load_cpu, 3),
+            "p50_ms": m.p50_ms,
+            "p99_ms": m.p99_ms,
+            "errors": sum(s.errors for s in self.samples),
+            "sut_cpu": round(self.sut_cpu, 3),
+            "load_cpu": round(self.load_cpu, 3),
             "rps_per_core": None if self.rps_per_core is None else round(self.rps_per_core, 1),
             "ratios": {k: None if v is None else round(v, 3) for k, v in self.ratios.items()},
             "samples": [s.to_dict() for s in self.samples],
@@ -98,8 +106,7 @@ def compute_ratios(rows: list[Row]) -> None:
 
 
 def _row(rows: list[dict], scenario: str, target: str | None = None, role: str = FNGATE) -> dict | None:
-    return next((r for r in rows if r["scenario"] == scenario and r["role"] == role
-                 and (target is None or r["target"] == target)), None)
+    return next((r for r in rows if r["scenario"] == scenario and r["role"] == role and (target is None or r["target"] == target)), None)
 
 
 def targets(doc: dict) -> list[dict]:
@@ -108,8 +115,7 @@ def targets(doc: dict) -> list[dict]:
 
     def add(name: str, value: float | None, goal: float, unit: str, higher_is_better: bool = True) -> None:
         met = None if value is None else (value >= goal if higher_is_better else value <= goal)
-        out.append({"target": name, "value": None if value is None else round(value, 3), "goal": goal,
-                    "unit": unit, "met": met})
+        out.append({"target": name, "value": None if value is None else round(value, 3), "goal": goal, "unit": unit, "met": met})
 
     fn, ng = _row(rows, "http1-small"), _row(rows, "http1-small", role=NGINX)
     add("HTTP/1.1 small: req/s per core vs nginx", fn and fn["ratios"].get("vs_nginx_per_core"), 0.8, "×")
@@ -128,9 +134,13 @@ def targets(doc: dict) -> list[dict]:
     add("SSE: added latency per event (p50)", through and through["added_p50_ms"], 1.0, "ms", False)
     holds = (doc.get("sse") or {}).get("hold") or []
     best = max(holds, key=lambda h: h["held"], default=None)
-    add("SSE: concurrent streams held by one process"
+    add(
+        "SSE: concurrent streams held by one process"
         + (f" ({best['transport']}, {best['connections']:,} client connections)" if best else ""),
-        best and best["held"], 10_000, "streams")
+        best and best["held"],
+        10_000,
+        "streams",
+    )
     w = _row(rows, "http1-workers", "fngate 2w")
     add("--workers 2 vs 1 (req/s)", w and w["ratios"].get("vs_fngate 1w"), 1.7, "×")
     return out
@@ -193,8 +203,9 @@ def markdown(doc: dict) -> str:
         ]
         for r in doc["rows"]:
             ra = r["ratios"]
-            other = ", ".join(f"{k} {v:.2f}" for k, v in ra.items()
-                              if k not in ("vs_nginx", "vs_nginx_per_core", "vs_direct") and v is not None)
+            other = ", ".join(
+                f"{k} {v:.2f}" for k, v in ra.items() if k not in ("vs_nginx", "vs_nginx_per_core", "vs_direct") and v is not None
+            )
             out.append(
                 f"| {r['scenario']} | {r['target']} | {r['layout']} | {r['load']} | {_f(r['rps'])} "
                 f"| {r['p50_ms']:.2f} / {r['p99_ms']:.2f} | {r['sut_cpu']:.2f} | {r['load_cpu']:.2f} "
@@ -204,29 +215,45 @@ def markdown(doc: dict) -> str:
         out.append("")
     profiled = [r for r in doc["rows"] if r.get("profile")]
     if profiled:
-        out += ["## Where fngate's time goes (py-spy, one extra run per row)", "",
-                "Self time of `Runner.run` is the event loop's own C code (uvloop: socket syscalls, "
-                "callback dispatch); inclusive figures leave out the entry chain every stack shares.", ""]
+        out += [
+            "## Where fngate's time goes (py-spy, one extra run per row)",
+            "",
+            "Self time of `Runner.run` is the event loop's own C code (uvloop: socket syscalls, "
+            "callback dispatch); inclusive figures leave out the entry chain every stack shares.",
+            "",
+        ]
         for r in profiled:
             prof = r["profile"]
-            out.append(f"- **{r['scenario']} / {r['target']}** ({prof['samples']:,} samples), self: "
-                       + ", ".join(f"`{f['frame']}` {f['pct']}%" for f in prof["self"][:8])
-                       + "; inclusive: " + ", ".join(f"`{f['frame']}` {f['pct']}%" for f in prof["inclusive"][:8]))
+            out.append(
+                f"- **{r['scenario']} / {r['target']}** ({prof['samples']:,} samples), self: "
+                + ", ".join(f"`{f['frame']}` {f['pct']}%" for f in prof["self"][:8])
+                + "; inclusive: "
+                + ", ".join(f"`{f['frame']}` {f['pct']}%" for f in prof["inclusive"][:8])
+            )
         out.append("")
     if doc.get("sse"):
         out += ["## SSE", "", "| target | streams | events | delay p50 / p99 ms | added p50 / p99 ms |", "|---|---|---|---|---|"]
         for s in doc["sse"].get("latency", []):
-            out.append(f"| {s['target']} | {s['streams']} | {s['events']} | {s['p50_ms']:.3f} / {s['p99_ms']:.3f} "
-                       f"| {_f(s.get('added_p50_ms'), '{:.3f}')} / {_f(s.get('added_p99_ms'), '{:.3f}')} |")
+            out.append(
+                f"| {s['target']} | {s['streams']} | {s['events']} | {s['p50_ms']:.3f} / {s['p99_ms']:.3f} "
+                f"| {_f(s.get('added_p50_ms'), '{:.3f}')} / {_f(s.get('added_p99_ms'), '{:.3f}')} |"
+            )
         holds = doc["sse"].get("hold")
         if holds:
             out += _sse_holding(holds)
         out.append("")
     if doc.get("memory"):
-        out += ["## Memory per idle connection", "", "| target | idle connections | RSS before → after MiB | KiB per connection |", "|---|---|---|---|"]
+        out += [
+            "## Memory per idle connection",
+            "",
+            "| target | idle connections | RSS before → after MiB | KiB per connection |",
+            "|---|---|---|---|",
+        ]
         for mrow in doc["memory"]:
-            out.append(f"| {mrow['target']} | {mrow['held']:,} | {mrow['rss_before_mib']:.1f} → {mrow['rss_after_mib']:.1f} "
-                       f"| {_f(mrow.get('kib_per_connection'), '{:.1f}')} |")
+            out.append(
+                f"| {mrow['target']} | {mrow['held']:,} | {mrow['rss_before_mib']:.1f} → {mrow['rss_after_mib']:.1f} "
+                f"| {_f(mrow.get('kib_per_connection'), '{:.1f}')} |"
+            )
         out.append("")
     micro = doc.get("micro")
     if micro:
@@ -241,31 +268,45 @@ def markdown(doc: dict) -> str:
     if doc.get("notes"):
         out += ["## Notes", ""] + [f"- {n}" for n in doc["notes"]] + [""]
     if doc.get("analysis"):
-        out += ["## Where the remaining time goes (analysis)", "",
-                "Written by hand from a profiled run (`bench/analysis.md`); check it against the figures above.", "",
-                doc["analysis"].strip(), ""]
+        out += [
+            "## Where the remaining time goes (analysis)",
+            "",
+            "Written by hand from a profiled run (`bench/analysis.md`); check it against the figures above.",
+            "",
+            doc["analysis"].strip(),
+            "",
+        ]
     return "\n".join(out)
 
 
 def _sse_holding(holds: list[dict]) -> list[str]:
-    out = ["", "Concurrent open streams through one gateway process (a fresh gateway and instance per transport; "
-           "a stream counts once its first event arrived and while it stays open):", "",
-           "| transport | client connections | held / asked | opened in s | gateway RSS before → after MiB "
-           "| KiB per stream | gateway descriptors / limit | streams at the instance | failures |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "",
+        "Concurrent open streams through one gateway process (a fresh gateway and instance per transport; "
+        "a stream counts once its first event arrived and while it stays open):",
+        "",
+        "| transport | client connections | held / asked | opened in s | gateway RSS before → after MiB "
+        "| KiB per stream | gateway descriptors / limit | streams at the instance | failures |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for h in holds:
         failures = "; ".join(f"{n} × {kind}" for kind, n in h["error_kinds"].items()) or "–"
-        out.append(f"| {h['transport']} | {h['connections']:,} | {h['held']:,} / {h['asked']:,} | {h['opened_in_s']:.1f} "
-                   f"| {h['rss_before_mib']:.1f} → {h['rss_after_mib']:.1f} | {_f(h.get('kib_per_stream'), '{:.1f}')} "
-                   f"| {_f(h.get('gateway_fds'))} / {_f(h.get('gateway_fd_limit'))} | {_f(h.get('instance_active'))} "
-                   f"| {failures} |")
+        out.append(
+            f"| {h['transport']} | {h['connections']:,} | {h['held']:,} / {h['asked']:,} | {h['opened_in_s']:.1f} "
+            f"| {h['rss_before_mib']:.1f} → {h['rss_after_mib']:.1f} | {_f(h.get('kib_per_stream'), '{:.1f}')} "
+            f"| {_f(h.get('gateway_fds'))} / {_f(h.get('gateway_fd_limit'))} | {_f(h.get('instance_active'))} "
+            f"| {failures} |"
+        )
     h1 = next((h for h in holds if h["transport"] == "HTTP/1.1" and h["held"] < h["asked"]), None)
     if h1 and h1.get("gateway_fd_limit"):
-        out += ["", f"HTTP/1.1 stops short of {h1['asked']:,}: each stream holds two gateway descriptors (client and "
-                f"instance connection) and the gateway's open-files limit is {h1['gateway_fd_limit']:,} (the gateway "
-                "lifts its soft limit to the hard one at start; a higher hard limit would let more in), so fewer than "
-                f"{h1['gateway_fd_limit'] // 2:,} streams fit beside the gateway's own descriptors. Over HTTP/2 a "
-                "stream holds one gateway descriptor."]
+        out += [
+            "",
+            f"HTTP/1.1 stops short of {h1['asked']:,}: each stream holds two gateway descriptors (client and "
+            f"instance connection) and the gateway's open-files limit is {h1['gateway_fd_limit']:,} (the gateway "
+            "lifts its soft limit to the hard one at start; a higher hard limit would let more in), so fewer than "
+            f"{h1['gateway_fd_limit'] // 2:,} streams fit beside the gateway's own descriptors. Over HTTP/2 a "
+            "stream holds one gateway descriptor.",
+        ]
     return out
 
 

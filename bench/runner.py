@@ -8,9 +8,9 @@ first round and is not recorded.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from fngate.bench import profile
 from fngate.bench.loadgen import Sample
@@ -63,8 +63,9 @@ def say(msg: str) -> None:
     print(f"bench: {msg}", file=sys.stderr, flush=True)
 
 
-def alternate(scenario: str, load_desc: str, targets: list[Target], load: Callable[[Target, float], Sample],
-              settings: Settings) -> list[Row]:
+def alternate(
+    scenario: str, load_desc: str, targets: list[Target], load: Callable[[Target, float], Sample], settings: Settings
+) -> list[Row]:
     """Measure each target `settings.runs` times, alternating the order; one Row per target."""
     rows = {t.label: Row(scenario, t.label, t.role, t.layout.describe(), load_desc, baseline=t.baseline) for t in targets}
     if settings.warmup > 0:
@@ -78,8 +79,10 @@ def alternate(scenario: str, load_desc: str, targets: list[Target], load: Callab
             sample = load(t, settings.duration)
             sample.sut_cpu = meter.stop()
             rows[t.label].samples.append(sample)
-            say(f"{scenario} / {t.label} run {i + 1}: {sample.rps:,.0f} req/s, p50 {sample.p50_ms:.2f} ms, "
-                f"p99 {sample.p99_ms:.2f} ms, SUT {sample.sut_cpu:.2f} cores, errors {sample.errors}")
+            say(
+                f"{scenario} / {t.label} run {i + 1}: {sample.rps:,.0f} req/s, p50 {sample.p50_ms:.2f} ms, "
+                f"p99 {sample.p99_ms:.2f} ms, SUT {sample.sut_cpu:.2f} cores, errors {sample.errors}"
+            )
     if settings.profile:
         for t in targets:
             if t.role == FNGATE:

@@ -8,7 +8,7 @@ the gateway cannot be imported yet, its rows are skipped and the reason is recor
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 from fngate.bench import loadgen
 from fngate.bench.fngate import GatewayProcess, Upstream, invoke_headers
@@ -24,15 +24,32 @@ MINIMAL = "minimal Python proxy (no features)"
 
 def _wrk(settings: Settings, connections: int | None = None) -> Callable[[Target, float], loadgen.Sample]:
     def load(t: Target, seconds: float) -> loadgen.Sample:
-        return loadgen.wrk(t.url, connections=connections or settings.connections, duration=seconds,
-                           cpus=t.layout.load, work=settings.work, headers=t.headers)
+        return loadgen.wrk(
+            t.url,
+            connections=connections or settings.connections,
+            duration=seconds,
+            cpus=t.layout.load,
+            work=settings.work,
+            headers=t.headers,
+        )
+
     return load
 
 
 def _h2load(settings: Settings, clients: int, streams: int, body: bytes | None = None) -> Callable[[Target, float], loadgen.Sample]:
     def load(t: Target, seconds: float) -> loadgen.Sample:
-        return loadgen.h2load(t.url, clients=clients, streams=streams, duration=seconds, cpus=t.layout.load,
-                              work=settings.work, headers=t.headers, body=body, warmup=min(1.0, settings.warmup))
+        return loadgen.h2load(
+            t.url,
+            clients=clients,
+            streams=streams,
+            duration=seconds,
+            cpus=t.layout.load,
+            work=settings.work,
+            headers=t.headers,
+            body=body,
+            warmup=min(1.0, settings.warmup),
+        )
+
     return load
 
 
@@ -57,8 +74,12 @@ def http1(settings: Settings, skipped: dict, sizes: tuple[str, ...] = ("small", 
         stack.callback(proxy.stop)
         # the design's ceiling: the same machinery as fngate's fast path, none of its features
         minimal_port = free_port()
-        minimal = Proc("minimal-proxy", [PYTHON, "-m", "fngate.bench.minimal_proxy", "--port", str(minimal_port),
-                                         "--upstream-port", str(iso_up.port)], lay["iso"].sut, settings.logs)
+        minimal = Proc(
+            "minimal-proxy",
+            [PYTHON, "-m", "fngate.bench.minimal_proxy", "--port", str(minimal_port), "--upstream-port", str(iso_up.port)],
+            lay["iso"].sut,
+            settings.logs,
+        )
         stack.callback(minimal.stop)
         wait_port(minimal_port, proc=minimal)
         gateway = None
@@ -74,8 +95,17 @@ def http1(settings: Settings, skipped: dict, sizes: tuple[str, ...] = ("small", 
             if size == "small":
                 targets.append(Target(MINIMAL, CEILING, minimal, lay["iso"], f"http://127.0.0.1:{minimal_port}{path}"))
             if gateway:
-                targets.append(Target("fngate", FNGATE, gateway.proc, lay["iso"], f"http://127.0.0.1:{gateway.port}{path}",
-                                      invoke_headers("static"), baseline=MINIMAL if size == "small" else None))
+                targets.append(
+                    Target(
+                        "fngate",
+                        FNGATE,
+                        gateway.proc,
+                        lay["iso"],
+                        f"http://127.0.0.1:{gateway.port}{path}",
+                        invoke_headers("static"),
+                        baseline=MINIMAL if size == "small" else None,
+                    )
+                )
             rows += alternate(f"http1-{size}", f"wrk -t1 -c{settings.connections}", targets, _wrk(settings), settings)
             if size == "small":
                 # Added latency without queueing: one connection, one request at a time. (Under
@@ -92,7 +122,12 @@ def http1_echo(settings: Settings, skipped: dict) -> list[Row]:
         procs = {}
         for name, cpus in (("direct", lay["direct"].upstream), ("iso", lay["iso"].upstream)):
             port = free_port()
-            p = Proc(f"echo-{name}", [PYTHON, "-m", "fngate.backends.samples.echo", "--host", "127.0.0.1", "--port", str(port)], cpus, settings.logs)
+            p = Proc(
+                f"echo-{name}",
+                [PYTHON, "-m", "fngate.backends.samples.echo", "--host", "127.0.0.1", "--port", str(port)],
+                cpus,
+                settings.logs,
+            )
             stack.callback(p.stop)
             wait_port(port, proc=p)
             procs[name] = (p, port)
@@ -105,7 +140,9 @@ def http1_echo(settings: Settings, skipped: dict) -> list[Row]:
         if _fngate_or_skip(settings, skipped, "http1-echo"):
             gateway = GatewayProcess([Upstream("echo", "127.0.0.1", procs["iso"][1])], lay["iso"].sut, settings.work, settings.logs)
             stack.callback(gateway.stop)
-            targets.append(Target("fngate", FNGATE, gateway.proc, lay["iso"], f"http://127.0.0.1:{gateway.port}/echo", invoke_headers("echo")))
+            targets.append(
+                Target("fngate", FNGATE, gateway.proc, lay["iso"], f"http://127.0.0.1:{gateway.port}/echo", invoke_headers("echo"))
+            )
         return alternate("http1-echo", f"wrk -t1 -c{settings.connections}", targets, _wrk(settings), settings)
 
 
@@ -126,8 +163,11 @@ def h2(settings: Settings, skipped: dict) -> list[Row]:
         if _fngate_or_skip(settings, skipped, "h2"):
             gateway = GatewayProcess([Upstream("static", "127.0.0.1", iso_up.port)], lay["iso"].sut, settings.work, settings.logs)
             stack.callback(gateway.stop)
-            targets.append(Target("fngate h2c→h1", FNGATE, gateway.proc, lay["iso"], f"http://127.0.0.1:{gateway.port}/small",
-                                  invoke_headers("static")))
+            targets.append(
+                Target(
+                    "fngate h2c→h1", FNGATE, gateway.proc, lay["iso"], f"http://127.0.0.1:{gateway.port}/small", invoke_headers("static")
+                )
+            )
         desc = f"h2load -t1 -c{settings.h2_clients} -m{settings.h2_streams}"
         return alternate("h2c-small", desc, targets, _h2load(settings, settings.h2_clients, settings.h2_streams), settings)
 
@@ -147,7 +187,9 @@ def grpc(settings: Settings, skipped: dict) -> list[Row]:
         targets = [direct]
         gateway = None
         if _fngate_or_skip(settings, skipped, "grpc"):
-            gateway = GatewayProcess([Upstream("grpc-echo", "127.0.0.1", echo.port, "h2c")], lay["shared"].sut, settings.work, settings.logs)
+            gateway = GatewayProcess(
+                [Upstream("grpc-echo", "127.0.0.1", echo.port, "h2c")], lay["shared"].sut, settings.work, settings.logs
+            )
             stack.callback(gateway.stop)
             headers = invoke_headers("grpc-echo")
             targets.append(Target("fngate", FNGATE, gateway.proc, lay["shared"], f"http://127.0.0.1:{gateway.grpc_port}", headers))
@@ -156,8 +198,17 @@ def grpc(settings: Settings, skipped: dict) -> list[Row]:
         rows = []
         for method, body in (("Echo", grpc_body(0)), ("EchoStream", grpc_body(settings.stream_replies))):
             scenario = "grpc-unary" if method == "Echo" else f"grpc-stream-{settings.stream_replies}"
-            calls = [Target(t.label, t.role, t.proc, t.layout, f"{t.url}/fngate.echo.v1.Echo/{method}",
-                            {"content-type": "application/grpc", "te": "trailers", **t.headers}) for t in targets]
+            calls = [
+                Target(
+                    t.label,
+                    t.role,
+                    t.proc,
+                    t.layout,
+                    f"{t.url}/fngate.echo.v1.Echo/{method}",
+                    {"content-type": "application/grpc", "te": "trailers", **t.headers},
+                )
+                for t in targets
+            ]
             desc = f"h2load -t1 -c{settings.grpc_clients} -m{settings.grpc_streams}, gRPC frames"
             rows += alternate(scenario, desc, calls, _h2load(settings, settings.grpc_clients, settings.grpc_streams, body), settings)
         return rows
@@ -177,6 +228,15 @@ def workers(settings: Settings, skipped: dict) -> list[Row]:
         for n in (1, 2):
             gw = GatewayProcess([Upstream("static", "127.0.0.1", up.port)], None, settings.work, settings.logs, workers=n)
             stack.callback(gw.stop)
-            targets.append(Target(f"fngate {n}w", FNGATE, gw.proc, free, f"http://127.0.0.1:{gw.port}/small",
-                                  invoke_headers("static"), baseline="fngate 1w" if n > 1 else None))
+            targets.append(
+                Target(
+                    f"fngate {n}w",
+                    FNGATE,
+                    gw.proc,
+                    free,
+                    f"http://127.0.0.1:{gw.port}/small",
+                    invoke_headers("static"),
+                    baseline="fngate 1w" if n > 1 else None,
+                )
+            )
         return alternate("http1-workers", f"wrk -t1 -c{settings.connections}", targets, _wrk(settings), settings)

@@ -86,22 +86,39 @@ async def _instance_active(port: int) -> int | None:
         return None
 
 
-def _hold_result(transport: str, asked: int, held: int, connections: int, opened_in: float, rss_before: int,
-                 gateway: GatewayProcess, instance_active: int | None, failures: Counter) -> dict:
+def _hold_result(
+    transport: str,
+    asked: int,
+    held: int,
+    connections: int,
+    opened_in: float,
+    rss_before: int,
+    gateway: GatewayProcess,
+    instance_active: int | None,
+    failures: Counter,
+) -> dict:
     rss_after = gateway.proc.rss()
     fds, fd_limit = _descriptors(gateway.proc.pid)
     first = next(iter(failures), None)
     return {
-        "transport": transport, "asked": asked, "held": held, "connections": connections,
-        "opened_in_s": round(opened_in, 2), "rss_before_mib": rss_before / MIB, "rss_after_mib": rss_after / MIB,
+        "transport": transport,
+        "asked": asked,
+        "held": held,
+        "connections": connections,
+        "opened_in_s": round(opened_in, 2),
+        "rss_before_mib": rss_before / MIB,
+        "rss_after_mib": rss_after / MIB,
         "kib_per_stream": (rss_after - rss_before) / 1024 / held if held else None,
-        "gateway_fds": fds, "gateway_fd_limit": fd_limit, "instance_active": instance_active,
-        "errors": sum(failures.values()), "error": first, "error_kinds": dict(failures.most_common(5)),
+        "gateway_fds": fds,
+        "gateway_fd_limit": fd_limit,
+        "instance_active": instance_active,
+        "errors": sum(failures.values()),
+        "error": first,
+        "error_kinds": dict(failures.most_common(5)),
     }
 
 
-async def _hold_http1(port: int, instance_port: int, headers: dict[str, str], count: int,
-                      gateway: GatewayProcess) -> dict:
+async def _hold_http1(port: int, instance_port: int, headers: dict[str, str], count: int, gateway: GatewayProcess) -> dict:
     """One HTTP/1.1 connection per stream."""
     rss_before = gateway.proc.rss()
     opening = asyncio.Semaphore(256)
@@ -139,15 +156,13 @@ async def _hold_http1(port: int, instance_port: int, headers: dict[str, str], co
         failures[f"not opened within {deadline:.0f} s"] += len(pending)
     opened_in = time.monotonic() - t0
     await asyncio.sleep(1.0)  # let the gateway settle before reading its RSS
-    result = _hold_result(HTTP1, count, held, held, opened_in, rss_before, gateway,
-                          await _instance_active(instance_port), failures)
+    result = _hold_result(HTTP1, count, held, held, opened_in, rss_before, gateway, await _instance_active(instance_port), failures)
     for w in writers:
         w.close()
     return result
 
 
-async def _hold_http2(port: int, instance_port: int, headers: dict[str, str], count: int,
-                      gateway: GatewayProcess) -> dict:
+async def _hold_http2(port: int, instance_port: int, headers: dict[str, str], count: int, gateway: GatewayProcess) -> dict:
     """Streams multiplexed over ceil(count / 500) HTTP/2 connections."""
     rss_before = gateway.proc.rss()
     loop = asyncio.get_running_loop()
@@ -187,25 +202,26 @@ async def _hold_http2(port: int, instance_port: int, headers: dict[str, str], co
     ever = sum(h.ever_held for h in holders)
     if ever > held:
         failures["cut after the first event"] += ever - held
-    result = _hold_result(HTTP2, count, held, len(holders), opened_in, rss_before, gateway,
-                          await _instance_active(instance_port), failures)
+    result = _hold_result(HTTP2, count, held, len(holders), opened_in, rss_before, gateway, await _instance_active(instance_port), failures)
     for h in holders:
         if h.transport is not None:
             h.transport.close()
     return result
 
 
-def _start(stack: contextlib.ExitStack, settings: Settings, lay: Layout, name: str,
-           slots: int) -> tuple[int, GatewayProcess]:
+def _start(stack: contextlib.ExitStack, settings: Settings, lay: Layout, name: str, slots: int) -> tuple[int, GatewayProcess]:
     """A fresh sample instance and a gateway in front of it; returns (instance port, gateway)."""
     port = free_port()
-    sample = Proc(f"sse-sample-{name}", [PYTHON, "-m", "fngate.backends.samples.sse", "--host", "127.0.0.1", "--port", str(port)],
-                  lay.upstream, settings.logs)
+    sample = Proc(
+        f"sse-sample-{name}",
+        [PYTHON, "-m", "fngate.backends.samples.sse", "--host", "127.0.0.1", "--port", str(port)],
+        lay.upstream,
+        settings.logs,
+    )
     stack.callback(sample.stop)
     wait_port(port, proc=sample)
     # the instance's slot limit must not be what caps the streams held
-    gateway = GatewayProcess([Upstream("sse", "127.0.0.1", port)], lay.sut, settings.work, settings.logs,
-                             max_concurrency=slots)
+    gateway = GatewayProcess([Upstream("sse", "127.0.0.1", port)], lay.sut, settings.work, settings.logs, max_concurrency=slots)
     stack.callback(gateway.stop)
     return port, gateway
 
@@ -216,14 +232,21 @@ def _latency(settings: Settings, lay: Layout) -> list[dict]:
         targets = {"sse sample (direct)": (port, {}), "fngate": (gateway.port, invoke_headers("sse"))}
         delays: dict[str, list[float]] = {name: [] for name in targets}
         for i in range(max(settings.runs, 1)):
-            for name in (list(targets) if i % 2 == 0 else list(targets)[::-1]):
+            for name in list(targets) if i % 2 == 0 else list(targets)[::-1]:
                 p, h = targets[name]
                 delays[name] += run_async(_stream_delays(p, h, settings.sse_latency_streams, settings.sse_events))
     latency = []
     for name, values in delays.items():
         values.sort()
-        latency.append({"target": name, "streams": settings.sse_latency_streams, "events": len(values),
-                        "p50_ms": percentile(values, 50), "p99_ms": percentile(values, 99)})
+        latency.append(
+            {
+                "target": name,
+                "streams": settings.sse_latency_streams,
+                "events": len(values),
+                "p50_ms": percentile(values, 50),
+                "p99_ms": percentile(values, 99),
+            }
+        )
     direct, through = latency
     through["added_p50_ms"] = through["p50_ms"] - direct["p50_ms"]
     through["added_p99_ms"] = through["p99_ms"] - direct["p99_ms"]
@@ -237,9 +260,11 @@ def hold(settings: Settings, lay: Layout, transport: str) -> dict:
         port, gateway = _start(stack, settings, lay, transport.replace("/", ""), settings.sse_streams)
         holder = _hold_http2 if transport == HTTP2 else _hold_http1
         result = run_async(holder(gateway.port, port, invoke_headers("sse"), settings.sse_streams, gateway))
-    say(f"sse {transport}: held {result['held']} of {result['asked']} streams over {result['connections']} "
+    say(
+        f"sse {transport}: held {result['held']} of {result['asked']} streams over {result['connections']} "
         f"connections, {result['kib_per_stream'] or 0:.1f} KiB each, gateway descriptors {result['gateway_fds']} "
-        f"of {result['gateway_fd_limit']}")
+        f"of {result['gateway_fd_limit']}"
+    )
     return result
 
 

@@ -20,7 +20,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fngate.control import records as R
@@ -44,10 +44,18 @@ class AutoscalerConfig:
     idle_timeout: float = 1800.0  # scale to zero after this long without requests (minInstances 0)
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any] | None) -> "AutoscalerConfig":
+    def from_config(cls, cfg: dict[str, Any] | None) -> AutoscalerConfig:
         names = {f: f for f in cls.__dataclass_fields__}
-        names.update({"upThreshold": "up_threshold", "upFactor": "up_factor", "downThreshold": "down_threshold",
-                      "downFactor": "down_factor", "idleTimeout": "idle_timeout", "downStabilization": "down_stabilization"})
+        names.update(
+            {
+                "upThreshold": "up_threshold",
+                "upFactor": "up_factor",
+                "downThreshold": "down_threshold",
+                "downFactor": "down_factor",
+                "idleTimeout": "idle_timeout",
+                "downStabilization": "down_stabilization",
+            }
+        )
         values = {}
         for k, v in (cfg or {}).items():
             norm = names.get(k) or names.get(k.replace("-", "_"))
@@ -65,17 +73,29 @@ class Policy:
     down_factor: float
 
     @classmethod
-    def of(cls, cfg: AutoscalerConfig, spec: dict[str, Any]) -> "Policy":
+    def of(cls, cfg: AutoscalerConfig, spec: dict[str, Any]) -> Policy:
         custom = spec.get("autoscalingConfiguration") or {}
         up, down = custom.get("scaleUpDetails") or {}, custom.get("scaleDownDetails") or {}
         return cls(
-            float(up.get("threshold", cfg.up_threshold)), float(up.get("factor", cfg.up_factor)),
-            float(down.get("threshold", cfg.down_threshold)), float(down.get("factor", cfg.down_factor)),
+            float(up.get("threshold", cfg.up_threshold)),
+            float(up.get("factor", cfg.up_factor)),
+            float(down.get("threshold", cfg.down_threshold)),
+            float(down.get("factor", cfg.down_factor)),
         )
 
 
-def decide(current: int, ready: int, utilisation: float, queue: int, cold_waiting: int, idle_for: float,
-           lo: int, hi: int, policy: Policy, idle_timeout: float) -> tuple[int, str]:
+def decide(
+    current: int,
+    ready: int,
+    utilisation: float,
+    queue: int,
+    cold_waiting: int,
+    idle_for: float,
+    lo: int,
+    hi: int,
+    policy: Policy,
+    idle_timeout: float,
+) -> tuple[int, str]:
     """The pure decision: (replicas, reason)."""
     if ready == 0 and current == 0:
         if queue > 0 or cold_waiting > 0:
@@ -156,13 +176,24 @@ class Autoscaler:
         hi = max(int(spec.get("maxInstances") or lo), lo)
         rec = await self.store.get(R.SCALE, key)
         current = min(max(int(rec.value["replicas"]) if rec else lo, lo), hi)
-        ready = sum(1 for i in instances if i.get("gpuSpecificationId") == gsid and i.get("instanceStatus") == "ACTIVE" and not i.get("draining"))
+        ready = sum(
+            1 for i in instances if i.get("gpuSpecificationId") == gsid and i.get("instanceStatus") == "ACTIVE" and not i.get("draining")
+        )
         slots = ready * max(int(spec.get("maxRequestConcurrency") or 1), 1)
         util = self.utilisation(vid, slots, now)
         last = load.last_request_at or self._started
-        replicas, reason = decide(current, ready, util, load.queue_depth + (load.cold_waiting if ready == 0 else 0),
-                                  load.cold_waiting, now - last if load.in_flight == 0 else 0.0,
-                                  lo, hi, Policy.of(self.config, spec), self.config.idle_timeout)
+        replicas, reason = decide(
+            current,
+            ready,
+            util,
+            load.queue_depth + (load.cold_waiting if ready == 0 else 0),
+            load.cold_waiting,
+            now - last if load.in_flight == 0 else 0.0,
+            lo,
+            hi,
+            Policy.of(self.config, spec),
+            self.config.idle_timeout,
+        )
         if replicas < current and now - self._changed_at.get(key, self._started) < self.config.down_stabilization:
             return
         if replicas == current and rec is not None:
@@ -170,9 +201,8 @@ class Autoscaler:
         if replicas != current:
             log.info("version %s spec %s: %d -> %d instances (%s)", vid, gsid, current, replicas, reason)
             self._changed_at[key] = now
-        at = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        at = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         try:
-            await self.store.put(R.SCALE, key, {"replicas": replicas, "reason": reason, "at": at},
-                                 expect=rec.revision if rec else 0)
+            await self.store.put(R.SCALE, key, {"replicas": replicas, "reason": reason, "at": at}, expect=rec.revision if rec else 0)
         except Conflict:
             pass  # written meanwhile (an undeploy, another pass): decide again next time

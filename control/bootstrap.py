@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 
@@ -22,12 +23,30 @@ def _health(protocol: str, uri: str) -> dict[str, Any]:
 
 
 SAMPLES: list[dict[str, Any]] = [
-    {"name": "echo", "containerImage": "fngate/echo", "inferenceUrl": "/echo", "inferencePort": 8000,
-     "health": _health("HTTP", "/health"), "description": "fngate sample: echoes the request as JSON"},
-    {"name": "sse", "containerImage": "fngate/sse", "inferenceUrl": "/v1/chat/completions", "inferencePort": 8000,
-     "health": _health("HTTP", "/health"), "description": "fngate sample: OpenAI-style chat completions over SSE"},
-    {"name": "grpc-echo", "containerImage": "fngate/grpc-echo", "inferenceUrl": "/grpc", "inferencePort": 8000,
-     "health": _health("gRPC", "/"), "description": "fngate sample: gRPC Echo service"},
+    {
+        "name": "echo",
+        "containerImage": "fngate/echo",
+        "inferenceUrl": "/echo",
+        "inferencePort": 8000,
+        "health": _health("HTTP", "/health"),
+        "description": "fngate sample: echoes the request as JSON",
+    },
+    {
+        "name": "sse",
+        "containerImage": "fngate/sse",
+        "inferenceUrl": "/v1/chat/completions",
+        "inferencePort": 8000,
+        "health": _health("HTTP", "/health"),
+        "description": "fngate sample: OpenAI-style chat completions over SSE",
+    },
+    {
+        "name": "grpc-echo",
+        "containerImage": "fngate/grpc-echo",
+        "inferenceUrl": "/grpc",
+        "inferencePort": 8000,
+        "health": _health("gRPC", "/"),
+        "description": "fngate sample: gRPC Echo service",
+    },
 ]
 
 
@@ -39,8 +58,18 @@ def _gpu_spec(capacity: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class SampleBootstrap:
-    def __init__(self, api_url: str, admin_key: str, capacity: Callable[[], list[dict[str, Any]]], say: Callable[[str], None],
-                 *, http_port: int, grpc_port: int, host: str = "127.0.0.1", data_dir: str = ".fngate") -> None:
+    def __init__(
+        self,
+        api_url: str,
+        admin_key: str,
+        capacity: Callable[[], list[dict[str, Any]]],
+        say: Callable[[str], None],
+        *,
+        http_port: int,
+        grpc_port: int,
+        host: str = "127.0.0.1",
+        data_dir: str = ".fngate",
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {admin_key}"}
         self.capacity = capacity
@@ -56,8 +85,12 @@ class SampleBootstrap:
                 fid, vid, status = await self._ensure(http, sample, existing.get("functions", []))
                 self.function_ids[sample["name"]] = fid
                 if status == "INACTIVE":
-                    await self._call(http, "POST", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}",
-                                     {"deploymentSpecifications": [_gpu_spec(self.capacity())]})
+                    await self._call(
+                        http,
+                        "POST",
+                        f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}",
+                        {"deploymentSpecifications": [_gpu_spec(self.capacity())]},
+                    )
             states = await self._wait_active(http, timeout)
         self._print_commands(states)
         return self.function_ids
@@ -75,8 +108,7 @@ class SampleBootstrap:
         deadline = loop.time() + timeout
         while True:
             functions = (await self._get(http, "/v2/nvcf/functions")).get("functions", [])
-            states = {f["name"]: f["status"] for f in functions
-                      if f.get("id") in self.function_ids.values()}
+            states = {f["name"]: f["status"] for f in functions if f.get("id") in self.function_ids.values()}
             if all(s in ("ACTIVE", "ERROR") for s in states.values()) or loop.time() > deadline:
                 return states
             await asyncio.sleep(0.25)
@@ -92,10 +124,10 @@ class SampleBootstrap:
             "fngate: sample functions: " + ", ".join(f"{n} {ids[n]} {states.get(n, '?')}" for n in ids),
             key_line,
             "  # echo (HTTP):",
-            f"  curl -s {base}/echo -H \"function-id: {ids['echo']}\" -H \"Authorization: Bearer $FNGATE_KEY\" -d 'hello'",
+            f'  curl -s {base}/echo -H "function-id: {ids["echo"]}" -H "Authorization: Bearer $FNGATE_KEY" -d \'hello\'',
             "  # sse (streams tokens as they are generated):",
-            f"  curl -N {base}/v1/chat/completions -H \"function-id: {ids['sse']}\" -H \"Authorization: Bearer $FNGATE_KEY\""
-            " -H 'Content-Type: application/json' -d '{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true}'",
+            f'  curl -N {base}/v1/chat/completions -H "function-id: {ids["sse"]}" -H "Authorization: Bearer $FNGATE_KEY"'
+            ' -H \'Content-Type: application/json\' -d \'{"messages":[{"role":"user","content":"hi"}],"stream":true}\'',
             "  # grpc-echo (gRPC through the gateway):",
             f"  {cli_cmd} invoke {ids['grpc-echo']} --grpc --grpc-target {self.host}:{self.grpc_port} --method Echo --message hello",
         ]

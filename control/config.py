@@ -46,7 +46,7 @@ class ServeConfig:
     def store_is_redis(self) -> bool:
         return self.store.startswith(("redis://", "rediss://", "unix://"))
 
-    def validate(self) -> "ServeConfig":
+    def validate(self) -> ServeConfig:
         for name in ("api_port", "http_port", "grpc_port", "admin_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +42,25 @@ def new_key() -> str:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_iso(value: str) -> datetime:
     """ISO-8601 with a zone (a trailing Z allowed); naive times are taken as UTC."""
     dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def key_doc(key: str, key_id: str, *, scopes: list[str], description: str = "",
-            function_ids: list[str] | None = None, expires_at: str | None = None,
-            nca_id: str = "fngate") -> dict[str, Any]:
+def key_doc(
+    key: str,
+    key_id: str,
+    *,
+    scopes: list[str],
+    description: str = "",
+    function_ids: list[str] | None = None,
+    expires_at: str | None = None,
+    nca_id: str = "fngate",
+) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "keyId": key_id,
         "digest": key_digest(key),
@@ -76,7 +83,7 @@ def public_view(doc: dict[str, Any]) -> dict[str, Any]:
 
 def is_expired(doc: dict[str, Any], now: datetime | None = None) -> bool:
     exp = doc.get("expiresAt")
-    return exp is not None and parse_iso(exp) <= (now or datetime.now(timezone.utc))
+    return exp is not None and parse_iso(exp) <= (now or datetime.now(UTC))
 
 
 def load_or_create_admin_key(data_dir: Path, environ: dict[str, str] | None = None) -> tuple[str, bool]:
@@ -103,8 +110,7 @@ async def ensure_admin_record(store, admin_key: str, nca_id: str = "fngate") -> 
     """Keep the `keys` kind's admin entry in step with the current admin key, so that
     the routing publisher grants it to the gateway like any other key."""
     current = await store.get(records.KEYS, ADMIN_KEY_ID)
-    if current is not None and current.value.get("digest") == key_digest(admin_key) \
-            and set(current.value.get("scopes", ())) >= set(SCOPES):
+    if current is not None and current.value.get("digest") == key_digest(admin_key) and set(current.value.get("scopes", ())) >= set(SCOPES):
         return
     doc = key_doc(admin_key, ADMIN_KEY_ID, scopes=list(SCOPES), description="fngate admin key", nca_id=nca_id)
     await store.put(records.KEYS, ADMIN_KEY_ID, doc)

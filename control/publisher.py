@@ -15,8 +15,9 @@ import asyncio
 import inspect
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from fngate.control import records as R
 from fngate.control.store.base import Compacted, StateStore
@@ -26,8 +27,19 @@ log = logging.getLogger("fngate.publisher")
 
 ROUTING_KEY = "fngate:routing"
 ROUTING_CHANNEL = "fngate:routing:changed"
-ADMIN_SCOPES = ("invoke_function", "list_functions", "list_functions_details", "register_function", "update_function",
-                "delete_function", "deploy_function", "queue_details", "update_secrets", "list_cluster_groups", "manage_keys")
+ADMIN_SCOPES = (
+    "invoke_function",
+    "list_functions",
+    "list_functions_details",
+    "register_function",
+    "update_function",
+    "delete_function",
+    "deploy_function",
+    "queue_details",
+    "update_secrets",
+    "list_cluster_groups",
+    "manage_keys",
+)
 _RELEVANT = frozenset({R.FUNCTIONS, R.DEPLOYMENTS, R.INSTANCES, R.KEYS})
 
 Sink = Callable[[RoutingTable], Awaitable[Any] | Any]
@@ -55,8 +67,7 @@ def build_routes(functions: list[dict], deployments: dict[str, dict], instances:
         first = specs[0]
         here = sorted(ready.get(vid, ()), key=lambda i: i["instanceId"])
         endpoints = tuple(
-            Endpoint(i["instanceId"], i["host"], int(i["port"]), H2C if grpc else HTTP1, bool(i.get("draining")))
-            for i in here
+            Endpoint(i["instanceId"], i["host"], int(i["port"]), H2C if grpc else HTTP1, bool(i.get("draining"))) for i in here
         )
         # A spec without `backend` runs on the default backend; the instances know its name.
         backend = first.get("backend") or next((i["backend"] for i in here if i.get("backend")), "")
@@ -84,10 +95,19 @@ def build_grants(keys: list[dict], admin_key: str | None) -> list[tuple[str, Key
     grants = []
     for k in keys:
         fids = k.get("functionIds")
-        grants.append((k["digest"], KeyGrant(
-            key_id=k["keyId"], scopes=frozenset(k.get("scopes") or ()), function_ids=None if fids is None else frozenset(fids),
-            expires_at=_unix(k.get("expiresAt")), nca_id=k.get("ncaId", "fngate"), subject=k["keyId"],
-        )))
+        grants.append(
+            (
+                k["digest"],
+                KeyGrant(
+                    key_id=k["keyId"],
+                    scopes=frozenset(k.get("scopes") or ()),
+                    function_ids=None if fids is None else frozenset(fids),
+                    expires_at=_unix(k.get("expiresAt")),
+                    nca_id=k.get("ncaId", "fngate"),
+                    subject=k["keyId"],
+                ),
+            )
+        )
     if admin_key:
         grants.append((key_digest(admin_key), KeyGrant("admin", frozenset(ADMIN_SCOPES), subject="admin")))
     return grants
@@ -185,7 +205,7 @@ class RoutingPublisher:
         while True:
             try:
                 await asyncio.wait_for(self._dirty.wait(), self.resync_interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass  # periodic republish: a sink that missed one catches up
             await asyncio.sleep(self.debounce)
             self._dirty.clear()

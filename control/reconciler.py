@@ -15,10 +15,12 @@ import asyncio
 import logging
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
-from fngate.backends.base import Backend, BackendError, InstanceEvent, InstanceEventKind as K
+from fngate.backends.base import Backend, BackendError, InstanceEvent
+from fngate.backends.base import InstanceEventKind as K
 from fngate.control import records as R
 from fngate.control.instance_spec import instance_spec
 from fngate.control.loadboard import LoadBoard
@@ -29,7 +31,7 @@ log = logging.getLogger("fngate.reconciler")
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def desired_replicas(gpu_spec: dict[str, Any], scale: dict[str, Any] | None) -> int:
@@ -336,8 +338,10 @@ class Reconciler:
             return
         new = next_state(fn_rec.value["status"], Event.ERROR_EXPIRED)
         log.info("function %s: errored deployment expired -> %s", key, new.value)
-        ops = [Put(R.FUNCTIONS, key, {**fn_rec.value, "status": new.value}, expect=fn_rec.revision),
-               Delete(R.DEPLOYMENTS, key, expect=dep_rec.revision)]
+        ops = [
+            Put(R.FUNCTIONS, key, {**fn_rec.value, "status": new.value}, expect=fn_rec.revision),
+            Delete(R.DEPLOYMENTS, key, expect=dep_rec.revision),
+        ]
         ops += [Delete(R.SCALE, r.key) for r in await self.store.list(R.SCALE, key.split("/", 1)[1] + "/")]
         await self.store.commit(ops)
 

@@ -65,8 +65,7 @@ class Server:
         cfg = self.cfg
         try:
             catalog = ImageCatalog(cfg.section("catalog"))
-            self.backends = build_backends(cfg.sections.get("backends"), data_dir=cfg.data_dir,
-                                           inventory=self.inventory, catalog=catalog)
+            self.backends = build_backends(cfg.sections.get("backends"), data_dir=cfg.data_dir, inventory=self.inventory, catalog=catalog)
         except (ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"config file, backends/catalog: {exc}") from None
 
@@ -118,18 +117,23 @@ class Server:
         from .reconciler import Reconciler
 
         knobs = self.cfg.section("reconciler")
-        self.reconciler = Reconciler(self.store, self.backends, self.loadboard,
-                                     resync_interval=float(knobs.get("resyncInterval", 5.0)),
-                                     drain_timeout=float(knobs.get("drainTimeout", 30.0)),
-                                     error_ttl=float(knobs.get("errorTtl", 7 * 86400)))
+        self.reconciler = Reconciler(
+            self.store,
+            self.backends,
+            self.loadboard,
+            resync_interval=float(knobs.get("resyncInterval", 5.0)),
+            drain_timeout=float(knobs.get("drainTimeout", 30.0)),
+            error_ttl=float(knobs.get("errorTtl", 7 * 86400)),
+        )
         self.publisher = RoutingPublisher(self.store, admin_key=self.admin_key)
         self.publisher.add_sink(self.routing_holder.publish)
         if self.cfg.store_is_redis:
             import redis.asyncio as aioredis
 
+            from fngate.proxy.routing import RoutingTable
+
             from .internal_api import RedisLoadReader
             from .publisher import ROUTING_KEY
-            from fngate.proxy.routing import RoutingTable
 
             client = aioredis.from_url(self.cfg.store)
             self.stack.push_async_callback(client.aclose)
@@ -159,10 +163,15 @@ class Server:
         from fngate.proxy.config import GatewayConfig
 
         cfg = self.cfg
-        gcfg = GatewayConfig(host=cfg.host, http_port=cfg.http_port, grpc_port=cfg.grpc_port,
-                             admin_port=cfg.admin_port, workers=cfg.workers,
-                             tls_cert=str(cfg.tls_cert) if cfg.tls_cert else None,
-                             tls_key=str(cfg.tls_key) if cfg.tls_key else None)
+        gcfg = GatewayConfig(
+            host=cfg.host,
+            http_port=cfg.http_port,
+            grpc_port=cfg.grpc_port,
+            admin_port=cfg.admin_port,
+            workers=cfg.workers,
+            tls_cert=str(cfg.tls_cert) if cfg.tls_cert else None,
+            tls_key=str(cfg.tls_key) if cfg.tls_key else None,
+        )
         if cfg.workers == 1:
             from fngate.proxy.server import Gateway
 
@@ -177,8 +186,10 @@ class Server:
         self.gateway = gateway
         self.ready.update(http_port=gateway.http_port, grpc_port=gateway.grpc_port, admin_port=gateway.admin_port)
         host = _url_host(cfg.host)
-        self._say(f"fngate: invocation gateway on {host}:{gateway.http_port} (HTTP/1.1 + h2c), gRPC on "
-                  f"{host}:{gateway.grpc_port}, metrics on {host}:{gateway.admin_port}, {cfg.workers} worker(s)")
+        self._say(
+            f"fngate: invocation gateway on {host}:{gateway.http_port} (HTTP/1.1 + h2c), gRPC on "
+            f"{host}:{gateway.grpc_port}, metrics on {host}:{gateway.admin_port}, {cfg.workers} worker(s)"
+        )
 
     def start_samples(self) -> None:
         """Unless --no-samples: register/deploy echo, sse and grpc-echo in the background, then
@@ -188,10 +199,14 @@ class Server:
         from .bootstrap import SampleBootstrap
 
         boot = SampleBootstrap(
-            self.ready["api_url"], self.admin_key, self.capacity, self._say,
+            self.ready["api_url"],
+            self.admin_key,
+            self.capacity,
+            self._say,
             http_port=int(self.ready.get("http_port") or self.cfg.http_port),
             grpc_port=int(self.ready.get("grpc_port") or self.cfg.grpc_port),
-            host=_url_host(self.cfg.host), data_dir=str(self.cfg.data_dir),
+            host=_url_host(self.cfg.host),
+            data_dir=str(self.cfg.data_dir),
         )
 
         async def run() -> None:

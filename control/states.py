@@ -22,14 +22,14 @@ class State(str, Enum):
 
 
 class Event(str, Enum):
-    DEPLOY = "deploy"                  # a deployment with some minInstances > 0
+    DEPLOY = "deploy"  # a deployment with some minInstances > 0
     DEPLOY_FROM_ZERO = "deploy_from_zero"  # every spec has minInstances == 0
-    MIN_READY = "min_ready"            # ready instances >= minInstances (per spec)
-    SOME_LOST = "some_lost"            # 0 < ready < minInstances after having been ACTIVE
-    ALL_LOST = "all_lost"              # no ready instance while minInstances > 0
-    FAILED = "failed"                  # cannot place, or never became healthy in time
+    MIN_READY = "min_ready"  # ready instances >= minInstances (per spec)
+    SOME_LOST = "some_lost"  # 0 < ready < minInstances after having been ACTIVE
+    ALL_LOST = "all_lost"  # no ready instance while minInstances > 0
+    FAILED = "failed"  # cannot place, or never became healthy in time
     UNDEPLOY = "undeploy"
-    ERROR_EXPIRED = "error_expired"    # an errored deployment old enough to clean up
+    ERROR_EXPIRED = "error_expired"  # an errored deployment old enough to clean up
     DELETE = "delete"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 PREFIX = "FNGATE_LT_"
 
@@ -58,7 +58,7 @@ class Knobs:
         return out
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Knobs":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Knobs:
         environ = os.environ if environ is None else environ
         values = {}
         for field in dataclasses.fields(cls):

@@ -58,7 +58,7 @@ class LocalStack:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> LocalStack:
         try:
             self.start()
         except BaseException:

@@ -87,8 +87,7 @@ class Plan:
         k = self.knobs
         out: dict[str, Any] = {"duration_s": self.duration, "workers": self.workers}
         if self.scenario.model == "open":
-            out.update(rate_per_s=self.rate, ramp_up_s=k.ramp_up, scheduler_users=self.users,
-                       max_inflight_per_user=k.max_inflight)
+            out.update(rate_per_s=self.rate, ramp_up_s=k.ramp_up, scheduler_users=self.users, max_inflight_per_user=k.max_inflight)
         elif self.scenario.model == "ramp":
             out.update(steps=list(k.steps), step_seconds=round(k.step_seconds, 3))
         else:

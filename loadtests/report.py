@@ -12,9 +12,10 @@ import csv
 import json
 import os
 import platform
+from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .slis import EntryStats, Verdict
 
@@ -23,9 +24,7 @@ def machine() -> dict[str, Any]:
     """What the run ran on, so a committed reference run can be judged against another box."""
     cpu = ""
     try:
-        cpu = next(
-            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), ""
-        )
+        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
         mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
     except (OSError, StopIteration, ValueError):
         mem_kb = 0
@@ -40,9 +39,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def summary(
-    scenario: str, settings: Mapping[str, Any], entries: Iterable[EntryStats], verdicts: Iterable[Verdict]
-) -> dict[str, Any]:
+def summary(scenario: str, settings: Mapping[str, Any], entries: Iterable[EntryStats], verdicts: Iterable[Verdict]) -> dict[str, Any]:
     verdicts = list(verdicts)
     return {
         "scenario": scenario,

@@ -157,9 +157,12 @@ def _print_summary(doc: dict, out) -> None:
     for e in doc["entries"]:
         if e["name"] == "Aggregated" or e["type"] == "DROPPED":
             continue
-        print(f"  {e['type']} {e['name']}: {e['requests']} requests, {e['rps']:.1f}/s, p50/p95/p99 "
-              f"{e['p50_ms']:g}/{e['p95_ms']:g}/{e['p99_ms']:g} ms, error rate {e['error_rate']:.2%}, "
-              f"success rate {e['success_rate']:.2%}" + (f", dropped {e['dropped']}" if e["dropped"] else ""), file=out)
+        print(
+            f"  {e['type']} {e['name']}: {e['requests']} requests, {e['rps']:.1f}/s, p50/p95/p99 "
+            f"{e['p50_ms']:g}/{e['p95_ms']:g}/{e['p99_ms']:g} ms, error rate {e['error_rate']:.2%}, "
+            f"success rate {e['success_rate']:.2%}" + (f", dropped {e['dropped']}" if e["dropped"] else ""),
+            file=out,
+        )
     for t in doc["thresholds"]:
         print("  " + slis.Verdict(**t).describe(), file=out)
     out.flush()

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from fngate.proxy.server import Gateway
 
 
-def make_admin_app(gateway: "Gateway") -> web.Application:
+def make_admin_app(gateway: Gateway) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
         depth = {vid: len(st.queue) for vid, st in gateway.limiter.versions.items()}
         body = gateway.metrics.render(depth)

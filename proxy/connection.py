@@ -18,9 +18,9 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 class ClientConnection(asyncio.Protocol):
-    __slots__ = ("gateway", "h2_only", "forwarder", "transport", "_buf", "_timer")
+    __slots__ = ("_buf", "_timer", "forwarder", "gateway", "h2_only", "transport")
 
-    def __init__(self, gateway: "Gateway", h2_only: bool = False, forwarder: "Forwarder | None" = None) -> None:
+    def __init__(self, gateway: Gateway, h2_only: bool = False, forwarder: Forwarder | None = None) -> None:
         self.gateway = gateway
         self.h2_only = h2_only
         self.forwarder = forwarder or gateway.forwarder  # another one on the workers' private listener
@@ -44,8 +44,7 @@ class ClientConnection(asyncio.Protocol):
         if self.h2_only:
             self._switch(True)
             return
-        self._timer = asyncio.get_running_loop().call_later(
-            self.gateway.config.client_header_timeout, transport.close)
+        self._timer = asyncio.get_running_loop().call_later(self.gateway.config.client_header_timeout, transport.close)
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf + data

@@ -19,7 +19,7 @@ class Expiring(Protocol):
 
 
 class Deadlines:
-    __slots__ = ("loop", "tick", "buckets", "_done", "_timer")
+    __slots__ = ("_done", "_timer", "buckets", "loop", "tick")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, tick: float = 0.25) -> None:
         self.loop = loop

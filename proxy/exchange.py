@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Callable, Coroutine
+from collections.abc import Callable, Coroutine
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -39,7 +39,7 @@ class BodyBuffer:
     `on_consumed(n)` tells the driver n bytes left the buffer, so it can resume reading
     or acknowledge flow-control credit."""
 
-    __slots__ = ("_chunks", "size", "eof", "error", "_waiter", "_on_consumed", "limit", "_taken")
+    __slots__ = ("_chunks", "_on_consumed", "_taken", "_waiter", "eof", "error", "limit", "size")
 
     def __init__(self, limit: int, on_consumed: Callable[[int], None]) -> None:
         self._chunks: deque[bytes] = deque()
@@ -121,11 +121,23 @@ ENDED_EMPTY.eof = True
 class Exchange(ABC):
     """Base for one request/response on a client connection (see the module docstring)."""
 
-    __slots__ = ("method", "target", "headers", "authority", "client_addr", "http2", "body",
-                 "on_disconnect", "response_started", "finished", "scheme")
+    __slots__ = (
+        "authority",
+        "body",
+        "client_addr",
+        "finished",
+        "headers",
+        "http2",
+        "method",
+        "on_disconnect",
+        "response_started",
+        "scheme",
+        "target",
+    )
 
-    def __init__(self, method: str, target: bytes, headers: Headers, authority: bytes,
-                 client_addr: str, http2: bool, body: BodyBuffer) -> None:
+    def __init__(
+        self, method: str, target: bytes, headers: Headers, authority: bytes, client_addr: str, http2: bool, body: BodyBuffer
+    ) -> None:
         self.method = method
         self.target = target
         self.headers = headers
@@ -152,8 +164,7 @@ class Exchange(ABC):
         ...
 
     @abstractmethod
-    async def write(self, data: bytes) -> None:
-        ...
+    async def write(self, data: bytes) -> None: ...
 
     @abstractmethod
     def write_nowait(self, data: bytes) -> None:
@@ -161,12 +172,10 @@ class Exchange(ABC):
         ...
 
     @abstractmethod
-    def end(self) -> None:
-        ...
+    def end(self) -> None: ...
 
     @abstractmethod
-    def abort(self) -> None:
-        ...
+    def abort(self) -> None: ...
 
     def client_gone(self) -> None:
         """Called by the driver when the client went away before the exchange ended."""

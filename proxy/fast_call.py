@@ -37,12 +37,40 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # framed with content-lengt
 
 
 class FastCall:
-    __slots__ = ("fw", "loop", "ex", "route", "grant", "request_id", "started", "deadline", "lease", "conn",
-                 "out", "status", "streaming", "sse", "ended", "closed", "due_at", "due_key", "last")
+    __slots__ = (
+        "closed",
+        "conn",
+        "deadline",
+        "due_at",
+        "due_key",
+        "ended",
+        "ex",
+        "fw",
+        "grant",
+        "last",
+        "lease",
+        "loop",
+        "out",
+        "request_id",
+        "route",
+        "sse",
+        "started",
+        "status",
+        "streaming",
+    )
 
-    def __init__(self, fw: "Forwarder", ex: "H1Exchange", route: "VersionRoute", grant: "KeyGrant",
-                 request_id: bytes, started: float, deadline: float, lease: "Lease",
-                 conn: "H1Upstream") -> None:
+    def __init__(
+        self,
+        fw: Forwarder,
+        ex: H1Exchange,
+        route: VersionRoute,
+        grant: KeyGrant,
+        request_id: bytes,
+        started: float,
+        deadline: float,
+        lease: Lease,
+        conn: H1Upstream,
+    ) -> None:
         self.fw = fw
         self.loop = loop = ex.conn._loop
         self.ex = ex
@@ -71,12 +99,22 @@ class FastCall:
         subject, nca_id = wire.for_grant(grant)
         body = ex.body.take_whole()
         head = upstream_head(
-            ex.method, ex.target, ex.headers, wire.for_route(route),
-            host=wire.for_endpoint(lease.endpoint), request_id=request_id, subject=subject, nca_id=nca_id,
+            ex.method,
+            ex.target,
+            ex.headers,
+            wire.for_route(route),
+            host=wire.for_endpoint(lease.endpoint),
+            request_id=request_id,
+            subject=subject,
+            nca_id=nca_id,
             poll_left=max(round(deadline - fw.config.header_grace - started), 1),
             body=b"content-length: %d\r\n" % len(body) if body or ex.method in _BODY_METHODS else None,
-            client_addr=ex.client_addr, host_routed=True, authority=ex.authority, http2=ex.http2,
-            scheme=ex.scheme)
+            client_addr=ex.client_addr,
+            host_routed=True,
+            authority=ex.authority,
+            http2=ex.http2,
+            scheme=ex.scheme,
+        )
         conn.start_sink(head + body if body else head, ex.method == "HEAD", self)
 
     # -- the instance connection's callbacks (ResponseSink) --------------------------------
@@ -94,8 +132,7 @@ class FastCall:
 
     def _client_head(self, status: int, lines: bytes, framed: bool, nvcf_status: bytes) -> None:
         ex = self.ex
-        ex.start_response_block(status, lines + b"nvcf-reqid: %s\r\nnvcf-status: %s\r\n" % (self.request_id, nvcf_status),
-                                framed)
+        ex.start_response_block(status, lines + b"nvcf-reqid: %s\r\nnvcf-status: %s\r\n" % (self.request_id, nvcf_status), framed)
         self.out.append(ex.frame(b""))
 
     def on_body(self, data: bytes) -> None:
@@ -139,8 +176,7 @@ class FastCall:
             fw.metrics.upstream_error("reset")
             self._detach()
             fw.metrics.in_flight -= 1
-            self.ex.spawn(fw.handle(self.ex, self.request_id, self.started,
-                                    (self.route, self.grant, self.deadline), retry_of=self.lease))
+            self.ex.spawn(fw.handle(self.ex, self.request_id, self.started, (self.route, self.grant, self.deadline), retry_of=self.lease))
             return
         if not self.streaming:
             fw.metrics.upstream_error("reset")
@@ -214,4 +250,3 @@ class FastCall:
             metrics.sse_open -= 1
         metrics.in_flight -= 1
         metrics.observe(self.route.function_id, status, time.monotonic() - self.started)
-

@@ -19,9 +19,9 @@ import random
 import time
 from typing import TYPE_CHECKING
 
+from fngate.proxy.deadlines import Deadlines
 from fngate.proxy.errors import NotFound, PollTimeout, ProxyError, UpstreamTimeout, UpstreamUnavailable, status_for_nvcf
 from fngate.proxy.exchange import ClientGone, Exchange
-from fngate.proxy.deadlines import Deadlines
 from fngate.proxy.fast_call import FastCall
 from fngate.proxy.h2_fast_call import H2FastCall
 from fngate.proxy.headers import RouteHeaders, client_headers, upstream_head
@@ -46,14 +46,13 @@ def new_request_id(_bits=random.getrandbits) -> bytes:
     and the id is not a secret (pexec results are still bound to the caller's key).
     One draw and one format: this runs for every request."""
     n = _bits(122)
-    return b"%08x-%04x-4%03x-%04x-%012x" % (
-        n >> 90, n >> 74 & 0xFFFF, n >> 62 & 0xFFF, 0x8000 | n >> 48 & 0x3FFF, n & 0xFFFFFFFFFFFF)
+    return b"%08x-%04x-4%03x-%04x-%012x" % (n >> 90, n >> 74 & 0xFFFF, n >> 62 & 0xFFF, 0x8000 | n >> 48 & 0x3FFF, n & 0xFFFFFFFFFFFF)
 
 
 class Call:
     """One request's state on the instance side, so a disconnect can tear it down."""
 
-    __slots__ = ("lease", "conn", "timed_out", "task", "body_task")
+    __slots__ = ("body_task", "conn", "lease", "task", "timed_out")
 
     def __init__(self) -> None:
         self.lease: Lease | None = None
@@ -88,11 +87,20 @@ class Call:
 
 
 class Forwarder:
-    __slots__ = ("config", "holder", "limiter", "pool", "metrics", "keys", "route_headers", "pexec", "connections",
-                 "deadlines")
+    __slots__ = (
+        "config",
+        "connections",
+        "deadlines",
+        "holder",
+        "keys",
+        "limiter",
+        "metrics",
+        "pexec",
+        "pool",
+        "route_headers",
+    )
 
-    def __init__(self, config: "GatewayConfig", holder: SnapshotHolder, limiter: Limiter, pool: H1Pool,
-                 metrics: Metrics) -> None:
+    def __init__(self, config: GatewayConfig, holder: SnapshotHolder, limiter: Limiter, pool: H1Pool, metrics: Metrics) -> None:
         self.config = config
         self.holder = holder
         self.limiter = limiter
@@ -126,8 +134,7 @@ class Forwarder:
                 ep = lease.endpoint
                 conn = self.pool.take_idle(ep.host, ep.port)
                 if conn is not None:
-                    (H2FastCall if ex.http2 else FastCall)(self, ex, route, grant, request_id, started, deadline,
-                                                           lease, conn)
+                    (H2FastCall if ex.http2 else FastCall)(self, ex, route, grant, request_id, started, deadline, lease, conn)
                     return
                 # no idle connection: the task connects, with the slot taken here
                 ex.spawn(self.handle(ex, request_id, started, (route, grant, deadline), held=lease))
@@ -148,19 +155,23 @@ class Forwarder:
             elif n == b"nvcf-poll-seconds":
                 poll_h = v
         if fid_h is not None:
-            return (fid_h.decode("latin-1").strip().lower(),
-                    vid_h.decode("latin-1").strip().lower() if vid_h is not None else None, auth, poll_h)
+            return (
+                fid_h.decode("latin-1").strip().lower(),
+                vid_h.decode("latin-1").strip().lower() if vid_h is not None else None,
+                auth,
+                poll_h,
+            )
         target = ex.target
-        if target[:15] == b"/v2/nvcf/pexec/" and self.pexec is not None \
-                or target == b"/health" or target == b"/v2/health/ready":
+        if (target[:15] == b"/v2/nvcf/pexec/" and self.pexec is not None) or target == b"/health" or target == b"/v2/health/ready":
             return None, None, auth, poll_h
         hit = target_from_host(ex.authority.decode("latin-1"))
         if hit is None:
             raise NotFound("No function matches the request's Host or function-id header")
         return hit[0], hit[1], auth, poll_h
 
-    def _authorize(self, fid: str, vid: str | None, auth: bytes | None, poll_h: bytes | None,
-                   started: float) -> tuple[VersionRoute, KeyGrant, float]:
+    def _authorize(
+        self, fid: str, vid: str | None, auth: bytes | None, poll_h: bytes | None, started: float
+    ) -> tuple[VersionRoute, KeyGrant, float]:
         """(route, grant, head deadline) against the current snapshot. Raises ProxyError."""
         table = self.holder.table
         grant = self.keys.check(table, auth, fid)
@@ -168,9 +179,15 @@ class Forwarder:
         poll = poll_seconds(poll_h, self.config.default_poll_seconds)
         return route, grant, started + poll + self.config.header_grace
 
-    async def handle(self, ex: Exchange, request_id: bytes | None = None, started: float = 0.0,
-                     routed: tuple | None = None, held: Lease | None = None,
-                     retry_of: Lease | None = None) -> None:
+    async def handle(
+        self,
+        ex: Exchange,
+        request_id: bytes | None = None,
+        started: float = 0.0,
+        routed: tuple | None = None,
+        held: Lease | None = None,
+        retry_of: Lease | None = None,
+    ) -> None:
         """One exchange as a task. `routed`: (route, grant, deadline) when `start` resolved
         it already; `held`: a slot `start` took already; `retry_of`: the fast path's slot
         whose instance failed before answering (the one retry goes elsewhere)."""
@@ -201,8 +218,7 @@ class Forwarder:
                 routed = self._authorize(fid, vid, auth, poll_h, started)
             route, grant, deadline = routed
             function_id = route.function_id
-            status = await self.forward(ex, route, grant, request_id, deadline, call, ex.target, True,
-                                        held, retry_of)
+            status = await self.forward(ex, route, grant, request_id, deadline, call, ex.target, True, held, retry_of)
         except ProxyError as err:
             status = err.http_status
             self._send_error(ex, err, request_id)
@@ -216,15 +232,24 @@ class Forwarder:
             metrics.observe(function_id, status, time.monotonic() - started)
 
     # -- the streaming forward ------------------------------------------------------------
-    async def forward(self, ex: Exchange, route: VersionRoute, grant: KeyGrant, request_id: bytes,
-                      deadline: float, call: Call, target: bytes, host_routed: bool,
-                      held: Lease | None = None, retry_of: Lease | None = None) -> int:
+    async def forward(
+        self,
+        ex: Exchange,
+        route: VersionRoute,
+        grant: KeyGrant,
+        request_id: bytes,
+        deadline: float,
+        call: Call,
+        target: bytes,
+        host_routed: bool,
+        held: Lease | None = None,
+        retry_of: Lease | None = None,
+    ) -> int:
         keepalive = None
         if self.config.sse_queue_keepalive > 0 and wants_sse(ex):
             keepalive = QueueKeepAlive(ex, self.config.sse_queue_keepalive, request_id)
         try:
-            status, headers = await self.call_instance(ex, route, grant, request_id, deadline, call, target,
-                                                       host_routed, held, retry_of)
+            status, headers = await self.call_instance(ex, route, grant, request_id, deadline, call, target, host_routed, held, retry_of)
         except ProxyError as err:
             if keepalive is None or not keepalive.started:
                 raise
@@ -247,8 +272,7 @@ class Forwarder:
                 ex.end()
                 return status
         else:
-            ex.start_response(status, client_headers(headers, request_id, status_for_nvcf(status)),
-                              flush=not (body.size or body.eof))
+            ex.start_response(status, client_headers(headers, request_id, status_for_nvcf(status)), flush=not (body.size or body.eof))
         if sse:
             self.metrics.sse_open += 1
         try:
@@ -291,9 +315,19 @@ class Forwarder:
         finally:
             state[1].cancel()
 
-    async def call_instance(self, ex: Exchange, route: VersionRoute, grant: KeyGrant, request_id: bytes,
-                            deadline: float, call: Call, target: bytes, host_routed: bool,
-                            held: Lease | None = None, retry_of: Lease | None = None):
+    async def call_instance(
+        self,
+        ex: Exchange,
+        route: VersionRoute,
+        grant: KeyGrant,
+        request_id: bytes,
+        deadline: float,
+        call: Call,
+        target: bytes,
+        host_routed: bool,
+        held: Lease | None = None,
+        retry_of: Lease | None = None,
+    ):
         """Take a slot, send the request, and wait for the response head (until the
         deadline). Connect failures and resets before any response byte are retried
         once on another instance while the request body has not started streaming;
@@ -310,7 +344,7 @@ class Forwarder:
         try:
             body_line, inline = self._body_framing(ex)
             streamed = False
-            for attempt in ((0, 1) if retry_of is None else (1,)):
+            for attempt in (0, 1) if retry_of is None else (1,):
                 ep = lease.endpoint
                 try:
                     conn, _ = await self.pool.acquire(ep.host, ep.port)
@@ -323,11 +357,22 @@ class Forwarder:
                 call.conn = conn
                 poll_left = max(round(deadline - self.config.header_grace - time.monotonic()), 1)
                 head = upstream_head(
-                    ex.method, target, ex.headers, self.route_headers.for_route(route),
-                    host=b"%s:%d" % (ep.host.encode(), ep.port), request_id=request_id,
-                    subject=grant.subject.encode() or grant.key_id.encode(), nca_id=grant.nca_id.encode(),
-                    poll_left=poll_left, body=body_line, client_addr=ex.client_addr,
-                    host_routed=host_routed, authority=ex.authority, http2=ex.http2, scheme=ex.scheme)
+                    ex.method,
+                    target,
+                    ex.headers,
+                    self.route_headers.for_route(route),
+                    host=b"%s:%d" % (ep.host.encode(), ep.port),
+                    request_id=request_id,
+                    subject=grant.subject.encode() or grant.key_id.encode(),
+                    nca_id=grant.nca_id.encode(),
+                    poll_left=poll_left,
+                    body=body_line,
+                    client_addr=ex.client_addr,
+                    host_routed=host_routed,
+                    authority=ex.authority,
+                    http2=ex.http2,
+                    scheme=ex.scheme,
+                )
                 conn.start(head + inline if inline else head, ex.method == "HEAD")
                 if body_line is not None and inline is None:
                     streamed = True
@@ -366,7 +411,7 @@ class Forwarder:
                 length = v
             elif n == b"transfer-encoding":
                 chunked = True
-        if length is None and not chunked and (not ex.http2 or body.eof and body.size == 0):
+        if length is None and not chunked and (not ex.http2 or (body.eof and body.size == 0)):
             return None, None
         if body.eof and not getattr(ex, "expect_continue", False):
             data = body.take_whole()

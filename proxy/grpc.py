@@ -151,7 +151,7 @@ class MessageFraming:
     Only the prefix bytes are looked at; message bodies are skipped by counting, so a
     tens-of-MB message costs a subtraction per frame."""
 
-    __slots__ = ("max_message", "_need", "_prefix")
+    __slots__ = ("_need", "_prefix", "max_message")
 
     def __init__(self, max_message: int) -> None:
         self.max_message = max_message

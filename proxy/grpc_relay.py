@@ -17,13 +17,22 @@ import asyncio
 import time
 import uuid
 from collections import deque
-from typing import Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from h2.errors import ErrorCodes
 from hpack import NeverIndexedHeaderTuple
 
 from fngate.proxy.grpc import (
-    FramingError, GrpcError, MessageFraming, Status, encode_message, format_timeout, parse_timeout, status_of, trailers_only,
+    FramingError,
+    GrpcError,
+    MessageFraming,
+    Status,
+    encode_message,
+    format_timeout,
+    parse_timeout,
+    status_of,
+    trailers_only,
 )
 from fngate.proxy.grpc_metrics import GrpcMetrics
 from fngate.proxy.grpc_route import route_call
@@ -35,7 +44,9 @@ Headers = list[tuple[bytes, bytes]]
 # the request headers routing reads (proxy.grpc_route.route_call), and the deadline
 _ROUTING = frozenset({b":authority", b"function-id", b"function-version-id", b"authorization", b"grpc-timeout"})
 # request headers never sent to the instance: the caller's key and connection-specific ones
-_DROP = frozenset({b"authorization", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"grpc-timeout", b"nvcf-reqid"})
+_DROP = frozenset(
+    {b"authorization", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"grpc-timeout", b"nvcf-reqid"}
+)
 
 
 class Downstream(Protocol):
@@ -80,7 +91,7 @@ class GrpcHandler:
         self.max_message = max_message
         self.calls: set[GrpcCall] = set()
 
-    def open(self, headers: Headers, downstream: Downstream, end_stream: bool = False) -> "GrpcCall":
+    def open(self, headers: Headers, downstream: Downstream, end_stream: bool = False) -> GrpcCall:
         """Start relaying a new client stream; the driver then feeds the returned call."""
         call = GrpcCall(self, headers, downstream, end_stream)
         self.calls.add(call)
@@ -107,9 +118,27 @@ class GrpcCall:
     drained by one coroutine, so each direction can wait for its receiver's window."""
 
     __slots__ = (
-        "handler", "headers", "down", "task", "request_id", "function_id", "started", "deadline",
-        "_req", "_req_wake", "_resp", "_resp_wake", "_conn", "_sid", "_lease", "_framing",
-        "_responded", "_finished", "_req_ended", "_timer", "_status",
+        "_conn",
+        "_finished",
+        "_framing",
+        "_lease",
+        "_req",
+        "_req_ended",
+        "_req_wake",
+        "_resp",
+        "_resp_wake",
+        "_responded",
+        "_sid",
+        "_status",
+        "_timer",
+        "deadline",
+        "down",
+        "function_id",
+        "handler",
+        "headers",
+        "request_id",
+        "started",
+        "task",
     )
 
     def __init__(self, handler: GrpcHandler, headers: Headers, down: Downstream, end_stream: bool) -> None:
@@ -410,7 +439,7 @@ class GrpcCall:
 class _Sink:
     """Adapts the upstream connection's StreamSink calls to the call's methods."""
 
-    __slots__ = ("on_response", "on_data", "on_trailers", "on_reset", "on_lost")
+    __slots__ = ("on_data", "on_lost", "on_reset", "on_response", "on_trailers")
 
     def __init__(self, call: GrpcCall) -> None:
         self.on_response = call.on_response

@@ -57,9 +57,7 @@ def _not_invokable(routes: tuple[VersionRoute, ...]) -> GrpcError:
 
 def route_call(table: RoutingTable, metadata: dict[str, str], keys: KeyChecker = _KEYS) -> VersionRoute:
     """Authenticate and resolve one call from its request headers (lower-case names)."""
-    function_id, version_id = target_from(
-        metadata.get("function-id"), metadata.get("function-version-id"), metadata.get(":authority")
-    )
+    function_id, version_id = target_from(metadata.get("function-id"), metadata.get("function-version-id"), metadata.get(":authority"))
     authorization = metadata.get("authorization")
     keys.check(table, None if authorization is None else authorization.encode("latin-1"), function_id)
     route = resolve(table, function_id, version_id)

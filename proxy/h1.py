@@ -41,11 +41,29 @@ def status_line(status: int) -> bytes:
 
 
 class H1Exchange(Exchange):
-    __slots__ = ("conn", "keep_alive", "expect_continue", "chunked", "no_body", "request_done", "_head",
-                 "whole_body")
+    __slots__ = (
+        "_head",
+        "chunked",
+        "conn",
+        "expect_continue",
+        "keep_alive",
+        "no_body",
+        "request_done",
+        "whole_body",
+    )
 
-    def __init__(self, conn: "H1Server", method: str, target: bytes, headers: Headers, authority: bytes,
-                 keep_alive: bool, expect_continue: bool, whole_body: bool, body: BodyBuffer) -> None:
+    def __init__(
+        self,
+        conn: H1Server,
+        method: str,
+        target: bytes,
+        headers: Headers,
+        authority: bytes,
+        keep_alive: bool,
+        expect_continue: bool,
+        whole_body: bool,
+        body: BodyBuffer,
+    ) -> None:
         # Exchange's fields, set here rather than through super().__init__: once per request
         self.method = method
         self.target = target
@@ -164,12 +182,33 @@ class H1Exchange(Exchange):
 
 
 class H1Server(asyncio.Protocol):
-    __slots__ = ("config", "forwarder", "transport", "parser", "client_addr", "closed", "write_paused",
-                 "_drain", "_url", "_headers", "_head_bytes", "_parsing", "_pending", "_current",
-                 "_timer", "_timer_at", "_deadline", "_loop", "_read_paused", "http11", "scheme",
-                 "draining", "on_writable")
+    __slots__ = (
+        "_current",
+        "_deadline",
+        "_drain",
+        "_head_bytes",
+        "_headers",
+        "_loop",
+        "_parsing",
+        "_pending",
+        "_read_paused",
+        "_timer",
+        "_timer_at",
+        "_url",
+        "client_addr",
+        "closed",
+        "config",
+        "draining",
+        "forwarder",
+        "http11",
+        "on_writable",
+        "parser",
+        "scheme",
+        "transport",
+        "write_paused",
+    )
 
-    def __init__(self, config: "GatewayConfig", forwarder: "Forwarder") -> None:
+    def __init__(self, config: GatewayConfig, forwarder: Forwarder) -> None:
         self.config = config
         self.forwarder = forwarder
         self.transport: asyncio.Transport | None = None
@@ -287,14 +326,22 @@ class H1Server(asyncio.Protocol):
                 te += 1
             elif n == b"expect" and v.lower() == b"100-continue":
                 expect = True
-        if cl and te or cl > 1 or te > 1:
+        if (cl and te) or cl > 1 or te > 1:
             raise BadRequest("conflicting Content-Length / Transfer-Encoding")
         self.http11 = p.get_http_version() == "1.1"
-        whole = not te and not expect and (not cl or length.isdigit() and int(length) <= WHOLE_BODY_MAX)
+        whole = not te and not expect and (not cl or (length.isdigit() and int(length) <= WHOLE_BODY_MAX))
         method = p.get_method()
-        ex = H1Exchange(self, _METHODS.get(method) or method.decode("ascii"), self._url, headers, authority,
-                        p.should_keep_alive(), expect, whole,
-                        BodyBuffer(self.config.max_body_buffer, self.body_consumed) if cl or te else ENDED_EMPTY)
+        ex = H1Exchange(
+            self,
+            _METHODS.get(method) or method.decode("ascii"),
+            self._url,
+            headers,
+            authority,
+            p.should_keep_alive(),
+            expect,
+            whole,
+            BodyBuffer(self.config.max_body_buffer, self.body_consumed) if cl or te else ENDED_EMPTY,
+        )
         self._parsing = ex
         if self._current is None:
             self._start(ex)
@@ -374,8 +421,10 @@ class H1Server(asyncio.Protocol):
             return
         if self._current is None or not self._current.response_started:
             ctype, body = err.body()
-            self.transport.write(status_line(err.http_status) + b"content-type: %s\r\ncontent-length: %d\r\n"
-                                 b"connection: close\r\n\r\n%s" % (ctype, len(body), body))
+            self.transport.write(
+                status_line(err.http_status) + b"content-type: %s\r\ncontent-length: %d\r\n"
+                b"connection: close\r\n\r\n%s" % (ctype, len(body), body)
+            )
         self.close()
 
     # One timer per connection, moved by setting a deadline: re-arming per request costs
@@ -443,4 +492,3 @@ class H1Server(asyncio.Protocol):
             for ex in (self._current, self._parsing, *self._pending):
                 if ex is not None and not ex.finished:
                     ex.client_gone()
-

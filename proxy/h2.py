@@ -30,12 +30,13 @@ import h2.settings
 from h2.errors import ErrorCodes
 
 from fngate.proxy.errors import HeadersTooLarge
-from fngate.proxy.grpc import Status as GrpcStatus, trailers_only
 from fngate.proxy.exchange import ClientGone, Headers
-from fngate.proxy.h2_stream import H2Downstream, H2Exchange
+from fngate.proxy.grpc import Status as GrpcStatus
+from fngate.proxy.grpc import trailers_only
 from fngate.proxy.h2_codec import install as plain_hpack
 from fngate.proxy.h2_limits import RefusingH2Connection
 from fngate.proxy.h2_request import Malformed, check_trailers, read_request
+from fngate.proxy.h2_stream import H2Downstream, H2Exchange
 
 if TYPE_CHECKING:
     from fngate.proxy.config import GatewayConfig
@@ -45,20 +46,46 @@ _WINDOW = 1 << 20  # per-stream receive window we advertise
 
 
 class H2Server(asyncio.Protocol):
-    __slots__ = ("config", "forwarder", "grpc", "transport", "h2", "client_addr", "streams", "closed",
-                 "_window_waiters", "_write_paused", "_drain", "_dispatch", "_idle", "_idle_since", "scheme",
-                 "_flush_pending", "_loop", "draining")
+    __slots__ = (
+        "_dispatch",
+        "_drain",
+        "_flush_pending",
+        "_idle",
+        "_idle_since",
+        "_loop",
+        "_window_waiters",
+        "_write_paused",
+        "client_addr",
+        "closed",
+        "config",
+        "draining",
+        "forwarder",
+        "grpc",
+        "h2",
+        "scheme",
+        "streams",
+        "transport",
+    )
 
-    def __init__(self, config: "GatewayConfig", forwarder: "Forwarder", grpc: Any = None) -> None:
+    def __init__(self, config: GatewayConfig, forwarder: Forwarder, grpc: Any = None) -> None:
         self.config = config
         self.forwarder = forwarder
         self.grpc = grpc
         self.transport: asyncio.Transport | None = None
-        self.h2 = plain_hpack(RefusingH2Connection(h2.config.H2Configuration(
-            # inbound fields are checked by proxy.h2_request (h2's check costs ~10x more)
-            client_side=False, header_encoding=None, validate_inbound_headers=False, normalize_inbound_headers=False,
-            # what we send was parsed and lower-cased already (httptools / our own headers)
-            validate_outbound_headers=False, normalize_outbound_headers=False)))
+        self.h2 = plain_hpack(
+            RefusingH2Connection(
+                h2.config.H2Configuration(
+                    # inbound fields are checked by proxy.h2_request (h2's check costs ~10x more)
+                    client_side=False,
+                    header_encoding=None,
+                    validate_inbound_headers=False,
+                    normalize_inbound_headers=False,
+                    # what we send was parsed and lower-cased already (httptools / our own headers)
+                    validate_outbound_headers=False,
+                    normalize_outbound_headers=False,
+                )
+            )
+        )
         self.client_addr = ""
         self.scheme = b"http"
         self._flush_pending = False
@@ -92,9 +119,14 @@ class H2Server(asyncio.Protocol):
         if transport.get_extra_info("ssl_object") is not None:
             self.scheme = b"https"
         s = h2.settings.SettingCodes
-        self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
-            s.MAX_CONCURRENT_STREAMS: self.config.h2_max_concurrent_streams, s.INITIAL_WINDOW_SIZE: _WINDOW,
-            s.MAX_HEADER_LIST_SIZE: self.config.max_header_bytes})
+        self.h2.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                s.MAX_CONCURRENT_STREAMS: self.config.h2_max_concurrent_streams,
+                s.INITIAL_WINDOW_SIZE: _WINDOW,
+                s.MAX_HEADER_LIST_SIZE: self.config.max_header_bytes,
+            },
+        )
         self.h2.allow_header_decoding(self.config.max_header_bytes)
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(_WINDOW * 4)
@@ -186,8 +218,7 @@ class H2Server(asyncio.Protocol):
                 self.h2.send_headers(sid, trailers_only(GrpcStatus.RESOURCE_EXHAUSTED, err.detail), end_stream=True)
             else:
                 ctype, body = err.body()
-                self.h2.send_headers(sid, [(b":status", b"431"), (b"content-type", ctype),
-                                           (b"content-length", b"%d" % len(body))])
+                self.h2.send_headers(sid, [(b":status", b"431"), (b"content-type", ctype), (b"content-length", b"%d" % len(body))])
                 self.h2.send_data(sid, body, end_stream=True)
             if not ended:  # the client may still be sending: tell it to stop (RFC 9113 8.1)
                 self.h2.reset_stream(sid, ErrorCodes.NO_ERROR)

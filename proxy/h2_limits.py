@@ -32,7 +32,6 @@ from h2.errors import ErrorCodes
 from h2.stream import StreamClosedBy
 from hyperframe.frame import RstStreamFrame
 
-
 HEADER_DECODE_HEADROOM = 4
 
 

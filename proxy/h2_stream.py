@@ -19,12 +19,20 @@ _UNIQUE = frozenset({b"nvcf-reqid", b"date"})
 
 
 class H2Exchange(Exchange):
-    __slots__ = ("conn", "sid", "_pending", "no_body")
+    __slots__ = ("_pending", "conn", "no_body", "sid")
 
-    def __init__(self, conn: "H2Server", sid: int, method: str, target: bytes, headers: Headers,
-                 authority: bytes, ended: bool = False) -> None:
-        super().__init__(method, target, headers, authority, conn.client_addr, True,
-                         ENDED_EMPTY if ended else BodyBuffer(conn.config.max_body_buffer, lambda n: conn.ack(sid, n)))
+    def __init__(
+        self, conn: H2Server, sid: int, method: str, target: bytes, headers: Headers, authority: bytes, ended: bool = False
+    ) -> None:
+        super().__init__(
+            method,
+            target,
+            headers,
+            authority,
+            conn.client_addr,
+            True,
+            ENDED_EMPTY if ended else BodyBuffer(conn.config.max_body_buffer, lambda n: conn.ack(sid, n)),
+        )
         self.conn = conn
         self.sid = sid
         self._pending: list[bytes] = []
@@ -77,7 +85,7 @@ class H2Downstream:
 
     __slots__ = ("conn", "sid")
 
-    def __init__(self, conn: "H2Server", sid: int) -> None:
+    def __init__(self, conn: H2Server, sid: int) -> None:
         self.conn = conn
         self.sid = sid
 

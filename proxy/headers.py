@@ -9,22 +9,54 @@ import re
 from fngate.proxy.exchange import Headers
 from fngate.proxy.routing import Endpoint, KeyGrant, VersionRoute
 
-HOP_BY_HOP = frozenset({
-    b"connection", b"proxy-connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
-    b"te", b"trailer", b"transfer-encoding", b"upgrade", b"http2-settings",
-})
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"proxy-connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"http2-settings",
+    }
+)
 # never forwarded to the instance: the caller's credential, hop-level framing, and the
 # headers the platform owns (a client cannot spoof them)
-_DROP_TO_INSTANCE = HOP_BY_HOP | frozenset({
-    b"authorization", b"host", b"content-length", b"expect",
-    b"nvcf-reqid", b"nvcf-sub", b"nvcf-ncaid", b"nvcf-function-name", b"nvcf-function-id",
-    b"nvcf-function-version-id", b"nvcf-asset-dir", b"nvcf-large-output-dir",
-    b"nvcf-max-response-size-bytes", b"nvcf-nspectid", b"nvcf-backend", b"nvcf-instancetype",
-    b"nvcf-region", b"nvcf-env", b"nvcf-invocation-region", b"nvcf-poll-seconds",
-    b"nvcf-feature-disable-worker-compatibility",
-    # HTTP/2 pseudo-headers
-    b":method", b":path", b":scheme", b":authority", b":protocol", b":status",
-})
+_DROP_TO_INSTANCE = HOP_BY_HOP | frozenset(
+    {
+        b"authorization",
+        b"host",
+        b"content-length",
+        b"expect",
+        b"nvcf-reqid",
+        b"nvcf-sub",
+        b"nvcf-ncaid",
+        b"nvcf-function-name",
+        b"nvcf-function-id",
+        b"nvcf-function-version-id",
+        b"nvcf-asset-dir",
+        b"nvcf-large-output-dir",
+        b"nvcf-max-response-size-bytes",
+        b"nvcf-nspectid",
+        b"nvcf-backend",
+        b"nvcf-instancetype",
+        b"nvcf-region",
+        b"nvcf-env",
+        b"nvcf-invocation-region",
+        b"nvcf-poll-seconds",
+        b"nvcf-feature-disable-worker-compatibility",
+        # HTTP/2 pseudo-headers
+        b":method",
+        b":path",
+        b":scheme",
+        b":authority",
+        b":protocol",
+        b":status",
+    }
+)
 # response headers the gateway sets itself or re-frames
 _DROP_TO_CLIENT = HOP_BY_HOP | frozenset({b"nvcf-reqid", b"nvcf-status"})
 
@@ -44,7 +76,7 @@ class RouteHeaders:
     """Per-route constant NVCF-* header bytes, cached by route identity; likewise an
     endpoint's `host` value and a key grant's NVCF-SUB / NVCF-NCAID values."""
 
-    __slots__ = ("_cache", "region", "_wire")
+    __slots__ = ("_cache", "_wire", "region")
 
     def __init__(self, region: str) -> None:
         self._cache: dict[int, tuple[VersionRoute, bytes]] = {}
@@ -77,7 +109,8 @@ class RouteHeaders:
         if len(self._cache) > 4096:
             self._cache.clear()
         data = b"".join(
-            b"%s: %s\r\n" % (n, v.encode() if isinstance(v, str) else v) for n, v in (
+            b"%s: %s\r\n" % (n, v.encode() if isinstance(v, str) else v)
+            for n, v in (
                 (b"NVCF-FUNCTION-NAME", route.name),
                 (b"NVCF-FUNCTION-ID", route.function_id),
                 (b"NVCF-FUNCTION-VERSION-ID", route.version_id),
@@ -93,10 +126,24 @@ class RouteHeaders:
         return data
 
 
-def upstream_head(method: str, target: bytes, headers: Headers, route_bytes: bytes, *, host: bytes,
-                  request_id: bytes, subject: bytes, nca_id: bytes, poll_left: int, body: bytes | None,
-                  client_addr: str, host_routed: bool, authority: bytes, http2: bool = False,
-                  scheme: bytes = b"http") -> bytes:
+def upstream_head(
+    method: str,
+    target: bytes,
+    headers: Headers,
+    route_bytes: bytes,
+    *,
+    host: bytes,
+    request_id: bytes,
+    subject: bytes,
+    nca_id: bytes,
+    poll_left: int,
+    body: bytes | None,
+    client_addr: str,
+    host_routed: bool,
+    authority: bytes,
+    http2: bool = False,
+    scheme: bytes = b"http",
+) -> bytes:
     """The HTTP/1.1 request head for the instance.
 
     `body` is the framing header line for the request body (`content-length: N` or
@@ -109,14 +156,32 @@ def upstream_head(method: str, target: bytes, headers: Headers, route_bytes: byt
         elif n == b"content-type":
             has_ct = True
     kept = [b"%s: %s\r\n" % hv for hv in headers if hv[0] not in drop]
-    return b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%s%s%sNVCF-REQID: %s\r\nNVCF-SUB: %s\r\nNVCF-NCAID: %s\r\n" \
-        b"NVCF-ASSET-DIR: /var/inf/inputAssets/%s\r\nNVCF-LARGE-OUTPUT-DIR: /var/inf/response/%s\r\n" \
-        b"nvcf-poll-seconds: %d\r\n%sx-forwarded-for: %s\r\nx-forwarded-host: %s\r\nx-forwarded-proto: %s\r\n" \
-        b"via: %s fngate\r\n\r\n" % (
-            method.encode(), target, host, b"".join(kept), b"" if has_ct else b"content-type: application/json\r\n",
-            body or b"", route_bytes, request_id, subject, nca_id, request_id, request_id, poll_left,
+    return (
+        b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%s%s%sNVCF-REQID: %s\r\nNVCF-SUB: %s\r\nNVCF-NCAID: %s\r\n"
+        b"NVCF-ASSET-DIR: /var/inf/inputAssets/%s\r\nNVCF-LARGE-OUTPUT-DIR: /var/inf/response/%s\r\n"
+        b"nvcf-poll-seconds: %d\r\n%sx-forwarded-for: %s\r\nx-forwarded-host: %s\r\nx-forwarded-proto: %s\r\n"
+        b"via: %s fngate\r\n\r\n"
+        % (
+            method.encode(),
+            target,
+            host,
+            b"".join(kept),
+            b"" if has_ct else b"content-type: application/json\r\n",
+            body or b"",
+            route_bytes,
+            request_id,
+            subject,
+            nca_id,
+            request_id,
+            request_id,
+            poll_left,
             b"nvcf-feature-disable-worker-compatibility: true\r\n" if host_routed else b"",
-            client_addr.encode(), authority, scheme, b"2" if http2 else b"1.1")
+            client_addr.encode(),
+            authority,
+            scheme,
+            b"2" if http2 else b"1.1",
+        )
+    )
 
 
 def client_headers(upstream: Headers, request_id: bytes, nvcf_status: bytes) -> Headers:
@@ -180,19 +245,21 @@ def client_head_fields(lines: bytes) -> Headers:
 def _rewrite_block(block: bytes) -> tuple[bytes, bool, bool]:
     block = b"\n" + block
     low = block.lower()
-    if b"\nconnection" in low and (low.count(b"\nconnection") > 1 or b"\nconnection: keep-alive\r" not in low
-                                   and b"\nconnection: close\r" not in low):
+    if b"\nconnection" in low and (
+        low.count(b"\nconnection") > 1 or (b"\nconnection: keep-alive\r" not in low and b"\nconnection: close\r" not in low)
+    ):
         tokens = [t.strip() for m in _CONNECTION.finditer(low) for t in m.group(1).split(b",")]
         if not _PLAIN_CONNECTION.issuperset(tokens):  # Connection names more headers to drop
             extra = frozenset(tokens)
-            return (b"".join(b"%s: %s\r\n" % (n, v) for n, v in parse_header_block(block[1:])
-                             if n not in _DROP_TO_CLIENT and n not in extra),
-                    b"\ncontent-length:" in low, _EVENT_STREAM.search(low) is not None)
+            return (
+                b"".join(b"%s: %s\r\n" % (n, v) for n, v in parse_header_block(block[1:]) if n not in _DROP_TO_CLIENT and n not in extra),
+                b"\ncontent-length:" in low,
+                _EVENT_STREAM.search(low) is not None,
+            )
     parts = []
     at = 1
     for m in _DROP_LINE.finditer(low):
-        parts.append(block[at:m.start() + 1])
+        parts.append(block[at : m.start() + 1])
         at = m.end() + 1
     parts.append(block[at:])
-    return (b"".join(parts), b"\ncontent-length:" in low,
-            b"text/event-stream" in low and _EVENT_STREAM.search(low) is not None)
+    return (b"".join(parts), b"\ncontent-length:" in low, b"text/event-stream" in low and _EVENT_STREAM.search(low) is not None)

@@ -25,9 +25,9 @@ _RETRY_AFTER = ((b"retry-after", b"1"),)
 class Lease:
     """One slot on one instance, held until `release()` (idempotent)."""
 
-    __slots__ = ("endpoint", "state", "limiter", "started", "released")
+    __slots__ = ("endpoint", "limiter", "released", "started", "state")
 
-    def __init__(self, endpoint: Endpoint, state: "VersionState", limiter: "Limiter") -> None:
+    def __init__(self, endpoint: Endpoint, state: VersionState, limiter: Limiter) -> None:
         self.endpoint = endpoint
         self.state = state
         self.limiter = limiter
@@ -41,7 +41,7 @@ class Lease:
 
 
 class _Waiter:
-    __slots__ = ("future", "request_id", "exclude", "timer")
+    __slots__ = ("exclude", "future", "request_id", "timer")
 
     def __init__(self, future: asyncio.Future, request_id: str, exclude: str | None) -> None:
         self.future = future
@@ -53,7 +53,7 @@ class _Waiter:
 class VersionState:
     """Live accounting of one function version (survives snapshots)."""
 
-    __slots__ = ("function_id", "version_id", "queue", "in_flight", "busy_seconds", "requests", "last_request_at")
+    __slots__ = ("busy_seconds", "function_id", "in_flight", "last_request_at", "queue", "requests", "version_id")
 
     def __init__(self, function_id: str, version_id: str) -> None:
         self.function_id = function_id
@@ -66,7 +66,7 @@ class VersionState:
 
 
 class Limiter:
-    __slots__ = ("holder", "in_flight", "versions", "_task")
+    __slots__ = ("_task", "holder", "in_flight", "versions")
 
     def __init__(self, holder: SnapshotHolder) -> None:
         self.holder = holder
@@ -84,8 +84,7 @@ class Limiter:
     def _pick(self, route: VersionRoute, exclude: str | None) -> Endpoint | None:
         limit = route.max_concurrency if route.max_concurrency > 0 else 1
         inflight = self.in_flight
-        free = [e for e in route.endpoints
-                if not e.draining and e.id != exclude and inflight.get(e.id, 0) < limit]
+        free = [e for e in route.endpoints if not e.draining and e.id != exclude and inflight.get(e.id, 0) < limit]
         if not free:
             if exclude is not None:  # a retry may fall back to the same instance
                 return self._pick(route, None)
@@ -109,8 +108,7 @@ class Limiter:
         ep = self._pick(route, exclude)
         return None if ep is None else self._grant(ep, st)
 
-    async def admit(self, route: VersionRoute, deadline: float | None, request_id: str = "",
-                    exclude: str | None = None) -> Lease:
+    async def admit(self, route: VersionRoute, deadline: float | None, request_id: str = "", exclude: str | None = None) -> Lease:
         """A slot for `route`, waiting in its FIFO until `deadline` (time.monotonic)."""
         lease = self.try_acquire(route, exclude)
         if lease is not None:
@@ -211,8 +209,11 @@ class Limiter:
             ready = route is not None and any(not e.draining for e in route.endpoints)
             depth = len(st.queue)
             out[vid] = VersionLoad(
-                queue_depth=depth, in_flight=st.in_flight, busy_seconds=st.busy_seconds,
-                requests=st.requests, cold_waiting=0 if ready else depth,
+                queue_depth=depth,
+                in_flight=st.in_flight,
+                busy_seconds=st.busy_seconds,
+                requests=st.requests,
+                cold_waiting=0 if ready else depth,
                 last_request_at=st.last_request_at,
                 queued_ids=[w.request_id for _, w in zip(range(1000), st.queue)],
                 endpoint_in_flight={} if route is None else {e.id: self.in_flight.get(e.id, 0) for e in route.endpoints},

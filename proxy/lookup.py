@@ -16,8 +16,7 @@ _HEX = frozenset("0123456789abcdef")
 
 
 def _is_uuid(label: str) -> bool:
-    return len(label) == 36 and label[8] == label[13] == label[18] == label[23] == "-" and \
-        _HEX.issuperset(label.replace("-", "").lower())
+    return len(label) == 36 and label[8] == label[13] == label[18] == label[23] == "-" and _HEX.issuperset(label.replace("-", "").lower())
 
 
 def target_from_host(host: str) -> tuple[str, str | None] | None:

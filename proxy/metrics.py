@@ -9,8 +9,17 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 
 
 class Metrics:
-    __slots__ = ("requests", "latency", "latency_sum", "latency_count", "in_flight", "upstream_errors",
-                 "sse_open", "retries", "client_disconnects")
+    __slots__ = (
+        "client_disconnects",
+        "in_flight",
+        "latency",
+        "latency_count",
+        "latency_sum",
+        "requests",
+        "retries",
+        "sse_open",
+        "upstream_errors",
+    )
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, int], int] = {}  # (function id, status) -> count
@@ -40,8 +49,10 @@ class Metrics:
         ]
         for (fid, status), n in sorted(self.requests.items()):
             out.append(f'fngate_requests_total{{function_id="{fid}",status="{status}"}} {n}')
-        out += ["# HELP fngate_request_duration_seconds Time from request head to response end.",
-                "# TYPE fngate_request_duration_seconds histogram"]
+        out += [
+            "# HELP fngate_request_duration_seconds Time from request head to response end.",
+            "# TYPE fngate_request_duration_seconds histogram",
+        ]
         acc = 0
         for le, n in zip(BUCKETS, self.latency):
             acc += n
@@ -49,21 +60,30 @@ class Metrics:
         out.append(f'fngate_request_duration_seconds_bucket{{le="+Inf"}} {self.latency_count}')
         out.append(f"fngate_request_duration_seconds_sum {self.latency_sum:.6f}")
         out.append(f"fngate_request_duration_seconds_count {self.latency_count}")
-        out += ["# HELP fngate_in_flight_requests Invocations being served right now.",
-                "# TYPE fngate_in_flight_requests gauge", f"fngate_in_flight_requests {self.in_flight}",
-                "# HELP fngate_queue_depth Requests waiting for an instance slot, by function version.",
-                "# TYPE fngate_queue_depth gauge"]
+        out += [
+            "# HELP fngate_in_flight_requests Invocations being served right now.",
+            "# TYPE fngate_in_flight_requests gauge",
+            f"fngate_in_flight_requests {self.in_flight}",
+            "# HELP fngate_queue_depth Requests waiting for an instance slot, by function version.",
+            "# TYPE fngate_queue_depth gauge",
+        ]
         for vid, n in sorted(queue_depth.items()):
             out.append(f'fngate_queue_depth{{version_id="{vid}"}} {n}')
-        out += ["# HELP fngate_upstream_errors_total Failures talking to instances, by kind.",
-                "# TYPE fngate_upstream_errors_total counter"]
+        out += [
+            "# HELP fngate_upstream_errors_total Failures talking to instances, by kind.",
+            "# TYPE fngate_upstream_errors_total counter",
+        ]
         for kind, n in sorted(self.upstream_errors.items()):
             out.append(f'fngate_upstream_errors_total{{kind="{kind}"}} {n}')
-        out += ["# HELP fngate_sse_streams_open Server-sent event streams being relayed.",
-                "# TYPE fngate_sse_streams_open gauge", f"fngate_sse_streams_open {self.sse_open}",
-                "# HELP fngate_retries_total Requests retried on another instance.",
-                "# TYPE fngate_retries_total counter", f"fngate_retries_total {self.retries}",
-                "# HELP fngate_client_disconnects_total Clients that went away before the response ended.",
-                "# TYPE fngate_client_disconnects_total counter",
-                f"fngate_client_disconnects_total {self.client_disconnects}"]
+        out += [
+            "# HELP fngate_sse_streams_open Server-sent event streams being relayed.",
+            "# TYPE fngate_sse_streams_open gauge",
+            f"fngate_sse_streams_open {self.sse_open}",
+            "# HELP fngate_retries_total Requests retried on another instance.",
+            "# TYPE fngate_retries_total counter",
+            f"fngate_retries_total {self.retries}",
+            "# HELP fngate_client_disconnects_total Clients that went away before the response ended.",
+            "# TYPE fngate_client_disconnects_total counter",
+            f"fngate_client_disconnects_total {self.client_disconnects}",
+        ]
         return ("\n".join(out) + "\n").encode()

@@ -16,9 +16,9 @@ import asyncio
 import time
 from collections import OrderedDict
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 import orjson
-from typing import TYPE_CHECKING
 
 from fngate.proxy.errors import NotFound, PollTimeout, ProxyError, UpstreamUnavailable, status_for_nvcf
 from fngate.proxy.exchange import ClientGone, Exchange, Headers
@@ -44,13 +44,17 @@ def _inference_problem(status: int, body: bytes) -> tuple[list, bytes]:
         title = HTTPStatus(status).phrase
     except ValueError:
         title = "Error"
-    problem = {"type": "urn:inference-service:problem-details:" + title.lower().replace(" ", "-"),
-               "title": title, "status": status, "detail": detail}
+    problem = {
+        "type": "urn:inference-service:problem-details:" + title.lower().replace(" ", "-"),
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     return [(b"content-type", b"application/problem+json")], orjson.dumps(problem)
 
 
 class Job:
-    __slots__ = ("request_id", "function_id", "done", "status", "headers", "body", "expires", "call", "task")
+    __slots__ = ("body", "call", "done", "expires", "function_id", "headers", "request_id", "status", "task")
 
     def __init__(self, request_id: bytes, function_id: str) -> None:
         self.request_id = request_id
@@ -65,25 +69,23 @@ class Job:
 
 
 class Pexec:
-    def __init__(self, forwarder: "Forwarder") -> None:
+    def __init__(self, forwarder: Forwarder) -> None:
         self.fw = forwarder
         self.jobs: OrderedDict[bytes, Job] = OrderedDict()
         self.siblings: Siblings | None = None  # the other workers, with --workers N > 1
 
-    async def handle(self, ex: Exchange, request_id: bytes, auth: bytes | None, poll_h: bytes | None,
-                     call: "Call") -> int:
+    async def handle(self, ex: Exchange, request_id: bytes, auth: bytes | None, poll_h: bytes | None, call: Call) -> int:
         path = ex.target.split(b"?", 1)[0].decode("latin-1").rstrip("/").split("/")
         # ['', 'v2', 'nvcf', 'pexec', 'functions', fid, ('versions', vid)] | [..., 'status', reqId]
         if len(path) == 6 and path[4] == "status" and ex.method == "GET":
             return await self._status(ex, path[5].encode(), auth, poll_h, call)
-        if path[4:5] == ["functions"] and ex.method == "POST" and (
-                len(path) == 6 or len(path) == 8 and path[6] == "versions"):
-            return await self._invoke(ex, path[5].lower(), path[7].lower() if len(path) == 8 else None,
-                                      request_id, auth, poll_h, call)
+        if path[4:5] == ["functions"] and ex.method == "POST" and (len(path) == 6 or (len(path) == 8 and path[6] == "versions")):
+            return await self._invoke(ex, path[5].lower(), path[7].lower() if len(path) == 8 else None, request_id, auth, poll_h, call)
         raise NotFound("unknown pexec path")
 
-    async def _invoke(self, ex: Exchange, fid: str, vid: str | None, request_id: bytes, auth: bytes | None,
-                      poll_h: bytes | None, call: "Call") -> int:
+    async def _invoke(
+        self, ex: Exchange, fid: str, vid: str | None, request_id: bytes, auth: bytes | None, poll_h: bytes | None, call: Call
+    ) -> int:
         fw = self.fw
         table = fw.holder.table
         grant = fw.keys.check(table, auth, fid)
@@ -99,11 +101,10 @@ class Pexec:
             return await fw.forward(ex, route, grant, request_id, now + poll + cfg.header_grace, call, target, False)
         self._prune()
         job = Job(request_id, route.function_id)
-        job.task = asyncio.get_running_loop().create_task(
-            self._run(job, ex, route, grant, target, now + cfg.pexec_result_ttl))
+        job.task = asyncio.get_running_loop().create_task(self._run(job, ex, route, grant, target, now + cfg.pexec_result_ttl))
         try:
             await asyncio.wait_for(asyncio.shield(job.done.wait()), poll)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if job.call is None or job.call.conn is None:  # nobody took it: 504, forget it
                 job.task.cancel()
                 raise PollTimeout("no instance took the request within the poll window") from None
@@ -111,8 +112,7 @@ class Pexec:
             self.jobs[request_id] = job
             ex.on_disconnect = None  # the client may go now; the job runs on
             body = b""
-            ex.start_response(202, [(b"content-length", b"0"), (b"nvcf-reqid", request_id),
-                                    (b"nvcf-status", b"in-progress")])
+            ex.start_response(202, [(b"content-length", b"0"), (b"nvcf-reqid", request_id), (b"nvcf-status", b"in-progress")])
             ex.write_nowait(body)
             ex.end()
             return 202
@@ -162,8 +162,7 @@ class Pexec:
         ex.end()
         return job.status
 
-    async def _status(self, ex: Exchange, request_id: bytes, auth: bytes | None, poll_h: bytes | None,
-                      call: "Call") -> int:
+    async def _status(self, ex: Exchange, request_id: bytes, auth: bytes | None, poll_h: bytes | None, call: Call) -> int:
         fw = self.fw
         job = self.jobs.get(request_id)
         if job is None or job.expires < time.monotonic():
@@ -178,9 +177,8 @@ class Pexec:
             poll = poll_seconds(poll_h, fw.config.default_poll_seconds)
             try:
                 await asyncio.wait_for(asyncio.shield(job.done.wait()), poll)
-            except asyncio.TimeoutError:
-                ex.start_response(202, [(b"content-length", b"0"), (b"nvcf-reqid", request_id),
-                                        (b"nvcf-status", b"in-progress")])
+            except TimeoutError:
+                ex.start_response(202, [(b"content-length", b"0"), (b"nvcf-reqid", request_id), (b"nvcf-status", b"in-progress")])
                 ex.end()
                 return 202
         return self._answer(ex, job)
@@ -200,5 +198,3 @@ class Pexec:
             if job.task is not None:
                 job.task.cancel()
         self.jobs.clear()
-
-

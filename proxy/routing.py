@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, field, fields, make_dataclass
 from operator import attrgetter, itemgetter
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import orjson
 
@@ -99,7 +100,7 @@ class RoutingTable:
     invokable: Mapping[str, tuple[VersionRoute, ...]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, version: int, routes: list[VersionRoute], keys: list[tuple[str, KeyGrant]]) -> "RoutingTable":
+    def build(cls, version: int, routes: list[VersionRoute], keys: list[tuple[str, KeyGrant]]) -> RoutingTable:
         functions: dict[str, dict[str, VersionRoute]] = {}
         invokable: dict[str, tuple[VersionRoute, ...]] = {}
         replaced = []  # functions where a later route replaced an earlier one of the same version
@@ -130,7 +131,7 @@ class RoutingTable:
         )
 
     @classmethod
-    def from_json(cls, data: bytes | str) -> "RoutingTable":
+    def from_json(cls, data: bytes | str) -> RoutingTable:
         with _no_gc_pauses():
             doc = orjson.loads(data)
             routes = [_route_from_dict(d) for d in doc["routes"]]
@@ -168,8 +169,7 @@ def _fill_twin(cls: type) -> type:
     assigning `__class__`, which CPython allows between classes of the same layout. A
     frozen __init__ stores each field through object.__setattr__ and costs about five
     times as much; the result is the same object either way."""
-    spec = [(f.name, f.type, field(default=f.default)) if f.default is not MISSING else (f.name, f.type)
-            for f in fields(cls)]
+    spec = [(f.name, f.type, field(default=f.default)) if f.default is not MISSING else (f.name, f.type) for f in fields(cls)]
     return make_dataclass(f"_{cls.__name__}Fill", spec, slots=True, eq=False, repr=False, match_args=False)
 
 
@@ -185,10 +185,21 @@ _GrantFill = _fill_twin(KeyGrant)
 def _route_to_dict(r: VersionRoute) -> dict[str, Any]:
     # spelled out: a dict display is twice as fast as building it from the field names
     return {
-        "function_id": r.function_id, "version_id": r.version_id, "name": r.name, "status": r.status,
-        "nca_id": r.nca_id, "inference_url": r.inference_url, "inference_port": r.inference_port, "grpc": r.grpc,
-        "max_concurrency": r.max_concurrency, "queue_limit": r.queue_limit, "instance_type": r.instance_type,
-        "gpu": r.gpu, "backend": r.backend, "region": r.region, "env": r.env,
+        "function_id": r.function_id,
+        "version_id": r.version_id,
+        "name": r.name,
+        "status": r.status,
+        "nca_id": r.nca_id,
+        "inference_url": r.inference_url,
+        "inference_port": r.inference_port,
+        "grpc": r.grpc,
+        "max_concurrency": r.max_concurrency,
+        "queue_limit": r.queue_limit,
+        "instance_type": r.instance_type,
+        "gpu": r.gpu,
+        "backend": r.backend,
+        "region": r.region,
+        "env": r.env,
         "endpoints": [_endpoint_values(e) for e in r.endpoints],
     }
 
@@ -231,8 +242,14 @@ def _grant_to_dict(g: KeyGrant) -> dict[str, Any]:
 
 def _grant_from_dict(d: dict[str, Any]) -> KeyGrant:
     fids = d.get("function_ids")
-    g = _GrantFill(d["key_id"], frozenset(d["scopes"]), None if fids is None else frozenset(fids),
-                   d.get("expires_at"), d.get("nca_id", "fngate"), d.get("subject", ""))
+    g = _GrantFill(
+        d["key_id"],
+        frozenset(d["scopes"]),
+        None if fids is None else frozenset(fids),
+        d.get("expires_at"),
+        d.get("nca_id", "fngate"),
+        d.get("subject", ""),
+    )
     g.__class__ = KeyGrant
     return g
 
@@ -244,7 +261,7 @@ class SnapshotHolder:
     loop, so there is no lock. `publish` ignores anything not newer than what it has.
     """
 
-    __slots__ = ("table", "_newer")
+    __slots__ = ("_newer", "table")
 
     def __init__(self, table: RoutingTable = EMPTY_TABLE) -> None:
         self.table = table
@@ -268,7 +285,7 @@ class SnapshotHolder:
             self._newer = asyncio.Event()
         try:
             await asyncio.wait_for(self._newer.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return self.table
 
@@ -306,6 +323,6 @@ class LoadReport:
         )
 
     @classmethod
-    def from_json(cls, data: bytes | str) -> "LoadReport":
+    def from_json(cls, data: bytes | str) -> LoadReport:
         doc = orjson.loads(data)
         return cls(doc["gateway_id"], doc["at"], {vid: VersionLoad(**v) for vid, v in doc["versions"].items()})

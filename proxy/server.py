@@ -16,7 +16,7 @@ import resource
 import socket
 import ssl
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -86,16 +86,21 @@ class Gateway:
     """`siblings`: the other workers of a `--workers N` gateway (proxy/workers.py); this
     worker then also listens on its private loopback port for their pexec status polls."""
 
-    def __init__(self, config: GatewayConfig, holder: SnapshotHolder, gateway_id: str,
-                 load_sink: Callable[[LoadReport], object] | None = None, siblings: Siblings | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        holder: SnapshotHolder,
+        gateway_id: str,
+        load_sink: Callable[[LoadReport], object] | None = None,
+        siblings: Siblings | None = None,
+    ) -> None:
         self.config = config
         self.holder = holder
         self.gateway_id = gateway_id
         self.load_sink = load_sink
         self.metrics = Metrics()
         self.limiter = Limiter(holder)
-        self.pool = H1Pool(config.upstream_keepalive, config.upstream_pool_size, config.connect_timeout,
-                           config.max_body_buffer)
+        self.pool = H1Pool(config.upstream_keepalive, config.upstream_pool_size, config.connect_timeout, config.max_body_buffer)
         self.forwarder = Forwarder(config, holder, self.limiter, self.pool, self.metrics)
         self.forwarder.pexec = Pexec(self.forwarder)
         self.forwarder.pexec.siblings = self.siblings = siblings
@@ -145,8 +150,9 @@ class Gateway:
         self._ports["http"] = sock.getsockname()[1]
         if cfg.grpc_port is not None:
             gsock = _listen_socket(cfg.host, cfg.grpc_port, reuse)
-            self._servers.append(await loop.create_server(lambda: ClientConnection(self, h2_only=True), sock=gsock, ssl=tls,
-                                                           backlog=cfg.backlog))
+            self._servers.append(
+                await loop.create_server(lambda: ClientConnection(self, h2_only=True), sock=gsock, ssl=tls, backlog=cfg.backlog)
+            )
             self._ports["grpc"] = gsock.getsockname()[1]
         if self.siblings is not None:
             peer = PeerForwarder(self.forwarder)
@@ -198,7 +204,7 @@ class Gateway:
         for s in self._servers:
             try:
                 await asyncio.wait_for(s.wait_closed(), 1.0)
-            except (asyncio.TimeoutError, Exception):
+            except (TimeoutError, Exception):
                 pass
         self._servers.clear()
 

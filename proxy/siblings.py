@@ -13,7 +13,7 @@ poll is forwarded at most once.
 from __future__ import annotations
 
 import asyncio
-from typing import Sequence
+from collections.abc import Sequence
 
 from fngate.proxy.errors import NotFound, UpstreamTimeout, UpstreamUnavailable
 from fngate.proxy.exchange import Exchange
@@ -29,7 +29,7 @@ _NOT_SENT_ON = HOP_BY_HOP | {b"host", b"content-length"}
 
 
 class Siblings:
-    __slots__ = ("index", "ports", "_tag", "_owners")
+    __slots__ = ("_owners", "_tag", "index", "ports")
 
     def __init__(self, index: int, ports: Sequence[int]) -> None:
         if not 0 <= index < len(ports) <= 256:
@@ -69,7 +69,7 @@ class Siblings:
             try:
                 status, headers = await asyncio.wait_for(conn.response(), wait + fw.config.header_grace)
                 break
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise UpstreamTimeout("the gateway worker holding the request did not answer") from None
             except UpstreamLost as exc:
                 call.conn = None
@@ -77,8 +77,7 @@ class Siblings:
                 if attempt or not reused or not exc.before_response:  # a stale pooled connection: once more
                     raise UpstreamUnavailable(f"the gateway worker holding the request failed: {exc}") from None
         body = conn.body
-        ex.start_response(status, [(n, v) for n, v in headers if n not in HOP_BY_HOP],
-                          flush=not (body.size or body.eof))
+        ex.start_response(status, [(n, v) for n, v in headers if n not in HOP_BY_HOP], flush=not (body.size or body.eof))
         await fw.relay_body(ex, conn)
         ex.end()
         return status

@@ -27,8 +27,7 @@ LOAD_PREFIX = "fngate:load:"
 
 
 class ControlHttpSource:
-    def __init__(self, api_url: str, admin_key: str, holder: SnapshotHolder, gateway_id: str,
-                 wait: float = 20.0) -> None:
+    def __init__(self, api_url: str, admin_key: str, holder: SnapshotHolder, gateway_id: str, wait: float = 20.0) -> None:
         self.api_url = api_url.rstrip("/")
         self.holder = holder
         self.gateway_id = gateway_id
@@ -72,8 +71,9 @@ class ControlHttpSource:
 
     async def send_load(self, report: LoadReport) -> None:
         url = f"{self.api_url}/internal/v1/load/{self.gateway_id}"
-        async with self._client().put(url, data=report.to_json(), timeout=aiohttp.ClientTimeout(total=5),
-                                      headers={"Content-Type": "application/json"}) as resp:
+        async with self._client().put(
+            url, data=report.to_json(), timeout=aiohttp.ClientTimeout(total=5), headers={"Content-Type": "application/json"}
+        ) as resp:
             if resp.status >= 300:
                 raise RuntimeError(f"load report answered {resp.status}")
 

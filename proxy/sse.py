@@ -31,7 +31,7 @@ def error_event(status: int, detail: str) -> bytes:
 
 
 class QueueKeepAlive:
-    __slots__ = ("ex", "interval", "request_id", "started", "_timer", "_loop")
+    __slots__ = ("_loop", "_timer", "ex", "interval", "request_id", "started")
 
     def __init__(self, ex: Exchange, interval: float, request_id: bytes) -> None:
         self.ex = ex
@@ -47,8 +47,15 @@ class QueueKeepAlive:
             return
         if not self.started:
             self.started = True
-            ex.start_response(200, [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-                                    (b"nvcf-reqid", self.request_id), (b"nvcf-status", b"fulfilled")])
+            ex.start_response(
+                200,
+                [
+                    (b"content-type", b"text/event-stream"),
+                    (b"cache-control", b"no-cache"),
+                    (b"nvcf-reqid", self.request_id),
+                    (b"nvcf-status", b"fulfilled"),
+                ],
+            )
         self._loop.create_task(self._send())
         self._timer = self._loop.call_later(self.interval, self._tick)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -23,9 +23,9 @@ SCRAPE_TIMEOUT = 3.0
 def label_sample(line: str, worker: str) -> str:
     """`name{a="b"} 1` -> `name{worker="w",a="b"} 1`; `name 1` -> `name{worker="w"} 1`."""
     cut = min((i for i in (line.find("{"), line.find(" ")) if i >= 0), default=len(line))
-    if line[cut:cut + 1] == "{":
-        sep = "" if line[cut + 1:cut + 2] == "}" else ","
-        return f'{line[:cut + 1]}worker="{worker}"{sep}{line[cut + 1:]}'
+    if line[cut : cut + 1] == "{":
+        sep = "" if line[cut + 1 : cut + 2] == "}" else ","
+        return f'{line[: cut + 1]}worker="{worker}"{sep}{line[cut + 1 :]}'
     return f'{line[:cut]}{{worker="{worker}"}}{line[cut:]}'
 
 
@@ -70,8 +70,10 @@ class WorkerAdmin:
         return [(gid, a) for (gid, _, _), a in zip(workers, answers)]
 
     async def metrics(self, _: web.Request) -> web.Response:
-        texts, up = [], ["# HELP fngate_gateway_worker_up 1 if the gateway worker answered this scrape.",
-                         "# TYPE fngate_gateway_worker_up gauge"]
+        texts, up = (
+            [],
+            ["# HELP fngate_gateway_worker_up 1 if the gateway worker answered this scrape.", "# TYPE fngate_gateway_worker_up gauge"],
+        )
         for gid, answer in await self._each("/metrics"):
             ok = not isinstance(answer, BaseException) and answer[0] == 200
             if ok:
@@ -95,8 +97,9 @@ class WorkerAdmin:
                 pass
             workers[gid] = doc
         ready = bool(workers) and all(w["ready"] for w in workers.values())
-        return web.json_response({"ready": ready, "routingVersion": min(versions, default=0), "workers": workers},
-                                 status=200 if ready else 503)
+        return web.json_response(
+            {"ready": ready, "routingVersion": min(versions, default=0), "workers": workers}, status=200 if ready else 503
+        )
 
     async def healthz(self, _: web.Request) -> web.Response:
         dead = [gid for gid, _, alive in self.workers() if not alive]

@@ -80,20 +80,33 @@ class WorkerPool:
         family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
         sock = socket.create_server((cfg.host, cfg.admin_port), family=family)
         self.admin_port = sock.getsockname()[1]
-        self._admin = WorkerAdmin(lambda: [
-            (gid, port, i < len(self.procs) and self.procs[i].returncode is None)
-            for i, (gid, port) in enumerate(zip(self.gateway_ids, self.worker_admin_ports))])
+        self._admin = WorkerAdmin(
+            lambda: [
+                (gid, port, i < len(self.procs) and self.procs[i].returncode is None)
+                for i, (gid, port) in enumerate(zip(self.gateway_ids, self.worker_admin_ports))
+            ]
+        )
         await self._admin.start(sock)
 
     async def _start_workers(self, cfg: GatewayConfig, ready_timeout: float) -> None:
         for i in range(cfg.workers):
             private_admin = {"admin_port": self.worker_admin_ports[i], "admin_host": LOOPBACK} if self._admin else {}
             worker_cfg = dataclasses.replace(cfg, http_port=self.http_port, grpc_port=self.grpc_port, **private_admin)
-            spec = {"config": dataclasses.asdict(worker_cfg), "source": self.source,
-                    "gateway_id": self.gateway_ids[i], "index": i, "peers": self.peer_ports}
+            spec = {
+                "config": dataclasses.asdict(worker_cfg),
+                "source": self.source,
+                "gateway_id": self.gateway_ids[i],
+                "index": i,
+                "peers": self.peer_ports,
+            }
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "fngate.proxy.workers", json.dumps(spec),
-                stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
+                sys.executable,
+                "-m",
+                "fngate.proxy.workers",
+                json.dumps(spec),
+                stdout=asyncio.subprocess.PIPE,
+                stdin=asyncio.subprocess.DEVNULL,
+            )
             self.procs.append(proc)
         for proc in self.procs:
             line = await asyncio.wait_for(proc.stdout.readline(), ready_timeout)
@@ -107,7 +120,7 @@ class WorkerPool:
         for proc in self.procs:
             try:
                 await asyncio.wait_for(proc.wait(), grace + 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
                 await proc.wait()
         self.procs.clear()
@@ -129,8 +142,7 @@ async def _worker(spec: dict[str, Any]) -> None:
     gid = spec["gateway_id"]
     holder = SnapshotHolder()
     src = spec["source"]
-    source = (RedisSource(src["redis"], holder, gid) if "redis" in src
-              else ControlHttpSource(src["api"], src["key"], holder, gid))
+    source = RedisSource(src["redis"], holder, gid) if "redis" in src else ControlHttpSource(src["api"], src["key"], holder, gid)
     source.start()
     gateway = Gateway(cfg, holder, gid, source.send_load, Siblings(spec["index"], spec["peers"]))
     await gateway.start()

@@ -69,9 +69,23 @@ def redis_server(tmp_path_factory):
     for _attempt in range(5):  # a free port can be taken between probing and binding
         port = free_port()
         proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(workdir), "--protected-mode", "yes"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+                "--protected-mode",
+                "yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and proc.poll() is None and not _ping(port):
@@ -134,16 +148,34 @@ class ServeProcess:
         return self.proc.returncode
 
 
-def start_serve(data_dir: Path, *extra: str, env: dict[str, str] | None = None, timeout: float = 30.0,
-                samples: bool = False) -> ServeProcess:
+def start_serve(
+    data_dir: Path, *extra: str, env: dict[str, str] | None = None, timeout: float = 30.0, samples: bool = False
+) -> ServeProcess:
     """Start `fngate serve` on free ports (0) and wait until its --ready-file appears.
     The sample functions are left out (--no-samples) unless `samples=True`."""
     data_dir.mkdir(parents=True, exist_ok=True)
     ready_file = data_dir / f"ready-{time.monotonic_ns()}.json"
     log_path = data_dir / f"serve-{time.monotonic_ns()}.log"
-    args = [sys.executable, "-m", "fngate", "serve", "--data-dir", str(data_dir), "--ready-file", str(ready_file),
-            "--api-port", "0", "--http-port", "0", "--grpc-port", "0", "--admin-port", "0",
-            *(() if samples else ("--no-samples",)), *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "fngate",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--ready-file",
+        str(ready_file),
+        "--api-port",
+        "0",
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--admin-port",
+        "0",
+        *(() if samples else ("--no-samples",)),
+        *extra,
+    ]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     if env is None or "FNGATE_ADMIN_KEY" not in env:
         full_env.pop("FNGATE_ADMIN_KEY", None)
@@ -166,8 +198,7 @@ def start_serve(data_dir: Path, *extra: str, env: dict[str, str] | None = None, 
 def fngate_serve(tmp_path):
     started: list[ServeProcess] = []
 
-    def start(*extra: str, env: dict[str, str] | None = None, data_dir: Path | None = None,
-              samples: bool = False) -> ServeProcess:
+    def start(*extra: str, env: dict[str, str] | None = None, data_dir: Path | None = None, samples: bool = False) -> ServeProcess:
         sp = start_serve(data_dir or tmp_path / "fngate", *extra, env=env, samples=samples)
         started.append(sp)
         return sp

@@ -7,7 +7,15 @@ import orjson
 import pytest
 
 from fngate.proxy.routing import (
-    EMPTY_TABLE, Endpoint, KeyGrant, LoadReport, RoutingTable, SnapshotHolder, VersionLoad, VersionRoute, key_digest,
+    EMPTY_TABLE,
+    Endpoint,
+    KeyGrant,
+    LoadReport,
+    RoutingTable,
+    SnapshotHolder,
+    VersionLoad,
+    VersionRoute,
+    key_digest,
 )
 
 
@@ -36,8 +44,21 @@ def test_json_round_trip_is_lossless():
 
 def test_every_field_survives_the_wire():
     route = VersionRoute(
-        "f9", "v9", "llm", "DEGRADING", nca_id="org", inference_url="/v1", inference_port=9100, grpc=True,
-        max_concurrency=8, queue_limit=7, instance_type="g5", gpu="L40S", backend="k8s", region="eu", env="prod",
+        "f9",
+        "v9",
+        "llm",
+        "DEGRADING",
+        nca_id="org",
+        inference_url="/v1",
+        inference_port=9100,
+        grpc=True,
+        max_concurrency=8,
+        queue_limit=7,
+        instance_type="g5",
+        gpu="L40S",
+        backend="k8s",
+        region="eu",
+        env="prod",
         endpoints=(Endpoint("i1", "10.0.0.1", 9100, "h2c", True), Endpoint("i2", "10.0.0.2", 9101)),
     )
     grant = KeyGrant("k9", frozenset({"a", "b"}), frozenset({"f9"}), 123.0, "org", "bob")
@@ -55,9 +76,11 @@ def test_every_field_survives_the_wire():
 
 
 def test_a_snapshot_without_defaulted_fields_decodes_with_the_defaults():
-    doc = {"version": 2, "keys": [],
-           "routes": [{"function_id": "f1", "version_id": "v1", "name": "echo", "status": "ACTIVE",
-                       "endpoints": [["i1", "127.0.0.1", 9001]]}]}
+    doc = {
+        "version": 2,
+        "keys": [],
+        "routes": [{"function_id": "f1", "version_id": "v1", "name": "echo", "status": "ACTIVE", "endpoints": [["i1", "127.0.0.1", 9001]]}],
+    }
     route = RoutingTable.from_json(orjson.dumps(doc)).invokable["f1"][0]
     assert route == VersionRoute("f1", "v1", "echo", "ACTIVE", endpoints=(Endpoint("i1", "127.0.0.1", 9001),))
 

@@ -3,4 +3,4 @@
 from ._api import PERMISSIONS, KubeError
 from .backend import KubernetesBackend
 
-__all__ = ["KubernetesBackend", "KubeError", "PERMISSIONS"]
+__all__ = ["PERMISSIONS", "KubeError", "KubernetesBackend"]

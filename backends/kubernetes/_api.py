@@ -9,7 +9,8 @@ and the API's own Status message.
 from __future__ import annotations
 
 import os
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 from kubernetes_asyncio import client, config
@@ -87,7 +88,10 @@ class KubeApi:
 
     async def scale_deployment(self, name: str, replicas: int) -> dict:
         return await self._call(
-            self._apps.patch_namespaced_deployment, name, self.namespace, {"spec": {"replicas": replicas}},
+            self._apps.patch_namespaced_deployment,
+            name,
+            self.namespace,
+            {"spec": {"replicas": replicas}},
             _content_type="application/merge-patch+json",
         )
 
@@ -126,7 +130,10 @@ class KubeApi:
 
     async def annotate_pod(self, name: str, annotations: dict[str, str]) -> dict:
         return await self._call(
-            self._core.patch_namespaced_pod, name, self.namespace, {"metadata": {"annotations": annotations}},
+            self._core.patch_namespaced_pod,
+            name,
+            self.namespace,
+            {"metadata": {"annotations": annotations}},
             _content_type="application/merge-patch+json",
         )
 
@@ -135,9 +142,14 @@ class KubeApi:
         ends the stream. An ERROR event (e.g. 410 Gone) is passed through as is."""
         try:
             resp = await self._core.list_namespaced_pod(
-                self.namespace, label_selector=selector, watch=True, resource_version=resource_version,
-                allow_watch_bookmarks=True, timeout_seconds=timeout_s,
-                _preload_content=False, _request_timeout=(10, timeout_s + 30),
+                self.namespace,
+                label_selector=selector,
+                watch=True,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=timeout_s,
+                _preload_content=False,
+                _request_timeout=(10, timeout_s + 30),
             )
         except client.ApiException as exc:
             raise _wrap(exc) from None

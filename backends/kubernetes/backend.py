@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Mapping
+from typing import Any
 
 import aiohttp
 
-from ..base import BackendError, InstanceEvent, InstanceEventKind as K, InstanceSpec, nvcf_environment
+from ..base import BackendError, InstanceEvent, InstanceSpec, nvcf_environment
+from ..base import InstanceEventKind as K
 from ..hub import EventHub
 from ..inventory import Inventory, PlacementError
 from . import manifests as m
@@ -85,18 +87,34 @@ class KubernetesBackend:
         self._connector: asyncio.Task | None = None
         self._closed = False
 
-    _SETTINGS = frozenset({"name", "type", "namespace", "kubeconfig", "context", "inCluster", "inventory",
-                           "startupTimeout", "probePeriod", "terminationGracePeriod", "imagePullSecrets", "region"})
+    _SETTINGS = frozenset(
+        {
+            "name",
+            "type",
+            "namespace",
+            "kubeconfig",
+            "context",
+            "inCluster",
+            "inventory",
+            "startupTimeout",
+            "probePeriod",
+            "terminationGracePeriod",
+            "imagePullSecrets",
+            "region",
+        }
+    )
 
     @classmethod
-    def from_config(cls, name: str, cfg: Mapping[str, Any]) -> "KubernetesBackend":
+    def from_config(cls, name: str, cfg: Mapping[str, Any]) -> KubernetesBackend:
         """A `type: kubernetes` entry of the config file's `backends` list (see README, Kubernetes).
         `inventory` is the GPU quota fngate may use in the cluster, as for the local backend, and
         each instance type may carry the `nodeSelector` its pods get."""
         unknown = set(cfg) - cls._SETTINGS
         if unknown:
-            raise ValueError(f"backend {name}: unknown setting(s) {', '.join(sorted(unknown))} "
-                             f"(known: {', '.join(sorted(cls._SETTINGS - {'name', 'type'}))})")
+            raise ValueError(
+                f"backend {name}: unknown setting(s) {', '.join(sorted(unknown))} "
+                f"(known: {', '.join(sorted(cls._SETTINGS - {'name', 'type'}))})"
+            )
         inventory = cfg.get("inventory") or {}
         types = inventory.get("instanceTypes") or []
         return cls(
@@ -318,7 +336,7 @@ class KubernetesBackend:
                 backoff = self.retry_backoff
             except asyncio.CancelledError:
                 raise
-            except (KubeError, aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            except (TimeoutError, KubeError, aiohttp.ClientError, OSError, ValueError) as exc:
                 log.warning("pod watch failed (%s); re-listing in %.1fs", exc, backoff)
                 rv = ""
                 await asyncio.sleep(backoff)

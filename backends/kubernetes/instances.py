@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..base import InstanceEvent, InstanceEventKind as K
+from ..base import InstanceEvent
+from ..base import InstanceEventKind as K
 from ..hub import EventHub
 from .pods import PodView, view
 
@@ -26,7 +27,6 @@ class _Pod:
     ever_ready: bool = False
     failed: bool = False
     retired: bool = False  # its version was removed: LOST already reported, stay quiet
-
 
 
 class PodInstances:
@@ -43,9 +43,17 @@ class PodInstances:
 
     def describe(self, version_id: str | None = None) -> list[dict[str, Any]]:
         return [
-            {"instanceId": n, "versionId": p.last.version_id, "podIP": p.last.ip, "port": p.last.port,
-             "ready": p.announced is K.READY, "phase": p.last.phase, "problem": p.last.problem}
-            for n, p in self._pods.items() if version_id in (None, p.last.version_id)
+            {
+                "instanceId": n,
+                "versionId": p.last.version_id,
+                "podIP": p.last.ip,
+                "port": p.last.port,
+                "ready": p.announced is K.READY,
+                "phase": p.last.phase,
+                "problem": p.last.problem,
+            }
+            for n, p in self._pods.items()
+            if version_id in (None, p.last.version_id)
         ]
 
     def retire(self, name: str, detail: str) -> None:
@@ -64,9 +72,7 @@ class PodInstances:
         for name, pod in list(self._pods.items()):
             if pod.announced is K.STARTING and not pod.ever_ready and now - pod.first_seen > startup_timeout:
                 pod.failed = True
-                self._announce_gone(
-                    name, pod, K.FAILED, f"instance did not become ready within {startup_timeout:g}s: {pod.last.problem}"
-                )
+                self._announce_gone(name, pod, K.FAILED, f"instance did not become ready within {startup_timeout:g}s: {pod.last.problem}")
 
     def resync(self, pods: list[dict[str, Any]]) -> None:
         listed = set()
@@ -114,4 +120,3 @@ class PodInstances:
     def _emit(self, kind: K, name: str, v: PodView, detail: str = "") -> None:
         ready = kind is K.READY
         self._hub.emit(InstanceEvent(kind, v.version_id, name, v.ip if ready else "", v.port if ready else 0, detail, v.gpu_spec_id))
-

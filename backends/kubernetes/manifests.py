@@ -137,7 +137,9 @@ def deployment(spec: InstanceSpec, replicas: int, settings: PodSettings) -> dict
     ids = {VERSION_ID: spec.version_id, GPU_SPEC_ID: spec.gpu_spec_id, FUNCTION_ID: spec.function_id}
     template: dict[str, Any] = {"metadata": {"labels": own, "annotations": ids}, "spec": pod}
     if spec.secrets:  # new secrets roll the pods, so every instance reads the same file
-        template["metadata"]["annotations"] |= {"fngate.io/secrets-hash": _digest(orjson.dumps(spec.secrets, option=orjson.OPT_SORT_KEYS).decode())[:16]}
+        template["metadata"]["annotations"] |= {
+            "fngate.io/secrets-hash": _digest(orjson.dumps(spec.secrets, option=orjson.OPT_SORT_KEYS).decode())[:16]
+        }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

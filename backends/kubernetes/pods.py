@@ -11,6 +11,7 @@ from typing import Any
 
 from . import manifests as m
 
+
 @dataclass(frozen=True, slots=True)
 class PodView:
     name: str
@@ -60,6 +61,13 @@ def view(pod: dict[str, Any]) -> PodView:
     if not ready and not problem:
         problem = "terminating" if terminating else ("not ready" if phase == "Running" else f"pod {phase.lower()}")
     return PodView(
-        name=meta.get("name", ""), version_id=lbl.get(m.VERSION_ID, ""), gpu_spec_id=lbl.get(m.GPU_SPEC_ID, ""),
-        ip=ip, port=port, ready=ready, terminating=terminating, phase=phase, problem=problem,
+        name=meta.get("name", ""),
+        version_id=lbl.get(m.VERSION_ID, ""),
+        gpu_spec_id=lbl.get(m.GPU_SPEC_ID, ""),
+        ip=ip,
+        port=port,
+        ready=ready,
+        terminating=terminating,
+        phase=phase,
+        problem=problem,
     )

@@ -26,8 +26,7 @@ class Stats:
         self.started = self.finished = self.cancelled = self.active = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"started": self.started, "finished": self.finished,
-                "cancelled": self.cancelled, "active": self.active}
+        return {"started": self.started, "finished": self.finished, "cancelled": self.cancelled, "active": self.active}
 
 
 def make_app() -> web.Application:

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from typing import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
@@ -187,12 +187,8 @@ def _grpcio_server(logic: EchoLogic):
     health = grpc.method_handlers_generic_handler(
         HEALTH_SERVICE,
         {
-            "Check": grpc.unary_unary_rpc_method_handler(
-                check, HealthCheckRequest.FromString, HealthCheckResponse.SerializeToString
-            ),
-            "Watch": grpc.unary_stream_rpc_method_handler(
-                watch, HealthCheckRequest.FromString, HealthCheckResponse.SerializeToString
-            ),
+            "Check": grpc.unary_unary_rpc_method_handler(check, HealthCheckRequest.FromString, HealthCheckResponse.SerializeToString),
+            "Watch": grpc.unary_stream_rpc_method_handler(watch, HealthCheckRequest.FromString, HealthCheckResponse.SerializeToString),
         },
     )
     unlimited = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
@@ -211,9 +207,7 @@ def _grpclib_handlers(logic: EchoLogic) -> list:
     from fngate.backends.samples import grpc_echo_grpc
 
     async def fail(stream, spec: pb.ErrorSpec) -> None:
-        await stream.send_trailing_metadata(
-            status=Status(spec.code), status_message=spec.message, metadata=dict(spec.trailers)
-        )
+        await stream.send_trailing_metadata(status=Status(spec.code), status_message=spec.message, metadata=dict(spec.trailers))
 
     class Echo(grpc_echo_grpc.EchoBase):
         async def Echo(self, stream) -> None:
@@ -275,12 +269,8 @@ def _grpclib_handlers(logic: EchoLogic) -> list:
 
         def __mapping__(self) -> dict:
             return {
-                f"/{HEALTH_SERVICE}/Check": Handler(
-                    self.check, Cardinality.UNARY_UNARY, HealthCheckRequest, HealthCheckResponse
-                ),
-                f"/{HEALTH_SERVICE}/Watch": Handler(
-                    self.watch, Cardinality.UNARY_STREAM, HealthCheckRequest, HealthCheckResponse
-                ),
+                f"/{HEALTH_SERVICE}/Check": Handler(self.check, Cardinality.UNARY_UNARY, HealthCheckRequest, HealthCheckResponse),
+                f"/{HEALTH_SERVICE}/Watch": Handler(self.watch, Cardinality.UNARY_STREAM, HealthCheckRequest, HealthCheckResponse),
             }
 
     return [Echo(), Health()]
@@ -341,7 +331,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--impl", choices=("grpcio", "grpclib"), default="grpcio")
     parser.add_argument(
-        "--not-serving-for", type=float, default=0.0, metavar="S",
+        "--not-serving-for",
+        type=float,
+        default=0.0,
+        metavar="S",
         help="report NOT_SERVING on grpc.health.v1 for the first S seconds (to test readiness)",
     )
     args = parser.parse_args(argv)

@@ -60,13 +60,17 @@ def make_app() -> web.Application:
                     await asyncio.sleep(interval * tokens)
                 text = " ".join(f"tok{i}" for i in range(tokens))
                 stats["finished"] += 1
-                return web.json_response({
-                    "id": cid, "object": "chat.completion", "created": created, "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens},
-                    "env": nvcf_env(),
-                })
+                return web.json_response(
+                    {
+                        "id": cid,
+                        "object": "chat.completion",
+                        "created": created,
+                        "model": model,
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens},
+                        "env": nvcf_env(),
+                    }
+                )
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
             await resp.prepare(request)
             for i in range(tokens):
@@ -74,10 +78,13 @@ def make_app() -> web.Application:
                     await asyncio.sleep(interval)
                 last = i == tokens - 1
                 chunk = {
-                    "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [{"index": 0, "delta": {"content": f"tok{i}"},
-                                 "finish_reason": "stop" if last else None}],
-                    "seq": i, "created_ns": time.time_ns(),
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": {"content": f"tok{i}"}, "finish_reason": "stop" if last else None}],
+                    "seq": i,
+                    "created_ns": time.time_ns(),
                 }
                 await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
             await resp.write(b"data: [DONE]\n\n")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -59,7 +60,7 @@ def make_app(
     *,
     admin_key: str,
     loadboard: LoadBoard | None = None,
-    capacity: Callable[[], list[dict[str, Any]]] = lambda: [],
+    capacity: Callable[[], list[dict[str, Any]]] = list,
     backends: frozenset[str] | set[str] = frozenset(),
     nca_id: str = "fngate",
     max_body: int = MAX_BODY,

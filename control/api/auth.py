@@ -28,7 +28,7 @@ class Principal:
     def covers(self, function_id: str) -> bool:
         return self.function_ids is None or function_id in self.function_ids
 
-    def require(self, *scopes: str, function_id: str | None = None) -> "Principal":
+    def require(self, *scopes: str, function_id: str | None = None) -> Principal:
         """Pass when the key holds any of `scopes` (and covers function_id, if given)."""
         if not self.scopes.intersection(scopes):
             raise Forbidden(f"API key lacks the required scope: {' or '.join(scopes)}")

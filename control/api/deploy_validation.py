@@ -26,7 +26,9 @@ class Capacity:
             raise invalid(f"{where}.gpu", f"'{spec['gpu']}' is not a supported GPU (supported: {', '.join(sorted(self.gpus))})")
         itype = self.types.get(spec["instanceType"])
         if itype is None:
-            raise invalid(f"{where}.instanceType", f"'{spec['instanceType']}' is not a known instance type (known: {', '.join(sorted(self.types))})")
+            raise invalid(
+                f"{where}.instanceType", f"'{spec['instanceType']}' is not a known instance type (known: {', '.join(sorted(self.types))})"
+            )
         if itype["gpu"] != spec["gpu"]:
             raise invalid(f"{where}.instanceType", f"'{spec['instanceType']}' has GPU {itype['gpu']}, not {spec['gpu']}")
         backend = spec.get("backend")
@@ -98,7 +100,10 @@ def validate_patch(body: dict, current: dict[str, Any]) -> dict[str, Any]:
     """UpdateGpuSpecificationRequest applied to `current` -> the new GPU spec."""
     for field in body:
         if field not in PATCHABLE:
-            raise invalid(field, "cannot be changed with PATCH (only minInstances, maxInstances, autoscalingConfiguration, autoscalingConfigurationPolicy)")
+            raise invalid(
+                field,
+                "cannot be changed with PATCH (only minInstances, maxInstances, autoscalingConfiguration, autoscalingConfigurationPolicy)",
+            )
     if not any(body.get(f) is not None for f in PATCHABLE):
         raise invalid("minInstances", "or one of maxInstances, autoscalingConfiguration, autoscalingConfigurationPolicy is required")
     policy = body.get("autoscalingConfigurationPolicy")

@@ -110,10 +110,13 @@ async def create_deployment(request: web.Request) -> web.Response:
         "lastUpdatedAt": now,
     }
     function = {**fn.value, "status": status.value}
-    await _commit(store, [
-        Put(records.FUNCTIONS, key, function, expect=fn.revision),
-        Put(records.DEPLOYMENTS, key, doc, expect=existing.revision if existing else 0),
-    ])
+    await _commit(
+        store,
+        [
+            Put(records.FUNCTIONS, key, function, expect=fn.revision),
+            Put(records.DEPLOYMENTS, key, doc, expect=existing.revision if existing else 0),
+        ],
+    )
     return json_response({"deployment": deployment_view(doc, status.value)})
 
 
@@ -161,7 +164,8 @@ async def update_deployment(request: web.Request) -> web.Response:
         if not isinstance(item, dict):
             raise BadRequest(f"Validation failed: field '{where}' must be an object")
         gid = item.get("gpuSpecificationId") or next(
-            (g for g, s in current.items() if s["gpu"] == item.get("gpu") and s["instanceType"] == item.get("instanceType")), None)
+            (g for g, s in current.items() if s["gpu"] == item.get("gpu") and s["instanceType"] == item.get("instanceType")), None
+        )
         if item.get("gpuSpecificationId") and gid not in current:
             raise BadRequest(f"Validation failed: field '{where}.gpuSpecificationId' names no GPU specification of this deployment")
         base = current.get(gid, {})
@@ -185,7 +189,7 @@ async def patch_gpu_specification(request: web.Request) -> web.Response:
     if index is None:
         raise NotFound(f"GPU specification '{gid}' of deployment '{dep.value['deploymentId']}': Not found")
     spec = validate_patch(await read_json_object(request), specs[index])
-    doc = {**dep.value, "deploymentSpecifications": [*specs[:index], spec, *specs[index + 1:]], "lastUpdatedAt": now_iso()}
+    doc = {**dep.value, "deploymentSpecifications": [*specs[:index], spec, *specs[index + 1 :]], "lastUpdatedAt": now_iso()}
     await _commit(store, [Put(records.DEPLOYMENTS, dep.key, doc, expect=dep.revision)])
     return json_response({"gpuSpecification": spec})
 

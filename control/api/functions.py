@@ -49,9 +49,7 @@ async def function_view(store: StateStore, doc: dict[str, Any]) -> dict[str, Any
     instances = await store.list(records.INSTANCES, doc["versionId"] + "/")
     view = dict(doc)
     if instances:
-        view["activeInstances"] = [
-            {k: v for k, v in r.value.items() if k not in _INSTANCE_INTERNALS} for r in instances
-        ]
+        view["activeInstances"] = [{k: v for k, v in r.value.items() if k not in _INSTANCE_INTERNALS} for r in instances]
     return view
 
 
@@ -60,7 +58,9 @@ def _visibility(request: web.Request) -> set[str]:
     values = {v.strip() for item in raw for v in item.split(",") if v.strip()}
     unknown = values - set(VISIBILITIES)
     if unknown:
-        raise BadRequest(f"Validation failed: field 'visibility' has unknown value(s) {', '.join(sorted(unknown))}; allowed: {', '.join(VISIBILITIES)}")
+        raise BadRequest(
+            f"Validation failed: field 'visibility' has unknown value(s) {', '.join(sorted(unknown))}; allowed: {', '.join(VISIBILITIES)}"
+        )
     return values or set(VISIBILITIES)
 
 

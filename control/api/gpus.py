@@ -28,28 +28,30 @@ async def cluster_groups(request: web.Request) -> web.Response:
         by_backend[e.get("backend") or "local"][e["gpu"]].append(e)
     groups = []
     for backend, gpus in by_backend.items():
-        groups.append({
-            "id": backend,
-            "name": backend,
-            "ncaId": c.nca_id,
-            "authorizedNcaIds": [c.nca_id],
-            "gpus": [
-                {
-                    "name": gpu,
-                    "instanceTypes": [
-                        {
-                            "name": t["name"],
-                            "description": f"{t.get('gpuCount', 1)}x {gpu}, {t.get('cpuCores', '?')} CPU cores, {t.get('systemMemory', '?')} memory",
-                            "default": i == 0,
-                            "gpuCount": t.get("gpuCount"),
-                            "total": t.get("total"),
-                            "free": t.get("free"),
-                        }
-                        for i, t in enumerate(types)
-                    ],
-                }
-                for gpu, types in gpus.items()
-            ],
-            "clusters": [{"id": backend, "name": backend}],
-        })
+        groups.append(
+            {
+                "id": backend,
+                "name": backend,
+                "ncaId": c.nca_id,
+                "authorizedNcaIds": [c.nca_id],
+                "gpus": [
+                    {
+                        "name": gpu,
+                        "instanceTypes": [
+                            {
+                                "name": t["name"],
+                                "description": f"{t.get('gpuCount', 1)}x {gpu}, {t.get('cpuCores', '?')} CPU cores, {t.get('systemMemory', '?')} memory",
+                                "default": i == 0,
+                                "gpuCount": t.get("gpuCount"),
+                                "total": t.get("total"),
+                                "free": t.get("free"),
+                            }
+                            for i, t in enumerate(types)
+                        ],
+                    }
+                    for gpu, types in gpus.items()
+                ],
+                "clusters": [{"id": backend, "name": backend}],
+            }
+        )
     return json_response({"clusterGroups": groups})

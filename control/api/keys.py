@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
@@ -20,7 +20,7 @@ def _expiry(body: dict) -> str | None:
     expires_at, ttl = body.get("expiresAt"), body.get("ttlSeconds")
     if expires_at is not None and ttl is not None:
         raise invalid("expiresAt", "cannot be combined with ttlSeconds")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if ttl is not None:
         if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
             raise invalid("ttlSeconds", "must be a positive integer")
@@ -55,8 +55,15 @@ async def create_key(request: web.Request) -> web.Response:
     description = string_field(body, "description", max_len=256, nonblank=False) or ""
     plain = keys.new_key()
     key_id = str(uuid.uuid4())
-    doc = keys.key_doc(plain, key_id, scopes=list(dict.fromkeys(scopes)), description=description,
-                       function_ids=function_ids, expires_at=_expiry(body), nca_id=c.nca_id)
+    doc = keys.key_doc(
+        plain,
+        key_id,
+        scopes=list(dict.fromkeys(scopes)),
+        description=description,
+        function_ids=function_ids,
+        expires_at=_expiry(body),
+        nca_id=c.nca_id,
+    )
     await c.store.put(records.KEYS, key_id, doc, expect=0)
     return json_response({"key": keys.public_view(doc), "value": plain})
 

@@ -7,7 +7,8 @@ validated, normalised values are returned so handlers store exactly what passed.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import orjson
 
@@ -30,8 +31,9 @@ def _name(where: str, field: str) -> str:
     return f"{where}.{field}" if where else field
 
 
-def string_field(body: dict, field: str, *, required: bool = False, max_len: int | None = None,
-            nonblank: bool = True, where: str = "") -> str | None:
+def string_field(
+    body: dict, field: str, *, required: bool = False, max_len: int | None = None, nonblank: bool = True, where: str = ""
+) -> str | None:
     value = body.get(field)
     if value is None:
         if required:
@@ -46,7 +48,9 @@ def string_field(body: dict, field: str, *, required: bool = False, max_len: int
     return value
 
 
-def int_field(body: dict, field: str, *, required: bool = False, lo: int | None = None, hi: int | None = None, where: str = "") -> int | None:
+def int_field(
+    body: dict, field: str, *, required: bool = False, lo: int | None = None, hi: int | None = None, where: str = ""
+) -> int | None:
     value = body.get(field)
     if value is None:
         if required:

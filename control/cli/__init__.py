@@ -14,7 +14,13 @@ from fngate import __version__
 
 from ..config import ConfigError, add_serve_arguments, from_args
 
-COMMAND_MODULES = ("fngate.control.cli.functions", "fngate.control.cli.deployments", "fngate.control.cli.keys", "fngate.control.cli.loadtest", "fngate.control.cli.invoke")
+COMMAND_MODULES = (
+    "fngate.control.cli.functions",
+    "fngate.control.cli.deployments",
+    "fngate.control.cli.keys",
+    "fngate.control.cli.loadtest",
+    "fngate.control.cli.invoke",
+)
 
 
 def _serve(args: argparse.Namespace) -> int:

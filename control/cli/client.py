@@ -21,10 +21,12 @@ class CliError(Exception):
 
 
 def add_client_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--api-url", default=os.environ.get("FNGATE_API_URL", DEFAULT_API_URL),
-                   help="management API URL (env FNGATE_API_URL; default %(default)s)")
-    p.add_argument("--key", default=os.environ.get("FNGATE_KEY"),
-                   help="API key (env FNGATE_KEY; else <data-dir>/admin.key)")
+    p.add_argument(
+        "--api-url",
+        default=os.environ.get("FNGATE_API_URL", DEFAULT_API_URL),
+        help="management API URL (env FNGATE_API_URL; default %(default)s)",
+    )
+    p.add_argument("--key", default=os.environ.get("FNGATE_KEY"), help="API key (env FNGATE_KEY; else <data-dir>/admin.key)")
     p.add_argument("--data-dir", type=Path, default=Path(".fngate"), help="where to find admin.key (default ./.fngate)")
     p.add_argument("--json", action="store_true", help="print the raw JSON response")
 
@@ -92,10 +94,12 @@ def emit(args: argparse.Namespace, data: Any, human) -> None:
 
 def run(func):
     """Wrap a command so CliError prints the message and exits 1."""
+
     def wrapper(args: argparse.Namespace) -> int:
         try:
             return func(args) or 0
         except CliError as exc:
             print(f"fngate: {exc}", file=sys.stderr)
             return 1
+
     return wrapper

@@ -6,14 +6,22 @@ import argparse
 
 from .client import add_client_arguments, call, emit, run, table
 
-SPEC_COLUMNS = [("GPU SPEC ID", "gpuSpecificationId"), ("GPU", "gpu"), ("INSTANCE TYPE", "instanceType"),
-                ("MIN", "minInstances"), ("MAX", "maxInstances"), ("CONCURRENCY", "maxRequestConcurrency")]
+SPEC_COLUMNS = [
+    ("GPU SPEC ID", "gpuSpecificationId"),
+    ("GPU", "gpu"),
+    ("INSTANCE TYPE", "instanceType"),
+    ("MIN", "minInstances"),
+    ("MAX", "maxInstances"),
+    ("CONCURRENCY", "maxRequestConcurrency"),
+]
 
 
 def _show(d: dict) -> str:
     dep = d["deployment"]
-    head = (f"deployment {dep['deploymentId']}  function {dep['functionId']} version {dep['functionVersionId']}"
-            f"  status {dep.get('functionStatus', '-')}")
+    head = (
+        f"deployment {dep['deploymentId']}  function {dep['functionId']} version {dep['functionVersionId']}"
+        f"  status {dep.get('functionStatus', '-')}"
+    )
     lines = [head, table(dep["deploymentSpecifications"], SPEC_COLUMNS)]
     for info in dep.get("healthInfo") or ():
         lines.append(f"error: {info.get('error')}")
@@ -25,8 +33,13 @@ def _path(args: argparse.Namespace) -> str:
 
 
 def _create(args: argparse.Namespace) -> int:
-    spec = {"gpu": args.gpu, "instanceType": args.instance_type, "minInstances": args.min_instances,
-            "maxInstances": args.max_instances, "maxRequestConcurrency": args.max_request_concurrency}
+    spec = {
+        "gpu": args.gpu,
+        "instanceType": args.instance_type,
+        "minInstances": args.min_instances,
+        "maxInstances": args.max_instances,
+        "maxRequestConcurrency": args.max_request_concurrency,
+    }
     if args.backend:
         spec["backend"] = args.backend
     data = call(args, "POST", _path(args), {"deploymentSpecifications": [{k: v for k, v in spec.items() if v is not None}]})
@@ -51,7 +64,11 @@ def _update(args: argparse.Namespace) -> int:
 
 def _delete(args: argparse.Namespace) -> int:
     data = call(args, "DELETE", _path(args), query={"graceful": "true" if args.graceful else "false"})
-    emit(args, data, lambda d: f"undeployed: function {d['function']['id']} version {d['function']['versionId']} is {d['function']['status']}")
+    emit(
+        args,
+        data,
+        lambda d: f"undeployed: function {d['function']['id']} version {d['function']['versionId']} is {d['function']['status']}",
+    )
     return 0
 
 
@@ -66,14 +83,21 @@ def _queue(args: argparse.Namespace) -> int:
     if args.version_id:
         path += f"/versions/{args.version_id}"
     data = call(args, "GET", path)
-    emit(args, data, lambda d: table(d["queues"], [("VERSION ID", "functionVersionId"), ("NAME", "functionName"),
-                                                 ("STATUS", "functionStatus"), ("QUEUE DEPTH", "queueDepth")]))
+    emit(
+        args,
+        data,
+        lambda d: table(
+            d["queues"],
+            [("VERSION ID", "functionVersionId"), ("NAME", "functionName"), ("STATUS", "functionStatus"), ("QUEUE DEPTH", "queueDepth")],
+        ),
+    )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     group = sub.add_parser("deployment", help="deploy, inspect, scale and undeploy function versions").add_subparsers(
-        dest="action", metavar="ACTION", required=True)
+        dest="action", metavar="ACTION", required=True
+    )
 
     def with_ids(name: str, help: str) -> argparse.ArgumentParser:
         p = group.add_parser(name, help=help)

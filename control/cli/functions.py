@@ -8,8 +8,14 @@ from pathlib import Path
 
 from .client import CliError, add_client_arguments, call, emit, run, table
 
-COLUMNS = [("FUNCTION ID", "id"), ("VERSION ID", "versionId"), ("NAME", "name"), ("STATUS", "status"),
-           ("IMAGE", "containerImage"), ("TAGS", "tags")]
+COLUMNS = [
+    ("FUNCTION ID", "id"),
+    ("VERSION ID", "versionId"),
+    ("NAME", "name"),
+    ("STATUS", "status"),
+    ("IMAGE", "containerImage"),
+    ("TAGS", "tags"),
+]
 
 
 def _read_body(path: Path) -> dict:
@@ -24,10 +30,16 @@ def _read_body(path: Path) -> dict:
 
 def _create(args: argparse.Namespace) -> int:
     body = _read_body(args.file) if args.file else {}
-    for field, value in (("name", args.name), ("containerImage", args.image), ("inferenceUrl", args.inference_url),
-                         ("inferencePort", args.inference_port), ("healthUri", args.health_uri),
-                         ("containerArgs", args.container_args), ("description", args.description),
-                         ("functionType", args.function_type)):
+    for field, value in (
+        ("name", args.name),
+        ("containerImage", args.image),
+        ("inferenceUrl", args.inference_url),
+        ("inferencePort", args.inference_port),
+        ("healthUri", args.health_uri),
+        ("containerArgs", args.container_args),
+        ("description", args.description),
+        ("functionType", args.function_type),
+    ):
         if value is not None:
             body[field] = value
     if args.env:
@@ -58,7 +70,9 @@ def _get(args: argparse.Namespace) -> int:
         instances = fn.get("activeInstances") or []
         lines.append(f"activeInstances: {len(instances)}")
         if instances:
-            lines.append(table(instances, [("INSTANCE", "instanceId"), ("STATUS", "instanceStatus"), ("TYPE", "instanceType"), ("GPU", "gpu")]))
+            lines.append(
+                table(instances, [("INSTANCE", "instanceId"), ("STATUS", "instanceStatus"), ("TYPE", "instanceType"), ("GPU", "gpu")])
+            )
         return "\n".join(lines)
 
     emit(args, data, human)
@@ -78,14 +92,18 @@ def _update(args: argparse.Namespace) -> int:
 
 def _delete(args: argparse.Namespace) -> int:
     call(args, "DELETE", f"/v2/nvcf/functions/{args.function_id}/versions/{args.version_id}")
-    emit(args, {"deleted": {"functionId": args.function_id, "versionId": args.version_id}},
-         lambda _d: f"deleted function {args.function_id} version {args.version_id}")
+    emit(
+        args,
+        {"deleted": {"functionId": args.function_id, "versionId": args.version_id}},
+        lambda _d: f"deleted function {args.function_id} version {args.version_id}",
+    )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     group = sub.add_parser("function", help="register, list, update and delete functions").add_subparsers(
-        dest="action", metavar="ACTION", required=True)
+        dest="action", metavar="ACTION", required=True
+    )
 
     p = group.add_parser("create", help="create a function, or a new version with --function-id")
     add_client_arguments(p)

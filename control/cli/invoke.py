@@ -22,16 +22,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_client_arguments(p)
     p.add_argument("function_id")
     p.add_argument("--version", help="pin a function version id")
-    p.add_argument("--gateway", default=os.environ.get("FNGATE_GATEWAY_URL", DEFAULT_GATEWAY),
-                   help="gateway URL (env FNGATE_GATEWAY_URL; default %(default)s)")
+    p.add_argument(
+        "--gateway",
+        default=os.environ.get("FNGATE_GATEWAY_URL", DEFAULT_GATEWAY),
+        help="gateway URL (env FNGATE_GATEWAY_URL; default %(default)s)",
+    )
     p.add_argument("-d", "--data", help="request body; @FILE reads a file, @- stdin")
     p.add_argument("-H", "--header", action="append", default=[], help="'Name: value' (repeatable)")
     p.add_argument("-X", "--request", help="HTTP method (default POST with --data, else GET)")
     p.add_argument("--path", default="/", help="request path (default /)")
     p.add_argument("--sse", action="store_true", help="ask for text/event-stream and print events as they arrive")
     p.add_argument("--grpc", action="store_true", help="call the sample gRPC Echo service through the gRPC port")
-    p.add_argument("--grpc-target", default=os.environ.get("FNGATE_GRPC_TARGET", DEFAULT_GRPC),
-                   help="gateway gRPC host:port (env FNGATE_GRPC_TARGET; default %(default)s)")
+    p.add_argument(
+        "--grpc-target",
+        default=os.environ.get("FNGATE_GRPC_TARGET", DEFAULT_GRPC),
+        help="gateway gRPC host:port (env FNGATE_GRPC_TARGET; default %(default)s)",
+    )
     p.add_argument("--method", default="Echo", choices=("Echo", "EchoStream"), help="gRPC method (default Echo)")
     p.add_argument("--message", default="hello", help="gRPC request message")
     p.add_argument("--repeat", type=int, default=3, help="EchoStream: number of replies")
@@ -117,8 +123,9 @@ def _invoke_grpc(args: argparse.Namespace) -> int:
             if args.method == "Echo":
                 replies = [stub.Echo(grpc_echo_pb2.EchoRequest(message=args.message), metadata=metadata, timeout=args.timeout)]
             else:
-                replies = stub.EchoStream(grpc_echo_pb2.EchoRequest(message=args.message, repeat=args.repeat),
-                                          metadata=metadata, timeout=args.timeout)
+                replies = stub.EchoStream(
+                    grpc_echo_pb2.EchoRequest(message=args.message, repeat=args.repeat), metadata=metadata, timeout=args.timeout
+                )
             for reply in replies:
                 print(f"{reply.index}: {reply.message}", flush=True)
         except grpc.RpcError as exc:

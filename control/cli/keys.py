@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from .client import add_client_arguments, call, emit, run, table
 from ..keys import SCOPES
+from .client import add_client_arguments, call, emit, run, table
 
-COLUMNS = [("KEY ID", "keyId"), ("DESCRIPTION", "description"), ("SCOPES", "scopes"),
-           ("FUNCTIONS", "functionIds"), ("EXPIRES", "expiresAt")]
+COLUMNS = [
+    ("KEY ID", "keyId"),
+    ("DESCRIPTION", "description"),
+    ("SCOPES", "scopes"),
+    ("FUNCTIONS", "functionIds"),
+    ("EXPIRES", "expiresAt"),
+]
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -34,8 +39,7 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    group = sub.add_parser("key", help="create, list and revoke API keys").add_subparsers(
-        dest="action", metavar="ACTION", required=True)
+    group = sub.add_parser("key", help="create, list and revoke API keys").add_subparsers(dest="action", metavar="ACTION", required=True)
     p = group.add_parser("create", help="create an API key (printed once)")
     add_client_arguments(p)
     p.add_argument("--scope", action="append", required=True, choices=SCOPES, help="scope (repeatable)")

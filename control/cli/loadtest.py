@@ -110,4 +110,3 @@ def _run(args: argparse.Namespace) -> int:
     except (runner.LoadTestError, StackError, SliConfigError, OSError) as exc:
         print(f"fngate loadtest: {exc}", file=sys.stderr)
         return runner.EXIT_RUN_FAILED
-

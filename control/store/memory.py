@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections import deque
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from .base import Change, Compacted, Conflict, Delete, Op, Put, Record, StoreHelpers
 

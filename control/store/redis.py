@@ -14,7 +14,8 @@ raises Compacted.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -81,7 +82,7 @@ class RedisStore(StoreHelpers):
         self._commit_script = self._redis.register_script(_COMMIT)
 
     @classmethod
-    async def open(cls, url: str, **kwargs: Any) -> "RedisStore":
+    async def open(cls, url: str, **kwargs: Any) -> RedisStore:
         store = cls(url, **kwargs)
         await store._redis.ping()  # fail at start, not on the first request
         return store

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -47,7 +48,7 @@ class SqliteStore(StoreHelpers):
         self._closed = False
 
     @classmethod
-    async def open(cls, path: str | Path, **kwargs: Any) -> "SqliteStore":
+    async def open(cls, path: str | Path, **kwargs: Any) -> SqliteStore:
         store = cls(path, **kwargs)
         await store._run(store._connect)
         return store
@@ -123,7 +124,7 @@ class SqliteStore(StoreHelpers):
 
     def _trim(self) -> None:
         db = self._db
-        count, = db.execute("SELECT count(*) FROM changes").fetchone()
+        (count,) = db.execute("SELECT count(*) FROM changes").fetchone()
         excess = count - self._history
         if excess <= 0:
             return
@@ -164,7 +165,7 @@ class SqliteStore(StoreHelpers):
                 if generation == self._generation:
                     try:
                         await asyncio.wait_for(self._changed.wait(), self._poll)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
 
     async def aclose(self) -> None:

@@ -1,4 +1,4 @@
 """grpc: unary, server-streaming and bidirectional calls to the sample Echo service."""
 
-from fngate.loadtests.grpc_user import GrpcUser  # noqa: F401
 import fngate.loadtests.plugin  # noqa: F401  (final CSV write)
+from fngate.loadtests.grpc_user import GrpcUser  # noqa: F401

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Protocol
 
 import httptools
-
-from typing import Protocol
 
 from fngate.proxy.exchange import BodyBuffer, Headers
 from fngate.proxy.headers import parse_header_block
@@ -28,6 +27,7 @@ class ResponseSink(Protocol):
 
     def on_head(self, status: int, block: bytes) -> None:
         """`block`: the response's header lines as received (status line and blank line cut)."""
+
     def on_body(self, data: bytes) -> None: ...
     def on_end(self) -> None: ...
     def on_lost(self, msg: str, before_response: bool) -> None: ...
@@ -44,9 +44,29 @@ class UpstreamLost(Exception):
 
 
 class H1Upstream(asyncio.Protocol):
-    __slots__ = ("transport", "parser", "key", "idle_since", "closed", "_head", "_status",
-                 "_hname", "body", "_paused_write", "_drain", "_complete", "_no_body", "_any_byte",
-                 "_limit", "reusable_body", "_keep_alive", "sink", "_raw", "_raw_pos", "_block")
+    __slots__ = (
+        "_any_byte",
+        "_block",
+        "_complete",
+        "_drain",
+        "_head",
+        "_hname",
+        "_keep_alive",
+        "_limit",
+        "_no_body",
+        "_paused_write",
+        "_raw",
+        "_raw_pos",
+        "_status",
+        "body",
+        "closed",
+        "idle_since",
+        "key",
+        "parser",
+        "reusable_body",
+        "sink",
+        "transport",
+    )
 
     def __init__(self, key: tuple[str, int], max_buffer: int) -> None:
         self.transport: asyncio.Transport | None = None
@@ -156,7 +176,7 @@ class H1Upstream(asyncio.Protocol):
             self._raw_pos = blank + 4  # interim response (100 Continue, 103): not forwarded
             return
         line_end = raw.index(b"\n", pos) + 1
-        self._block = block = raw[line_end:blank + 2] if blank > line_end else b""
+        self._block = block = raw[line_end : blank + 2] if blank > line_end else b""
         self._raw = b""
         self._raw_pos = 0
         self._status = status

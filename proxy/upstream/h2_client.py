@@ -58,18 +58,37 @@ class H2Upstream(asyncio.Protocol):
     """One h2c connection to an instance (client side)."""
 
     __slots__ = (
-        "key", "h2", "transport", "sinks", "ready", "closed", "goaway", "_windows",
-        "_drain", "_stream_window", "_conn_window", "_on_idle", "_flush_pending",
+        "_conn_window",
+        "_drain",
+        "_flush_pending",
+        "_on_idle",
+        "_stream_window",
+        "_windows",
+        "closed",
+        "goaway",
+        "h2",
+        "key",
+        "ready",
+        "sinks",
+        "transport",
     )
 
     def __init__(self, key: tuple[str, int], stream_window: int, conn_window: int, on_idle=None) -> None:
         self.key = key
         # headers come from the validating server driver: no second validation pass here
-        self.h2 = plain_hpack(CheapStreamCount(H2Configuration(
-            # (normalising only joins request cookie fields: nothing to do on responses)
-            client_side=True, header_encoding=None, validate_inbound_headers=False, normalize_inbound_headers=False,
-            validate_outbound_headers=False, normalize_outbound_headers=False,
-        )))
+        self.h2 = plain_hpack(
+            CheapStreamCount(
+                H2Configuration(
+                    # (normalising only joins request cookie fields: nothing to do on responses)
+                    client_side=True,
+                    header_encoding=None,
+                    validate_inbound_headers=False,
+                    normalize_inbound_headers=False,
+                    validate_outbound_headers=False,
+                    normalize_outbound_headers=False,
+                )
+            )
+        )
         self.transport: asyncio.Transport | None = None
         self.sinks: dict[int, StreamSink] = {}
         self.ready = asyncio.get_running_loop().create_future()  # set on the peer's first SETTINGS
@@ -175,10 +194,7 @@ class H2Upstream(asyncio.Protocol):
     # -- streams ---------------------------------------------------------------------------
     @property
     def available(self) -> bool:
-        return (
-            not self.closed and not self.goaway
-            and self.h2.open_outbound_streams < self.h2.remote_settings.max_concurrent_streams
-        )
+        return not self.closed and not self.goaway and self.h2.open_outbound_streams < self.h2.remote_settings.max_concurrent_streams
 
     def open_stream(self, headers: list[tuple[bytes, bytes]], sink: StreamSink, end_stream: bool = False) -> int:
         sid = self.h2.get_next_available_stream_id()
@@ -360,9 +376,7 @@ class H2UpstreamPool:
     async def _dial(self, key: tuple[str, int]) -> H2Upstream:
         connect = self._connect or asyncio.get_running_loop().create_connection
         async with asyncio.timeout(self.connect_timeout):
-            _, conn = await connect(
-                lambda: H2Upstream(key, self.stream_window, self.conn_window, self._idle), *key
-            )
+            _, conn = await connect(lambda: H2Upstream(key, self.stream_window, self.conn_window, self._idle), *key)
             try:
                 await conn.ready
             except BaseException:

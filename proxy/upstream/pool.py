@@ -16,7 +16,7 @@ class ConnectFailed(Exception):
 
 
 class H1Pool:
-    __slots__ = ("idle", "keepalive", "max_idle", "connect_timeout", "max_buffer", "_sweeper", "opened")
+    __slots__ = ("_sweeper", "connect_timeout", "idle", "keepalive", "max_buffer", "max_idle", "opened")
 
     def __init__(self, keepalive: float, max_idle: int, connect_timeout: float, max_buffer: int) -> None:
         self.idle: dict[tuple[str, int], list[H1Upstream]] = {}
@@ -48,9 +48,9 @@ class H1Pool:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: H1Upstream(key, self.max_buffer), host, port),
-                self.connect_timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+                loop.create_connection(lambda: H1Upstream(key, self.max_buffer), host, port), self.connect_timeout
+            )
+        except (TimeoutError, OSError) as exc:
             raise ConnectFailed(f"cannot connect to the instance at {host}:{port}: {exc or 'timeout'}") from None
         self.opened += 1
         return conn, False

@@ -12,8 +12,28 @@ from fngate.control.store.memory import MemoryStore
 ADMIN_KEY = "nvapi-test-admin-key"
 
 CAPACITY = [
-    {"name": "NCP.GPU.H100_1x", "gpu": "H100", "gpuCount": 1, "cpuCores": 16, "systemMemory": "128G", "gpuMemory": "80G", "total": 4, "free": 4, "backend": "local"},
-    {"name": "NCP.GPU.L40S_1x", "gpu": "L40S", "gpuCount": 1, "cpuCores": 8, "systemMemory": "64G", "gpuMemory": "48G", "total": 8, "free": 8, "backend": "local"},
+    {
+        "name": "NCP.GPU.H100_1x",
+        "gpu": "H100",
+        "gpuCount": 1,
+        "cpuCores": 16,
+        "systemMemory": "128G",
+        "gpuMemory": "80G",
+        "total": 4,
+        "free": 4,
+        "backend": "local",
+    },
+    {
+        "name": "NCP.GPU.L40S_1x",
+        "gpu": "L40S",
+        "gpuCount": 1,
+        "cpuCores": 8,
+        "systemMemory": "64G",
+        "gpuMemory": "48G",
+        "total": 8,
+        "free": 8,
+        "backend": "local",
+    },
 ]
 
 # the spec's example CreateFunctionRequest (section 4.3 shape)

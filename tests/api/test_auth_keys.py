@@ -42,11 +42,15 @@ async def test_create_list_get_revoke_key(api):
 
 
 async def test_key_validation(api):
-    for body, field in (({}, "scopes"), ({"scopes": []}, "scopes"), ({"scopes": ["fly"]}, "scopes"),
-                        ({"scopes": ["list_functions"], "functionIds": []}, "functionIds"),
-                        ({"scopes": ["list_functions"], "expiresAt": "yesterday"}, "expiresAt"),
-                        ({"scopes": ["list_functions"], "expiresAt": "2001-01-01T00:00:00Z"}, "expiresAt"),
-                        ({"scopes": ["list_functions"], "ttlSeconds": 0}, "ttlSeconds")):
+    for body, field in (
+        ({}, "scopes"),
+        ({"scopes": []}, "scopes"),
+        ({"scopes": ["fly"]}, "scopes"),
+        ({"scopes": ["list_functions"], "functionIds": []}, "functionIds"),
+        ({"scopes": ["list_functions"], "expiresAt": "yesterday"}, "expiresAt"),
+        ({"scopes": ["list_functions"], "expiresAt": "2001-01-01T00:00:00Z"}, "expiresAt"),
+        ({"scopes": ["list_functions"], "ttlSeconds": 0}, "ttlSeconds"),
+    ):
         p = await api.problem("POST", "/v1/keys", body, status=400)
         assert field in p["detail"]
     assert [r.key for r in await api.store.list(records.KEYS)] == ["admin"]
@@ -90,5 +94,10 @@ async def test_function_limited_key(api):
     assert "Missing resource entry" in p["detail"]
     dep = await api.deploy(other)
     await api.problem("GET", f"/v2/nvcf/deployments/{dep['deploymentId']}", key=key, status=403)
-    await api.problem("POST", f"/v2/nvcf/deployments/functions/{other['id']}/versions/{other['versionId']}",
-                      {"deploymentSpecifications": []}, key=key, status=403)
+    await api.problem(
+        "POST",
+        f"/v2/nvcf/deployments/functions/{other['id']}/versions/{other['versionId']}",
+        {"deploymentSpecifications": []},
+        key=key,
+        status=403,
+    )

@@ -37,8 +37,12 @@ async def test_concurrent_change_gives_409_and_no_partial_write():
             await store.put(records.FUNCTIONS, key, {**rec.value, "tags": ["theirs"]})
 
         store.before_commit = someone_else_deploys
-        p = await api.problem("POST", f"/v2/nvcf/deployments/functions/{fn['id']}/versions/{fn['versionId']}",
-                              {"deploymentSpecifications": [SPEC]}, status=409)
+        p = await api.problem(
+            "POST",
+            f"/v2/nvcf/deployments/functions/{fn['id']}/versions/{fn['versionId']}",
+            {"deploymentSpecifications": [SPEC]},
+            status=409,
+        )
         assert p["title"] == "Conflict"
         assert await store.get(records.DEPLOYMENTS, key) is None
         assert (await store.get(records.FUNCTIONS, key)).value["status"] == "INACTIVE"

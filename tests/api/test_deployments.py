@@ -52,9 +52,16 @@ async def test_get_by_version_and_by_deployment_id(api):
     await api.problem("GET", dep_path(other), status=404)
 
 
-@pytest.mark.parametrize("state,message", [
-    ("ACTIVE", "use PATCH endpoint"), ("DEPLOYING", "use PATCH endpoint"), ("DEGRADING", "use PATCH endpoint"),
-    ("DEGRADED", "use PATCH endpoint"), ("ERROR", "already has a deployment with errors")])
+@pytest.mark.parametrize(
+    "state,message",
+    [
+        ("ACTIVE", "use PATCH endpoint"),
+        ("DEPLOYING", "use PATCH endpoint"),
+        ("DEGRADING", "use PATCH endpoint"),
+        ("DEGRADED", "use PATCH endpoint"),
+        ("ERROR", "already has a deployment with errors"),
+    ],
+)
 async def test_deploy_refused_unless_inactive(api, state, message):
     fn = await api.create_function()
     key = records.version_key(fn["id"], fn["versionId"])
@@ -85,8 +92,14 @@ BAD_SPECS = [
     ({"deploymentSpecifications": [{**SPEC, "configuration": []}]}, "deploymentSpecifications[0].configuration"),
     ({"deploymentSpecifications": [{**SPEC, "helmValidationPolicy": {"name": "Lax"}}]}, "helmValidationPolicy.name"),
     ({"deploymentSpecifications": [{**SPEC, "autoscalingConfiguration": {"scaleUpDetails": {"factor": 0.5}}}]}, "scaleUpDetails.factor"),
-    ({"deploymentSpecifications": [{**SPEC, "autoscalingConfiguration": {"scaleDownDetails": {"factor": 1.5}}}]}, "scaleDownDetails.factor"),
-    ({"deploymentSpecifications": [{**SPEC, "autoscalingConfiguration": {"scaleUpDetails": {"threshold": 101}}}]}, "scaleUpDetails.threshold"),
+    (
+        {"deploymentSpecifications": [{**SPEC, "autoscalingConfiguration": {"scaleDownDetails": {"factor": 1.5}}}]},
+        "scaleDownDetails.factor",
+    ),
+    (
+        {"deploymentSpecifications": [{**SPEC, "autoscalingConfiguration": {"scaleUpDetails": {"threshold": 101}}}]},
+        "scaleUpDetails.threshold",
+    ),
 ]
 
 
@@ -111,9 +124,13 @@ async def test_patch_gpu_specification(api):
     spec = (await api.call("PATCH", path, {"minInstances": 1, "maxInstances": 3}))["gpuSpecification"]
     assert (spec["minInstances"], spec["maxInstances"], spec["gpuSpecificationId"]) == (1, 3, gid)
     assert (await api.call("GET", dep_path(fn)))["deployment"]["deploymentSpecifications"] == [spec]
-    for body, field in (({"gpu": "L40S"}, "gpu"), ({}, "minInstances"), ({"minInstances": 5}, "minInstances"),
-                        ({"autoscalingConfigurationPolicy": "X"}, "autoscalingConfigurationPolicy"),
-                        ({"maxRequestConcurrency": 4}, "maxRequestConcurrency")):
+    for body, field in (
+        ({"gpu": "L40S"}, "gpu"),
+        ({}, "minInstances"),
+        ({"minInstances": 5}, "minInstances"),
+        ({"autoscalingConfigurationPolicy": "X"}, "autoscalingConfigurationPolicy"),
+        ({"maxRequestConcurrency": 4}, "maxRequestConcurrency"),
+    ):
         p = await api.problem("PATCH", path, body, status=400)
         assert field in p["detail"]
     await api.problem("PATCH", f"/v2/nvcf/deployments/{dep['deploymentId']}/gpu-specifications/nope", {"minInstances": 1}, status=404)
@@ -125,13 +142,21 @@ async def test_put_updates_and_adds_specs(api):
     fn = await api.create_function()
     dep = await api.deploy(fn)
     gid = dep["deploymentSpecifications"][0]["gpuSpecificationId"]
-    body = {"deploymentSpecifications": [
-        {"gpuSpecificationId": gid, "minInstances": 0, "maxInstances": 5, "maxRequestConcurrency": 8},
-        {"gpu": "L40S", "instanceType": "NCP.GPU.L40S_1x", "minInstances": 0, "maxInstances": 1}]}
+    body = {
+        "deploymentSpecifications": [
+            {"gpuSpecificationId": gid, "minInstances": 0, "maxInstances": 5, "maxRequestConcurrency": 8},
+            {"gpu": "L40S", "instanceType": "NCP.GPU.L40S_1x", "minInstances": 0, "maxInstances": 1},
+        ]
+    }
     specs = (await api.call("PUT", dep_path(fn), body))["deployment"]["deploymentSpecifications"]
     assert specs[0]["gpuSpecificationId"] == gid and specs[0]["maxInstances"] == 5 and specs[0]["maxRequestConcurrency"] == 8
     assert specs[1]["gpu"] == "L40S" and specs[1]["gpuSpecificationId"] not in (gid, None)
-    p = await api.problem("PUT", dep_path(fn), {"deploymentSpecifications": [{"gpuSpecificationId": "nope", "minInstances": 0, "maxInstances": 1}]}, status=400)
+    p = await api.problem(
+        "PUT",
+        dep_path(fn),
+        {"deploymentSpecifications": [{"gpuSpecificationId": "nope", "minInstances": 0, "maxInstances": 1}]},
+        status=400,
+    )
     assert "gpuSpecificationId" in p["detail"]
     await api.problem("PUT", dep_path(fn), {"deploymentSpecifications": []}, status=400)
     other = await api.create_function(name="other")
@@ -173,7 +198,10 @@ async def test_delete_bad_graceful_flag(api):
 @pytest.mark.parametrize(
     ("overrides", "limitation"),
     [
-        ({"containerImage": None, "containerEnvironment": None, "helmChart": "oci://charts/model:1", "helmChartServiceName": "svc"}, "Helm"),
+        (
+            {"containerImage": None, "containerEnvironment": None, "helmChart": "oci://charts/model:1", "helmChartServiceName": "svc"},
+            "Helm",
+        ),
         ({"containerImage": None, "models": [{"name": "m", "version": "1", "uri": "s3://m"}]}, "models only"),
     ],
 )

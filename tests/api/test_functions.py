@@ -54,11 +54,23 @@ async def test_visibility_filter(api):
 
 async def test_active_instances_come_from_the_instances_kind(api):
     fn = await api.create_function()
-    await api.store.put(records.INSTANCES, records.instance_key(fn["versionId"], "i-1"), {
-        "instanceId": "i-1", "functionId": fn["id"], "functionVersionId": fn["versionId"],
-        "instanceStatus": "ACTIVE", "host": "127.0.0.1", "port": 5000, "gpuSpecificationId": "g"})
+    await api.store.put(
+        records.INSTANCES,
+        records.instance_key(fn["versionId"], "i-1"),
+        {
+            "instanceId": "i-1",
+            "functionId": fn["id"],
+            "functionVersionId": fn["versionId"],
+            "instanceStatus": "ACTIVE",
+            "host": "127.0.0.1",
+            "port": 5000,
+            "gpuSpecificationId": "g",
+        },
+    )
     got = (await api.call("GET", f"/v2/nvcf/functions/{fn['id']}/versions/{fn['versionId']}"))["function"]
-    assert got["activeInstances"] == [{"instanceId": "i-1", "functionId": fn["id"], "functionVersionId": fn["versionId"], "instanceStatus": "ACTIVE"}]
+    assert got["activeInstances"] == [
+        {"instanceId": "i-1", "functionId": fn["id"], "functionVersionId": fn["versionId"], "instanceStatus": "ACTIVE"}
+    ]
 
 
 async def test_update_changes_only_updatable_fields(api):
@@ -82,8 +94,15 @@ async def test_update_changes_only_updatable_fields(api):
 
 
 async def test_model_updates_merge_into_llm_config(api):
-    fn = await api.create_function({"name": "llm", "inferenceUrl": "/", "functionType": "LLM", "containerImage": "img",
-                                    "models": [{"name": "m", "llmConfig": {"uris": ["/v1/chat/completions"]}}]})
+    fn = await api.create_function(
+        {
+            "name": "llm",
+            "inferenceUrl": "/",
+            "functionType": "LLM",
+            "containerImage": "img",
+            "models": [{"name": "m", "llmConfig": {"uris": ["/v1/chat/completions"]}}],
+        }
+    )
     path = f"/v2/nvcf/functions/{fn['id']}/versions/{fn['versionId']}"
     got = (await api.call("PUT", path, {"modelUpdates": [{"modelName": "m", "llmConfig": {"routingMethod": "random"}}]}))["function"]
     assert got["models"][0]["llmConfig"] == {"uris": ["/v1/chat/completions"], "routingMethod": "random"}
@@ -129,9 +148,18 @@ BAD_BODIES = [
     ({**EXAMPLE_FUNCTION, "containerEnvironment": [{"key": "NVCF_X", "value": "1"}]}, "containerEnvironment[0].key"),
     ({**EXAMPLE_FUNCTION, "containerEnvironment": [{"key": "A"}]}, "containerEnvironment[0]"),
     ({**EXAMPLE_FUNCTION, "health": {"protocol": "HTTP", "uri": "/h", "port": 8000}}, "health.timeout"),
-    ({**EXAMPLE_FUNCTION, "health": {"protocol": "TCP", "uri": "/h", "port": 8000, "timeout": "PT1S", "expectedStatusCode": 200}}, "health.protocol"),
-    ({**EXAMPLE_FUNCTION, "health": {"protocol": "HTTP", "uri": "/h", "port": 8000, "timeout": "10s", "expectedStatusCode": 200}}, "health.timeout"),
-    ({**EXAMPLE_FUNCTION, "health": {"protocol": "HTTP", "uri": " ", "port": 8000, "timeout": "PT1S", "expectedStatusCode": 200}}, "health.uri"),
+    (
+        {**EXAMPLE_FUNCTION, "health": {"protocol": "TCP", "uri": "/h", "port": 8000, "timeout": "PT1S", "expectedStatusCode": 200}},
+        "health.protocol",
+    ),
+    (
+        {**EXAMPLE_FUNCTION, "health": {"protocol": "HTTP", "uri": "/h", "port": 8000, "timeout": "10s", "expectedStatusCode": 200}},
+        "health.timeout",
+    ),
+    (
+        {**EXAMPLE_FUNCTION, "health": {"protocol": "HTTP", "uri": " ", "port": 8000, "timeout": "PT1S", "expectedStatusCode": 200}},
+        "health.uri",
+    ),
     ({**EXAMPLE_FUNCTION, "apiBodyFormat": "XML"}, "apiBodyFormat"),
     ({**EXAMPLE_FUNCTION, "functionType": "BATCH"}, "functionType"),
     ({**EXAMPLE_FUNCTION, "functionType": "LLM"}, "models"),
@@ -143,7 +171,10 @@ BAD_BODIES = [
     ({**EXAMPLE_FUNCTION, "secrets": [{"name": "a", "value": 3}]}, "secrets[0].value"),
     ({**EXAMPLE_FUNCTION, "secrets": [{"name": "a", "value": "1"}, {"name": "a", "value": "2"}]}, "secrets[1].name"),
     ({**EXAMPLE_FUNCTION, "models": [{"name": "m"}]}, "models[0].version"),
-    ({**EXAMPLE_FUNCTION, "models": [{"name": "m", "version": "1", "uri": "u"}, {"name": "m", "version": "1", "uri": "u"}]}, "models[1].name"),
+    (
+        {**EXAMPLE_FUNCTION, "models": [{"name": "m", "version": "1", "uri": "u"}, {"name": "m", "version": "1", "uri": "u"}]},
+        "models[1].name",
+    ),
     ({**EXAMPLE_FUNCTION, "resources": [{"name": "r"}]}, "resources[0].version"),
     ({**EXAMPLE_FUNCTION, "rateLimit": {}}, "rateLimit"),
     ({**EXAMPLE_FUNCTION, "rateLimit": {"perUserRate": "1-S", "exemptedNcaIds": ["a"]}}, "rateLimit.exemptedNcaIds"),

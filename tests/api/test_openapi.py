@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from fngate.control.api import make_app
 from fngate.control.store.memory import MemoryStore
 
@@ -25,7 +24,9 @@ def validate(value, schema: dict, doc: dict, where: str = "$") -> None:
     kind = schema.get("type")
     checks = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int, "number": (int, float)}
     if kind is not None:
-        assert isinstance(value, checks[kind]) and not (kind in ("integer", "number") and isinstance(value, bool)), f"{where}: {value!r} is not {kind}"
+        assert isinstance(value, checks[kind]) and not (kind in ("integer", "number") and isinstance(value, bool)), (
+            f"{where}: {value!r} is not {kind}"
+        )
     if "enum" in schema:
         assert value in schema["enum"], f"{where}: {value!r} not in {schema['enum']}"
     if kind == "object":

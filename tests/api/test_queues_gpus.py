@@ -20,7 +20,10 @@ async def test_queue_depth_per_function_and_version(api):
     assert p["detail"] == "Queue not found - Function is likely not deployed"
     await api.deploy(fn)
     api.loadboard.update(report(fn["versionId"], 3, ["r1", "r2", "r3"]))
-    expected = {"functionId": fn["id"], "queues": [{"functionVersionId": fn["versionId"], "functionName": fn["name"], "functionStatus": "ACTIVE", "queueDepth": 3}]}
+    expected = {
+        "functionId": fn["id"],
+        "queues": [{"functionVersionId": fn["versionId"], "functionName": fn["name"], "functionStatus": "ACTIVE", "queueDepth": 3}],
+    }
     assert await api.call("GET", f"/v2/nvcf/queues/functions/{fn['id']}") == expected
     assert await api.call("GET", f"/v2/nvcf/queues/functions/{fn['id']}/versions/{fn['versionId']}") == expected
     await api.problem("GET", "/v2/nvcf/queues/functions/nope", status=404)
@@ -44,7 +47,9 @@ async def test_supported_gpus_and_cluster_groups_follow_capacity(api):
     (group,) = (await api.call("GET", "/v2/nvcf/clusterGroups"))["clusterGroups"]
     assert group["name"] == "local" and group["ncaId"] == "fngate"
     assert {g["name"]: [t["name"] for t in g["instanceTypes"]] for g in group["gpus"]} == {
-        "H100": ["NCP.GPU.H100_1x"], "L40S": ["NCP.GPU.L40S_1x"]}
+        "H100": ["NCP.GPU.H100_1x"],
+        "L40S": ["NCP.GPU.L40S_1x"],
+    }
 
 
 async def test_unknown_route_and_wrong_method_are_problems(api):

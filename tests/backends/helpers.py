@@ -10,16 +10,31 @@ from fngate.control import records as R
 
 def function_doc(fid: str, vid: str, *, image: str = "test/toy", status: str = "INACTIVE", **extra) -> dict:
     return {
-        "id": fid, "versionId": vid, "ncaId": "fngate", "name": "toy", "status": status,
-        "inferenceUrl": "/", "inferencePort": 8000, "containerImage": image,
+        "id": fid,
+        "versionId": vid,
+        "ncaId": "fngate",
+        "name": "toy",
+        "status": status,
+        "inferenceUrl": "/",
+        "inferencePort": 8000,
+        "containerImage": image,
         "health": {"protocol": "HTTP", "uri": "/health", "port": 8000, "timeout": "PT1S", "expectedStatusCode": 200},
-        "functionType": "DEFAULT", "createdAt": "2026-01-01T00:00:00Z", **extra,
+        "functionType": "DEFAULT",
+        "createdAt": "2026-01-01T00:00:00Z",
+        **extra,
     }
 
 
 def gpu_spec(min_i: int = 1, max_i: int = 2, **extra) -> dict:
-    return {"gpu": "L40S", "instanceType": "NCP.GPU.L40S_1x", "minInstances": min_i, "maxInstances": max_i,
-            "maxRequestConcurrency": 1, "gpuSpecificationId": "gs-" + uuid.uuid4().hex[:8], **extra}
+    return {
+        "gpu": "L40S",
+        "instanceType": "NCP.GPU.L40S_1x",
+        "minInstances": min_i,
+        "maxInstances": max_i,
+        "maxRequestConcurrency": 1,
+        "gpuSpecificationId": "gs-" + uuid.uuid4().hex[:8],
+        **extra,
+    }
 
 
 async def deploy(store, *, image: str = "test/toy", specs: list | None = None, fn_extra: dict | None = None) -> tuple[str, str]:
@@ -30,8 +45,18 @@ async def deploy(store, *, image: str = "test/toy", specs: list | None = None, f
     status = "ACTIVE" if all(s["minInstances"] == 0 for s in specs) else "DEPLOYING"
     key = R.version_key(fid, vid)
     await store.put(R.FUNCTIONS, key, function_doc(fid, vid, image=image, status=status, **(fn_extra or {})))
-    await store.put(R.DEPLOYMENTS, key, {"functionId": fid, "functionVersionId": vid, "deploymentId": str(uuid.uuid4()),
-                                         "functionName": "toy", "ncaId": "fngate", "deploymentSpecifications": specs})
+    await store.put(
+        R.DEPLOYMENTS,
+        key,
+        {
+            "functionId": fid,
+            "functionVersionId": vid,
+            "deploymentId": str(uuid.uuid4()),
+            "functionName": "toy",
+            "ncaId": "fngate",
+            "deploymentSpecifications": specs,
+        },
+    )
     return fid, vid
 
 
@@ -48,7 +73,7 @@ async def wait_status(store, fid: str, vid: str, *wanted: str, timeout: float = 
 
     try:
         return await asyncio.wait_for(loop(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise AssertionError(f"status stayed {await status_of(store, fid, vid)}, wanted {wanted}") from None
 
 
@@ -59,5 +84,5 @@ async def wait_for(predicate, timeout: float = 15.0, what: str = "condition") ->
 
     try:
         await asyncio.wait_for(loop(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise AssertionError(f"timed out waiting for {what}") from None

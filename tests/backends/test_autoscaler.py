@@ -38,7 +38,12 @@ def test_policy(current, ready, util, queue, cold, idle, lo, hi, want):
 
 
 def test_spec_overrides_the_defaults():
-    spec = {"autoscalingConfiguration": {"scaleUpDetails": {"factor": 2.0, "threshold": 50}, "scaleDownDetails": {"factor": 0.5, "threshold": 10}}}
+    spec = {
+        "autoscalingConfiguration": {
+            "scaleUpDetails": {"factor": 2.0, "threshold": 50},
+            "scaleDownDetails": {"factor": 0.5, "threshold": 10},
+        }
+    }
     p = Policy.of(AutoscalerConfig(), spec)
     assert decide(4, 4, 60, 0, 0, 0, 1, 100, p, 60)[0] == 8
     assert decide(4, 4, 20, 0, 0, 0, 1, 100, p, 60)[0] == 4
@@ -54,9 +59,18 @@ def test_config_from_file_section():
 
 async def _ready_instances(store, vid, gsid, n):
     for i in range(n):
-        await store.put(R.INSTANCES, R.instance_key(vid, f"i{i}"), {
-            "instanceId": f"i{i}", "functionVersionId": vid, "instanceStatus": "ACTIVE", "gpuSpecificationId": gsid,
-            "host": "127.0.0.1", "port": 1000 + i})
+        await store.put(
+            R.INSTANCES,
+            R.instance_key(vid, f"i{i}"),
+            {
+                "instanceId": f"i{i}",
+                "functionVersionId": vid,
+                "instanceStatus": "ACTIVE",
+                "gpuSpecificationId": gsid,
+                "host": "127.0.0.1",
+                "port": 1000 + i,
+            },
+        )
 
 
 async def test_passes_scale_up_on_busy_seconds_and_down_to_zero_when_idle():

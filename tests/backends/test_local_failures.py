@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from fngate.backends.base import BackendError, HealthCheck, InstanceEventKind as K
+from fngate.backends.base import BackendError, HealthCheck
+from fngate.backends.base import InstanceEventKind as K
 from fngate.backends.inventory import Inventory
 from fngate.backends.local import LocalBackend, free_port
 from fngate.backends.static import StaticBackend
@@ -21,8 +22,14 @@ from tests.backends.toys import TOY, Tracker, toy_catalog, toy_spec
 @pytest.fixture
 async def local(tmp_path):
     backend = LocalBackend(
-        "local", data_dir=tmp_path, catalog=toy_catalog(), inventory=Inventory({"L40S": 2, "H100": 1, "A100": 0}),
-        probe_interval=0.2, startup_timeout=3, unhealthy_after=2, restart_backoff=0.1,
+        "local",
+        data_dir=tmp_path,
+        catalog=toy_catalog(),
+        inventory=Inventory({"L40S": 2, "H100": 1, "A100": 0}),
+        probe_interval=0.2,
+        startup_timeout=3,
+        unhealthy_after=2,
+        restart_backoff=0.1,
     )
     tracker = Tracker(backend)
     yield backend, tracker
@@ -115,8 +122,15 @@ async def test_hung_instance_is_detected_and_replaced(local):
 async def test_instances_get_the_nvcf_environment(local, tmp_path):
     backend, t = local
     dump = tmp_path / "env.txt"
-    backend.catalog = toy_catalog({"test/env": [sys.executable, "-c",
-        f"import os; open({str(dump)!r}, 'w').write(repr({{k: v for k, v in os.environ.items() if k.startswith(('NVCF_', 'PORT'))}}))"]})
+    backend.catalog = toy_catalog(
+        {
+            "test/env": [
+                sys.executable,
+                "-c",
+                f"import os; open({str(dump)!r}, 'w').write(repr({{k: v for k, v in os.environ.items() if k.startswith(('NVCF_', 'PORT'))}}))",
+            ]
+        }
+    )
     await backend.apply(toy_spec(image="test/env"), 1)
     await t.until(lambda: t.of_kind(K.FAILED))
     env = eval(dump.read_text())
@@ -174,7 +188,7 @@ async def test_command_that_cannot_be_started_fails_clearly(local):
     await backend.apply(toy_spec(image="test/missing"), 1)
     await t.until(lambda: t.of_kind(K.FAILED))
     detail = t.of_kind(K.FAILED)[0].detail
-    assert "cannot start 'test/missing': No such file or directory (/nonexistent/bin/model-server)" == detail
+    assert detail == "cannot start 'test/missing': No such file or directory (/nonexistent/bin/model-server)"
     assert backend.instances() == []
 
 

@@ -22,21 +22,35 @@ ADMIN = "nvapi-admin-secret"
 
 
 async def _instance(store, vid, iid, status="ACTIVE", draining=False, port=7001):
-    await store.put(R.INSTANCES, R.instance_key(vid, iid), {"instanceId": iid, "functionVersionId": vid,
-        "instanceStatus": status, "host": "127.0.0.1", "port": port, "draining": draining})
+    await store.put(
+        R.INSTANCES,
+        R.instance_key(vid, iid),
+        {"instanceId": iid, "functionVersionId": vid, "instanceStatus": status, "host": "127.0.0.1", "port": port, "draining": draining},
+    )
 
 
 async def _until(pred, timeout=5.0):
     async def loop():
         while not pred():
             await asyncio.sleep(0.01)
+
     await asyncio.wait_for(loop(), timeout)
 
 
 async def test_table_follows_the_store():
     store = MemoryStore()
-    await store.put(R.KEYS, "k1", {"keyId": "k1", "digest": key_digest("nvapi-user"), "scopes": ["invoke_function"],
-                                   "functionIds": ["f1"], "expiresAt": "2030-01-01T00:00:00Z", "ncaId": "fngate"})
+    await store.put(
+        R.KEYS,
+        "k1",
+        {
+            "keyId": "k1",
+            "digest": key_digest("nvapi-user"),
+            "scopes": ["invoke_function"],
+            "functionIds": ["f1"],
+            "expiresAt": "2030-01-01T00:00:00Z",
+            "ncaId": "fngate",
+        },
+    )
     fid, vid = await deploy(store, fn_extra={"inferenceUrl": "/grpc"})
     pub = RoutingPublisher(store, admin_key=ADMIN)
     gateway = SnapshotHolder()
@@ -153,8 +167,7 @@ def test_route_names_the_backend_its_instances_run_on():
     from fngate.control.publisher import build_routes
 
     fn = {"id": "f", "versionId": "v", "name": "echo", "status": "ACTIVE", "inferenceUrl": "/echo"}
-    inst = {"instanceId": "i1", "functionVersionId": "v", "instanceStatus": "ACTIVE", "host": "127.0.0.1",
-            "port": 7001, "backend": "local"}
+    inst = {"instanceId": "i1", "functionVersionId": "v", "instanceStatus": "ACTIVE", "host": "127.0.0.1", "port": 7001, "backend": "local"}
     no_backend = {"v": {"deploymentSpecifications": [{"gpu": "H100", "instanceType": "NCP.GPU.H100_1x"}]}}
     [route] = build_routes([fn], no_backend, [inst])
     assert route.backend == "local"  # the default backend, as the instance reports it

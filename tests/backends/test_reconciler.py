@@ -177,20 +177,26 @@ async def test_restart_restores_deployments(tmp_path):
 def _n(fake, vid, n):
     async def check():
         return len(fake.instance_ids(vid)) == n
+
     return check()
 
 
 def _docs(store, vid, *, ready=None, draining=None, total=None):
     async def check():
         docs = await instances(store, vid)
-        return (ready is None or sum(d["instanceStatus"] == "ACTIVE" for d in docs) == ready) and (
-            draining is None or sum(bool(d.get("draining")) for d in docs) == draining) and (total is None or len(docs) == total)
+        return (
+            (ready is None or sum(d["instanceStatus"] == "ACTIVE" for d in docs) == ready)
+            and (draining is None or sum(bool(d.get("draining")) for d in docs) == draining)
+            and (total is None or len(docs) == total)
+        )
+
     return check()
 
 
 def _gone(store, key):
     async def check():
         return await store.get(R.DEPLOYMENTS, key) is None
+
     return check()
 
 
@@ -240,6 +246,7 @@ async def test_local_instance_that_exits_at_once_puts_the_function_in_error(tmp_
 def _none_left(backend, store, vid):
     async def check():
         return backend.instances(vid) == [] and await store.list(R.INSTANCES, vid + "/") == []
+
     return check()
 
 

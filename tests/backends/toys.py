@@ -6,7 +6,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from fngate.backends.base import HealthCheck, InstanceEvent, InstanceEventKind as K, InstanceSpec
+from fngate.backends.base import HealthCheck, InstanceEvent, InstanceSpec
+from fngate.backends.base import InstanceEventKind as K
 from fngate.backends.catalog import ImageCatalog
 
 TOY = str(Path(__file__).with_name("toy_worker.py"))
@@ -23,11 +24,19 @@ def toy_catalog(extra: dict | None = None) -> ImageCatalog:
     )
 
 
-def toy_spec(version: str = "v1", image: str = "test/toy", *, instance_type: str = "NCP.GPU.L40S_1x", gpu: str = "L40S", **kw) -> InstanceSpec:
+def toy_spec(
+    version: str = "v1", image: str = "test/toy", *, instance_type: str = "NCP.GPU.L40S_1x", gpu: str = "L40S", **kw
+) -> InstanceSpec:
     kw.setdefault("health", HealthCheck(uri="/health", timeout_s=1.0))
     return InstanceSpec(
-        function_id="f-" + version, version_id=version, function_name="toy", container_image=image,
-        gpu_spec_id="g1", gpu=gpu, instance_type=instance_type, **kw,
+        function_id="f-" + version,
+        version_id=version,
+        function_name="toy",
+        container_image=image,
+        gpu_spec_id="g1",
+        gpu=gpu,
+        instance_type=instance_type,
+        **kw,
     )
 
 

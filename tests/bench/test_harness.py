@@ -26,8 +26,24 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> tuple[dict, str, Path]:
     out = tmp_path_factory.mktemp("bench-results")
-    cmd = [sys.executable, "-m", "fngate.bench", "--only", "http1,h2", "--sizes", "small", "--runs", "2",
-           "--duration", "1", "--warmup", "0", "--no-fngate", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fngate.bench",
+        "--only",
+        "http1,h2",
+        "--sizes",
+        "small",
+        "--runs",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--no-fngate",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=90)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((out / "latest.json").read_text())

@@ -27,8 +27,7 @@ def settings(tmp_path) -> Settings:
     return Settings(runs=1, sse_streams=STREAMS, work=tmp_path, logs=tmp_path)
 
 
-@pytest.mark.parametrize(("transport", "descriptors_per_stream", "connections"),
-                         [(sse.HTTP2, 1, 1), (sse.HTTP1, 2, STREAMS)])
+@pytest.mark.parametrize(("transport", "descriptors_per_stream", "connections"), [(sse.HTTP2, 1, 1), (sse.HTTP1, 2, STREAMS)])
 def test_held_streams_are_open_at_the_instance(settings, transport, descriptors_per_stream, connections):
     result = sse.hold(settings, layouts()["iso"], transport)
     assert (result["held"], result["asked"], result["errors"]) == (STREAMS, STREAMS, 0), result["error_kinds"]

@@ -80,8 +80,21 @@ def test_admin_key_from_environment(fngate_serve):
 
 
 def test_function_deployment_queue_lifecycle(server):
-    created = fngate_json(server, "function", "create", "--name", "echo", "--image", "fngate/echo",
-                          "--inference-url", "/echo", "--tag", "demo", "--env", "LOG_LEVEL=INFO")["function"]
+    created = fngate_json(
+        server,
+        "function",
+        "create",
+        "--name",
+        "echo",
+        "--image",
+        "fngate/echo",
+        "--inference-url",
+        "/echo",
+        "--tag",
+        "demo",
+        "--env",
+        "LOG_LEVEL=INFO",
+    )["function"]
     fid, vid = created["id"], created["versionId"]
     assert created["containerEnvironment"] == [{"key": "LOG_LEVEL", "value": "INFO"}]
     table = fngate(server, "function", "list").stdout
@@ -90,8 +103,21 @@ def test_function_deployment_queue_lifecycle(server):
     assert "status: INACTIVE" in fngate(server, "function", "get", fid, vid).stdout
     assert fngate_json(server, "function", "update", fid, vid, "--tag", "x")["function"]["tags"] == ["x"]
 
-    dep = fngate_json(server, "deployment", "create", fid, vid, "--gpu", "H100", "--instance-type", "NCP.GPU.H100_1x",
-                      "--min-instances", "0", "--max-instances", "2")["deployment"]
+    dep = fngate_json(
+        server,
+        "deployment",
+        "create",
+        fid,
+        vid,
+        "--gpu",
+        "H100",
+        "--instance-type",
+        "NCP.GPU.H100_1x",
+        "--min-instances",
+        "0",
+        "--max-instances",
+        "2",
+    )["deployment"]
     assert dep["functionStatus"] == "ACTIVE"
     assert "ACTIVE" in fngate(server, "deployment", "get", fid, vid).stdout
     spec = fngate_json(server, "deployment", "update", fid, vid, "--max-instances", "3")["gpuSpecification"]
@@ -112,8 +138,9 @@ def test_errors_print_the_problem_detail_and_exit_non_zero(server):
     pos = fngate(server, "queue", "--position", "req-1", check=False)
     assert pos.returncode == 1 and "req-1" in pos.stderr
     fn = fngate_json(server, "function", "create", "--name", "f", "--image", "i", "--inference-url", "/")["function"]
-    bad_gpu = fngate(server, "deployment", "create", fn["id"], fn["versionId"], "--gpu", "B300",
-                     "--instance-type", "NCP.GPU.H100_1x", check=False)
+    bad_gpu = fngate(
+        server, "deployment", "create", fn["id"], fn["versionId"], "--gpu", "B300", "--instance-type", "NCP.GPU.H100_1x", check=False
+    )
     assert bad_gpu.returncode == 1 and "B300" in bad_gpu.stderr
 
 
@@ -131,19 +158,30 @@ def test_keys_create_list_revoke(server):
 
 def test_unreachable_api_is_a_clear_error(tmp_path):
     env = {**os.environ, "FNGATE_API_URL": "http://127.0.0.1:9", "FNGATE_KEY": "k"}
-    proc = subprocess.run([sys.executable, "-m", "fngate", "function", "list"], capture_output=True, text=True, env=env, cwd=str(REPO), timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fngate", "function", "list"], capture_output=True, text=True, env=env, cwd=str(REPO), timeout=30
+    )
     assert proc.returncode == 1 and "cannot reach the API" in proc.stderr
 
 
 def test_bad_serve_options_exit_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "fngate", "serve", "--store", "postgres://x", "--data-dir", str(tmp_path)],
-                          capture_output=True, text=True, cwd=str(REPO), timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fngate", "serve", "--store", "postgres://x", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=str(REPO),
+        timeout=30,
+    )
     assert proc.returncode == 2 and "--store" in proc.stderr
 
 
 def _post(sp, path: str, body: dict) -> dict:
-    req = urllib.request.Request(sp.api_url + path, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Authorization": f"Bearer {sp.admin_key}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        sp.api_url + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {sp.admin_key}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
 
@@ -151,8 +189,11 @@ def _post(sp, path: str, body: dict) -> dict:
 def test_acknowledged_writes_survive_kill_9(fngate_serve, tmp_path):
     sp = fngate_serve()
     fn = _post(sp, "/v2/nvcf/functions", {"name": "durable", "inferenceUrl": "/", "containerImage": "img"})["function"]
-    dep = _post(sp, f"/v2/nvcf/deployments/functions/{fn['id']}/versions/{fn['versionId']}",
-                {"deploymentSpecifications": [{"gpu": "H100", "instanceType": "NCP.GPU.H100_1x", "minInstances": 0, "maxInstances": 1}]})
+    dep = _post(
+        sp,
+        f"/v2/nvcf/deployments/functions/{fn['id']}/versions/{fn['versionId']}",
+        {"deploymentSpecifications": [{"gpu": "H100", "instanceType": "NCP.GPU.H100_1x", "minInstances": 0, "maxInstances": 1}]},
+    )
     key = fngate_json(sp, "key", "create", "--scope", "list_functions")["value"]
     sp.stop(signal.SIGKILL)  # no chance to flush anything after the responses
     again = fngate_serve(data_dir=sp.data_dir)

@@ -37,12 +37,15 @@ def test_toml_file(tmp_path):
     assert cfg.store_is_redis and cfg.section("backends") == {"local": {"kind": "local"}}
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--api-port", "70000"], "--api-port"),
-    (["--workers", "0"], "--workers"),
-    (["--store", "mysql://x"], "--store"),
-    (["--tls-cert", "c.pem"], "--tls-key"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--api-port", "70000"], "--api-port"),
+        (["--workers", "0"], "--workers"),
+        (["--store", "mysql://x"], "--store"),
+        (["--tls-cert", "c.pem"], "--tls-key"),
+    ],
+)
 def test_bad_options(argv, message):
     with pytest.raises(ConfigError, match=message):
         parse(*argv)

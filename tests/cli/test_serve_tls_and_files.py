@@ -28,9 +28,28 @@ def self_signed(tmp_path):
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -70,10 +89,33 @@ def test_serve_start_failures_are_one_clear_line(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        for extra, expect in ((["--api-port", str(port)], "address already in use"),
-                              (["--store", "redis://127.0.0.1:1/0"], "cannot start")):
-            proc = subprocess.run([sys.executable, "-m", "fngate", "serve", "--no-samples", "--data-dir", str(tmp_path),
-                                   "--api-port", "0", "--http-port", "0", "--grpc-port", "0", "--admin-port", "0", *extra],
-                                  capture_output=True, text=True, cwd=str(REPO), timeout=60)
+        for extra, expect in (
+            (["--api-port", str(port)], "address already in use"),
+            (["--store", "redis://127.0.0.1:1/0"], "cannot start"),
+        ):
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "fngate",
+                    "serve",
+                    "--no-samples",
+                    "--data-dir",
+                    str(tmp_path),
+                    "--api-port",
+                    "0",
+                    "--http-port",
+                    "0",
+                    "--grpc-port",
+                    "0",
+                    "--admin-port",
+                    "0",
+                    *extra,
+                ],
+                capture_output=True,
+                text=True,
+                cwd=str(REPO),
+                timeout=60,
+            )
             assert proc.returncode == 1, proc.stderr
             assert expect in proc.stderr.lower() and "Traceback" not in proc.stderr

@@ -14,7 +14,8 @@ import sys
 import httpx
 import pytest
 
-from fngate.backends.base import Backend, InstanceEventKind as K
+from fngate.backends.base import Backend
+from fngate.backends.base import InstanceEventKind as K
 from fngate.backends.fake import FakeBackend
 from fngate.backends.local import LocalBackend, free_port
 from fngate.backends.static import StaticBackend

@@ -29,14 +29,25 @@ class Api:
         return r.json() if r.content else {}
 
     def create(self, name: str, image: str = "fngate/echo", **extra) -> tuple[str, str]:
-        body = {"name": name, "containerImage": image, "inferenceUrl": "/echo", "inferencePort": 8000,
-                "health": {"protocol": "HTTP", "uri": "/health", "port": 8000, "timeout": "PT1S", "expectedStatusCode": 200}, **extra}
+        body = {
+            "name": name,
+            "containerImage": image,
+            "inferenceUrl": "/echo",
+            "inferencePort": 8000,
+            "health": {"protocol": "HTTP", "uri": "/health", "port": 8000, "timeout": "PT1S", "expectedStatusCode": 200},
+            **extra,
+        }
         fn = self.call("POST", "/v2/nvcf/functions", body)["function"]
         return fn["id"], fn["versionId"]
 
     def deploy(self, fid: str, vid: str, *, min_i: int = 1, max_i: int = 1, concurrency: int = 1) -> dict:
-        spec = {"gpu": "L40S", "instanceType": "NCP.GPU.L40S_1x", "minInstances": min_i, "maxInstances": max_i,
-                "maxRequestConcurrency": concurrency}
+        spec = {
+            "gpu": "L40S",
+            "instanceType": "NCP.GPU.L40S_1x",
+            "minInstances": min_i,
+            "maxInstances": max_i,
+            "maxRequestConcurrency": concurrency,
+        }
         return self.call("POST", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", {"deploymentSpecifications": [spec]})
 
     def function(self, fid: str, vid: str) -> dict:
@@ -122,6 +133,7 @@ async def gather_load(api: Api, fid: str, seconds: float, concurrency: int, path
     statuses: list[int] = []
     deadline = time.monotonic() + seconds
     async with httpx.AsyncClient() as client:
+
         async def worker():
             while time.monotonic() < deadline:
                 statuses.append((await api.ainvoke(client, fid, path)).status_code)

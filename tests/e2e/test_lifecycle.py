@@ -13,8 +13,10 @@ from tests.e2e.helpers import Api, alive, instance_pid, write_config
 
 @pytest.fixture
 def serve(fngate_serve, tmp_path):
-    config = write_config(tmp_path / "fngate.yaml", backends=[
-        {"name": "local", "type": "local", "probeInterval": 0.2, "restartBackoff": 1.5, "unhealthyAfter": 2}])
+    config = write_config(
+        tmp_path / "fngate.yaml",
+        backends=[{"name": "local", "type": "local", "probeInterval": 0.2, "restartBackoff": 1.5, "unhealthyAfter": 2}],
+    )
 
     def start(**kw):
         sp = fngate_serve("--config", str(config), **kw)

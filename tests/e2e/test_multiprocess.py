@@ -19,8 +19,11 @@ def test_scale_from_zero_with_gateway_workers(fngate_serve, tmp_path, store, req
     args = ["--workers", "2"]
     if store == "redis":
         args += ["--store", request.getfixturevalue("redis_url")]
-    config = write_config(tmp_path / "fngate.yaml", backends=[{"name": "local", "type": "local", "probeInterval": 0.2}],
-                          autoscaler={"interval": 0.3, "window": 2})
+    config = write_config(
+        tmp_path / "fngate.yaml",
+        backends=[{"name": "local", "type": "local", "probeInterval": 0.2}],
+        autoscaler={"interval": 0.3, "window": 2},
+    )
     api = Api(fngate_serve("--config", str(config), *args))
     fid, vid = api.create(f"e2e-workers-{store}")
     api.deploy(fid, vid, min_i=0, max_i=1)
@@ -60,15 +63,15 @@ async def test_pexec_polls_and_metrics_span_gateway_workers(fngate_serve, tmp_pa
     async with httpx.AsyncClient(timeout=30) as c:
         ready = await c.get(f"{admin}/readyz")
         assert ready.status_code == 200 and len(ready.json()["workers"]) == 2, ready.text
-        r = await c.post(f"{api.gateway}/v2/nvcf/pexec/functions/{fid}?delay=3", content=b"hello",
-                         headers={**api.headers, "NVCF-POLL-SECONDS": "1"})
+        r = await c.post(
+            f"{api.gateway}/v2/nvcf/pexec/functions/{fid}?delay=3", content=b"hello", headers={**api.headers, "NVCF-POLL-SECONDS": "1"}
+        )
     assert r.status_code == 202, r.text
     rid = r.headers["nvcf-reqid"]
 
     async def poll() -> httpx.Response:
         async with httpx.AsyncClient(timeout=30) as one:  # a new connection: either worker
-            return await one.get(f"{api.gateway}/v2/nvcf/pexec/status/{rid}",
-                                 headers={**api.headers, "NVCF-POLL-SECONDS": "1"})
+            return await one.get(f"{api.gateway}/v2/nvcf/pexec/status/{rid}", headers={**api.headers, "NVCF-POLL-SECONDS": "1"})
 
     polls: list[httpx.Response] = []
     for _ in range(5):

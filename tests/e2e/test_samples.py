@@ -28,7 +28,7 @@ def test_printed_commands_invoke_each_sample(fngate_serve):
     out = sp.output()
     summary = re.search(r"fngate: sample functions: (.*)", out).group(1)
     assert summary.count("ACTIVE") == 3, summary
-    block = out[out.index("fngate: sample functions:"):]
+    block = out[out.index("fngate: sample functions:") :]
     commands = [ln.strip() for ln in block.splitlines()[1:] if ln.startswith("  ") and not ln.strip().startswith("#")]
     export, echo, sse, grpc = commands[:4]
     env = {**os.environ, "FNGATE_KEY": sp.admin_key, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
@@ -47,12 +47,22 @@ def test_printed_commands_invoke_each_sample(fngate_serve):
     # fngate invoke over HTTP and SSE, and the instance logs of a version
     gateway = f"--gateway http://127.0.0.1:{sp.ready['http_port']}"
     ids = dict(re.findall(r"(echo|sse|grpc-echo) ([0-9a-f-]{36}) ACTIVE", summary))
-    assert '"method": "POST"' in sh(f"fngate invoke {ids['echo']} {gateway} --path /echo -d hi").replace('"method":"POST"', '"method": "POST"')
-    streamed = sh(f"fngate invoke {ids['sse']} {gateway} --path /v1/chat/completions --sse "
-                  """-d '{"messages":[{"role":"user","content":"hi"}],"stream":true,"tokens":3}'""")
+    assert '"method": "POST"' in sh(f"fngate invoke {ids['echo']} {gateway} --path /echo -d hi").replace(
+        '"method":"POST"', '"method": "POST"'
+    )
+    streamed = sh(
+        f"fngate invoke {ids['sse']} {gateway} --path /v1/chat/completions --sse "
+        """-d '{"messages":[{"role":"user","content":"hi"}],"stream":true,"tokens":3}'"""
+    )
     assert streamed.count("data: ") == 4 and streamed.rstrip().endswith("data: [DONE]")
-    failed = subprocess.run(["bash", "-c", f"fngate invoke 00000000-0000-0000-0000-000000000000 {gateway} -d x"],
-                            env=env, cwd=REPO, capture_output=True, text=True, timeout=30)
+    failed = subprocess.run(
+        ["bash", "-c", f"fngate invoke 00000000-0000-0000-0000-000000000000 {gateway} -d x"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert failed.returncode == 1 and "HTTP 404" in failed.stderr
     headers = {"Authorization": f"Bearer {sp.admin_key}"}
     echo_vid = httpx.get(f"{sp.api_url}/v2/nvcf/functions/{ids['echo']}/versions", headers=headers).json()["functions"][0]["versionId"]

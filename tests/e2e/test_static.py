@@ -17,8 +17,9 @@ from tests.e2e.helpers import Api, write_config
 @pytest.fixture
 def external_echo():
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "fngate.backends.samples.echo", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fngate.backends.samples.echo", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 15
     while True:
         try:
@@ -34,13 +35,21 @@ def external_echo():
 
 def test_static_endpoint_deploy_invoke_and_loss(fngate_serve, tmp_path, external_echo):
     port, proc = external_echo
-    config = write_config(tmp_path / "fngate.yaml", backends=[
-        {"name": "local", "type": "local"}, {"name": "edge", "type": "static", "probeInterval": 0.2, "unhealthyAfter": 2}])
+    config = write_config(
+        tmp_path / "fngate.yaml",
+        backends=[{"name": "local", "type": "local"}, {"name": "edge", "type": "static", "probeInterval": 0.2, "unhealthyAfter": 2}],
+    )
     sp = fngate_serve("--config", str(config))
     api = Api(sp)
     fid, vid = api.create("e2e-static")
-    spec = {"gpu": "L40S", "instanceType": "NCP.GPU.L40S_1x", "minInstances": 1, "maxInstances": 1, "backend": "edge",
-            "configuration": {"endpoints": [f"http://127.0.0.1:{port}"]}}
+    spec = {
+        "gpu": "L40S",
+        "instanceType": "NCP.GPU.L40S_1x",
+        "minInstances": 1,
+        "maxInstances": 1,
+        "backend": "edge",
+        "configuration": {"endpoints": [f"http://127.0.0.1:{port}"]},
+    }
     api.call("POST", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", {"deploymentSpecifications": [spec]})
     api.wait_status(fid, vid, "ACTIVE")
     [inst] = api.ready_instances(fid, vid)

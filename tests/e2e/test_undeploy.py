@@ -14,8 +14,11 @@ from tests.e2e.helpers import Api, alive, instance_pid, write_config
 
 @pytest.fixture
 def api(fngate_serve, tmp_path):
-    config = write_config(tmp_path / "fngate.yaml", backends=[{"name": "local", "type": "local", "probeInterval": 0.2, "stopGrace": 2}],
-                          reconciler={"resyncInterval": 1, "drainTimeout": 10})
+    config = write_config(
+        tmp_path / "fngate.yaml",
+        backends=[{"name": "local", "type": "local", "probeInterval": 0.2, "stopGrace": 2}],
+        reconciler={"resyncInterval": 1, "drainTimeout": 10},
+    )
     sp = fngate_serve("--config", str(config))
     if "http_port" not in sp.ready:
         pytest.skip("the gateway is not wired into fngate serve yet")
@@ -39,8 +42,12 @@ async def test_graceful_then_non_graceful_undeploy(api):
     assert r.status_code == 200, "a graceful undeploy must let the in-flight request finish"
     assert api.invoke(fid).status_code == 404  # no new requests for an INACTIVE function
     await asyncio.to_thread(api.wait, lambda: not alive(pid), "the drained instance to stop", 20)
-    await asyncio.to_thread(api.wait, lambda: httpx.get(api.sp.api_url + path, headers=api.headers).status_code == 404,
-                            "the drained deployment to be removed", 20)
+    await asyncio.to_thread(
+        api.wait,
+        lambda: httpx.get(api.sp.api_url + path, headers=api.headers).status_code == 404,
+        "the drained deployment to be removed",
+        20,
+    )
 
     api.deploy(fid, vid)
     api.wait_status(fid, vid, "ACTIVE")

@@ -6,10 +6,9 @@ import asyncio
 import contextlib
 import os
 import re
+import socket
 import sys
 from pathlib import Path
-
-import socket
 
 import pytest
 import pytest_asyncio
@@ -32,16 +31,26 @@ class EchoProcess:
             self.proc.terminate()
             try:
                 await asyncio.wait_for(self.proc.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
 
 
 async def start_echo(impl: str, *extra: str) -> EchoProcess:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fngate.backends.samples.grpc_echo", "--host", "127.0.0.1", "--port", "0",
-        "--impl", impl, *extra,
-        stdout=asyncio.subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        sys.executable,
+        "-m",
+        "fngate.backends.samples.grpc_echo",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--impl",
+        impl,
+        *extra,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), 20)

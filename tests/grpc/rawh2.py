@@ -8,8 +8,8 @@ import struct
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
-from h2.settings import SettingCodes, Settings
 from h2.events import DataReceived, RequestReceived, ResponseReceived, StreamEnded, StreamReset, TrailersReceived
+from h2.settings import SettingCodes, Settings
 
 
 def grpc_frame(message: bytes, flag: int = 0) -> bytes:
@@ -18,8 +18,13 @@ def grpc_frame(message: bytes, flag: int = 0) -> bytes:
 
 def grpc_headers(path: str, authority: str = "gateway", extra=()) -> list[tuple[str, str]]:
     return [
-        (":method", "POST"), (":scheme", "http"), (":path", path), (":authority", authority),
-        ("content-type", "application/grpc"), ("te", "trailers"), *extra,
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", authority),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        *extra,
     ]
 
 
@@ -59,13 +64,13 @@ class RawClient:
         self._task = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
-    async def connect(cls, port: int, ignore_stream_limit: bool = False) -> "RawClient":
+    async def connect(cls, port: int, ignore_stream_limit: bool = False) -> RawClient:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         client = cls(reader, writer, ignore_stream_limit)
         await asyncio.sleep(0.05)  # let the server's SETTINGS arrive
         return client
 
-    def send(self, result: "StreamResult", data: bytes, end: bool = True) -> None:
+    def send(self, result: StreamResult, data: bytes, end: bool = True) -> None:
         self.h2.send_data(result.stream_id, data, end_stream=end)
         self.flush()
 

@@ -14,7 +14,15 @@ from grpclib.client import Channel
 from fngate.backends.samples import grpc_echo_pb2 as pb
 from tests.grpc.conftest import running_gateway
 from tests.grpc.gateway import (
-    F_BOTH, F_IO, FUNCTION_OF, V_IO, V_LIB, grpcio_channel, grpcio_stub, grpclib_stub, metadata,
+    F_BOTH,
+    F_IO,
+    FUNCTION_OF,
+    V_IO,
+    V_LIB,
+    grpcio_channel,
+    grpcio_stub,
+    grpclib_stub,
+    metadata,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -148,9 +156,8 @@ async def test_routing_by_authority(gateway):
 async def test_metrics_count_calls_by_function_and_status(gateway):
     async with grpcio_channel(gateway.port) as ch:
         await grpcio_stub(ch).Echo(pb.EchoRequest(), metadata=metadata(F_IO))
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{gateway.gw.admin_port}/metrics") as resp:
-            text = await resp.text()
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{gateway.gw.admin_port}/metrics") as resp:
+        text = await resp.text()
     assert f'fngate_grpc_calls_total{{function_id="{F_IO}",grpc_status="OK"}}' in text
     assert f'fngate_grpc_active_streams{{function_id="{F_IO}"}} 0' in text
     assert f'fngate_grpc_call_duration_seconds_count{{function_id="{F_IO}"}}' in text
@@ -175,9 +182,24 @@ async def test_grpc_on_the_invocation_port(gateway, client):
 async def test_grpc_over_tls_with_alpn(instances, tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     openssl = await asyncio.create_subprocess_exec(
-        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=gateway.test",
-        "-addext", "subjectAltName=DNS:gateway.test", "-keyout", str(key), "-out", str(cert),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=gateway.test",
+        "-addext",
+        "subjectAltName=DNS:gateway.test",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     assert await openssl.wait() == 0
     async with running_gateway(instances, tls_cert=str(cert), tls_key=str(key)) as gw:

@@ -13,8 +13,23 @@ from grpclib.exceptions import GRPCError
 
 from fngate.backends.samples import grpc_echo_pb2 as pb
 from tests.grpc.gateway import (
-    EXPIRED_KEY, F_DEPLOYING, F_DOWN, F_HTTP, F_INACTIVE, F_IO, F_LIB, F_ONE, FUNCTION_OF, KEY, NO_INVOKE_KEY,
-    SCOPED_KEY, V_OTHER, grpcio_channel, grpcio_stub, grpclib_stub, metadata,
+    EXPIRED_KEY,
+    F_DEPLOYING,
+    F_DOWN,
+    F_HTTP,
+    F_INACTIVE,
+    F_IO,
+    F_LIB,
+    F_ONE,
+    FUNCTION_OF,
+    KEY,
+    NO_INVOKE_KEY,
+    SCOPED_KEY,
+    V_OTHER,
+    grpcio_channel,
+    grpcio_stub,
+    grpclib_stub,
+    metadata,
 )
 from tests.grpc.rawh2 import RawClient, grpc_frame, grpc_headers
 
@@ -44,7 +59,7 @@ async def grpclib_status(port, md, request=None, timeout=None):
             except GRPCError as e:
                 return e.status.name, e.message, dict(st.trailing_metadata or ())
             return "OK", None, dict(st.trailing_metadata or ())
-    except asyncio.TimeoutError:  # grpclib's own deadline fired first
+    except TimeoutError:  # grpclib's own deadline fired first
         return "DEADLINE_EXCEEDED", "client deadline", {}
     finally:
         channel.close()
@@ -125,9 +140,7 @@ async def test_grpc_timeout_while_queued_is_deadline_exceeded(gateway, client):
 @pytest.mark.parametrize("server", ["grpcio", "grpclib"])
 async def test_instance_error_status_and_custom_trailers_pass_through(gateway, client, server):
     error = pb.ErrorSpec(code=9, message="model not loaded: retry later ✓", trailers={"x-retry-after": "5", "x-model": "m1"})
-    status, message, trailers = await STATUS_OF[client](
-        gateway.port, metadata(FUNCTION_OF[server]), pb.EchoRequest(error=error)
-    )
+    status, message, trailers = await STATUS_OF[client](gateway.port, metadata(FUNCTION_OF[server]), pb.EchoRequest(error=error))
     assert (status, message) == ("FAILED_PRECONDITION", "model not loaded: retry later ✓")
     assert (trailers["x-retry-after"], trailers["x-model"]) == ("5", "m1")
 

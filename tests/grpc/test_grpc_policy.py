@@ -8,12 +8,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fngate.proxy.grpc import (
+    FramingError,
+    GrpcError,
+    MessageFraming,
+    Status,
+    encode_message,
+    format_timeout,
+    is_grpc_content_type,
+    parse_timeout,
+    status_of,
+)
 from fngate.proxy.upstream.h2_client import UpstreamLost
 
-from fngate.proxy.grpc import FramingError, GrpcError, MessageFraming, Status, encode_message, format_timeout, is_grpc_content_type, parse_timeout, status_of
 
-
-@pytest.mark.parametrize("value,seconds", [("1S", 1.0), ("250m", 0.25), ("3M", 180.0), ("2H", 7200.0), ("100u", 1e-4), ("99999999n", 0.099999999)])
+@pytest.mark.parametrize(
+    "value,seconds", [("1S", 1.0), ("250m", 0.25), ("3M", 180.0), ("2H", 7200.0), ("100u", 1e-4), ("99999999n", 0.099999999)]
+)
 def test_parse_timeout(value, seconds):
     assert parse_timeout(value) == pytest.approx(seconds)
 

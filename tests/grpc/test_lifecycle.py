@@ -9,8 +9,8 @@ import pytest
 from grpclib.client import Channel
 
 from fngate.backends.samples import grpc_echo_pb2 as pb
-from tests.grpc.gateway import F_IO, FUNCTION_OF, grpc_route, grpcio_channel, grpcio_stub, grpclib_stub, metadata, publish_routes
 from tests.grpc.conftest import running_gateway, start_echo
+from tests.grpc.gateway import F_IO, FUNCTION_OF, grpc_route, grpcio_channel, grpcio_stub, grpclib_stub, metadata, publish_routes
 from tests.grpc.rawh2 import RawClient, RawUpstream, grpc_frame, grpc_headers
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -101,7 +101,10 @@ async def test_request_headers_reaching_the_instance(gateway):
     assert (seen["x-custom"], seen["function-id"], seen["te"]) == ("kept", F_RAW, "trailers")
     assert seen["nvcf-reqid"] == result.headers["nvcf-reqid"]
     # grpc-timeout is passed on as the time left, never more than the client asked for
-    assert seen["grpc-timeout"].endswith(("m", "u", "n")) and 19_000 < int(seen["grpc-timeout"][:-1]) / {"m": 1, "u": 1e3, "n": 1e6}[seen["grpc-timeout"][-1]] <= 20_000
+    assert (
+        seen["grpc-timeout"].endswith(("m", "u", "n"))
+        and 19_000 < int(seen["grpc-timeout"][:-1]) / {"m": 1, "u": 1e3, "n": 1e6}[seen["grpc-timeout"][-1]] <= 20_000
+    )
 
 
 async def test_more_upstream_connections_only_past_the_instance_stream_limit(gateway):
@@ -140,10 +143,13 @@ async def test_slow_receiver_holds_back_the_instance(gateway, instances):
         channel.close()
 
 
-@pytest.mark.parametrize("body,why", [
-    (b"\x07\x00\x00\x00\x01x", "invalid compressed flag"),
-    (b"\x00\x00\x00\x00\x10abc", "stream ends inside a message"),
-])
+@pytest.mark.parametrize(
+    "body,why",
+    [
+        (b"\x07\x00\x00\x00\x01x", "invalid compressed flag"),
+        (b"\x00\x00\x00\x00\x10abc", "stream ends inside a message"),
+    ],
+)
 async def test_bad_framing_resets_only_that_stream(gateway, body, why):
     client = await RawClient.connect(gateway.port)
     try:
@@ -266,7 +272,6 @@ async def test_stop_after_the_grace_period_ends_calls_unavailable(instances):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await asyncio.wait_for(call, 5)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-
 
 
 async def test_malformed_frame_gets_goaway_and_other_connections_carry_on(gateway):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from aiohttp import web
@@ -22,7 +21,7 @@ class FakeCluster:
         self._runner = web.AppRunner(self.api.app, handle_signals=False, shutdown_timeout=0.5)
         self.url = ""
 
-    async def start(self) -> "FakeCluster":
+    async def start(self) -> FakeCluster:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

@@ -19,7 +19,7 @@ import copy
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,19 @@ _REASONS = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Alread
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def status_object(code: int, message: str, reason: str | None = None) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason or _REASONS.get(code, "InternalError"), "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason or _REASONS.get(code, "InternalError"),
+        "code": code,
+    }
 
 
 class ApiError(Exception):
@@ -129,16 +136,25 @@ class FakeApiServer:
         self.history.clear()
 
     def list(self, resource: str, namespace: str | None = None, selector: str = "") -> list[dict[str, Any]]:
-        return [copy.deepcopy(o) for (r, ns, _), o in sorted(self.objects.items())
-                if r == resource and namespace in (None, ns) and selector_matches(selector, o["metadata"].get("labels") or {})]
+        return [
+            copy.deepcopy(o)
+            for (r, ns, _), o in sorted(self.objects.items())
+            if r == resource and namespace in (None, ns) and selector_matches(selector, o["metadata"].get("labels") or {})
+        ]
 
     def write_kubeconfig(self, path: Path, server: str, namespace: str = "default") -> Path:
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": server}}],
-            "users": [{"name": "fngate", "user": {"token": self.token}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fngate", "namespace": namespace}}],
-        }))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "fake",
+                    "clusters": [{"name": "fake", "cluster": {"server": server}}],
+                    "users": [{"name": "fngate", "user": {"token": self.token}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fngate", "namespace": namespace}}],
+                }
+            )
+        )
         return path
 
     # -- the store (also used by the kubelet) --------------------------------------------------
@@ -166,8 +182,11 @@ class FakeApiServer:
             del self.history[: len(self.history) // 2]
             self.oldest_rv = self.history[0][0]
         for w in self.watches:
-            if w.resource == resource and w.namespace == obj["metadata"]["namespace"] and \
-                    selector_matches(w.selector, obj["metadata"].get("labels") or {}):
+            if (
+                w.resource == resource
+                and w.namespace == obj["metadata"]["namespace"]
+                and selector_matches(w.selector, obj["metadata"].get("labels") or {})
+            ):
                 w.queue.put_nowait({"type": kind, "object": snapshot})
         self.on_change()
 
@@ -179,7 +198,11 @@ class FakeApiServer:
         res = request.path.split("/")[-1] if "name" not in request.match_info else request.path.split("/")[-2]
         verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(request.method)
         if verb is None:
-            verb = "get" if "name" in request.match_info else ("watch" if request.query.get("watch", "").lower() in ("1", "t", "true") else "list")
+            verb = (
+                "get"
+                if "name" in request.match_info
+                else ("watch" if request.query.get("watch", "").lower() in ("1", "t", "true") else "list")
+            )
         self.requests.append((verb, res))
         for e in self.errors:
             if e["left"] > 0 and e["verb"] == verb and e["resource"] == res:
@@ -214,18 +237,26 @@ class FakeApiServer:
         name = (obj.get("metadata") or {}).get("name", "")
         kind = KINDS[res][1]
         if not name or len(name) > 253 or not _NAME.match(name):
-            raise ApiError(422, f'{kind} "{name}" is invalid: metadata.name: Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters')
+            raise ApiError(
+                422,
+                f'{kind} "{name}" is invalid: metadata.name: Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters',
+            )
         if res == "deployments":
             spec = obj.get("spec") or {}
             sel = (spec.get("selector") or {}).get("matchLabels") or {}
             tpl = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
             if not sel or any(tpl.get(k) != v for k, v in sel.items()):
-                raise ApiError(422, f'Deployment.apps "{name}" is invalid: spec.template.metadata.labels: Invalid value: `selector` does not match template `labels`')
+                raise ApiError(
+                    422,
+                    f'Deployment.apps "{name}" is invalid: spec.template.metadata.labels: Invalid value: `selector` does not match template `labels`',
+                )
             containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
             if not containers or not all(c.get("name") and c.get("image") for c in containers):
                 raise ApiError(422, f'Deployment.apps "{name}" is invalid: spec.template.spec.containers: Required value')
             if int(spec.get("replicas", 1)) < 0:
-                raise ApiError(422, f'Deployment.apps "{name}" is invalid: spec.replicas: Invalid value: must be greater than or equal to 0')
+                raise ApiError(
+                    422, f'Deployment.apps "{name}" is invalid: spec.replicas: Invalid value: must be greater than or equal to 0'
+                )
 
     def _stamp_new(self, res: str, obj: dict[str, Any]) -> None:
         api_version, kind = KINDS[res]
@@ -254,7 +285,11 @@ class FakeApiServer:
         self._validate(res, obj)
         sent_rv = (obj.get("metadata") or {}).get("resourceVersion")
         if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
-            raise ApiError(409, f'Operation cannot be fulfilled on {res} "{current["metadata"]["name"]}": the object has been modified; please apply your changes to the latest version and try again', "Conflict")
+            raise ApiError(
+                409,
+                f'Operation cannot be fulfilled on {res} "{current["metadata"]["name"]}": the object has been modified; please apply your changes to the latest version and try again',
+                "Conflict",
+            )
         return web.json_response(self._update(res, ns, current, obj))
 
     async def _patch(self, request: web.Request) -> web.Response:
@@ -283,8 +318,15 @@ class FakeApiServer:
             current["metadata"]["deletionTimestamp"] = now()
             return web.json_response(self.put(res, ns, current, event="MODIFIED"))
         self.remove(res, ns, current["metadata"]["name"])
-        return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                                  "details": {"name": current["metadata"]["name"], "kind": res, "uid": current["metadata"]["uid"]}})
+        return web.json_response(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {"name": current["metadata"]["name"], "kind": res, "uid": current["metadata"]["uid"]},
+            }
+        )
 
     async def _collection_get(self, request: web.Request) -> web.StreamResponse:
         res, ns = self._where(request)
@@ -292,23 +334,35 @@ class FakeApiServer:
         if request.query.get("watch", "").lower() in ("1", "t", "true"):
             return await self._watch(request, res, ns, selector)
         api_version, kind = KINDS[res]
-        return web.json_response({"apiVersion": api_version, "kind": kind + "List",
-                                  "metadata": {"resourceVersion": str(self.rv)}, "items": self.list(res, ns, selector)})
+        return web.json_response(
+            {
+                "apiVersion": api_version,
+                "kind": kind + "List",
+                "metadata": {"resourceVersion": str(self.rv)},
+                "items": self.list(res, ns, selector),
+            }
+        )
 
     async def _watch(self, request: web.Request, res: str, ns: str, selector: str) -> web.StreamResponse:
         since = request.query.get("resourceVersion", "")
         timeout = float(request.query.get("timeoutSeconds") or 1800)
         w = _Watch(res, ns, selector, asyncio.Queue(), request)
         if since not in ("", "0") and int(since) < self.oldest_rv:
-            w.queue.put_nowait({"type": "ERROR", "object": status_object(410, f"too old resource version: {since} ({self.oldest_rv})", "Expired")})
+            w.queue.put_nowait(
+                {"type": "ERROR", "object": status_object(410, f"too old resource version: {since} ({self.oldest_rv})", "Expired")}
+            )
             w.queue.put_nowait(None)
         elif since in ("", "0"):
             for obj in self.list(res, ns, selector):
                 w.queue.put_nowait({"type": "ADDED", "object": obj})
         else:
             for rv, r, kind, obj in self.history:
-                if rv > int(since) and r == res and obj["metadata"]["namespace"] == ns and \
-                        selector_matches(selector, obj["metadata"].get("labels") or {}):
+                if (
+                    rv > int(since)
+                    and r == res
+                    and obj["metadata"]["namespace"] == ns
+                    and selector_matches(selector, obj["metadata"].get("labels") or {})
+                ):
                     w.queue.put_nowait({"type": kind, "object": obj})
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         resp.enable_chunked_encoding()

@@ -60,8 +60,15 @@ class _Running:
 
 
 class FakeKubelet:
-    def __init__(self, api: FakeApiServer, catalog: ImageCatalog, *, probe_interval: float = 0.1,
-                 restart_backoff: float = 0.3, stop_grace: float = 3.0) -> None:
+    def __init__(
+        self,
+        api: FakeApiServer,
+        catalog: ImageCatalog,
+        *,
+        probe_interval: float = 0.1,
+        restart_backoff: float = 0.3,
+        stop_grace: float = 3.0,
+    ) -> None:
         self.api = api
         self.catalog = catalog
         self.probe_interval = probe_interval
@@ -142,7 +149,9 @@ class FakeKubelet:
             elif (key[0], owner) not in deployments:
                 self._delete_pod(key)
         for (ns, name), dep in deployments.items():
-            self._reconcile_deployment(ns, name, dep, [p for p in pods if (p["metadata"].get("ownerReferences") or [{}])[0].get("name") == name])
+            self._reconcile_deployment(
+                ns, name, dep, [p for p in pods if (p["metadata"].get("ownerReferences") or [{}])[0].get("name") == name]
+            )
 
     def _reconcile_deployment(self, ns: str, name: str, dep: dict, pods: list[dict]) -> None:
         template = dep["spec"]["template"]
@@ -166,11 +175,23 @@ class FakeKubelet:
                 break
             live.append(self._create_pod(ns, dep, want_hash))
         ready = sum(1 for p in live if self._is_ready(p))
-        status = {"observedGeneration": dep["metadata"].get("generation", 1), "replicas": len(live),
-                  "readyReplicas": ready, "availableReplicas": ready, "updatedReplicas": len(live)}
+        status = {
+            "observedGeneration": dep["metadata"].get("generation", 1),
+            "replicas": len(live),
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "updatedReplicas": len(live),
+        }
         if failure:
-            status["conditions"] = [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
-                                     "message": f'pods "{name}-x" is forbidden: {failure}', "lastUpdateTime": now()}]
+            status["conditions"] = [
+                {
+                    "type": "ReplicaFailure",
+                    "status": "True",
+                    "reason": "FailedCreate",
+                    "message": f'pods "{name}-x" is forbidden: {failure}',
+                    "lastUpdateTime": now(),
+                }
+            ]
         if status != dep.get("status"):
             current = self.api.objects[("deployments", ns, name)]
             current["status"] = status
@@ -191,16 +212,34 @@ class FakeKubelet:
         port = int((container.get("ports") or [{"containerPort": 8000}])[0]["containerPort"])
         meta = template.get("metadata") or {}
         pod = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": ns, "uid": str(uuid.uuid4()), "creationTimestamp": now(),
-                         "labels": {**(meta.get("labels") or {}), "pod-template-hash": template_hash},
-                         "annotations": dict(meta.get("annotations") or {}),
-                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": dep["metadata"]["name"],
-                                              "uid": dep["metadata"]["uid"], "controller": True}]},
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "uid": str(uuid.uuid4()),
+                "creationTimestamp": now(),
+                "labels": {**(meta.get("labels") or {}), "pod-template-hash": template_hash},
+                "annotations": dict(meta.get("annotations") or {}),
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "name": dep["metadata"]["name"],
+                        "uid": dep["metadata"]["uid"],
+                        "controller": True,
+                    }
+                ],
+            },
             "spec": {**template["spec"], "nodeName": "fake-node"},
-            "status": {"phase": "Pending", "podIP": _free_ip(port), "hostIP": "127.0.0.1", "startTime": now(),
-                       "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}],
-                       "containerStatuses": [self._container_status(container, waiting=("ContainerCreating", ""))]},
+            "status": {
+                "phase": "Pending",
+                "podIP": _free_ip(port),
+                "hostIP": "127.0.0.1",
+                "startTime": now(),
+                "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}],
+                "containerStatuses": [self._container_status(container, waiting=("ContainerCreating", ""))],
+            },
         }
         pod["status"]["podIPs"] = [{"ip": pod["status"]["podIP"]}]
         self._order[name] = len(self._order) + 1
@@ -234,11 +273,19 @@ class FakeKubelet:
 
     # -- the kubelet -----------------------------------------------------------------------------
     @staticmethod
-    def _container_status(container: dict, *, waiting: tuple[str, str] | None = None, restarts: int = 0,
-                          ready: bool = False, last_exit: int | None = None) -> dict:
+    def _container_status(
+        container: dict, *, waiting: tuple[str, str] | None = None, restarts: int = 0, ready: bool = False, last_exit: int | None = None
+    ) -> dict:
         state = {"waiting": {"reason": waiting[0], "message": waiting[1]}} if waiting else {"running": {"startedAt": now()}}
-        status = {"name": container["name"], "image": container["image"], "imageID": "", "ready": ready,
-                  "restartCount": restarts, "started": waiting is None, "state": state}
+        status = {
+            "name": container["name"],
+            "image": container["image"],
+            "imageID": "",
+            "ready": ready,
+            "restartCount": restarts,
+            "started": waiting is None,
+            "state": state,
+        }
         if last_exit is not None:
             status["lastState"] = {"terminated": {"exitCode": last_exit, "reason": "Error"}}
         return status
@@ -294,18 +341,27 @@ class FakeKubelet:
             await asyncio.sleep(0.05)
             self._update(run, container=self._container_status(container, waiting=("ErrImagePull", str(exc))))
             await asyncio.sleep(0.3)
-            self._update(run, container=self._container_status(container, waiting=("ImagePullBackOff", f'Back-off pulling image "{container["image"]}"')))
+            self._update(
+                run,
+                container=self._container_status(container, waiting=("ImagePullBackOff", f'Back-off pulling image "{container["image"]}"')),
+            )
             return
         health = self._health(container)
         restarts, last_exit = 0, None
         while True:
             log = open(run.workdir / "container.log", "ab")
             run.process = await asyncio.create_subprocess_exec(
-                *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
+                *argv,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
             log.close()
-            self._update(run, phase="Running", ready=False, container=self._container_status(container, restarts=restarts, last_exit=last_exit))
+            self._update(
+                run, phase="Running", ready=False, container=self._container_status(container, restarts=restarts, last_exit=last_exit)
+            )
             exited = asyncio.ensure_future(run.process.wait())
             ready, failures = False, 0
             while not exited.done():
@@ -317,9 +373,16 @@ class FakeKubelet:
                 await asyncio.wait({exited}, timeout=self.probe_interval)
             restarts += 1
             last_exit = run.process.returncode
-            self._update(run, ready=False, container=self._container_status(
-                container, waiting=("CrashLoopBackOff", f"back-off restarting failed container {container['name']}"),
-                restarts=restarts, last_exit=last_exit))
+            self._update(
+                run,
+                ready=False,
+                container=self._container_status(
+                    container,
+                    waiting=("CrashLoopBackOff", f"back-off restarting failed container {container['name']}"),
+                    restarts=restarts,
+                    last_exit=last_exit,
+                ),
+            )
             await asyncio.sleep(min(self.restart_backoff * 2 ** (restarts - 1), 5.0))
 
     @staticmethod
@@ -345,5 +408,5 @@ class FakeKubelet:
             try:
                 await asyncio.wait_for(proc.wait(), wait)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue

@@ -14,25 +14,56 @@ import yaml
 
 from tests.conftest import ServeProcess, start_serve
 
-ECHO = {"name": "k8s-echo", "containerImage": "fngate/echo", "inferenceUrl": "/echo", "inferencePort": 8000,
-        "health": {"protocol": "HTTP", "uri": "/health", "port": 8000, "timeout": "PT2S", "expectedStatusCode": 200}}
-GRPC = {"name": "k8s-grpc", "containerImage": "fngate/grpc-echo", "inferenceUrl": "/grpc", "inferencePort": 8000,
-        "health": {"protocol": "gRPC", "uri": "/", "port": 8000, "timeout": "PT2S", "expectedStatusCode": 200}}
+ECHO = {
+    "name": "k8s-echo",
+    "containerImage": "fngate/echo",
+    "inferenceUrl": "/echo",
+    "inferencePort": 8000,
+    "health": {"protocol": "HTTP", "uri": "/health", "port": 8000, "timeout": "PT2S", "expectedStatusCode": 200},
+}
+GRPC = {
+    "name": "k8s-grpc",
+    "containerImage": "fngate/grpc-echo",
+    "inferenceUrl": "/grpc",
+    "inferencePort": 8000,
+    "health": {"protocol": "gRPC", "uri": "/", "port": 8000, "timeout": "PT2S", "expectedStatusCode": 200},
+}
 
 
 def spec(n: int) -> dict:
-    return {"deploymentSpecifications": [{"gpu": "L40S", "instanceType": "NCP.GPU.L40S_1x", "backend": "k8s",
-                                          "minInstances": n, "maxInstances": n, "maxRequestConcurrency": 4}]}
+    return {
+        "deploymentSpecifications": [
+            {
+                "gpu": "L40S",
+                "instanceType": "NCP.GPU.L40S_1x",
+                "backend": "k8s",
+                "minInstances": n,
+                "maxInstances": n,
+                "maxRequestConcurrency": 4,
+            }
+        ]
+    }
 
 
 def write_config(cluster, tmp_path):
     config = tmp_path / "fngate.yaml"
-    config.write_text(yaml.safe_dump({
-        "reconciler": {"resyncInterval": 1, "drainTimeout": 2},
-        "backends": [{"name": "k8s", "type": "kubernetes", "kubeconfig": str(cluster.kubeconfig),
-                      "namespace": cluster.namespace, "startupTimeout": 30,
-                      "inventory": {"gpus": {"L40S": 8}, "instanceTypes": [{"name": "NCP.GPU.L40S_1x", "gpu": "L40S"}]}}],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "reconciler": {"resyncInterval": 1, "drainTimeout": 2},
+                "backends": [
+                    {
+                        "name": "k8s",
+                        "type": "kubernetes",
+                        "kubeconfig": str(cluster.kubeconfig),
+                        "namespace": cluster.namespace,
+                        "startupTimeout": 30,
+                        "inventory": {"gpus": {"L40S": 8}, "instanceTypes": [{"name": "NCP.GPU.L40S_1x", "gpu": "L40S"}]},
+                    }
+                ],
+            }
+        )
+    )
     return config
 
 
@@ -76,19 +107,22 @@ async def until(predicate, timeout: float = 20) -> None:
 
 
 def pods_of(cluster, vid: str, *, ready: bool = False) -> list[dict]:
-    return [p for p in cluster.pods() if p["metadata"]["labels"].get("fngate.io/version-id") == vid
-            and (not ready or any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"]["conditions"]))]
+    return [
+        p
+        for p in cluster.pods()
+        if p["metadata"]["labels"].get("fngate.io/version-id") == vid
+        and (not ready or any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"]["conditions"]))
+    ]
 
 
 async def test_deploy_degrade_recover_scale_undeploy(cluster, serve):
     api = Api(serve)
     # an API refusal is the function's ERROR, with the API's message as healthInfo
-    cluster.api.inject_error("create", "deployments", 403, 'deployments.apps is forbidden: exceeded quota: team-gpus')
+    cluster.api.inject_error("create", "deployments", 403, "deployments.apps is forbidden: exceeded quota: team-gpus")
     bad = await api.create_and_deploy({**ECHO, "name": "k8s-refused"}, 1)
     await api.until_status(*bad, "ERROR")
     dep = (await api.call("GET", f"/v2/nvcf/deployments/functions/{bad[0]}/versions/{bad[1]}"))["deployment"]
-    assert any("403: deployments.apps is forbidden: exceeded quota" in h["error"] and h["backend"] == "k8s"
-               for h in dep["healthInfo"])
+    assert any("403: deployments.apps is forbidden: exceeded quota" in h["error"] and h["backend"] == "k8s" for h in dep["healthInfo"])
     await api.call("DELETE", f"/v2/nvcf/deployments/functions/{bad[0]}/versions/{bad[1]}")
 
     fid, vid = await api.create_and_deploy(ECHO, 2)
@@ -128,8 +162,9 @@ async def test_invoke_http_and_grpc_through_the_gateway(cluster, serve):
     await api.until_status(*rpc, "ACTIVE")
     auth = {"Authorization": f"Bearer {serve.admin_key}"}
     async with httpx.AsyncClient(timeout=10) as client:
-        r = await client.post(f"http://127.0.0.1:{serve.ready['http_port']}/echo", content=b"x" * 100,
-                              headers={**auth, "function-id": echo[0]})
+        r = await client.post(
+            f"http://127.0.0.1:{serve.ready['http_port']}/echo", content=b"x" * 100, headers={**auth, "function-id": echo[0]}
+        )
         assert r.status_code == 200, r.text
         answer = r.json()
         assert answer["bodySize"] == 100 and answer["env"]["NVCF_FUNCTION_ID"] == echo[0]
@@ -137,7 +172,9 @@ async def test_invoke_http_and_grpc_through_the_gateway(cluster, serve):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{serve.ready['grpc_port']}") as channel:
         reply = await grpc_echo_pb2_grpc.EchoStub(channel).Echo(
             grpc_echo_pb2.EchoRequest(message="hi"),
-            metadata=(("function-id", rpc[0]), ("authorization", auth["Authorization"])), timeout=10)
+            metadata=(("function-id", rpc[0]), ("authorization", auth["Authorization"])),
+            timeout=10,
+        )
         assert reply.message == "hi" and reply.metadata["function-id"] == rpc[0]
     for fid, vid in (echo, rpc):
         await api.call("DELETE", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}")
@@ -150,9 +187,13 @@ async def test_replicas_sharing_redis_agree_on_the_cluster(cluster, tmp_path, re
     cluster. Each replica's gateway reaches the pods; their control loops do not fight."""
     config = write_config(cluster, tmp_path)
     env = {"FNGATE_ADMIN_KEY": "replicated-admin-key-0123456789abcdef"}
-    started = await asyncio.gather(*(asyncio.to_thread(start_serve, tmp_path / f"fngate-{i}", "--config", str(config),
-                                                       "--store", redis_url, env=env) for i in range(2)),
-                                   return_exceptions=True)
+    started = await asyncio.gather(
+        *(
+            asyncio.to_thread(start_serve, tmp_path / f"fngate-{i}", "--config", str(config), "--store", redis_url, env=env)
+            for i in range(2)
+        ),
+        return_exceptions=True,
+    )
     replicas = [sp for sp in started if isinstance(sp, ServeProcess)]
     try:
         for failure in (sp for sp in started if isinstance(sp, BaseException)):
@@ -165,8 +206,11 @@ async def test_replicas_sharing_redis_agree_on_the_cluster(cluster, tmp_path, re
         async with httpx.AsyncClient(timeout=10) as client:
             for sp in replicas:
                 for _ in range(100):  # each replica's routing snapshot catches up on its own
-                    r = await client.post(f"http://127.0.0.1:{sp.ready['http_port']}/echo", content=b"hi",
-                                          headers={"Authorization": f"Bearer {env['FNGATE_ADMIN_KEY']}", "function-id": fid})
+                    r = await client.post(
+                        f"http://127.0.0.1:{sp.ready['http_port']}/echo",
+                        content=b"hi",
+                        headers={"Authorization": f"Bearer {env['FNGATE_ADMIN_KEY']}", "function-id": fid},
+                    )
                     if r.status_code == 200:
                         break
                     await asyncio.sleep(0.1)

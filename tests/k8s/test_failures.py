@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 
-from fngate.backends.base import BackendError, InstanceEventKind as K
+from fngate.backends.base import BackendError
+from fngate.backends.base import InstanceEventKind as K
 from fngate.backends.kubernetes import KubernetesBackend
 from tests.backends.toys import Tracker, toy_spec
 
@@ -60,12 +61,16 @@ async def test_pod_that_never_gets_ready_fails_after_the_startup_timeout(cluster
 async def test_api_refusal_is_a_backend_error_with_the_api_message(cluster, k8s_backend):
     spec = toy_spec()
     start = free_of(k8s_backend, spec)
-    cluster.api.inject_error("create", "deployments", 403, 'deployments.apps is forbidden: User "system:serviceaccount:x:fngate" cannot create resource')
+    cluster.api.inject_error(
+        "create", "deployments", 403, 'deployments.apps is forbidden: User "system:serviceaccount:x:fngate" cannot create resource'
+    )
     with pytest.raises(BackendError, match="403: deployments.apps is forbidden"):
         await k8s_backend.apply(spec, 2)
     assert free_of(k8s_backend, spec) == start, "a refused apply holds no capacity"
     assert cluster.deployments() == []
-    cluster.api.inject_error("create", "deployments", 422, 'Deployment.apps "x" is invalid: spec.template.spec.containers[0].image: Required value')
+    cluster.api.inject_error(
+        "create", "deployments", 422, 'Deployment.apps "x" is invalid: spec.template.spec.containers[0].image: Required value'
+    )
     with pytest.raises(BackendError, match="422: .*is invalid"):
         await k8s_backend.apply(spec, 1)
     await k8s_backend.apply(spec, 1)  # the API accepts it again: nothing was left half-done
@@ -75,16 +80,22 @@ async def test_api_refusal_is_a_backend_error_with_the_api_message(cluster, k8s_
 async def test_conflict_on_replace_is_reported(cluster, k8s_backend):
     await k8s_backend.apply(toy_spec(), 1)
     # one conflict is retried (the controller writes status all the time); a persistent one is reported
-    cluster.api.inject_error("update", "deployments", 409, "Operation cannot be fulfilled on deployments.apps: the object has been modified")
+    cluster.api.inject_error(
+        "update", "deployments", 409, "Operation cannot be fulfilled on deployments.apps: the object has been modified"
+    )
     await k8s_backend.apply(toy_spec(container_args="--quiet"), 1)
-    cluster.api.inject_error("update", "deployments", 409, "Operation cannot be fulfilled on deployments.apps: the object has been modified", times=10)
+    cluster.api.inject_error(
+        "update", "deployments", 409, "Operation cannot be fulfilled on deployments.apps: the object has been modified", times=10
+    )
     with pytest.raises(BackendError, match="409: Operation cannot be fulfilled"):
         await k8s_backend.apply(toy_spec(container_args="--verbose"), 1)
 
 
 async def test_quota_refusing_pods_fails_with_the_quota_message(cluster, k8s_backend):
     t = Tracker(k8s_backend)
-    cluster.kubelet.fail_pod_creation('exceeded quota: gpu-quota, requested: requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=8, limited: requests.nvidia.com/gpu=8')
+    cluster.kubelet.fail_pod_creation(
+        "exceeded quota: gpu-quota, requested: requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=8, limited: requests.nvidia.com/gpu=8"
+    )
     await k8s_backend.apply(toy_spec(), 1)
     await t.until(lambda: t.of_kind(K.FAILED, "v1"), timeout=10)
     assert "exceeded quota: gpu-quota" in t.of_kind(K.FAILED, "v1")[0].detail
@@ -97,10 +108,16 @@ async def test_helm_chart_functions_are_refused_clearly(k8s_backend):
 
 
 async def test_objects_of_others_are_never_touched(cluster, k8s_backend):
-    foreign = {"apiVersion": "apps/v1", "kind": "Deployment",
-               "metadata": {"name": "someone-else", "labels": {"app": "web", "fngate.io/version-id": "v1"}},
-               "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}},
-                        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "test/toy"}]}}}}
+    foreign = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "someone-else", "labels": {"app": "web", "fngate.io/version-id": "v1"}},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "test/toy"}]}},
+        },
+    }
     cluster.api.put("deployments", cluster.namespace, foreign, event="ADDED")
     t = Tracker(k8s_backend)
     await k8s_backend.apply(toy_spec(), 1)

@@ -18,15 +18,32 @@ def container_of(deployment: dict) -> dict:
 
 
 async def test_deployment_carries_the_function(cluster):
-    backend = KubernetesBackend.from_config("gpu-cluster", {
-        "namespace": cluster.namespace, "kubeconfig": str(cluster.kubeconfig),
-        "inventory": {"gpus": {"H100": 8},
-                      "instanceTypes": [{"name": "NCP.GPU.H100_2x", "gpu": "H100", "gpuCount": 2,
-                                         "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}}]},
-    })
-    spec = toy_spec(instance_type="NCP.GPU.H100_2x", gpu="H100", container_args="--workers 2 --name 'a b'",
-                    environment={"MODEL": "llama"}, inference_port=9000,
-                    health=HealthCheck(protocol="gRPC", port=9001, timeout_s=2.5))
+    backend = KubernetesBackend.from_config(
+        "gpu-cluster",
+        {
+            "namespace": cluster.namespace,
+            "kubeconfig": str(cluster.kubeconfig),
+            "inventory": {
+                "gpus": {"H100": 8},
+                "instanceTypes": [
+                    {
+                        "name": "NCP.GPU.H100_2x",
+                        "gpu": "H100",
+                        "gpuCount": 2,
+                        "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+                    }
+                ],
+            },
+        },
+    )
+    spec = toy_spec(
+        instance_type="NCP.GPU.H100_2x",
+        gpu="H100",
+        container_args="--workers 2 --name 'a b'",
+        environment={"MODEL": "llama"},
+        inference_port=9000,
+        health=HealthCheck(protocol="gRPC", port=9001, timeout_s=2.5),
+    )
     try:
         await backend.apply(spec, 3)
         [dep] = cluster.deployments()
@@ -91,8 +108,16 @@ async def test_every_api_call_is_one_the_role_is_told_about(cluster):
     allowed = {(res, verb) for _, res, verbs in PERMISSIONS for verb in verbs}
     made = {(res, verb) for verb, res in cluster.api.requests}
     assert made <= allowed, f"not declared in PERMISSIONS: {made - allowed}"
-    assert {("deployments", "create"), ("deployments", "update"), ("deployments", "patch"), ("deployments", "delete"),
-            ("pods", "list"), ("pods", "watch"), ("secrets", "create"), ("secrets", "delete")} <= made
+    assert {
+        ("deployments", "create"),
+        ("deployments", "update"),
+        ("deployments", "patch"),
+        ("deployments", "delete"),
+        ("pods", "list"),
+        ("pods", "watch"),
+        ("secrets", "create"),
+        ("secrets", "delete"),
+    } <= made
 
 
 def test_config_errors_are_clear():

@@ -32,8 +32,7 @@ def runs(samples, tmp_path_factory) -> dict[str, list[slis.EntryStats]]:
     jobs = {
         "clean": ("large-request", Target(url=echo, direct=True), Options(users=2, duration=3, body_size=1024)),
         "checks": ("large-request", Target(url=echo, function_ids=("fn-1",), key="k"), Options(users=2, duration=3)),
-        "dropped": ("hammer", Target(url=echo, direct=True),
-                    Options(rate=20, ramp_up=0, duration=3, max_inflight=1, delay=0.25)),
+        "dropped": ("hammer", Target(url=echo, direct=True), Options(rate=20, ramp_up=0, duration=3, max_inflight=1, delay=0.25)),
         "refused": ("large-request", Target(url=closed, direct=True), Options(users=1, duration=2, think_time=0.05)),
     }
 

@@ -3,11 +3,8 @@ Gateway whose routing snapshot the test publishes."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import sys
 import uuid
-from dataclasses import replace
 
 import pytest
 from aiohttp import web
@@ -32,7 +29,7 @@ class Upstream:
         self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         self.port = 0
 
-    async def start(self) -> "Upstream":
+    async def start(self) -> Upstream:
         await self.runner.setup()
         sock = socket.create_server(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
@@ -77,9 +74,17 @@ class Env:
 
 def route(*ports: int, fid: str = FID, vid: str = VID, status: str = "ACTIVE", **kw) -> VersionRoute:
     eps = tuple(Endpoint(f"{vid}-{i}", "127.0.0.1", p) for i, p in enumerate(ports))
-    return VersionRoute(function_id=fid, version_id=vid, name="echo-fn", status=status, endpoints=eps,
-                        max_concurrency=kw.pop("max_concurrency", 4), instance_type="NCP.GPU.TEST_1x",
-                        backend="local", **kw)
+    return VersionRoute(
+        function_id=fid,
+        version_id=vid,
+        name="echo-fn",
+        status=status,
+        endpoints=eps,
+        max_concurrency=kw.pop("max_concurrency", 4),
+        instance_type="NCP.GPU.TEST_1x",
+        backend="local",
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -98,8 +103,9 @@ async def sse_up():
 
 @pytest.fixture
 def gateway_config() -> GatewayConfig:
-    return GatewayConfig(http_port=0, grpc_port=0, admin_port=0, idle_timeout=10, client_header_timeout=2,
-                         client_body_idle_timeout=2, keepalive_timeout=5)
+    return GatewayConfig(
+        http_port=0, grpc_port=0, admin_port=0, idle_timeout=10, client_header_timeout=2, client_body_idle_timeout=2, keepalive_timeout=5
+    )
 
 
 @pytest.fixture

@@ -15,9 +15,15 @@ class RawH2Client:
 
     def __init__(self, reader, writer) -> None:
         self.reader, self.writer = reader, writer
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
-            client_side=True, header_encoding=None, validate_outbound_headers=False,
-            normalize_outbound_headers=False, validate_inbound_headers=False))
+        self.h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(
+                client_side=True,
+                header_encoding=None,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+                validate_inbound_headers=False,
+            )
+        )
         self.h2.initiate_connection()
         self.bodies: dict[int, bytes] = {}
         self.flush()
@@ -50,6 +56,6 @@ class RawH2Client:
         try:
             while await asyncio.wait_for(self.reader.read(65536), 5):
                 pass
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True

@@ -51,9 +51,17 @@ async def test_expired_and_unscoped_keys(env, echo_up):
 
 async def test_headers_to_the_instance(env, echo_up):
     env.publish([route(echo_up.port)])
-    sent = env.headers(**{"X-Custom": "kept", "Connection": "keep-alive, X-Hop", "X-Hop": "dropped",
-                          "Keep-Alive": "timeout=5", "NVCF-FUNCTION-ID": "spoofed", "NVCF-POLL-SECONDS": "30",
-                          "Proxy-Authorization": "secret"})
+    sent = env.headers(
+        **{
+            "X-Custom": "kept",
+            "Connection": "keep-alive, X-Hop",
+            "X-Hop": "dropped",
+            "Keep-Alive": "timeout=5",
+            "NVCF-FUNCTION-ID": "spoofed",
+            "NVCF-POLL-SECONDS": "30",
+            "Proxy-Authorization": "secret",
+        }
+    )
     async with httpx.AsyncClient() as c:
         r = await c.post(f"{env.url}/infer", json={"a": 1}, headers=sent)
     got = {k.lower(): v for k, v in r.json()["headers"].items()}

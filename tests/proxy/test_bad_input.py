@@ -37,16 +37,19 @@ async def assert_others_fine(env):
     assert r.status_code == 200
 
 
-@pytest.mark.parametrize("payload,status", [
-    (b"GARBAGE\r\n\r\n", 400),
-    (b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", 400),
-    # request smuggling: CL and TE together, two CLs, an obfuscated TE
-    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde", 400),
-    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431),
-])
+@pytest.mark.parametrize(
+    "payload,status",
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", 400),
+        # request smuggling: CL and TE together, two CLs, an obfuscated TE
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431),
+    ],
+)
 async def test_malformed_http1_gets_an_error_and_is_closed(env, echo_up, payload, status):
     env.publish([route(echo_up.port)])
     reply = await raw(env, payload)
@@ -70,8 +73,7 @@ async def test_stalled_body_is_timed_out(env, echo_up):
     env.publish([route(echo_up.port)])
     reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
     host = env.host().encode()
-    writer.write(b"POST / HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer nvapi-test-key\r\n"
-                 b"Content-Length: 100\r\n\r\nabc" % host)
+    writer.write(b"POST / HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer nvapi-test-key\r\nContent-Length: 100\r\n\r\nabc" % host)
     await writer.drain()
     reply = await asyncio.wait_for(reader.read(), 6)
     writer.close()

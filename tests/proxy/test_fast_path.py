@@ -31,7 +31,7 @@ class ScriptedInstance:
         self.connections = 0
         self.server: asyncio.Server | None = None
 
-    async def start(self) -> "ScriptedInstance":
+    async def start(self) -> ScriptedInstance:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         return self
 
@@ -101,10 +101,13 @@ async def test_both_paths_send_and_return_the_same_headers(env, echo_up):
     assert second.json()["headers"]["NVCF-REQID"] == second.headers["nvcf-reqid"]
 
 
-@pytest.mark.parametrize("extra, gone", [
-    (b"Keep-Alive: timeout=5\r\nNVCF-STATUS: spoofed\r\nX-Kept: yes\r\n", {"keep-alive"}),
-    (b"Connection: x-private\r\nX-Private: secret\r\nX-Kept: yes\r\n", {"x-private"}),
-])
+@pytest.mark.parametrize(
+    "extra, gone",
+    [
+        (b"Keep-Alive: timeout=5\r\nNVCF-STATUS: spoofed\r\nX-Kept: yes\r\n", {"keep-alive"}),
+        (b"Connection: x-private\r\nX-Private: secret\r\nX-Kept: yes\r\n", {"x-private"}),
+    ],
+)
 async def test_instance_hop_by_hop_headers_are_dropped_on_both_paths(env, extra, gone):
     async def script(n, reader, writer):
         writer.write(ok(b"hi", extra))
@@ -125,6 +128,7 @@ async def test_instance_hop_by_hop_headers_are_dropped_on_both_paths(env, extra,
 
 async def test_stale_pooled_connection_is_retried_on_a_new_one(env):
     """The instance drops a kept-alive connection when the next request arrives on it."""
+
     async def script(n, reader, writer):
         if n == 2:
             return False  # close without a response byte
@@ -245,8 +249,14 @@ async def test_http2_request_bodies_give_their_flow_control_credit_back(env, ech
     conn.initiate_connection()
     writer.write(conn.data_to_send())
     h = env.headers()
-    headers = [(":method", "POST"), (":scheme", "http"), (":path", "/"), (":authority", h["Host"]),
-               ("authorization", h["Authorization"]), ("content-length", "16000")]
+    headers = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/"),
+        (":authority", h["Host"]),
+        ("authorization", h["Authorization"]),
+        ("content-length", "16000"),
+    ]
     body = b"x" * 16000
     answered = 0
 
@@ -278,14 +288,17 @@ async def test_http2_request_bodies_give_their_flow_control_credit_back(env, ech
     writer.close()
 
 
-@pytest.mark.parametrize("reply, status, body", [
-    (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the end", 200, b"until the end"),
-    (b"HTTP/1.0 201 Created\r\n\r\nold style", 201, b"old style"),
-    (b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n", 204, b""),
-    (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", 200, b"hi"),
-    (b"NOT HTTP AT ALL\r\n\r\n", 502, None),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ntruncated", None, None),
-])
+@pytest.mark.parametrize(
+    "reply, status, body",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the end", 200, b"until the end"),
+        (b"HTTP/1.0 201 Created\r\n\r\nold style", 201, b"old style"),
+        (b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n", 204, b""),
+        (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", 200, b"hi"),
+        (b"NOT HTTP AT ALL\r\n\r\n", 502, None),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ntruncated", None, None),
+    ],
+)
 async def test_unusual_instance_responses_on_the_fast_path(env, reply, status, body):
     async def script(n, reader, writer):
         writer.write(ok() if n == 1 else reply)
@@ -326,6 +339,7 @@ async def test_head_request_on_the_fast_path(env, echo_up):
 async def test_bytes_from_an_idle_pooled_connection_retire_it(env):
     """An instance that sends the start of a second, unrequested response after the
     first: the gateway must not read it as the answer to the next request."""
+
     async def script(n, reader, writer):
         writer.write(ok(b"first"))
         await writer.drain()
@@ -348,6 +362,7 @@ async def test_bytes_from_an_idle_pooled_connection_retire_it(env):
 
 
 # -- HTTP/2 clients (proxy/h2_fast_call.py) ---------------------------------------------------
+
 
 async def test_http2_both_paths_return_the_same_headers_and_body(env, echo_up):
     env.publish([route(echo_up.port)])
@@ -376,12 +391,20 @@ async def test_http2_response_larger_than_the_client_window_arrives_whole(env, e
         assert (await c.get(f"{env.url}/", headers=env.headers())).status_code == 200
     reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
-    conn.local_settings = h2.settings.Settings(client=True, initial_values={
-        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 16384})
+    conn.local_settings = h2.settings.Settings(client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 16384})
     conn.initiate_connection()
     h = env.headers()
-    conn.send_headers(1, [(":method", "GET"), (":scheme", "http"), (":path", "/?size=1048576"),
-                          (":authority", h["Host"]), ("authorization", h["Authorization"])], end_stream=True)
+    conn.send_headers(
+        1,
+        [
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/?size=1048576"),
+            (":authority", h["Host"]),
+            ("authorization", h["Authorization"]),
+        ],
+        end_stream=True,
+    )
     writer.write(conn.data_to_send())
     got, status, ended = 0, None, False
     while not ended:
@@ -415,8 +438,9 @@ async def test_slow_reader_on_the_fast_path_backpressures_the_instance(env, echo
     mb = 1 << 20
     reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port, limit=64 * 1024)
     h = env.headers()
-    writer.write(b"GET /?size=%d HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\n\r\n"
-                 % (300 * mb, h["Host"].encode(), h["Authorization"].encode()))
+    writer.write(
+        b"GET /?size=%d HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\n\r\n" % (300 * mb, h["Host"].encode(), h["Authorization"].encode())
+    )
     await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     await reader.read(64 * 1024)
     assert env.gw.pool.opened == 1  # the pooled connection: the fast path

@@ -13,8 +13,13 @@ MB = 1024 * 1024
 
 
 def req(env, path: str, extra: bytes = b"", version: bytes = b"1.1") -> bytes:
-    return (b"GET %s HTTP/%s\r\nHost: %s\r\nAuthorization: Bearer %s\r\n%s\r\n"
-            % (path.encode(), version, env.host().encode(), KEY.encode(), extra))
+    return b"GET %s HTTP/%s\r\nHost: %s\r\nAuthorization: Bearer %s\r\n%s\r\n" % (
+        path.encode(),
+        version,
+        env.host().encode(),
+        KEY.encode(),
+        extra,
+    )
 
 
 async def read_response(reader) -> tuple[bytes, bytes]:

@@ -12,7 +12,6 @@ from hpack import NeverIndexedHeaderTuple
 from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
-
 from hyperframe.frame import DataFrame
 
 from fngate.proxy.h2_codec import MemoDecoder, PlainEncoder, decode_huffman
@@ -37,8 +36,15 @@ def test_the_plain_encoder_writes_what_hpack_writes_without_huffman():
     # updates, never-indexed fields and repeated fields the plain encoder remembers
     ours, reference = PlainEncoder(), hpack.Encoder()
     rng = random.Random(5)
-    fields = [(b":status", b"200"), (b":status", b"404"), (b"content-type", b"application/grpc"),
-              (b"grpc-status", b"0"), (b"x-a", b"1"), (b"x-b", b"2" * 40), (b"content-length", b"10")]
+    fields = [
+        (b":status", b"200"),
+        (b":status", b"404"),
+        (b"content-type", b"application/grpc"),
+        (b"grpc-status", b"0"),
+        (b"x-a", b"1"),
+        (b"x-b", b"2" * 40),
+        (b"content-length", b"10"),
+    ]
     for n in range(3000):
         if n % 500 == 499:
             ours.header_table_size = reference.header_table_size = rng.choice([0, 128, 4096])

@@ -43,21 +43,47 @@ def octet_cases() -> list[list[tuple[bytes, bytes]]]:
     cases = []
     for c in range(256):
         o = bytes([c])
-        cases += [[(o, b"v")], [(b"x" + o + b"y", b"v")], [(b"x-" + o, b"v")],
-                  [(b"x", o)], [(b"x", b"a" + o + b"b")], [(b"x", o + b"b")], [(b"x", b"a" + o)]]
+        cases += [
+            [(o, b"v")],
+            [(b"x" + o + b"y", b"v")],
+            [(b"x-" + o, b"v")],
+            [(b"x", o)],
+            [(b"x", b"a" + o + b"b")],
+            [(b"x", o + b"b")],
+            [(b"x", b"a" + o)],
+        ]
     return cases
 
 
 STRUCTURE = [
-    [], [(b"x", b"")], [(b"", b"v")], [(b":", b"v")], [(b"x-a:b", b"v")],
-    [(b"te", b"trailers")], [(b"te", b"Trailers")], [(b"te", b"gzip")],
-    [(b"connection", b"close")], [(b"keep-alive", b"5")], [(b"proxy-connection", b"x")],
-    [(b"transfer-encoding", b"chunked")], [(b"upgrade", b"h2c")],
-    [(b"host", b"fn.example")], [(b"host", b"other")], [(b"host", b"fn.example"), (b"host", b"fn.example")],
-    [(b":path", b"/again")], [(b":method", b"GET")], [(b":scheme", b"https")], [(b":authority", b"fn.example")],
-    [(b":status", b"200")], [(b":custom", b"x")], [(b":protocol", b"websocket")],
-    [(b"cookie", b"a=1"), (b"cookie", b"b=2")], [(b"cookie", b"a=1 "), (b"cookie", b"b=2")],
-    [(b"cookie", b" a=1")], [(b"cookie", b"a=1"), (b"cookie", b"b=2\t")], [(b"cookie", b"a\r\nb")],
+    [],
+    [(b"x", b"")],
+    [(b"", b"v")],
+    [(b":", b"v")],
+    [(b"x-a:b", b"v")],
+    [(b"te", b"trailers")],
+    [(b"te", b"Trailers")],
+    [(b"te", b"gzip")],
+    [(b"connection", b"close")],
+    [(b"keep-alive", b"5")],
+    [(b"proxy-connection", b"x")],
+    [(b"transfer-encoding", b"chunked")],
+    [(b"upgrade", b"h2c")],
+    [(b"host", b"fn.example")],
+    [(b"host", b"other")],
+    [(b"host", b"fn.example"), (b"host", b"fn.example")],
+    [(b":path", b"/again")],
+    [(b":method", b"GET")],
+    [(b":scheme", b"https")],
+    [(b":authority", b"fn.example")],
+    [(b":status", b"200")],
+    [(b":custom", b"x")],
+    [(b":protocol", b"websocket")],
+    [(b"cookie", b"a=1"), (b"cookie", b"b=2")],
+    [(b"cookie", b"a=1 "), (b"cookie", b"b=2")],
+    [(b"cookie", b" a=1")],
+    [(b"cookie", b"a=1"), (b"cookie", b"b=2\t")],
+    [(b"cookie", b"a\r\nb")],
 ]
 
 
@@ -65,11 +91,16 @@ def request_cases() -> list[list[tuple[bytes, bytes]]]:
     cases = [BASE + extra for extra in octet_cases() + STRUCTURE]
     cases.append([(b"x", b"1")] + BASE)  # pseudo after regular
     for drop in range(4):
-        cases.append(BASE[:drop] + BASE[drop + 1:])  # each pseudo-header missing
+        cases.append(BASE[:drop] + BASE[drop + 1 :])  # each pseudo-header missing
     cases.append([(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b"host", b"h")])
     cases.append([(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"")] + BASE[3:])
-    for extra in ([], [(b":scheme", b"http")], [(b":path", b"/")], [(b":protocol", b"websocket")],
-                  [(b":protocol", b"websocket"), (b":scheme", b"http"), (b":path", b"/")]):
+    for extra in (
+        [],
+        [(b":scheme", b"http")],
+        [(b":path", b"/")],
+        [(b":protocol", b"websocket")],
+        [(b":protocol", b"websocket"), (b":scheme", b"http"), (b":path", b"/")],
+    ):
         cases.append([(b":method", b"CONNECT"), (b":authority", b"fn.example:443")] + extra)
     return cases
 
@@ -110,7 +141,6 @@ def test_a_valid_request_is_split_for_the_driver():
     assert read_request(cookies)[4] == list(normalize_inbound_headers(cookies, REQUEST))[4:]
 
 
-
 async def open_raw_h2(env, method: bytes):
     """(writer, client, request pseudo-headers, authorisation fields) on a new connection."""
     reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
@@ -119,13 +149,16 @@ async def open_raw_h2(env, method: bytes):
     return writer, RawH2Client(reader, writer), head, auth
 
 
-@pytest.mark.parametrize("bad", [
-    [(b"x-note", b"a\r\nx-injected: 1")],
-    [(b"x-note", b"a\x00b")],
-    [(b"X-Upper", b"1")],
-    [(b"transfer-encoding", b"chunked")],
-    [(b":path", b"/twice")],
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [(b"x-note", b"a\r\nx-injected: 1")],
+        [(b"x-note", b"a\x00b")],
+        [(b"X-Upper", b"1")],
+        [(b"transfer-encoding", b"chunked")],
+        [(b":path", b"/twice")],
+    ],
+)
 async def test_a_malformed_request_is_refused_on_its_stream_only(env, echo_up, bad):
     env.publish([route(echo_up.port)])
     writer, client, head, auth = await open_raw_h2(env, b"GET")

@@ -18,8 +18,15 @@ KEEPALIVE = 0.6
 
 @pytest.fixture
 def gateway_config() -> GatewayConfig:
-    return GatewayConfig(http_port=0, grpc_port=0, admin_port=0, idle_timeout=10, client_header_timeout=2,
-                         client_body_idle_timeout=2, keepalive_timeout=KEEPALIVE)
+    return GatewayConfig(
+        http_port=0,
+        grpc_port=0,
+        admin_port=0,
+        idle_timeout=10,
+        client_header_timeout=2,
+        client_body_idle_timeout=2,
+        keepalive_timeout=KEEPALIVE,
+    )
 
 
 async def test_idle_close_counts_from_the_last_stream(env, echo_up):

@@ -57,8 +57,9 @@ async def test_h2c_sse_streams_event_by_event(env, sse_up):
     env.publish([route(sse_up.port)])
     delays = []
     async with h2_client() as c:
-        async with c.stream("POST", f"{env.url}/v1/chat/completions", json={"stream": True, "tokens": 8, "interval": 0.05},
-                            headers=env.headers()) as r:
+        async with c.stream(
+            "POST", f"{env.url}/v1/chat/completions", json={"stream": True, "tokens": 8, "interval": 0.05}, headers=env.headers()
+        ) as r:
             async for line in r.aiter_lines():
                 if line.startswith("data: {"):
                     delays.append((time.time_ns() - orjson.loads(line[6:])["created_ns"]) / 1e6)
@@ -70,14 +71,20 @@ async def test_h2_stream_reset_cancels_the_upstream(env, echo_up):
     reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
-    conn.send_headers(1, [(":method", "GET"), (":path", "/?delay=5"), (":scheme", "http"),
-                          (":authority", env.host()), ("authorization", f"Bearer {KEY}")], end_stream=True)
+    conn.send_headers(
+        1,
+        [(":method", "GET"), (":path", "/?delay=5"), (":scheme", "http"), (":authority", env.host()), ("authorization", f"Bearer {KEY}")],
+        end_stream=True,
+    )
     writer.write(conn.data_to_send())
     await asyncio.sleep(0.3)
     conn.reset_stream(1)
     # a second stream on the same connection still works
-    conn.send_headers(3, [(":method", "GET"), (":path", "/"), (":scheme", "http"),
-                          (":authority", env.host()), ("authorization", f"Bearer {KEY}")], end_stream=True)
+    conn.send_headers(
+        3,
+        [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", env.host()), ("authorization", f"Bearer {KEY}")],
+        end_stream=True,
+    )
     writer.write(conn.data_to_send())
     status = None
     while status is None:
@@ -108,9 +115,22 @@ async def test_curl_http1_and_http2_prior_knowledge(env, echo_up):
     env.publish([route(echo_up.port)])
     for flag in ("--http1.1", "--http2-prior-knowledge"):
         proc = await asyncio.create_subprocess_exec(
-            "curl", "-s", flag, "-o", "-", "-w", "\n%{http_version} %{http_code}", "-H", f"Host: {env.host()}",
-            "-H", f"Authorization: Bearer {KEY}", "--data-binary", "payload", f"{env.url}/curl",
-            stdout=subprocess.PIPE)
+            "curl",
+            "-s",
+            flag,
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_version} %{http_code}",
+            "-H",
+            f"Host: {env.host()}",
+            "-H",
+            f"Authorization: Bearer {KEY}",
+            "--data-binary",
+            "payload",
+            f"{env.url}/curl",
+            stdout=subprocess.PIPE,
+        )
         out, _ = await proc.communicate()
         body, _, meta = out.decode().rpartition("\n")
         assert meta == ("1.1 200" if flag == "--http1.1" else "2 200")

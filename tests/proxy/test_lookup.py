@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fngate.proxy.errors import BadRequest, Degraded, NotFound
 from fngate.proxy.lookup import poll_seconds, resolve, target_from_host
@@ -16,8 +17,13 @@ from .conftest import FID, VID, VID2, route
 uuids = st.uuids().map(str)
 
 
-@given(fid=uuids, vid=uuids, domain=st.from_regex(r"[a-z0-9-]{1,12}(\.[a-z0-9-]{1,12}){0,3}", fullmatch=True),
-       port=st.one_of(st.none(), st.integers(1, 65535)), upper=st.booleans())
+@given(
+    fid=uuids,
+    vid=uuids,
+    domain=st.from_regex(r"[a-z0-9-]{1,12}(\.[a-z0-9-]{1,12}){0,3}", fullmatch=True),
+    port=st.one_of(st.none(), st.integers(1, 65535)),
+    upper=st.booleans(),
+)
 def test_host_forms(fid, vid, domain, port, upper):
     suffix = f".invocation.{domain}" + (f":{port}" if port else "")
     f, v = (fid.upper(), vid.upper()) if upper else (fid, vid)
@@ -33,13 +39,12 @@ def test_any_host_string_is_safe(host):
         assert hit[1] is None or uuid.UUID(hit[1])
 
 
-@pytest.mark.parametrize("host", ["invocation.example.com", f"{FID}.api.example.com", "not-a-uuid.invocation.x",
-                                  f"{FID}.invocation", ""])
+@pytest.mark.parametrize("host", ["invocation.example.com", f"{FID}.api.example.com", "not-a-uuid.invocation.x", f"{FID}.invocation", ""])
 def test_hosts_that_do_not_route(host):
     assert target_from_host(host) is None
 
 
-@given(st.integers(-10**6, 10**6))
+@given(st.integers(-(10**6), 10**6))
 def test_poll_seconds_range(n):
     if n > 3600:
         with pytest.raises(BadRequest):

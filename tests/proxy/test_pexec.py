@@ -26,13 +26,11 @@ async def test_pexec_answers_within_the_window(env, echo_up):
 async def test_pexec_202_then_poll_for_the_result(env, echo_up):
     env.publish([route(echo_up.port, inference_url="/infer")])
     async with httpx.AsyncClient(timeout=30) as c:
-        r = await c.post(f"{env.url}/v2/nvcf/pexec/functions/{FID}?delay=1.5", content=b"abc",
-                         headers={**AUTH, "NVCF-POLL-SECONDS": "1"})
+        r = await c.post(f"{env.url}/v2/nvcf/pexec/functions/{FID}?delay=1.5", content=b"abc", headers={**AUTH, "NVCF-POLL-SECONDS": "1"})
         assert r.status_code == 202 and r.headers["nvcf-status"] == "in-progress"
         req_id = r.headers["nvcf-reqid"]
         # another key may not read the result
-        other = await c.get(f"{env.url}/v2/nvcf/pexec/status/{req_id}",
-                            headers={"Authorization": f"Bearer {OTHER_KEY}"})
+        other = await c.get(f"{env.url}/v2/nvcf/pexec/status/{req_id}", headers={"Authorization": f"Bearer {OTHER_KEY}"})
         assert other.status_code == 403
         r = await c.get(f"{env.url}/v2/nvcf/pexec/status/{req_id}", headers={**AUTH, "NVCF-POLL-SECONDS": "5"})
         assert r.status_code == 200 and r.headers["nvcf-status"] == "fulfilled"
@@ -68,6 +66,10 @@ async def test_pexec_instance_errors_become_problem_json(env, echo_up):
     async with httpx.AsyncClient(timeout=30) as c:
         r = await c.post(f"{env.url}/v2/nvcf/pexec/functions/{FID}?status=422", headers=AUTH)
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
-    assert r.json() == {"type": "urn:inference-service:problem-details:unprocessable-entity",
-                        "title": "Unprocessable Entity", "status": 422, "detail": "Inference error"}
+    assert r.json() == {
+        "type": "urn:inference-service:problem-details:unprocessable-entity",
+        "title": "Unprocessable Entity",
+        "status": 422,
+        "detail": "Inference error",
+    }
     assert r.headers["nvcf-status"] == "errored"

@@ -89,8 +89,10 @@ async def test_cold_start_waits_for_an_endpoint(env, echo_up):
 
 
 async def test_least_loaded_instance_is_preferred(env, echo_up):
-    from .conftest import Upstream
     from fngate.backends.samples import echo
+
+    from .conftest import Upstream
+
     other = await Upstream(echo.make_app()).start()
     try:
         env.publish([route(echo_up.port, other.port, max_concurrency=4)])
@@ -107,6 +109,7 @@ async def test_least_loaded_instance_is_preferred(env, echo_up):
 
 async def test_draining_endpoints_take_no_new_requests(env, echo_up):
     from dataclasses import replace
+
     r0 = route(echo_up.port)
     env.publish([replace(r0, endpoints=(replace(r0.endpoints[0], draining=True),))])
     async with httpx.AsyncClient(timeout=30) as c:

@@ -71,8 +71,10 @@ async def test_disconnect_while_queued_leaves_the_queue(env, echo_up):
 async def test_expect_100_continue(env, echo_up):
     env.publish([route(echo_up.port)])
     reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
-    writer.write(b"POST /up HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer nvapi-test-key\r\n"
-                 b"Content-Length: 5\r\nExpect: 100-continue\r\n\r\n" % env.host().encode())
+    writer.write(
+        b"POST /up HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer nvapi-test-key\r\n"
+        b"Content-Length: 5\r\nExpect: 100-continue\r\n\r\n" % env.host().encode()
+    )
     await writer.drain()
     interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert interim.startswith(b"HTTP/1.1 100 Continue")
@@ -109,8 +111,12 @@ async def test_sse_keepalive_comments_while_queued(keepalive_env, sse_up):
     env.publish([route(status="ACTIVE")])  # cold: no instance yet
     lines = []
     async with httpx.AsyncClient(timeout=30) as c:
-        async with c.stream("POST", f"{env.url}/v1/chat/completions", json={"stream": True, "tokens": 3, "interval": 0},
-                            headers=env.headers(Accept="text/event-stream")) as r:
+        async with c.stream(
+            "POST",
+            f"{env.url}/v1/chat/completions",
+            json={"stream": True, "tokens": 3, "interval": 0},
+            headers=env.headers(Accept="text/event-stream"),
+        ) as r:
             assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
             it = r.aiter_lines()
             async for line in it:
@@ -144,12 +150,15 @@ class RawUpstream:
         self.server.close()
 
 
-@pytest.mark.parametrize("reply,status,body", [
-    (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the end", 200, b"until the end"),
-    (b"HTTP/1.0 201 Created\r\n\r\nold style", 201, b"old style"),
-    (b"NOT HTTP AT ALL\r\n\r\n", 502, None),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ntruncated", None, None),
-])
+@pytest.mark.parametrize(
+    "reply,status,body",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the end", 200, b"until the end"),
+        (b"HTTP/1.0 201 Created\r\n\r\nold style", 201, b"old style"),
+        (b"NOT HTTP AT ALL\r\n\r\n", 502, None),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ntruncated", None, None),
+    ],
+)
 async def test_unusual_instance_responses(env, reply, status, body):
     up = RawUpstream(reply)
     port = await up.start()

@@ -28,11 +28,12 @@ async def test_version_pinning_and_function_id_headers(env, echo_up, sse_up):
         r = await c.get(f"{env.url}/v1/x", headers=env.headers(vid=VID))
         assert r.json()["headers"]["NVCF-FUNCTION-VERSION-ID"] == VID
         # headers take precedence over Host
-        r = await c.get(f"{env.url}/health", headers={"Host": "unrelated.example.com", "Authorization": f"Bearer {KEY}",
-                                                     "function-id": FID, "function-version-id": VID2})
+        r = await c.get(
+            f"{env.url}/health",
+            headers={"Host": "unrelated.example.com", "Authorization": f"Bearer {KEY}", "function-id": FID, "function-version-id": VID2},
+        )
         assert r.status_code == 200 and r.json() == {"status": "ok"}  # the sse sample's health
-        r = await c.get(f"{env.url}/stats", headers={"Authorization": f"Bearer {KEY}",
-                                                    "function-id": FID, "function-version-id": VID})
+        r = await c.get(f"{env.url}/stats", headers={"Authorization": f"Bearer {KEY}", "function-id": FID, "function-version-id": VID})
         assert "started" in r.json()
 
 
@@ -46,8 +47,7 @@ async def test_random_version_without_pin(env, echo_up):
     assert seen == {VID, VID2}
 
 
-@pytest.mark.parametrize("status,expected", [("DEGRADED", 400), ("DEPLOYING", 404), ("INACTIVE", 404),
-                                             ("ERROR", 404), ("DEGRADING", 200)])
+@pytest.mark.parametrize("status,expected", [("DEGRADED", 400), ("DEPLOYING", 404), ("INACTIVE", 404), ("ERROR", 404), ("DEGRADING", 200)])
 async def test_state_rules(env, echo_up, status, expected):
     env.publish([route(echo_up.port, status=status)])
     async with httpx.AsyncClient() as c:

@@ -82,8 +82,7 @@ async def test_redis_source_nudge_resync_and_load(redis_url, echo_up):
 async def test_worker_processes_share_the_port(redis_url, echo_up):
     client = aioredis.from_url(redis_url)
     await client.set(ROUTING_KEY, RoutingTable.build(1, [route(echo_up.port, max_concurrency=64)], GRANTS).to_json())
-    pool = WorkerPool(GatewayConfig(http_port=0, grpc_port=None, admin_port=0, workers=2, load_report_interval=0.2),
-                      {"redis": redis_url})
+    pool = WorkerPool(GatewayConfig(http_port=0, grpc_port=None, admin_port=0, workers=2, load_report_interval=0.2), {"redis": redis_url})
     await pool.start()
     try:
         headers = {"Host": f"{route(1).function_id}.invocation.test", "Authorization": f"Bearer {KEY}"}

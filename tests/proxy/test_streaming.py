@@ -46,10 +46,12 @@ async def test_large_upload_and_download_with_bounded_memory(env, echo_up):
 
 async def test_chunked_upload_and_content_length_upload(env, echo_up):
     env.publish([route(echo_up.port)])
+
     async def gen():
         yield b"a" * 1000
         await asyncio.sleep(0.05)
         yield b"b" * 2000
+
     async with httpx.AsyncClient() as c:
         r = await c.put(f"{env.url}/chunked", content=gen(), headers=env.headers())
         assert r.json()["bodySize"] == 3000 and r.json()["method"] == "PUT"
@@ -61,21 +63,26 @@ async def test_sse_events_arrive_as_written(env, sse_up):
     env.publish([route(sse_up.port)])
     delays = []
     events = []
-    async with httpx.AsyncClient(timeout=30) as c:
-        async with c.stream("POST", f"{env.url}/v1/chat/completions",
-                            json={"stream": True, "tokens": 12, "interval": 0.05},
-                            headers=env.headers(Accept="text/event-stream")) as r:
-            assert r.headers["content-type"].startswith("text/event-stream")
-            assert r.headers["nvcf-status"] == "fulfilled"
-            async for line in r.aiter_lines():
-                if not line.startswith("data: "):
-                    continue
-                if line == "data: [DONE]":
-                    events.append("DONE")
-                    continue
-                ev = orjson.loads(line[6:])
-                delays.append((time.time_ns() - ev["created_ns"]) / 1e6)
-                events.append(ev["seq"])
+    async with (
+        httpx.AsyncClient(timeout=30) as c,
+        c.stream(
+            "POST",
+            f"{env.url}/v1/chat/completions",
+            json={"stream": True, "tokens": 12, "interval": 0.05},
+            headers=env.headers(Accept="text/event-stream"),
+        ) as r,
+    ):
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert r.headers["nvcf-status"] == "fulfilled"
+        async for line in r.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]":
+                events.append("DONE")
+                continue
+            ev = orjson.loads(line[6:])
+            delays.append((time.time_ns() - ev["created_ns"]) / 1e6)
+            events.append(ev["seq"])
     assert events == list(range(12)) + ["DONE"]
     # each event reached the client long before the next one was written (50 ms apart):
     # nothing is held back or batched
@@ -105,16 +112,18 @@ async def test_client_disconnect_cancels_the_upstream_and_frees_the_slot(env, ec
 
 async def test_sse_client_disconnect_mid_stream(env, sse_up):
     env.publish([route(sse_up.port)])
-    async with httpx.AsyncClient() as c:
-        async with c.stream("POST", f"{env.url}/v1/chat/completions",
-                            json={"stream": True, "tokens": 1000, "interval": 0.02},
-                            headers=env.headers()) as r:
-            seen = 0
-            async for line in r.aiter_lines():
-                if line.startswith("data: "):
-                    seen += 1
-                    if seen == 3:
-                        break
+    async with (
+        httpx.AsyncClient() as c,
+        c.stream(
+            "POST", f"{env.url}/v1/chat/completions", json={"stream": True, "tokens": 1000, "interval": 0.02}, headers=env.headers()
+        ) as r,
+    ):
+        seen = 0
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                seen += 1
+                if seen == 3:
+                    break
     async with httpx.AsyncClient() as c:
         for _ in range(40):
             await asyncio.sleep(0.05)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import subprocess
 
@@ -19,16 +18,34 @@ from .conftest import Env, route
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory):
     d = tmp_path_factory.mktemp("tls")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                    "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(d / "key.pem"),
+            "-out",
+            str(d / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return str(d / "cert.pem"), str(d / "key.pem")
 
 
 async def test_tls_alpn_serves_h2_and_http11(cert, echo_up):
     holder = SnapshotHolder()
-    gw = Gateway(GatewayConfig(http_port=0, grpc_port=None, admin_port=None, tls_cert=cert[0], tls_key=cert[1]),
-                 holder, "gw-tls")
+    gw = Gateway(GatewayConfig(http_port=0, grpc_port=None, admin_port=None, tls_cert=cert[0], tls_key=cert[1]), holder, "gw-tls")
     await gw.start()
     try:
         env = Env(gw, holder)
@@ -58,6 +75,7 @@ async def test_admin_metrics_health_and_ready(env, echo_up):
         await c.get(f"{env.url}/", headers=env.headers(key="bad"))
         text = (await c.get(f"{admin}/metrics")).text
     from .conftest import FID
+
     assert f'fngate_requests_total{{function_id="{FID}",status="200"}} 1' in text
     assert f'fngate_requests_total{{function_id="{FID}",status="401"}} 1' in text
     assert "fngate_request_duration_seconds_count 2" in text
@@ -90,8 +108,6 @@ def test_gateway_heap_tuning_leaves_an_operator_setting_alone():
 
     code = "from proxy.server import tune_malloc; print(tune_malloc())"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True).stdout.strip() == "True"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "True"
     env["MALLOC_TRIM_THRESHOLD_"] = "1048576"
-    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True).stdout.strip() == "False"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -89,7 +89,9 @@ async def test_commit_is_atomic(store):
     assert await store.get("functions", "b") is None
     assert (await store.get("functions", "a")).revision == a.revision
     assert await store.revision() == rev_before
-    rev = await store.commit([Put("functions", "b", {"v": 1}, expect=0), Delete("functions", "a", expect=a.revision), Put("deployments", "b", {})])
+    rev = await store.commit(
+        [Put("functions", "b", {"v": 1}, expect=0), Delete("functions", "a", expect=a.revision), Put("deployments", "b", {})]
+    )
     assert rev == rev_before + 1
     assert (await store.get("functions", "b")).revision == rev
     assert (await store.get("deployments", "b")).revision == rev
@@ -115,7 +117,10 @@ async def test_watch_replays_history_then_follows(store):
     feed = store.watch(0)
     first = await _take(feed, 3)
     assert [(c.revision, c.kind, c.key, c.value) for c in first] == [
-        (1, "functions", "a", {"v": 1}), (2, "functions", "b", {"v": 2}), (2, "functions", "a", None)]
+        (1, "functions", "a", {"v": 1}),
+        (2, "functions", "b", {"v": 2}),
+        (2, "functions", "a", None),
+    ]
 
     async def later():
         await asyncio.sleep(0.05)
