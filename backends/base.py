@@ -7,7 +7,7 @@ happens as InstanceEvents on `events()`; it never decides function states, the
 reconciler does that from these facts.
 
 Implementations: local processes (the embedded default), static endpoints,
-Kubernetes. Each must pass tests/contract/test_backend_contract.py.
+Kubernetes. Each must pass tests/backends/test_contract.py.
 """
 
 from __future__ import annotations

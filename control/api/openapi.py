@@ -1,6 +1,6 @@
 """The OpenAPI 3 document of the management API, served at /openapi.json.
 
-tests/api/test_openapi.py keeps it true: every route is documented with its methods,
+tests/control/api/test_openapi.py keeps it true: every route is documented with its methods,
 every documented path exists, and real responses match the documented schemas.
 """
 

@@ -56,13 +56,15 @@ async def test_h2c_many_streams_and_large_bodies(env, echo_up):
 async def test_h2c_sse_streams_event_by_event(env, sse_up):
     env.publish([route(sse_up.port)])
     delays = []
-    async with h2_client() as c:
-        async with c.stream(
+    async with (
+        h2_client() as c,
+        c.stream(
             "POST", f"{env.url}/v1/chat/completions", json={"stream": True, "tokens": 8, "interval": 0.05}, headers=env.headers()
-        ) as r:
-            async for line in r.aiter_lines():
-                if line.startswith("data: {"):
-                    delays.append((time.time_ns() - orjson.loads(line[6:])["created_ns"]) / 1e6)
+        ) as r,
+    ):
+        async for line in r.aiter_lines():
+            if line.startswith("data: {"):
+                delays.append((time.time_ns() - orjson.loads(line[6:])["created_ns"]) / 1e6)
     assert len(delays) == 8 and max(delays) < 40, delays
 
 

@@ -110,21 +110,23 @@ async def test_sse_keepalive_comments_while_queued(keepalive_env, sse_up):
     env = keepalive_env
     env.publish([route(status="ACTIVE")])  # cold: no instance yet
     lines = []
-    async with httpx.AsyncClient(timeout=30) as c:
-        async with c.stream(
+    async with (
+        httpx.AsyncClient(timeout=30) as c,
+        c.stream(
             "POST",
             f"{env.url}/v1/chat/completions",
             json={"stream": True, "tokens": 3, "interval": 0},
             headers=env.headers(Accept="text/event-stream"),
-        ) as r:
-            assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
-            it = r.aiter_lines()
-            async for line in it:
-                lines.append(line)
-                if line == ": keep-alive" and lines.count(": keep-alive") == 2:
-                    env.publish([route(sse_up.port)])  # the instance comes up
-                if line == "data: [DONE]":
-                    break
+        ) as r,
+    ):
+        assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
+        it = r.aiter_lines()
+        async for line in it:
+            lines.append(line)
+            if line == ": keep-alive" and lines.count(": keep-alive") == 2:
+                env.publish([route(sse_up.port)])  # the instance comes up
+            if line == "data: [DONE]":
+                break
     data = [l for l in lines if l.startswith("data: {")]
     assert lines.count(": keep-alive") >= 2 and len(data) == 3
 

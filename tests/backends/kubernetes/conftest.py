@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from fngate.backends.kubernetes import KubernetesBackend
-from tests.backends.toys import toy_catalog
+from tests.support.toys import toy_catalog
 
 from .cluster import FakeCluster
 

@@ -1,18 +1,18 @@
-"""The backend contract suite (tests/contract) against the Kubernetes backend on the fake cluster."""
+"""The backend contract suite (tests/backends/test_contract.py) against the Kubernetes backend on the fake cluster."""
 
 from __future__ import annotations
 
 import pytest
 
 from fngate.backends.kubernetes import KubernetesBackend
-from tests.backends.toys import Tracker, toy_spec
-from tests.contract.test_backend_contract import (  # noqa: F401  (collected here, with the subject below)
+from tests.backends.test_contract import (  # noqa: F401  (collected here, with the subject below)
     test_apply_converges_up_down_and_is_idempotent,
     test_capacity_accounts_for_placed_instances,
     test_is_a_backend,
     test_new_subscription_replays_ready_instances,
     test_remove_stops_everything_and_is_idempotent,
 )
+from tests.support.toys import Tracker, toy_spec
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import pytest
 from grpclib.client import Channel
 
 from fngate.backends.samples import grpc_echo_pb2 as pb
-from tests.grpc.conftest import running_gateway, start_echo
-from tests.grpc.gateway import F_IO, FUNCTION_OF, grpc_route, grpcio_channel, grpcio_stub, grpclib_stub, metadata, publish_routes
-from tests.grpc.rawh2 import RawClient, RawUpstream, grpc_frame, grpc_headers
+from tests.proxy.grpc.conftest import running_gateway, start_echo
+from tests.proxy.grpc.gateway import F_IO, FUNCTION_OF, grpc_route, grpcio_channel, grpcio_stub, grpclib_stub, metadata, publish_routes
+from tests.proxy.grpc.rawh2 import RawClient, RawUpstream, grpc_frame, grpc_headers
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

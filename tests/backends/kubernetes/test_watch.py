@@ -8,7 +8,7 @@ import asyncio
 import httpx
 
 from fngate.backends.base import InstanceEventKind as K
-from tests.backends.toys import Tracker, toy_spec
+from tests.support.toys import Tracker, toy_spec
 
 
 def count(cluster, verb: str) -> int:

@@ -12,8 +12,8 @@ import pytest
 from grpclib.client import Channel
 
 from fngate.backends.samples import grpc_echo_pb2 as pb
-from tests.grpc.conftest import running_gateway
-from tests.grpc.gateway import (
+from tests.proxy.grpc.conftest import running_gateway
+from tests.proxy.grpc.gateway import (
     F_BOTH,
     F_IO,
     FUNCTION_OF,

@@ -16,7 +16,7 @@ from fngate.control.loadboard import LoadBoard
 from fngate.control.publisher import ROUTING_CHANNEL, ROUTING_KEY, RoutingPublisher
 from fngate.control.store.memory import MemoryStore
 from fngate.proxy.routing import LoadReport, RoutingTable, SnapshotHolder, VersionLoad, key_digest
-from tests.backends.helpers import deploy
+from tests.support.helpers import deploy
 
 ADMIN = "nvapi-admin-secret"
 

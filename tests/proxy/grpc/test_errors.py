@@ -12,7 +12,7 @@ from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
 
 from fngate.backends.samples import grpc_echo_pb2 as pb
-from tests.grpc.gateway import (
+from tests.proxy.grpc.gateway import (
     EXPIRED_KEY,
     F_DEPLOYING,
     F_DOWN,
@@ -31,7 +31,7 @@ from tests.grpc.gateway import (
     grpclib_stub,
     metadata,
 )
-from tests.grpc.rawh2 import RawClient, grpc_frame, grpc_headers
+from tests.proxy.grpc.rawh2 import RawClient, grpc_frame, grpc_headers
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 S = grpc.StatusCode

@@ -11,7 +11,7 @@ from fngate.backends.grpc_health import check_grpc_health, probe_grpc_health
 from fngate.backends.samples import grpc_echo_pb2 as pb
 from fngate.backends.samples import grpc_echo_pb2_grpc as pb_grpc
 from fngate.backends.samples.grpc_echo_grpc import EchoStub
-from tests.grpc.conftest import start_echo
+from tests.proxy.grpc.conftest import start_echo
 
 
 async def test_sample_serves_all_call_kinds_and_health(echo_instance):

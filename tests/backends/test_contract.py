@@ -19,7 +19,7 @@ from fngate.backends.base import InstanceEventKind as K
 from fngate.backends.fake import FakeBackend
 from fngate.backends.local import LocalBackend, free_port
 from fngate.backends.static import StaticBackend
-from tests.backends.toys import TOY, Tracker, toy_catalog, toy_spec
+from tests.support.toys import TOY, Tracker, toy_catalog, toy_spec
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import yaml
 from fngate.backends.kubernetes import PERMISSIONS, KubernetesBackend
 from fngate.control.config import from_args
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "kubernetes"
 
 
 @pytest.fixture(scope="module")

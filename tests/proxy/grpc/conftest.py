@@ -16,9 +16,9 @@ import pytest_asyncio
 from fngate.proxy.config import GatewayConfig
 from fngate.proxy.routing import SnapshotHolder
 from fngate.proxy.server import Gateway
-from tests.grpc.gateway import build_table
+from tests.proxy.grpc.gateway import build_table
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 _LISTENING = re.compile(rb"listening on [^:]+:(\d+)")
 
 

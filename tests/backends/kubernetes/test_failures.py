@@ -10,7 +10,7 @@ import pytest
 from fngate.backends.base import BackendError
 from fngate.backends.base import InstanceEventKind as K
 from fngate.backends.kubernetes import KubernetesBackend
-from tests.backends.toys import Tracker, toy_spec
+from tests.support.toys import Tracker, toy_spec
 
 
 def free_of(backend, spec) -> int:

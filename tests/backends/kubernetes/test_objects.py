@@ -10,7 +10,7 @@ import pytest
 
 from fngate.backends.base import BackendError, HealthCheck
 from fngate.backends.kubernetes import PERMISSIONS, KubernetesBackend
-from tests.backends.toys import Tracker, toy_spec
+from tests.support.toys import Tracker, toy_spec
 
 
 def container_of(deployment: dict) -> dict:
