@@ -104,7 +104,9 @@ def test_installed_wheel_serves_as_script_and_as_module(wheel: Path, tmp_path: P
     )
     env = {**os.environ, "PYTHONPATH": _deps_path()}
     env.pop("FNGATE_ADMIN_KEY", None)
-    where = subprocess.run([str(py), "-c", "import fngate.proxy; print(fngate.proxy.__file__)"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    where = subprocess.run(
+        [str(py), "-c", "import fngate.proxy; print(fngate.proxy.__file__)"], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
     assert where.returncode == 0, where.stderr
     assert Path(where.stdout.strip()).is_relative_to(venv), "fngate must come from the installed wheel, not the checkout"
     version = subprocess.run([str(venv / "bin" / "fngate"), "--version"], env=env, capture_output=True, text=True, check=True, cwd=tmp_path)
