@@ -2,7 +2,8 @@
 
 A backend is told, per function version, how many instances it should run
 (`apply`, idempotent and level-triggered: calling it again with the same numbers
-changes nothing) and when to stop them all (`remove`). It reports what actually
+changes nothing), which chosen instances to stop (`stop_instances`, for a drained
+scale-down) and when to stop them all (`remove`). It reports what actually
 happens as InstanceEvents on `events()`; it never decides function states, the
 reconciler does that from these facts.
 
@@ -85,6 +86,13 @@ class Backend(Protocol):
 
     async def remove(self, version_id: str, *, graceful: bool = True) -> None:
         """Stop every instance of the version. Idempotent."""
+        ...
+
+    async def stop_instances(self, version_id: str, instance_ids: list[str], *, graceful: bool = True) -> None:
+        """Stop exactly these instances of the version (the reconciler drained them first):
+        each becomes LOST, the others are untouched. Ids that are unknown, already stopped
+        or of another version are ignored. The reconciler then calls `apply` with the
+        lowered count."""
         ...
 
     def events(self) -> AsyncIterator[InstanceEvent]:

@@ -60,8 +60,8 @@ class FakeBackend:
 
     async def stop_instances(self, version_id: str, instance_ids: list[str], *, graceful: bool = True) -> None:
         self.calls.append(("stop", version_id, len(instance_ids)))
-        for inst_id in instance_ids:
-            if inst_id in self._instances:
+        for inst_id in self.instance_ids(version_id):
+            if inst_id in instance_ids:
                 self._drop(inst_id, "stopped")
 
     def events(self) -> AsyncIterator[InstanceEvent]:

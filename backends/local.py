@@ -153,7 +153,6 @@ class LocalBackend:
                 del self._groups[key]
 
     async def stop_instances(self, version_id: str, instance_ids: list[str], *, graceful: bool = True) -> None:
-        """Stop chosen instances (ones the reconciler drained first); an optional extension."""
         wanted = set(instance_ids)
         victims = [i for key, g in self._groups.items() if key[0] == version_id for i in g.values() if i.id in wanted]
         await self._stop(victims, graceful=graceful)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from fngate.backends.base import Backend, BackendError, InstanceEvent
+from fngate.backends.base import Backend, BackendError, InstanceEvent, InstanceSpec
 from fngate.backends.base import InstanceEventKind as K
 from fngate.control import records as R
 from fngate.control.instance_spec import instance_spec
@@ -276,7 +276,7 @@ class Reconciler:
             replicas = desired_replicas(gs, scale.value if scale else None)
             mine = [e for b, e in self._observed.get(vid, {}).values() if e.gpu_spec_id == spec.gpu_spec_id and b == name]
             try:
-                if replicas < len(mine) and hasattr(backend, "stop_instances"):
+                if replicas < len(mine):
                     self._drains[vid] = asyncio.create_task(self._drain_scale_down(vid, backend, spec, replicas, mine))
                 else:
                     await backend.apply(spec, replicas)
@@ -378,9 +378,8 @@ class Reconciler:
         deadline = time.monotonic() + self.drain_timeout
         while time.monotonic() < deadline:
             load = self.loadboard.version_load(vid)
-            per_endpoint = getattr(self.loadboard, "endpoint_in_flight", None)
-            if instance_ids is not None and per_endpoint is not None:
-                counts = [per_endpoint(vid, iid) for iid in instance_ids]
+            if instance_ids is not None:
+                counts = [self.loadboard.endpoint_in_flight(vid, iid) for iid in instance_ids]
                 if all(c is not None for c in counts):
                     if sum(counts) == 0:
                         return
@@ -407,7 +406,7 @@ class Reconciler:
             self._drains.pop(vid, None)
             self._mark(vid)
 
-    async def _drain_scale_down(self, vid: str, backend, spec, replicas: int, current: list[InstanceEvent]) -> None:
+    async def _drain_scale_down(self, vid: str, backend: Backend, spec: InstanceSpec, replicas: int, current: list[InstanceEvent]) -> None:
         try:
             # not-ready instances first, then the newest ready ones
             order = sorted(current, key=lambda e: (e.kind is K.READY, -current.index(e)))

@@ -1,7 +1,7 @@
 """One contract suite over every backend: local processes, static endpoints, the fake.
 
-What the reconciler relies on: apply converges (up, down, idempotent), remove stops
-everything (idempotent), events report READY with a reachable address and LOST when
+What the reconciler relies on: apply converges (up, down, idempotent), stop_instances
+stops exactly the chosen instances, remove stops everything (idempotent), events report READY with a reachable address and LOST when
 an instance goes, a new subscription replays the ready instances, and capacity
 accounts for what is placed.
 """
@@ -83,6 +83,24 @@ async def test_apply_converges_up_down_and_is_idempotent(subject):
     await backend.apply(spec, 1)
     await t.until(lambda: len(t.ready_of("v1")) == 1)
     assert len(t.of_kind(K.LOST, "v1")) == 2
+
+
+async def test_stop_instances_stops_exactly_the_chosen_ones(subject):
+    _, backend, spec, t = subject
+    await backend.apply(spec, 3)
+    await t.until(lambda: len(t.ready_of("v1")) == 3)
+    chosen, *kept = sorted(e.instance_id for e in t.ready_of("v1"))
+    await backend.stop_instances("v1", [chosen], graceful=False)
+    await t.until(lambda: chosen not in t.ready)
+    assert sorted(e.instance_id for e in t.ready_of("v1")) == kept
+    assert [e.instance_id for e in t.of_kind(K.LOST, "v1")] == [chosen]
+    # stopping it again, ids of another version and unknown ids change nothing
+    await backend.stop_instances("v1", [chosen])
+    await backend.stop_instances("v2", kept)
+    await backend.stop_instances("v1", ["no-such-instance"])
+    await asyncio.sleep(0.5)
+    assert sorted(e.instance_id for e in t.ready_of("v1")) == kept
+    assert [e.instance_id for e in t.of_kind(K.LOST, "v1")] == [chosen]
 
 
 async def test_remove_stops_everything_and_is_idempotent(subject):

@@ -11,6 +11,7 @@ from tests.backends.test_contract import (  # noqa: F401  (collected here, with 
     test_is_a_backend,
     test_new_subscription_replays_ready_instances,
     test_remove_stops_everything_and_is_idempotent,
+    test_stop_instances_stops_exactly_the_chosen_ones,
 )
 from tests.support.toys import Tracker, toy_spec
 
