@@ -41,7 +41,7 @@ test-all: install
 	$(PY) -m pytest -q -m '' $(PYTEST_ARGS)
 
 bench: install
-	$(call ensure-tools,nginx:nginx wrk:wrk h2load:nghttp2-client redis-server:redis-server taskset:util-linux)
+	$(call ensure-tools,nginx:nginx wrk:wrk h2load:nghttp2-client nghttpx:nghttp2-proxy haproxy:haproxy redis-server:redis-server taskset:util-linux)
 	$(PY) -m fngate.bench $(ARGS)
 
 loadtest-smoke: install

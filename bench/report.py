@@ -21,14 +21,15 @@ from pathlib import Path
 from fngate.bench.loadgen import Sample
 
 DIRECT, NGINX, FNGATE = "direct", "nginx", "fngate"
-CEILING = "ceiling"  # bench/minimal_proxy.py: the design's machinery without fngate's features
+CEILING = "ceiling"  # bench/minimal_proxy.py, minimal_h2_proxy.py: the design's machinery without fngate's features
+ANCHOR = "anchor"  # another production proxy beside nginx (nghttpx, haproxy in the h2c scenario)
 
 
 @dataclass
 class Row:
     scenario: str
     target: str
-    role: str  # DIRECT | NGINX | FNGATE
+    role: str  # DIRECT | NGINX | ANCHOR | CEILING | FNGATE
     layout: str
     load: str  # the load generator command shape, e.g. "wrk -t1 -c64"
     samples: list[Sample] = field(default_factory=list)
@@ -159,7 +160,7 @@ def machine() -> dict:
         info["mem_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (OSError, ValueError):
         pass
-    for tool, args in (("nginx", ["-v"]), ("wrk", ["-v"]), ("h2load", ["--version"])):
+    for tool, args in (("nginx", ["-v"]), ("wrk", ["-v"]), ("h2load", ["--version"]), ("nghttpx", ["--version"]), ("haproxy", ["-v"])):
         path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None)
         if path:
             out = subprocess.run([path, *args], capture_output=True, text=True)
@@ -177,7 +178,9 @@ def markdown(doc: dict) -> str:
         "# fngate benchmark report",
         "",
         f"Taken {doc['started']} on {m.get('cpus')} × {m.get('cpu_model')}, {m.get('mem_gib')} GiB, "
-        f"Python {m.get('python')}; {m.get('nginx')}; {m.get('wrk')}; {m.get('h2load')}.",
+        f"Python {m.get('python')}; "
+        + "; ".join(str(m[tool]) for tool in ("nginx", "wrk", "h2load", "nghttpx", "haproxy") if m.get(tool))
+        + ".",
         f"Method: {doc['settings']['runs']} alternating runs of {doc['settings']['duration']} s per target "
         f"(after a {doc['settings']['warmup']} s warm-up); each row is the median run by requests/s, with p50/p99 "
         "from that run and the median CPU. CPU is (utime+stime of the process tree)/wall time, from /proc. "
@@ -224,11 +227,21 @@ def markdown(doc: dict) -> str:
         ]
         for r in profiled:
             prof = r["profile"]
+            # CPU per request from the measured runs; a frame's share of it is its share of the samples
+            per_request = r["sut_cpu"] / r["rps"] * 1e6 if r["rps"] else None
+
+            def frames(kind: str, prof: dict = prof, per_request: float | None = per_request) -> str:
+                return ", ".join(
+                    f"`{f['frame']}` {f['pct']}%" + ("" if per_request is None else f" ({f['pct'] * per_request / 100:.1f} µs)")
+                    for f in prof[kind][:8]
+                )
+
+            cost = "" if per_request is None else f", {per_request:.1f} µs of CPU per request"
             out.append(
-                f"- **{r['scenario']} / {r['target']}** ({prof['samples']:,} samples), self: "
-                + ", ".join(f"`{f['frame']}` {f['pct']}%" for f in prof["self"][:8])
+                f"- **{r['scenario']} / {r['target']}** ({prof['samples']:,} samples{cost}), self: "
+                + frames("self")
                 + "; inclusive: "
-                + ", ".join(f"`{f['frame']}` {f['pct']}%" for f in prof["inclusive"][:8])
+                + frames("inclusive")
             )
         out.append("")
     if doc.get("sse"):

@@ -1,25 +1,31 @@
 """The throughput scenarios: HTTP/1.1 (small, 1 KB, 1 MB, the echo sample), h2c, gRPC, workers.
 
-Each scenario starts its servers, measures direct / nginx / fngate with the same load
-generator and pinning (see procs.layouts), stops everything, and returns Rows. When
-the gateway cannot be imported yet, its rows are skipped and the reason is recorded.
+Each scenario starts its servers, measures direct / nginx (and the other anchors, the
+featureless ceiling) / fngate with the same load generator and pinning (see
+procs.layouts), stops everything, and returns Rows. When the gateway cannot be imported
+yet, its rows are skipped and the reason is recorded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import Callable
 
-from fngate.bench import loadgen
+from fngate.bench import h2_anchors, loadgen
 from fngate.bench.fngate import GatewayProcess, Upstream, invoke_headers
 from fngate.bench.grpc_load import GrpcEcho, grpc_body, probe
+from fngate.bench.h2_anchors import Haproxy, Nghttpx
 from fngate.bench.nginx import Nginx
-from fngate.bench.procs import PYTHON, Proc, free_port, layouts, wait_port
-from fngate.bench.report import CEILING, DIRECT, FNGATE, NGINX, Row
+from fngate.bench.procs import PYTHON, Layout, Proc, free_port, layouts, wait_port
+from fngate.bench.report import ANCHOR, CEILING, DIRECT, FNGATE, NGINX, Row
 from fngate.bench.runner import Settings, Target, alternate, fngate_unavailable, say
 
 HTTP1_SIZES = {"small": "/small", "1k": "/1k", "1m": "/1m"}
 MINIMAL = "minimal Python proxy (no features)"
+MINIMAL_H2 = "minimal Python h2 proxy (ngh2, no features)"
+NGHTTPX = "nghttpx h2c→h1"
+HAPROXY = "haproxy h2c→h1"
 
 
 def _wrk(settings: Settings, connections: int | None = None) -> Callable[[Target, float], loadgen.Sample]:
@@ -73,15 +79,8 @@ def http1(settings: Settings, skipped: dict, sizes: tuple[str, ...] = ("small", 
         proxy = Nginx.proxy(settings.work, iso_up.port, lay["iso"].sut, settings.logs)
         stack.callback(proxy.stop)
         # the design's ceiling: the same machinery as fngate's fast path, none of its features
-        minimal_port = free_port()
-        minimal = Proc(
-            "minimal-proxy",
-            [PYTHON, "-m", "fngate.bench.minimal_proxy", "--port", str(minimal_port), "--upstream-port", str(iso_up.port)],
-            lay["iso"].sut,
-            settings.logs,
-        )
+        minimal, minimal_port = _python_proxy("fngate.bench.minimal_proxy", "minimal-proxy", iso_up.port, lay["iso"].sut, settings)
         stack.callback(minimal.stop)
-        wait_port(minimal_port, proc=minimal)
         gateway = None
         if _fngate_or_skip(settings, skipped, "http1"):
             gateway = GatewayProcess([Upstream("static", "127.0.0.1", iso_up.port)], lay["iso"].sut, settings.work, settings.logs)
@@ -146,8 +145,38 @@ def http1_echo(settings: Settings, skipped: dict) -> list[Row]:
         return alternate("http1-echo", f"wrk -t1 -c{settings.connections}", targets, _wrk(settings), settings)
 
 
+def _python_proxy(module: str, name: str, upstream_port: int, cpus: str | None, settings: Settings) -> tuple[Proc, int]:
+    """One of the featureless ceiling proxies (bench/minimal_proxy.py, bench/minimal_h2_proxy.py), started and listening."""
+    port = free_port()
+    proc = Proc(name, [PYTHON, "-m", module, "--port", str(port), "--upstream-port", str(upstream_port)], cpus, settings.logs)
+    try:
+        wait_port(port, proc=proc)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, port
+
+
+def _h2_anchors(settings: Settings, skipped: dict, stack: contextlib.ExitStack, upstream_port: int, layout: Layout) -> list[Target]:
+    """nghttpx and haproxy in front of the same upstream as the nginx row; a missing one is skipped and said so."""
+    targets: list[Target] = []
+    for tool, label, start in (("nghttpx", NGHTTPX, Nghttpx), ("haproxy", HAPROXY, Haproxy)):
+        if h2_anchors.binary(tool) is None:
+            skipped[f"h2-{tool}"] = f"{label} row skipped: {h2_anchors.missing(tool)}"
+            say(skipped[f"h2-{tool}"])
+            continue
+        proxy = start(settings.work / f"h2-{tool}", upstream_port, layout.sut, settings.logs)
+        stack.callback(proxy.stop)
+        targets.append(Target(label, ANCHOR, proxy.proc, layout, f"http://127.0.0.1:{proxy.port}/small"))
+    return targets
+
+
 def h2(settings: Settings, skipped: dict) -> list[Row]:
-    """h2load over h2c (prior knowledge), many streams per connection; proxies forward to h1."""
+    """h2load over h2c (prior knowledge), many streams per connection; proxies forward to h1.
+
+    nginx is the anchor the ratios use; nghttpx and haproxy are the other HTTP/2 anchors,
+    the minimal Python h2 proxy is the ceiling of the design (ngh2 without features).
+    """
     lay = layouts()
     with contextlib.ExitStack() as stack:
         direct_up = Nginx.upstream(settings.work / "h2-direct", lay["direct"].upstream, settings.logs)
@@ -160,12 +189,30 @@ def h2(settings: Settings, skipped: dict) -> list[Row]:
             Target("nginx static h2c (direct)", DIRECT, direct_up.proc, lay["direct"], f"http://127.0.0.1:{direct_up.h2c_port}/small"),
             Target("nginx proxy h2c→h1", NGINX, proxy.proc, lay["iso"], f"http://127.0.0.1:{proxy.h2c_port}/small"),
         ]
+        targets += _h2_anchors(settings, skipped, stack, iso_up.port, lay["iso"])
+        baseline = None
+        if importlib.util.find_spec("ngh2") is None:
+            skipped["h2-minimal"] = f"{MINIMAL_H2} row skipped: ngh2 is not installed (pip install -e '.[bench]')"
+            say(skipped["h2-minimal"])
+        else:
+            minimal, minimal_port = _python_proxy(
+                "fngate.bench.minimal_h2_proxy", "minimal-h2-proxy", iso_up.port, lay["iso"].sut, settings
+            )
+            stack.callback(minimal.stop)
+            targets.append(Target(MINIMAL_H2, CEILING, minimal, lay["iso"], f"http://127.0.0.1:{minimal_port}/small"))
+            baseline = MINIMAL_H2
         if _fngate_or_skip(settings, skipped, "h2"):
             gateway = GatewayProcess([Upstream("static", "127.0.0.1", iso_up.port)], lay["iso"].sut, settings.work, settings.logs)
             stack.callback(gateway.stop)
             targets.append(
                 Target(
-                    "fngate h2c→h1", FNGATE, gateway.proc, lay["iso"], f"http://127.0.0.1:{gateway.port}/small", invoke_headers("static")
+                    "fngate h2c→h1",
+                    FNGATE,
+                    gateway.proc,
+                    lay["iso"],
+                    f"http://127.0.0.1:{gateway.port}/small",
+                    invoke_headers("static"),
+                    baseline=baseline,
                 )
             )
         desc = f"h2load -t1 -c{settings.h2_clients} -m{settings.h2_streams}"
