@@ -13,6 +13,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from fngate.proxy.config import LOOPBACK
+
 from .base import BackendError, InstanceEvent, InstanceSpec
 from .base import InstanceEventKind as K
 from .hub import EventHub
@@ -26,7 +28,7 @@ class FakeBackend:
         *,
         auto_ready: bool = True,
         inventory: Inventory | None = None,
-        address: tuple[str, int] = ("127.0.0.1", 9),
+        address: tuple[str, int] = (LOOPBACK, 9),
         bad_images: frozenset[str] = frozenset(),
     ) -> None:
         self.name = name

@@ -29,6 +29,8 @@ from typing import Any
 
 import orjson
 
+from fngate.proxy.config import LOOPBACK
+
 from .base import BackendError, InstanceEvent, InstanceSpec, nvcf_environment
 from .base import InstanceEventKind as K
 from .catalog import ImageCatalog
@@ -87,7 +89,7 @@ class LocalBackend:
         data_dir: str | Path = ".fngate",
         catalog: ImageCatalog | None = None,
         inventory: Inventory | None = None,
-        host: str = "127.0.0.1",
+        host: str = LOOPBACK,
         probe_interval: float = 0.5,
         startup_timeout: float = 120.0,
         unhealthy_after: int = 3,

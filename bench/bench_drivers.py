@@ -17,7 +17,7 @@ import hpack
 import uvloop
 from hyperframe.frame import HeadersFrame
 
-from fngate.proxy.config import GatewayConfig
+from fngate.proxy.config import LOOPBACK, GatewayConfig
 from fngate.proxy.h1 import H1Server
 from fngate.proxy.h2 import H2Server
 
@@ -39,7 +39,7 @@ class _Transport(asyncio.Transport):
         self.written += len(data)
 
     def get_extra_info(self, name, default=None):
-        return ("127.0.0.1", 40000) if name == "peername" else default
+        return (LOOPBACK, 40000) if name == "peername" else default
 
     def pause_reading(self) -> None:
         pass

@@ -132,7 +132,7 @@ class _Lease:
 
 
 def _handler(frames: int) -> GrpcHandler:
-    endpoint = Endpoint("mem-1", "instance.local", 1, "h2c")
+    endpoint = Endpoint("mem-1", "instance.local", 1)
     route = VersionRoute(FID, VID, "bench", "ACTIVE", grpc=True, max_concurrency=1000, endpoints=(endpoint,))
     holder = SnapshotHolder()
     holder.publish(RoutingTable.build(1, [route], [(key_digest("bench-key"), KeyGrant("k", frozenset({"invoke_function"})))]))

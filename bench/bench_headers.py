@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from fngate.bench.fngate import Upstream, build_table, function_id
+from fngate.proxy.config import LOOPBACK
 from fngate.proxy.headers import RouteHeaders, client_headers, upstream_head
 
-ROUTE = next(iter(build_table([Upstream("fn", "127.0.0.1", 9000)]).functions[function_id("fn")].values()))
+ROUTE = next(iter(build_table([Upstream("fn", LOOPBACK, 9000)]).functions[function_id("fn")].values()))
 REQUEST = [
     (b"host", b"fn.invocation.localhost"),
     (b"user-agent", b"wrk"),
@@ -38,13 +39,13 @@ def test_upstream_request_head(benchmark):
             b"/v1/infer",
             REQUEST,
             route_bytes,
-            host=b"127.0.0.1:9000",
+            host=f"{LOOPBACK}:9000".encode(),
             request_id=b"6f1c2d3e-0000-4000-8000-000000000000",
             subject=b"bench",
             nca_id=b"fngate",
             poll_left=60,
             body=b"content-length: 100\r\n",
-            client_addr="127.0.0.1",
+            client_addr=LOOPBACK,
             host_routed=True,
             authority=b"fn.invocation.localhost",
             http2=False,

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 
 from fngate.bench.fngate import Upstream, build_table, function_id
+from fngate.proxy.config import LOOPBACK
 from fngate.proxy.limiter import Limiter
 from fngate.proxy.routing import Endpoint, SnapshotHolder
 
 
 def _route(instances: int):
-    table = build_table([Upstream("fn", "127.0.0.1", 9000)], max_concurrency=64)
+    table = build_table([Upstream("fn", LOOPBACK, 9000)], max_concurrency=64)
     route = next(iter(table.functions[function_id("fn")].values()))
-    endpoints = tuple(Endpoint(f"fn-{i}", "127.0.0.1", 9000 + i) for i in range(instances))
+    endpoints = tuple(Endpoint(f"fn-{i}", LOOPBACK, 9000 + i) for i in range(instances))
     return table, route.__class__(**{**{n: getattr(route, n) for n in route.__slots__}, "endpoints": endpoints})
 
 

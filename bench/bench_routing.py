@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from fngate.bench.fngate import BENCH_KEY, Upstream, build_table, function_id
+from fngate.proxy.config import LOOPBACK
 from fngate.proxy.grpc_route import route_call
 from fngate.proxy.lookup import KeyChecker, resolve, target_from_host
 from fngate.proxy.routing import RoutingTable, key_digest
@@ -21,7 +22,7 @@ _tables: dict[int, RoutingTable] = {}
 
 def table(n: int) -> RoutingTable:
     if n not in _tables:
-        _tables[n] = build_table([Upstream(f"fn{i}", "127.0.0.1", 9000 + i % 1000, "h2c") for i in range(n)])
+        _tables[n] = build_table([Upstream(f"fn{i}", LOOPBACK, 9000 + i % 1000, "h2c") for i in range(n)])
     return _tables[n]
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fngate.bench.procs import PYTHON, Proc, free_port, wait_port
+from fngate.proxy.config import LOOPBACK
 
 BENCH_KEY = "nvapi-bench-" + "k" * 40
 INVOKE_SCOPES = ("invoke_function", "list_functions", "queue_details")
@@ -68,7 +69,7 @@ def build_table(upstreams: list[Upstream], max_concurrency: int = 4096):
                 inference_port=u.port,
                 grpc=grpc,
                 max_concurrency=max_concurrency,
-                endpoints=(Endpoint(f"{u.name}-0", u.host, u.port, u.protocol),),
+                endpoints=(Endpoint(f"{u.name}-0", u.host, u.port),),
             )
         )
     grant = KeyGrant(key_id="bench", scopes=frozenset(INVOKE_SCOPES))
@@ -97,12 +98,12 @@ class GatewayProcess:
             redis_port = free_port()
             self.redis = Proc(
                 f"{self.name}-redis",
-                [_redis_server(), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                [_redis_server(), "--port", str(redis_port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no"],
                 cpus,
                 log_dir,
             )
             wait_port(redis_port, proc=self.redis)
-            cmd += ["--redis", f"redis://127.0.0.1:{redis_port}/0"]
+            cmd += ["--redis", f"redis://{LOOPBACK}:{redis_port}/0"]
         self.proc = Proc(self.name, cmd, cpus, log_dir)
         deadline = time.monotonic() + 30
         while not ready.exists():
@@ -139,7 +140,7 @@ async def _start_workers(config, table_json: bytes, redis_url: str):
     """N worker processes (proxy.workers) fed from Redis, where the table is published first."""
     import redis.asyncio as aioredis
 
-    from fngate.proxy.sources import ROUTING_KEY
+    from fngate.proxy.routing import ROUTING_KEY
     from fngate.proxy.workers import WorkerPool
 
     client = aioredis.from_url(redis_url)
@@ -156,7 +157,7 @@ async def _serve(table_path: Path, ready_file: Path, workers: int, redis_url: st
     from fngate.proxy.routing import RoutingTable, SnapshotHolder
     from fngate.proxy.server import Gateway
 
-    config = GatewayConfig(host="127.0.0.1", http_port=0, grpc_port=0, admin_port=0, workers=workers)
+    config = GatewayConfig(host=LOOPBACK, http_port=0, grpc_port=0, admin_port=0, workers=workers)
     if workers > 1:
         gateway = await _start_workers(config, table_path.read_bytes(), redis_url)
     else:

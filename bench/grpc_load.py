@@ -11,6 +11,7 @@ import struct
 from pathlib import Path
 
 from fngate.bench.procs import PYTHON, Proc, free_port, wait_port
+from fngate.proxy.config import LOOPBACK
 
 PAYLOAD = b"x" * 100
 
@@ -29,7 +30,7 @@ class GrpcEcho:
 
     def __init__(self, cpus: str | None, log_dir: Path, impl: str = "grpcio") -> None:
         self.port = free_port()
-        cmd = [PYTHON, "-m", "fngate.backends.samples.grpc_echo", "--host", "127.0.0.1", "--port", str(self.port), "--impl", impl]
+        cmd = [PYTHON, "-m", "fngate.backends.samples.grpc_echo", "--host", LOOPBACK, "--port", str(self.port), "--impl", impl]
         self.proc = Proc(f"grpc-echo-{impl}", cmd, cpus, log_dir)
         wait_port(self.port, timeout=30, proc=self.proc)
 

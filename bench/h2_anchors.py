@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from fngate.bench.procs import Proc, free_port, wait_port
+from fngate.proxy.config import LOOPBACK
 
 # tool -> the Debian package that has it (the Makefile's ensure-tools list names the same)
 PACKAGES = {"nghttpx": "nghttp2-proxy", "haproxy": "haproxy"}
@@ -40,8 +41,8 @@ class Nghttpx:
         cmd = [
             path,
             "--conf=/dev/null",  # else it reads /etc/nghttpx/nghttpx.conf
-            f"--frontend=127.0.0.1,{self.port};no-tls",
-            f"--backend=127.0.0.1,{upstream_port};;proto=http/1.1",
+            f"--frontend={LOOPBACK},{self.port};no-tls",
+            f"--backend={LOOPBACK},{upstream_port};;proto=http/1.1",
             "--workers=1",
             "--frontend-http2-max-concurrent-streams=256",  # as the nginx row's http2_max_concurrent_streams
             "--backend-keep-alive-timeout=120s",
@@ -75,11 +76,11 @@ defaults
     http-reuse always
 
 frontend h2c
-    bind 127.0.0.1:{port} proto h2
+    bind {LOOPBACK}:{port} proto h2
     default_backend upstream
 
 backend upstream
-    server static 127.0.0.1:{upstream_port}
+    server static {LOOPBACK}:{upstream_port}
 """
 
 

@@ -18,6 +18,8 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
+from fngate.proxy.config import LOOPBACK
+
 # Streams per connection that may be waiting for their first event at once: each of them
 # makes the gateway connect to the instance, and a burst of thousands would overflow the
 # instance's accept queue.
@@ -133,5 +135,5 @@ class SseHolder(asyncio.Protocol):
 
 
 def request_headers(port: int, path: str, headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    pseudo = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", f"127.0.0.1:{port}".encode()), (b":path", path.encode())]
+    pseudo = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", f"{LOOPBACK}:{port}".encode()), (b":path", path.encode())]
     return pseudo + [(k.lower().encode(), v.encode()) for k, v in headers.items()]

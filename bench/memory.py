@@ -15,6 +15,7 @@ from fngate.bench.nginx import Nginx
 from fngate.bench.procs import Proc
 from fngate.bench.rawhttp import get
 from fngate.bench.runner import Settings, fngate_unavailable, run_async, say
+from fngate.proxy.config import LOOPBACK
 
 MIB = 2**20
 
@@ -28,7 +29,7 @@ async def _idle(port: int, headers: dict[str, str], count: int, proc: Proc) -> d
     async def open_one() -> None:
         async with opening:
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 30)
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, port), 30)
                 writers.append(writer)
                 status = await asyncio.wait_for(get(reader, writer, "/small", headers), 30)
                 if status != 200:
@@ -64,7 +65,7 @@ def idle_connections(settings: Settings, skipped: dict) -> list[dict]:
         if why:
             skipped["memory"] = f"fngate row skipped: {why}"
         else:
-            gw = GatewayProcess([Upstream("static", "127.0.0.1", up.port)], None, settings.work, settings.logs)
+            gw = GatewayProcess([Upstream("static", LOOPBACK, up.port)], None, settings.work, settings.logs)
             stack.callback(gw.stop)
             targets.append(("fngate", gw.port, invoke_headers("static"), gw.proc))
         time.sleep(0.5)

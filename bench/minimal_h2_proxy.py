@@ -30,6 +30,8 @@ import ngh2
 import uvloop
 from ngh2 import DataReceived, RequestReceived, Role, Setting, StreamReset
 
+from fngate.proxy.config import LOOPBACK
+
 Headers = list[tuple[bytes, bytes]]
 
 # HTTP/1.1 response fields that describe the upstream connection, not the response
@@ -236,7 +238,7 @@ class Client(asyncio.Protocol):
 
 async def serve(port: int, upstream_host: str, upstream_port: int) -> None:
     pool = Pool(upstream_host, upstream_port)
-    server = await asyncio.get_running_loop().create_server(lambda: Client(pool), "127.0.0.1", port, backlog=4096)
+    server = await asyncio.get_running_loop().create_server(lambda: Client(pool), LOOPBACK, port, backlog=4096)
     async with server:
         await server.serve_forever()
 
@@ -246,7 +248,7 @@ def main() -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--upstream-port", type=int, required=True)
     args = p.parse_args()
-    uvloop.run(serve(args.port, "127.0.0.1", args.upstream_port))
+    uvloop.run(serve(args.port, LOOPBACK, args.upstream_port))
 
 
 if __name__ == "__main__":

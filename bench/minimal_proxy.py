@@ -20,6 +20,8 @@ import socket
 import httptools
 import uvloop
 
+from fngate.proxy.config import LOOPBACK
+
 
 class _Upstream(asyncio.Protocol):
     def __init__(self, pool: list) -> None:
@@ -83,7 +85,7 @@ class _Client(asyncio.Protocol):
 
 async def _serve(port: int, upstream: tuple[str, int]) -> None:
     pool: list = []
-    server = await asyncio.get_running_loop().create_server(lambda: _Client(pool, upstream), "127.0.0.1", port, backlog=4096)
+    server = await asyncio.get_running_loop().create_server(lambda: _Client(pool, upstream), LOOPBACK, port, backlog=4096)
     async with server:
         await server.serve_forever()
 
@@ -93,7 +95,7 @@ def main() -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--upstream-port", type=int, required=True)
     args = p.parse_args()
-    uvloop.run(_serve(args.port, ("127.0.0.1", args.upstream_port)))
+    uvloop.run(_serve(args.port, (LOOPBACK, args.upstream_port)))
 
 
 if __name__ == "__main__":

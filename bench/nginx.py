@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from fngate.bench.procs import Proc, free_port, wait_port
+from fngate.proxy.config import LOOPBACK
 
 # path -> body size: the three response sizes of the HTTP scenarios
 BODIES = {"/small": 100, "/1k": 1024, "/1m": 1024 * 1024}
@@ -64,12 +65,12 @@ def upstream_conf(prefix: Path, port: int, h2c_port: int) -> str:
     sendfile on;
     tcp_nopush on;
     server {{
-        listen 127.0.0.1:{port} reuseport backlog=4096;
+        listen {LOOPBACK}:{port} reuseport backlog=4096;
         root {root};
         location / {{ try_files $uri =404; }}
     }}
     server {{
-        listen 127.0.0.1:{h2c_port} http2 reuseport backlog=4096;
+        listen {LOOPBACK}:{h2c_port} http2 reuseport backlog=4096;
         http2_max_concurrent_streams 256;
         root {root};
         location / {{ try_files $uri =404; }}
@@ -93,15 +94,15 @@ def proxy_conf(prefix: Path, port: int, h2c_port: int, upstream_port: int, worke
         _common(prefix, workers)
         + f"""http {{
 {_http_common(prefix)}    upstream up {{
-        server 127.0.0.1:{upstream_port};
+        server {LOOPBACK}:{upstream_port};
         keepalive 256;
         keepalive_requests 10000000;
     }}
     server {{
-        listen 127.0.0.1:{port} reuseport backlog=4096;
+        listen {LOOPBACK}:{port} reuseport backlog=4096;
 {location}    }}
     server {{
-        listen 127.0.0.1:{h2c_port} http2 reuseport backlog=4096;
+        listen {LOOPBACK}:{h2c_port} http2 reuseport backlog=4096;
         http2_max_concurrent_streams 256;
 {location}    }}
 }}

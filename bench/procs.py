@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fngate.proxy.config import LOOPBACK
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 PYTHON = sys.executable
@@ -66,7 +68,7 @@ def pinned(cmd: list[str], cpus: str | None) -> list[str]:
 
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
 
 
@@ -76,11 +78,11 @@ def wait_port(port: int, timeout: float = 15.0, proc: Proc | None = None) -> Non
         if proc is not None and proc.popen.poll() is not None:
             raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode} before listening:\n{proc.output_tail()}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((LOOPBACK, port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+    raise TimeoutError(f"nothing listens on {LOOPBACK}:{port} after {timeout} s")
 
 
 def _children() -> dict[int, list[int]]:

@@ -20,6 +20,7 @@ from fngate.bench.nginx import Nginx
 from fngate.bench.procs import PYTHON, Layout, Proc, free_port, layouts, wait_port
 from fngate.bench.report import ANCHOR, CEILING, DIRECT, FNGATE, NGINX, Row
 from fngate.bench.runner import Settings, Target, alternate, fngate_unavailable, say
+from fngate.proxy.config import LOOPBACK
 
 HTTP1_SIZES = {"small": "/small", "1k": "/1k", "1m": "/1m"}
 MINIMAL = "minimal Python proxy (no features)"
@@ -83,16 +84,16 @@ def http1(settings: Settings, skipped: dict, sizes: tuple[str, ...] = ("small", 
         stack.callback(minimal.stop)
         gateway = None
         if _fngate_or_skip(settings, skipped, "http1"):
-            gateway = GatewayProcess([Upstream("static", "127.0.0.1", iso_up.port)], lay["iso"].sut, settings.work, settings.logs)
+            gateway = GatewayProcess([Upstream("static", LOOPBACK, iso_up.port)], lay["iso"].sut, settings.work, settings.logs)
             stack.callback(gateway.stop)
         for size in sizes:
             path = HTTP1_SIZES[size]
             targets = [
-                Target("nginx static (direct)", DIRECT, direct_up.proc, lay["direct"], f"http://127.0.0.1:{direct_up.port}{path}"),
-                Target("nginx proxy", NGINX, proxy.proc, lay["iso"], f"http://127.0.0.1:{proxy.port}{path}"),
+                Target("nginx static (direct)", DIRECT, direct_up.proc, lay["direct"], f"http://{LOOPBACK}:{direct_up.port}{path}"),
+                Target("nginx proxy", NGINX, proxy.proc, lay["iso"], f"http://{LOOPBACK}:{proxy.port}{path}"),
             ]
             if size == "small":
-                targets.append(Target(MINIMAL, CEILING, minimal, lay["iso"], f"http://127.0.0.1:{minimal_port}{path}"))
+                targets.append(Target(MINIMAL, CEILING, minimal, lay["iso"], f"http://{LOOPBACK}:{minimal_port}{path}"))
             if gateway:
                 targets.append(
                     Target(
@@ -100,7 +101,7 @@ def http1(settings: Settings, skipped: dict, sizes: tuple[str, ...] = ("small", 
                         FNGATE,
                         gateway.proc,
                         lay["iso"],
-                        f"http://127.0.0.1:{gateway.port}{path}",
+                        f"http://{LOOPBACK}:{gateway.port}{path}",
                         invoke_headers("static"),
                         baseline=MINIMAL if size == "small" else None,
                     )
@@ -123,7 +124,7 @@ def http1_echo(settings: Settings, skipped: dict) -> list[Row]:
             port = free_port()
             p = Proc(
                 f"echo-{name}",
-                [PYTHON, "-m", "fngate.backends.samples.echo", "--host", "127.0.0.1", "--port", str(port)],
+                [PYTHON, "-m", "fngate.backends.samples.echo", "--host", LOOPBACK, "--port", str(port)],
                 cpus,
                 settings.logs,
             )
@@ -133,14 +134,14 @@ def http1_echo(settings: Settings, skipped: dict) -> list[Row]:
         proxy = Nginx.proxy(settings.work / "echo", procs["iso"][1], lay["iso"].sut, settings.logs)
         stack.callback(proxy.stop)
         targets = [
-            Target("echo sample (direct)", DIRECT, procs["direct"][0], lay["direct"], f"http://127.0.0.1:{procs['direct'][1]}/echo"),
-            Target("nginx proxy", NGINX, proxy.proc, lay["iso"], f"http://127.0.0.1:{proxy.port}/echo"),
+            Target("echo sample (direct)", DIRECT, procs["direct"][0], lay["direct"], f"http://{LOOPBACK}:{procs['direct'][1]}/echo"),
+            Target("nginx proxy", NGINX, proxy.proc, lay["iso"], f"http://{LOOPBACK}:{proxy.port}/echo"),
         ]
         if _fngate_or_skip(settings, skipped, "http1-echo"):
-            gateway = GatewayProcess([Upstream("echo", "127.0.0.1", procs["iso"][1])], lay["iso"].sut, settings.work, settings.logs)
+            gateway = GatewayProcess([Upstream("echo", LOOPBACK, procs["iso"][1])], lay["iso"].sut, settings.work, settings.logs)
             stack.callback(gateway.stop)
             targets.append(
-                Target("fngate", FNGATE, gateway.proc, lay["iso"], f"http://127.0.0.1:{gateway.port}/echo", invoke_headers("echo"))
+                Target("fngate", FNGATE, gateway.proc, lay["iso"], f"http://{LOOPBACK}:{gateway.port}/echo", invoke_headers("echo"))
             )
         return alternate("http1-echo", f"wrk -t1 -c{settings.connections}", targets, _wrk(settings), settings)
 
@@ -167,7 +168,7 @@ def _h2_anchors(settings: Settings, skipped: dict, stack: contextlib.ExitStack, 
             continue
         proxy = start(settings.work / f"h2-{tool}", upstream_port, layout.sut, settings.logs)
         stack.callback(proxy.stop)
-        targets.append(Target(label, ANCHOR, proxy.proc, layout, f"http://127.0.0.1:{proxy.port}/small"))
+        targets.append(Target(label, ANCHOR, proxy.proc, layout, f"http://{LOOPBACK}:{proxy.port}/small"))
     return targets
 
 
@@ -186,8 +187,8 @@ def h2(settings: Settings, skipped: dict) -> list[Row]:
         proxy = Nginx.proxy(settings.work / "h2", iso_up.port, lay["iso"].sut, settings.logs)
         stack.callback(proxy.stop)
         targets = [
-            Target("nginx static h2c (direct)", DIRECT, direct_up.proc, lay["direct"], f"http://127.0.0.1:{direct_up.h2c_port}/small"),
-            Target("nginx proxy h2c→h1", NGINX, proxy.proc, lay["iso"], f"http://127.0.0.1:{proxy.h2c_port}/small"),
+            Target("nginx static h2c (direct)", DIRECT, direct_up.proc, lay["direct"], f"http://{LOOPBACK}:{direct_up.h2c_port}/small"),
+            Target("nginx proxy h2c→h1", NGINX, proxy.proc, lay["iso"], f"http://{LOOPBACK}:{proxy.h2c_port}/small"),
         ]
         targets += _h2_anchors(settings, skipped, stack, iso_up.port, lay["iso"])
         baseline = None
@@ -199,10 +200,10 @@ def h2(settings: Settings, skipped: dict) -> list[Row]:
                 "fngate.bench.minimal_h2_proxy", "minimal-h2-proxy", iso_up.port, lay["iso"].sut, settings
             )
             stack.callback(minimal.stop)
-            targets.append(Target(MINIMAL_H2, CEILING, minimal, lay["iso"], f"http://127.0.0.1:{minimal_port}/small"))
+            targets.append(Target(MINIMAL_H2, CEILING, minimal, lay["iso"], f"http://{LOOPBACK}:{minimal_port}/small"))
             baseline = MINIMAL_H2
         if _fngate_or_skip(settings, skipped, "h2"):
-            gateway = GatewayProcess([Upstream("static", "127.0.0.1", iso_up.port)], lay["iso"].sut, settings.work, settings.logs)
+            gateway = GatewayProcess([Upstream("static", LOOPBACK, iso_up.port)], lay["iso"].sut, settings.work, settings.logs)
             stack.callback(gateway.stop)
             targets.append(
                 Target(
@@ -210,7 +211,7 @@ def h2(settings: Settings, skipped: dict) -> list[Row]:
                     FNGATE,
                     gateway.proc,
                     lay["iso"],
-                    f"http://127.0.0.1:{gateway.port}/small",
+                    f"http://{LOOPBACK}:{gateway.port}/small",
                     invoke_headers("static"),
                     baseline=baseline,
                 )
@@ -230,16 +231,14 @@ def grpc(settings: Settings, skipped: dict) -> list[Row]:
     with contextlib.ExitStack() as stack:
         echo = GrpcEcho(lay["shared"].upstream, settings.logs)
         stack.callback(echo.stop)
-        direct = Target("grpcio instance (direct)", DIRECT, echo.proc, lay["direct"], f"http://127.0.0.1:{echo.port}")
+        direct = Target("grpcio instance (direct)", DIRECT, echo.proc, lay["direct"], f"http://{LOOPBACK}:{echo.port}")
         targets = [direct]
         gateway = None
         if _fngate_or_skip(settings, skipped, "grpc"):
-            gateway = GatewayProcess(
-                [Upstream("grpc-echo", "127.0.0.1", echo.port, "h2c")], lay["shared"].sut, settings.work, settings.logs
-            )
+            gateway = GatewayProcess([Upstream("grpc-echo", LOOPBACK, echo.port, "h2c")], lay["shared"].sut, settings.work, settings.logs)
             stack.callback(gateway.stop)
             headers = invoke_headers("grpc-echo")
-            targets.append(Target("fngate", FNGATE, gateway.proc, lay["shared"], f"http://127.0.0.1:{gateway.grpc_port}", headers))
+            targets.append(Target("fngate", FNGATE, gateway.proc, lay["shared"], f"http://{LOOPBACK}:{gateway.grpc_port}", headers))
         for t in targets:
             probe(t.url.removeprefix("http://"), t.headers, settings.stream_replies)
         rows = []
@@ -271,9 +270,9 @@ def workers(settings: Settings, skipped: dict) -> list[Row]:
         stack.callback(up.stop)
         proxy = Nginx.proxy(settings.work / "workers", up.port, None, settings.logs, workers=2)
         stack.callback(proxy.stop)
-        targets = [Target("nginx proxy, 2 workers", NGINX, proxy.proc, free, f"http://127.0.0.1:{proxy.port}/small")]
+        targets = [Target("nginx proxy, 2 workers", NGINX, proxy.proc, free, f"http://{LOOPBACK}:{proxy.port}/small")]
         for n in (1, 2):
-            gw = GatewayProcess([Upstream("static", "127.0.0.1", up.port)], None, settings.work, settings.logs, workers=n)
+            gw = GatewayProcess([Upstream("static", LOOPBACK, up.port)], None, settings.work, settings.logs, workers=n)
             stack.callback(gw.stop)
             targets.append(
                 Target(
@@ -281,7 +280,7 @@ def workers(settings: Settings, skipped: dict) -> list[Row]:
                     FNGATE,
                     gw.proc,
                     free,
-                    f"http://127.0.0.1:{gw.port}/small",
+                    f"http://{LOOPBACK}:{gw.port}/small",
                     invoke_headers("static"),
                     baseline="fngate 1w" if n > 1 else None,
                 )

@@ -29,6 +29,7 @@ from fngate.bench.loadgen import percentile
 from fngate.bench.procs import PYTHON, Layout, Proc, free_port, layouts, wait_port
 from fngate.bench.rawhttp import body_chunks, read_head, request_bytes, sse_events
 from fngate.bench.runner import Settings, fngate_unavailable, run_async, say
+from fngate.proxy.config import LOOPBACK
 
 PATH = "/v1/chat/completions?stream=true&tokens={tokens}&interval={interval}"
 HOLD_PATH = PATH.format(tokens=1_000_000, interval=120)  # one event, then none for the whole measurement
@@ -41,7 +42,7 @@ async def _stream_delays(port: int, headers: dict[str, str], streams: int, event
     delays: list[float] = []
 
     async def one() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection(LOOPBACK, port)
         try:
             writer.write(request_bytes("POST", PATH.format(tokens=events, interval=0.01), {**headers, "Accept": "text/event-stream"}))
             status, resp_headers = await read_head(reader)
@@ -74,7 +75,7 @@ def _descriptors(pid: int) -> tuple[int | None, int | None]:
 async def _instance_active(port: int) -> int | None:
     """Streams the sample instance is serving right now (its /stats)."""
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection(LOOPBACK, port)
         try:
             writer.write(request_bytes("GET", "/stats", {}))
             _, headers = await read_head(reader)
@@ -131,7 +132,7 @@ async def _hold_http1(port: int, instance_port: int, headers: dict[str, str], co
         nonlocal held
         async with opening:
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 30)
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, port), 30)
                 writers.append(writer)
                 writer.write(request)
                 status, resp_headers = await asyncio.wait_for(read_head(reader), 30)
@@ -182,7 +183,7 @@ async def _hold_http2(port: int, instance_port: int, headers: dict[str, str], co
     for i in range(conns):
         streams = count // conns + (1 if i < count % conns else 0)
         try:
-            _, holder = await loop.create_connection(lambda n=streams: SseHolder(request, n, on_held), "127.0.0.1", port)
+            _, holder = await loop.create_connection(lambda n=streams: SseHolder(request, n, on_held), LOOPBACK, port)
         except OSError as e:
             failures[f"connect: {e}"] += streams
             continue
@@ -214,14 +215,14 @@ def _start(stack: contextlib.ExitStack, settings: Settings, lay: Layout, name: s
     port = free_port()
     sample = Proc(
         f"sse-sample-{name}",
-        [PYTHON, "-m", "fngate.backends.samples.sse", "--host", "127.0.0.1", "--port", str(port)],
+        [PYTHON, "-m", "fngate.backends.samples.sse", "--host", LOOPBACK, "--port", str(port)],
         lay.upstream,
         settings.logs,
     )
     stack.callback(sample.stop)
     wait_port(port, proc=sample)
     # the instance's slot limit must not be what caps the streams held
-    gateway = GatewayProcess([Upstream("sse", "127.0.0.1", port)], lay.sut, settings.work, settings.logs, max_concurrency=slots)
+    gateway = GatewayProcess([Upstream("sse", LOOPBACK, port)], lay.sut, settings.work, settings.logs, max_concurrency=slots)
     stack.callback(gateway.stop)
     return port, gateway
 

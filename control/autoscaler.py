@@ -20,7 +20,6 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from fngate.control import records as R
@@ -201,8 +200,9 @@ class Autoscaler:
         if replicas != current:
             log.info("version %s spec %s: %d -> %d instances (%s)", vid, gsid, current, replicas, reason)
             self._changed_at[key] = now
-        at = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         try:
-            await self.store.put(R.SCALE, key, {"replicas": replicas, "reason": reason, "at": at}, expect=rec.revision if rec else 0)
+            await self.store.put(
+                R.SCALE, key, {"replicas": replicas, "reason": reason, "at": R.iso_at(now)}, expect=rec.revision if rec else 0
+            )
         except Conflict:
             pass  # written meanwhile (an undeploy, another pass): decide again next time

@@ -13,6 +13,8 @@ from typing import Any
 
 import aiohttp
 
+from fngate.proxy.config import LOOPBACK
+
 log = logging.getLogger("fngate.bootstrap")
 
 SAMPLE_TAG = "fngate-sample"
@@ -67,7 +69,7 @@ class SampleBootstrap:
         *,
         http_port: int,
         grpc_port: int,
-        host: str = "127.0.0.1",
+        host: str = LOOPBACK,
         data_dir: str = ".fngate",
     ) -> None:
         self.api_url = api_url.rstrip("/")

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from fngate.proxy.config import LOOPBACK
+
 
 class ConfigError(Exception):
     """A bad option or config file; the message says which and why."""
@@ -23,7 +25,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class ServeConfig:
-    host: str = "127.0.0.1"
+    host: str = LOOPBACK
     api_port: int = 8080
     http_port: int = 8000
     grpc_port: int = 10081
@@ -83,7 +85,7 @@ def load_file(path: Path) -> dict[str, Any]:
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     # defaults are None so that an option left out does not override the config file
-    p.add_argument("--host", help="bind address of every listener (default 127.0.0.1)")
+    p.add_argument("--host", help=f"bind address of every listener (default {LOOPBACK})")
     p.add_argument("--api-port", type=int, help="management API port (default 8080; 0 = any free port)")
     p.add_argument("--http-port", type=int, help="HTTP invocation port (default 8000)")
     p.add_argument("--grpc-port", type=int, help="gRPC invocation port (default 10081)")

@@ -18,12 +18,11 @@ import orjson
 from aiohttp import web
 
 from fngate.control.loadboard import LoadBoard
-from fngate.proxy.routing import LoadReport, SnapshotHolder, key_digest
+from fngate.proxy.routing import LOAD_PREFIX, LoadReport, SnapshotHolder, key_digest
 
 log = logging.getLogger("fngate.internal")
 
 MAX_WAIT = 60.0
-LOAD_PREFIX = "fngate:load:"
 
 
 def _problem(status: int, title: str, detail: str) -> web.Response:

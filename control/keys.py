@@ -15,6 +15,7 @@ from typing import Any
 from fngate.proxy.routing import key_digest
 
 from . import records
+from .records import now_iso, parse_iso
 
 KEY_PREFIX = "nvapi-"
 ADMIN_KEY_ID = "admin"
@@ -39,16 +40,6 @@ SCOPES = (
 
 def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(36)
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_iso(value: str) -> datetime:
-    """ISO-8601 with a zone (a trailing Z allowed); naive times are taken as UTC."""
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def key_doc(

@@ -16,17 +16,15 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 from fngate.control import records as R
+from fngate.control.records import parse_iso
 from fngate.control.store.base import Compacted, StateStore
-from fngate.proxy.routing import H2C, HTTP1, Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
+from fngate.proxy.routing import ROUTING_CHANNEL, ROUTING_KEY, Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
 
 log = logging.getLogger("fngate.publisher")
 
-ROUTING_KEY = "fngate:routing"
-ROUTING_CHANNEL = "fngate:routing:changed"
 ADMIN_SCOPES = (
     "invoke_function",
     "list_functions",
@@ -49,7 +47,7 @@ def _unix(iso: str | None) -> float | None:
     if not iso:
         return None
     try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+        return parse_iso(iso).timestamp()
     except ValueError:
         return None
 
@@ -66,9 +64,7 @@ def build_routes(functions: list[dict], deployments: dict[str, dict], instances:
         specs = (deployments.get(vid) or {}).get("deploymentSpecifications") or [{}]
         first = specs[0]
         here = sorted(ready.get(vid, ()), key=lambda i: i["instanceId"])
-        endpoints = tuple(
-            Endpoint(i["instanceId"], i["host"], int(i["port"]), H2C if grpc else HTTP1, bool(i.get("draining"))) for i in here
-        )
+        endpoints = tuple(Endpoint(i["instanceId"], i["host"], int(i["port"]), bool(i.get("draining"))) for i in here)
         # A spec without `backend` runs on the default backend; the instances know its name.
         backend = first.get("backend") or next((i["backend"] for i in here if i.get("backend")), "")
         routes.append(

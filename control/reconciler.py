@@ -16,7 +16,6 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from fngate.backends.base import Backend, BackendError, InstanceEvent, InstanceSpec
@@ -24,14 +23,11 @@ from fngate.backends.base import InstanceEventKind as K
 from fngate.control import records as R
 from fngate.control.instance_spec import instance_spec
 from fngate.control.loadboard import LoadBoard
+from fngate.control.records import now_iso, parse_iso
 from fngate.control.states import DEPLOYED, Event, InvalidTransition, State, fact_event, next_state
 from fngate.control.store.base import Compacted, Conflict, Delete, Put, StateStore
 
 log = logging.getLogger("fngate.reconciler")
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def desired_replicas(gpu_spec: dict[str, Any], scale: dict[str, Any] | None) -> int:
@@ -108,10 +104,6 @@ class Reconciler:
 
     def observed(self, version_id: str) -> list[InstanceEvent]:
         return [e for _, e in self._observed.get(version_id, {}).values()]
-
-    def kick(self, version_id: str) -> None:
-        """Ask for a pass over one version soon (the autoscaler calls this after a decision)."""
-        self._mark(version_id)
 
     # -- triggers -----------------------------------------------------------------------------
     def _mark(self, version_id: str) -> None:
@@ -331,7 +323,7 @@ class Reconciler:
         """An errored deployment older than error_ttl is cleaned up: INACTIVE, no deployment."""
         stamp = dep_rec.value.get("lastUpdatedAt") or dep_rec.value.get("createdAt")
         try:
-            at = datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+            at = parse_iso(str(stamp)).timestamp()
         except ValueError:
             return
         if time.time() - at < self.error_ttl:

@@ -25,6 +25,8 @@ keys            {keyId}                           {"keyId", "digest" (sha256 hex
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 FUNCTIONS = "functions"
 DEPLOYMENTS = "deployments"
 SECRETS = "secrets"
@@ -43,3 +45,19 @@ def instance_key(version_id: str, instance_id: str) -> str:
 
 def scale_key(version_id: str, gpu_spec_id: str) -> str:
     return f"{version_id}/{gpu_spec_id}"
+
+
+# -- timestamps: every stored time is UTC ISO-8601 with milliseconds and a Z -------------------
+def iso_at(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def now_iso() -> str:
+    return iso_at(datetime.now(UTC).timestamp())
+
+
+def parse_iso(value: str) -> datetime:
+    """ISO-8601 with a zone (a trailing Z allowed); naive times are taken as UTC.
+    ValueError when it is not a time."""
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from fngate.backends.catalog import ImageCatalog
 from fngate.backends.factory import build_backends
 from fngate.backends.inventory import Inventory
+from fngate.proxy.config import LOOPBACK
 from fngate.proxy.routing import SnapshotHolder
 
 from . import keys
@@ -130,10 +131,9 @@ class Server:
         if self.cfg.store_is_redis:
             import redis.asyncio as aioredis
 
-            from fngate.proxy.routing import RoutingTable
+            from fngate.proxy.routing import ROUTING_KEY, RoutingTable
 
             from .internal_api import RedisLoadReader
-            from .publisher import ROUTING_KEY
 
             client = aioredis.from_url(self.cfg.store)
             self.stack.push_async_callback(client.aclose)
@@ -257,7 +257,7 @@ class Server:
 
 def _url_host(host: str) -> str:
     if host in ("0.0.0.0", ""):
-        return "127.0.0.1"
+        return LOOPBACK
     return f"[{host}]" if ":" in host else host
 
 

@@ -20,6 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from fngate.proxy.config import LOOPBACK
+
 SAMPLE_IMAGES = {"http": "fngate/echo", "sse": "fngate/sse", "grpc": "fngate/grpc-echo"}
 INVOKABLE = {"ACTIVE", "DEGRADING"}
 
@@ -47,11 +49,11 @@ class LocalStack:
 
     @property
     def http_url(self) -> str:
-        return self.ready.get("http_url") or f"http://127.0.0.1:{self.ready['http_port']}"
+        return self.ready.get("http_url") or f"http://{LOOPBACK}:{self.ready['http_port']}"
 
     @property
     def grpc_target(self) -> str:
-        return f"127.0.0.1:{self.ready['grpc_port']}" if self.ready.get("grpc_port") else ""
+        return f"{LOOPBACK}:{self.ready['grpc_port']}" if self.ready.get("grpc_port") else ""
 
     def function_id(self, kind: str) -> str:
         return self.functions.get(kind, {}).get("id", "")
@@ -76,7 +78,7 @@ class LocalStack:
         log_path = (self.log_dir or data_dir) / "fngate-serve.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_path.open("wb")
-        cmd = [sys.executable, "-m", "fngate", "serve", "--host", "127.0.0.1", "--api-port", "0", "--http-port", "0",
+        cmd = [sys.executable, "-m", "fngate", "serve", "--host", LOOPBACK, "--api-port", "0", "--http-port", "0",
                "--grpc-port", "0", "--admin-port", "0", "--data-dir", str(data_dir), "--ready-file", str(ready_file),
                "--workers", str(self.workers)]  # fmt: skip
         env = {**os.environ, "FNGATE_ADMIN_KEY": secrets.token_urlsafe(24)}

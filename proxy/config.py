@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The default bind address, and where the parts of one fngate reach each other
+# (worker siblings, private admin ports, local instances, the CLI's default URLs).
+LOOPBACK = "127.0.0.1"
+
 
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
-    host: str = "127.0.0.1"
+    host: str = LOOPBACK
     http_port: int = 8000  # HTTP/1.1 and cleartext HTTP/2 (prior knowledge), or TLS with ALPN
     grpc_port: int | None = 10081  # HTTP/2-only listener for gRPC; None: not opened
     admin_port: int | None = 9090  # /metrics, /healthz, /readyz; None: not opened

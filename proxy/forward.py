@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from fngate.proxy.pexec import Pexec
 
 _CHUNKED = b"transfer-encoding: chunked\r\n"
-_OK_HEALTH = (b"content-type", b"application/json")
 
 
 def new_request_id(_bits=random.getrandbits) -> bytes:

@@ -34,7 +34,6 @@ import re
 
 Headers = list[tuple[bytes, bytes]]
 
-_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"})
 _BAD_NAME_OCTET = re.compile(rb"[^\x21-\x39\x3b-\x40\x5b-\x7e]").search
 _BAD_VALUE_OCTET = re.compile(rb"[\x00\r\n]").search

@@ -25,8 +25,13 @@ from typing import Any
 
 import orjson
 
-HTTP1 = "http1"
-H2C = "h2c"
+# Redis, when the store is Redis: the control plane SETs the newest table's JSON at
+# ROUTING_KEY and PUBLISHes its version on ROUTING_CHANNEL; each gateway SETs its
+# LoadReport at LOAD_PREFIX + gateway id, with an expiry of LOAD_REPORT_TTL seconds.
+ROUTING_KEY = "fngate:routing"
+ROUTING_CHANNEL = "fngate:routing:changed"
+LOAD_PREFIX = "fngate:load:"
+LOAD_REPORT_TTL = 10
 
 INVOKABLE_STATES = frozenset({"ACTIVE", "DEGRADING"})
 
@@ -38,7 +43,6 @@ class Endpoint:
     id: str
     host: str
     port: int
-    protocol: str = HTTP1  # HTTP1 for HTTP functions, H2C for gRPC functions
     draining: bool = False  # graceful undeploy: finish in-flight work, take no new requests
 
 

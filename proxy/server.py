@@ -21,14 +21,14 @@ from collections.abc import Callable
 from aiohttp import web
 
 from fngate.proxy.admin import make_admin_app
-from fngate.proxy.config import GatewayConfig
+from fngate.proxy.config import LOOPBACK, GatewayConfig
 from fngate.proxy.connection import ClientConnection
 from fngate.proxy.forward import Forwarder
 from fngate.proxy.limiter import Limiter
 from fngate.proxy.metrics import Metrics
 from fngate.proxy.pexec import Pexec
 from fngate.proxy.routing import LoadReport, SnapshotHolder
-from fngate.proxy.siblings import LOOPBACK, PeerForwarder, Siblings
+from fngate.proxy.siblings import PeerForwarder, Siblings
 from fngate.proxy.upstream.pool import H1Pool
 
 log = logging.getLogger(__name__)

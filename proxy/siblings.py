@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from fngate.proxy.config import LOOPBACK
 from fngate.proxy.errors import NotFound, UpstreamTimeout, UpstreamUnavailable
 from fngate.proxy.exchange import Exchange
 from fngate.proxy.forward import Call, Forwarder, new_request_id
@@ -23,7 +24,6 @@ from fngate.proxy.metrics import Metrics
 from fngate.proxy.upstream.h1_client import UpstreamLost
 from fngate.proxy.upstream.pool import ConnectFailed
 
-LOOPBACK = "127.0.0.1"
 STATUS_PREFIX = b"/v2/nvcf/pexec/status/"
 _NOT_SENT_ON = HOP_BY_HOP | {b"host", b"content-length"}
 

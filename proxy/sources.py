@@ -17,13 +17,9 @@ import logging
 
 import aiohttp
 
-from fngate.proxy.routing import LoadReport, RoutingTable, SnapshotHolder
+from fngate.proxy.routing import LOAD_PREFIX, LOAD_REPORT_TTL, ROUTING_CHANNEL, ROUTING_KEY, LoadReport, RoutingTable, SnapshotHolder
 
 log = logging.getLogger(__name__)
-
-ROUTING_KEY = "fngate:routing"
-ROUTING_CHANNEL = "fngate:routing:changed"
-LOAD_PREFIX = "fngate:load:"
 
 
 class ControlHttpSource:
@@ -124,7 +120,7 @@ class RedisSource:
         self._task = asyncio.get_running_loop().create_task(self.run())
 
     async def send_load(self, report: LoadReport) -> None:
-        await self.redis.set(LOAD_PREFIX + self.gateway_id, report.to_json(), ex=10)
+        await self.redis.set(LOAD_PREFIX + self.gateway_id, report.to_json(), ex=LOAD_REPORT_TTL)
 
     async def aclose(self) -> None:
         if self._task is not None:

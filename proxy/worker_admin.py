@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 import aiohttp
 from aiohttp import web
 
+from fngate.proxy.config import LOOPBACK
+
 SCRAPE_TIMEOUT = 3.0
 
 
@@ -61,7 +63,7 @@ class WorkerAdmin:
         self.runner: web.AppRunner | None = None
 
     async def _get(self, port: int, path: str) -> tuple[int, str]:
-        async with self.session.get(f"http://127.0.0.1:{port}{path}") as r:
+        async with self.session.get(f"http://{LOOPBACK}:{port}{path}") as r:
             return r.status, await r.text()
 
     async def _each(self, path: str) -> list[tuple[str, tuple[int, str] | BaseException]]:

@@ -22,10 +22,8 @@ import socket
 import sys
 from typing import Any
 
-from fngate.proxy.config import GatewayConfig
+from fngate.proxy.config import LOOPBACK, GatewayConfig
 from fngate.proxy.worker_admin import WorkerAdmin
-
-LOOPBACK = "127.0.0.1"
 
 
 def _reserve(host: str, port: int | None) -> tuple[socket.socket | None, int | None]:

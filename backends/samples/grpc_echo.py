@@ -29,7 +29,6 @@ from fngate.backends.samples._common import until_stop_signal
 ECHO_SERVICE = "fngate.echo.v1.Echo"
 HEALTH_SERVICE = "grpc.health.v1.Health"
 _KNOWN_SERVICES = frozenset({"", ECHO_SERVICE})
-_NOT_FOUND = 5
 
 
 class Failure(Exception):

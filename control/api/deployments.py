@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import records
-from ..keys import now_iso
+from ..records import now_iso
 from ..states import Event, InvalidTransition, next_state
 from ..store.base import Conflict as StoreConflict
 from ..store.base import Delete, Put, Record, StateStore

@@ -11,9 +11,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from fngate.proxy.config import LOOPBACK
+
 from ..keys import ADMIN_KEY_FILE
 
-DEFAULT_API_URL = "http://127.0.0.1:8080"
+DEFAULT_API_URL = f"http://{LOOPBACK}:8080"
 
 
 class CliError(Exception):

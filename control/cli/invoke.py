@@ -11,10 +11,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from fngate.proxy.config import LOOPBACK
+
 from .client import CliError, add_client_arguments, resolve_key, run
 
-DEFAULT_GATEWAY = "http://127.0.0.1:8000"
-DEFAULT_GRPC = "127.0.0.1:10081"
+DEFAULT_GATEWAY = f"http://{LOOPBACK}:8000"
+DEFAULT_GRPC = f"{LOOPBACK}:10081"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

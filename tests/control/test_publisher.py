@@ -13,9 +13,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from fngate.control import records as R
 from fngate.control.internal_api import RedisLoadReader, make_internal_app
 from fngate.control.loadboard import LoadBoard
-from fngate.control.publisher import ROUTING_CHANNEL, ROUTING_KEY, RoutingPublisher
+from fngate.control.publisher import RoutingPublisher
 from fngate.control.store.memory import MemoryStore
-from fngate.proxy.routing import LoadReport, RoutingTable, SnapshotHolder, VersionLoad, key_digest
+from fngate.proxy.routing import ROUTING_CHANNEL, ROUTING_KEY, LoadReport, RoutingTable, SnapshotHolder, VersionLoad, key_digest
 from tests.support.helpers import deploy
 
 ADMIN = "nvapi-admin-secret"
@@ -68,7 +68,7 @@ async def test_table_follows_the_store():
         await store.put(R.FUNCTIONS, R.version_key(fid, vid), {**fn, "status": "ACTIVE"})
         await _until(lambda: gateway.table.invokable.get(fid))
         [ep] = gateway.table.functions[fid][vid].endpoints
-        assert (ep.id, ep.port, ep.protocol, ep.draining) == ("i-ready", 7002, "h2c", False)
+        assert (ep.id, ep.port, ep.draining) == ("i-ready", 7002, False)
         assert gateway.table.version > t0.version
         await _instance(store, vid, "i-ready", port=7002, draining=True)
         await _until(lambda: gateway.table.functions[fid][vid].endpoints[0].draining)

@@ -23,7 +23,7 @@ def _table(version=1):
     routes = [
         VersionRoute("f1", "v1", "echo", "ACTIVE", endpoints=(Endpoint("i1", "127.0.0.1", 9001),), max_concurrency=4),
         VersionRoute("f1", "v2", "echo", "DEGRADED"),
-        VersionRoute("f2", "v3", "grpc", "DEGRADING", grpc=True, endpoints=(Endpoint("i2", "127.0.0.1", 9002, "h2c"),)),
+        VersionRoute("f2", "v3", "grpc", "DEGRADING", grpc=True, endpoints=(Endpoint("i2", "127.0.0.1", 9002),)),
     ]
     keys = [(key_digest("nvapi-abc"), KeyGrant("k1", frozenset({"invoke_function"}), frozenset({"f1"}), None))]
     return RoutingTable.build(version, routes, keys)
@@ -59,7 +59,7 @@ def test_every_field_survives_the_wire():
         backend="k8s",
         region="eu",
         env="prod",
-        endpoints=(Endpoint("i1", "10.0.0.1", 9100, "h2c", True), Endpoint("i2", "10.0.0.2", 9101)),
+        endpoints=(Endpoint("i1", "10.0.0.1", 9100, draining=True), Endpoint("i2", "10.0.0.2", 9101)),
     )
     grant = KeyGrant("k9", frozenset({"a", "b"}), frozenset({"f9"}), 123.0, "org", "bob")
     t = RoutingTable.build(3, [route], [("d9", grant)])

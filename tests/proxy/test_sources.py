@@ -14,8 +14,8 @@ from aiohttp import web
 from fngate.control.internal_api import make_internal_app
 from fngate.control.loadboard import LoadBoard
 from fngate.proxy.config import GatewayConfig
-from fngate.proxy.routing import KeyGrant, LoadReport, RoutingTable, SnapshotHolder, VersionLoad, key_digest
-from fngate.proxy.sources import ROUTING_CHANNEL, ROUTING_KEY, ControlHttpSource, RedisSource
+from fngate.proxy.routing import ROUTING_CHANNEL, ROUTING_KEY, KeyGrant, LoadReport, RoutingTable, SnapshotHolder, VersionLoad, key_digest
+from fngate.proxy.sources import ControlHttpSource, RedisSource
 from fngate.proxy.workers import WorkerPool
 
 from .conftest import KEY, VID, route

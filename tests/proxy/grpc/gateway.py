@@ -33,8 +33,8 @@ UNLIMITED = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_le
 
 
 def build_table(version: int, io_port: int, lib_port: int, closed_port: int) -> RoutingTable:
-    io = (Endpoint("io-1", "127.0.0.1", io_port, "h2c"),)
-    lib = (Endpoint("lib-1", "127.0.0.1", lib_port, "h2c"),)
+    io = (Endpoint("io-1", "127.0.0.1", io_port),)
+    lib = (Endpoint("lib-1", "127.0.0.1", lib_port),)
 
     def route(fid, vid, endpoints, status="ACTIVE", **kw):
         kw.setdefault("max_concurrency", 1000)
@@ -48,8 +48,8 @@ def build_table(version: int, io_port: int, lib_port: int, closed_port: int) -> 
         route(F_DEPLOYING, V_OTHER, (), status="DEPLOYING"),
         route(F_INACTIVE, V_OTHER, (), status="INACTIVE"),
         VersionRoute(F_HTTP, V_OTHER, "http", "ACTIVE", endpoints=(Endpoint("h-1", "127.0.0.1", closed_port),)),
-        route(F_DOWN, V_OTHER, (Endpoint("down-1", "127.0.0.1", closed_port, "h2c"),)),
-        route(F_ONE, V_LIB, (Endpoint("one-1", "127.0.0.1", lib_port, "h2c"),), max_concurrency=1, queue_limit=1),
+        route(F_DOWN, V_OTHER, (Endpoint("down-1", "127.0.0.1", closed_port),)),
+        route(F_ONE, V_LIB, (Endpoint("one-1", "127.0.0.1", lib_port),), max_concurrency=1, queue_limit=1),
     ]
     invoke = frozenset({"invoke_function"})
     keys = [
@@ -92,5 +92,5 @@ def publish_routes(holder, *routes: VersionRoute) -> None:
 
 def grpc_route(function_id: str, version_id: str, port: int, **kw) -> VersionRoute:
     kw.setdefault("max_concurrency", 1000)
-    endpoint = Endpoint(f"ep-{port}", "127.0.0.1", port, "h2c")
+    endpoint = Endpoint(f"ep-{port}", "127.0.0.1", port)
     return VersionRoute(function_id, version_id, "raw", "ACTIVE", inference_url="/grpc", grpc=True, endpoints=(endpoint,), **kw)
