@@ -19,7 +19,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fngate.control import records as R
+from fngate.control.authorizations import Authority
+from fngate.control.keys import ACTIVE, StoredKey
 from fngate.control.records import parse_iso
+from fngate.control.sharing import Sharing, load_all_sharing
 from fngate.control.store.base import Compacted, StateStore
 from fngate.proxy.routing import ROUTING_CHANNEL, ROUTING_KEY, Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
 
@@ -35,10 +38,12 @@ ADMIN_SCOPES = (
     "deploy_function",
     "queue_details",
     "update_secrets",
+    "authorize_clients",
+    "account_setup",
     "list_cluster_groups",
     "manage_keys",
 )
-_RELEVANT = frozenset({R.FUNCTIONS, R.DEPLOYMENTS, R.INSTANCES, R.KEYS})
+_RELEVANT = frozenset({R.FUNCTIONS, R.DEPLOYMENTS, R.INSTANCES, R.KEYS, R.AUTHORIZATIONS})
 
 Sink = Callable[[RoutingTable], Awaitable[Any] | Any]
 
@@ -52,7 +57,9 @@ def _unix(iso: str | None) -> float | None:
         return None
 
 
-def build_routes(functions: list[dict], deployments: dict[str, dict], instances: list[dict]) -> list[VersionRoute]:
+def build_routes(
+    functions: list[dict], deployments: dict[str, dict], instances: list[dict], sharing: dict[str, Sharing] | None = None
+) -> list[VersionRoute]:
     ready: dict[str, list[dict]] = {}
     for inst in instances:
         if inst.get("instanceStatus") == "ACTIVE" and inst.get("port"):
@@ -82,30 +89,43 @@ def build_routes(functions: list[dict], deployments: dict[str, dict], instances:
                 gpu=first.get("gpu", ""),
                 backend=backend,
                 endpoints=endpoints,
+                authorized=(sharing or {}).get(fn["id"], _NOT_SHARED).parties(vid),
             )
         )
     return routes
 
 
+_NOT_SHARED = Sharing()
+
+
 def build_grants(keys: list[dict], admin_key: str | None) -> list[tuple[str, KeyGrant]]:
+    """Every usable key as a KeyGrant: ACTIVE (suspended keys are left out; expiry is
+    checked by the gateway per request) with a policy for NVCF's audience."""
     grants = []
-    for k in keys:
-        fids = k.get("functionIds")
+    for doc in keys:
+        key = StoredKey.from_doc(doc)
+        authority = Authority.from_authorizations(key.authorizations)
+        if key.status != ACTIVE or not authority.matched:
+            continue
+        access = authority.access
         grants.append(
             (
-                k["digest"],
+                key.digest,
                 KeyGrant(
-                    key_id=k["keyId"],
-                    scopes=frozenset(k.get("scopes") or ()),
-                    function_ids=None if fids is None else frozenset(fids),
-                    expires_at=_unix(k.get("expiresAt")),
-                    nca_id=k.get("ncaId", "fngate"),
-                    subject=k["keyId"],
+                    key_id=key.id,
+                    scopes=authority.scopes,
+                    function_ids=None if access.own else access.functions,
+                    expires_at=_unix(key.expires_at),
+                    nca_id=key.nca_id,
+                    subject=key.owner_id or key.id,
+                    version_ids=access.versions,
+                    shared=access.shared,
+                    any_account=key.is_admin,
                 ),
             )
         )
     if admin_key:
-        grants.append((key_digest(admin_key), KeyGrant("admin", frozenset(ADMIN_SCOPES), subject="admin")))
+        grants.append((key_digest(admin_key), KeyGrant("admin", frozenset(ADMIN_SCOPES), subject="admin", any_account=True)))
     return grants
 
 
@@ -157,8 +177,10 @@ class RoutingPublisher:
         deployments = {r.key.split("/", 1)[1]: r.value for r in await self.store.list(R.DEPLOYMENTS)}
         instances = [r.value for r in await self.store.list(R.INSTANCES)]
         keys = [r.value for r in await self.store.list(R.KEYS)]
+        sharing = await load_all_sharing(self.store)
         self._last_version = max(int(time.time() * 1000), self._last_version + 1)
-        return RoutingTable.build(self._last_version, build_routes(functions, deployments, instances), build_grants(keys, self.admin_key))
+        routes = build_routes(functions, deployments, instances, sharing)
+        return RoutingTable.build(self._last_version, routes, build_grants(keys, self.admin_key))
 
     async def publish_now(self) -> RoutingTable:
         table = await self.build()

@@ -17,10 +17,16 @@ instances       {versionId}/{instanceId}          Instance object (spec 4.3 acti
                                                   plus "host", "port", "gpuSpecificationId"
 scale           {versionId}/{gpuSpecificationId}  {"replicas": n, "reason": str, "at": iso8601}
                                                   the autoscaler's decision within [min, max]
-keys            {keyId}                           {"keyId", "digest" (sha256 hex of the key),
-                                                  "description", "scopes": [...], "functionIds":
-                                                  [...] | absent (all), "expiresAt": iso8601 |
-                                                  absent, "createdAt", "ncaId"}
+keys            {keyId}                           an API key (control.keys.StoredKey): {"id",
+                                                  "digest" (sha256 hex of the key), "suffix" (its
+                                                  last 3 chars), "status", "owner_type",
+                                                  "owner_id", "issuer_service_id",
+                                                  "audience_service_ids", "description",
+                                                  "created_at", "expires_at", "authorizations"
+                                                  (NVCF policies), "nca_id", "authz_updated_at"}
+authorizations  {functionId}[/{versionId}]        {"authorizedParties": [{"ncaId"}]}: who a function
+                                                  (or one version) is shared with (control.sharing)
+accounts        {ncaId}                           an account (control.accounts)
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ SECRETS = "secrets"
 INSTANCES = "instances"
 SCALE = "scale"
 KEYS = "keys"
+AUTHORIZATIONS = "authorizations"
+ACCOUNTS = "accounts"
 
 
 def version_key(function_id: str, version_id: str) -> str:

@@ -51,6 +51,12 @@ class Unauthorized(ProxyError):
     http_status, grpc_status = 401, 16  # UNAUTHENTICATED
 
 
+class PaymentRequired(ProxyError):
+    """NVCF's answer for a public function invoked by an account that does not own it."""
+
+    http_status, grpc_status = 402, 7  # PERMISSION_DENIED
+
+
 class Forbidden(ProxyError):
     http_status, grpc_status = 403, 7  # PERMISSION_DENIED
 

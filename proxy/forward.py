@@ -173,8 +173,8 @@ class Forwarder:
     ) -> tuple[VersionRoute, KeyGrant, float]:
         """(route, grant, head deadline) against the current snapshot. Raises ProxyError."""
         table = self.holder.table
-        grant = self.keys.check(table, auth, fid)
-        route = resolve(table, fid, vid)
+        grant = self.keys.check(table, auth, fid, vid)
+        route = resolve(table, fid, vid, grant)
         poll = poll_seconds(poll_h, self.config.default_poll_seconds)
         return route, grant, started + poll + self.config.header_grace
 

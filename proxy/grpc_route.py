@@ -14,7 +14,7 @@ import random
 
 from fngate.proxy.grpc import GrpcError, Status
 from fngate.proxy.lookup import KeyChecker, target_from_host
-from fngate.proxy.routing import RoutingTable, VersionRoute
+from fngate.proxy.routing import KeyGrant, RoutingTable, VersionRoute
 
 _TRANSIENT_STATES = frozenset({"DEPLOYING"})  # not invokable yet, but soon: retrying makes sense
 _KEYS = KeyChecker()
@@ -30,7 +30,7 @@ def target_from(function_id: str | None, version_id: str | None, authority: str 
     return hit
 
 
-def resolve(table: RoutingTable, function_id: str, version_id: str | None) -> VersionRoute:
+def resolve(table: RoutingTable, function_id: str, version_id: str | None, grant: KeyGrant | None = None) -> VersionRoute:
     versions = table.functions.get(function_id)
     if not versions:
         raise GrpcError(Status.NOT_FOUND, f"function {function_id} not found")
@@ -42,6 +42,8 @@ def resolve(table: RoutingTable, function_id: str, version_id: str | None) -> Ve
             raise _not_invokable((route,))
         return route
     invokable = table.invokable.get(function_id, ())
+    if invokable and grant is not None and not grant.any_account and invokable[0].nca_id != grant.nca_id:
+        invokable = tuple(r for r in invokable if grant.nca_id in r.authorized)  # the versions shared with it
     if not invokable:
         raise _not_invokable(tuple(versions.values()))
     return invokable[0] if len(invokable) == 1 else random.choice(invokable)
@@ -59,8 +61,8 @@ def route_call(table: RoutingTable, metadata: dict[str, str], keys: KeyChecker =
     """Authenticate and resolve one call from its request headers (lower-case names)."""
     function_id, version_id = target_from(metadata.get("function-id"), metadata.get("function-version-id"), metadata.get(":authority"))
     authorization = metadata.get("authorization")
-    keys.check(table, None if authorization is None else authorization.encode("latin-1"), function_id)
-    route = resolve(table, function_id, version_id)
+    grant = keys.check(table, None if authorization is None else authorization.encode("latin-1"), function_id, version_id)
+    route = resolve(table, function_id, version_id, grant)
     if not route.grpc:
         raise GrpcError(Status.FAILED_PRECONDITION, f"function {function_id} is not a gRPC function")
     return route

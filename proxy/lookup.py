@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from collections.abc import Mapping
 
-from fngate.proxy.errors import BadRequest, Degraded, Forbidden, MissingAuth, NotFound, Unauthorized
+from fngate.proxy.errors import BadRequest, Degraded, Forbidden, MissingAuth, NotFound, PaymentRequired, Unauthorized
 from fngate.proxy.routing import KeyGrant, RoutingTable, VersionRoute
 
 INVOKE_SCOPE = "invoke_function"
+PUBLIC = "*"
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -29,8 +31,9 @@ def target_from_host(host: str) -> tuple[str, str | None] | None:
     return None
 
 
-def resolve(table: RoutingTable, function_id: str | None, version_id: str | None) -> VersionRoute:
-    """The version to invoke: the pinned one, else a uniformly random invokable one."""
+def resolve(table: RoutingTable, function_id: str | None, version_id: str | None, grant: KeyGrant | None = None) -> VersionRoute:
+    """The version to invoke: the pinned one, else a uniformly random invokable one (for a
+    key of another account, one of the versions shared with it: KeyChecker.check let it in)."""
     versions = table.functions.get(function_id) if function_id else None
     if not versions:
         raise NotFound(f"Function '{function_id}': Specified function in account is not found")
@@ -44,6 +47,8 @@ def resolve(table: RoutingTable, function_id: str | None, version_id: str | None
             raise Degraded("DEGRADED function cannot be invoked")
         raise NotFound(f"Function '{function_id}' version '{version_id}': Specified function in account is not found")
     invokable = table.invokable.get(function_id, ())
+    if invokable and grant is not None and not grant.any_account and invokable[0].nca_id != grant.nca_id:
+        invokable = tuple(r for r in invokable if grant.nca_id in r.authorized)
     if invokable:
         return invokable[0] if len(invokable) == 1 else random.choice(invokable)
     if any(r.status == "DEGRADED" for r in versions.values()):
@@ -71,7 +76,7 @@ class KeyChecker:
             d = self._digests[token] = hashlib.sha256(token).hexdigest()
         return d
 
-    def check(self, table: RoutingTable, authorization: bytes | None, function_id: str | None) -> KeyGrant:
+    def check(self, table: RoutingTable, authorization: bytes | None, function_id: str | None, version_id: str | None = None) -> KeyGrant:
         if authorization is None:
             raise MissingAuth("Header of type `authorization` was missing")
         scheme, _, token = authorization.strip().partition(b" ")
@@ -83,9 +88,42 @@ class KeyChecker:
         now = time.time()
         if grant.expires_at is not None and now >= grant.expires_at:
             raise Unauthorized("Invalid or expired API key")
-        if not grant.allows(INVOKE_SCOPE, function_id, now):
+        if INVOKE_SCOPE not in grant.scopes:
             raise Forbidden("The API key does not allow invoking this function")
+        if function_id is not None and not grant.any_account:
+            versions = table.functions.get(function_id)
+            if versions:  # an unknown function or version is resolve()'s 404
+                route = versions.get(version_id) if version_id is not None else next(iter(versions.values()))
+                if route is not None:
+                    _check_function(grant, function_id, version_id, route, versions)
         return grant
+
+
+def _check_function(grant: KeyGrant, fid: str, vid: str | None, route: VersionRoute, versions: Mapping[str, VersionRoute]) -> None:
+    """NVCF's order (spec 5.3): public, then own, then shared; a key also needs the
+    resource entry for the function (3.6)."""
+    if route.nca_id == grant.nca_id:
+        if grant.function_ids is None or grant.names(fid, vid):
+            return
+        raise Forbidden(_missing_resource(fid, vid))
+    candidates = (route,) if vid is not None else tuple(versions.values())
+    if any(PUBLIC in r.authorized for r in candidates):
+        raise PaymentRequired(f"Account '{grant.nca_id}': Cloud credits expired - Please contact NVIDIA representatives")
+    if not any(grant.nca_id in r.authorized for r in candidates):
+        if vid is None:
+            raise NotFound(f"Function '{fid}': Specified function in account '{grant.nca_id}' is not found")
+        raise NotFound(f"Function '{fid}' version '{vid}': Specified function in account '{grant.nca_id}' is not found")
+    if grant.shared or grant.names(fid, vid):
+        return
+    if vid is None:
+        raise Forbidden(f"Function '{fid}':  Not shared with the account '{grant.nca_id}'")
+    raise Forbidden(f"Function id '{fid}', version '{vid}': Not shared with the account '{grant.nca_id}'")
+
+
+def _missing_resource(fid: str, vid: str | None) -> str:
+    if vid is None:
+        return f"Function '{fid}':  Missing resource entry in ApiKey for the function"
+    return f"Function id '{fid}', version '{vid}': Missing resource entry in ApiKey for the function"
 
 
 def poll_seconds(value: bytes | None, default: int) -> int:

@@ -88,8 +88,8 @@ class Pexec:
     ) -> int:
         fw = self.fw
         table = fw.holder.table
-        grant = fw.keys.check(table, auth, fid)
-        route = resolve(table, fid, vid)
+        grant = fw.keys.check(table, auth, fid, vid)
+        route = resolve(table, fid, vid, grant)
         accept = next((v for n, v in ex.headers if n == b"accept"), b"")
         sse = accept == b"text/event-stream"
         cfg = fw.config

@@ -64,6 +64,8 @@ class VersionRoute:
     region: str = "local"
     env: str = "fngate"
     endpoints: tuple[Endpoint, ...] = ()
+    # NCA ids this version is shared with (function- and version-level lists; "*": public)
+    authorized: frozenset[str] = frozenset()
 
     @property
     def invokable(self) -> bool:
@@ -72,21 +74,36 @@ class VersionRoute:
 
 @dataclass(frozen=True, slots=True)
 class KeyGrant:
-    """What one API key may do. Looked up by the sha256 hex digest of the key."""
+    """What one API key may do. Looked up by the sha256 hex digest of the key.
+
+    Function access follows the key's NVCF resources (control.authorizations):
+    `function_ids` None is `account-functions:*` (every function of the key's account),
+    else the `<fid>/*` entries; `version_ids` the `<fid>/<vid>` entries; `shared` is
+    `authorized-functions:*`. `any_account`: the admin key."""
 
     key_id: str
     scopes: frozenset[str]
-    function_ids: frozenset[str] | None = None  # None: every function
+    function_ids: frozenset[str] | None = None
     expires_at: float | None = None  # unix seconds
     nca_id: str = "fngate"
     subject: str = ""
+    version_ids: frozenset[str] = frozenset()
+    shared: bool = True
+    any_account: bool = False
 
     def allows(self, scope: str, function_id: str | None, now: float) -> bool:
+        """Scope, expiry and the key's own-account function entries (no sharing)."""
         if self.expires_at is not None and now >= self.expires_at:
             return False
         if scope not in self.scopes:
             return False
         return function_id is None or self.function_ids is None or function_id in self.function_ids
+
+    def names(self, function_id: str, version_id: str | None) -> bool:
+        """A `function` resource entry covers this function (or this pinned version)."""
+        if self.function_ids is not None and function_id in self.function_ids:
+            return True
+        return version_id is not None and bool(self.version_ids) and f"{function_id}/{version_id}" in self.version_ids
 
 
 def key_digest(key: str | bytes) -> str:
@@ -205,6 +222,7 @@ def _route_to_dict(r: VersionRoute) -> dict[str, Any]:
         "region": r.region,
         "env": r.env,
         "endpoints": [_endpoint_values(e) for e in r.endpoints],
+        "authorized": sorted(r.authorized),
     }
 
 
@@ -223,6 +241,7 @@ def _route_from_dict(d: dict[str, Any]) -> VersionRoute:
         return _route_from_partial_dict(d)
     r = _RouteFill(*values)
     r.endpoints = tuple([_endpoint_from_list(e) for e in r.endpoints])
+    r.authorized = frozenset(r.authorized)
     r.__class__ = VersionRoute
     return r
 
@@ -230,6 +249,7 @@ def _route_from_dict(d: dict[str, Any]) -> VersionRoute:
 def _route_from_partial_dict(d: dict[str, Any]) -> VersionRoute:
     d = dict(d)
     d["endpoints"] = tuple(Endpoint(*e) for e in d.get("endpoints", ()))
+    d["authorized"] = frozenset(d.get("authorized", ()))
     return VersionRoute(**d)
 
 
@@ -241,6 +261,9 @@ def _grant_to_dict(g: KeyGrant) -> dict[str, Any]:
         "expires_at": g.expires_at,
         "nca_id": g.nca_id,
         "subject": g.subject,
+        "version_ids": sorted(g.version_ids),
+        "shared": g.shared,
+        "any_account": g.any_account,
     }
 
 
@@ -253,6 +276,9 @@ def _grant_from_dict(d: dict[str, Any]) -> KeyGrant:
         d.get("expires_at"),
         d.get("nca_id", "fngate"),
         d.get("subject", ""),
+        frozenset(d.get("version_ids", ())),
+        d.get("shared", True),
+        d.get("any_account", False),
     )
     g.__class__ = KeyGrant
     return g

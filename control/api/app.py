@@ -11,10 +11,11 @@ from aiohttp import web
 from fngate.proxy.routing import key_digest
 
 from .. import keys
+from ..accounts import ensure_default_account
 from ..loadboard import LoadBoard
 from ..store.base import Conflict as StoreConflict
 from ..store.base import StateStore
-from . import deployments, functions, gpus, queues
+from . import accounts, deployments, functions, gpus, queues, sharing
 from . import keys as key_routes
 from .context import CONTEXT, ApiContext, json_response
 from .errors import ControlError, problem
@@ -79,11 +80,23 @@ def make_app(
         nca_id=nca_id,
         max_body=max_body,
     )
-    for table in (functions.routes, deployments.routes, queues.routes, gpus.routes, key_routes.routes, openapi_routes):
+    for table in (
+        functions.routes,
+        deployments.routes,
+        queues.routes,
+        gpus.routes,
+        key_routes.routes,
+        sharing.routes,
+        accounts.routes,
+        openapi_routes,
+    ):
         app.add_routes(table)
+    # the /v2/nvcf/accounts/{ncaId}/... super-admin twins of the account-scoped routes
+    app.add_routes(accounts.twin_routes((functions.routes, deployments.routes, queues.routes, sharing.routes)))
 
     async def record_admin_key(_app: web.Application) -> None:
         await keys.ensure_admin_record(store, admin_key, nca_id)
+        await ensure_default_account(store, nca_id)
 
     app.on_startup.append(record_admin_key)
     return app

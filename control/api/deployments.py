@@ -17,11 +17,12 @@ from ..records import now_iso
 from ..states import Event, InvalidTransition, next_state
 from ..store.base import Conflict as StoreConflict
 from ..store.base import Delete, Put, Record, StateStore
+from .access import version_for
 from .auth import require
 from .context import ctx, json_response, read_json_object
 from .deploy_validation import Capacity, validate_deployment_request, validate_gpu_spec, validate_patch
 from .errors import BadRequest, Conflict, NotFound
-from .functions import function_view, load_version
+from .functions import function_view
 
 SCOPE = "deploy_function"
 GRACEFUL_WAIT = "Wait for current deployment to be gracefully completed and removed."
@@ -85,9 +86,8 @@ def _require_container_image(function: dict[str, Any]) -> None:
 @routes.post("/v2/nvcf/deployments/functions/{functionId}/versions/{functionVersionId}")
 async def create_deployment(request: web.Request) -> web.Response:
     fid, vid, key = _ids(request)
-    await require(request, SCOPE, function_id=fid)
+    _, fn = await version_for(request, fid, vid, SCOPE, own_only=True)
     store = ctx(request).store
-    fn = await load_version(store, fid, vid)
     _require_container_image(fn.value)
     specs = validate_deployment_request(await read_json_object(request), _capacity(request))
     existing = await store.get(records.DEPLOYMENTS, key)
@@ -123,9 +123,8 @@ async def create_deployment(request: web.Request) -> web.Response:
 @routes.get("/v2/nvcf/deployments/functions/{functionId}/versions/{functionVersionId}")
 async def get_deployment(request: web.Request) -> web.Response:
     fid, vid, _ = _ids(request)
-    await require(request, SCOPE, function_id=fid)
+    _, fn = await version_for(request, fid, vid, SCOPE, own_only=True)
     store = ctx(request).store
-    fn = await load_version(store, fid, vid)
     dep = await _load_deployment(store, fid, vid)
     return json_response({"deployment": deployment_view(dep.value, fn.value["status"])})
 
@@ -136,8 +135,7 @@ async def get_deployment_by_id(request: web.Request) -> web.Response:
     store = ctx(request).store
     dep = await _by_deployment_id(store, request.match_info["deploymentId"])
     fid, vid = dep.value["functionId"], dep.value["functionVersionId"]
-    await require(request, SCOPE, function_id=fid)
-    fn = await load_version(store, fid, vid)
+    _, fn = await version_for(request, fid, vid, SCOPE, own_only=True)
     return json_response({"deployment": deployment_view(dep.value, fn.value["status"])})
 
 
@@ -146,9 +144,8 @@ async def update_deployment(request: web.Request) -> web.Response:
     """Deprecated full update: each spec names its gpuSpecificationId, or a gpu +
     instanceType pair; a pair not deployed yet adds a GPU specification."""
     fid, vid, key = _ids(request)
-    await require(request, SCOPE, function_id=fid)
+    _, fn = await version_for(request, fid, vid, SCOPE, own_only=True)
     store = ctx(request).store
-    fn = await load_version(store, fid, vid)
     dep = await _load_deployment(store, fid, vid)
     if dep.value.get("graceful"):
         raise BadRequest(GRACEFUL_WAIT)
@@ -182,7 +179,7 @@ async def patch_gpu_specification(request: web.Request) -> web.Response:
     await require(request, SCOPE)
     store = ctx(request).store
     dep = await _by_deployment_id(store, request.match_info["deploymentId"])
-    await require(request, SCOPE, function_id=dep.value["functionId"])
+    await version_for(request, dep.value["functionId"], dep.value["functionVersionId"], SCOPE, own_only=True)
     gid = request.match_info["gpuSpecificationId"]
     specs = dep.value["deploymentSpecifications"]
     index = next((i for i, s in enumerate(specs) if s["gpuSpecificationId"] == gid), None)
@@ -204,10 +201,9 @@ def _graceful(request: web.Request) -> bool:
 @routes.delete("/v2/nvcf/deployments/functions/{functionId}/versions/{functionVersionId}")
 async def delete_deployment(request: web.Request) -> web.Response:
     fid, vid, key = _ids(request)
-    await require(request, SCOPE, function_id=fid)
+    _, fn = await version_for(request, fid, vid, SCOPE, own_only=True)
     store = ctx(request).store
     graceful = _graceful(request)
-    fn = await load_version(store, fid, vid)
     dep = await store.get(records.DEPLOYMENTS, key)
     try:
         status = next_state(fn.value["status"], Event.UNDEPLOY)

@@ -44,6 +44,10 @@ class PayloadTooLarge(ControlError):
     status = 413
 
 
+class TooManyRequests(ControlError):
+    status = 429
+
+
 def invalid(field: str, message: str) -> BadRequest:
     """A validation failure that names the offending field."""
     return BadRequest(f"Validation failed: field '{field}' {message}")

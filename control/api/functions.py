@@ -9,10 +9,12 @@ from aiohttp import web
 
 from .. import records
 from ..records import now_iso
+from ..sharing import Sharing, load_all_sharing
 from ..states import State
 from ..store.base import Conflict as StoreConflict
 from ..store.base import Delete, Put, Record, StateStore
-from .auth import require
+from .access import function_owner_for, owner_of, version_for, versions_for
+from .auth import Principal, require
 from .context import ctx, json_response, read_json_object
 from .errors import BadRequest, Conflict, NotFound
 from .validation import validate_function, validate_function_update
@@ -20,6 +22,21 @@ from .validation import validate_function, validate_function_update
 LIST_SCOPES = ("list_functions", "list_functions_details")
 VISIBILITIES = ("authorized", "private", "public")
 _INSTANCE_INTERNALS = ("host", "port", "gpuSpecificationId")
+# what another account never sees of a function shared with it (spec 5.4)
+_OWNER_ONLY_FIELDS = (
+    "inferenceUrl",
+    "inferencePort",
+    "containerArgs",
+    "containerEnvironment",
+    "containerImage",
+    "models",
+    "resources",
+    "helmChart",
+    "helmChartServiceName",
+    "activeInstances",
+    "secrets",
+    "rateLimit",
+)
 
 routes = web.RouteTableDef()
 
@@ -44,8 +61,13 @@ async def load_versions(store: StateStore, fid: str) -> list[Record]:
     return recs
 
 
-async def function_view(store: StateStore, doc: dict[str, Any]) -> dict[str, Any]:
-    """The wire Function: the stored doc plus activeInstances from the `instances` kind."""
+async def function_view(store: StateStore, doc: dict[str, Any], viewer: Principal | None = None) -> dict[str, Any]:
+    """The wire Function: the stored doc plus activeInstances from the `instances` kind;
+    for a viewer from another account, without the owner-only fields."""
+    if viewer is not None and not viewer.all_accounts and owner_of(doc) != viewer.nca_id:
+        view = {k: v for k, v in doc.items() if k not in _OWNER_ONLY_FIELDS}
+        view["ownedByDifferentAccount"] = True
+        return view
     instances = await store.list(records.INSTANCES, doc["versionId"] + "/")
     view = dict(doc)
     if instances:
@@ -55,7 +77,7 @@ async def function_view(store: StateStore, doc: dict[str, Any]) -> dict[str, Any
 
 def _visibility(request: web.Request) -> set[str]:
     raw = request.query.getall("visibility", [])
-    values = {v.strip() for item in raw for v in item.split(",") if v.strip()}
+    values = {v.strip().lower() for item in raw for v in item.split(",") if v.strip()}
     unknown = values - set(VISIBILITIES)
     if unknown:
         raise BadRequest(
@@ -64,12 +86,12 @@ def _visibility(request: web.Request) -> set[str]:
     return values or set(VISIBILITIES)
 
 
-async def _create(request: web.Request, fid: str) -> web.Response:
+async def _create(request: web.Request, fid: str, nca_id: str) -> web.Response:
     c = ctx(request)
     body = await read_json_object(request)
     fields, secret_values = validate_function(body)
     vid = str(uuid.uuid4())
-    doc = {"id": fid, "versionId": vid, "ncaId": c.nca_id, **fields, "status": State.INACTIVE.value, "createdAt": now_iso()}
+    doc = {"id": fid, "versionId": vid, "ncaId": nca_id, **fields, "status": State.INACTIVE.value, "createdAt": now_iso()}
     key = records.version_key(fid, vid)
     ops: list = [Put(records.FUNCTIONS, key, doc, expect=0)]
     if secret_values:
@@ -80,62 +102,79 @@ async def _create(request: web.Request, fid: str) -> web.Response:
 
 @routes.post("/v2/nvcf/functions")
 async def create_function(request: web.Request) -> web.Response:
-    await require(request, "register_function")
-    return await _create(request, str(uuid.uuid4()))
+    principal = await require(request, "register_function")
+    return await _create(request, str(uuid.uuid4()), principal.nca_id)
 
 
 @routes.post("/v2/nvcf/functions/{functionId}/versions")
 async def create_version(request: web.Request) -> web.Response:
     fid = request.match_info["functionId"]
-    await require(request, "register_function", function_id=fid)
-    await load_versions(ctx(request).store, fid)
-    return await _create(request, fid)
+    principal = await function_owner_for(request, fid, "register_function")
+    owner = owner_of((await load_versions(ctx(request).store, fid))[0].value)
+    return await _create(request, fid, owner if principal.all_accounts else principal.nca_id)
+
+
+def listed(principal: Principal, doc: dict[str, Any], sharing: Sharing, visibility: set[str]) -> bool:
+    """NVCF's visibility filter (spec 5.4): private = the caller's account's own versions,
+    authorized = versions shared with it, public = versions shared with `*`; an API key
+    also needs the matching resources for the first two."""
+    fid, vid, owner = doc["id"], doc["versionId"], owner_of(doc)
+    mine = owner == principal.nca_id
+    if "private" in visibility and mine and principal.reaches(fid, vid, owner=owner, shared=False):
+        return True
+    if (
+        "authorized" in visibility
+        and not mine
+        and sharing.shared_with(vid, principal.nca_id)
+        and principal.reaches(fid, vid, owner=owner, shared=True)
+    ):
+        return True
+    return "public" in visibility and sharing.public(vid)
+
+
+async def _listed_docs(request: web.Request, principal: Principal) -> list[dict[str, Any]]:
+    store = ctx(request).store
+    visibility = _visibility(request)
+    sharing = await load_all_sharing(store)
+    docs = [r.value for r in await store.list(records.FUNCTIONS)]
+    return [d for d in docs if listed(principal, d, sharing.get(d["id"], Sharing()), visibility)]
 
 
 @routes.get("/v2/nvcf/functions")
 async def list_functions(request: web.Request) -> web.Response:
     principal = await require(request, *LIST_SCOPES)
     store = ctx(request).store
-    # every function here belongs to this installation's account: visibility "private"
-    if "private" not in _visibility(request):
-        return json_response({"functions": []})
-    docs = [r.value for r in await store.list(records.FUNCTIONS) if principal.covers(r.value["id"])]
-    return json_response({"functions": [await function_view(store, d) for d in docs]})
+    return json_response({"functions": [await function_view(store, d, principal) for d in await _listed_docs(request, principal)]})
 
 
 @routes.get("/v2/nvcf/functions/ids")
 async def list_function_ids(request: web.Request) -> web.Response:
     principal = await require(request, *LIST_SCOPES)
-    if "private" not in _visibility(request):
-        return json_response({"functionIds": []})
-    ids = dict.fromkeys(r.value["id"] for r in await ctx(request).store.list(records.FUNCTIONS))
-    return json_response({"functionIds": [i for i in ids if principal.covers(i)]})
+    ids = dict.fromkeys(d["id"] for d in await _listed_docs(request, principal))
+    return json_response({"functionIds": list(ids)})
 
 
 @routes.get("/v2/nvcf/functions/{functionId}/versions")
 async def list_versions(request: web.Request) -> web.Response:
     fid = request.match_info["functionId"]
-    await require(request, *LIST_SCOPES, function_id=fid)
+    principal, recs = await versions_for(request, fid, *LIST_SCOPES)
     store = ctx(request).store
-    return json_response({"functions": [await function_view(store, r.value) for r in await load_versions(store, fid)]})
+    return json_response({"functions": [await function_view(store, r.value, principal) for r in recs]})
 
 
 @routes.get("/v2/nvcf/functions/{functionId}/versions/{functionVersionId}")
 async def get_version(request: web.Request) -> web.Response:
     fid, vid = request.match_info["functionId"], request.match_info["functionVersionId"]
-    await require(request, *LIST_SCOPES, function_id=fid)
-    store = ctx(request).store
-    rec = await load_version(store, fid, vid)
-    return json_response({"function": await function_view(store, rec.value)})
+    principal, rec = await version_for(request, fid, vid, *LIST_SCOPES)
+    return json_response({"function": await function_view(ctx(request).store, rec.value, principal)})
 
 
 @routes.put("/v2/nvcf/functions/{functionId}/versions/{functionVersionId}")
 @routes.put("/v2/nvcf/metadata/functions/{functionId}/versions/{functionVersionId}")
 async def update_version(request: web.Request) -> web.Response:
     fid, vid = request.match_info["functionId"], request.match_info["functionVersionId"]
-    await require(request, "update_function", function_id=fid)
+    _, rec = await version_for(request, fid, vid, "update_function", own_only=True)
     store = ctx(request).store
-    rec = await load_version(store, fid, vid)
     updates = validate_function_update(await read_json_object(request))
     model_updates = updates.pop("modelUpdates", None)
     doc = {**rec.value, **updates}
@@ -161,18 +200,20 @@ def _apply_model_updates(models: list[dict], updates: list[dict]) -> list[dict]:
 @routes.delete("/v2/nvcf/functions/{functionId}/versions/{functionVersionId}")
 async def delete_version(request: web.Request) -> web.Response:
     fid, vid = request.match_info["functionId"], request.match_info["functionVersionId"]
-    await require(request, "delete_function", function_id=fid)
+    _, rec = await version_for(request, fid, vid, "delete_function", own_only=True)
     store = ctx(request).store
-    rec = await load_version(store, fid, vid)
     key = records.version_key(fid, vid)
     # the version goes with everything that hangs off it, in one atomic commit
     ops: list = [
         Delete(records.FUNCTIONS, key, expect=rec.revision),
         Delete(records.DEPLOYMENTS, key),
         Delete(records.SECRETS, key),
+        Delete(records.AUTHORIZATIONS, key),
     ]
     for kind in (records.INSTANCES, records.SCALE):
         ops += [Delete(kind, r.key) for r in await store.list(kind, vid + "/")]
+    if [r.key for r in await store.list(records.FUNCTIONS, fid + "/")] == [key]:
+        ops.append(Delete(records.AUTHORIZATIONS, fid))  # the last version: the function's sharing goes too
     try:
         await store.commit(ops)
     except StoreConflict:

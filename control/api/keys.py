@@ -1,96 +1,246 @@
-"""API keys: /v1/keys. The plain key is returned once, at creation; only its digest is kept."""
+"""API keys: /v1/keys, as NVCF's API-keys service serves them (spec 3.1-3.4).
+
+Request and response JSON is snake_case; a key is answered as a flat KeyDto whose
+`value` is the full key only in the create response (masked everywhere else).
+`Key-Owner-Id` and `Key-Issuer-Id` scope every call to one owner in one issuing
+service, as NVCF does. What NVCF leaves to the network (the service itself has no
+auth), fngate checks: the caller's key needs `manage_keys`, acts within its own
+account, and can never create, widen or touch a key beyond its own scopes and
+functions (the admin key is exempt).
+"""
 
 from __future__ import annotations
 
+import re
+import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
+import orjson
 from aiohttp import web
 
+from fngate.proxy.routing import key_digest
+
 from .. import keys, records
-from .auth import require
-from .context import ctx, json_response, read_json_object
-from .errors import BadRequest, NotFound, invalid
-from .validation import string_field, strings_field
+from ..accounts import account_exists, account_not_found
+from ..authorizations import all_policies, escalation, named_functions
+from ..keys import StoredKey
+from ..store.base import Record
+from .access import relation_map
+from .auth import Principal, require
+from .context import ctx, json_response
+from .errors import BadRequest, Forbidden, NotFound, TooManyRequests
 
 routes = web.RouteTableDef()
 
+OWNER_HEADER = "Key-Owner-Id"
+ISSUER_HEADER = "Key-Issuer-Id"
+DESCRIPTION_RE = re.compile(r"^[a-zA-Z0-9\s_-]{1,64}$")
+KEY_NOT_FOUND = "Key not found"
 
-def _expiry(body: dict) -> str | None:
-    expires_at, ttl = body.get("expiresAt"), body.get("ttlSeconds")
-    if expires_at is not None and ttl is not None:
-        raise invalid("expiresAt", "cannot be combined with ttlSeconds")
-    now = datetime.now(UTC)
-    if ttl is not None:
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
-            raise invalid("ttlSeconds", "must be a positive integer")
-        return (now + timedelta(seconds=ttl)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if expires_at is None:
-        return None
+
+def _issuer(request: web.Request) -> tuple[str, str]:
+    """(owner id, issuer service id) from the Key-* headers, as the service resolves them."""
+    owner = request.headers.get(OWNER_HEADER, "").strip()
+    if not owner:
+        raise BadRequest("Key-Owner-Id is not set")
+    issuer = request.headers.get(ISSUER_HEADER, "").strip()
+    if not issuer:
+        raise BadRequest("Key-Issuer-Id is not set")
+    if issuer not in keys.ISSUERS:
+        raise BadRequest("Caller service not registered")
+    return owner, issuer
+
+
+async def _read_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
     try:
-        when = keys.parse_iso(expires_at) if isinstance(expires_at, str) else None
+        body = orjson.loads(raw) if raw.strip() else None
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"Failed to read request: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("Failed to read request: the body must be a JSON object")
+    return body
+
+
+def _description(body: dict[str, Any]) -> str:
+    value = body.get("description")
+    if not isinstance(value, str) or not DESCRIPTION_RE.fullmatch(value):
+        raise BadRequest("description is invalid")
+    return value
+
+
+def _expires_at(body: dict[str, Any], now: datetime) -> str:
+    value = body.get("expires_at")
+    message = f"expires_at must be in the future and not more than {keys.MAX_TTL_DAYS} days from now"
+    if value is None:
+        raise BadRequest(message)
+    if not isinstance(value, str):
+        raise BadRequest("Failed to read request: expires_at must be an ISO-8601 instant such as 2030-01-01T00:00:00Z")
+    try:
+        when = records.parse_iso(value)
     except ValueError:
-        when = None
-    if when is None:
-        raise invalid("expiresAt", "must be an ISO-8601 date-time such as 2030-01-01T00:00:00Z")
-    if when <= now:
-        raise invalid("expiresAt", "must be in the future")
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        raise BadRequest(f"Failed to read request: expires_at '{value}' is not an ISO-8601 instant") from None
+    if when < now or when > now + timedelta(days=keys.MAX_TTL_DAYS):
+        raise BadRequest(message)
+    return keys.iso_instant(when)
+
+
+def _audiences(body: dict[str, Any], issuer: str) -> tuple[str, ...]:
+    value = body.get("audience_service_ids")
+    if value is None:
+        return (issuer,)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest("Failed to read request: audience_service_ids must be an array of strings")
+    if not value:
+        raise BadRequest("audience_service_ids can't be empty")
+    invalid = sorted(set(value) - keys.ISSUERS[issuer])
+    if invalid:
+        raise BadRequest(f"service '{issuer}' cannot use audiences: {','.join(invalid)}")
+    return tuple(dict.fromkeys(value))
+
+
+def _authorizations(body: dict[str, Any]) -> dict[str, Any]:
+    value = body.get("authorizations")
+    if value is None:
+        raise BadRequest("authorizations can not be null")
+    if not isinstance(value, dict):
+        raise BadRequest("Failed to read request: authorizations must be a JSON object")
+    size = len(orjson.dumps(value))
+    if size > keys.MAX_AUTHZ_CHARS:
+        raise BadRequest(f"authorizations size can not be greater than {keys.MAX_AUTHZ_CHARS} but was {size}")
+    return value
+
+
+async def _account(request: web.Request, principal: Principal, body: dict[str, Any]) -> str:
+    """fngate: the account the new key acts for. A key makes keys for its own account;
+    the admin key may name another (an existing one) in `nca_id`."""
+    nca_id = body.get("nca_id")
+    if nca_id is None or nca_id == principal.nca_id:
+        return principal.nca_id
+    if not isinstance(nca_id, str):
+        raise BadRequest("Failed to read request: nca_id must be a string")
+    if not principal.admin:
+        raise Forbidden(f"The new key exceeds the calling key: account '{nca_id}' is not the key's account '{principal.nca_id}'")
+    if not await account_exists(ctx(request).store, nca_id):
+        raise BadRequest(account_not_found(nca_id))
+    return nca_id
+
+
+async def _check_within(request: web.Request, principal: Principal, authorizations: dict[str, Any], what: str) -> None:
+    """403 when `authorizations` would give a key more than the calling key holds."""
+    if principal.admin:
+        return
+    wanted = all_policies(authorizations)
+    relation = await relation_map(ctx(request).store, principal, named_functions(wanted))
+    for policy in wanted:
+        reason = escalation(principal.authority, policy, relation)
+        if reason is not None:
+            raise Forbidden(f"{what} exceeds the calling key: {reason}")
+
+
+async def _owned_keys(request: web.Request, principal: Principal, owner: str, issuer: str) -> list[tuple[Record, StoredKey]]:
+    """This owner's keys in this issuing service (and the caller's account), dropping
+    keys whose deletion time (two days after expiry) has passed."""
+    store = ctx(request).store
+    now = keys.now_utc()
+    out = []
+    for rec in await store.list(records.KEYS):
+        key = StoredKey.from_doc(rec.value)
+        if key.gone(now):
+            await store.delete(records.KEYS, rec.key, expect=rec.revision)
+            continue
+        if key.owner_id == owner and key.issuer_service_id == issuer and (principal.admin or key.nca_id == principal.nca_id):
+            out.append((rec, key))
+    return out
+
+
+async def _one_key(request: web.Request, principal: Principal) -> tuple[Record, StoredKey]:
+    owner, issuer = _issuer(request)
+    key_id = request.match_info["keyId"]
+    for rec, key in await _owned_keys(request, principal, owner, issuer):
+        if key.id == key_id:
+            return rec, key
+    raise NotFound(KEY_NOT_FOUND)
 
 
 @routes.post("/v1/keys")
 async def create_key(request: web.Request) -> web.Response:
-    await require(request, keys.MANAGE_KEYS)
-    c = ctx(request)
-    body = await read_json_object(request)
-    scopes = strings_field(body, "scopes")
-    if not scopes:
-        raise invalid("scopes", "is required and must list at least one scope")
-    unknown = [s for s in scopes if s not in keys.SCOPES]
-    if unknown:
-        raise invalid("scopes", f"has unknown scope(s) {', '.join(unknown)}; known: {', '.join(keys.SCOPES)}")
-    function_ids = strings_field(body, "functionIds")
-    if function_ids is not None and not function_ids:
-        raise invalid("functionIds", "must name at least one function when given (leave it out for all functions)")
-    description = string_field(body, "description", max_len=256, nonblank=False) or ""
+    principal = await require(request, keys.MANAGE_KEYS)
+    owner, issuer = _issuer(request)
+    body = await _read_body(request)
+    now = keys.now_utc()
+    description = _description(body)
+    expires_at = _expires_at(body, now)
+    audiences = _audiences(body, issuer)
+    if len(await _owned_keys(request, principal, owner, issuer)) >= keys.MAX_KEYS_PER_OWNER:
+        raise BadRequest("Actor reached maximum allowed number of keys in service")
+    authorizations = _authorizations(body)
+    nca_id = await _account(request, principal, body)
+    await _check_within(request, principal, authorizations, "The new key")
     plain = keys.new_key()
-    key_id = str(uuid.uuid4())
-    doc = keys.key_doc(
-        plain,
-        key_id,
-        scopes=list(dict.fromkeys(scopes)),
+    key = StoredKey(
+        id=str(uuid.uuid4()),
+        digest=key_digest(plain),
+        suffix=plain[-3:],
+        owner_id=owner,
+        nca_id=nca_id,
+        authorizations=authorizations,
+        created_at=keys.iso_instant(now),
         description=description,
-        function_ids=function_ids,
-        expires_at=_expiry(body),
-        nca_id=c.nca_id,
+        expires_at=expires_at,
+        issuer_service_id=issuer,
+        audience_service_ids=audiences,
     )
-    await c.store.put(records.KEYS, key_id, doc, expect=0)
-    return json_response({"key": keys.public_view(doc), "value": plain})
+    await ctx(request).store.put(records.KEYS, key.id, key.to_doc(), expect=0)
+    return json_response(key.view(now, value=plain))
 
 
 @routes.get("/v1/keys")
 async def list_keys(request: web.Request) -> web.Response:
-    await require(request, keys.MANAGE_KEYS)
-    docs = await ctx(request).store.list(records.KEYS)
-    return json_response({"keys": [keys.public_view(r.value) for r in docs]})
+    principal = await require(request, keys.MANAGE_KEYS)
+    owner, issuer = _issuer(request)
+    now = keys.now_utc()
+    found = await _owned_keys(request, principal, owner, issuer)
+    return json_response({"keys": [key.view(now, with_authorizations=False) for _, key in found]})
 
 
 @routes.get("/v1/keys/{keyId}")
 async def get_key(request: web.Request) -> web.Response:
-    await require(request, keys.MANAGE_KEYS)
-    key_id = request.match_info["keyId"]
-    rec = await ctx(request).store.get(records.KEYS, key_id)
-    if rec is None:
-        raise NotFound(f"API key '{key_id}': Not found")
-    return json_response({"key": keys.public_view(rec.value)})
+    principal = await require(request, keys.MANAGE_KEYS)
+    _, key = await _one_key(request, principal)
+    return json_response(key.view(keys.now_utc()))
+
+
+@routes.put("/v1/keys/{keyId}/authorizations")
+async def update_authorizations(request: web.Request) -> web.Response:
+    principal = await require(request, keys.MANAGE_KEYS)
+    rec, key = await _one_key(request, principal)
+    body = await _read_body(request)
+    authorizations = _authorizations(body)
+    now = keys.now_utc()
+    if key.is_admin:
+        raise BadRequest("The admin key's authorizations cannot be changed")
+    if key.status_at(now) != keys.ACTIVE:
+        raise BadRequest("Key is not active")
+    await _check_within(request, principal, key.authorizations, "The key being changed")
+    await _check_within(request, principal, authorizations, "The new authorizations")
+    at = time.time()
+    if at - key.authz_updated_at < keys.MIN_AUTHZ_UPDATE_INTERVAL:
+        raise TooManyRequests("Slow down.")
+    updated = key.with_authorizations(authorizations, at)
+    await ctx(request).store.put(records.KEYS, rec.key, updated.to_doc(), expect=rec.revision)
+    return json_response(updated.view(now))
 
 
 @routes.delete("/v1/keys/{keyId}")
-async def revoke_key(request: web.Request) -> web.Response:
-    await require(request, keys.MANAGE_KEYS)
-    key_id = request.match_info["keyId"]
-    if key_id == keys.ADMIN_KEY_ID:
-        raise BadRequest("The admin key cannot be revoked; set FNGATE_ADMIN_KEY or replace <data-dir>/admin.key instead")
-    if not await ctx(request).store.delete(records.KEYS, key_id):
-        raise NotFound(f"API key '{key_id}': Not found")
+async def delete_key(request: web.Request) -> web.Response:
+    principal = await require(request, keys.MANAGE_KEYS)
+    rec, key = await _one_key(request, principal)
+    if key.is_admin:
+        raise BadRequest("The admin key cannot be deleted; set FNGATE_ADMIN_KEY or replace <data-dir>/admin.key instead")
+    await _check_within(request, principal, key.authorizations, "The key being deleted")
+    if not await ctx(request).store.delete(records.KEYS, rec.key):
+        raise NotFound(KEY_NOT_FOUND)
     return web.Response(status=204)

@@ -138,6 +138,7 @@ SCHEMAS: dict[str, dict] = {
         helmChartServiceName=STR,
         llmInvocationConfig=ANY_OBJ,
         telemetries=ANY_OBJ,
+        ownedByDifferentAccount={"type": "boolean", "description": "the function belongs to another account that shares it"},
     ),
     "FunctionResponse": _obj(["function"], function=_ref("Function")),
     "FunctionsResponse": _obj(["functions"], functions=_arr(_ref("Function"))),
@@ -202,27 +203,100 @@ SCHEMAS: dict[str, dict] = {
             )
         ),
     ),
+    "KeyAuthorizations": _obj(
+        ["policies"],
+        policies=_arr(
+            _obj(
+                None,
+                aud=STR,
+                auds=STRS,
+                product=STR,
+                scopes=_arr({"type": "string", "description": "NVCF scopes: " + ", ".join(SCOPES)}),
+                resources=_arr(_obj(["type", "id"], type=STR, id=STR)),
+            )
+        ),
+    ),
     "CreateKeyRequest": _obj(
-        ["scopes"],
-        scopes=_arr({"type": "string", "enum": list(SCOPES)}),
-        description=STR,
-        functionIds=STRS,
-        expiresAt={"type": "string", "format": "date-time"},
-        ttlSeconds=INT,
+        ["description", "expires_at", "authorizations"],
+        description={"type": "string", "pattern": "^[a-zA-Z0-9\\s_-]{1,64}$"},
+        expires_at={"type": "string", "format": "date-time", "description": "at most 365 days ahead"},
+        audience_service_ids=STRS,
+        authorizations=_ref("KeyAuthorizations"),
     ),
+    "UpdateKeyAuthorizationsRequest": _obj(["authorizations"], authorizations=_ref("KeyAuthorizations")),
     "Key": _obj(
-        ["keyId", "scopes", "createdAt"], keyId=STR, description=STR, scopes=STRS, functionIds=STRS, expiresAt=STR, createdAt=STR, ncaId=STR
+        ["id", "value", "status", "owner_type", "owner_id", "issuer_service_id", "audience_service_ids", "created_at"],
+        id=STR,
+        value={"type": "string", "description": "the full key in the create response only, else masked"},
+        status={"type": "string", "enum": ["ACTIVE", "EXPIRED", "SUSPENDED"]},
+        owner_type={"type": "string", "enum": ["USER", "SYSTEM"]},
+        owner_id=STR,
+        issuer_service_id=STR,
+        audience_service_ids=STRS,
+        description=STR,
+        created_at=STR,
+        expires_at=STR,
+        nca_id={"type": "string", "description": "fngate: the account the key acts for"},
+        authorizations=_ref("KeyAuthorizations"),
     ),
-    "CreatedKey": _obj(
-        ["key", "value"], key=_ref("Key"), value={"type": "string", "description": "the API key; shown only in this response"}
-    ),
-    "KeyResponse": _obj(["key"], key=_ref("Key")),
     "KeysResponse": _obj(["keys"], keys=_arr(_ref("Key"))),
+    "AuthorizedParty": _obj(
+        ["ncaId"], ncaId={"type": "string", "description": "an account, or * (public; super admin only)"}, clientId=STR
+    ),
+    "AuthorizedPartiesRequest": _obj(["authorizedParties"], authorizedParties=_arr(_ref("AuthorizedParty"))),
+    "PatchAuthorizedPartyRequest": _obj(["authorizedParty"], authorizedParty=_ref("AuthorizedParty")),
+    "AuthorizedParties": _obj(["id", "ncaId"], id=STR, ncaId=STR, versionId=STR, authorizedParties=_arr(_obj(["ncaId"], ncaId=STR))),
+    "AuthorizedPartiesResponse": _obj(["function"], function=_ref("AuthorizedParties")),
+    "ListAuthorizedPartiesResponse": _obj(["functions"], functions=_arr(_ref("AuthorizedParties"))),
+    "Account": _obj(
+        ["ncaId", "name"],
+        ncaId=STR,
+        name=STR,
+        adminClientIds=STRS,
+        maxFunctionsAllowed=INT,
+        maxTasksAllowed=INT,
+        maxTelemetriesAllowed=INT,
+        maxRegistryCredentialsAllowed=INT,
+        lastUpdatedAt=STR,
+    ),
+    "AccountDetails": _obj(
+        ["ncaId", "name"],
+        ncaId=STR,
+        name=STR,
+        adminClientIds=STRS,
+        clientIds=STRS,
+        telemetries=_arr(ANY_OBJ),
+        registryCredentials=_arr(ANY_OBJ),
+        currentNumberFunctions=INT,
+        maxFunctionsAllowed=INT,
+        maxTasksAllowed=INT,
+        maxTelemetriesAllowed=INT,
+        maxRegistryCredentialsAllowed=INT,
+        lastUpdatedAt=STR,
+    ),
+    "CreateAccountRequest": _obj(
+        ["name"],
+        name={"type": "string", "pattern": "^[a-z0-9A-Z][a-z0-9A-Z\\-_]*$"},
+        adminClientId=STR,
+        registryCredentials=_arr(ANY_OBJ),
+        maxFunctionsAllowed=INT,
+        maxTasksAllowed=INT,
+        maxTelemetriesAllowed=INT,
+        maxRegistryCredentialsAllowed=INT,
+    ),
+    "AccountUpdateRequest": _obj(
+        None, name=STR, maxFunctionsAllowed=INT, maxTasksAllowed=INT, maxTelemetriesAllowed=INT, maxRegistryCredentialsAllowed=INT
+    ),
+    "ClientRequest": _obj(["adminClientId"], adminClientId=STR),
+    "AccountResponse": _obj(["account"], account=_ref("Account")),
+    "AccountDetailsResponse": _obj(["account"], account=_ref("AccountDetails")),
+    "AccountsResponse": _obj(["cloudAccounts"], cloudAccounts=_arr(_ref("Account"))),
+    "DeploymentsResponse": _obj(["deployments"], deployments=_arr(_ref("Deployment"))),
 }
 
 PARAMS = {
     name: {"name": name, "in": "path", "required": True, "schema": STR}
-    for name in ("functionId", "functionVersionId", "deploymentId", "gpuSpecificationId", "requestId", "keyId")
+    for name in ("functionId", "functionVersionId", "deploymentId", "gpuSpecificationId", "requestId", "keyId", "ncaId")
 }
 QUERY = {
     "visibility": {
@@ -241,6 +315,7 @@ ERRORS = {
     404: "not found",
     409: "changed concurrently",
     413: "request body too large",
+    429: "too many requests",
 }
 
 
@@ -354,26 +429,104 @@ PATHS: dict[str, dict[str, dict]] = {
     },
     "/v1/keys": {
         "post": _op(
-            "Create an API key (its value is returned only here)",
-            "manage_keys",
-            "CreatedKey",
-            body="CreateKeyRequest",
-            errors=(400, 401, 403),
+            "Create an API key (its value is returned only here)", "manage_keys", "Key", body="CreateKeyRequest", errors=(400, 401, 403)
         ),
-        "get": _op("List API keys (never their values)", "manage_keys", "KeysResponse", errors=(401, 403)),
+        "get": _op("List the owner's API keys (masked, without authorizations)", "manage_keys", "KeysResponse", errors=(400, 401, 403)),
     },
     "/v1/keys/{keyId}": {
-        "get": _op("Get an API key's metadata", "manage_keys", "KeyResponse", errors=(401, 403, 404)),
-        "delete": _op("Revoke an API key", "manage_keys", None, status=204, errors=(400, 401, 403, 404)),
+        "get": _op("Get an API key (masked)", "manage_keys", "Key", errors=(400, 401, 403, 404)),
+        "delete": _op("Delete (revoke) an API key", "manage_keys", None, status=204, errors=(400, 401, 403, 404)),
+    },
+    "/v1/keys/{keyId}/authorizations": {
+        "put": _op(
+            "Replace an ACTIVE key's authorizations",
+            "manage_keys",
+            "Key",
+            body="UpdateKeyAuthorizationsRequest",
+            errors=(400, 401, 403, 404, 429),
+        )
     },
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3 document"}}}},
 }
+
+AZ = "/v2/nvcf/authorizations/functions/{functionId}"
+AZV = AZ + "/versions/{functionVersionId}"
+AZ_ERRORS = (400, 401, 403, 404)
+for _base, _what in ((AZ, "every version of the function"), (AZV, "the version")):
+    PATHS[_base] = {
+        "post": _op(
+            f"Replace the authorized parties of {_what}", "authorize_clients", "AuthorizedPartiesResponse", body="AuthorizedPartiesRequest"
+        ),
+        "delete": _op(f"Delete the authorized-party list of {_what}", "authorize_clients", "AuthorizedPartiesResponse"),
+    }
+    PATHS[_base + "/add"] = {
+        "patch": _op(
+            f"Add one account to {_what}'s list",
+            "authorize_clients",
+            "AuthorizedPartiesResponse",
+            body="PatchAuthorizedPartyRequest",
+            errors=(400, 401, 403, 404, 409),
+        )
+    }
+    PATHS[_base + "/remove"] = {
+        "patch": _op(
+            f"Remove one account from {_what}'s list", "authorize_clients", "AuthorizedPartiesResponse", body="PatchAuthorizedPartyRequest"
+        )
+    }
+PATHS[AZ]["get"] = _op(
+    "The authorized parties of every version (function and version lists merged)", "authorize_clients", "ListAuthorizedPartiesResponse"
+)
+PATHS[AZV]["get"] = _op("The authorized parties of the version", "authorize_clients", "AuthorizedPartiesResponse")
+
+A = "/v2/nvcf/accounts"
+PATHS[A] = {"get": _op("List accounts", "account_setup", "AccountsResponse", errors=(401, 403))}
+PATHS[A + "/{ncaId}"] = {
+    "post": _op(
+        "Create an account (admin key only)", "account_setup", "AccountResponse", body="CreateAccountRequest", errors=(400, 401, 403, 409)
+    ),
+    "get": _op("Get an account with its details", "account_setup", "AccountDetailsResponse"),
+    "patch": _op("Update an account's name or limits", "account_setup", "AccountResponse", body="AccountUpdateRequest"),
+    "delete": _op("Delete an account without functions (admin key only)", "account_setup", None, status=204),
+}
+PATHS[A + "/{ncaId}/clients/associate"] = {
+    "patch": _op("Associate an admin client id", "account_setup", "AccountResponse", body="ClientRequest", errors=(400, 401, 403, 404, 409))
+}
+PATHS[A + "/{ncaId}/clients/disassociate"] = {
+    "patch": _op("Disassociate an admin client id", "account_setup", "AccountResponse", body="ClientRequest")
+}
+PATHS[A + "/{ncaId}/deployments"] = {"get": _op("The account's deployments (super admin)", "admin:deploy_function", "DeploymentsResponse")}
+
+TWINNED = ("/v2/nvcf/functions", "/v2/nvcf/metadata/", "/v2/nvcf/deployments", "/v2/nvcf/queues/", "/v2/nvcf/authorizations/")
+for _path, _ops in list(PATHS.items()):  # the super-admin twins (spec 11.2): admin:<scope>, the key's own account
+    if _path.startswith(TWINNED):
+        PATHS[A + "/{ncaId}" + _path[len("/v2/nvcf") :]] = {
+            m: {
+                **op,
+                "summary": op["summary"] + " (in account ncaId; admin:<scope>)",
+                "x-required-scope": "admin:" + str(op.get("x-required-scope")),
+            }
+            for m, op in _ops.items()
+        }
+
+KEY_HEADERS = [
+    {"name": "Key-Owner-Id", "in": "header", "required": True, "schema": STR, "description": "the owner of the keys"},
+    {
+        "name": "Key-Issuer-Id",
+        "in": "header",
+        "required": True,
+        "schema": STR,
+        "description": "nvidia-cloud-functions-ncp-service-id-aketm",
+    },
+    {"name": "Key-Issuer-Service", "in": "header", "schema": STR, "description": "sent by NVCF's docs and CLI; not read"},
+]
 
 for _path, _ops in PATHS.items():  # path parameters, from the template itself
     _names = [seg[1:-1] for seg in _path.split("/") if seg.startswith("{")]
     for _op_doc in _ops.values():
         if _names:
             _op_doc["parameters"] = [PARAMS[n] for n in _names] + _op_doc.get("parameters", [])
+        if _path.startswith("/v1/keys"):
+            _op_doc["parameters"] = _op_doc.get("parameters", []) + KEY_HEADERS
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.0.3",

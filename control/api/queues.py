@@ -6,10 +6,10 @@ from aiohttp import web
 
 from .. import records
 from ..states import State
+from .access import version_for, versions_for
 from .auth import require
 from .context import ctx, json_response
 from .errors import NotFound
-from .functions import load_version, load_versions
 
 SCOPE = "queue_details"
 QUEUED_STATES = frozenset({State.DEPLOYING.value, State.ACTIVE.value, State.DEGRADING.value, State.DEGRADED.value})
@@ -30,8 +30,8 @@ def _queue(request: web.Request, doc: dict) -> dict:
 @routes.get("/v2/nvcf/queues/functions/{functionId}")
 async def function_queues(request: web.Request) -> web.Response:
     fid = request.match_info["functionId"]
-    await require(request, SCOPE, function_id=fid)
-    docs = [r.value for r in await load_versions(ctx(request).store, fid) if r.value["status"] in QUEUED_STATES]
+    _, recs = await versions_for(request, fid, SCOPE)
+    docs = [r.value for r in recs if r.value["status"] in QUEUED_STATES]
     if not docs:
         raise NotFound(NOT_DEPLOYED)
     return json_response({"functionId": fid, "queues": [_queue(request, d) for d in docs]})
@@ -40,8 +40,7 @@ async def function_queues(request: web.Request) -> web.Response:
 @routes.get("/v2/nvcf/queues/functions/{functionId}/versions/{functionVersionId}")
 async def version_queue(request: web.Request) -> web.Response:
     fid, vid = request.match_info["functionId"], request.match_info["functionVersionId"]
-    await require(request, SCOPE, function_id=fid)
-    doc = (await load_version(ctx(request).store, fid, vid)).value
+    doc = (await version_for(request, fid, vid, SCOPE))[1].value
     if doc["status"] not in QUEUED_STATES:
         raise NotFound(NOT_DEPLOYED)
     return json_response({"functionId": fid, "queues": [_queue(request, doc)]})
@@ -59,5 +58,5 @@ async def request_position(request: web.Request) -> web.Response:
     function = next((r.value for r in await c.store.list(records.FUNCTIONS) if r.value["versionId"] == vid), None)
     if function is None:
         raise NotFound(f"Request id '{request_id}': its function version no longer exists")
-    await require(request, SCOPE, function_id=function["id"])
+    await version_for(request, function["id"], vid, SCOPE)
     return json_response({"functionId": function["id"], "functionVersionId": vid, "positionInQueue": min(position, 1000)})

@@ -42,7 +42,9 @@ def resolve_key(args: argparse.Namespace) -> str | None:
         return None
 
 
-def call(args: argparse.Namespace, method: str, path: str, body: Any = None, query: dict | None = None) -> Any:
+def call(
+    args: argparse.Namespace, method: str, path: str, body: Any = None, query: dict | None = None, headers: dict[str, str] | None = None
+) -> Any:
     url = args.api_url.rstrip("/") + path
     if query:
         url += "?" + "&".join(f"{k}={v}" for k, v in query.items() if v is not None)
@@ -50,6 +52,8 @@ def call(args: argparse.Namespace, method: str, path: str, body: Any = None, que
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
         req.add_header("Content-Type", "application/json")
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
     key = resolve_key(args)
     if key:
         req.add_header("Authorization", f"Bearer {key}")

@@ -12,11 +12,13 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from fngate.control import records as R
 from fngate.control.internal_api import RedisLoadReader, make_internal_app
+from fngate.control.keys import StoredKey
 from fngate.control.loadboard import LoadBoard
 from fngate.control.publisher import RoutingPublisher
 from fngate.control.store.memory import MemoryStore
 from fngate.proxy.routing import ROUTING_CHANNEL, ROUTING_KEY, LoadReport, RoutingTable, SnapshotHolder, VersionLoad, key_digest
 from tests.support.helpers import deploy
+from tests.support.keys import function_resource, policy
 
 ADMIN = "nvapi-admin-secret"
 
@@ -39,19 +41,22 @@ async def _until(pred, timeout=5.0):
 
 async def test_table_follows_the_store():
     store = MemoryStore()
-    await store.put(
-        R.KEYS,
-        "k1",
-        {
-            "keyId": "k1",
-            "digest": key_digest("nvapi-user"),
-            "scopes": ["invoke_function"],
-            "functionIds": ["f1"],
-            "expiresAt": "2030-01-01T00:00:00Z",
-            "ncaId": "fngate",
-        },
-    )
     fid, vid = await deploy(store, fn_extra={"inferenceUrl": "/grpc"})
+    user = StoredKey(
+        id="k1",
+        digest=key_digest("nvapi-user"),
+        suffix="ser",
+        owner_id="alice@example.com",
+        nca_id="fngate",
+        authorizations={"policies": [policy(["invoke_function"], [function_resource(fid), function_resource(fid, vid)])]},
+        created_at="2026-01-01T00:00:00Z",
+        expires_at="2030-01-01T00:00:00Z",
+    )
+    await store.put(R.KEYS, "k1", user.to_doc())
+    await store.put(R.KEYS, "k2", {**user.to_doc(), "id": "k2", "digest": key_digest("nvapi-suspended"), "status": "SUSPENDED"})
+    # a record written before keys followed NVCF's API-keys service
+    legacy = {"keyId": "k0", "digest": key_digest("nvapi-legacy"), "scopes": ["invoke_function"], "functionIds": [fid], "ncaId": "fngate"}
+    await store.put(R.KEYS, "k0", legacy)
     pub = RoutingPublisher(store, admin_key=ADMIN)
     gateway = SnapshotHolder()
     pub.add_sink(gateway.publish)
@@ -60,7 +65,11 @@ async def test_table_follows_the_store():
         t0 = gateway.table
         route = t0.functions[fid][vid]
         assert route.status == "DEPLOYING" and route.grpc and route.endpoints == () and not route.invokable
-        assert t0.keys[key_digest("nvapi-user")].function_ids == frozenset({"f1"})
+        grant = t0.keys[key_digest("nvapi-user")]
+        assert (grant.function_ids, grant.version_ids, grant.shared, grant.any_account) == (frozenset({fid}), frozenset(), False, False)
+        assert grant.subject == "alice@example.com" and grant.expires_at == 1893456000.0
+        assert key_digest("nvapi-suspended") not in t0.keys
+        assert t0.keys[key_digest("nvapi-legacy")].function_ids == frozenset({fid})
         assert t0.keys[key_digest(ADMIN)].allows("invoke_function", fid, 0)
         await _instance(store, vid, "i-starting", status="STARTING")
         await _instance(store, vid, "i-ready", port=7002)

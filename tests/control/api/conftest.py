@@ -8,6 +8,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from fngate.control.api import make_app
 from fngate.control.loadboard import LoadBoard
 from fngate.control.store.memory import MemoryStore
+from tests.support.keys import key_body, key_headers
 
 ADMIN_KEY = "nvapi-test-admin-key"
 
@@ -57,13 +58,14 @@ class Api:
         self.client = client
         self.store = store
         self.loadboard = loadboard
+        self._keys = 0
 
     @staticmethod
     def auth(key: str = ADMIN_KEY) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
 
     async def call(self, method: str, path: str, body=None, *, key: str | None = ADMIN_KEY, status: int | None = 200, **kw):
-        headers = self.auth(key) if key is not None else {}
+        headers = {**(self.auth(key) if key is not None else {}), **kw.pop("headers", {})}
         resp = await self.client.request(method, path, json=body, headers=headers, **kw)
         data = await resp.json(content_type=None) if resp.status != 204 else None
         if status is not None:
@@ -71,7 +73,7 @@ class Api:
         return data
 
     async def problem(self, method: str, path: str, body=None, *, status: int, key: str | None = ADMIN_KEY, **kw) -> dict:
-        headers = self.auth(key) if key is not None else {}
+        headers = {**(self.auth(key) if key is not None else {}), **kw.pop("headers", {})}
         resp = await self.client.request(method, path, json=body, headers=headers, **kw)
         assert resp.status == status, (resp.status, await resp.text())
         assert resp.content_type == "application/problem+json"
@@ -86,8 +88,14 @@ class Api:
         body = {"deploymentSpecifications": list(specs or [SPEC])}
         return (await self.call("POST", f"/v2/nvcf/deployments/functions/{fn['id']}/versions/{fn['versionId']}", body))["deployment"]
 
-    async def key(self, *scopes: str, **extra) -> str:
-        return (await self.call("POST", "/v1/keys", {"scopes": list(scopes), **extra}))["value"]
+    async def key(self, *scopes: str, resources: list[dict] | None = None, owner: str | None = None, key: str = ADMIN_KEY) -> str:
+        """A new key with NVCF's create body (every key its own owner: at most 8 per owner)."""
+        self._keys += 1
+        headers = {**self.auth(key), **key_headers(owner or f"owner-{self._keys}@test")}
+        resp = await self.client.post("/v1/keys", json=key_body(list(scopes), resources), headers=headers)
+        data = await resp.json(content_type=None)
+        assert resp.status == 200, data
+        return data["value"]
 
 
 @pytest.fixture
@@ -101,3 +109,60 @@ async def api():
         yield Api(client, store, board)
     finally:
         await client.close()
+
+
+class Served:
+    """A real `fngate serve` (SQLite or Redis store) and an httpx client for its APIs."""
+
+    def __init__(self, sp) -> None:
+        import httpx
+
+        self.sp = sp
+        self.admin = sp.admin_key
+        self.http = httpx.Client(base_url=sp.api_url, timeout=30)
+        self.gateway = f"http://127.0.0.1:{sp.ready['http_port']}"
+
+    def request(self, method: str, path: str, body=None, *, key: str | None = None, headers: dict | None = None, **kw):
+        sent = {"Authorization": f"Bearer {key or self.admin}", **(headers or {})}
+        return self.http.request(method, path, json=body, headers=sent, **kw)
+
+    def ok(self, method: str, path: str, body=None, *, status: int = 200, **kw):
+        resp = self.request(method, path, body, **kw)
+        assert resp.status_code == status, (method, path, resp.status_code, resp.text)
+        return resp.json() if resp.content else None
+
+    def problem(self, method: str, path: str, body=None, *, status: int, **kw) -> dict:
+        resp = self.request(method, path, body, **kw)
+        assert resp.status_code == status, (method, path, resp.status_code, resp.text)
+        assert resp.headers["content-type"] == "application/problem+json"
+        doc = resp.json()
+        assert doc["status"] == status and doc["type"].startswith("urn:nv-boot:problem-details:")
+        return doc
+
+    def invoke(self, fid: str, key: str, path: str = "/echo", **kw):
+        import httpx
+
+        headers = {"Authorization": f"Bearer {key}", "function-id": fid, **kw.pop("headers", {})}
+        return httpx.post(self.gateway + path, headers=headers, timeout=60, **kw)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def served(request, tmp_path_factory):
+    """One `fngate serve` per store for a whole module (contract tests share it)."""
+    from tests.conftest import start_serve
+
+    extra: tuple[str, ...] = ()
+    if request.param == "redis":
+        import redis
+
+        server = request.getfixturevalue("redis_server")
+        with redis.Redis(host=server.host, port=server.port) as client:
+            client.flushdb()
+        extra = ("--store", server.url)
+    sp = start_serve(tmp_path_factory.mktemp(f"serve-{request.param}"), *extra)
+    s = Served(sp)
+    try:
+        yield s
+    finally:
+        s.http.close()
+        sp.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fngate.control.api import make_app
 from fngate.control.store.memory import MemoryStore
+from tests.support.keys import key_body, key_headers
 
 from .conftest import SPEC
 
@@ -69,8 +70,25 @@ async def test_real_responses_match_the_documented_schemas(api):
     check("/v2/nvcf/queues/functions/{functionId}", "get", 200, await api.call("GET", f"/v2/nvcf/queues/functions/{fn['id']}"))
     check("/v2/nvcf/supportedGpus", "get", 200, await api.call("GET", "/v2/nvcf/supportedGpus"))
     check("/v2/nvcf/clusterGroups", "get", 200, await api.call("GET", "/v2/nvcf/clusterGroups"))
-    check("/v1/keys", "post", 200, await api.call("POST", "/v1/keys", {"scopes": ["list_functions"]}))
-    check("/v1/keys", "get", 200, await api.call("GET", "/v1/keys"))
+    created = await api.call("POST", "/v1/keys", key_body(), headers=key_headers())
+    check("/v1/keys", "post", 200, created)
+    check("/v1/keys", "get", 200, await api.call("GET", "/v1/keys", headers=key_headers()))
+    check("/v1/keys/{keyId}", "get", 200, await api.call("GET", f"/v1/keys/{created['id']}", headers=key_headers()))
+    updated = await api.call(
+        "PUT", f"/v1/keys/{created['id']}/authorizations", {"authorizations": key_body()["authorizations"]}, headers=key_headers()
+    )
+    check("/v1/keys/{keyId}/authorizations", "put", 200, updated)
+    check("/v1/keys", "post", 400, await api.problem("POST", "/v1/keys", {}, status=400, headers=key_headers()))
+    check("/v2/nvcf/accounts/{ncaId}", "post", 200, await api.call("POST", "/v2/nvcf/accounts/team-b", {"name": "team-b"}))
+    check("/v2/nvcf/accounts/{ncaId}", "get", 200, await api.call("GET", "/v2/nvcf/accounts/team-b"))
+    check("/v2/nvcf/accounts", "get", 200, await api.call("GET", "/v2/nvcf/accounts"))
+    az = "/v2/nvcf/authorizations/functions/{functionId}"
+    shared = await api.call("POST", f"/v2/nvcf/authorizations/functions/{fn['id']}", {"authorizedParties": [{"ncaId": "team-b"}]})
+    check(az, "post", 200, shared)
+    check(az, "get", 200, await api.call("GET", f"/v2/nvcf/authorizations/functions/{fn['id']}"))
+    other = await api.call("POST", "/v1/keys", {**key_body(), "nca_id": "team-b"}, headers=key_headers())
+    check(fv, "get", 200, await api.call("GET", f"/v2/nvcf/functions/{fn['id']}/versions/{fn['versionId']}", key=other["value"]))
+    check("/v2/nvcf/accounts/{ncaId}/deployments", "get", 200, await api.call("GET", "/v2/nvcf/accounts/fngate/deployments"))
     check(fv, "get", 404, await api.problem("GET", f"/v2/nvcf/functions/{fn['id']}/versions/nope", status=404))
     check("/v2/nvcf/functions", "post", 400, await api.problem("POST", "/v2/nvcf/functions", {}, status=400))
 

@@ -38,7 +38,7 @@ async def test_queue_position(api):
     assert got == {"functionId": fn["id"], "functionVersionId": fn["versionId"], "positionInQueue": 2}
     p = await api.problem("GET", "/v2/nvcf/queues/r9/position", status=404)
     assert "r9" in p["detail"]
-    limited = await api.key("queue_details", functionIds=["someone-else"])
+    limited = await api.key("queue_details", resources=[])
     await api.problem("GET", "/v2/nvcf/queues/r2/position", key=limited, status=403)
 
 

@@ -134,7 +134,9 @@ def test_errors_print_the_problem_detail_and_exit_non_zero(server):
     bad = fngate(server, "function", "get", "nope", "nope", check=False)
     assert bad.returncode == 1 and "404 Not Found" in bad.stderr and "nope" in bad.stderr
     wrong_key = fngate(server, "function", "list", key="nvapi-wrong", check=False)
-    assert wrong_key.returncode == 1 and "401" in wrong_key.stderr
+    assert wrong_key.returncode == 1 and "403 Forbidden: Authorization failed" in wrong_key.stderr
+    not_a_key = fngate(server, "function", "list", key="wrong", check=False)
+    assert not_a_key.returncode == 1 and "401" in not_a_key.stderr
     pos = fngate(server, "queue", "--position", "req-1", check=False)
     assert pos.returncode == 1 and "req-1" in pos.stderr
     fn = fngate_json(server, "function", "create", "--name", "f", "--image", "i", "--inference-url", "/")["function"]
@@ -146,12 +148,18 @@ def test_errors_print_the_problem_detail_and_exit_non_zero(server):
 
 def test_keys_create_list_revoke(server):
     created = fngate_json(server, "key", "create", "--scope", "list_functions", "--description", "reader", "--expires-in", "3600")
-    plain, key_id = created["value"], created["key"]["keyId"]
+    plain, key_id = created["value"], created["id"]
+    assert plain.startswith("nvapi-nvcf-stg-") and created["status"] == "ACTIVE" and created["owner_id"] == "fngate-cli"
     assert "functions" in fngate_json(server, "function", "list", key=plain)
     listing = fngate(server, "key", "list").stdout
-    assert key_id in listing and plain not in listing and "reader" in listing
+    assert key_id in listing and plain not in listing and "reader" in listing and "nvapi-nvcf-stg-**********" + plain[-3:] in listing
+    assert "list_functions" in fngate(server, "key", "get", key_id).stdout
+    assert key_id not in fngate(server, "key", "list", "--owner", "someone-else").stdout
     denied = fngate(server, "key", "list", key=plain, check=False)
     assert denied.returncode == 1 and "403" in denied.stderr
+    fn = fngate_json(server, "function", "create", "--name", "keyed", "--image", "i", "--inference-url", "/")["function"]
+    updated = fngate_json(server, "key", "update", key_id, "--scope", "list_functions", "--function-id", fn["id"])
+    assert updated["authorizations"]["policies"][0]["resources"] == [{"id": f"{fn['id']}/*", "type": "function"}]
     fngate(server, "key", "revoke", key_id)
     assert fngate(server, "function", "list", key=plain, check=False).returncode == 1
 
