@@ -36,6 +36,7 @@ ADMIN_KEY_ID = "admin"
 ADMIN_KEY_ENV = "FNGATE_ADMIN_KEY"
 ADMIN_KEY_FILE = "admin.key"
 ADMIN_OWNER = "fngate-admin"
+LEGACY_OWNER = "fngate-cli"  # keys made before owners existed: the CLI's default owner lists them
 
 ACTIVE, EXPIRED, SUSPENDED = "ACTIVE", "EXPIRED", "SUSPENDED"
 OWNER_USER, OWNER_SYSTEM = "USER", "SYSTEM"
@@ -221,7 +222,7 @@ def _from_legacy(doc: dict[str, Any]) -> StoredKey:
         id=doc["keyId"],
         digest=doc["digest"],
         suffix="",
-        owner_id=ADMIN_OWNER if doc["keyId"] == ADMIN_KEY_ID else "",
+        owner_id=ADMIN_OWNER if doc["keyId"] == ADMIN_KEY_ID else LEGACY_OWNER,
         nca_id=doc.get("ncaId", "fngate"),
         authorizations=authorizations,
         created_at=doc.get("createdAt", ""),

@@ -111,8 +111,8 @@ def _check_function(grant: KeyGrant, fid: str, vid: str | None, route: VersionRo
         raise PaymentRequired(f"Account '{grant.nca_id}': Cloud credits expired - Please contact NVIDIA representatives")
     if not any(grant.nca_id in r.authorized for r in candidates):
         if vid is None:
-            raise NotFound(f"Function '{fid}': Specified function in account '{grant.nca_id}' is not found")
-        raise NotFound(f"Function '{fid}' version '{vid}': Specified function in account '{grant.nca_id}' is not found")
+            raise NotFound(f"Function id '{fid}': Specified function in account '{grant.nca_id}' is not found")
+        raise NotFound(f"Function id '{fid}' version '{vid}': Specified function in account '{grant.nca_id}' is not found")
     if grant.shared or grant.names(fid, vid):
         return
     if vid is None:

@@ -168,6 +168,7 @@ def test_update_authorizations(served):
     path = f"/v1/keys/{created['id']}/authorizations"
     narrow = key_body(["list_functions"], [function_resource(fn["id"], fn["versionId"])])["authorizations"]
     updated = served.ok("PUT", path, {"authorizations": narrow}, headers=key_headers(who))
+    assert served.problem("PUT", path, {"authorizations": narrow}, status=429, headers=key_headers(who))["detail"] == "Slow down."
     assert updated["authorizations"] == narrow and updated["id"] == created["id"] and MASKED_RE.match(updated["value"])
     # the change takes effect: only that version now, and no queue_details
     key = created["value"]
