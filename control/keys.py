@@ -206,6 +206,9 @@ class StoredKey:
     def with_authorizations(self, authorizations: dict[str, Any], at: float) -> StoredKey:
         return replace(self, authorizations=authorizations, authz_updated_at=at)
 
+    def with_status(self, status: str) -> StoredKey:
+        return replace(self, status=status)
+
 
 def _from_legacy(doc: dict[str, Any]) -> StoredKey:
     """The earlier record shape ({keyId, scopes, functionIds}) as an NVCF policy."""

@@ -15,6 +15,7 @@ from ..sharing import Sharing, load_sharing
 from ..store.base import Record, StateStore
 from .auth import Principal, missing_resource, not_in_account, require
 from .context import ctx
+from .errors import Forbidden
 
 
 def owner_of(doc: dict[str, object]) -> str:
@@ -80,7 +81,7 @@ async def function_owner_for(request: web.Request, fid: str, *scopes: str) -> Pr
     if not recs or not (principal.all_accounts or owner_of(recs[0].value) == principal.nca_id):
         raise not_in_account(fid, None, principal.nca_id)
     if not principal.reaches(fid, None, owner=owner_of(recs[0].value), shared=False):
-        raise missing_resource(fid, None)
+        raise Forbidden(f"Function id '{fid}': Forbidden to create function version")
     return principal
 
 

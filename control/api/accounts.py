@@ -112,7 +112,7 @@ async def get_account(request: web.Request) -> web.Response:
     nca_id = request.match_info["ncaId"]
     _own(principal, nca_id)
     doc = (await _load(request, nca_id)).value
-    functions = {r.value["id"] for r in await ctx(request).store.list(records.FUNCTIONS) if r.value.get("ncaId") == nca_id}
+    functions = [r for r in await ctx(request).store.list(records.FUNCTIONS) if r.value.get("ncaId") == nca_id]  # rows, as NVCF counts
     details = {
         **doc,
         "clientIds": doc.get("adminClientIds", []),

@@ -15,7 +15,7 @@ from ..accounts import ensure_default_account
 from ..loadboard import LoadBoard
 from ..store.base import Conflict as StoreConflict
 from ..store.base import StateStore
-from . import accounts, deployments, functions, gpus, queues, sharing
+from . import accounts, deployments, functions, gpus, key_admin, queues, sharing
 from . import keys as key_routes
 from .context import CONTEXT, ApiContext, json_response
 from .errors import ControlError, problem
@@ -86,6 +86,7 @@ def make_app(
         queues.routes,
         gpus.routes,
         key_routes.routes,
+        key_admin.routes,
         sharing.routes,
         accounts.routes,
         openapi_routes,

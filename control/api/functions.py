@@ -16,7 +16,7 @@ from ..store.base import Delete, Put, Record, StateStore
 from .access import function_owner_for, owner_of, version_for, versions_for
 from .auth import Principal, require
 from .context import ctx, json_response, read_json_object
-from .errors import BadRequest, Conflict, NotFound
+from .errors import BadRequest, Conflict, Forbidden, NotFound
 from .validation import validate_function, validate_function_update
 
 LIST_SCOPES = ("list_functions", "list_functions_details")
@@ -103,7 +103,23 @@ async def _create(request: web.Request, fid: str, nca_id: str) -> web.Response:
 @routes.post("/v2/nvcf/functions")
 async def create_function(request: web.Request) -> web.Response:
     principal = await require(request, "register_function")
+    if not principal.all_accounts and not principal.authority.access.own:
+        raise Forbidden("Forbidden to create function")  # an API key needs account-functions:* (NVCF's createFunctionMatch)
+    await _check_function_limit(ctx(request).store, principal.nca_id)
     return await _create(request, str(uuid.uuid4()), principal.nca_id)
+
+
+async def _check_function_limit(store: StateStore, nca_id: str) -> None:
+    """The account's maxFunctionsAllowed, counted as NVCF does (its function rows)."""
+    account = await store.get(records.ACCOUNTS, nca_id)
+    if account is None:
+        return
+    limit = int(account.value.get("maxFunctionsAllowed", 0))
+    if sum(1 for r in await store.list(records.FUNCTIONS) if r.value.get("ncaId") == nca_id) >= limit:
+        raise BadRequest(
+            f"Account '{nca_id}': Reached or exceeded the max limit for the number of functions allowed: {limit}. "
+            "Please contact your account team for more details"
+        )
 
 
 @routes.post("/v2/nvcf/functions/{functionId}/versions")

@@ -53,7 +53,7 @@ def _issuer(request: web.Request) -> tuple[str, str]:
     return owner, issuer
 
 
-async def _read_body(request: web.Request) -> dict[str, Any]:
+async def read_body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     try:
         body = orjson.loads(raw) if raw.strip() else None
@@ -169,7 +169,7 @@ async def _one_key(request: web.Request, principal: Principal) -> tuple[Record, 
 async def create_key(request: web.Request) -> web.Response:
     principal = await require(request, keys.MANAGE_KEYS)
     owner, issuer = _issuer(request)
-    body = await _read_body(request)
+    body = await read_body(request)
     now = keys.now_utc()
     description = _description(body)
     expires_at = _expires_at(body, now)
@@ -217,7 +217,7 @@ async def get_key(request: web.Request) -> web.Response:
 async def update_authorizations(request: web.Request) -> web.Response:
     principal = await require(request, keys.MANAGE_KEYS)
     rec, key = await _one_key(request, principal)
-    body = await _read_body(request)
+    body = await read_body(request)
     authorizations = _authorizations(body)
     now = keys.now_utc()
     if key.is_admin:

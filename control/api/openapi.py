@@ -224,6 +224,8 @@ SCHEMAS: dict[str, dict] = {
         authorizations=_ref("KeyAuthorizations"),
     ),
     "UpdateKeyAuthorizationsRequest": _obj(["authorizations"], authorizations=_ref("KeyAuthorizations")),
+    "KeyStatusRequest": _obj(["status"], status={"type": "string", "enum": ["ACTIVE", "SUSPENDED"]}),
+    "KeyLookupRequest": _obj(["key"], key=STR),
     "Key": _obj(
         ["id", "value", "status", "owner_type", "owner_id", "issuer_service_id", "audience_service_ids", "created_at"],
         id=STR,
@@ -296,7 +298,7 @@ SCHEMAS: dict[str, dict] = {
 
 PARAMS = {
     name: {"name": name, "in": "path", "required": True, "schema": STR}
-    for name in ("functionId", "functionVersionId", "deploymentId", "gpuSpecificationId", "requestId", "keyId", "ncaId")
+    for name in ("functionId", "functionVersionId", "deploymentId", "gpuSpecificationId", "requestId", "keyId", "ncaId", "userId")
 }
 QUERY = {
     "visibility": {
@@ -448,6 +450,27 @@ PATHS: dict[str, dict[str, dict]] = {
     },
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3 document"}}}},
 }
+
+SA = "/v1/service-admin/users/{userId}"
+PATHS[SA + "/keys"] = {"get": _op("A user's keys in the issuing service (admin key)", "admin key", "KeysResponse", errors=(400, 401, 403))}
+PATHS[SA + "/keys/{keyId}"] = {
+    "get": _op("A user's key (admin key)", "admin key", "Key"),
+    "delete": _op("Delete a user's key (admin key)", "admin key", None, status=204),
+}
+PATHS[SA + "/keys/{keyId}/status"] = {
+    "put": _op("Suspend or reactivate a key (admin key)", "admin key", "Key", body="KeyStatusRequest"),
+}
+PATHS[SA + "/suspend"] = {
+    "put": _op("Suspend all of a user's keys in the service (admin key)", "admin key", "KeysResponse", errors=(400, 401, 403))
+}
+PATHS["/v1/admin/lookup"] = {"post": _op("The key with this value (admin key)", "admin key", "Key", body="KeyLookupRequest")}
+PATHS["/v1/admin/users/{userId}/keys"] = {
+    "get": _op("A user's keys in every service (admin key)", "admin key", "KeysResponse", errors=(401, 403)),
+    "delete": _op("Delete all of a user's keys (admin key)", "admin key", None, status=204, errors=(401, 403)),
+}
+for _path in (SA + "/keys", SA + "/keys/{keyId}", SA + "/keys/{keyId}/status", SA + "/suspend"):
+    for _op_doc in PATHS[_path].values():
+        _op_doc["parameters"] = [{"name": "Key-Issuer-Id", "in": "header", "required": True, "schema": STR}]
 
 AZ = "/v2/nvcf/authorizations/functions/{functionId}"
 AZV = AZ + "/versions/{functionVersionId}"

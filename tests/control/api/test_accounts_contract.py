@@ -146,3 +146,17 @@ def test_super_admin_twins(served):
     assert served.ok("GET", f"{base}/deployments", key=admin_scoped)["deployments"]
     served.problem("GET", "/v2/nvcf/accounts/fngate/functions", status=403, key=admin_scoped)
     served.problem("GET", f"/v2/nvcf/accounts/{nca()}/functions", status=404)
+
+
+def test_max_functions_allowed(served):
+    account = nca()
+    served.ok("POST", f"/v2/nvcf/accounts/{account}", {"name": "good-name", "maxFunctionsAllowed": 1})
+    fn = served.ok("POST", f"/v2/nvcf/accounts/{account}/functions", FN)["function"]
+    p = served.problem("POST", f"/v2/nvcf/accounts/{account}/functions", FN, status=400)
+    assert p["detail"] == (
+        f"Account '{account}': Reached or exceeded the max limit for the number of functions allowed: 1. "
+        "Please contact your account team for more details"
+    )
+    served.ok("POST", f"/v2/nvcf/accounts/{account}/functions/{fn['id']}/versions", FN)  # a version is not a new function
+    served.ok("PATCH", f"/v2/nvcf/accounts/{account}", {"maxFunctionsAllowed": 0})
+    served.problem("POST", f"/v2/nvcf/accounts/{account}/functions", FN, status=400)

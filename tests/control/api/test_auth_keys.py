@@ -152,3 +152,15 @@ async def test_invocation_key_from_the_docs_reaches_every_function_of_its_accoun
     key = await api.key(*key_body()["authorizations"]["policies"][0]["scopes"], resources=WILDCARDS)
     assert [f["id"] for f in (await api.call("GET", "/v2/nvcf/functions", key=key))["functions"]] == [fn["id"]]
     await api.call("GET", f"/v2/nvcf/functions/{fn['id']}/versions/{fn['versionId']}", key=key)
+
+
+async def test_creating_functions_takes_the_account_wildcard(api):
+    fn = await api.create_function()
+    pinned = await api.key("register_function", resources=[function_resource(fn["id"], fn["versionId"])])
+    p = await api.problem("POST", "/v2/nvcf/functions", EXAMPLE_FUNCTION, key=pinned, status=403)
+    assert p["detail"] == "Forbidden to create function"
+    p = await api.problem("POST", f"/v2/nvcf/functions/{fn['id']}/versions", EXAMPLE_FUNCTION, key=pinned, status=403)
+    assert p["detail"] == f"Function id '{fn['id']}': Forbidden to create function version"
+    whole = await api.key("register_function", resources=[function_resource(fn["id"])])
+    await api.call("POST", f"/v2/nvcf/functions/{fn['id']}/versions", EXAMPLE_FUNCTION, key=whole)
+    await api.call("POST", "/v2/nvcf/functions", EXAMPLE_FUNCTION, key=await api.key("register_function"))

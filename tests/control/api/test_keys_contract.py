@@ -242,3 +242,53 @@ def test_a_new_key_invokes_through_the_gateway_until_deleted(served):
     while served.invoke(fn["id"], key["value"]).status_code != 401:
         assert time.monotonic() < deadline, "a deleted key kept working"
         time.sleep(0.1)
+
+
+def test_service_admin_suspend_reactivate_and_lookup(served):
+    who = owner()
+    created = served.ok("POST", "/v1/keys", key_body(), headers=key_headers(who))
+    other = served.ok("POST", "/v1/keys", key_body(), headers=key_headers(who))
+    issuer = {"Key-Issuer-Id": NVCF_SERVICE_ID}
+    base = f"/v1/service-admin/users/{who}/keys"
+    assert sorted(k["id"] for k in served.ok("GET", base, headers=issuer)["keys"]) == sorted([created["id"], other["id"]])
+    assert served.ok("GET", f"{base}/{created['id']}", headers=issuer)["authorizations"] == created["authorizations"]
+    suspended = served.ok("PUT", f"{base}/{created['id']}/status", {"status": "SUSPENDED"}, headers=issuer)
+    assert suspended["status"] == "SUSPENDED"
+    served.problem("GET", "/v2/nvcf/functions", status=403, key=created["value"])
+    deadline = time.monotonic() + 10
+    while served.invoke(str(uuid.uuid4()), created["value"]).status_code != 401:  # the gateway drops it from its snapshot
+        assert time.monotonic() < deadline, "a suspended key kept working at the gateway"
+        time.sleep(0.1)
+    assert served.problem("PUT", f"{base}/{created['id']}/status", {"status": "SUSPENDED"}, status=400, headers=issuer)["detail"] == (
+        "Invalid status transition"
+    )
+    assert (
+        served.problem("PUT", f"{base}/{created['id']}/status", {}, status=400, headers=issuer)["detail"] == "status is required parameter"
+    )
+    p = served.problem(
+        "PUT",
+        f"/v1/keys/{created['id']}/authorizations",
+        {"authorizations": created["authorizations"]},
+        status=400,
+        headers=key_headers(who),
+    )
+    assert p["detail"] == "Key is not active"
+    assert served.ok("PUT", f"{base}/{created['id']}/status", {"status": "ACTIVE"}, headers=issuer)["status"] == "ACTIVE"
+    assert "functions" in served.ok("GET", "/v2/nvcf/functions", key=created["value"])
+    # lookup by value
+    found = served.ok("POST", "/v1/admin/lookup", {"key": created["value"]})
+    assert found["id"] == created["id"] and "authorizations" not in found and MASKED_RE.match(found["value"])
+    for value, detail in (("", "api key empty"), ("sk-123", "api key format invalid"), (created["value"][:-1] + "x", "Invalid key")):
+        assert served.problem("POST", "/v1/admin/lookup", {"key": value}, status=400)["detail"] == detail
+    # suspend all of the user's keys at once, then delete them all
+    assert {k["status"] for k in served.ok("PUT", f"/v1/service-admin/users/{who}/suspend", headers=issuer)["keys"]} == {"SUSPENDED"}
+    served.problem("GET", "/v2/nvcf/functions", status=403, key=other["value"])
+    assert len(served.ok("GET", f"/v1/admin/users/{who}/keys")["keys"]) == 2
+    served.ok("DELETE", f"{base}/{other['id']}", status=204, headers=issuer)
+    served.problem("GET", f"{base}/{other['id']}", status=404, headers=issuer)
+    served.ok("DELETE", f"/v1/admin/users/{who}/keys", status=204)
+    assert served.ok("GET", f"/v1/admin/users/{who}/keys")["keys"] == []
+    # only the admin key, and the issuer header
+    manager = served.ok("POST", "/v1/keys", key_body(["manage_keys"]), headers=key_headers(owner()))["value"]
+    served.problem("GET", base, status=403, key=manager, headers=issuer)
+    assert served.problem("GET", base, status=400)["detail"] == "Key-Issuer-Id is not set"
