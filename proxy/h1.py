@@ -188,6 +188,7 @@ class H1Server(asyncio.Protocol):
         "_drain",
         "_head_bytes",
         "_headers",
+        "_in_head",
         "_loop",
         "_parsing",
         "_pending",
@@ -220,6 +221,7 @@ class H1Server(asyncio.Protocol):
         self._url = b""
         self._headers: Headers = []
         self._head_bytes = 0
+        self._in_head = False  # a request head has begun and is not complete yet
         self._parsing: H1Exchange | None = None  # request whose body is being received
         self._pending: deque[H1Exchange] = deque()  # pipelined, waiting for their turn
         self._current: H1Exchange | None = None  # the one being answered
@@ -295,7 +297,8 @@ class H1Server(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._head_bytes = 0
-        if self._current is None:
+        self._in_head = True
+        if self._current is None:  # else exchange_done arms it, once the answer is out
             self._arm(self.config.client_header_timeout)
 
     def on_url(self, url: bytes) -> None:
@@ -311,6 +314,7 @@ class H1Server(asyncio.Protocol):
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         p = self.parser
         headers = self._headers
         authority = length = b""
@@ -389,14 +393,14 @@ class H1Server(asyncio.Protocol):
             self.close()
             return
         self._current = None
-        self._url = b""
-        self._headers = []
+        # The next head may have begun already (pipelined, cut anywhere): its url and
+        # fields stay where the parser put them, and it gets the header timeout.
         if self._pending:
             nxt = self._pending.popleft()
             self._resume_reading()
             self._start(nxt)
         else:
-            self._arm(self.config.keepalive_timeout)
+            self._arm(self.config.client_header_timeout if self._in_head else self.config.keepalive_timeout)
             self._resume_reading()
 
     def body_consumed(self, n: int) -> None:
@@ -458,7 +462,7 @@ class H1Server(asyncio.Protocol):
         ex = self._current
         if ex is not None and ex.request_done:
             return  # the instance is working: its timeouts are the forwarder's business
-        if ex is None and self._parsing is None and not self._url and not self._headers:
+        if ex is None and self._parsing is None and not self._in_head:
             self.close()  # idle keep-alive connection, or nothing arrived: just close
         elif ex is not None and ex.response_started:
             self.close()

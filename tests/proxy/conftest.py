@@ -3,6 +3,7 @@ Gateway whose routing snapshot the test publishes."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
 
@@ -124,3 +125,70 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class RawInstance:
+    """An HTTP/1.1 instance on a raw socket that records every request head exactly as
+    the gateway wrote it (no server library normalising names or joining duplicates).
+    Answers `200 ok` once the Content-Length / chunked body is read; `?delay=S` waits
+    S seconds before answering."""
+
+    def __init__(self) -> None:
+        self.heads: list[bytes] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> RawInstance:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for w in self._writers:
+                w.close()
+            await self._server.wait_closed()
+
+    def fields(self, head: bytes) -> list[tuple[bytes, bytes]]:
+        """(lower-case name, value) of every field line of a recorded head."""
+        out = []
+        for line in head.split(b"\r\n")[1:]:
+            if line:
+                name, _, value = line.partition(b":")
+                out.append((name.lower(), value.strip()))
+        return out
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
+                fields = dict(self.fields(head))
+                if b"content-length" in fields:
+                    await reader.readexactly(int(fields[b"content-length"]))
+                elif fields.get(b"transfer-encoding") == b"chunked":
+                    while True:
+                        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                        await reader.readexactly(size + 2)
+                        if size == 0:
+                            break
+                target = head.split(b" ", 2)[1]
+                if b"delay=" in target:
+                    await asyncio.sleep(float(target.split(b"delay=")[1].split(b"&")[0]))
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+
+@pytest.fixture
+async def raw_up():
+    up = await RawInstance().start()
+    yield up
+    await up.stop()
