@@ -23,40 +23,69 @@ HOP_BY_HOP = frozenset(
         b"http2-settings",
     }
 )
-# never forwarded to the instance: the caller's credential, hop-level framing, and the
-# headers the platform owns (a client cannot spoof them)
-_DROP_TO_INSTANCE = HOP_BY_HOP | frozenset(
+# Forwarding headers the gateway writes itself (x-forwarded-for/-host/-proto and
+# Forwarded, from the connection it accepted); a client's own values, and the other
+# names proxies use for the same facts, are dropped: the gateway is the edge, so
+# nothing a client claims about its address or the original request is passed on.
+FORWARDING = frozenset(
     {
-        b"authorization",
-        b"host",
-        b"content-length",
-        b"expect",
-        b"nvcf-reqid",
-        b"nvcf-sub",
-        b"nvcf-ncaid",
-        b"nvcf-function-name",
-        b"nvcf-function-id",
-        b"nvcf-function-version-id",
-        b"nvcf-asset-dir",
-        b"nvcf-large-output-dir",
-        b"nvcf-max-response-size-bytes",
-        b"nvcf-nspectid",
-        b"nvcf-backend",
-        b"nvcf-instancetype",
-        b"nvcf-region",
-        b"nvcf-env",
-        b"nvcf-invocation-region",
-        b"nvcf-poll-seconds",
-        b"nvcf-feature-disable-worker-compatibility",
-        # HTTP/2 pseudo-headers
-        b":method",
-        b":path",
-        b":scheme",
-        b":authority",
-        b":protocol",
-        b":status",
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"x-real-ip",
     }
 )
+# never forwarded to the instance: the caller's credential, hop-level framing, and the
+# headers the platform owns (a client cannot spoof them)
+_DROP_TO_INSTANCE = (
+    HOP_BY_HOP
+    | FORWARDING
+    | frozenset(
+        {
+            b"authorization",
+            b"host",
+            b"content-length",
+            b"expect",
+            b"nvcf-reqid",
+            b"nvcf-sub",
+            b"nvcf-ncaid",
+            b"nvcf-function-name",
+            b"nvcf-function-id",
+            b"nvcf-function-version-id",
+            b"nvcf-asset-dir",
+            b"nvcf-large-output-dir",
+            b"nvcf-max-response-size-bytes",
+            b"nvcf-nspectid",
+            b"nvcf-backend",
+            b"nvcf-instancetype",
+            b"nvcf-region",
+            b"nvcf-env",
+            b"nvcf-invocation-region",
+            b"nvcf-poll-seconds",
+            b"nvcf-feature-disable-worker-compatibility",
+            # HTTP/2 pseudo-headers
+            b":method",
+            b":path",
+            b":scheme",
+            b":authority",
+            b":protocol",
+            b":status",
+        }
+    )
+)
+
+
+def is_protected(name: bytes) -> bool:
+    """True for a (lower-case) request field name a client may not pass to the instance:
+    the ones above, and any that a WSGI/CGI server would read as one of them, since it
+    maps `NVCF_SUB` and `NVCF-SUB` alike to HTTP_NVCF_SUB. For every driver (HTTP/1.1,
+    HTTP/2, and the gRPC relay's instance headers)."""
+    return name in _DROP_TO_INSTANCE or (b"_" in name and name.replace(b"_", b"-") in _DROP_TO_INSTANCE)
+
+
 # response headers the gateway sets itself or re-frames
 _DROP_TO_CLIENT = HOP_BY_HOP | frozenset({b"nvcf-reqid", b"nvcf-status"})
 
@@ -155,12 +184,22 @@ def upstream_head(
             drop = drop | connection_tokens(headers)
         elif n == b"content-type":
             has_ct = True
-    kept = [b"%s: %s\r\n" % hv for hv in headers if hv[0] not in drop]
+    # names are lower-case (both drivers make sure); only one with "_" needs a second look
+    kept = [b"%s: %s\r\n" % hv for hv in headers if hv[0] not in drop and (b"_" not in hv[0] or not is_protected(hv[0]))]
+    addr = client_addr.encode()
+    if b":" in addr:  # IPv6: a quoted IP-literal in Forwarded (RFC 7239 6)
+        forwarded_for = b'"[%s]"' % addr
+    else:
+        forwarded_for = addr
+    if b'"' in authority or b"\\" in authority:  # a quoted-string's escapes
+        quoted_host = authority.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+    else:
+        quoted_host = authority
     return (
         b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%s%s%sNVCF-REQID: %s\r\nNVCF-SUB: %s\r\nNVCF-NCAID: %s\r\n"
         b"NVCF-ASSET-DIR: /var/inf/inputAssets/%s\r\nNVCF-LARGE-OUTPUT-DIR: /var/inf/response/%s\r\n"
         b"nvcf-poll-seconds: %d\r\n%sx-forwarded-for: %s\r\nx-forwarded-host: %s\r\nx-forwarded-proto: %s\r\n"
-        b"via: %s fngate\r\n\r\n"
+        b'forwarded: for=%s;host="%s";proto=%s\r\nvia: %s fngate\r\n\r\n'
         % (
             method.encode(),
             target,
@@ -176,8 +215,11 @@ def upstream_head(
             request_id,
             poll_left,
             b"nvcf-feature-disable-worker-compatibility: true\r\n" if host_routed else b"",
-            client_addr.encode(),
+            addr,
             authority,
+            scheme,
+            forwarded_for,
+            quoted_host,
             scheme,
             b"2" if http2 else b"1.1",
         )
