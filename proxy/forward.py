@@ -27,7 +27,7 @@ from fngate.proxy.h2_fast_call import H2FastCall
 from fngate.proxy.headers import RouteHeaders, client_headers, upstream_head
 from fngate.proxy.limiter import Lease, Limiter
 from fngate.proxy.lookup import KeyChecker, poll_seconds, resolve, target_from_host
-from fngate.proxy.metrics import Metrics
+from fngate.proxy.metrics import UNKNOWN_FUNCTION, Metrics
 from fngate.proxy.routing import KeyGrant, SnapshotHolder, VersionRoute
 from fngate.proxy.sse import QueueKeepAlive, error_event, wants_sse
 from fngate.proxy.upstream.h1_client import H1Upstream, UpstreamLost
@@ -116,16 +116,15 @@ class Forwarder:
         """Answer a complete request: from callbacks when nothing has to wait, else in a task."""
         started = time.monotonic()
         request_id = new_request_id()
-        fid = ""
         try:
             fid, vid, auth, poll_h = self._target(ex)
             if fid is None:  # pexec or health: rare, the task does it
                 ex.spawn(self.handle(ex, request_id, started))
                 return
             route, grant, deadline = self._authorize(fid, vid, auth, poll_h, started)
-        except ProxyError as err:
+        except ProxyError as err:  # not routed, or not authenticated: no label of its own
             self._send_error(ex, err, request_id)
-            self.metrics.observe(fid, err.http_status, time.monotonic() - started)
+            self.metrics.observe(UNKNOWN_FUNCTION, err.http_status, time.monotonic() - started)
             return
         if not (self.config.sse_queue_keepalive > 0 and wants_sse(ex)):
             lease = self.limiter.try_acquire(route)
@@ -193,7 +192,7 @@ class Forwarder:
         if request_id is None:
             started = time.monotonic()
             request_id = new_request_id()
-        function_id = ""
+        function_id = UNKNOWN_FUNCTION  # until the key check and the route both passed
         status = 0
         metrics = self.metrics
         metrics.in_flight += 1
@@ -213,7 +212,6 @@ class Forwarder:
                     status = 200
                     self._simple(ex, 200, b'{"status":"ok"}', request_id)
                     return
-                function_id = fid
                 routed = self._authorize(fid, vid, auth, poll_h, started)
             route, grant, deadline = routed
             function_id = route.function_id

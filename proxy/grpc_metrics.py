@@ -11,6 +11,7 @@ from __future__ import annotations
 from bisect import bisect_left
 
 from fngate.proxy.grpc import Status
+from fngate.proxy.metrics import UNKNOWN_FUNCTION
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -39,7 +40,8 @@ class GrpcMetrics:
         self.active[function_id] = self.active.get(function_id, 0) + 1
 
     def finished(self, function_id: str, status: Status, seconds: float) -> None:
-        """A call ended; function_id "" for calls refused before a function was known."""
+        """A call ended; function_id "" for calls refused before a function was routed and
+        its key checked (rendered as UNKNOWN_FUNCTION, as for HTTP)."""
         if function_id:
             self.active[function_id] -= 1
         key = (function_id, status)
@@ -55,12 +57,13 @@ class GrpcMetrics:
             "# TYPE fngate_grpc_calls_total counter",
         ]
         for (fid, status), n in sorted(self.calls.items()):
-            lines.append(f'fngate_grpc_calls_total{{function_id="{fid}",grpc_status="{status.name}"}} {n}')
+            lines.append(f'fngate_grpc_calls_total{{function_id="{fid or UNKNOWN_FUNCTION}",grpc_status="{status.name}"}} {n}')
         lines += [
             "# HELP fngate_grpc_call_duration_seconds gRPC call duration, from request headers to the end of the call.",
             "# TYPE fngate_grpc_call_duration_seconds histogram",
         ]
         for fid, hist in sorted(self.latency.items()):
+            fid = fid or UNKNOWN_FUNCTION
             cumulative = 0
             for bound, count in zip((*BUCKETS, float("inf")), hist.counts):
                 cumulative += count

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import bisect
 
+# The function label of a request not routed to a function its key may invoke (no key,
+# a bad key, an unknown function, pexec polls, the gateway's own health): label values
+# never come from what an unauthenticated client sent, or anyone could add series.
+UNKNOWN_FUNCTION = "unknown"
+
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -33,6 +38,7 @@ class Metrics:
         self.client_disconnects = 0
 
     def observe(self, function_id: str, status: int, seconds: float) -> None:
+        """`function_id`: a routed, authenticated function's id, else UNKNOWN_FUNCTION."""
         key = (function_id, status)
         self.requests[key] = self.requests.get(key, 0) + 1
         self.latency[bisect.bisect_left(BUCKETS, seconds)] += 1
