@@ -21,9 +21,10 @@ _KEYS = KeyChecker()
 
 
 def target_from(function_id: str | None, version_id: str | None, authority: str | None) -> tuple[str, str | None]:
-    """(function id, version id or None) from metadata, else from the host labels."""
+    """(function id, version id or None) from metadata, else from the host labels; ids
+    lower-case (UUIDs are case-insensitive; the routing table keys them lower-case)."""
     if function_id:
-        return function_id, version_id or None
+        return function_id.strip().lower(), version_id.strip().lower() if version_id else None
     hit = target_from_host(authority) if authority else None
     if hit is None:
         raise GrpcError(Status.INVALID_ARGUMENT, "missing function-id metadata")

@@ -18,16 +18,20 @@ _HEX = frozenset("0123456789abcdef")
 
 
 def _is_uuid(label: str) -> bool:
-    return len(label) == 36 and label[8] == label[13] == label[18] == label[23] == "-" and _HEX.issuperset(label.replace("-", "").lower())
+    """`label` (lower-case) is a UUID in its 8-4-4-4-12 form."""
+    return len(label) == 36 and label[8] == label[13] == label[18] == label[23] == "-" and _HEX.issuperset(label.replace("-", ""))
 
 
 def target_from_host(host: str) -> tuple[str, str | None] | None:
-    """`{fid}.invocation.<domain>` or `{vid}.{fid}.invocation.<domain>` -> (fid, vid)."""
-    labels = host.split(":", 1)[0].split(".")
+    """`{fid}.invocation.<domain>` or `{vid}.{fid}.invocation.<domain>` -> (fid, vid).
+
+    Host names are case-insensitive (RFC 9110 4.2.3), and so are the UUIDs in them: the
+    ids come back lower-case, the form of the routing table's keys."""
+    labels = host.split(":", 1)[0].lower().split(".")
     if len(labels) >= 3 and labels[1] == "invocation" and _is_uuid(labels[0]):
-        return labels[0].lower(), None
+        return labels[0], None
     if len(labels) >= 4 and labels[2] == "invocation" and _is_uuid(labels[0]) and _is_uuid(labels[1]):
-        return labels[1].lower(), labels[0].lower()
+        return labels[1], labels[0]
     return None
 
 

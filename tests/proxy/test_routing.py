@@ -77,3 +77,21 @@ async def test_instance_connections_are_kept_alive_and_reused(env, echo_up):
             r = await c.post(f"{env.url}/?n={i}", content=b"x" * i, headers=env.headers())
             assert r.status_code == 200
     assert env.gw.pool.opened == 1  # one upstream connection served all ten requests
+
+
+async def test_host_and_ids_match_case_insensitively(env, echo_up):
+    """Attack 10 of issue 13: host names are case-insensitive (RFC 9110 4.2.3), and so
+    are the UUIDs in them and in the function-id header."""
+    env.publish([route(echo_up.port)])
+    auth = {"Authorization": f"Bearer {KEY}"}
+    async with httpx.AsyncClient() as c:
+        for host in (
+            f"{FID}.Invocation.Localhost",
+            f"{FID.upper()}.INVOCATION.EXAMPLE.COM:8000",
+            f"{VID.upper()}.{FID.upper()}.Invocation.example.com",
+        ):
+            r = await c.get(f"{env.url}/x", headers={"Host": host, **auth})
+            assert r.status_code == 200, host
+            assert r.json()["headers"]["NVCF-FUNCTION-ID"] == FID
+        r = await c.get(f"{env.url}/x", headers={"function-id": FID.upper(), "function-version-id": VID.upper(), **auth})
+        assert r.status_code == 200 and r.json()["headers"]["NVCF-FUNCTION-VERSION-ID"] == VID

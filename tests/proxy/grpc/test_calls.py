@@ -208,3 +208,11 @@ async def test_grpc_over_tls_with_alpn(instances, tmp_path):
         async with grpc.aio.secure_channel(f"127.0.0.1:{gw.port}", credentials, options=options) as ch:
             reply = await grpcio_stub(ch).Echo(pb.EchoRequest(message="over tls"), metadata=metadata(F_IO))
     assert (reply.message, reply.impl) == ("over tls", "grpcio")
+
+
+async def test_authority_matches_case_insensitively(gateway):
+    """Attack 10 of issue 13, for gRPC: the host name in :authority is case-insensitive."""
+    authority = f"{V_LIB}.{F_BOTH}.Invocation.Local"
+    async with grpcio_channel(gateway.port, ("grpc.default_authority", authority)) as ch:
+        reply = await grpcio_stub(ch).Echo(pb.EchoRequest(), metadata=[("authorization", "Bearer good-key")])
+    assert reply.impl == "grpclib"
