@@ -187,14 +187,9 @@ def upstream_head(
     # names are lower-case (both drivers make sure); only one with "_" needs a second look
     kept = [b"%s: %s\r\n" % hv for hv in headers if hv[0] not in drop and (b"_" not in hv[0] or not is_protected(hv[0]))]
     addr = client_addr.encode()
-    if b":" in addr:  # IPv6: a quoted IP-literal in Forwarded (RFC 7239 6)
-        forwarded_for = b'"[%s]"' % addr
-    else:
-        forwarded_for = addr
-    if b'"' in authority or b"\\" in authority:  # a quoted-string's escapes
-        quoted_host = authority.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
-    else:
-        quoted_host = authority
+    # Forwarded (RFC 7239 6): IPv6 as a quoted IP-literal; the host is a quoted-string
+    forwarded_for = b'"[%s]"' % addr if b":" in addr else addr
+    quoted_host = authority.replace(b"\\", b"\\\\").replace(b'"', b'\\"') if b'"' in authority or b"\\" in authority else authority
     return (
         b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%s%s%sNVCF-REQID: %s\r\nNVCF-SUB: %s\r\nNVCF-NCAID: %s\r\n"
         b"NVCF-ASSET-DIR: /var/inf/inputAssets/%s\r\nNVCF-LARGE-OUTPUT-DIR: /var/inf/response/%s\r\n"
