@@ -15,6 +15,7 @@ within `client_body_idle_timeout`, an idle keep-alive connection after
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ import httptools
 
 from fngate.proxy.errors import BadRequest, HeadersTooLarge, ProxyError, RequestTimeout
 from fngate.proxy.exchange import ENDED_EMPTY, BodyBuffer, ClientGone, Exchange, Headers
+from fngate.proxy.headers import check_target
 
 if TYPE_CHECKING:
     from fngate.proxy.config import GatewayConfig
@@ -33,6 +35,11 @@ _NO_BODY_STATUS = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 WHOLE_BODY_MAX = 64 * 1024  # request bodies up to this size are received before forwarding
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
+# Host (RFC 9110 7.2 / RFC 3986 3.2.2): a reg-name or an IP literal, then maybe a port;
+# llhttp takes any visible octet there. Empty is allowed (a URI without authority).
+_VALID_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?").fullmatch
+# absolute-form (RFC 9112 3.2.2): its authority replaces Host, the rest is the target
+_ABSOLUTE_FORM = re.compile(rb"(?i:https?)://([^/?#]*)(.*)", re.S).fullmatch
 
 
 def status_line(status: int) -> bytes:
@@ -186,6 +193,7 @@ class H1Server(asyncio.Protocol):
         "_current",
         "_deadline",
         "_drain",
+        "_good_host",
         "_head_bytes",
         "_headers",
         "_in_head",
@@ -222,6 +230,7 @@ class H1Server(asyncio.Protocol):
         self._headers: Headers = []
         self._head_bytes = 0
         self._in_head = False  # a request head has begun and is not complete yet
+        self._good_host = b""  # the last Host value found valid (a client repeats it)
         self._parsing: H1Exchange | None = None  # request whose body is being received
         self._pending: deque[H1Exchange] = deque()  # pipelined, waiting for their turn
         self._current: H1Exchange | None = None  # the one being answered
@@ -317,28 +326,50 @@ class H1Server(asyncio.Protocol):
         self._in_head = False
         p = self.parser
         headers = self._headers
-        authority = length = b""
-        cl = te = 0
+        authority = length = coding = b""
+        cl = te = hosts = 0
         expect = False
         for n, v in headers:
             if n == b"host":
                 authority = v
+                hosts += 1
             elif n == b"content-length":
                 cl += 1
                 length = v
             elif n == b"transfer-encoding":
                 te += 1
+                coding = v
             elif n == b"expect" and v.lower() == b"100-continue":
                 expect = True
         if (cl and te) or cl > 1 or te > 1:
             raise BadRequest("conflicting Content-Length / Transfer-Encoding")
-        self.http11 = p.get_http_version() == "1.1"
+        if te and coding.strip().lower() != b"chunked":  # the gateway re-frames the body: it cannot pass other codings on
+            raise BadRequest("a request transfer coding other than chunked is not supported")
+        self.http11 = http11 = p.get_http_version() == "1.1"
+        if hosts != 1:  # RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one in 1.0
+            if hosts or http11:
+                raise BadRequest("an HTTP/1.1 request needs exactly one Host field")
+        elif authority != self._good_host:
+            if authority and _VALID_HOST(authority) is None:
+                raise BadRequest("invalid Host field")
+            self._good_host = authority
         whole = not te and not expect and (not cl or (length.isdigit() and int(length) <= WHOLE_BODY_MAX))
-        method = p.get_method()
+        raw_method = p.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("ascii")
+        target = self._url
+        if target[:1] != b"/" or b"#" in target:
+            absolute = _ABSOLUTE_FORM(target)
+            if absolute is not None:
+                authority, target = absolute.groups()
+                if not authority or _VALID_HOST(authority) is None:
+                    raise BadRequest("invalid authority in the request target")
+                if target[:1] != b"/":
+                    target = b"/" + target
+            check_target(method, target)
         ex = H1Exchange(
             self,
-            _METHODS.get(method) or method.decode("ascii"),
-            self._url,
+            method,
+            target,
             headers,
             authority,
             p.should_keep_alive(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from fngate.proxy.errors import BadRequest
 from fngate.proxy.exchange import Headers
 from fngate.proxy.routing import Endpoint, KeyGrant, VersionRoute
 
@@ -90,6 +91,26 @@ def is_protected(name: bytes) -> bool:
 _DROP_TO_CLIENT = HOP_BY_HOP | frozenset({b"nvcf-reqid", b"nvcf-status"})
 
 MAX_RESPONSE_SIZE = b"5242880"
+
+
+# A request target an HTTP/1.1 instance request may carry (RFC 9112 3.2): origin-form
+# (a path, then maybe a query), without a fragment, a space or a control or non-ASCII
+# octet; or "*" for OPTIONS.
+_BAD_TARGET_OCTET = re.compile(rb"[^\x21-\x7e]|#").search
+
+
+def check_target(method: str, target: bytes) -> None:
+    """Raise BadRequest unless `target` can go on an HTTP/1.1 request line as it is. The
+    HTTP/1.1 driver calls it for targets that do not start with "/" or hold a "#"
+    (llhttp has checked the octets); an HTTP/2 driver calls it for every :path."""
+    if target == b"*":
+        if method != "OPTIONS":
+            raise BadRequest("the request target '*' is only for OPTIONS")
+        return
+    if target[:1] != b"/":
+        raise BadRequest("the request target must be a path (origin-form)")
+    if _BAD_TARGET_OCTET(target) is not None:
+        raise BadRequest("the request target holds a fragment, a space, or a control or non-ASCII octet")
 
 
 def connection_tokens(headers: Headers) -> frozenset[bytes]:
