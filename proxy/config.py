@@ -33,6 +33,18 @@ class GatewayConfig:
     client_header_timeout: float = 10.0  # slowloris: a request head must arrive within this
     client_body_idle_timeout: float = 60.0  # a request body stalled this long is cut
     keepalive_timeout: float = 75.0  # idle client keep-alive connections are closed after this
+    # Slow request bodies: while a request holds an instance slot, its body must arrive at
+    # >= client_body_min_rate bytes/s on average over each client_body_rate_window seconds,
+    # once client_body_rate_grace seconds have passed (a window in which the gateway's
+    # buffer was full, the instance being the slow side, does not count); else 408 / the
+    # stream is reset, and the slot is free. 0 turns the check off.
+    client_body_min_rate: float = 1024.0
+    client_body_rate_window: float = 10.0
+    client_body_rate_grace: float = 10.0
+    # Instance slots that the requests of one client connection (an HTTP/2 connection's
+    # streams) hold at once; more wait for one of them to end, within their poll window.
+    # 0: no cap. HTTP/1.1 answers one request at a time on a connection anyway.
+    max_slots_per_connection: int = 100
     upstream_keepalive: float = 30.0  # idle pooled instance connections expire after this
     upstream_pool_size: int = 256  # idle connections kept per instance
     sse_queue_keepalive: float = 0.0  # >0: `: keep-alive` comments to queued SSE requests
@@ -52,3 +64,7 @@ class GatewayConfig:
             raise ValueError("tls_cert and tls_key go together")
         if not 1 <= self.default_poll_seconds <= 3600:
             raise ValueError("default_poll_seconds must be within 1..3600")
+        if self.client_body_min_rate < 0 or self.client_body_rate_window <= 0 or self.client_body_rate_grace < 0:
+            raise ValueError("client_body_min_rate and client_body_rate_grace must be >= 0, client_body_rate_window > 0")
+        if self.max_slots_per_connection < 0:
+            raise ValueError("max_slots_per_connection must be >= 0")

@@ -8,7 +8,10 @@ A driver parses bytes and creates one Exchange per request; the forwarder then r
   bytes), `authority`, `client_addr`, `http2`, `scheme`;
 - request body: `await read()` -> next chunk, b"" at the end. The driver buffers at
   most `max_body_buffer` bytes and applies backpressure (h1: pause reading, h2: send
-  WINDOW_UPDATE only once a chunk was consumed);
+  WINDOW_UPDATE only once a chunk was consumed). The buffer counts what arrived
+  (`received`, `filled`), which the minimum body rate reads (proxy/body_rate.py);
+- `conn`: the client connection the request came on (its identity only: requests of
+  one multiplexed connection share a slot cap, proxy/limiter.py);
 - response: `start_response(status, headers)`, `await write(chunk)` (returns once the
   client can take more: backpressure to the instance), `write_nowait(small)`, `end()`, or `abort()` to reset
   the stream / close the connection mid-response;
@@ -39,11 +42,13 @@ class BodyBuffer:
     `on_consumed(n)` tells the driver n bytes left the buffer, so it can resume reading
     or acknowledge flow-control credit."""
 
-    __slots__ = ("_chunks", "_on_consumed", "_taken", "_waiter", "eof", "error", "limit", "size")
+    __slots__ = ("_chunks", "_on_consumed", "_taken", "_waiter", "eof", "error", "filled", "limit", "received", "size")
 
     def __init__(self, limit: int, on_consumed: Callable[[int], None]) -> None:
         self._chunks: deque[bytes] = deque()
         self.size = 0
+        self.received = 0  # bytes fed so far
+        self.filled = False  # the buffer reached `limit` (reading paused) since a reader last cleared this
         self.eof = False
         self.error: BaseException | None = None
         self._waiter: asyncio.Future | None = None
@@ -58,6 +63,9 @@ class BodyBuffer:
     def feed(self, data: bytes) -> None:
         self._chunks.append(data)
         self.size += len(data)
+        self.received += len(data)
+        if self.size >= self.limit:
+            self.filled = True
         self._wake()
 
     def feed_eof(self) -> None:
@@ -120,6 +128,8 @@ ENDED_EMPTY.eof = True
 
 class Exchange(ABC):
     """Base for one request/response on a client connection (see the module docstring)."""
+
+    conn: object  # set by each driver's exchange (its own slot)
 
     __slots__ = (
         "authority",

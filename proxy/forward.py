@@ -19,8 +19,9 @@ import random
 import time
 from typing import TYPE_CHECKING
 
+from fngate.proxy.body_rate import BodyRateGuard
 from fngate.proxy.deadlines import Deadlines
-from fngate.proxy.errors import NotFound, PollTimeout, ProxyError, UpstreamTimeout, UpstreamUnavailable, status_for_nvcf
+from fngate.proxy.errors import NotFound, PollTimeout, ProxyError, RequestTimeout, UpstreamTimeout, UpstreamUnavailable, status_for_nvcf
 from fngate.proxy.exchange import ClientGone, Exchange
 from fngate.proxy.fast_call import FastCall
 from fngate.proxy.h2_fast_call import H2FastCall
@@ -40,6 +41,13 @@ if TYPE_CHECKING:
 _CHUNKED = b"transfer-encoding: chunked\r\n"
 
 
+def slot_owner(ex: Exchange) -> object:
+    """Whose per-connection slot count a request joins (Limiter, `per_connection`): its
+    client connection when that multiplexes requests (HTTP/2), else None (HTTP/1.1
+    answers one request at a time)."""
+    return ex.conn if ex.http2 else None
+
+
 def new_request_id(_bits=random.getrandbits) -> bytes:
     """A random (version 4) UUID; `random` rather than os.urandom: no syscall per request,
     and the id is not a secret (pexec results are still bound to the caller's key).
@@ -51,7 +59,7 @@ def new_request_id(_bits=random.getrandbits) -> bytes:
 class Call:
     """One request's state on the instance side, so a disconnect can tear it down."""
 
-    __slots__ = ("body_task", "conn", "lease", "task", "timed_out")
+    __slots__ = ("body_rate", "body_task", "conn", "lease", "slow_body", "task", "timed_out")
 
     def __init__(self) -> None:
         self.lease: Lease | None = None
@@ -59,6 +67,8 @@ class Call:
         self.timed_out = False
         self.task: asyncio.Task | None = None
         self.body_task: asyncio.Task | None = None
+        self.body_rate: BodyRateGuard | None = None  # while a streamed request body holds the slot
+        self.slow_body: RequestTimeout | None = None  # set when that body fell below the minimum rate
 
     def cancel(self) -> None:
         """The client went away: close the instance connection now and stop the task."""
@@ -72,7 +82,16 @@ class Call:
         if self.conn is not None:
             self.conn.abort()
 
+    def body_too_slow(self, detail: str) -> None:
+        """The client sends its body below the minimum rate: end the instance's side now
+        (the slot is released as the task unwinds; the client gets 408)."""
+        self.slow_body = RequestTimeout(detail)
+        if self.conn is not None:
+            self.conn.abort()
+
     def done(self, pool: H1Pool) -> None:
+        if self.body_rate is not None:
+            self.body_rate.stop()
         if self.body_task is not None and not self.body_task.done():
             self.body_task.cancel()
             if self.conn is not None:  # the instance answered before taking the whole body
@@ -127,7 +146,7 @@ class Forwarder:
             self.metrics.observe(UNKNOWN_FUNCTION, err.http_status, time.monotonic() - started)
             return
         if not (self.config.sse_queue_keepalive > 0 and wants_sse(ex)):
-            lease = self.limiter.try_acquire(route)
+            lease = self.limiter.try_acquire(route, None, slot_owner(ex))
             if lease is not None:
                 ep = lease.endpoint
                 conn = self.pool.take_idle(ep.host, ep.port)
@@ -332,10 +351,10 @@ class Forwarder:
         if held is not None:
             call.lease = lease = held
         elif retry_of is None:
-            call.lease = lease = await self.limiter.admit(route, deadline, request_id.decode())
+            call.lease = lease = await self.limiter.admit(route, deadline, request_id.decode(), owner=slot_owner(ex))
         else:
             call.lease = retry_of
-            lease = await self._retry_lease(call, route, deadline, request_id)
+            lease = await self._retry_lease(call, route, deadline, request_id, slot_owner(ex))
         loop = asyncio.get_running_loop()
         timer = loop.call_later(max(deadline - time.monotonic(), 0), call.head_timeout)
         try:
@@ -349,7 +368,7 @@ class Forwarder:
                     self.metrics.upstream_error("connect")
                     if attempt or call.timed_out:
                         raise UpstreamUnavailable(str(exc)) from None
-                    lease = await self._retry_lease(call, route, deadline, request_id)
+                    lease = await self._retry_lease(call, route, deadline, request_id, slot_owner(ex))
                     continue
                 call.conn = conn
                 poll_left = max(round(deadline - self.config.header_grace - time.monotonic()), 1)
@@ -374,29 +393,43 @@ class Forwarder:
                 if body_line is not None and inline is None:
                     streamed = True
                     call.body_task = loop.create_task(self._pump_body(ex, conn, body_line is _CHUNKED))
+                    self._guard_body_rate(call, ex, loop)
                 try:
                     return (*await conn.response(),)
                 except UpstreamLost as exc:
                     call.conn = None
                     conn.abort()
+                    if call.slow_body is not None:
+                        raise call.slow_body from None
                     if call.timed_out:
                         raise PollTimeout("the instance sent no response headers within the poll window") from None
                     self.metrics.upstream_error("reset")
                     if attempt or streamed or not exc.before_response:
                         raise UpstreamUnavailable(f"the instance failed: {exc}") from None
-                    lease = await self._retry_lease(call, route, deadline, request_id)
+                    lease = await self._retry_lease(call, route, deadline, request_id, slot_owner(ex))
             raise UpstreamUnavailable("the instance failed")
         finally:
             timer.cancel()
 
-    async def _retry_lease(self, call: Call, route: VersionRoute, deadline: float, request_id: bytes) -> Lease:
+    async def _retry_lease(self, call: Call, route: VersionRoute, deadline: float, request_id: bytes, owner: object) -> Lease:
         self.metrics.retries += 1
         failed = call.lease
         call.lease = None
         failed.release()
         route = resolve(self.holder.table, route.function_id, route.version_id)
-        call.lease = lease = await self.limiter.admit(route, deadline, request_id.decode(), exclude=failed.endpoint.id)
+        call.lease = lease = await self.limiter.admit(route, deadline, request_id.decode(), exclude=failed.endpoint.id, owner=owner)
         return lease
+
+    def _guard_body_rate(self, call: Call, ex: Exchange, loop: asyncio.AbstractEventLoop) -> None:
+        """The request holds a slot while its body streams in: hold the client to the
+        minimum body rate (proxy/body_rate.py)."""
+        cfg = self.config
+        rate = cfg.client_body_min_rate
+        if rate > 0 and call.body_rate is None and not ex.body.eof:
+            detail = f"the request body arrived slower than {rate:g} bytes/s"
+            call.body_rate = BodyRateGuard(
+                loop, ex.body, rate, cfg.client_body_rate_window, cfg.client_body_rate_grace, lambda: call.body_too_slow(detail)
+            )
 
     def _body_framing(self, ex: Exchange) -> tuple[bytes | None, bytes | None]:
         """(framing header line or None, whole body if already received else None)."""

@@ -99,7 +99,7 @@ class Gateway:
         self.gateway_id = gateway_id
         self.load_sink = load_sink
         self.metrics = Metrics()
-        self.limiter = Limiter(holder)
+        self.limiter = Limiter(holder, config.max_slots_per_connection)
         self.pool = H1Pool(config.upstream_keepalive, config.upstream_pool_size, config.connect_timeout, config.max_body_buffer)
         self.forwarder = Forwarder(config, holder, self.limiter, self.pool, self.metrics)
         self.forwarder.pexec = Pexec(self.forwarder)
