@@ -29,12 +29,13 @@ from fngate.bench.loadgen import percentile
 from fngate.bench.procs import PYTHON, Layout, Proc, free_port, layouts, wait_port
 from fngate.bench.rawhttp import body_chunks, read_head, request_bytes, sse_events
 from fngate.bench.runner import Settings, fngate_unavailable, run_async, say
-from fngate.proxy.config import LOOPBACK
+from fngate.proxy.config import LOOPBACK, GatewayConfig
 
 PATH = "/v1/chat/completions?stream=true&tokens={tokens}&interval={interval}"
 HOLD_PATH = PATH.format(tokens=1_000_000, interval=120)  # one event, then none for the whole measurement
 MIB = 2**20
-H2_STREAMS_PER_CONNECTION = 500  # the gateway allows h2_max_concurrent_streams (1000) per connection
+# each held stream holds an instance slot: past the gateway's per-connection cap a stream would wait
+H2_STREAMS_PER_CONNECTION = GatewayConfig().max_slots_per_connection
 HTTP1, HTTP2 = "HTTP/1.1", "HTTP/2"
 
 
