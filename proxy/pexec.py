@@ -54,11 +54,12 @@ def _inference_problem(status: int, body: bytes) -> tuple[list, bytes]:
 
 
 class Job:
-    __slots__ = ("body", "call", "done", "expires", "function_id", "headers", "request_id", "status", "task")
+    __slots__ = ("body", "call", "done", "expires", "function_id", "headers", "request_id", "status", "task", "version_id")
 
-    def __init__(self, request_id: bytes, function_id: str) -> None:
+    def __init__(self, request_id: bytes, function_id: str, version_id: str | None = None) -> None:
         self.request_id = request_id
         self.function_id = function_id
+        self.version_id = version_id  # the version that ran it: a key pinned to it may poll
         self.done = asyncio.Event()
         self.status = 0
         self.headers: Headers = []
@@ -100,7 +101,7 @@ class Pexec:
         if sse:
             return await fw.forward(ex, route, grant, request_id, now + poll + cfg.header_grace, call, target, False)
         self._prune()
-        job = Job(request_id, route.function_id)
+        job = Job(request_id, route.function_id, route.version_id)
         job.task = asyncio.get_running_loop().create_task(self._run(job, ex, route, grant, target, now + cfg.pexec_result_ttl))
         try:
             await asyncio.wait_for(asyncio.shield(job.done.wait()), poll)
@@ -172,7 +173,7 @@ class Pexec:
                 poll = poll_seconds(poll_h, fw.config.default_poll_seconds)
                 return await self.siblings.relay(fw, ex, call, owner, poll)
             raise NotFound(f"Request '{request_id.decode('latin-1')}' not found")
-        fw.keys.check(fw.holder.table, auth, job.function_id)
+        fw.keys.check(fw.holder.table, auth, job.function_id, job.version_id)
         if not job.done.is_set():
             poll = poll_seconds(poll_h, fw.config.default_poll_seconds)
             try:

@@ -199,6 +199,27 @@ async def delete_account(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def client_not_found(client_id: str) -> str:
+    return f"Client '{client_id}' is not found and may not be onboarded yet"
+
+
+async def account_of_client(request: web.Request, client_id: str) -> dict[str, Any] | None:
+    for rec in await ctx(request).store.list(records.ACCOUNTS):
+        if client_id in rec.value.get("adminClientIds", []):
+            return rec.value
+    return None
+
+
+@routes.get("/v2/nvcf/clients/{clientId}")
+async def get_client(request: web.Request) -> web.Response:
+    principal = await require(request, SCOPE)
+    client_id = request.match_info["clientId"]
+    account = await account_of_client(request, client_id)
+    if account is None or not (principal.admin or account["ncaId"] == principal.nca_id):
+        raise NotFound(client_not_found(client_id))
+    return json_response({"client": {"clientId": client_id, "ncaId": account["ncaId"], "name": account["name"]}})
+
+
 async def list_account_deployments(request: web.Request) -> web.Response:
     """GET /v2/nvcf/accounts/{ncaId}/deployments: only a twin (admin:deploy_function)."""
     principal = await require(request, "deploy_function")

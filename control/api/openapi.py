@@ -290,6 +290,7 @@ SCHEMAS: dict[str, dict] = {
         None, name=STR, maxFunctionsAllowed=INT, maxTasksAllowed=INT, maxTelemetriesAllowed=INT, maxRegistryCredentialsAllowed=INT
     ),
     "ClientRequest": _obj(["adminClientId"], adminClientId=STR),
+    "ClientDetailsResponse": _obj(["client"], client=_obj(["ncaId", "name"], clientId=STR, ncaId=STR, name=STR)),
     "AccountResponse": _obj(["account"], account=_ref("Account")),
     "AccountDetailsResponse": _obj(["account"], account=_ref("AccountDetails")),
     "AccountsResponse": _obj(["cloudAccounts"], cloudAccounts=_arr(_ref("Account"))),
@@ -298,7 +299,17 @@ SCHEMAS: dict[str, dict] = {
 
 PARAMS = {
     name: {"name": name, "in": "path", "required": True, "schema": STR}
-    for name in ("functionId", "functionVersionId", "deploymentId", "gpuSpecificationId", "requestId", "keyId", "ncaId", "userId")
+    for name in (
+        "functionId",
+        "functionVersionId",
+        "deploymentId",
+        "gpuSpecificationId",
+        "requestId",
+        "keyId",
+        "ncaId",
+        "userId",
+        "clientId",
+    )
 }
 QUERY = {
     "visibility": {
@@ -517,6 +528,7 @@ PATHS[A + "/{ncaId}/clients/associate"] = {
 PATHS[A + "/{ncaId}/clients/disassociate"] = {
     "patch": _op("Disassociate an admin client id", "account_setup", "AccountResponse", body="ClientRequest")
 }
+PATHS["/v2/nvcf/clients/{clientId}"] = {"get": _op("The account of an admin client id", "account_setup", "ClientDetailsResponse")}
 PATHS[A + "/{ncaId}/deployments"] = {"get": _op("The account's deployments (super admin)", "admin:deploy_function", "DeploymentsResponse")}
 
 TWINNED = ("/v2/nvcf/functions", "/v2/nvcf/metadata/", "/v2/nvcf/deployments", "/v2/nvcf/queues/", "/v2/nvcf/authorizations/")

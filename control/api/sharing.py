@@ -17,6 +17,7 @@ from ..accounts import account_exists, account_not_found
 from ..sharing import PUBLIC, Sharing, load_sharing
 from ..store.base import Record
 from .access import owner_of
+from .accounts import account_of_client, client_not_found
 from .auth import Principal, not_in_account, require, through_account_twin
 from .context import ctx, json_response, read_json_object
 from .errors import BadRequest, Conflict, Forbidden, NotFound
@@ -98,8 +99,10 @@ async def _validate_party(request: web.Request, owner: str, party: Any) -> str:
     if not await account_exists(store, nca_id):
         raise BadRequest(account_not_found(nca_id))
     if client is not None and client.strip():
-        account = await store.get(records.ACCOUNTS, nca_id)
-        if account is None or client not in account.value.get("adminClientIds", []):
+        account = await account_of_client(request, client)
+        if account is None:
+            raise BadRequest(client_not_found(client))
+        if account["ncaId"] != nca_id:
             raise BadRequest(f"Invalid request: Account '{nca_id}' and client '{client}' are not setup with each other")
     return nca_id
 

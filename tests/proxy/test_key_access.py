@@ -87,3 +87,19 @@ def test_grants_and_sharing_survive_the_wire_form():
     again = RoutingTable.from_json(t.to_json())
     assert again.keys[key_digest("k")] == grant
     assert again.functions[FID][V1].authorized == frozenset({"b", "*"})
+
+
+def test_grpc_calls_take_the_same_check():
+    from fngate.proxy.grpc_route import route_call
+
+    routes = [
+        VersionRoute(
+            FID, V1, "g", "ACTIVE", nca_id="owner", grpc=True, endpoints=(Endpoint(V1, "127.0.0.1", 1),), authorized=frozenset({"b"})
+        )
+    ]
+    grants = [("b", KeyGrant("b", INVOKE, None, nca_id="b")), ("c", KeyGrant("c", INVOKE, None, nca_id="c"))]
+    t = RoutingTable.build(1, routes, [(key_digest(k), g) for k, g in grants])
+    assert route_call(t, {"function-id": FID, "authorization": "Bearer b"}).version_id == V1
+    with pytest.raises(NotFound, match="account 'c' is not found") as err:
+        route_call(t, {"function-id": FID, "authorization": "Bearer c"})
+    assert err.value.grpc_status == 5  # NOT_FOUND

@@ -43,8 +43,14 @@ def test_create_get_list_update_delete(served):
     assert served.ok("PATCH", f"/v2/nvcf/accounts/{account}/clients/disassociate", {"adminClientId": "client-1"})["account"][
         "adminClientIds"
     ] == ["client-2"]
+    assert served.ok("GET", "/v2/nvcf/clients/client-2") == {"client": {"clientId": "client-2", "ncaId": account, "name": "team-beta"}}
+    assert (
+        served.problem("GET", "/v2/nvcf/clients/client-1", status=404)["detail"]
+        == "Client 'client-1' is not found and may not be onboarded yet"
+    )
     served.ok("DELETE", f"/v2/nvcf/accounts/{account}", status=204)
     served.problem("GET", f"/v2/nvcf/accounts/{account}", status=404)
+    served.problem("GET", "/v2/nvcf/clients/client-2", status=404)
 
 
 def test_account_errors(served):

@@ -7,6 +7,8 @@ import re
 import time
 import uuid
 
+import httpx
+
 from tests.support.keys import INVOCATION_SCOPES, NVCF_SERVICE_ID, WILDCARDS, function_resource, in_days, key_body, key_headers
 
 KEY_RE = re.compile(r"^nvapi-nvcf-stg-[A-Za-z0-9_-]{64}$")
@@ -292,3 +294,28 @@ def test_service_admin_suspend_reactivate_and_lookup(served):
     manager = served.ok("POST", "/v1/keys", key_body(["manage_keys"]), headers=key_headers(owner()))["value"]
     served.problem("GET", base, status=403, key=manager, headers=issuer)
     assert served.problem("GET", base, status=400)["detail"] == "Key-Issuer-Id is not set"
+
+
+def test_a_key_pinned_to_a_version_polls_its_pexec_request(served):
+    fn = served.ok(
+        "POST",
+        "/v2/nvcf/functions",
+        {"name": "pexec-echo", "inferenceUrl": "/echo", "inferencePort": 8000, "containerImage": "fngate/echo", "healthUri": "/health"},
+    )["function"]
+    spec = {"gpu": "L40S", "instanceType": "NCP.GPU.L40S_1x", "minInstances": 0, "maxInstances": 1}
+    served.ok("POST", f"/v2/nvcf/deployments/functions/{fn['id']}/versions/{fn['versionId']}", {"deploymentSpecifications": [spec]})
+    pinned = served.ok(
+        "POST", "/v1/keys", key_body(INVOCATION_SCOPES, [function_resource(fn["id"], fn["versionId"])]), headers=key_headers(owner())
+    )
+    deadline = time.monotonic() + 60
+    while served.invoke(fn["id"], pinned["value"], headers={"function-version-id": fn["versionId"]}).status_code != 200:
+        assert time.monotonic() < deadline, "the pinned key never invoked its version"  # snapshot, then a cold start
+        time.sleep(0.1)
+    headers = {"Authorization": f"Bearer {pinned['value']}", "NVCF-POLL-SECONDS": "1"}
+    url = f"{served.gateway}/v2/nvcf/pexec/functions/{fn['id']}/versions/{fn['versionId']}?delay=4"
+    r = httpx.post(url, headers=headers, content=b"{}", timeout=30)
+    assert r.status_code == 202, r.text
+    status = f"{served.gateway}/v2/nvcf/pexec/status/{r.headers['nvcf-reqid']}"
+    while (r := httpx.get(status, headers=headers, timeout=30)).status_code == 202:
+        assert time.monotonic() < deadline + 30
+    assert r.status_code == 200, r.text

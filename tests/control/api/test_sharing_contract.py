@@ -23,6 +23,8 @@ class World:
         self.b, self.c = f"team-b-{suffix}", f"team-c-{suffix}"
         for nca in (self.b, self.c):
             served.ok("POST", f"/v2/nvcf/accounts/{nca}", {"name": nca})
+        served.ok("PATCH", f"/v2/nvcf/accounts/{self.c}/clients/associate", {"adminClientId": f"client-of-c-{suffix}"})
+        self.client_of_c = f"client-of-c-{suffix}"
         fn = served.ok("POST", "/v2/nvcf/functions", ECHO)["function"]
         self.fid, self.vid = fn["id"], fn["versionId"]
         self.vid2 = served.ok("POST", f"/v2/nvcf/functions/{self.fid}/versions", ECHO)["function"]["versionId"]
@@ -138,15 +140,20 @@ def test_add_remove_and_their_errors(served, world):
         ([{"ncaId": "fngate"}], "Invalid request: Authorized party mapped to account 'fngate' is invalid"),
         ([{"ncaId": "nobody-here"}], "Account with ncaId 'nobody-here' not found"),
         ([{"ncaId": "B", "clientId": "  "}], "Invalid request: clientId has only whitespaces"),
-        ([{"ncaId": "B", "clientId": "ghost"}], "Invalid request: Account 'B' and client 'ghost' are not setup with each other"),
+        ([{"ncaId": "B", "clientId": "ghost"}], "Client 'ghost' is not found and may not be onboarded yet"),
+        (
+            [{"ncaId": "B", "clientId": "client-of-c"}],
+            "Invalid request: Account 'B' and client 'client-of-c' are not setup with each other",
+        ),
         ([{"ncaId": "*"}, {"ncaId": "B"}], "Invalid request: Multiple authorized accounts specified with wildcard account"),
         ([{"ncaId": "*"}], "Function id '{fid}': Only NVIDIA Super Admin can make a function public"),
     ],
 )
 def test_create_validation(served, world, parties, detail):
     parties = [{**p, "ncaId": world.b if p["ncaId"] == "B" else p["ncaId"]} for p in parties]
+    parties = [{**p, "clientId": world.client_of_c} if p.get("clientId") == "client-of-c" else p for p in parties]
     p = served.problem("POST", f"{AZ}/{world.fid}", {"authorizedParties": parties}, status=400)
-    assert p["detail"] == detail.replace("'B'", f"'{world.b}'").format(fid=world.fid)
+    assert p["detail"] == detail.replace("'B'", f"'{world.b}'").replace("client-of-c", world.client_of_c).format(fid=world.fid)
     assert served.problem("POST", f"{AZ}/{uuid.uuid4()}", {"authorizedParties": [{"ncaId": world.c}]}, status=404)
 
 
