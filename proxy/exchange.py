@@ -100,7 +100,9 @@ class BodyBuffer:
     async def read(self) -> bytes:
         while not self._chunks:
             if self.error is not None:
-                raise self.error
+                # a fresh exception each time: the stored one never gets a traceback, whose
+                # frames would refer back to this buffer (a cycle only the collector frees)
+                raise type(self.error)(*self.error.args)
             if self.eof:
                 return b""
             self._waiter = asyncio.get_running_loop().create_future()

@@ -20,8 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from h2.errors import ErrorCodes
-from hpack import NeverIndexedHeaderTuple
+from ngh2 import ErrorCode, NeverIndexedHeader
 
 from fngate.proxy.grpc import (
     FramingError,
@@ -185,7 +184,7 @@ class GrpcCall:
         """The client reset the stream (or its connection went away): cancel upstream."""
         if self._finished:
             return
-        self._upstream_reset(ErrorCodes.CANCEL)
+        self._upstream_reset(ErrorCode.CANCEL)
         self._finish(Status.CANCELLED)
 
     # -- fed by the upstream connection (StreamSink) ---------------------------------------
@@ -206,7 +205,7 @@ class GrpcCall:
         if self._finished:
             return
         self._down(self.down.reset, error_code)
-        self._finish(Status.CANCELLED if error_code == ErrorCodes.CANCEL else Status.UNAVAILABLE)
+        self._finish(Status.CANCELLED if error_code == ErrorCode.CANCEL else Status.UNAVAILABLE)
 
     def on_lost(self, exc: Exception) -> None:
         if not self._finished:
@@ -239,7 +238,7 @@ class GrpcCall:
                 resp.cancel()
         except asyncio.CancelledError:
             if not self._finished:
-                self._upstream_reset(ErrorCodes.CANCEL)
+                self._upstream_reset(ErrorCode.CANCEL)
                 self._finish(Status.CANCELLED)
         except Exception as exc:  # every failure ends as a gRPC status to the client
             self._fail(exc)
@@ -272,8 +271,8 @@ class GrpcCall:
         out = [(n, v) for n, v in self.headers if n not in _DROP]
         # values unique to this call are kept out of the HPACK dynamic table
         if self.deadline is not None:
-            out.append(NeverIndexedHeaderTuple(b"grpc-timeout", format_timeout(self.deadline - time.monotonic()).encode()))
-        out.append(NeverIndexedHeaderTuple(b"nvcf-reqid", self.request_id.encode()))
+            out.append(NeverIndexedHeader(b"grpc-timeout", format_timeout(self.deadline - time.monotonic()).encode()))
+        out.append(NeverIndexedHeader(b"nvcf-reqid", self.request_id.encode()))
         return out
 
     async def _pump_request(self) -> None:
@@ -292,8 +291,8 @@ class GrpcCall:
                 if end and not self._framing.at_boundary():
                     raise FramingError("request ended inside a gRPC message")
             except FramingError:
-                self._upstream_reset(ErrorCodes.CANCEL)
-                self._down(down.reset, ErrorCodes.PROTOCOL_ERROR)
+                self._upstream_reset(ErrorCode.CANCEL)
+                self._down(down.reset, ErrorCode.PROTOCOL_ERROR)
                 self._finish(Status.INTERNAL)
                 return
             if (data or end) and not await conn.send_data(sid, data, end_stream=end):
@@ -307,7 +306,7 @@ class GrpcCall:
         try:
             await self._relay_response()
         except Exception:  # the client went away mid-response: same as its reset
-            self.on_reset(ErrorCodes.CANCEL)
+            self.on_reset(ErrorCode.CANCEL)
 
     async def _relay_response(self) -> None:
         conn, sid, down = self._conn, self._sid, self.down
@@ -321,7 +320,7 @@ class GrpcCall:
                 if not self._responded:
                     self._responded = True
                     self._cancel_queue_timer()
-                    headers = headers + [NeverIndexedHeaderTuple(b"nvcf-reqid", self.request_id.encode())]
+                    headers = headers + [NeverIndexedHeader(b"nvcf-reqid", self.request_id.encode())]
                     down.send_headers(headers, end_stream=end)
                 elif end:
                     down.send_trailers(headers)
@@ -347,14 +346,14 @@ class GrpcCall:
                 break
         if not self._req_ended:
             # the instance ended the call before the client finished sending: stop both
-            self._upstream_reset(ErrorCodes.NO_ERROR)
-            self._down(self.down.reset, ErrorCodes.NO_ERROR)
+            self._upstream_reset(ErrorCode.NO_ERROR)
+            self._down(self.down.reset, ErrorCode.NO_ERROR)
         self._finish(status)
 
     # -- endings ---------------------------------------------------------------------------
     def _deadline_passed(self) -> None:
         if not self._finished:
-            self._upstream_reset(ErrorCodes.CANCEL)
+            self._upstream_reset(ErrorCode.CANCEL)
             self._fail(GrpcError(Status.DEADLINE_EXCEEDED, "deadline exceeded"))
 
     def _queue_expired(self) -> None:
@@ -376,16 +375,16 @@ class GrpcCall:
         if self._finished:
             return
         status, message = status_of(exc)
-        self._upstream_reset(ErrorCodes.CANCEL)
+        self._upstream_reset(ErrorCode.CANCEL)
         if self._responded:
             trailers = [(b"grpc-status", b"%d" % status), (b"grpc-message", encode_message(message).encode())]
             self._down(self.down.send_trailers, trailers)
         else:
             self._responded = True
-            headers = trailers_only(status, message, (NeverIndexedHeaderTuple(b"nvcf-reqid", self.request_id.encode()),))
+            headers = trailers_only(status, message, (NeverIndexedHeader(b"nvcf-reqid", self.request_id.encode()),))
             self._down(self.down.send_headers, headers, True)
         if not self._req_ended:
-            self._down(self.down.reset, ErrorCodes.NO_ERROR)
+            self._down(self.down.reset, ErrorCode.NO_ERROR)
         self._finish(status)
 
     def _upstream_reset(self, code: int) -> None:

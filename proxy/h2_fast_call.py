@@ -1,46 +1,51 @@
 """The fast path for HTTP/2 clients: FastCall (proxy/fast_call.py) with an h2 stream as
 the client leg.
 
-The response goes out through the connection's h2 state machine: HEADERS at the head,
-DATA as body bytes arrive, within the stream's and the connection's flow-control
-windows. Bytes the windows do not admit yet wait here, reading from the instance
-pauses, and the connection's window signal (or its drain, when the socket buffer is
-full) resumes both. The last DATA frame carries END_STREAM when the body ends in the
-same batch, else an empty one does.
+What one batch of instance bytes produced leaves at `flush`: the head (HEADERS, with
+END_STREAM when the response turned out to be empty), then the body bytes, queued in
+the engine, which frames them as the client's windows allow. While the stream holds
+more than the engine's high-water mark (or the client's socket is full), reading from
+the instance pauses, and the connection's writable signal resumes it.
 """
 
 from __future__ import annotations
 
-import h2.exceptions
-from hpack import NeverIndexedHeaderTuple
+import time
+from typing import TYPE_CHECKING, cast
 
+from ngh2 import NeverIndexedHeader
+
+from fngate.proxy.exchange import ClientGone
 from fngate.proxy.fast_call import FastCall
 from fngate.proxy.h2_stream import STATUS_VALUES
 from fngate.proxy.headers import client_head_fields
 
-_GONE = (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError)
+if TYPE_CHECKING:
+    from fngate.proxy.h2 import Header
+    from fngate.proxy.h2_stream import H2Exchange
 
 
 class H2FastCall(FastCall):
-    __slots__ = ()
+    __slots__ = ("head",)
+
+    head: list[Header] | None
+
+    @property
+    def stream(self) -> H2Exchange:
+        return cast("H2Exchange", self.ex)
 
     def _client_head(self, status: int, lines: bytes, framed: bool, nvcf_status: bytes) -> None:
-        ex = self.ex
+        ex = self.stream
         ex.response_started = True
-        headers = [(b":status", STATUS_VALUES.get(status) or b"%d" % status), *client_head_fields(lines)]
-        headers.append(NeverIndexedHeaderTuple(b"nvcf-reqid", self.request_id))  # new every time: not indexed
+        headers: list[Header] = [(b":status", STATUS_VALUES.get(status) or b"%d" % status), *client_head_fields(lines)]
+        headers.append(NeverIndexedHeader(b"nvcf-reqid", self.request_id))  # new every time: not indexed
         headers.append((b"nvcf-status", nvcf_status))
-        if status in (204, 304) or status < 200:
+        if status in (204, 304):
             ex.no_body = True
-        try:
-            ex.conn.h2.send_headers(ex.sid, headers)
-        except _GONE:
-            self.client_gone()
-            return
-        ex.conn._flush_soon()
+        self.head = headers
 
     def on_body(self, data: bytes) -> None:
-        if not self.ex.no_body:
+        if not self.stream.no_body:
             self.out.append(data)
 
     def on_end(self) -> None:
@@ -49,57 +54,43 @@ class H2FastCall(FastCall):
     def flush(self) -> None:
         if self.closed:
             return
-        ex = self.ex
+        ex = self.stream
         server = ex.conn
-        if server.closed:
-            self.client_gone()
-            return
-        h2c = server.h2
         sid = ex.sid
         out = self.out
         ended = self.ended
-        sent_end = False
+        head = getattr(self, "head", None)
         try:
-            while out:
-                window = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size)
-                if window <= 0:
-                    break
-                data = out[0]
-                if len(data) > window:
-                    out[0] = data[window:]
-                    data = data[:window]
-                else:
-                    del out[0]
-                sent_end = ended and not out
-                h2c.send_data(sid, data, end_stream=sent_end)
-            if ended and not out and not sent_end:
-                h2c.end_stream(sid)  # no bytes left to carry END_STREAM
-        except _GONE:
+            if head is not None:
+                self.head = None
+                server.send_headers(sid, head, ended and not out)
+                if ended and not out:  # END_STREAM went with the head
+                    self._done()
+                    return
+            if out or ended:
+                data = out[0] if len(out) == 1 else b"".join(out)
+                out.clear()
+                if not server.queue_data(sid, data, ended):
+                    raise ClientGone()
+        except ClientGone:
             self.client_gone()
             return
-        server._flush_soon()
-        if ended and not out:
-            ex.finished = True
-            server._maybe_forget(sid)
-            self._finish(self.status)
+        if ended:
+            self._done()
             return
         if self.streaming:
-            self.last = self.loop.time()
-        if out or server._write_paused:  # the client takes no more for now: stop reading the instance
-            self.conn.transport.pause_reading()
-            if out:
-                w = server._window_waiters.get(sid)
-                if w is None:
-                    w = server._window_waiters[sid] = self.loop.create_future()
-            else:
-                w = server._drain
-                if w is None:
-                    w = server._drain = self.loop.create_future()
-            w.add_done_callback(self._client_writable_cb)
+            self.last = time.monotonic() if self.loop is None else self.loop.time()
+        transport = self.conn.transport
+        if transport is not None and server.backlogged(sid):  # the client takes no more for now: stop reading the instance
+            transport.pause_reading()
+            server.when_writable(sid, self._client_writable_again)
 
-    def _client_writable_cb(self, fut) -> None:
-        if not fut.cancelled():
-            fut.exception()  # a reset stream fails the waiter: seen here, not logged as unretrieved
-        if not self.closed:
-            self.conn.transport.resume_reading()
-            self.flush()
+    def _done(self) -> None:
+        self.stream.finished = True
+        self._finish(self.status)
+
+    def _client_writable_again(self) -> None:
+        transport = self.conn.transport
+        if not self.closed and transport is not None:
+            self.last = time.monotonic() if self.loop is None else self.loop.time()
+            transport.resume_reading()

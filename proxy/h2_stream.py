@@ -3,23 +3,24 @@ sees it (H2Downstream). Both only call back into their H2Server (proxy/h2.py).""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
-from h2.errors import ErrorCodes
-from hpack import NeverIndexedHeaderTuple
+from ngh2 import ErrorCode, NeverIndexedHeader
 
-from fngate.proxy.exchange import ENDED_EMPTY, BodyBuffer, Exchange, Headers
+from fngate.proxy.exchange import ENDED_EMPTY, BodyBuffer, ClientGone, Exchange, Headers
 from fngate.proxy.headers import HOP_BY_HOP
 
 if TYPE_CHECKING:
     from fngate.proxy.h2 import H2Server
 
 STATUS_VALUES = {s: b"%d" % s for s in range(100, 600)}
-_UNIQUE = frozenset({b"nvcf-reqid", b"date"})
+_UNIQUE = frozenset({b"nvcf-reqid", b"date"})  # a new value per response: kept out of the HPACK table
 
 
 class H2Exchange(Exchange):
-    __slots__ = ("_pending", "conn", "no_body", "sid")
+    __slots__ = ("__weakref__", "_pending", "conn", "no_body", "sid")
 
     def __init__(
         self, conn: H2Server, sid: int, method: str, target: bytes, headers: Headers, authority: bytes, ended: bool = False
@@ -39,16 +40,15 @@ class H2Exchange(Exchange):
         self.no_body = method == "HEAD"
         self.scheme = conn.scheme
 
-    def spawn(self, coro) -> None:
-        """The stream's task, run by the connection so the stream is forgotten after it."""
-        self.conn._loop.create_task(self.conn._run(self, coro))
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        asyncio.get_running_loop().create_task(coro)
 
     def start_response(self, status: int, headers: Headers, flush: bool = True) -> None:
         self.response_started = True
-        out = [(b":status", STATUS_VALUES.get(status) or b"%d" % status)]
+        out: list[tuple[bytes, bytes]] = [(b":status", STATUS_VALUES.get(status) or b"%d" % status)]
         for n, v in headers:
-            if n in _UNIQUE:  # a new value per response: kept out of the HPACK table
-                out.append(NeverIndexedHeaderTuple(n, v))
+            if n in _UNIQUE:
+                out.append(NeverIndexedHeader(n, v))
             elif n not in HOP_BY_HOP:
                 out.append((n, v))
         if status in (204, 304):
@@ -69,19 +69,15 @@ class H2Exchange(Exchange):
         self.finished = True
         data = b"".join(self._pending)
         self._pending = []
-        if data:
-            if not self.conn.send_data_nowait(self.sid, data):
-                self.conn._loop.create_task(self.conn.send_data(self.sid, data, True))
-        else:
-            self.conn.end_stream(self.sid)
+        self.conn.queue_data(self.sid, data, True)
 
     def abort(self) -> None:
         self.finished = True
-        self.conn.reset(self.sid, ErrorCodes.CANCEL if not self.response_started else ErrorCodes.INTERNAL_ERROR)
+        self.conn.reset(self.sid, ErrorCode.CANCEL if not self.response_started else ErrorCode.INTERNAL_ERROR)
 
 
 class H2Downstream:
-    """The client side of one gRPC stream, for the gRPC relay (see the module docstring)."""
+    """The client side of one gRPC stream, for the gRPC relay (see proxy/h2.py)."""
 
     __slots__ = ("conn", "sid")
 
@@ -89,17 +85,20 @@ class H2Downstream:
         self.conn = conn
         self.sid = sid
 
-    def send_headers(self, headers: Headers, end_stream: bool = False) -> None:
+    def send_headers(self, headers: Sequence[tuple[bytes, bytes]], end_stream: bool = False) -> None:
         self.conn.send_headers(self.sid, headers, end_stream)
 
     async def send_data(self, data: bytes, end_stream: bool = False) -> None:
         await self.conn.send_data(self.sid, data, end_stream)
 
-    def send_trailers(self, headers: Headers) -> None:
-        self.conn.send_headers(self.sid, headers, True)
+    def send_trailers(self, headers: Sequence[tuple[bytes, bytes]]) -> None:
+        self.conn.send_trailers(self.sid, headers)
 
     def reset(self, error_code: int) -> None:
         self.conn.reset(self.sid, error_code)
 
     def ack(self, n: int) -> None:
         self.conn.ack(self.sid, n)
+
+
+__all__ = ["STATUS_VALUES", "ClientGone", "H2Downstream", "H2Exchange"]

@@ -14,27 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from h2.config import H2Configuration
-from h2.errors import ErrorCodes
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    RemoteSettingsChanged,
-    ResponseReceived,
-    StreamReset,
-    TrailersReceived,
-    WindowUpdated,
-)
-from h2.exceptions import H2Error
-from h2.settings import SettingCodes
-from h2.stream import StreamState
+import ngh2
+from ngh2 import ErrorCode, Setting
+from ngh2 import events as ev
 
-from fngate.proxy.h2_codec import install as plain_hpack
-from fngate.proxy.h2_limits import CheapStreamCount
+from fngate.proxy.h2_engine import client_connection
 
-_WRITABLE = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
+QUEUE_HIGH = 1 << 16  # request bytes of one stream the engine may hold before its sender waits
+_GONE = (ngh2.NGH2Error, ValueError)
 
 
 class UpstreamLost(ConnectionError):
@@ -61,6 +51,7 @@ class H2Upstream(asyncio.Protocol):
         "_conn_window",
         "_drain",
         "_flush_pending",
+        "_max_streams",
         "_on_idle",
         "_stream_window",
         "_windows",
@@ -73,56 +64,43 @@ class H2Upstream(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, key: tuple[str, int], stream_window: int, conn_window: int, on_idle=None) -> None:
+    def __init__(
+        self, key: tuple[str, int], stream_window: int, conn_window: int, on_idle: Callable[[H2Upstream], None] | None = None
+    ) -> None:
         self.key = key
-        # headers come from the validating server driver: no second validation pass here
-        self.h2 = plain_hpack(
-            CheapStreamCount(
-                H2Configuration(
-                    # (normalising only joins request cookie fields: nothing to do on responses)
-                    client_side=True,
-                    header_encoding=None,
-                    validate_inbound_headers=False,
-                    normalize_inbound_headers=False,
-                    validate_outbound_headers=False,
-                    normalize_outbound_headers=False,
-                )
-            )
-        )
+        self.h2 = client_connection()
         self.transport: asyncio.Transport | None = None
         self.sinks: dict[int, StreamSink] = {}
-        self.ready = asyncio.get_running_loop().create_future()  # set on the peer's first SETTINGS
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # set on the peer's first SETTINGS
         self.closed = False
         self.goaway = False
-        self._windows: dict[int, asyncio.Future] = {}  # stream id (0 = any) -> waiter for window
-        self._drain: asyncio.Future | None = None
+        self._windows: dict[int, asyncio.Future[None]] = {}  # stream id -> waiter for its queue to drain
+        self._drain: asyncio.Future[None] | None = None
         self._stream_window = stream_window
         self._conn_window = conn_window
         self._on_idle = on_idle
         self._flush_pending = False
+        self._max_streams = 100  # until the instance's SETTINGS say otherwise
 
     # -- asyncio.Protocol ------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.h2.initiate_connection()
-        self.h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: self._stream_window, SettingCodes.ENABLE_PUSH: 0})
-        if self._conn_window > 65535:
-            self.h2.increment_flow_control_window(self._conn_window - 65535)
+        self.h2.initiate_connection({Setting.INITIAL_WINDOW_SIZE: self._stream_window, Setting.ENABLE_PUSH: 0})
+        self.h2.set_local_window_size(self._conn_window)
         self._flush()
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         try:
-            events = self.h2.receive_data(data)
-        except H2Error as exc:
+            self.h2.receive_data(data)
+        except Exception as exc:
             self._fail(UpstreamLost(f"HTTP/2 protocol error from instance: {exc}"))
             return
-        for event in events:
-            handler = _DISPATCH.get(type(event))
-            if handler is not None:
-                handler(self, event)
+        self._dispatch(self.h2.events())
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -137,130 +115,152 @@ class H2Upstream(asyncio.Protocol):
             if not self._drain.done():
                 self._drain.set_result(None)
             self._drain = None
+            self._flush()
 
     # -- events ----------------------------------------------------------------------------
-    def _response(self, ev: ResponseReceived) -> None:
-        sink = self.sinks.get(ev.stream_id)
-        if sink is not None:
-            ended = ev.stream_ended is not None
-            if ended:
-                self._forget(ev.stream_id)
-            sink.on_response(ev.headers, ended)
+    def _dispatch(self, events: list[ev.Event]) -> None:
+        for e in events:
+            t = type(e)
+            if t is ev.DataReceived:
+                self._data(e)  # type: ignore[arg-type]
+            elif t is ev.ResponseReceived:
+                self._response(e)  # type: ignore[arg-type]
+            elif t is ev.TrailersReceived:
+                self._trailers(e)  # type: ignore[arg-type]
+            elif t is ev.StreamReset or t is ev.StreamClosed:
+                self._reset(e.stream_id, e.error_code)  # type: ignore[attr-defined]
+            elif t is ev.SettingsReceived:
+                self._settings()
+            elif t is ev.GoAwayReceived:
+                self._terminated(e)  # type: ignore[arg-type]
+            elif t is ev.ConnectionClosed:
+                self._fail(UpstreamLost("the instance closed the HTTP/2 connection"))
 
-    def _data(self, ev: DataReceived) -> None:
-        sink = self.sinks.get(ev.stream_id)
+    def _response(self, e: ev.ResponseReceived) -> None:
+        sink = self.sinks.get(e.stream_id)
+        if sink is not None:
+            if e.end_stream:
+                self._forget(e.stream_id)
+            sink.on_response(list(e.headers), e.end_stream)
+
+    def _data(self, e: ev.DataReceived) -> None:
+        sid = e.stream_id
+        sink = self.sinks.get(sid)
+        n = len(e.data)
         if sink is None:  # stream already reset by us: give the credit straight back
-            self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            self.ack(sid, n)
             return
-        ended = ev.stream_ended is not None
-        if ended:
-            self._forget(ev.stream_id)
-        sink.on_data(ev.data, ev.flow_controlled_length, ended)
+        if e.end_stream:
+            self._forget(sid)
+        sink.on_data(e.data, n, e.end_stream)
 
-    def _trailers(self, ev: TrailersReceived) -> None:
-        sink = self.sinks.get(ev.stream_id)
+    def _trailers(self, e: ev.TrailersReceived) -> None:
+        sink = self.sinks.get(e.stream_id)
         if sink is not None:
-            self._forget(ev.stream_id)
-            sink.on_trailers(ev.headers)
+            self._forget(e.stream_id)
+            sink.on_trailers(list(e.headers))
 
-    def _reset(self, ev: StreamReset) -> None:
-        sink = self.sinks.get(ev.stream_id)
+    def _reset(self, sid: int, code: int) -> None:
+        sink = self.sinks.get(sid)
         if sink is not None:
-            self._forget(ev.stream_id)
-            sink.on_reset(ev.error_code)
+            self._forget(sid)
+            sink.on_reset(code or ErrorCode.CANCEL)
 
-    def _window(self, ev: WindowUpdated) -> None:
-        if ev.stream_id == 0:
-            self._wake_all()
-        else:
-            fut = self._windows.pop(ev.stream_id, None)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
-
-    def _settings(self, ev: RemoteSettingsChanged) -> None:
+    def _settings(self) -> None:
+        self._max_streams = self.h2.remote_settings.get(Setting.MAX_CONCURRENT_STREAMS, 100)
         if not self.ready.done():
             self.ready.set_result(None)
-        if SettingCodes.INITIAL_WINDOW_SIZE in ev.changed_settings:
-            self._wake_all()
 
-    def _terminated(self, ev: ConnectionTerminated) -> None:
+    def _terminated(self, e: ev.GoAwayReceived) -> None:
         self.goaway = True
-        last = ev.last_stream_id if ev.last_stream_id is not None else 0
+        last = e.last_stream_id
         for sid in [s for s in self.sinks if s > last]:  # never processed: safe to report lost
-            self.sinks.pop(sid).on_lost(UpstreamLost(f"instance sent GOAWAY ({ErrorCodes(ev.error_code).name})"))
+            self.sinks.pop(sid).on_lost(UpstreamLost(f"instance sent GOAWAY ({ErrorCode(e.error_code).name})"))
         if not self.sinks and self.transport is not None:
             self.transport.close()
 
     # -- streams ---------------------------------------------------------------------------
     @property
     def available(self) -> bool:
-        return not self.closed and not self.goaway and self.h2.open_outbound_streams < self.h2.remote_settings.max_concurrent_streams
+        return not self.closed and not self.goaway and len(self.sinks) < self._max_streams
 
-    def open_stream(self, headers: list[tuple[bytes, bytes]], sink: StreamSink, end_stream: bool = False) -> int:
-        sid = self.h2.get_next_available_stream_id()
-        self.h2.send_headers(sid, headers, end_stream=end_stream)
+    def open_stream(self, headers: Sequence[tuple[bytes, bytes]], sink: StreamSink, end_stream: bool = False) -> int:
+        sid = self.h2.send_request(headers, end_stream=end_stream)
         self.sinks[sid] = sink
         self._flush_soon()
         return sid
 
     async def send_data(self, sid: int, data: bytes, end_stream: bool = False) -> bool:
-        """Send as the instance's windows allow; True once all of it is on the transport,
-        False when the stream can no longer be written (reset or answered by the instance)."""
-        view = memoryview(data)
+        """Queue `data` and return once the engine holds little of this stream (the
+        instance's windows take it); False when the stream can no longer be written
+        (reset or answered by the instance)."""
+        if self.closed:
+            raise UpstreamLost("connection to instance closed")
+        if sid not in self.sinks:
+            return False
+        try:
+            self.h2.send_data(sid, data, end_stream=end_stream)
+        except _GONE:
+            return False
+        self._flush_soon()
         while True:
-            if self.closed:
-                raise UpstreamLost("connection to instance closed")
-            if not self._writable(sid):
-                return False
-            room = min(self.h2.local_flow_control_window(sid), self.h2.max_outbound_frame_size, len(view))
-            if room == 0 and view:
-                await self._wait_window(sid)
-                continue
-            last = room == len(view)
-            chunk = data if last and len(view) == len(data) else bytes(view[:room])
-            self.h2.send_data(sid, chunk, end_stream=end_stream and last)
-            self._flush_soon()
-            view = view[room:]
             if self._drain is not None:
                 await asyncio.shield(self._drain)
-            if last:
+            elif self.h2.queued_body_size(sid) > QUEUE_HIGH:
+                fut = self._windows.get(sid)
+                if fut is None:
+                    fut = self._windows[sid] = asyncio.get_running_loop().create_future()
+                await fut
+            else:
                 return True
+            if self.closed:
+                raise UpstreamLost("connection to instance closed")
+            if sid not in self.sinks:
+                return False
 
-    def send_trailers(self, sid: int, headers: list[tuple[bytes, bytes]]) -> None:
-        self.h2.send_headers(sid, headers, end_stream=True)
+    def send_trailers(self, sid: int, headers: Sequence[tuple[bytes, bytes]]) -> None:
+        try:
+            self.h2.send_trailers(sid, headers)
+        except _GONE:
+            return
         self._flush_soon()
 
     def end_stream(self, sid: int) -> None:
-        self.h2.end_stream(sid)
+        try:
+            self.h2.end_stream(sid)
+        except _GONE:
+            return
         self._flush_soon()
 
-    def reset(self, sid: int, code: int = ErrorCodes.CANCEL) -> None:
+    def reset(self, sid: int, code: int = ErrorCode.CANCEL) -> None:
         self._forget(sid)
         if self.closed:
             return
         try:
             self.h2.reset_stream(sid, code)
-        except H2Error:  # already closed on the wire
+        except _GONE:  # already closed on the wire
             return
         self._flush_soon()
 
     def ack(self, sid: int, n: int) -> None:
         """Give back flow-control credit for n bytes received on `sid` (now forwarded)."""
         if n and not self.closed:
-            self.h2.acknowledge_received_data(n, sid)
+            try:
+                self.h2.acknowledge_received_data(n, sid)
+            except _GONE:
+                return
             self._flush_soon()
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
-            self.h2.close_connection()
+            try:
+                self.h2.send_goaway(ErrorCode.NO_ERROR)
+            except _GONE:
+                pass
             self._flush()
             self.transport.close()
 
     # -- internals -------------------------------------------------------------------------
-    def _writable(self, sid: int) -> bool:
-        stream = self.h2.streams.get(sid)
-        return stream is not None and stream.state_machine.state in _WRITABLE
-
     def _forget(self, sid: int) -> None:
         self.sinks.pop(sid, None)
         fut = self._windows.pop(sid, None)
@@ -269,11 +269,12 @@ class H2Upstream(asyncio.Protocol):
         if not self.sinks and self._on_idle is not None:
             self._on_idle(self)
 
-    async def _wait_window(self, sid: int) -> None:
-        fut = self._windows.get(sid)
-        if fut is None:
-            fut = self._windows[sid] = asyncio.get_running_loop().create_future()
-        await fut
+    def _wake_ready(self) -> None:
+        h2 = self.h2
+        for sid in [sid for sid in self._windows if h2.queued_body_size(sid) <= QUEUE_HIGH]:
+            fut = self._windows.pop(sid)
+            if not fut.done():
+                fut.set_result(None)
 
     def _wake_all(self) -> None:
         waiters, self._windows = self._windows, {}
@@ -283,9 +284,20 @@ class H2Upstream(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_pending = False
-        out = self.h2.data_to_send()
+        if self.closed or self._drain is not None:
+            return  # resume_writing flushes
+        try:
+            out = self.h2.data_to_send()
+        except _GONE as exc:
+            self._fail(UpstreamLost(f"HTTP/2 engine failed: {exc}"))
+            return
         if out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(out)
+        events = self.h2.events()
+        if events:
+            self._dispatch(events)
+        if self._windows:
+            self._wake_ready()
 
     def _flush_soon(self) -> None:
         """Frames produced by the relay go out once per loop iteration: a call's HEADERS
@@ -305,22 +317,18 @@ class H2Upstream(asyncio.Protocol):
         for sink in sinks.values():
             sink.on_lost(exc)
         self._wake_all()
-        self.resume_writing()
+        if self._drain is not None:
+            if not self._drain.done():
+                self._drain.set_result(None)
+            self._drain = None
         if self.transport is not None:
             self.transport.close()
         if self._on_idle is not None:
             self._on_idle(self)
 
 
-_DISPATCH = {
-    ResponseReceived: H2Upstream._response,
-    DataReceived: H2Upstream._data,
-    TrailersReceived: H2Upstream._trailers,
-    StreamReset: H2Upstream._reset,
-    WindowUpdated: H2Upstream._window,
-    RemoteSettingsChanged: H2Upstream._settings,
-    ConnectionTerminated: H2Upstream._terminated,
-}
+# connect(protocol_factory, host, port) -> (transport, protocol), as loop.create_connection
+Connect = Callable[[Callable[[], H2Upstream], str, int], Awaitable[tuple[asyncio.BaseTransport, H2Upstream]]]
 
 
 class H2UpstreamPool:
@@ -333,7 +341,7 @@ class H2UpstreamPool:
         idle_timeout: float = 60.0,
         stream_window: int = 1 << 20,
         conn_window: int = 1 << 28,
-        connect=None,
+        connect: Connect | None = None,
     ) -> None:
         # Memory is bounded by the stream window per call (calls per instance are capped by
         # the limiter); the connection window is kept far larger so that a few calls with slow
@@ -346,7 +354,7 @@ class H2UpstreamPool:
         self.stream_window = stream_window
         self.conn_window = conn_window
         self._conns: dict[tuple[str, int], list[H2Upstream]] = {}
-        self._dialing: dict[tuple[str, int], asyncio.Future] = {}
+        self._dialing: dict[tuple[str, int], asyncio.Future[None]] = {}
         self._idle_timers: dict[H2Upstream, asyncio.TimerHandle] = {}
 
     async def acquire(self, host: str, port: int) -> H2Upstream:

@@ -64,10 +64,12 @@ class RawClient:
         self._task = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
-    async def connect(cls, port: int, ignore_stream_limit: bool = False) -> RawClient:
+    async def connect(cls, port: int, ignore_stream_limit: bool = False, settle: bool = True) -> RawClient:
+        """settle=False: the first streams go out before the server's SETTINGS are acknowledged."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         client = cls(reader, writer, ignore_stream_limit)
-        await asyncio.sleep(0.05)  # let the server's SETTINGS arrive
+        if settle:
+            await asyncio.sleep(0.05)  # let the server's SETTINGS arrive
         return client
 
     def send(self, result: StreamResult, data: bytes, end: bool = True) -> None:

@@ -197,9 +197,12 @@ async def test_finished_calls_leave_nothing_on_the_client_connection(instances):
 
 
 async def test_streams_past_the_concurrency_limit_are_refused_one_by_one(instances):
+    """Streams a client opens before it acknowledged SETTINGS_MAX_CONCURRENT_STREAMS get
+    REFUSED_STREAM one by one (nghttp2; a client that acknowledged the limit and still
+    exceeds it loses its connection: see test_a_client_past_its_acknowledged_stream_limit...)."""
     message = grpc_frame(pb.EchoRequest(message="m").SerializeToString())
     async with running_gateway(instances, h2_max_concurrent_streams=3) as gw:
-        client = await RawClient.connect(gw.port, ignore_stream_limit=True)
+        client = await RawClient.connect(gw.port, ignore_stream_limit=True, settle=False)
         try:
             open_calls = [client.start(grpc_headers(ECHO, extra=metadata(F_IO)), end=False) for _ in range(3)]
             refused = client.start(grpc_headers(ECHO, extra=metadata(F_IO)), end=False)
@@ -214,6 +217,23 @@ async def test_streams_past_the_concurrency_limit_are_refused_one_by_one(instanc
             assert again.grpc_status == 0
         finally:
             await client.close()
+
+
+async def test_a_client_past_its_acknowledged_stream_limit_loses_only_its_connection(instances):
+    message = grpc_frame(pb.EchoRequest(message="m").SerializeToString())
+    async with running_gateway(instances, h2_max_concurrent_streams=3) as gw:
+        bystander = await RawClient.connect(gw.port)
+        client = await RawClient.connect(gw.port, ignore_stream_limit=True)
+        try:
+            for _ in range(4):
+                client.start(grpc_headers(ECHO, extra=metadata(F_IO)), end=False)
+            await asyncio.wait_for(client.closed, 5)  # GOAWAY PROTOCOL_ERROR, then close
+            call = bystander.start(grpc_headers(ECHO, extra=metadata(F_IO)), message)
+            await asyncio.wait_for(call.done, 5)
+            assert call.grpc_status == 0
+        finally:
+            await client.close()
+            await bystander.close()
 
 
 async def test_oversized_metadata_fails_only_that_call(gateway):
