@@ -3,9 +3,9 @@
     .venv/bin/python -m pytest bench/bench_grpc_relay.py --benchmark-only
 
 The relay (proxy/grpc_relay.py) runs with its real upstream HTTP/2 client
-(proxy/upstream/h2_client.py) against an in-memory h2 instance, and an in-memory
+(proxy/upstream/h2_client.py) against an in-memory ngh2 instance, and an in-memory
 client side, so the numbers are the gateway's own per-call and per-frame cost:
-routing and auth on the snapshot, admission, header rewriting, both pumps, h2
+routing and auth on the snapshot, admission, header rewriting, both pumps, HTTP/2
 framing towards the instance, flow-control acknowledgements.
 """
 
@@ -15,10 +15,8 @@ import asyncio
 import struct
 
 import pytest
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.events import DataReceived, RequestReceived, StreamEnded
-from h2.settings import SettingCodes, Settings
+from ngh2 import Configuration, Connection, Role, Setting
+from ngh2.events import DataReceived, RequestReceived
 
 from fngate.proxy.grpc import MessageFraming
 from fngate.proxy.grpc_relay import GrpcHandler
@@ -55,27 +53,31 @@ class _Peer:
     frames of the request's size (one frame = the request echoed)."""
 
     def __init__(self, frames: int, protocol) -> None:
-        self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
-        self.h2.local_settings = Settings(client=False, initial_values={SettingCodes.MAX_CONCURRENT_STREAMS: 1000})
-        self.h2.initiate_connection()
+        self.h2 = Connection(Role.SERVER, Configuration(auto_window_update=False))
+        self.h2.initiate_connection({Setting.MAX_CONCURRENT_STREAMS: 1000})
         self.frames = frames
         self.bodies: dict[int, bytearray] = {}
         self.protocol = protocol
         self.loop = asyncio.get_running_loop()
 
     def feed(self, data: bytes) -> None:
-        for ev in self.h2.receive_data(data):
+        self.h2.receive_data(data)
+        for ev in self.h2.events():
+            ended = False
             if isinstance(ev, RequestReceived):
                 self.bodies[ev.stream_id] = bytearray()
+                ended = ev.end_stream
             elif isinstance(ev, DataReceived):
                 self.bodies[ev.stream_id] += ev.data
-                self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-            elif isinstance(ev, StreamEnded):
+                if ev.data:
+                    self.h2.acknowledge_received_data(len(ev.data), ev.stream_id)
+                ended = ev.end_stream
+            if ended:
                 body = bytes(self.bodies.pop(ev.stream_id))
-                self.h2.send_headers(ev.stream_id, [(b":status", b"200"), (b"content-type", b"application/grpc")])
+                self.h2.send_response(ev.stream_id, [(b":status", b"200"), (b"content-type", b"application/grpc")])
                 for _ in range(self.frames):
                     self.h2.send_data(ev.stream_id, body)
-                self.h2.send_headers(ev.stream_id, [(b"grpc-status", b"0")], end_stream=True)
+                self.h2.send_trailers(ev.stream_id, [(b"grpc-status", b"0")])
         out = self.h2.data_to_send()
         if out:
             self.loop.call_soon(self.protocol.data_received, out)

@@ -9,14 +9,12 @@ counts as held once its first complete event (`data: ...` up to a blank line) ar
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
 from collections.abc import Callable
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
+import ngh2
+from ngh2 import Configuration, Connection, Role
+from ngh2 import events as ev
 
 from fngate.proxy.config import LOOPBACK
 
@@ -24,14 +22,14 @@ from fngate.proxy.config import LOOPBACK
 # makes the gateway connect to the instance, and a burst of thousands would overflow the
 # instance's accept queue.
 OPENING_PER_CONNECTION = 32
-_BIG_WINDOW = 2**31 - 1 - 65_535  # so the connection window never holds the gateway back
+_BIG_WINDOW = 2**31 - 1  # the connection window we open: it never holds the gateway back
 
 
 class SseHolder(asyncio.Protocol):
     """One client connection that opens `streams` SSE requests and keeps them open."""
 
     def __init__(self, headers: list[tuple[bytes, bytes]], streams: int, on_held: Callable[[], None]) -> None:
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        self.conn = Connection(Role.CLIENT, Configuration(auto_window_update=False))
         self.headers = headers
         self.to_open = streams
         self.on_held = on_held
@@ -47,35 +45,38 @@ class SseHolder(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.conn.initiate_connection()
-        self.conn.increment_flow_control_window(_BIG_WINDOW)
+        self.conn.set_local_window_size(_BIG_WINDOW)
         self._flush()
 
     def data_received(self, data: bytes) -> None:
         try:
-            events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError as e:
+            self.conn.receive_data(data)
+        except ngh2.NGH2Error as e:
             self._fail_all(f"protocol error: {e}")
             self.transport.close()
             return
-        for ev in events:
-            if isinstance(ev, h2.events.RemoteSettingsChanged) and not self._ready:
+        for e in self.conn.events():
+            if isinstance(e, ev.SettingsReceived) and not self._ready:
                 self._ready = True  # the gateway's stream limit is known: start opening
                 self._open_more()
-            elif isinstance(ev, h2.events.ResponseReceived):
-                status = dict(ev.headers).get(b":status", b"?")
+            elif isinstance(e, ev.ResponseReceived):
+                status = dict(e.headers).get(b":status", b"?")
                 if status != b"200":
-                    self._fail(ev.stream_id, f"status {status.decode()}")
-                    with contextlib.suppress(h2.exceptions.StreamClosedError):  # its answer may have ended it
-                        self.conn.reset_stream(ev.stream_id)
-            elif isinstance(ev, h2.events.DataReceived):
-                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                self._on_data(ev.stream_id, ev.data)
-            elif isinstance(ev, h2.events.StreamReset):
-                self._gone(ev.stream_id, f"reset by the gateway ({ev.error_code!r})")
-            elif isinstance(ev, h2.events.StreamEnded):
-                self._gone(ev.stream_id, "ended before its first event")
-            elif isinstance(ev, h2.events.ConnectionTerminated):
-                self._fail_all(f"GOAWAY ({ev.error_code!r})")
+                    self._fail(e.stream_id, f"status {status.decode()}")
+                    try:
+                        self.conn.reset_stream(e.stream_id)
+                    except ngh2.NGH2Error:  # its answer may have ended it
+                        pass
+            elif isinstance(e, ev.DataReceived):
+                if e.data:
+                    self.conn.acknowledge_received_data(len(e.data), e.stream_id)
+                self._on_data(e.stream_id, e.data)
+                if e.end_stream:
+                    self._gone(e.stream_id, "ended before its first event")
+            elif isinstance(e, ev.StreamReset):
+                self._gone(e.stream_id, f"reset by the gateway ({e.error_code!r})")
+            elif isinstance(e, ev.GoAwayReceived):
+                self._fail_all(f"GOAWAY ({e.error_code!r})")
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -84,8 +85,7 @@ class SseHolder(asyncio.Protocol):
     # -- streams ---------------------------------------------------------------------------
     def _open_more(self) -> None:
         while self.to_open and len(self.waiting) < OPENING_PER_CONNECTION:
-            sid = self.conn.get_next_available_stream_id()
-            self.conn.send_headers(sid, self.headers, end_stream=True)
+            sid = self.conn.send_request(self.headers, end_stream=True)
             self.waiting[sid] = b""
             self.to_open -= 1
         self._check_settled()
