@@ -92,6 +92,7 @@ class Call:
     def done(self, pool: H1Pool) -> None:
         if self.body_rate is not None:
             self.body_rate.stop()
+            self.body_rate = None  # its on_slow callback refers back to this call: no cycle left behind
         if self.body_task is not None and not self.body_task.done():
             self.body_task.cancel()
             if self.conn is not None:  # the instance answered before taking the whole body
