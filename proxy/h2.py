@@ -71,6 +71,8 @@ class H2Server(asyncio.Protocol):
         "_idle_since",
         "_loop",
         "_paused",
+        "_stall",
+        "_stall_seen",
         "_starts",
         "_stop_after_answer",
         "_writable",
@@ -106,6 +108,8 @@ class H2Server(asyncio.Protocol):
         self._flush_pending = False
         self._idle: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
+        self._stall: asyncio.TimerHandle | None = None  # armed while response bytes wait for the client
+        self._stall_seen: dict[int, tuple[int, float]] = {}  # stream id -> (bytes waiting, unchanged since)
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -149,6 +153,9 @@ class H2Server(asyncio.Protocol):
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
         streams, self.streams = self.streams, {}
         for s in streams.values():
             self._gone(s, ErrorCode.CANCEL)
@@ -438,8 +445,48 @@ class H2Server(asyncio.Protocol):
             self._dispatch(events)
         if self._writable:
             self._wake_ready()
+        if self._stall is None and h2.queued_body_size():
+            self._arm_stall()
         if answered:
             self._stop_answered(answered)
+
+    def _arm_stall(self) -> None:
+        self._stall = self._loop.call_later(self.config.client_body_idle_timeout / 2, self._stall_check)  # type: ignore[union-attr]
+
+    def _stall_check(self) -> None:
+        """A stream whose waiting response bytes did not move for client_body_idle_timeout
+        (the client keeps its window shut, or reads nothing) is reset, and its instance
+        slot freed: a client cannot hold slots by not reading. Checked every half period,
+        so a stall is cut after one to one and a half periods."""
+        self._stall = None
+        if self.closed:
+            return
+        h2 = self.h2
+        now = self._loop.time()  # type: ignore[union-attr]
+        limit = self.config.client_body_idle_timeout
+        seen: dict[int, tuple[int, float]] = {}
+        for sid, s in list(self.streams.items()):
+            waiting = h2.queued_body_size(sid)
+            if not waiting:
+                continue
+            before = self._stall_seen.get(sid)
+            since = before[1] if before is not None and before[0] == waiting else now
+            if now - since < limit:
+                seen[sid] = (waiting, since)
+                continue
+            del self.streams[sid]
+            self._wake(sid)
+            self._gone(s, ErrorCode.CANCEL)
+            try:
+                h2.reset_stream(sid, ErrorCode.CANCEL)
+            except _GONE:
+                pass
+        self._stall_seen = seen
+        if seen:
+            self._arm_stall()
+        if not self.streams:
+            self._stream_done()
+        self.flush_soon()
 
     def _stop_answered(self, answered: list[int]) -> None:
         """RST_STREAM NO_ERROR to streams answered before their request ended, once the

@@ -22,6 +22,8 @@ _UNIQUE = frozenset({b"nvcf-reqid", b"date"})  # a new value per response: kept 
 class H2Exchange(Exchange):
     __slots__ = ("__weakref__", "_pending", "conn", "no_body", "sid")
 
+    conn: H2Server
+
     def __init__(
         self, conn: H2Server, sid: int, method: str, target: bytes, headers: Headers, authority: bytes, ended: bool = False
     ) -> None:

@@ -19,6 +19,7 @@ from fngate.backends.samples import echo
 
 from .conftest import Upstream, route
 from .h2frames import (
+    CANCEL,
     FRAME_SIZE_ERROR,
     HEADERS,
     PREFACE,
@@ -239,3 +240,23 @@ async def test_closed_connections_are_freed_without_the_cyclic_collector(env, ec
         assert live_h2_connections() == before  # freed by reference counting alone
     finally:
         gc.enable()
+
+
+async def test_a_client_that_never_opens_its_window_does_not_hold_the_slot(env, counting_up):
+    """Attack 7 on HTTP/2: streams whose answer waits on a window the client keeps shut
+    are reset after client_body_idle_timeout (2 s here), not the 10 s idle timeout."""
+    env.publish([route(counting_up.upstream.port, max_concurrency=1)])
+    fields = request_fields(path=b"/?size=300000", authority=env.host().encode(), extra=auth_fields(env))
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
+    writer.write(PREFACE + settings(initial_window_size=0) + SETTINGS_ACK + headers(1, fields))
+    await writer.drain()
+    started = time.monotonic()
+    try:
+        await others_fine(env)  # waits for the only slot
+        assert time.monotonic() - started < 6
+        reply = b""
+        while 1 not in resets_of(reply):
+            reply += await asyncio.wait_for(reader.read(65536), 5)
+        assert resets_of(reply)[1] == CANCEL
+    finally:
+        writer.close()
