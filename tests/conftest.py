@@ -24,13 +24,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.net import free_port
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _find_redis_server() -> str | None:

@@ -19,6 +19,7 @@ from fngate.control.store.memory import MemoryStore
 from fngate.proxy.routing import ROUTING_CHANNEL, ROUTING_KEY, LoadReport, RoutingTable, SnapshotHolder, VersionLoad, key_digest
 from tests.support.helpers import deploy
 from tests.support.keys import function_resource, policy
+from tests.support.waiting import wait_for
 
 ADMIN = "nvapi-admin-secret"
 
@@ -29,14 +30,6 @@ async def _instance(store, vid, iid, status="ACTIVE", draining=False, port=7001)
         R.instance_key(vid, iid),
         {"instanceId": iid, "functionVersionId": vid, "instanceStatus": status, "host": "127.0.0.1", "port": port, "draining": draining},
     )
-
-
-async def _until(pred, timeout=5.0):
-    async def loop():
-        while not pred():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(loop(), timeout)
 
 
 async def test_table_follows_the_store():
@@ -75,12 +68,12 @@ async def test_table_follows_the_store():
         await _instance(store, vid, "i-ready", port=7002)
         fn = (await store.get(R.FUNCTIONS, R.version_key(fid, vid))).value
         await store.put(R.FUNCTIONS, R.version_key(fid, vid), {**fn, "status": "ACTIVE"})
-        await _until(lambda: gateway.table.invokable.get(fid))
+        await wait_for(lambda: gateway.table.invokable.get(fid))
         [ep] = gateway.table.functions[fid][vid].endpoints
         assert (ep.id, ep.port, ep.draining) == ("i-ready", 7002, False)
         assert gateway.table.version > t0.version
         await _instance(store, vid, "i-ready", port=7002, draining=True)
-        await _until(lambda: gateway.table.functions[fid][vid].endpoints[0].draining)
+        await wait_for(lambda: gateway.table.functions[fid][vid].endpoints[0].draining)
     finally:
         await pub.aclose()
 

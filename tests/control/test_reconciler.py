@@ -17,8 +17,9 @@ from fngate.control.reconciler import Reconciler
 from fngate.control.store.base import Delete, Put
 from fngate.control.store.memory import MemoryStore
 from fngate.proxy.routing import LoadReport, VersionLoad
-from tests.support.helpers import deploy, gpu_spec, status_of, wait_for, wait_status
+from tests.support.helpers import deploy, gpu_spec, status_of, wait_status
 from tests.support.toys import toy_catalog
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture

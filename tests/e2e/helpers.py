@@ -1,5 +1,5 @@
-"""End-to-end helpers: a management API client for a `fngate serve` subprocess,
-and finding the process behind an instance's port (to kill it like a crash would)."""
+"""End-to-end helpers: a config file for `fngate serve`, and finding the process behind an
+instance's port (to kill it like a crash would). The API client is tests/support/serve_api.py."""
 
 from __future__ import annotations
 
@@ -11,81 +11,12 @@ from pathlib import Path
 import httpx
 import yaml
 
+from tests.support.serve_api import ServeApi
+
 
 def write_config(path: Path, **sections) -> Path:
     path.write_text(yaml.safe_dump(sections))
     return path
-
-
-class Api:
-    def __init__(self, sp) -> None:
-        self.sp = sp
-        self.headers = {"Authorization": f"Bearer {sp.admin_key}"}
-        self.gateway = f"http://127.0.0.1:{sp.ready['http_port']}"
-
-    def call(self, method: str, path: str, body=None) -> dict:
-        r = httpx.request(method, self.sp.api_url + path, json=body, headers=self.headers, timeout=30)
-        assert r.status_code < 400, f"{method} {path}: {r.status_code} {r.text}"
-        return r.json() if r.content else {}
-
-    def create(self, name: str, image: str = "fngate/echo", **extra) -> tuple[str, str]:
-        body = {
-            "name": name,
-            "containerImage": image,
-            "inferenceUrl": "/echo",
-            "inferencePort": 8000,
-            "health": {"protocol": "HTTP", "uri": "/health", "port": 8000, "timeout": "PT1S", "expectedStatusCode": 200},
-            **extra,
-        }
-        fn = self.call("POST", "/v2/nvcf/functions", body)["function"]
-        return fn["id"], fn["versionId"]
-
-    def deploy(self, fid: str, vid: str, *, min_i: int = 1, max_i: int = 1, concurrency: int = 1) -> dict:
-        spec = {
-            "gpu": "L40S",
-            "instanceType": "NCP.GPU.L40S_1x",
-            "minInstances": min_i,
-            "maxInstances": max_i,
-            "maxRequestConcurrency": concurrency,
-        }
-        return self.call("POST", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", {"deploymentSpecifications": [spec]})
-
-    def function(self, fid: str, vid: str) -> dict:
-        return self.call("GET", f"/v2/nvcf/functions/{fid}/versions/{vid}")["function"]
-
-    def status(self, fid: str, vid: str) -> str:
-        return self.function(fid, vid)["status"]
-
-    def ready_instances(self, fid: str, vid: str) -> list[dict]:
-        return [i for i in self.function(fid, vid).get("activeInstances", []) if i["instanceStatus"] == "ACTIVE"]
-
-    def wait(self, predicate, what: str, timeout: float = 30.0, interval: float = 0.05):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(interval)
-        raise AssertionError(f"timed out waiting for {what}\n--- serve output ---\n{self.sp.output()[-3000:]}")
-
-    def wait_status(self, fid: str, vid: str, wanted: str, timeout: float = 30.0) -> None:
-        seen: list[str] = []
-
-        def check():
-            s = self.status(fid, vid)
-            if not seen or seen[-1] != s:
-                seen.append(s)
-            return s == wanted
-
-        self.wait(check, f"{wanted} (seen {seen})", timeout)
-
-    def invoke(self, fid: str, path: str = "/echo", timeout: float = 60.0, **kw) -> httpx.Response:
-        headers = {**self.headers, "function-id": fid, **kw.pop("headers", {})}
-        return httpx.post(self.gateway + path, headers=headers, timeout=timeout, **kw)
-
-    async def ainvoke(self, client: httpx.AsyncClient, fid: str, path: str = "/echo", **kw) -> httpx.Response:
-        headers = {**self.headers, "function-id": fid, **kw.pop("headers", {})}
-        return await client.post(self.gateway + path, headers=headers, timeout=60, **kw)
 
 
 def instance_pid(data_dir: Path, version_id: str, instance_id: str) -> int:
@@ -129,7 +60,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-async def gather_load(api: Api, fid: str, seconds: float, concurrency: int, path: str) -> list[int]:
+async def gather_load(api: ServeApi, fid: str, seconds: float, concurrency: int, path: str) -> list[int]:
     statuses: list[int] = []
     deadline = time.monotonic() + seconds
     async with httpx.AsyncClient() as client:

@@ -9,7 +9,8 @@ import time
 import httpx
 import pytest
 
-from tests.e2e.helpers import Api, gather_load, write_config
+from tests.e2e.helpers import gather_load, write_config
+from tests.support.serve_api import ServeApi
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def api(fngate_serve, tmp_path):
     sp = fngate_serve("--config", str(config))
     if "http_port" not in sp.ready:
         pytest.skip("the gateway is not wired into fngate serve yet")
-    return Api(sp)
+    return ServeApi(sp)
 
 
 async def test_scale_from_zero_up_under_load_and_down_to_zero(api):

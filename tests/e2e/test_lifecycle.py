@@ -8,7 +8,8 @@ import signal
 
 import pytest
 
-from tests.e2e.helpers import Api, alive, instance_pid, write_config
+from tests.e2e.helpers import alive, instance_pid, write_config
+from tests.support.serve_api import ServeApi
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def serve(fngate_serve, tmp_path):
 
 def test_deploy_invoke_and_states_follow_instance_deaths(serve):
     sp = serve()
-    api = Api(sp)
+    api = ServeApi(sp)
     fid, vid = api.create("e2e-echo")
     assert api.deploy(fid, vid, min_i=2, max_i=2)["deployment"]["functionStatus"] == "DEPLOYING"
     api.wait_status(fid, vid, "ACTIVE")
@@ -53,7 +54,7 @@ def test_deploy_invoke_and_states_follow_instance_deaths(serve):
 
 
 def test_bad_image_is_error_with_health_info_and_nothing_else_is_disturbed(serve):
-    api = Api(serve())
+    api = ServeApi(serve())
     good_fid, good_vid = api.create("e2e-good")
     api.deploy(good_fid, good_vid)
     bad_fid, bad_vid = api.create("e2e-bad", image="nvcr.io/acme/missing:1.0")
@@ -67,7 +68,7 @@ def test_bad_image_is_error_with_health_info_and_nothing_else_is_disturbed(serve
 
 def test_restart_restores_deployments_and_leaves_no_orphans(serve, tmp_path):
     sp = serve()
-    api = Api(sp)
+    api = ServeApi(sp)
     fid, vid = api.create("e2e-restart")
     api.deploy(fid, vid)
     api.wait_status(fid, vid, "ACTIVE")
@@ -78,7 +79,7 @@ def test_restart_restores_deployments_and_leaves_no_orphans(serve, tmp_path):
     assert not alive(pid), "fngate serve left its instance running"
 
     again = serve(data_dir=sp.data_dir)
-    api = Api(again)
+    api = ServeApi(again)
     api.wait(lambda: api.ready_instances(fid, vid), "the deployment to come back after restart")
     api.wait_status(fid, vid, "ACTIVE")
     assert api.invoke(fid).status_code == 200

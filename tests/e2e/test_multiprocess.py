@@ -11,7 +11,8 @@ import re
 import httpx
 import pytest
 
-from tests.e2e.helpers import Api, write_config
+from tests.e2e.helpers import write_config
+from tests.support.serve_api import ServeApi
 
 
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
@@ -24,7 +25,7 @@ def test_scale_from_zero_with_gateway_workers(fngate_serve, tmp_path, store, req
         backends=[{"name": "local", "type": "local", "probeInterval": 0.2}],
         autoscaler={"interval": 0.3, "window": 2},
     )
-    api = Api(fngate_serve("--config", str(config), *args))
+    api = ServeApi(fngate_serve("--config", str(config), *args))
     fid, vid = api.create(f"e2e-workers-{store}")
     api.deploy(fid, vid, min_i=0, max_i=1)
     api.wait_status(fid, vid, "ACTIVE")
@@ -51,7 +52,7 @@ async def test_pexec_polls_and_metrics_span_gateway_workers(fngate_serve, tmp_pa
     the admin port's /metrics and /readyz speak for every worker."""
     config = write_config(tmp_path / "fngate.yaml", backends=[{"name": "local", "type": "local", "probeInterval": 0.2}])
     sp = fngate_serve("--config", str(config), "--workers", "2")
-    api = Api(sp)
+    api = ServeApi(sp)
     admin = f"http://127.0.0.1:{sp.ready['admin_port']}"
     fid, vid = api.create("e2e-workers-pexec")
     api.deploy(fid, vid, min_i=1, max_i=1, concurrency=8)

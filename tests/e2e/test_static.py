@@ -10,8 +10,9 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import free_port
-from tests.e2e.helpers import Api, write_config
+from tests.e2e.helpers import write_config
+from tests.support.net import free_port
+from tests.support.serve_api import ServeApi
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def test_static_endpoint_deploy_invoke_and_loss(fngate_serve, tmp_path, external
         backends=[{"name": "local", "type": "local"}, {"name": "edge", "type": "static", "probeInterval": 0.2, "unhealthyAfter": 2}],
     )
     sp = fngate_serve("--config", str(config))
-    api = Api(sp)
+    api = ServeApi(sp)
     fid, vid = api.create("e2e-static")
     spec = {
         "gpu": "L40S",

@@ -6,7 +6,6 @@ real echo server for a few seconds; the tests then read what Locust wrote.
 
 from __future__ import annotations
 
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,19 +15,14 @@ from fngate.loadtests import slis
 from fngate.loadtests.plan import Options, Target, make_plan
 from fngate.loadtests.runner import run_locust
 from fngate.loadtests.scenarios import SCENARIOS
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens here once the socket is closed
+from tests.support.net import free_port
 
 
 @pytest.fixture(scope="module")
 def runs(samples, tmp_path_factory) -> dict[str, list[slis.EntryStats]]:
     """Four real runs at once: clean, failing the nvcf-status check, dropping arrivals, refused connections."""
     echo = samples["echo"].url
-    closed = f"http://127.0.0.1:{_closed_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     jobs = {
         "clean": ("large-request", Target(url=echo, direct=True), Options(users=2, duration=3, body_size=1024)),
         "checks": ("large-request", Target(url=echo, function_ids=("fn-1",), key="k"), Options(users=2, duration=3)),

@@ -121,12 +121,6 @@ async def env(gateway_config):
     await gw.stop(grace=1)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class RawInstance:
     """An HTTP/1.1 instance on a raw socket that records every request head exactly as
     the gateway wrote it (no server library normalising names or joining duplicates).

@@ -11,8 +11,9 @@ import pytest
 from fngate.proxy.config import GatewayConfig
 from fngate.proxy.routing import SnapshotHolder
 from fngate.proxy.server import Gateway
+from tests.support.net import free_port
 
-from .conftest import VID, Env, free_port, route
+from .conftest import VID, Env, route
 
 
 async def test_refused_instance_is_retried_once_on_another(env, echo_up):

@@ -17,19 +17,12 @@ from fngate.proxy.config import GatewayConfig
 from fngate.proxy.routing import ROUTING_CHANNEL, ROUTING_KEY, KeyGrant, LoadReport, RoutingTable, SnapshotHolder, VersionLoad, key_digest
 from fngate.proxy.sources import ControlHttpSource, RedisSource
 from fngate.proxy.workers import WorkerPool
+from tests.support.waiting import wait_for
 
 from .conftest import KEY, VID, route
 
 ADMIN = "nvapi-admin-for-tests"
 GRANTS = [(key_digest(KEY), KeyGrant("k1", frozenset({"invoke_function"})))]
-
-
-async def wait_for(cond, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if cond():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 async def test_control_http_source_follows_the_control_plane(echo_up):

@@ -75,14 +75,3 @@ async def wait_status(store, fid: str, vid: str, *wanted: str, timeout: float = 
         return await asyncio.wait_for(loop(), timeout)
     except TimeoutError:
         raise AssertionError(f"status stayed {await status_of(store, fid, vid)}, wanted {wanted}") from None
-
-
-async def wait_for(predicate, timeout: float = 15.0, what: str = "condition") -> None:
-    async def loop() -> None:
-        while not await predicate():
-            await asyncio.sleep(0.02)
-
-    try:
-        await asyncio.wait_for(loop(), timeout)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None

@@ -6,13 +6,14 @@ nothing behind when undeployed."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 import pytest
 import yaml
 
 from tests.conftest import ServeProcess, start_serve
+from tests.support.serve_api import AsyncServeApi, ServeApi
+from tests.support.waiting import wait_for
 
 ECHO = {
     "name": "k8s-echo",
@@ -75,35 +76,10 @@ async def serve(cluster, tmp_path):
     await asyncio.to_thread(sp.stop)
 
 
-class Api:
-    def __init__(self, sp: ServeProcess) -> None:
-        self.http = httpx.AsyncClient(base_url=sp.api_url, headers={"Authorization": f"Bearer {sp.admin_key}"}, timeout=10)
-
-    async def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        r = await self.http.request(method, path, json=body)
-        assert r.status_code < 300, r.text
-        return r.json() if r.content else {}
-
-    async def create_and_deploy(self, fn: dict, n: int) -> tuple[str, str]:
-        f = (await self.call("POST", "/v2/nvcf/functions", fn))["function"]
-        await self.call("POST", f"/v2/nvcf/deployments/functions/{f['id']}/versions/{f['versionId']}", spec(n))
-        return f["id"], f["versionId"]
-
-    async def status(self, fid: str, vid: str) -> str:
-        return (await self.call("GET", f"/v2/nvcf/functions/{fid}/versions/{vid}"))["function"]["status"]
-
-    async def until_status(self, fid: str, vid: str, want: str, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while (status := await self.status(fid, vid)) != want:
-            assert time.monotonic() < deadline, f"status {status}, waited for {want}"
-            await asyncio.sleep(0.05)
-
-
-async def until(predicate, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+async def create_and_deploy(api: AsyncServeApi, fn: dict, n: int) -> tuple[str, str]:
+    fid, vid = await api.create_function(fn)
+    await api.call("POST", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", spec(n))
+    return fid, vid
 
 
 def pods_of(cluster, vid: str, *, ready: bool = False) -> list[dict]:
@@ -116,36 +92,35 @@ def pods_of(cluster, vid: str, *, ready: bool = False) -> list[dict]:
 
 
 async def test_deploy_degrade_recover_scale_undeploy(cluster, serve):
-    api = Api(serve)
+    api = ServeApi(serve).aio
     # an API refusal is the function's ERROR, with the API's message as healthInfo
     cluster.api.inject_error("create", "deployments", 403, "deployments.apps is forbidden: exceeded quota: team-gpus")
-    bad = await api.create_and_deploy({**ECHO, "name": "k8s-refused"}, 1)
-    await api.until_status(*bad, "ERROR")
+    bad = await create_and_deploy(api, {**ECHO, "name": "k8s-refused"}, 1)
+    await api.wait_status(*bad, "ERROR")
     dep = (await api.call("GET", f"/v2/nvcf/deployments/functions/{bad[0]}/versions/{bad[1]}"))["deployment"]
     assert any("403: deployments.apps is forbidden: exceeded quota" in h["error"] and h["backend"] == "k8s" for h in dep["healthInfo"])
     await api.call("DELETE", f"/v2/nvcf/deployments/functions/{bad[0]}/versions/{bad[1]}")
 
-    fid, vid = await api.create_and_deploy(ECHO, 2)
-    await api.until_status(fid, vid, "ACTIVE")
+    fid, vid = await create_and_deploy(api, ECHO, 2)
+    await api.wait_status(fid, vid, "ACTIVE")
     [dep] = cluster.deployments()
     assert dep["metadata"]["labels"]["fngate.io/function-id"] == fid and dep["spec"]["replicas"] == 2
     assert len(pods_of(cluster, vid, ready=True)) == 2
 
     victim = pods_of(cluster, vid)[0]["metadata"]["name"]
     cluster.kubelet.kill_pod(victim, cluster.namespace)
-    await api.until_status(fid, vid, "DEGRADING", timeout=10)
-    await api.until_status(fid, vid, "ACTIVE")
+    await api.wait_status(fid, vid, "DEGRADING", timeout=10)
+    await api.wait_status(fid, vid, "ACTIVE")
     assert victim in {p["metadata"]["name"] for p in pods_of(cluster, vid, ready=True)}, "recovered in place"
 
     await api.call("PUT", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", spec(3))
-    await until(lambda: len(pods_of(cluster, vid, ready=True)) == 3)
+    await wait_for(lambda: len(pods_of(cluster, vid, ready=True)) == 3, 20, what="the cluster")
     assert cluster.deployments()[0]["spec"]["replicas"] == 3
 
     await api.call("DELETE", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}")
-    await api.until_status(fid, vid, "INACTIVE")
-    await until(lambda: not cluster.pods(live=False) and not cluster.deployments() and not cluster.secrets())
+    await api.wait_status(fid, vid, "INACTIVE")
+    await wait_for(lambda: not cluster.pods(live=False) and not cluster.deployments() and not cluster.secrets(), 20, what="the cluster")
     assert not cluster.kubelet.processes()
-    await api.http.aclose()
 
 
 async def test_invoke_http_and_grpc_through_the_gateway(cluster, serve):
@@ -155,11 +130,11 @@ async def test_invoke_http_and_grpc_through_the_gateway(cluster, serve):
 
     from fngate.backends.samples import grpc_echo_pb2, grpc_echo_pb2_grpc
 
-    api = Api(serve)
-    echo = await api.create_and_deploy(ECHO, 1)
-    rpc = await api.create_and_deploy(GRPC, 1)
-    await api.until_status(*echo, "ACTIVE")
-    await api.until_status(*rpc, "ACTIVE")
+    api = ServeApi(serve).aio
+    echo = await create_and_deploy(api, ECHO, 1)
+    rpc = await create_and_deploy(api, GRPC, 1)
+    await api.wait_status(*echo, "ACTIVE")
+    await api.wait_status(*rpc, "ACTIVE")
     auth = {"Authorization": f"Bearer {serve.admin_key}"}
     async with httpx.AsyncClient(timeout=10) as client:
         r = await client.post(
@@ -178,8 +153,7 @@ async def test_invoke_http_and_grpc_through_the_gateway(cluster, serve):
         assert reply.message == "hi" and reply.metadata["function-id"] == rpc[0]
     for fid, vid in (echo, rpc):
         await api.call("DELETE", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}")
-    await until(lambda: not cluster.pods(live=False) and not cluster.deployments())
-    await api.http.aclose()
+    await wait_for(lambda: not cluster.pods(live=False) and not cluster.deployments(), 20, what="the cluster")
 
 
 async def test_replicas_sharing_redis_agree_on_the_cluster(cluster, tmp_path, redis_url):
@@ -198,10 +172,10 @@ async def test_replicas_sharing_redis_agree_on_the_cluster(cluster, tmp_path, re
     try:
         for failure in (sp for sp in started if isinstance(sp, BaseException)):
             raise failure
-        a, b = Api(replicas[0]), Api(replicas[1])
-        fid, vid = await a.create_and_deploy(ECHO, 2)
-        await b.until_status(fid, vid, "ACTIVE")
-        await until(lambda: len(pods_of(cluster, vid, ready=True)) == 2)
+        a, b = ServeApi(replicas[0]).aio, ServeApi(replicas[1]).aio
+        fid, vid = await create_and_deploy(a, ECHO, 2)
+        await b.wait_status(fid, vid, "ACTIVE")
+        await wait_for(lambda: len(pods_of(cluster, vid, ready=True)) == 2, 20, what="the cluster")
         pods = {p["metadata"]["name"] for p in pods_of(cluster, vid)}
         async with httpx.AsyncClient(timeout=10) as client:
             for sp in replicas:
@@ -220,10 +194,8 @@ async def test_replicas_sharing_redis_agree_on_the_cluster(cluster, tmp_path, re
         assert {p["metadata"]["name"] for p in pods_of(cluster, vid)} == pods
         assert [d["spec"]["replicas"] for d in cluster.deployments()] == [2]
         await b.call("DELETE", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}")
-        await a.until_status(fid, vid, "INACTIVE")
-        await until(lambda: not cluster.pods(live=False) and not cluster.deployments())
-        await a.http.aclose()
-        await b.http.aclose()
+        await a.wait_status(fid, vid, "INACTIVE")
+        await wait_for(lambda: not cluster.pods(live=False) and not cluster.deployments(), 20, what="the cluster")
     finally:
         for sp in replicas:
             await asyncio.to_thread(sp.stop)

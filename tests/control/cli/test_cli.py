@@ -10,12 +10,12 @@ import signal
 import stat
 import subprocess
 import sys
-import urllib.request
 
 import pytest
 
 from fngate.control.cli import main
 from tests.conftest import REPO, start_serve
+from tests.support.serve_api import ServeApi
 
 
 def fngate(sp, *args: str, key: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -42,21 +42,13 @@ def fngate_json(sp, *args: str, **kw):
     return json.loads(fngate(sp, *args, "--json", **kw).stdout)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """One server shared by the tests that only talk to it (each works on its own functions/keys)."""
-    sp = start_serve(tmp_path_factory.mktemp("shared") / "fngate")
-    yield sp
-    sp.stop()
-
-
 @pytest.fixture
-def own_server(fngate_serve):
+def server(fngate_serve):
+    """A server of the test's own: the tests create functions and keys on it."""
     return fngate_serve()
 
 
-def test_serve_prints_urls_and_the_generated_admin_key_once(own_server):
-    server = own_server
+def test_serve_prints_urls_and_the_generated_admin_key_once(server):
     out = server.output()
     assert server.api_url in out
     assert server.admin_key in out
@@ -183,22 +175,12 @@ def test_bad_serve_options_exit_2(tmp_path):
     assert proc.returncode == 2 and "--store" in proc.stderr
 
 
-def _post(sp, path: str, body: dict) -> dict:
-    req = urllib.request.Request(
-        sp.api_url + path,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Authorization": f"Bearer {sp.admin_key}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
 def test_acknowledged_writes_survive_kill_9(fngate_serve, tmp_path):
     sp = fngate_serve()
-    fn = _post(sp, "/v2/nvcf/functions", {"name": "durable", "inferenceUrl": "/", "containerImage": "img"})["function"]
-    dep = _post(
-        sp,
+    api = ServeApi(sp)
+    fn = api.call("POST", "/v2/nvcf/functions", {"name": "durable", "inferenceUrl": "/", "containerImage": "img"})["function"]
+    dep = api.call(
+        "POST",
         f"/v2/nvcf/deployments/functions/{fn['id']}/versions/{fn['versionId']}",
         {"deploymentSpecifications": [{"gpu": "H100", "instanceType": "NCP.GPU.H100_1x", "minInstances": 0, "maxInstances": 1}]},
     )

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import re
-import socket
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from fngate.proxy.config import GatewayConfig
 from fngate.proxy.routing import SnapshotHolder
 from fngate.proxy.server import Gateway
 from tests.proxy.grpc.gateway import build_table
+from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 _LISTENING = re.compile(rb"listening on [^:]+:(\d+)")
@@ -87,17 +87,11 @@ class GatewayUnderTest:
         self.gw, self.holder, self.handler, self.port = gw, holder, gw.grpc, gw.grpc_port
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.asynccontextmanager
 async def running_gateway(instances, **config):
     """A Gateway on free ports with the test routing table, stopped on exit."""
     holder = SnapshotHolder()
-    holder.publish(build_table(1, instances["grpcio"].port, instances["grpclib"].port, closed_port()))
+    holder.publish(build_table(1, instances["grpcio"].port, instances["grpclib"].port, free_port()))
     gw = Gateway(GatewayConfig(**{"http_port": 0, "grpc_port": 0, "admin_port": 0, **config}), holder, "gw-grpc-test")
     await gw.start()
     try:
@@ -107,7 +101,9 @@ async def running_gateway(instances, **config):
             await gw.stop(grace=1.0)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="module")
 async def gateway(instances):
+    """A gateway of the test's own (tests publish routes to it); the echo instances are
+    shared by the module and only read (tests compare their stats before and after)."""
     async with running_gateway(instances) as gw:
         yield gw

@@ -12,6 +12,7 @@ from fngate.backends.samples import grpc_echo_pb2 as pb
 from fngate.backends.samples import grpc_echo_pb2_grpc as pb_grpc
 from fngate.backends.samples.grpc_echo_grpc import EchoStub
 from tests.proxy.grpc.conftest import start_echo
+from tests.support.net import free_port
 
 
 async def test_sample_serves_all_call_kinds_and_health(echo_instance):
@@ -63,10 +64,7 @@ async def test_health_reports_not_serving_then_serving():
 
 
 async def test_health_check_of_a_closed_port_is_false_and_quick():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    healthy, detail = await probe_grpc_health("127.0.0.1", port, timeout=1.0)
+    healthy, detail = await probe_grpc_health("127.0.0.1", free_port(), timeout=1.0)
     assert not healthy and "failed" in detail
 
 
