@@ -1,10 +1,14 @@
 """`fngate loadtest` end to end, as a user runs it: a real subprocess, real Locust, real servers.
 
-The smoke starts a local fngate with the sample functions, runs every scenario against
-it for a few seconds (at once, `--parallel`, to keep this short) and must write, per
-scenario, Locust's CSV and HTML, the summary and the plots, with every threshold
-evaluated. A deliberately impossible threshold must fail the run with exit status 1,
-and a malformed thresholds file must stop it with status 2 before any load.
+What is checked is that the SLIs are computed, reported and turned into the exit status,
+never whether this machine meets a latency or throughput figure (several suites share
+two cores here; real thresholds belong to `fngate loadtest`'s own reports). Each verdict
+is driven with thresholds chosen for the purpose: lenient ones that any run that served
+requests meets (exit 0), and an impossible one (exit 1, the failing SLI named). A
+malformed thresholds file stops the run with status 2 before any load.
+
+`make test` runs one scenario for a couple of seconds each way; the full smoke (every
+scenario against a local fngate with the sample functions) is `slow` (`make test-all`).
 """
 
 from __future__ import annotations
@@ -23,9 +27,30 @@ from fngate.loadtests.slis import DEFAULT_SLIS
 from .conftest import REPO
 
 PNG = b"\x89PNG\r\n\x1a\n"
+# a bound no run can miss for each kind of metric the default rules use
+LENIENT = {"_ms": "< 1e12", "success_rate": ">= 0", "error_rate": "<= 1", "dropped_ratio": "<= 1"}
+IMPOSSIBLE = {"entry": "invoke", "type": "POST", "p50_ms": "< 0.001"}
 
 
-def fngate_loadtest(*args: str, timeout: float = 100) -> subprocess.CompletedProcess:
+def lenient(limit_of: str) -> str:
+    return next(bound for suffix, bound in LENIENT.items() if limit_of.endswith(suffix))
+
+
+def lenient_rules() -> dict[str, list[dict]]:
+    """The default rules of every scenario (same entries, same metrics), with bounds any run meets."""
+    rules = yaml.safe_load(DEFAULT_SLIS.read_text())
+    return {
+        scenario: [{k: (v if k in ("entry", "type") else lenient(k)) for k, v in rule.items()} for rule in scenario_rules]
+        for scenario, scenario_rules in rules.items()
+    }
+
+
+def write_slis(path: Path, rules: dict[str, list[dict]]) -> Path:
+    path.write_text(yaml.safe_dump(rules))
+    return path
+
+
+def fngate_loadtest(*args: str, timeout: float = 150) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fngate", "loadtest", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout)  # fmt: skip
 
@@ -36,18 +61,62 @@ def target_args(samples) -> list[str]:
             "--grpc-target", samples["grpc"].hostport]  # fmt: skip
 
 
+def soak(target_args: list[str], slis_file: Path, results: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    done = fngate_loadtest("soak", *target_args, "--rate", "10", "--duration", "2s", "--slis", str(slis_file), "--results", str(results))
+    summary = results / "summary.json"
+    return done, json.loads(summary.read_text()) if summary.exists() else {}
+
+
+def test_thresholds_every_run_meets_pass_and_exit_0(target_args, tmp_path: Path):
+    done, doc = soak(target_args, write_slis(tmp_path / "slis.yaml", lenient_rules()), tmp_path / "soak")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert doc["passed"] is True and doc["settings"]["rate_per_s"] == 10.0
+    # the default rule's three SLIs, each computed from what Locust measured, and reported
+    assert {t["metric"] for t in doc["thresholds"]} == {"p95_ms", "success_rate", "dropped_ratio"}
+    assert all(t["value"] is not None and t["passed"] for t in doc["thresholds"]), doc["thresholds"]
+    invoke = next(e for e in doc["entries"] if (e["type"], e["name"]) == ("POST", "invoke"))
+    assert invoke["requests"] > 0
+    assert next(t for t in doc["thresholds"] if t["metric"] == "p95_ms")["value"] == invoke["p95_ms"]
+    assert "# Load test `soak`: PASS" in (tmp_path / "soak" / "summary.md").read_text()
+    assert "fngate loadtest: PASS" in done.stdout
+
+
+def test_an_impossible_threshold_fails_the_run_and_names_the_sli(target_args, tmp_path: Path):
+    rules = lenient_rules()
+    rules["soak"].append(IMPOSSIBLE)
+    done, doc = soak(target_args, write_slis(tmp_path / "slis.yaml", rules), tmp_path / "soak")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert doc["passed"] is False
+    [failed] = [t for t in doc["thresholds"] if not t["passed"]]
+    assert (failed["metric"], failed["op"], failed["limit"]) == ("p50_ms", "<", 0.001) and failed["value"] > 0
+    failing_line = next(line for line in done.stdout.splitlines() if "p50_ms" in line)
+    assert "FAIL" in failing_line, done.stdout
+    assert "# Load test `soak`: FAIL" in (tmp_path / "soak" / "summary.md").read_text()
+    assert "fngate loadtest: FAIL" in done.stdout
+
+
+def test_a_malformed_thresholds_file_stops_the_run_before_any_load(target_args, tmp_path: Path):
+    thresholds = tmp_path / "slis.yaml"
+    thresholds.write_text("soak:\n  - entry: invoke\n    latency: '< 5'\n")
+    results = tmp_path / "bad"
+    done = fngate_loadtest("soak", *target_args, "--duration", "2s", "--slis", str(thresholds), "--results", str(results))
+    assert done.returncode == 2
+    assert "unknown metric 'latency'" in done.stderr
+    assert not (results / "soak_stats.csv").exists()
+
+
+@pytest.mark.slow
 def test_smoke_against_a_local_stack_evaluates_every_scenario_and_fails_on_a_broken_threshold(tmp_path: Path):
     """No --target: fngate serve with the sample functions is started, loaded and stopped.
 
-    The thresholds are the defaults plus one impossible soak threshold, so every other
-    scenario must pass and the run must still exit 1 because of that one.
+    Every scenario's SLIs are evaluated with bounds any run meets, plus one impossible
+    soak threshold: every other scenario must pass and the run must exit 1 because of that one.
     """
-    thresholds = yaml.safe_load(DEFAULT_SLIS.read_text())
-    thresholds["soak"].append({"entry": "invoke", "type": "POST", "p50_ms": "< 0.001"})
-    slis_file = tmp_path / "slis.yaml"
-    slis_file.write_text(yaml.safe_dump(thresholds))
+    rules = lenient_rules()
+    rules["soak"].append(IMPOSSIBLE)
+    slis_file = write_slis(tmp_path / "slis.yaml", rules)
     results = tmp_path / "smoke"
-    done = fngate_loadtest("smoke", "--parallel", "--duration", "6s", "--slis", str(slis_file), "--results", str(results))
+    done = fngate_loadtest("smoke", "--parallel", "--duration", "6s", "--slis", str(slis_file), "--results", str(results), timeout=300)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "starting a local fngate" in done.stdout and "fngate loadtest: FAIL" in done.stdout
     smoke_md = (results / "smoke.md").read_text()
@@ -74,23 +143,3 @@ def test_smoke_against_a_local_stack_evaluates_every_scenario_and_fails_on_a_bro
     polls = next(e for e in pexec["entries"] if e["name"] == "pexec: poll")
     assert polls["requests"] > 0  # the instance outlived the poll window: 202, then status polls
     assert not (results / "fngate-serve.log").read_text().count("Traceback")
-
-
-def test_the_default_thresholds_pass_on_a_healthy_instance(target_args, tmp_path: Path):
-    results = tmp_path / "soak"
-    done = fngate_loadtest("soak", *target_args, "--rate", "20", "--duration", "2s", "--results", str(results))
-    assert done.returncode == 0, done.stdout + done.stderr
-    doc = json.loads((results / "summary.json").read_text())
-    assert doc["passed"] is True and doc["settings"]["rate_per_s"] == 20.0
-    assert {t["metric"] for t in doc["thresholds"]} == {"p95_ms", "success_rate", "dropped_ratio"}
-    assert "fngate loadtest: PASS" in done.stdout
-
-
-def test_a_malformed_thresholds_file_stops_the_run_before_any_load(target_args, tmp_path: Path):
-    thresholds = tmp_path / "slis.yaml"
-    thresholds.write_text("soak:\n  - entry: invoke\n    latency: '< 5'\n")
-    results = tmp_path / "bad"
-    done = fngate_loadtest("soak", *target_args, "--duration", "2s", "--slis", str(thresholds), "--results", str(results))
-    assert done.returncode == 2
-    assert "unknown metric 'latency'" in done.stderr
-    assert not (results / "soak_stats.csv").exists()
