@@ -102,6 +102,49 @@ async def sse_up():
     await up.stop()
 
 
+class LockstepSse:
+    """An SSE instance that writes event n+1 only once the test says the client has event n.
+
+    A gateway that held events back (buffered, batched, waited for more bytes) would never
+    deliver event n, so the instance would give up waiting and end the stream with
+    `data: held back`; nothing here depends on how fast the machine is."""
+
+    def __init__(self, events: int, patience: float = 20.0) -> None:
+        self.events = events
+        self.patience = patience
+        self.seen = [asyncio.Event() for _ in range(events)]
+        self.app = web.Application()
+        self.app.router.add_post("/v1/chat/completions", self.stream)
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        for n in range(self.events):
+            await resp.write(b"data: %d\n\n" % n)
+            try:
+                await asyncio.wait_for(self.seen[n].wait(), self.patience)
+            except TimeoutError:
+                await resp.write(b"data: held back\n\n")
+                break
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    def client_saw(self, line: str) -> None:
+        """Feed every line the client reads; acknowledges `data: <n>`."""
+        if line.startswith("data: ") and line[6:].isdigit():
+            self.seen[int(line[6:])].set()
+
+
+@pytest.fixture
+async def lockstep_up():
+    sse_app = LockstepSse(events=5)
+    up = await Upstream(sse_app.app).start()
+    up.lockstep = sse_app
+    yield up
+    await up.stop()
+
+
 @pytest.fixture
 def gateway_config() -> GatewayConfig:
     return GatewayConfig(

@@ -12,6 +12,7 @@ from fngate.proxy.config import GatewayConfig
 from fngate.proxy.routing import SnapshotHolder
 from fngate.proxy.server import Gateway
 from tests.support.net import free_port
+from tests.support.waiting import wait_for
 
 from .conftest import VID, Env, route
 
@@ -19,11 +20,20 @@ from .conftest import VID, Env, route
 async def test_refused_instance_is_retried_once_on_another(env, echo_up):
     dead = free_port()  # nothing listens there
     env.publish([route(dead, echo_up.port)])
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=30) as c:
+        # whichever instance is picked, every request is answered by the live one
         for _ in range(8):
             r = await c.post(f"{env.url}/", content=b"body", headers=env.headers())
             assert r.status_code == 200 and r.json()["bodySize"] == 4
-    assert env.gw.metrics.retries >= 1  # the dead one was picked at least once and retried
+        # drive the choice: with a request holding a slot of the live instance, the less
+        # loaded one, the dead one, is picked; refused, the request is retried once, on the live one
+        holding = asyncio.create_task(c.get(f"{env.url}/?delay=1", headers=env.headers()))
+        await wait_for(lambda: env.gw.limiter.in_flight.get(f"{VID}-1") == 1, what="a slot held on the live instance")
+        retries = env.gw.metrics.retries  # (the holding request may have been retried itself)
+        r = await c.post(f"{env.url}/", content=b"body", headers=env.headers())
+        assert r.status_code == 200 and r.json()["bodySize"] == 4
+        assert env.gw.metrics.retries == retries + 1
+        assert (await holding).status_code == 200
     env.publish([route(dead)])
     async with httpx.AsyncClient() as c:
         r = await c.get(f"{env.url}/", headers=env.headers())
@@ -56,14 +66,13 @@ async def test_reset_before_response_is_retried(env, echo_up):
 async def test_disconnect_while_queued_leaves_the_queue(env, echo_up):
     env.publish([route(echo_up.port, max_concurrency=1)])
     async with httpx.AsyncClient(timeout=30) as c:
-        busy = asyncio.create_task(c.get(f"{env.url}/?delay=1", headers=env.headers()))
-        await asyncio.sleep(0.1)
+        busy = asyncio.create_task(c.get(f"{env.url}/?delay=3", headers=env.headers()))
+        await wait_for(lambda: sum(env.gw.limiter.in_flight.values()) == 1, what="the busy request on the instance")
         queued = asyncio.create_task(c.get(f"{env.url}/", headers=env.headers()))
-        await asyncio.sleep(0.2)
-        assert env.gw.load_report().versions[VID].queue_depth == 1
+        await wait_for(lambda: env.gw.load_report().versions[VID].queue_depth == 1, what="the second request in the queue")
         queued.cancel()
-        await asyncio.sleep(0.2)
-        assert env.gw.load_report().versions[VID].queue_depth == 0
+        await wait_for(lambda: env.gw.load_report().versions[VID].queue_depth == 0, what="the cancelled request out of the queue")
+        assert not busy.done()  # it left the queue because it was cancelled, not because the slot came free
         assert (await busy).status_code == 200
     stats = (await httpx.AsyncClient().get(f"http://127.0.0.1:{echo_up.port}/stats")).json()
     assert stats["started"] == 1  # the cancelled request never reached the instance
@@ -92,7 +101,7 @@ async def test_endpoint_in_flight_in_load_reports(env, echo_up):
     env.publish([route(echo_up.port)])
     async with httpx.AsyncClient() as c:
         t = asyncio.create_task(c.get(f"{env.url}/?delay=0.4", headers=env.headers()))
-        await asyncio.sleep(0.2)
+        await wait_for(lambda: env.gw.load_report().versions.get(VID), what="the request on the instance")
         assert env.gw.load_report().versions[VID].endpoint_in_flight == {f"{VID}-0": 1}
         await t
     assert env.gw.load_report().versions[VID].endpoint_in_flight == {f"{VID}-0": 0}

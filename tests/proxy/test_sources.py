@@ -3,7 +3,6 @@ API long-poll, Redis (key + nudge + resync), and --workers N processes on one po
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 
@@ -34,13 +33,15 @@ async def test_control_http_source_follows_the_control_plane(echo_up):
     sock = socket.create_server(("127.0.0.1", 0))
     await web.SockSite(runner, sock).start()
     holder = SnapshotHolder()
-    source = ControlHttpSource(f"http://127.0.0.1:{sock.getsockname()[1]}", ADMIN, holder, "gw-a", wait=2)
+    # a long poll of a minute: a change that arrives within the (generous) wait below was
+    # pushed by the control plane, not picked up by the next poll
+    source = ControlHttpSource(f"http://127.0.0.1:{sock.getsockname()[1]}", ADMIN, holder, "gw-a", wait=60)
     source.start()
     try:
         control_holder.publish(RoutingTable.build(1, [route(echo_up.port)], GRANTS))
-        await wait_for(lambda: holder.table.version == 1)
+        await wait_for(lambda: holder.table.version == 1, what="the first table")
         control_holder.publish(RoutingTable.build(2, [route(echo_up.port, status="DEGRADED")], GRANTS))
-        await wait_for(lambda: holder.table.version == 2, timeout=1.0)  # a change arrives well under a second
+        await wait_for(lambda: holder.table.version == 2, timeout=20, what="the change, pushed to the waiting long poll")
         assert holder.table.functions[route(1).function_id][VID].status == "DEGRADED"
         await source.send_load(LoadReport("gw-a", time.time(), {VID: VersionLoad(queue_depth=3)}))
         assert board.queue_depth(VID) == 3
@@ -53,22 +54,27 @@ async def test_redis_source_nudge_resync_and_load(redis_url, echo_up):
     client = aioredis.from_url(redis_url)
     holder = SnapshotHolder()
     await client.set(ROUTING_KEY, RoutingTable.build(5, [route(echo_up.port)], GRANTS).to_json())
-    source = RedisSource(redis_url, holder, "gw-r", resync=0.5)
+    # resync once a minute: a change seen within the (generous) wait below came by the nudge
+    source = RedisSource(redis_url, holder, "gw-r", resync=60)
+    resyncing = RedisSource(redis_url, SnapshotHolder(), "gw-r2", resync=0.5)
     source.start()
     try:
-        await wait_for(lambda: holder.table.version == 5)
+        await wait_for(lambda: holder.table.version == 5, what="the first table")
         await client.set(ROUTING_KEY, RoutingTable.build(6, [route(echo_up.port)], GRANTS).to_json())
         await client.publish(ROUTING_CHANNEL, "6")
-        await wait_for(lambda: holder.table.version == 6, timeout=1.0)
+        await wait_for(lambda: holder.table.version == 6, timeout=20, what="the change, by the nudge")
         # a lost nudge: the periodic resync still picks the change up
+        resyncing.start()
+        await wait_for(lambda: resyncing.holder.table.version == 6, what="the resyncing source's first table")
         await client.set(ROUTING_KEY, RoutingTable.build(7, [route(echo_up.port)], GRANTS).to_json())
-        await wait_for(lambda: holder.table.version == 7, timeout=2.0)
+        await wait_for(lambda: resyncing.holder.table.version == 7, timeout=20, what="the change, by the resync")
         await source.send_load(LoadReport("gw-r", time.time(), {VID: VersionLoad(in_flight=2)}))
         raw = await client.get("fngate:load:gw-r")
         assert LoadReport.from_json(raw).versions[VID].in_flight == 2
         assert 0 < await client.ttl("fngate:load:gw-r") <= 10
     finally:
         await source.aclose()
+        await resyncing.aclose()
         await client.aclose()
 
 
@@ -86,17 +92,22 @@ async def test_worker_processes_share_the_port(redis_url, echo_up):
                     assert r.status_code == 200
             metrics = (await c.get(f"http://127.0.0.1:{pool.admin_port}/readyz")).json()
             assert metrics["ready"] is True
-        await asyncio.sleep(0.5)
-        keys = sorted(k.decode() for k in await client.keys("fngate:load:*"))
-        assert len(keys) == 2  # both workers report their load
-        served = 0
-        for k in keys:
-            served += LoadReport.from_json(await client.get(k)).versions.get(VID, VersionLoad()).requests
-        assert served == 20
-        # a routing change reaches every worker
-        await client.set(ROUTING_KEY, RoutingTable.build(2, [route(echo_up.port, status="DEGRADED")], GRANTS).to_json())
-        await client.publish(ROUTING_CHANNEL, "2")
-        await asyncio.sleep(0.3)
+
+            async def served_by_worker() -> dict[str, int] | None:  # from the load reports, every 0.2 s
+                keys = sorted(k.decode() for k in await client.keys("fngate:load:*"))
+                by_worker = {k: LoadReport.from_json(await client.get(k)).versions.get(VID, VersionLoad()).requests for k in keys}
+                return by_worker if len(by_worker) == 2 and sum(by_worker.values()) == 20 else None
+
+            await wait_for(served_by_worker, what="both workers' load reports counting the 20 requests")
+            # a routing change reaches every worker
+            await client.set(ROUTING_KEY, RoutingTable.build(2, [route(echo_up.port, status="DEGRADED")], GRANTS).to_json())
+            await client.publish(ROUTING_CHANNEL, "2")
+
+            async def every_worker_has_version_2() -> bool:
+                workers = (await c.get(f"http://127.0.0.1:{pool.admin_port}/readyz")).json()["workers"]
+                return len(workers) == 2 and all(w.get("routingVersion") == 2 for w in workers.values())
+
+            await wait_for(every_worker_has_version_2, what="routing version 2 in both workers")
         for _ in range(6):
             async with httpx.AsyncClient() as one:
                 assert (await one.get(f"http://127.0.0.1:{pool.http_port}/", headers=headers)).status_code == 400
