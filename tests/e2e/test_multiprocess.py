@@ -25,15 +25,28 @@ def test_scale_from_zero_with_gateway_workers(fngate_serve, tmp_path, store, req
         backends=[{"name": "local", "type": "local", "probeInterval": 0.2}],
         autoscaler={"interval": 0.3, "window": 2},
     )
-    api = ServeApi(fngate_serve("--config", str(config), *args))
+    sp = fngate_serve("--config", str(config), *args)
+    api = ServeApi(sp)
     fid, vid = api.create(f"e2e-workers-{store}")
     api.deploy(fid, vid, min_i=0, max_i=1)
     api.wait_status(fid, vid, "ACTIVE")
     r = api.invoke(fid, headers={"NVCF-POLL-SECONDS": "30"}, timeout=40)
     assert r.status_code == 200, r.text
     assert len(api.ready_instances(fid, vid)) == 1
-    for _ in range(4):  # new connections land on either worker: both have the new routing
-        assert api.invoke(fid).status_code == 200
+
+    # new connections land on either worker (SO_REUSEPORT): keep opening them until each
+    # worker has served the function, which it can only do with the new routing
+    admin = f"http://127.0.0.1:{sp.ready['admin_port']}/metrics"
+    statuses: list[int] = []
+
+    def served_by_both() -> dict[str, int] | None:
+        statuses.append(api.invoke(fid).status_code)  # httpx.post: a new connection each time
+        per_worker = {w: per.get(fid, 0) for w, per in _requests_by_worker(httpx.get(admin, timeout=10).text).items()}
+        return per_worker if len(per_worker) == 2 and all(per_worker.values()) else None
+
+    per_worker = api.wait(served_by_both, "both gateway workers serving the function", timeout=60, interval=0)
+    assert set(statuses) == {200}, statuses
+    assert sum(per_worker.values()) == 1 + len(statuses), per_worker  # the scale-from-zero call and these
 
 
 def _requests_by_worker(metrics: str) -> dict[str, dict[str, int]]:
@@ -47,6 +60,7 @@ def _requests_by_worker(metrics: str) -> dict[str, dict[str, int]]:
     return out
 
 
+@pytest.mark.slow  # a 6 s pexec polled from both workers; test_scale_from_zero_with_gateway_workers stays
 async def test_pexec_polls_and_metrics_span_gateway_workers(fngate_serve, tmp_path):
     """A 202'd pexec request can be polled on whichever worker a connection lands on;
     the admin port's /metrics and /readyz speak for every worker."""
@@ -65,7 +79,7 @@ async def test_pexec_polls_and_metrics_span_gateway_workers(fngate_serve, tmp_pa
         ready = await c.get(f"{admin}/readyz")
         assert ready.status_code == 200 and len(ready.json()["workers"]) == 2, ready.text
         r = await c.post(
-            f"{api.gateway}/v2/nvcf/pexec/functions/{fid}?delay=3", content=b"hello", headers={**api.headers, "NVCF-POLL-SECONDS": "1"}
+            f"{api.gateway}/v2/nvcf/pexec/functions/{fid}?delay=6", content=b"hello", headers={**api.headers, "NVCF-POLL-SECONDS": "1"}
         )
     assert r.status_code == 202, r.text
     rid = r.headers["nvcf-reqid"]

@@ -4,12 +4,16 @@ on other connections."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import h2.config
 import h2.connection
 import h2.events
 import httpx
+import orjson
 import pytest
+
+from tests.support.waiting import wait_for
 
 from .conftest import route
 
@@ -73,12 +77,26 @@ async def test_stalled_body_is_timed_out(env, echo_up):
     env.publish([route(echo_up.port)])
     reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
     host = env.host().encode()
+    started = time.monotonic()
     writer.write(b"POST / HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer nvapi-test-key\r\nContent-Length: 100\r\n\r\nabc" % host)
     await writer.drain()
-    reply = await asyncio.wait_for(reader.read(), 6)
+    reply = await asyncio.wait_for(reader.read(), 30)  # read() returns once the gateway closes
     writer.close()
-    # the body stalls: the connection is cut, the instance never gets a partial request answered
-    assert reply == b"" or reply.startswith(b"HTTP/1.1 408 ")
+    # the body stalls: after client_body_idle_timeout (2 s here, never sooner) the client is
+    # told so and the connection is closed; the instance never answers a partial request
+    assert time.monotonic() - started >= 1.9
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), reply[:200]
+    assert b"connection: close" in head.lower() and b"application/problem+json" in head.lower()
+    assert orjson.loads(body)["status"] == 408
+    async with httpx.AsyncClient() as c:
+
+        async def instance_idle() -> dict | None:
+            stats = (await c.get(f"http://127.0.0.1:{echo_up.port}/stats")).json()
+            return stats if stats["active"] == 0 else None
+
+        stats = await wait_for(instance_idle, what="the instance done with the stalled request")
+    assert stats["finished"] == 0, stats
     await assert_others_fine(env)
 
 

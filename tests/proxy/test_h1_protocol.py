@@ -90,17 +90,33 @@ async def test_early_answer_before_the_body_is_read_does_not_poison_the_pool(env
         env.publish([route(up.port, max_concurrency=1)])
         import httpx
 
-        async def slow_body():
-            for _ in range(20):
-                yield b"z" * 65536
-                await asyncio.sleep(0.01)
+        # a raw client, so that a write failing once the gateway has answered cannot hide the answer
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
+        writer.write(
+            b"POST /reject HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nTransfer-Encoding: chunked\r\n\r\n"
+            % (env.host().encode(), KEY.encode())
+        )
 
-        async with httpx.AsyncClient(timeout=10) as c:
+        async def slow_body() -> None:
             try:
-                r = await c.post(f"{env.url}/reject", content=slow_body(), headers=env.headers())
-                assert r.status_code == 413
-            except httpx.HTTPError:
-                pass  # the gateway may close the client connection after an early answer
+                for _ in range(20):
+                    writer.write(b"%x\r\n%s\r\n" % (65536, b"z" * 65536))
+                    await writer.drain()
+                    await asyncio.sleep(0.01)
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+            except OSError:
+                pass  # the gateway may stop reading and close the connection after the early answer
+
+        sending = asyncio.create_task(slow_body())
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+            assert head.startswith(b"HTTP/1.1 413 "), head  # the instance's early answer reaches the client
+        finally:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+            writer.close()
+        async with httpx.AsyncClient(timeout=10) as c:
             r = await c.get(f"{env.url}/next", headers=env.headers())
             assert r.status_code == 200 and r.json() == {"path": "/next"}
     finally:

@@ -1,5 +1,5 @@
-"""Streaming both ways with flat memory, SSE event timing, client-disconnect
-cancellation (the instance sees its connection close, the slot is freed)."""
+"""Streaming both ways with flat gateway memory, SSE events passed on one by one,
+client-disconnect cancellation (the instance sees its connection close, the slot is freed)."""
 
 from __future__ import annotations
 
@@ -7,40 +7,80 @@ import asyncio
 
 import httpx
 import orjson
-import psutil
+
+from fngate.bench.fngate import GatewayProcess, invoke_headers
+from fngate.bench.fngate import Upstream as BenchUpstream
 
 from .conftest import route
 
 MB = 1024 * 1024
 
 
-def rss() -> int:
-    return psutil.Process().memory_info().rss
+class PeakRss:
+    """The largest RSS of a process, sampled every few milliseconds while a transfer runs."""
+
+    def __init__(self, proc) -> None:
+        self.proc = proc
+        self.peak = 0
+        self._task: asyncio.Task | None = None
+
+    async def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, self.proc.rss())
+            await asyncio.sleep(0.005)
+
+    def __enter__(self) -> PeakRss:
+        self.peak = self.proc.rss()
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        self.peak = max(self.peak, self.proc.rss())
 
 
-async def test_large_upload_and_download_with_bounded_memory(env, echo_up):
-    env.publish([route(echo_up.port)])
-    total = 200 * MB
+async def test_large_upload_and_download_with_bounded_memory(echo_up, tmp_path):
+    """The gateway in its own process (so only its memory is counted, not this process's
+    client and instance): 64 MB each way leave its RSS flat while they pass, and where it
+    was once they are done. Holding a body would cost it 64 MB."""
+    gateway = await asyncio.to_thread(GatewayProcess, [BenchUpstream("echo", "127.0.0.1", echo_up.port)], None, tmp_path, tmp_path)
+    url, headers = f"http://127.0.0.1:{gateway.port}", invoke_headers("echo")
+    total = 64 * MB
     chunk = b"u" * MB
 
-    async def body():
-        for _ in range(total // MB):
+    async def body(size: int):
+        for _ in range(size // MB):
             yield chunk
 
-    async with httpx.AsyncClient(timeout=60) as c:
-        before = rss()
-        r = await c.post(f"{env.url}/upload", content=body(), headers=env.headers())
-        assert r.status_code == 200 and r.json()["bodySize"] == total
-        peak_up = rss() - before
+    async def upload(c: httpx.AsyncClient, size: int) -> None:
+        r = await c.post(f"{url}/upload", content=body(size), headers=headers)
+        assert r.status_code == 200 and r.json()["bodySize"] == size
+
+    async def download(c: httpx.AsyncClient, size: int) -> int:
         got = 0
-        async with c.stream("GET", f"{env.url}/download?size={total}", headers=env.headers()) as resp:
-            assert resp.headers["content-length"] == str(total)
+        async with c.stream("GET", f"{url}/download?size={size}", headers=headers) as resp:
+            assert resp.headers["content-length"] == str(size)
             async for part in resp.aiter_raw():
                 got += len(part)
-        peak_down = rss() - before
-    assert got == total
-    # the gateway holds at most a few buffers per exchange, never the body
-    assert peak_up < 60 * MB and peak_down < 60 * MB, (peak_up, peak_down)
+        return got
+
+    try:
+        async with httpx.AsyncClient(timeout=120) as c:
+            await upload(c, 8 * MB)  # warm up: connections, buffers, lazily imported code
+            assert await download(c, 8 * MB) == 8 * MB
+            before = gateway.proc.rss()
+            with PeakRss(gateway.proc) as up:
+                await upload(c, total)
+            with PeakRss(gateway.proc) as down:
+                assert await download(c, total) == total
+            after = gateway.proc.rss()
+    finally:
+        await asyncio.to_thread(gateway.stop)
+    growth = {"peak up": up.peak - before, "peak down": down.peak - before, "end": after - before}
+    # the gateway holds at most a few buffers per exchange, never the body, and keeps none of it
+    assert growth["peak up"] < 32 * MB and growth["peak down"] < 32 * MB, growth
+    assert growth["end"] < 8 * MB, growth
 
 
 async def test_chunked_upload_and_content_length_upload(env, echo_up):

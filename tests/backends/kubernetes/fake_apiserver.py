@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -107,6 +108,7 @@ class FakeApiServer:
         self.watches: set[_Watch] = set()
         self.errors: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []  # (verb, resource) as the RBAC layer would see them
+        self.request_times: list[float] = []  # time.monotonic() of each of `requests`
         self.on_change = lambda: None
         self.app = web.Application(middlewares=[self._middleware])
         for base, res in (("/apis/apps/v1", "deployments"), ("/api/v1", "pods"), ("/api/v1", "secrets")):
@@ -204,6 +206,7 @@ class FakeApiServer:
                 else ("watch" if request.query.get("watch", "").lower() in ("1", "t", "true") else "list")
             )
         self.requests.append((verb, res))
+        self.request_times.append(time.monotonic())
         for e in self.errors:
             if e["left"] > 0 and e["verb"] == verb and e["resource"] == res:
                 e["left"] -= 1

@@ -3,12 +3,11 @@ connections, and compacting history (410 Gone) while pods change unseen."""
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 
 from fngate.backends.base import InstanceEventKind as K
 from tests.support.toys import Tracker, toy_spec
+from tests.support.waiting import wait_for
 
 
 def count(cluster, verb: str) -> int:
@@ -66,15 +65,23 @@ async def test_410_gone_relists_and_reports_pods_that_vanished_unseen(cluster, k
 
 async def test_watch_errors_back_off_and_recover(cluster, k8s_backend):
     t = await ready_pods(k8s_backend, cluster, 1)
+    since = len(cluster.api.requests)
     cluster.api.inject_error("watch", "pods", 500, "etcdserver: request timed out", times=3)
     cluster.api.drop_watches()
-    for _ in range(100):
-        if cluster.api.errors[0]["left"] == 0:
-            break
-        await asyncio.sleep(0.1)
-    assert cluster.api.errors[0]["left"] == 0, "the backend keeps retrying the watch"
+    await wait_for(lambda: cluster.api.errors[0]["left"] == 0, what="the backend retrying the watch")
     await k8s_backend.apply(toy_spec(), 2)
     await t.until(lambda: len(t.ready_of("v1")) == 2)
+
+    # the three failed watches and the one that followed them, each after a longer pause:
+    # the back-off starts at retry_backoff and doubles (a pause is never shorter than asked)
+    def watches() -> list[float]:
+        seen = zip(cluster.api.requests[since:], cluster.api.request_times[since:])
+        return [at for (verb, res), at in seen if (verb, res) == ("watch", "pods")]
+
+    watched = await wait_for(lambda: w if len(w := watches()) >= 4 else None, what="the watch after the failed ones")
+    pauses = [b - a for a, b in zip(watched[:3], watched[1:4])]
+    first = k8s_backend.retry_backoff
+    assert all(pause >= first * 2**i - 0.01 for i, pause in enumerate(pauses)), (first, pauses)
     await t.close()
 
 
