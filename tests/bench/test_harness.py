@@ -19,10 +19,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 TOOLS = ("nginx", "wrk", "h2load", "nghttpx", "haproxy", "taskset")
-pytestmark = pytest.mark.skipif(
-    not all(shutil.which(t) or Path(f"/usr/sbin/{t}").exists() for t in TOOLS),
-    reason=f"needs {', '.join(TOOLS)} (make bench installs them: apt-get install nginx wrk nghttp2-client nghttp2-proxy haproxy util-linux)",
-)
+pytestmark = [
+    pytest.mark.slow,  # every anchor row of two scenarios; `make test` runs test_harness_quick.py
+    pytest.mark.skipif(
+        not all(shutil.which(t) or Path(f"/usr/sbin/{t}").exists() for t in TOOLS),
+        reason=f"needs {', '.join(TOOLS)} (make bench installs them: apt-get install nginx wrk nghttp2-client nghttp2-proxy haproxy util-linux)",
+    ),
+]
 
 # the rows each scenario must have without fngate: (role, target)
 EXPECTED = {

@@ -27,6 +27,7 @@ def api(fngate_serve, tmp_path):
     return ServeApi(sp)
 
 
+@pytest.mark.slow  # seconds of load and of scale-down windows; the scale-from-zero path is in test_multiprocess
 async def test_scale_from_zero_up_under_load_and_down_to_zero(api):
     fid, vid = api.create("e2e-autoscale")
     assert api.deploy(fid, vid, min_i=0, max_i=3)["deployment"]["functionStatus"] == "ACTIVE"

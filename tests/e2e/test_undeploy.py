@@ -26,6 +26,7 @@ def api(fngate_serve, tmp_path):
     return ServeApi(sp)
 
 
+@pytest.mark.slow  # waits out a drain; `make test` keeps the reconciler's undeploy tests
 async def test_graceful_then_non_graceful_undeploy(api):
     fid, vid = api.create("e2e-undeploy")
     api.deploy(fid, vid)

@@ -156,6 +156,7 @@ async def test_invoke_http_and_grpc_through_the_gateway(cluster, serve):
     await wait_for(lambda: not cluster.pods(live=False) and not cluster.deployments(), 20, what="the cluster")
 
 
+@pytest.mark.slow  # two replicas and seconds of resyncs; the one-replica tests stay
 async def test_replicas_sharing_redis_agree_on_the_cluster(cluster, tmp_path, redis_url):
     """The deploy/kubernetes topology: several fngate replicas on one Redis store and one
     cluster. Each replica's gateway reaches the pods; their control loops do not fight."""
