@@ -17,31 +17,29 @@ import pytest
 from fngate.backends.base import Backend
 from fngate.backends.base import InstanceEventKind as K
 from fngate.backends.fake import FakeBackend
-from fngate.backends.local import LocalBackend, free_port
+from fngate.backends.local import LocalBackend
 from fngate.backends.static import StaticBackend
 from tests.support.toys import TOY, Tracker, toy_catalog, toy_spec
 
 
 @pytest.fixture
 async def toy_servers():
-    """Three real toy HTTP servers (for the static backend and the fake's address)."""
+    """Three real toy HTTP servers (for the static backend and the fake's address), each on
+    the port the system gives it (a port probed free first can be taken by then)."""
     procs, ports = [], []
-    for _ in range(3):
-        port = free_port("127.0.0.1")
-        procs.append(await asyncio.create_subprocess_exec(sys.executable, TOY, "--port", str(port)))
-        ports.append(port)
-    async with httpx.AsyncClient() as client:
-        for port in ports:
-            for _ in range(100):
-                try:
-                    await client.get(f"http://127.0.0.1:{port}/health")
-                    break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
-    yield ports
-    for p in procs:
-        p.terminate()
-        await p.wait()
+    try:
+        for _ in range(3):
+            proc = await asyncio.create_subprocess_exec(sys.executable, TOY, "--port", "0", stdout=asyncio.subprocess.PIPE)
+            procs.append(proc)
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert line.startswith(b"toy worker listening on "), line
+            ports.append(int(line.rsplit(b":", 1)[1]))
+        yield ports
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.terminate()
+            await p.wait()
 
 
 @pytest.fixture(params=["local", "static", "fake"])

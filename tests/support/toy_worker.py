@@ -27,6 +27,7 @@ def main() -> None:
             pass
 
     server = http.server.ThreadingHTTPServer((args.host, args.port), Handler)
+    args.port = server.server_address[1]  # --port 0: the one the system chose
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"toy worker listening on {args.host}:{args.port}", flush=True)
     server.serve_forever()
