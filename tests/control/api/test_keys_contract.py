@@ -280,7 +280,11 @@ def test_service_admin_suspend_reactivate_and_lookup(served):
     # lookup by value
     found = served.ok("POST", "/v1/admin/lookup", {"key": created["value"]})
     assert found["id"] == created["id"] and "authorizations" not in found and MASKED_RE.match(found["value"])
-    for value, detail in (("", "api key empty"), ("sk-123", "api key format invalid"), (created["value"][:-1] + "x", "Invalid key")):
+    for value, detail in (
+        ("", "api key empty"),
+        ("sk-123", "api key format invalid"),
+        (created["value"][:-1] + ("y" if created["value"].endswith("x") else "x"), "Invalid key"),
+    ):
         assert served.problem("POST", "/v1/admin/lookup", {"key": value}, status=400)["detail"] == detail
     # suspend all of the user's keys at once, then delete them all
     assert {k["status"] for k in served.ok("PUT", f"/v1/service-admin/users/{who}/suspend", headers=issuer)["keys"]} == {"SUSPENDED"}
