@@ -10,6 +10,7 @@ Divide the mean by BATCH for the cost of one request.
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
 import uvloop
 from ngh2 import Configuration, Connection, Role
@@ -51,7 +52,7 @@ class _Transport(asyncio.Transport):
 class _Answer:
     """Stands where the Forwarder is: answers every exchange at once."""
 
-    connections: set = set()
+    connections: ClassVar[set[object]] = set()
 
     def start(self, ex) -> None:  # a complete request (the forwarder's no-task entry)
         ex.start_response(200, [(b"content-length", b"2")])

@@ -66,7 +66,7 @@ def _run_measured(cmd: list[str], timeout: float) -> tuple[str, float, int]:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate()
-        raise RuntimeError(f"{cmd[0]} did not finish within {timeout:.0f} s:\n{out.decode(errors='replace')[-2000:]}")
+        raise RuntimeError(f"{cmd[0]} did not finish within {timeout:.0f} s:\n{out.decode(errors='replace')[-2000:]}") from None
     # communicate() already reaped it; rusage of reaped children is in RUSAGE_CHILDREN
     wall = time.monotonic() - t0
     return out.decode(errors="replace"), wall, proc.returncode
@@ -95,7 +95,7 @@ def wrk(
     script.write_text(WRK_LUA.format(method=method, headers=lines))
     cmd = pinned([binary, "-t1", f"-c{connections}", f"-d{max(duration, 1):.0f}s", "--timeout", "10s", "-s", str(script), url], cpus)
     with _ChildCpu() as child:
-        out, wall, rc = _run_measured(cmd, timeout=duration + 60)
+        out, _wall, rc = _run_measured(cmd, timeout=duration + 60)
     line = next((ln for ln in out.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if rc != 0 or line is None:
         raise RuntimeError(f"wrk failed ({rc}):\n{out[-2000:]}")
@@ -148,7 +148,7 @@ def h2load(
         cmd += ["-d", str(body_path)]
     cmd.append(url)
     with _ChildCpu() as child:
-        out, wall, rc = _run_measured(pinned(cmd, cpus), timeout=duration + warmup + 60)
+        out, _wall, rc = _run_measured(pinned(cmd, cpus), timeout=duration + warmup + 60)
     done = succeeded = 0
     for ln in out.splitlines():
         ln = ln.strip()

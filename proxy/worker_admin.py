@@ -38,7 +38,7 @@ def merge_metrics(texts: Sequence[tuple[str, str]]) -> str:
     for worker, text in texts:
         family = None
         for line in text.splitlines():
-            if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            if line.startswith(("# HELP ", "# TYPE ")):
                 name = line.split(" ", 3)[2]
                 family = families.setdefault(name, [None, None, []])
                 kind = 0 if line[2] == "H" else 1
@@ -69,7 +69,7 @@ class WorkerAdmin:
     async def _each(self, path: str) -> list[tuple[str, tuple[int, str] | BaseException]]:
         workers = self.workers()
         answers = await asyncio.gather(*(self._get(port, path) for _, port, _ in workers), return_exceptions=True)
-        return [(gid, a) for (gid, _, _), a in zip(workers, answers)]
+        return [(gid, a) for (gid, _, _), a in zip(workers, answers, strict=True)]
 
     async def metrics(self, _: web.Request) -> web.Response:
         texts, up = (

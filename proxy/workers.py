@@ -81,7 +81,7 @@ class WorkerPool:
         self._admin = WorkerAdmin(
             lambda: [
                 (gid, port, i < len(self.procs) and self.procs[i].returncode is None)
-                for i, (gid, port) in enumerate(zip(self.gateway_ids, self.worker_admin_ports))
+                for i, (gid, port) in enumerate(zip(self.gateway_ids, self.worker_admin_ports, strict=False))
             ]
         )
         await self._admin.start(sock)

@@ -46,7 +46,8 @@ async def connect(*, kubeconfig: str | None = None, context: str | None = None, 
     if in_cluster:
         config.load_incluster_config(client_configuration=cfg)
     else:
-        path = os.path.expanduser(kubeconfig) if kubeconfig else None  # None: $KUBECONFIG or ~/.kube/config
+        # None: $KUBECONFIG or ~/.kube/config; expanduser reads only the environment
+        path = os.path.expanduser(kubeconfig) if kubeconfig else None  # noqa: ASYNC240
         await config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
     return client.ApiClient(configuration=cfg)
 

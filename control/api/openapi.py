@@ -37,29 +37,29 @@ ANY_OBJ = {"type": "object"}
 STRS = _arr(STR)
 STATUS = {"type": "string", "enum": [s.value for s in State]}
 
-GPU_SPEC_PROPS = dict(
-    gpuSpecificationId=STR,
-    gpu=STR,
-    instanceType=STR,
-    minInstances=INT,
-    maxInstances=INT,
-    maxRequestConcurrency=INT,
-    backend=STR,
-    clusters=STRS,
-    regions=STRS,
-    attributes=STRS,
-    availabilityZones=STRS,
-    configuration=ANY_OBJ,
-    preferredOrder=INT,
-    storage=STR,
-    systemMemory=STR,
-    gpuMemory=STR,
-    cpuArch=STR,
-    os=STR,
-    driverVersion=STR,
-    helmValidationPolicy=ANY_OBJ,
-    autoscalingConfiguration=ANY_OBJ,
-)
+GPU_SPEC_PROPS = {
+    "gpuSpecificationId": STR,
+    "gpu": STR,
+    "instanceType": STR,
+    "minInstances": INT,
+    "maxInstances": INT,
+    "maxRequestConcurrency": INT,
+    "backend": STR,
+    "clusters": STRS,
+    "regions": STRS,
+    "attributes": STRS,
+    "availabilityZones": STRS,
+    "configuration": ANY_OBJ,
+    "preferredOrder": INT,
+    "storage": STR,
+    "systemMemory": STR,
+    "gpuMemory": STR,
+    "cpuArch": STR,
+    "os": STR,
+    "driverVersion": STR,
+    "helmValidationPolicy": ANY_OBJ,
+    "autoscalingConfiguration": ANY_OBJ,
+}
 
 SCHEMAS: dict[str, dict] = {
     "Problem": _obj(["type", "title", "status"], type=STR, title=STR, status=INT, detail=STR, instance=STR),

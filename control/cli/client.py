@@ -79,7 +79,7 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     """A plain aligned table; columns are (header, field) pairs."""
     cells = [[h for h, _ in columns]] + [[_cell(r.get(f)) for _, f in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
 def _cell(value: Any) -> str:

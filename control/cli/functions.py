@@ -43,7 +43,7 @@ def _create(args: argparse.Namespace) -> int:
         if value is not None:
             body[field] = value
     if args.env:
-        body["containerEnvironment"] = [dict(zip(("key", "value"), e.split("=", 1))) for e in args.env]
+        body["containerEnvironment"] = [dict(zip(("key", "value"), e.split("=", 1), strict=False)) for e in args.env]
     if args.tag:
         body["tags"] = args.tag
     path = f"/v2/nvcf/functions/{args.function_id}/versions" if args.function_id else "/v2/nvcf/functions"

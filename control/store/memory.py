@@ -48,9 +48,8 @@ class MemoryStore(StoreHelpers):
                 value: dict[str, Any] = copy.deepcopy(op.value)
                 self._data[(op.kind, op.key)] = Record(op.kind, op.key, rev, value)
                 self._append(Change(rev, op.kind, op.key, copy.deepcopy(value)))
-            elif isinstance(op, Delete):
-                if self._data.pop((op.kind, op.key), None) is not None:
-                    self._append(Change(rev, op.kind, op.key, None))
+            elif isinstance(op, Delete) and self._data.pop((op.kind, op.key), None) is not None:
+                self._append(Change(rev, op.kind, op.key, None))
         async with self._changed:
             self._changed.notify_all()
         return rev

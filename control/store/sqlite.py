@@ -112,9 +112,8 @@ class SqliteStore(StoreHelpers):
                     blob = orjson.dumps(op.value)
                     db.execute("INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?)", (op.kind, op.key, rev, blob))
                     db.execute("INSERT INTO changes (revision, kind, key, value) VALUES (?, ?, ?, ?)", (rev, op.kind, op.key, blob))
-                elif isinstance(op, Delete):
-                    if db.execute("DELETE FROM docs WHERE kind=? AND key=?", (op.kind, op.key)).rowcount:
-                        db.execute("INSERT INTO changes (revision, kind, key, value) VALUES (?, ?, ?, NULL)", (rev, op.kind, op.key))
+                elif isinstance(op, Delete) and db.execute("DELETE FROM docs WHERE kind=? AND key=?", (op.kind, op.key)).rowcount:
+                    db.execute("INSERT INTO changes (revision, kind, key, value) VALUES (?, ?, ?, NULL)", (rev, op.kind, op.key))
             self._trim()
             db.execute("COMMIT")
         except BaseException:
@@ -156,7 +155,7 @@ class SqliteStore(StoreHelpers):
             compacted, changes = await self._run(self._changes_after, since, after_seq)
             if cursor < compacted:
                 raise Compacted(f"history through revision {compacted} was dropped")
-            for after_seq, change in changes:
+            for after_seq, change in changes:  # noqa: B007 the last seq seen is where the next page starts
                 cursor = change.revision
                 yield change
             if changes:
