@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 from collections import deque
 from collections.abc import AsyncIterator
@@ -33,7 +34,7 @@ class MemoryStore(StoreHelpers):
         out.sort(key=lambda r: r.key)
         return out
 
-    async def commit(self, ops: list[Op]) -> int:
+    async def commit(self, ops: builtins.list[Op]) -> int:
         for op in ops:  # check every expectation before touching anything
             if op.expect is None:
                 continue
