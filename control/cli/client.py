@@ -8,6 +8,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
 
 def resolve_key(args: argparse.Namespace) -> str | None:
     if args.key:
-        return args.key
+        key: str = args.key
+        return key
     try:
         return (args.data_dir / ADMIN_KEY_FILE).read_text().strip() or None
     except OSError:
@@ -43,7 +45,7 @@ def resolve_key(args: argparse.Namespace) -> str | None:
 
 
 def call(
-    args: argparse.Namespace, method: str, path: str, body: Any = None, query: dict | None = None, headers: dict[str, str] | None = None
+    args: argparse.Namespace, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None, headers: dict[str, str] | None = None
 ) -> Any:
     url = args.api_url.rstrip("/") + path
     if query:
@@ -90,7 +92,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def emit(args: argparse.Namespace, data: Any, human) -> None:
+def emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str]) -> None:
     """--json: the response as is; otherwise `human(data)` (a string)."""
     if args.json:
         print(json.dumps(data, indent=2))
@@ -98,7 +100,7 @@ def emit(args: argparse.Namespace, data: Any, human) -> None:
         print(human(data))
 
 
-def run(func):
+def run(func: Callable[[argparse.Namespace], int | None]) -> Callable[[argparse.Namespace], int]:
     """Wrap a command so CliError prints the message and exits 1."""
 
     def wrapper(args: argparse.Namespace) -> int:
