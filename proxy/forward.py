@@ -65,8 +65,8 @@ class Call:
         self.lease: Lease | None = None
         self.conn: H1Upstream | None = None
         self.timed_out = False
-        self.task: asyncio.Task | None = None
-        self.body_task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.body_task: asyncio.Task[None] | None = None
         self.body_rate: BodyRateGuard | None = None  # while a streamed request body holds the slot
         self.slow_body: RequestTimeout | None = None  # set when that body fell below the minimum rate
 

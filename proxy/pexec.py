@@ -66,7 +66,7 @@ class Job:
         self.body = b""
         self.expires = float("inf")
         self.call: Call | None = None
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
 
 
 class Pexec:

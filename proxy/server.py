@@ -108,7 +108,7 @@ class Gateway:
         self.serving = False
         self._servers: list[asyncio.AbstractServer] = []
         self._admin: web.AppRunner | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._ports: dict[str, int | None] = {"http": None, "grpc": None, "admin": None}
 
     def _grpc_handler(self):

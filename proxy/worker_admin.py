@@ -13,6 +13,7 @@ import asyncio
 import json
 import socket
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -34,7 +35,7 @@ def label_sample(line: str, worker: str) -> str:
 def merge_metrics(texts: Sequence[tuple[str, str]]) -> str:
     """Prometheus texts of (worker id, text) as one exposition: every family once, with
     its HELP and TYPE, then the samples of all workers."""
-    families: dict[str, list] = {}  # name -> [help line, type line, samples]
+    families: dict[str, list[Any]] = {}  # name -> [help line, type line, samples]
     for worker, text in texts:
         family = None
         for line in text.splitlines():
@@ -91,7 +92,7 @@ class WorkerAdmin:
                 workers[gid] = {"ready": False, "error": str(answer) or type(answer).__name__}
                 continue
             status, text = answer
-            doc: dict = {"ready": status == 200}
+            doc: dict[str, Any] = {"ready": status == 200}
             try:
                 doc["routingVersion"] = int(json.loads(text)["routingVersion"])
                 versions.append(doc["routingVersion"])

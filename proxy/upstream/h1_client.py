@@ -74,12 +74,12 @@ class H1Upstream(asyncio.Protocol):
         self.key = key
         self.idle_since = 0.0
         self.closed = False
-        self._head: asyncio.Future | None = None
+        self._head: asyncio.Future[tuple[int, list[tuple[bytes, bytes]]]] | None = None
         self._status = 0
         self._hname = b""
         self.body: BodyBuffer | None = None
         self._paused_write = False
-        self._drain: asyncio.Future | None = None
+        self._drain: asyncio.Future[None] | None = None
         self._complete = False
         self._no_body = False
         self._any_byte = False
