@@ -64,6 +64,7 @@ class WorkerAdmin:
         self.runner: web.AppRunner | None = None
 
     async def _get(self, port: int, path: str) -> tuple[int, str]:
+        assert self.session is not None  # start() made it
         async with self.session.get(f"http://{LOOPBACK}:{port}{path}") as r:
             return r.status, await r.text()
 
@@ -79,7 +80,7 @@ class WorkerAdmin:
         )
         for gid, answer in await self._each("/metrics"):
             ok = not isinstance(answer, BaseException) and answer[0] == 200
-            if ok:
+            if ok and not isinstance(answer, BaseException):
                 texts.append((gid, answer[1]))
             up.append(f'fngate_gateway_worker_up{{worker="{gid}"}} {int(ok)}')
         body = merge_metrics(texts) + "\n".join(up) + "\n"
