@@ -45,7 +45,12 @@ def resolve_key(args: argparse.Namespace) -> str | None:
 
 
 def call(
-    args: argparse.Namespace, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    args: argparse.Namespace,
+    method: str,
+    path: str,
+    body: Any = None,
+    query: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Any:
     url = args.api_url.rstrip("/") + path
     if query:

@@ -13,8 +13,7 @@ A failed expectation raises :class:`Conflict` and writes nothing.
 
 from __future__ import annotations
 
-import builtins
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -80,7 +79,7 @@ class StateStore(Protocol):
         """All records of a kind whose key starts with prefix, ordered by key."""
         ...
 
-    async def commit(self, ops: builtins.list[Op]) -> int:
+    async def commit(self, ops: Sequence[Op]) -> int:
         """Apply all ops atomically (all expectations hold, or Conflict and nothing
         changes). Returns the new store revision; every op's record gets it."""
         ...
@@ -109,7 +108,7 @@ class StoreHelpers:
     async def get(self, kind: str, key: str) -> Record | None:
         raise NotImplementedError  # each store implements it
 
-    async def commit(self, ops: list[Op]) -> int:
+    async def commit(self, ops: Sequence[Op]) -> int:
         raise NotImplementedError  # each store implements it
 
     async def put(self, kind: str, key: str, value: dict[str, Any], *, expect: int | None = None) -> Record:

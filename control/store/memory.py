@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import builtins
 import copy
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from .base import Change, Compacted, Conflict, Delete, Op, Put, Record, StoreHelpers
@@ -34,7 +33,7 @@ class MemoryStore(StoreHelpers):
         out.sort(key=lambda r: r.key)
         return out
 
-    async def commit(self, ops: builtins.list[Op]) -> int:
+    async def commit(self, ops: Sequence[Op]) -> int:
         for op in ops:  # check every expectation before touching anything
             if op.expect is None:
                 continue

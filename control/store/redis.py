@@ -14,8 +14,7 @@ raises Compacted.
 
 from __future__ import annotations
 
-import builtins
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import orjson
@@ -100,7 +99,7 @@ class RedisStore(StoreHelpers):
         out.sort(key=lambda r: r.key)
         return out
 
-    async def commit(self, ops: builtins.list[Op]) -> int:
+    async def commit(self, ops: Sequence[Op]) -> int:
         args: list[Any] = [self._history]
         for op in ops:
             expect = "" if op.expect is None else str(op.expect)

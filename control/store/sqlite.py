@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -102,7 +102,7 @@ class SqliteStore(StoreHelpers):
 
     # writes --------------------------------------------------------------
 
-    def _commit(self, ops: builtins.list[Op]) -> int:
+    def _commit(self, ops: Sequence[Op]) -> int:
         db = self._open_db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -139,7 +139,7 @@ class SqliteStore(StoreHelpers):
         db.execute("DELETE FROM changes WHERE seq <= ?", (last_seq,))
         db.execute("UPDATE meta SET value=max(value, ?) WHERE name='compacted'", (last_rev,))
 
-    async def commit(self, ops: builtins.list[Op]) -> int:
+    async def commit(self, ops: Sequence[Op]) -> int:
         rev = await self._run(self._commit, list(ops))
         self._generation += 1
         async with self._changed:
