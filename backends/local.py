@@ -286,7 +286,7 @@ class LocalBackend:
 
     async def _await_ready(self, inst: _Instance) -> str | None:
         """None once the health check passes; otherwise why it never did."""
-        assert inst.process is not None
+        assert inst.process is not None and inst.exited is not None  # _start made both
         deadline = time.monotonic() + self.startup_timeout
         last = "no health check answered yet"
         interval = min(self.probe_interval, 0.2)
@@ -304,7 +304,7 @@ class LocalBackend:
     async def _watch(self, inst: _Instance) -> str:
         """Return why the instance stopped being usable: it exited, or it failed its
         health check `unhealthy_after` times in a row (a hung worker)."""
-        assert inst.process is not None
+        assert inst.process is not None and inst.exited is not None  # _start made both
         failures = 0
         while True:
             done, _ = await asyncio.wait({inst.exited}, timeout=self.probe_interval)

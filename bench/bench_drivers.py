@@ -69,7 +69,7 @@ def test_h1_driver_1000_keepalive_requests(benchmark):
     transport = _Transport()
 
     async def setup() -> H1Server:
-        proto = H1Server(GatewayConfig(), _Answer())
+        proto = H1Server(GatewayConfig(), _Answer())  # type: ignore[arg-type]  # a stand-in for the forwarder
         proto.connection_made(transport)
         return proto
 
@@ -117,7 +117,7 @@ def test_h2_driver_1000_streams(benchmark):
     batches = [frames[i : i + BATCH] for i in range(0, len(frames), BATCH)]
 
     async def setup() -> H2Server:
-        proto = H2Server(GatewayConfig(), _Answer())
+        proto = H2Server(GatewayConfig(), _Answer())  # type: ignore[arg-type]  # a stand-in for the forwarder
         proto.connection_made(transport)
         proto.data_received(preface)
         return proto

@@ -160,6 +160,7 @@ async def _serve(table_path: Path, ready_file: Path, workers: int, redis_url: st
     config = GatewayConfig(host=LOOPBACK, http_port=0, grpc_port=0, admin_port=0, workers=workers)
     table = table_path.read_bytes()  # noqa: ASYNC240 once, before anything serves
     if workers > 1:
+        assert redis_url is not None  # workers read the table from Redis
         gateway = await _start_workers(config, table, redis_url)
     else:
         holder = SnapshotHolder()

@@ -53,6 +53,7 @@ class SseHolder(asyncio.Protocol):
             self.conn.receive_data(data)
         except ngh2.NGH2Error as e:
             self._fail_all(f"protocol error: {e}")
+            assert self.transport is not None  # data comes only after connection_made
             self.transport.close()
             return
         for e in self.conn.events():

@@ -12,6 +12,7 @@ import resource
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def wrk(
     )
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
+def percentile(sorted_values: Sequence[float], q: float) -> float:
     if not sorted_values:
         return 0.0
     idx = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
@@ -153,11 +154,12 @@ def h2load(
     for ln in out.splitlines():
         ln = ln.strip()
         if ln.startswith("requests:"):
-            parts = dict(reversed(p.strip().split(" ", 1)) for p in ln.removeprefix("requests:").split(","))
+            parts = {v: k for k, v in (p.strip().split(" ", 1) for p in ln.removeprefix("requests:").split(","))}
             done, succeeded = int(parts["done"]), int(parts["succeeded"])
     if rc != 0 or done == 0:
         raise RuntimeError(f"h2load failed ({rc}):\n{out[-2000:]}")
-    durations, not_ok, first, last = [], 0, None, None
+    durations: list[int] = []
+    not_ok, first, last = 0, None, None
     for ln in log.read_text().splitlines():
         start_us, status, dur_us = ln.split("\t")[:3]
         if status == "0":  # cut off by the end of the run (-D), not answered
@@ -169,7 +171,7 @@ def h2load(
         first = start if first is None else min(first, start)
         last = end if last is None else max(last, end)
     durations.sort()
-    seconds = max((last - first) / 1e6, 1e-9) if durations else duration
+    seconds = max((last - first) / 1e6, 1e-9) if first is not None and last is not None else duration
     return Sample(
         requests=len(durations),
         seconds=seconds,

@@ -132,7 +132,7 @@ def plot(history_csv: Path, results: Path, title: str) -> list[Path]:
     fig, ax = plt.subplots(figsize=(9, 4.5))
     sampled = [(t, r) for t, r in zip(seconds, rows, strict=True) if (_num(r["Total Request Count"]) or 0) > 0]
     for column, label in (("50%", "p50"), ("95%", "p95"), ("99%", "p99")):
-        ax.plot([t for t, _ in sampled], [_num(r[column]) for _, r in sampled], label=label)
+        ax.plot([t for t, _ in sampled], [_num(r[column]) for _, r in sampled], label=label)  # type: ignore[arg-type]  # None draws as a gap
     ax.set(title=f"{title}: latency percentiles (last 10 s window)", xlabel="seconds", ylabel="ms")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -148,7 +148,7 @@ def plot(history_csv: Path, results: Path, title: str) -> list[Path]:
     ax.set(title=f"{title}: throughput (completed per second)", xlabel="seconds", ylabel="per second")
     ax.grid(alpha=0.3)
     users = ax.twinx()
-    users.plot(seconds, [_num(r["User Count"]) for r in rows], color="grey", linestyle=":", label="users")
+    users.plot(seconds, [_num(r["User Count"]) for r in rows], color="grey", linestyle=":", label="users")  # type: ignore[arg-type]  # None draws as a gap
     users.set_ylabel("users")
     lines, labels = ax.get_legend_handles_labels()
     more, more_labels = users.get_legend_handles_labels()

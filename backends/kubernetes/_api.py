@@ -34,7 +34,7 @@ class KubeError(Exception):
 def _wrap(exc: client.ApiException) -> KubeError:
     message = exc.reason or "error"
     try:
-        message = orjson.loads(exc.body).get("message") or message
+        message = orjson.loads(exc.body).get("message") or message  # type: ignore[arg-type]  # no body: TypeError, handled
     except (orjson.JSONDecodeError, TypeError, AttributeError):
         pass
     return KubeError(exc.status or 0, f"Kubernetes API {exc.status}: {message}")
@@ -142,7 +142,8 @@ class KubeApi:
         """Raw watch events `{"type", "object"}` (objects as dicts) until the server
         ends the stream. An ERROR event (e.g. 410 Gone) is passed through as is."""
         try:
-            resp = await self._core.list_namespaced_pod(
+            # _preload_content=False: the raw aiohttp response, not the V1PodList the stubs name
+            resp: Any = await self._core.list_namespaced_pod(
                 self.namespace,
                 label_selector=selector,
                 watch=True,
