@@ -43,7 +43,7 @@ class SseHolder(asyncio.Protocol):
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream connection's transport is a Transport
         self.conn.initiate_connection()
         self.conn.set_local_window_size(_BIG_WINDOW)
         self._flush()

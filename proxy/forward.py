@@ -154,8 +154,7 @@ class Forwarder:
                 ep = lease.endpoint
                 conn = self.pool.take_idle(ep.host, ep.port)
                 if conn is not None:
-                    # by ex.http2, an H2 or an H1 exchange: the class that fits it
-                    (H2FastCall if ex.http2 else FastCall)(self, ex, route, grant, request_id, started, deadline, lease, conn)  # type: ignore[arg-type]
+                    (H2FastCall if ex.http2 else FastCall)(self, ex, route, grant, request_id, started, deadline, lease, conn)  # type: ignore[arg-type]  # ex.http2 says which exchange it is
                     return
                 # no idle connection: the task connects, with the slot taken here
                 ex.spawn(self.handle(ex, request_id, started, (route, grant, deadline), held=lease))

@@ -263,7 +263,7 @@ class H1Server(asyncio.Protocol):
             self._reject(BadRequest("protocol upgrade is not supported"))
         except httptools.HttpParserError as exc:
             if isinstance(exc.__cause__ or exc.__context__, ProxyError):
-                self._reject(exc.__cause__ or exc.__context__)  # type: ignore[arg-type]
+                self._reject(exc.__cause__ or exc.__context__)  # type: ignore[arg-type]  # a ProxyError, checked above
             else:
                 self._reject(BadRequest(f"malformed HTTP/1.1 request: {exc}"))
 
