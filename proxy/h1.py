@@ -59,6 +59,7 @@ class H1Exchange(Exchange):
         "request_done",
         "whole_body",
     )
+    conn: H1Server  # the base names it `object`; here it is the HTTP/1.1 driver
 
     def __init__(
         self,
