@@ -51,8 +51,8 @@ class SseHolder(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.conn.receive_data(data)
-        except ngh2.NGH2Error as e:
-            self._fail_all(f"protocol error: {e}")
+        except ngh2.NGH2Error as exc:
+            self._fail_all(f"protocol error: {exc}")
             assert self.transport is not None  # data comes only after connection_made
             self.transport.close()
             return
