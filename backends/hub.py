@@ -31,8 +31,8 @@ class EventHub:
 
     async def subscribe(self) -> AsyncIterator[InstanceEvent]:
         q: asyncio.Queue[InstanceEvent | None] = asyncio.Queue()
-        for event in list(self._current.values()):
-            q.put_nowait(event)
+        for current in list(self._current.values()):
+            q.put_nowait(current)
         self._queues.add(q)
         try:
             while True:

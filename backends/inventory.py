@@ -54,7 +54,7 @@ class Inventory:
         """`{"gpus": {"H100": 2, ...}, "instanceTypes": [{"name", "gpu", "gpuCount", "cpuCores",
         "systemMemory", "gpuMemory"}, ...]}`; a missing part keeps the default."""
         cfg = cfg or {}
-        types = DEFAULT_TYPES
+        types: tuple[InstanceType, ...] = DEFAULT_TYPES
         if "instanceTypes" in cfg:
             types = tuple(
                 InstanceType(

@@ -137,7 +137,7 @@ class LocalBackend:
             victims = sorted(group.values(), key=lambda i: (i.ready, -i.seq))[:extra]
             await self._stop(victims, graceful=True)
             return
-        for placed in range(-extra):
+        for _ in range(-extra):
             inst_id = str(uuid.uuid4())
             try:
                 self.inventory.reserve(inst_id, spec.instance_type, spec.gpu)
@@ -267,7 +267,7 @@ class LocalBackend:
             secrets_path.write_bytes(orjson.dumps(spec.secrets))
             secrets_path.chmod(0o600)
             env["FNGATE_SECRETS_FILE"] = str(secrets_path)
-        with open(inst.log_path, "ab") as out:
+        with open(inst.log_path, "ab") as out:  # noqa: ASYNC230 a local log, opened once per instance start
             out.write(f"--- fngate: starting instance {inst.id} on port {inst.port}: {shlex.join(argv)}\n".encode())
             out.flush()
             inst.process = await asyncio.create_subprocess_exec(
@@ -286,7 +286,7 @@ class LocalBackend:
 
     async def _await_ready(self, inst: _Instance) -> str | None:
         """None once the health check passes; otherwise why it never did."""
-        assert inst.process is not None
+        assert inst.process is not None and inst.exited is not None  # _start made both
         deadline = time.monotonic() + self.startup_timeout
         last = "no health check answered yet"
         interval = min(self.probe_interval, 0.2)
@@ -304,7 +304,7 @@ class LocalBackend:
     async def _watch(self, inst: _Instance) -> str:
         """Return why the instance stopped being usable: it exited, or it failed its
         health check `unhealthy_after` times in a row (a hung worker)."""
-        assert inst.process is not None
+        assert inst.process is not None and inst.exited is not None  # _start made both
         failures = 0
         while True:
             done, _ = await asyncio.wait({inst.exited}, timeout=self.probe_interval)

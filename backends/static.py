@@ -124,5 +124,5 @@ class StaticBackend:
                     ready = False
                     emit(K.LOST, f"unhealthy ({problem})")
         finally:
-            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]  # runs inside its task
                 emit(K.LOST, "stopped")

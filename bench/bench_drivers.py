@@ -10,6 +10,7 @@ Divide the mean by BATCH for the cost of one request.
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
 import uvloop
 from ngh2 import Configuration, Connection, Role
@@ -51,7 +52,7 @@ class _Transport(asyncio.Transport):
 class _Answer:
     """Stands where the Forwarder is: answers every exchange at once."""
 
-    connections: set = set()
+    connections: ClassVar[set[object]] = set()
 
     def start(self, ex) -> None:  # a complete request (the forwarder's no-task entry)
         ex.start_response(200, [(b"content-length", b"2")])
@@ -68,7 +69,7 @@ def test_h1_driver_1000_keepalive_requests(benchmark):
     transport = _Transport()
 
     async def setup() -> H1Server:
-        proto = H1Server(GatewayConfig(), _Answer())
+        proto = H1Server(GatewayConfig(), _Answer())  # type: ignore[arg-type]  # a stand-in for the forwarder
         proto.connection_made(transport)
         return proto
 
@@ -116,7 +117,7 @@ def test_h2_driver_1000_streams(benchmark):
     batches = [frames[i : i + BATCH] for i in range(0, len(frames), BATCH)]
 
     async def setup() -> H2Server:
-        proto = H2Server(GatewayConfig(), _Answer())
+        proto = H2Server(GatewayConfig(), _Answer())  # type: ignore[arg-type]  # a stand-in for the forwarder
         proto.connection_made(transport)
         proto.data_received(preface)
         return proto

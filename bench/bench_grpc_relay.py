@@ -63,21 +63,23 @@ class _Peer:
     def feed(self, data: bytes) -> None:
         self.h2.receive_data(data)
         for ev in self.h2.events():
-            ended = False
+            ended, sid = False, 0
             if isinstance(ev, RequestReceived):
+                sid = ev.stream_id
                 self.bodies[ev.stream_id] = bytearray()
                 ended = ev.end_stream
             elif isinstance(ev, DataReceived):
+                sid = ev.stream_id
                 self.bodies[ev.stream_id] += ev.data
                 if ev.data:
                     self.h2.acknowledge_received_data(len(ev.data), ev.stream_id)
                 ended = ev.end_stream
             if ended:
-                body = bytes(self.bodies.pop(ev.stream_id))
-                self.h2.send_response(ev.stream_id, [(b":status", b"200"), (b"content-type", b"application/grpc")])
+                body = bytes(self.bodies.pop(sid))
+                self.h2.send_response(sid, [(b":status", b"200"), (b"content-type", b"application/grpc")])
                 for _ in range(self.frames):
-                    self.h2.send_data(ev.stream_id, body)
-                self.h2.send_trailers(ev.stream_id, [(b"grpc-status", b"0")])
+                    self.h2.send_data(sid, body)
+                self.h2.send_trailers(sid, [(b"grpc-status", b"0")])
         out = self.h2.data_to_send()
         if out:
             self.loop.call_soon(self.protocol.data_received, out)

@@ -158,11 +158,13 @@ async def _serve(table_path: Path, ready_file: Path, workers: int, redis_url: st
     from fngate.proxy.server import Gateway
 
     config = GatewayConfig(host=LOOPBACK, http_port=0, grpc_port=0, admin_port=0, workers=workers)
+    table = table_path.read_bytes()  # noqa: ASYNC240 once, before anything serves
     if workers > 1:
-        gateway = await _start_workers(config, table_path.read_bytes(), redis_url)
+        assert redis_url is not None  # workers read the table from Redis
+        gateway = await _start_workers(config, table, redis_url)
     else:
         holder = SnapshotHolder()
-        holder.publish(RoutingTable.from_json(table_path.read_bytes()))
+        holder.publish(RoutingTable.from_json(table))
         gateway = Gateway(config, holder, "bench-gateway", None)
         await gateway.start()
     stop = asyncio.Event()

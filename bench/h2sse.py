@@ -43,7 +43,7 @@ class SseHolder(asyncio.Protocol):
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream connection's transport is a Transport
         self.conn.initiate_connection()
         self.conn.set_local_window_size(_BIG_WINDOW)
         self._flush()
@@ -51,8 +51,9 @@ class SseHolder(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.conn.receive_data(data)
-        except ngh2.NGH2Error as e:
-            self._fail_all(f"protocol error: {e}")
+        except ngh2.NGH2Error as exc:
+            self._fail_all(f"protocol error: {exc}")
+            assert self.transport is not None  # data comes only after connection_made
             self.transport.close()
             return
         for e in self.conn.events():

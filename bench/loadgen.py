@@ -12,6 +12,7 @@ import resource
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def _run_measured(cmd: list[str], timeout: float) -> tuple[str, float, int]:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate()
-        raise RuntimeError(f"{cmd[0]} did not finish within {timeout:.0f} s:\n{out.decode(errors='replace')[-2000:]}")
+        raise RuntimeError(f"{cmd[0]} did not finish within {timeout:.0f} s:\n{out.decode(errors='replace')[-2000:]}") from None
     # communicate() already reaped it; rusage of reaped children is in RUSAGE_CHILDREN
     wall = time.monotonic() - t0
     return out.decode(errors="replace"), wall, proc.returncode
@@ -95,7 +96,7 @@ def wrk(
     script.write_text(WRK_LUA.format(method=method, headers=lines))
     cmd = pinned([binary, "-t1", f"-c{connections}", f"-d{max(duration, 1):.0f}s", "--timeout", "10s", "-s", str(script), url], cpus)
     with _ChildCpu() as child:
-        out, wall, rc = _run_measured(cmd, timeout=duration + 60)
+        out, _wall, rc = _run_measured(cmd, timeout=duration + 60)
     line = next((ln for ln in out.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if rc != 0 or line is None:
         raise RuntimeError(f"wrk failed ({rc}):\n{out[-2000:]}")
@@ -114,7 +115,7 @@ def wrk(
     )
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
+def percentile(sorted_values: Sequence[float], q: float) -> float:
     if not sorted_values:
         return 0.0
     idx = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
@@ -148,16 +149,17 @@ def h2load(
         cmd += ["-d", str(body_path)]
     cmd.append(url)
     with _ChildCpu() as child:
-        out, wall, rc = _run_measured(pinned(cmd, cpus), timeout=duration + warmup + 60)
+        out, _wall, rc = _run_measured(pinned(cmd, cpus), timeout=duration + warmup + 60)
     done = succeeded = 0
     for ln in out.splitlines():
         ln = ln.strip()
         if ln.startswith("requests:"):
-            parts = dict(reversed(p.strip().split(" ", 1)) for p in ln.removeprefix("requests:").split(","))
+            parts = {v: k for k, v in (p.strip().split(" ", 1) for p in ln.removeprefix("requests:").split(","))}
             done, succeeded = int(parts["done"]), int(parts["succeeded"])
     if rc != 0 or done == 0:
         raise RuntimeError(f"h2load failed ({rc}):\n{out[-2000:]}")
-    durations, not_ok, first, last = [], 0, None, None
+    durations: list[int] = []
+    not_ok, first, last = 0, None, None
     for ln in log.read_text().splitlines():
         start_us, status, dur_us = ln.split("\t")[:3]
         if status == "0":  # cut off by the end of the run (-D), not answered
@@ -169,7 +171,7 @@ def h2load(
         first = start if first is None else min(first, start)
         last = end if last is None else max(last, end)
     durations.sort()
-    seconds = max((last - first) / 1e6, 1e-9) if durations else duration
+    seconds = max((last - first) / 1e6, 1e-9) if first is not None and last is not None else duration
     return Sample(
         requests=len(durations),
         seconds=seconds,

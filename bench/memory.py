@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 from fngate.bench.fngate import GatewayProcess, Upstream, invoke_headers
 from fngate.bench.nginx import Nginx
@@ -60,7 +61,7 @@ def idle_connections(settings: Settings, skipped: dict) -> list[dict]:
         stack.callback(up.stop)
         proxy = Nginx.proxy(settings.work / "memory", up.port, None, settings.logs)
         stack.callback(proxy.stop)
-        targets = [("nginx proxy", proxy.port, {}, proxy.proc)]
+        targets: list[tuple[str, int, dict[str, str], Any]] = [("nginx proxy", proxy.port, {}, proxy.proc)]
         why = fngate_unavailable(settings)
         if why:
             skipped["memory"] = f"fngate row skipped: {why}"

@@ -38,6 +38,7 @@ class _Upstream(asyncio.Protocol):
         client = self.client
         self.parser.feed_data(data)  # only to see where the response ends
         if client is not None:
+            assert client.transport is not None  # the client is connected
             client.transport.write(data)  # bytes pass through as they come (the upstream frames them)
             if self.client is None:
                 self.pool.append(self)
@@ -80,6 +81,7 @@ class _Client(asyncio.Protocol):
     async def _connect(self, request: bytes) -> None:
         _, up = await asyncio.get_running_loop().create_connection(lambda: _Upstream(self.pool), *self.upstream)
         up.client = self
+        assert up.transport is not None  # create_connection returns it connected
         up.transport.write(request)
 
 

@@ -137,7 +137,7 @@ class Proc:
     def __init__(self, name: str, cmd: list[str], cpus: str | None, log_dir: Path, env: dict | None = None) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 open for the process's life; stop() closes it
         self.popen = subprocess.Popen(
             pinned(cmd, cpus),
             stdout=self._log,

@@ -17,6 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fngate.bench.loadgen import Sample
 
@@ -114,7 +115,9 @@ def targets(doc: dict) -> list[dict]:
     """The issue's targets, each read off this report's measured figures (None: not measured)."""
     rows, out = doc["rows"], []
 
-    def add(name: str, value: float | None, goal: float, unit: str, higher_is_better: bool = True) -> None:
+    def add(
+        name: str, value: Any, goal: float, unit: str, higher_is_better: bool = True
+    ) -> None:  # value: a number, or falsy when not measured
         met = None if value is None else (value >= goal if higher_is_better else value <= goal)
         out.append({"target": name, "value": None if value is None else round(value, 3), "goal": goal, "unit": unit, "met": met})
 
@@ -148,7 +151,7 @@ def targets(doc: dict) -> list[dict]:
 
 
 def machine() -> dict:
-    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": None, "cpu_model": None}
+    info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(), "cpus": None, "cpu_model": None}
     try:
         import os
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -184,7 +186,7 @@ async def _hold_http2(port: int, instance_port: int, headers: dict[str, str], co
     for i in range(conns):
         streams = count // conns + (1 if i < count % conns else 0)
         try:
-            _, holder = await loop.create_connection(lambda n=streams: SseHolder(request, n, on_held), LOOPBACK, port)
+            _, holder = await loop.create_connection(functools.partial(SseHolder, request, streams, on_held), LOOPBACK, port)
         except OSError as e:
             failures[f"connect: {e}"] += streams
             continue
@@ -237,7 +239,7 @@ def _latency(settings: Settings, lay: Layout) -> list[dict]:
             for name in list(targets) if i % 2 == 0 else list(targets)[::-1]:
                 p, h = targets[name]
                 delays[name] += run_async(_stream_delays(p, h, settings.sse_latency_streams, settings.sse_events))
-    latency = []
+    latency: list[dict[str, Any]] = []
     for name, values in delays.items():
         values.sort()
         latency.append(

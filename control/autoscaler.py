@@ -19,12 +19,14 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fngate.control import records as R
 from fngate.control.loadboard import LoadBoard
 from fngate.control.store.base import Conflict, StateStore
+from fngate.proxy.routing import VersionLoad
 
 log = logging.getLogger("fngate.autoscaler")
 
@@ -116,7 +118,9 @@ def decide(
 
 
 class Autoscaler:
-    def __init__(self, store: StateStore, loadboard: LoadBoard, config: AutoscalerConfig | None = None, *, clock=time.time) -> None:
+    def __init__(
+        self, store: StateStore, loadboard: LoadBoard, config: AutoscalerConfig | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.store = store
         self.loadboard = loadboard
         self.config = config or AutoscalerConfig()
@@ -124,7 +128,7 @@ class Autoscaler:
         self._samples: dict[str, deque[tuple[float, float]]] = {}  # vid -> (t, busy seconds)
         self._changed_at: dict[str, float] = {}  # scale key -> last change
         self._started = clock()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="autoscaler")
@@ -168,7 +172,7 @@ class Autoscaler:
             for spec in dep.value.get("deploymentSpecifications") or []:
                 await self._scale_spec(vid, spec, instances, load, now)
 
-    async def _scale_spec(self, vid: str, spec: dict[str, Any], instances: list[dict], load, now: float) -> None:
+    async def _scale_spec(self, vid: str, spec: dict[str, Any], instances: list[dict[str, Any]], load: VersionLoad, now: float) -> None:
         gsid = spec.get("gpuSpecificationId") or "default"
         key = R.scale_key(vid, gsid)
         lo = int(spec.get("minInstances") or 0)

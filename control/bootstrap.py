@@ -97,7 +97,7 @@ class SampleBootstrap:
         self._print_commands(states)
         return self.function_ids
 
-    async def _ensure(self, http, sample: dict[str, Any], functions: list[dict[str, Any]]) -> tuple[str, str, str]:
+    async def _ensure(self, http: aiohttp.ClientSession, sample: dict[str, Any], functions: list[dict[str, Any]]) -> tuple[str, str, str]:
         mine = [f for f in functions if f.get("name") == sample["name"] and SAMPLE_TAG in (f.get("tags") or [])]
         if mine:
             newest = max(mine, key=lambda f: f.get("createdAt", ""))
@@ -105,7 +105,7 @@ class SampleBootstrap:
         created = (await self._call(http, "POST", "/v2/nvcf/functions", {**sample, "tags": [SAMPLE_TAG]}))["function"]
         return created["id"], created["versionId"], created["status"]
 
-    async def _wait_active(self, http, timeout: float) -> dict[str, str]:
+    async def _wait_active(self, http: aiohttp.ClientSession, timeout: float) -> dict[str, str]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -139,10 +139,10 @@ class SampleBootstrap:
         for line in lines:
             self.say(line)
 
-    async def _get(self, http, path: str) -> dict[str, Any]:
+    async def _get(self, http: aiohttp.ClientSession, path: str) -> dict[str, Any]:
         return await self._call(http, "GET", path)
 
-    async def _call(self, http, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    async def _call(self, http: aiohttp.ClientSession, method: str, path: str, body: Any = None) -> dict[str, Any]:
         async with http.request(method, self.api_url + path, json=body) as r:
             data = await r.json(content_type=None)
             if r.status >= 400:

@@ -13,12 +13,17 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from fngate.control.loadboard import LoadBoard
 from fngate.proxy.routing import LOAD_PREFIX, LoadReport, SnapshotHolder, key_digest
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 log = logging.getLogger("fngate.internal")
 
@@ -34,7 +39,7 @@ def make_internal_app(holder: SnapshotHolder, loadboard: LoadBoard, admin_key: s
     admin_digest = key_digest(admin_key)
 
     @web.middleware
-    async def admin_only(request: web.Request, handler):
+    async def admin_only(request: web.Request, handler: Handler) -> web.StreamResponse:
         auth = request.headers.get("Authorization", "")
         token = auth[7:] if auth[:7].lower() == "bearer " else ""
         if not token or not hmac.compare_digest(key_digest(token), admin_digest):
@@ -88,11 +93,11 @@ def mount_internal_api(app: web.Application, holder: SnapshotHolder, loadboard: 
 class RedisLoadReader:
     """Polls `fngate:load:*` (gateways write them with a 10 s expiry) into the LoadBoard."""
 
-    def __init__(self, redis, loadboard: LoadBoard, interval: float = 0.5) -> None:
+    def __init__(self, redis: aioredis.Redis, loadboard: LoadBoard, interval: float = 0.5) -> None:
         self.redis = redis
         self.loadboard = loadboard
         self.interval = interval
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def read_once(self) -> int:
         keys = [k async for k in self.redis.scan_iter(match=LOAD_PREFIX + "*", count=100)]

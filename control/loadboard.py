@@ -9,12 +9,13 @@ and the autoscaler ask. Nothing here is on the request path.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from fngate.proxy.routing import LoadReport, VersionLoad
 
 
 class LoadBoard:
-    def __init__(self, stale_after: float = 10.0, clock=time.time) -> None:
+    def __init__(self, stale_after: float = 10.0, clock: Callable[[], float] = time.time) -> None:
         self._reports: dict[str, LoadReport] = {}
         self._stale_after = stale_after
         self._clock = clock

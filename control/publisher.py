@@ -16,7 +16,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fngate.control import records as R
 from fngate.control.authorizations import Authority
@@ -25,6 +25,9 @@ from fngate.control.records import parse_iso
 from fngate.control.sharing import Sharing, load_all_sharing
 from fngate.control.store.base import Compacted, StateStore
 from fngate.proxy.routing import ROUTING_CHANNEL, ROUTING_KEY, Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 log = logging.getLogger("fngate.publisher")
 
@@ -58,9 +61,12 @@ def _unix(iso: str | None) -> float | None:
 
 
 def build_routes(
-    functions: list[dict], deployments: dict[str, dict], instances: list[dict], sharing: dict[str, Sharing] | None = None
+    functions: list[dict[str, Any]],
+    deployments: dict[str, dict[str, Any]],
+    instances: list[dict[str, Any]],
+    sharing: dict[str, Sharing] | None = None,
 ) -> list[VersionRoute]:
-    ready: dict[str, list[dict]] = {}
+    ready: dict[str, list[dict[str, Any]]] = {}
     for inst in instances:
         if inst.get("instanceStatus") == "ACTIVE" and inst.get("port"):
             ready.setdefault(inst["functionVersionId"], []).append(inst)
@@ -98,7 +104,7 @@ def build_routes(
 _NOT_SHARED = Sharing()
 
 
-def build_grants(keys: list[dict], admin_key: str | None) -> list[tuple[str, KeyGrant]]:
+def build_grants(keys: list[dict[str, Any]], admin_key: str | None) -> list[tuple[str, KeyGrant]]:
     """Every usable key as a KeyGrant: ACTIVE (suspended keys are left out; expiry is
     checked by the gateway per request) with a policy for NVCF's audience."""
     grants = []
@@ -139,14 +145,14 @@ class RoutingPublisher:
         self._sinks: list[Sink] = [self.holder.publish]
         self._last_version = 0
         self._dirty = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     def add_sink(self, sink: Sink) -> None:
         self._sinks.append(sink)
         if self.holder.table.version:
             self._call(sink, self.holder.table)
 
-    def add_redis_sink(self, redis) -> None:
+    def add_redis_sink(self, redis: aioredis.Redis) -> None:
         """Publish through Redis (a redis.asyncio client) for gateways in other processes."""
 
         async def sink(table: RoutingTable) -> None:
@@ -194,7 +200,7 @@ class RoutingPublisher:
         return table
 
     @staticmethod
-    def _call(sink: Sink, table: RoutingTable):
+    def _call(sink: Sink, table: RoutingTable) -> object:
         try:
             return sink(table)
         except Exception:

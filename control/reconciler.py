@@ -25,7 +25,7 @@ from fngate.control.instance_spec import instance_spec
 from fngate.control.loadboard import LoadBoard
 from fngate.control.records import now_iso, parse_iso
 from fngate.control.states import DEPLOYED, Event, InvalidTransition, State, fact_event, next_state
-from fngate.control.store.base import Compacted, Conflict, Delete, Put, StateStore
+from fngate.control.store.base import Compacted, Conflict, Delete, Op, Put, Record, StateStore
 
 log = logging.getLogger("fngate.reconciler")
 
@@ -66,11 +66,11 @@ class Reconciler:
         self._function_of: dict[str, str] = {}  # vid -> fid
         self._specs: dict[tuple[str, str], dict[str, Any]] = {}  # (vid, gpu spec id) -> gpu spec doc
         self._draining_ids: set[str] = set()
-        self._drains: dict[str, asyncio.Task] = {}  # vid -> scale-down / undeploy drain
+        self._drains: dict[str, asyncio.Task[None]] = {}  # vid -> scale-down / undeploy drain
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._closing = False
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -240,6 +240,7 @@ class Reconciler:
             elif vid not in self._drains:
                 await self._teardown(vid, graceful=False)
             return
+        assert fn_rec is not None  # the status came from it
         if status is State.ERROR:
             self._failures.pop(vid, None)
             await self._teardown(vid, graceful=False, forget_scale=False)
@@ -293,7 +294,7 @@ class Reconciler:
             return Event.MIN_READY
         return fact_event(ready, minimum)
 
-    async def _set_state(self, key: str, fn_rec, event: Event) -> None:
+    async def _set_state(self, key: str, fn_rec: Record, event: Event) -> None:
         status = fn_rec.value["status"]
         try:
             new = next_state(status, event)
@@ -303,7 +304,7 @@ class Reconciler:
             log.info("function %s: %s -> %s (%s)", key, status, new.value, event.value)
             await self.store.put(R.FUNCTIONS, key, {**fn_rec.value, "status": new.value}, expect=fn_rec.revision)
 
-    async def _fail(self, key: str, fn_rec, dep_rec, items: list[dict[str, Any]]) -> None:
+    async def _fail(self, key: str, fn_rec: Record, dep_rec: Record, items: list[dict[str, Any]]) -> None:
         log.warning("function %s: ERROR: %s", key, "; ".join(i["error"] for i in items))
         new = next_state(fn_rec.value["status"], Event.FAILED)
         dep = {**dep_rec.value, "healthInfo": items, "lastUpdatedAt": now_iso()}
@@ -319,7 +320,7 @@ class Reconciler:
             raise  # read again and retry
         await self._teardown(key.split("/", 1)[1], graceful=False, forget_scale=False)
 
-    async def _expire_error(self, key: str, fn_rec, dep_rec) -> None:
+    async def _expire_error(self, key: str, fn_rec: Record, dep_rec: Record) -> None:
         """An errored deployment older than error_ttl is cleaned up: INACTIVE, no deployment."""
         stamp = dep_rec.value.get("lastUpdatedAt") or dep_rec.value.get("createdAt")
         try:
@@ -330,7 +331,7 @@ class Reconciler:
             return
         new = next_state(fn_rec.value["status"], Event.ERROR_EXPIRED)
         log.info("function %s: errored deployment expired -> %s", key, new.value)
-        ops = [
+        ops: list[Op] = [
             Put(R.FUNCTIONS, key, {**fn_rec.value, "status": new.value}, expect=fn_rec.revision),
             Delete(R.DEPLOYMENTS, key, expect=dep_rec.revision),
         ]
@@ -372,8 +373,9 @@ class Reconciler:
             load = self.loadboard.version_load(vid)
             if instance_ids is not None:
                 counts = [self.loadboard.endpoint_in_flight(vid, iid) for iid in instance_ids]
-                if all(c is not None for c in counts):
-                    if sum(counts) == 0:
+                known = [c for c in counts if c is not None]
+                if len(known) == len(counts):
+                    if sum(known) == 0:
                         return
                     await asyncio.sleep(self.drain_poll)
                     continue

@@ -16,7 +16,8 @@ import sqlite3
 import ssl
 import sys
 from contextlib import AsyncExitStack
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from aiohttp import web
 from redis.exceptions import RedisError
@@ -35,7 +36,7 @@ from .store.base import StateStore
 
 
 class Server:
-    def __init__(self, cfg: ServeConfig, out=sys.stdout) -> None:
+    def __init__(self, cfg: ServeConfig, out: TextIO = sys.stdout) -> None:
         self.cfg = cfg
         self.out = out
         self.stack = AsyncExitStack()
@@ -47,6 +48,13 @@ class Server:
         self.backend_name = "local"
         self.backends: dict[str, Any] = {}  # name -> Backend, from the config file (start_backends)
         self.routing_holder = SnapshotHolder()  # the newest routing table, for the in-process gateway
+
+    @property
+    def open_store(self) -> StateStore:
+        """The store, for the steps after start_store."""
+        if self.store is None:
+            raise RuntimeError("start_store has not run")
+        return self.store
 
     # -- wiring steps, in start order ------------------------------------------
 
@@ -80,7 +88,7 @@ class Server:
         cfg = self.cfg
         self.admin_key, generated = keys.load_or_create_admin_key(cfg.data_dir)
         app = make_app(
-            self.store,
+            self.open_store,
             admin_key=self.admin_key,
             loadboard=self.loadboard,
             capacity=self.capacity,
@@ -119,14 +127,14 @@ class Server:
 
         knobs = self.cfg.section("reconciler")
         self.reconciler = Reconciler(
-            self.store,
+            self.open_store,
             self.backends,
             self.loadboard,
             resync_interval=float(knobs.get("resyncInterval", 5.0)),
             drain_timeout=float(knobs.get("drainTimeout", 30.0)),
             error_ttl=float(knobs.get("errorTtl", 7 * 86400)),
         )
-        self.publisher = RoutingPublisher(self.store, admin_key=self.admin_key)
+        self.publisher = RoutingPublisher(self.open_store, admin_key=self.admin_key)
         self.publisher.add_sink(self.routing_holder.publish)
         if self.cfg.store_is_redis:
             import redis.asyncio as aioredis
@@ -148,7 +156,7 @@ class Server:
             scaling = AutoscalerConfig.from_config(self.cfg.section("autoscaler"))
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"config file, autoscaler: {exc}") from None
-        self.autoscaler = Autoscaler(self.store, self.loadboard, scaling)
+        self.autoscaler = Autoscaler(self.open_store, self.loadboard, scaling)
         await self.reconciler.start()  # first: it clears instance docs a previous run left behind
         self.stack.push_async_callback(self.reconciler.aclose)
         await self.publisher.start()
@@ -261,7 +269,7 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _write_private_json(path, data: dict[str, Any]) -> None:
+def _write_private_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

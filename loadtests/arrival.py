@@ -12,6 +12,8 @@ those in flight may finish (within Locust's `--stop-timeout`) so they are record
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import gevent
 from gevent.pool import Pool
@@ -19,12 +21,24 @@ from locust.user.task import LOCUST_STATE_STOPPING
 
 from .checks import DROPPED, Failed
 
+if TYPE_CHECKING:
+    from locust.env import Environment
+
+    from .knobs import Knobs
+
 _DROP_MESSAGE = f"{DROPPED} arrival: too many in flight"
 _RAMP_FLOOR = 0.02  # a ramp starts at 2% of the rate, not at zero (which would never issue)
 
 
 class ArrivalRate:
     """Mixed into a User that has `knobs`, `invoke()` and `arrival_name()`."""
+
+    # provided by the User this is mixed into
+    knobs: Knobs
+    environment: Environment
+    _state: str | None
+    invoke: Callable[[], None]
+    arrival_name: Callable[[], str]
 
     def run_arrivals(self) -> None:
         rate = self.knobs.rate_per_user

@@ -10,6 +10,7 @@ routing mode (Host or header) it used, and passes only the NVCF soak checks.
 from __future__ import annotations
 
 from locust import FastHttpUser, constant, task
+from locust.contrib.fasthttp import FastHttpSession
 
 from .addressing import body, echo_path, route_cycle, routed_headers
 from .arrival import ArrivalRate
@@ -20,6 +21,7 @@ INVOKE = "invoke"
 
 
 class _Invocations:
+    client: FastHttpSession  # the FastHttpUser's, which this is mixed into
     """Mixed into a FastHttpUser: one checked invocation per `invoke()`."""
 
     def setup_invocations(self) -> None:
@@ -32,7 +34,7 @@ class _Invocations:
         function_id, mode = next(self.routes)
         headers = routed_headers(self.knobs, function_id, mode)
         headers["Content-Type"] = "application/octet-stream"
-        with self.client.post(self.path, data=self.payload, headers=headers, name=INVOKE, catch_response=True) as resp:
+        with self.client.post(self.path, data=self.payload, headers=headers, name=INVOKE, catch_response=True) as resp:  # type: ignore[arg-type]  # bytes bodies go out as they are
             reason = invocation_failure(
                 resp.status_code or 0,
                 resp.headers.get("nvcf-status") if resp.headers else None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
+from typing import Any
 
 PREFIX = "FNGATE_LT_"
 
@@ -60,7 +61,7 @@ class Knobs:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Knobs:
         environ = os.environ if environ is None else environ
-        values = {}
+        values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
             raw = environ.get(PREFIX + field.name.upper())
             if raw is None:

@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from fngate.proxy.config import LOOPBACK
 
@@ -39,7 +39,7 @@ class LocalStack:
         self.functions: dict[str, dict[str, Any]] = {}  # "http" | "sse" | "grpc" -> function version doc
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._proc: subprocess.Popen | None = None
-        self._log = None
+        self._log: BinaryIO | None = None
 
     # -- what the load run needs -------------------------------------------------
 

@@ -38,19 +38,22 @@ class PexecUser(FastHttpUser):
         headers = auth_headers(self.knobs)
         headers["Content-Type"] = "application/octet-stream"
         started = time.perf_counter()
-        resp = self.client.post(self.submit_path, data=self.payload, headers=headers, name="pexec: submit")
+        resp = self.client.post(self.submit_path, data=self.payload, headers=headers, name="pexec: submit")  # type: ignore[arg-type]  # bytes bodies go out as they are; the annotation leaves bytes out
         polls = 0
         while resp.status_code == 202 and polls < MAX_POLLS:
-            request_id = resp.headers.get("nvcf-reqid", "")
+            request_id = resp.headers.get("nvcf-reqid", "")  # type: ignore[union-attr]  # a 202 comes with headers
             if not request_id:
                 break
             polls += 1
             resp = self.client.get(f"/v2/nvcf/pexec/status/{request_id}", headers=auth_headers(self.knobs), name="pexec: poll")
+        failure: str | None
         if resp.status_code == 202:
             failure = f"{CHECK} still in progress after {polls} polls"
         else:
             failure = invocation_failure(
-                resp.status_code or 0, resp.headers.get("nvcf-status") if resp.headers else None, len(resp.content or b"")
+                resp.status_code or 0,
+                resp.headers.get("nvcf-status") if resp.headers else None,  # type: ignore[arg-type]  # one header: a str
+                len(resp.content or b""),
             )
         self.environment.events.request.fire(
             request_type="PEXEC",

@@ -24,8 +24,9 @@ def machine() -> dict[str, Any]:
     """What the run ran on, so a committed reference run can be judged against another box."""
     cpu = ""
     try:
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
-        mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+        mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
     except (OSError, StopIteration, ValueError):
         mem_kb = 0
     return {
@@ -103,7 +104,7 @@ def _per_second(seconds: list[int], rows: list[dict[str, str]]) -> tuple[list[in
     """
     times, done, failed = [], [], []
     prev_t, prev_n, prev_f = None, 0.0, 0.0
-    for t, r in zip(seconds, rows):
+    for t, r in zip(seconds, rows, strict=True):
         n, f = _num(r["Total Request Count"]) or 0.0, _num(r["Total Failure Count"]) or 0.0
         if prev_t is not None and t > prev_t:
             times.append(t)
@@ -129,9 +130,9 @@ def plot(history_csv: Path, results: Path, title: str) -> list[Path]:
     written = []
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    sampled = [(t, r) for t, r in zip(seconds, rows) if (_num(r["Total Request Count"]) or 0) > 0]
+    sampled = [(t, r) for t, r in zip(seconds, rows, strict=True) if (_num(r["Total Request Count"]) or 0) > 0]
     for column, label in (("50%", "p50"), ("95%", "p95"), ("99%", "p99")):
-        ax.plot([t for t, _ in sampled], [_num(r[column]) for _, r in sampled], label=label)
+        ax.plot([t for t, _ in sampled], [_num(r[column]) for _, r in sampled], label=label)  # type: ignore[arg-type]  # None draws as a gap
     ax.set(title=f"{title}: latency percentiles (last 10 s window)", xlabel="seconds", ylabel="ms")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -147,7 +148,7 @@ def plot(history_csv: Path, results: Path, title: str) -> list[Path]:
     ax.set(title=f"{title}: throughput (completed per second)", xlabel="seconds", ylabel="per second")
     ax.grid(alpha=0.3)
     users = ax.twinx()
-    users.plot(seconds, [_num(r["User Count"]) for r in rows], color="grey", linestyle=":", label="users")
+    users.plot(seconds, [_num(r["User Count"]) for r in rows], color="grey", linestyle=":", label="users")  # type: ignore[arg-type]  # None draws as a gap
     users.set_ylabel("users")
     lines, labels = ax.get_legend_handles_labels()
     more, more_labels = users.get_legend_handles_labels()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 LOCUSTFILES = Path(__file__).with_name("locustfiles")
 KIB = 1024
@@ -121,7 +122,7 @@ SCENARIOS: dict[str, Scenario] = {
 
 # `smoke`: every scenario for a few seconds at a gentle load, so the suites cannot rot.
 SMOKE_SECONDS = 4.0
-SMOKE_OVERRIDES: dict[str, dict[str, object]] = {
+SMOKE_OVERRIDES: dict[str, dict[str, Any]] = {
     "ramp": {"steps": (1, 2, 4)},
     "hammer": {"rate": 40.0},
     "soak": {"rate": 20.0},

@@ -186,7 +186,9 @@ def evaluate(entries: Iterable[EntryStats], rules: Iterable[Mapping[str, Any]]) 
         for metric, spec in rule.items():
             if metric in _RULE_KEYS:
                 continue
-            op, limit = _THRESHOLD.match(str(spec)).groups()
+            match = _THRESHOLD.match(str(spec))
+            assert match is not None  # rules were validated when loaded
+            op, limit = match.groups()
             limit_value = float(limit)
             if not matched:
                 pattern = f"{rule.get('type', '*')} {rule['entry']}"

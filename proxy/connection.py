@@ -29,7 +29,7 @@ class ClientConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream connection's transport is a Transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -70,6 +70,7 @@ class ClientConnection(asyncio.Protocol):
         fw = self.forwarder
         driver: asyncio.Protocol = H2Server(gw.config, fw, gw.grpc) if h2 else H1Server(gw.config, fw)
         transport = self.transport
+        assert transport is not None  # connection_made ran
         transport.set_protocol(driver)
         driver.connection_made(transport)
         if self._buf:

@@ -28,6 +28,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Coroutine
+from typing import Any
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -51,7 +52,7 @@ class BodyBuffer:
         self.filled = False  # the buffer reached `limit` (reading paused) since a reader last cleared this
         self.eof = False
         self.error: BaseException | None = None
-        self._waiter: asyncio.Future | None = None
+        self._waiter: asyncio.Future[None] | None = None
         self._on_consumed = on_consumed
         self.limit = limit
         self._taken = b""
@@ -165,7 +166,7 @@ class Exchange(ABC):
     async def read(self) -> bytes:
         return await self.body.read()
 
-    def spawn(self, coro: Coroutine) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run the forwarder's task for this exchange (a driver may wrap it)."""
         asyncio.get_running_loop().create_task(coro)
 

@@ -18,11 +18,12 @@ instance failed before its first response byte.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
 from fngate.proxy.deadlines import Deadlines
-from fngate.proxy.errors import PollTimeout, UpstreamUnavailable, status_for_nvcf
+from fngate.proxy.errors import PollTimeout, ProxyError, UpstreamUnavailable, status_for_nvcf
 from fngate.proxy.headers import client_head_block, upstream_head
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class FastCall:
         "closed",
         "conn",
         "deadline",
+        "deadlines",
         "due_at",
         "due_key",
         "ended",
@@ -93,6 +95,7 @@ class FastCall:
         deadlines = fw.deadlines
         if deadlines is None:
             deadlines = fw.deadlines = Deadlines(loop)
+        self.deadlines = deadlines
         self.due_at = due = loop.time() + max(deadline - started, 0)
         self.due_key = deadlines.add(due, self)
         wire = fw.route_headers
@@ -147,12 +150,13 @@ class FastCall:
             return
         ex = self.ex
         client = ex.conn
+        transport = client.transport
         out = self.out
         if out:
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
             if data and not client.closed:
-                client.transport.write(data)
+                transport.write(data)
         if self.ended:
             self._finish(self.status)
             client.exchange_done(ex)
@@ -162,8 +166,8 @@ class FastCall:
             # A slow client: stop reading from the instance until it drains. The client's
             # transport may hold up to max_body_buffer first, as the task path's buffer does:
             # pausing at every high-water mark costs two epoll calls per 64 KiB.
-            if client.write_paused and client.transport.get_write_buffer_size() >= self.fw.config.max_body_buffer:
-                self.conn.transport.pause_reading()
+            if client.write_paused and transport.get_write_buffer_size() >= self.fw.config.max_body_buffer:
+                self._instance_transport().pause_reading()
                 client.on_writable = self._client_writable
 
     def on_lost(self, msg: str, before_response: bool) -> None:
@@ -187,8 +191,13 @@ class FastCall:
         self._finish(self.status)
 
     # -- timers, backpressure, the client going away ----------------------------------------
+    def _instance_transport(self) -> asyncio.Transport:
+        transport = self.conn.transport
+        assert transport is not None  # taken from the pool's idle connections: connected
+        return transport
+
     def _due(self, when: float) -> None:
-        deadlines = self.fw.deadlines
+        deadlines = self.deadlines
         deadlines.remove(self.due_key, self)
         self.due_at = when
         self.due_key = deadlines.add(when, self)
@@ -202,7 +211,7 @@ class FastCall:
         idle = self.fw.config.idle_timeout
         if self.loop.time() - self.last < idle:
             self.due_at = self.last + idle
-            self.due_key = self.fw.deadlines.add(self.due_at, self)
+            self.due_key = self.deadlines.add(self.due_at, self)
             return
         self.ex.abort()  # no byte from the instance, or none taken by the client, for too long
         self._finish(self.status)
@@ -210,7 +219,7 @@ class FastCall:
     def _client_writable(self) -> None:
         if not self.closed:
             self.last = self.loop.time()
-            self.conn.transport.resume_reading()
+            self._instance_transport().resume_reading()
 
     def client_gone(self) -> None:
         if not self.closed:
@@ -218,14 +227,14 @@ class FastCall:
             self._finish(499)
 
     # -- endings ------------------------------------------------------------------------------
-    def _fail(self, err) -> None:
+    def _fail(self, err: ProxyError) -> None:
         """No response head went out: the gateway answers (502, 504)."""
         self._finish(err.http_status)
         self.fw._send_error(self.ex, err, self.request_id)
 
     def _detach(self) -> None:
         self.closed = True
-        self.fw.deadlines.remove(self.due_key, self)
+        self.deadlines.remove(self.due_key, self)
         conn = self.conn
         if conn.sink is self:
             conn.sink = None
@@ -238,7 +247,7 @@ class FastCall:
             return
         if self.ended:
             self.closed = True
-            self.fw.deadlines.remove(self.due_key, self)
+            self.deadlines.remove(self.due_key, self)
             self.fw.pool.release(self.conn)
             self.lease.release()
             self.ex.on_disconnect = None

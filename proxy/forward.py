@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from fngate.proxy.body_rate import BodyRateGuard
 from fngate.proxy.deadlines import Deadlines
 from fngate.proxy.errors import NotFound, PollTimeout, ProxyError, RequestTimeout, UpstreamTimeout, UpstreamUnavailable, status_for_nvcf
-from fngate.proxy.exchange import ClientGone, Exchange
+from fngate.proxy.exchange import ClientGone, Exchange, Headers
 from fngate.proxy.fast_call import FastCall
 from fngate.proxy.h2_fast_call import H2FastCall
 from fngate.proxy.headers import RouteHeaders, client_headers, upstream_head
@@ -48,7 +49,7 @@ def slot_owner(ex: Exchange) -> object:
     return ex.conn if ex.http2 else None
 
 
-def new_request_id(_bits=random.getrandbits) -> bytes:
+def new_request_id(_bits: Callable[[int], int] = random.getrandbits) -> bytes:
     """A random (version 4) UUID; `random` rather than os.urandom: no syscall per request,
     and the id is not a secret (pexec results are still bound to the caller's key).
     One draw and one format: this runs for every request."""
@@ -65,8 +66,8 @@ class Call:
         self.lease: Lease | None = None
         self.conn: H1Upstream | None = None
         self.timed_out = False
-        self.task: asyncio.Task | None = None
-        self.body_task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.body_task: asyncio.Task[None] | None = None
         self.body_rate: BodyRateGuard | None = None  # while a streamed request body holds the slot
         self.slow_body: RequestTimeout | None = None  # set when that body fell below the minimum rate
 
@@ -128,7 +129,7 @@ class Forwarder:
         self.keys = KeyChecker()
         self.route_headers = RouteHeaders(config.region)
         self.pexec: Pexec | None = None
-        self.connections: set = set()  # open client connections (h1/h2 drivers), for a graceful stop
+        self.connections: set[Any] = set()  # open client connections (h1/h2 drivers), for a graceful stop
         self.deadlines: Deadlines | None = None  # the fast path's timeouts (made on first use)
 
     # -- entry --------------------------------------------------------------------------
@@ -137,10 +138,11 @@ class Forwarder:
         started = time.monotonic()
         request_id = new_request_id()
         try:
-            fid, vid, auth, poll_h = self._target(ex)
-            if fid is None:  # pexec or health: rare, the task does it
+            target_fid, vid, auth, poll_h = self._target(ex)
+            if target_fid is None:  # pexec or health: rare, the task does it
                 ex.spawn(self.handle(ex, request_id, started))
                 return
+            fid = target_fid
             route, grant, deadline = self._authorize(fid, vid, auth, poll_h, started)
         except ProxyError as err:  # not routed, or not authenticated: no label of its own
             self._send_error(ex, err, request_id)
@@ -152,14 +154,14 @@ class Forwarder:
                 ep = lease.endpoint
                 conn = self.pool.take_idle(ep.host, ep.port)
                 if conn is not None:
-                    (H2FastCall if ex.http2 else FastCall)(self, ex, route, grant, request_id, started, deadline, lease, conn)
+                    (H2FastCall if ex.http2 else FastCall)(self, ex, route, grant, request_id, started, deadline, lease, conn)  # type: ignore[arg-type]  # ex.http2 says which exchange it is
                     return
                 # no idle connection: the task connects, with the slot taken here
                 ex.spawn(self.handle(ex, request_id, started, (route, grant, deadline), held=lease))
                 return
         ex.spawn(self.handle(ex, request_id, started, (route, grant, deadline)))
 
-    def _target(self, ex: Exchange) -> tuple:
+    def _target(self, ex: Exchange) -> tuple[str | None, str | None, bytes | None, bytes | None]:
         """(function id, version id, authorization, nvcf-poll-seconds) from the request;
         function id None for pexec and health paths. Raises NotFound."""
         fid_h = vid_h = auth = poll_h = None
@@ -202,7 +204,7 @@ class Forwarder:
         ex: Exchange,
         request_id: bytes | None = None,
         started: float = 0.0,
-        routed: tuple | None = None,
+        routed: tuple[VersionRoute, KeyGrant, float] | None = None,
         held: Lease | None = None,
         retry_of: Lease | None = None,
     ) -> None:
@@ -277,12 +279,14 @@ class Forwarder:
             if keepalive is not None:
                 keepalive.stop()
         conn = call.conn
+        assert conn is not None  # call_instance returned: it holds the answering connection
         sse = False
         for n, v in headers:
             if n == b"content-type" and v[:17] == b"text/event-stream":
                 sse = True
                 break
         body = conn.body
+        assert body is not None  # a response head came: its body buffer exists
         if keepalive is not None and keepalive.started:  # our 200 head is out already
             if not sse or status != 200:
                 ex.write_nowait(error_event(status, "the instance answered without an event stream"))
@@ -305,9 +309,10 @@ class Forwarder:
         idle timeout, not a total one: no byte from the instance, or a client that takes
         none, for `idle_timeout` ends both legs."""
         body = conn.body
+        assert body is not None  # a response head came: its body buffer exists
         loop = asyncio.get_running_loop()
         idle = self.config.idle_timeout
-        state: list = [loop.time(), None]
+        state: list[Any] = [loop.time(), None]
 
         def watchdog() -> None:
             if loop.time() - state[0] >= idle:
@@ -344,7 +349,7 @@ class Forwarder:
         host_routed: bool,
         held: Lease | None = None,
         retry_of: Lease | None = None,
-    ):
+    ) -> tuple[int, Headers]:
         """Take a slot, send the request, and wait for the response head (until the
         deadline). Connect failures and resets before any response byte are retried
         once on another instance while the request body has not started streaming;
@@ -415,6 +420,7 @@ class Forwarder:
     async def _retry_lease(self, call: Call, route: VersionRoute, deadline: float, request_id: bytes, owner: object) -> Lease:
         self.metrics.retries += 1
         failed = call.lease
+        assert failed is not None  # the failed attempt held a slot
         call.lease = None
         failed.release()
         route = resolve(self.holder.table, route.function_id, route.version_id)

@@ -65,7 +65,7 @@ class GrpcMetrics:
         for fid, hist in sorted(self.latency.items()):
             fid = fid or UNKNOWN_FUNCTION
             cumulative = 0
-            for bound, count in zip((*BUCKETS, float("inf")), hist.counts):
+            for bound, count in zip((*BUCKETS, float("inf")), hist.counts, strict=True):
                 cumulative += count
                 le = "+Inf" if bound == float("inf") else f"{bound:g}"
                 lines.append(f'fngate_grpc_call_duration_seconds_bucket{{function_id="{fid}",le="{le}"}} {cumulative}')

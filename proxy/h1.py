@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,7 @@ class H1Exchange(Exchange):
         "request_done",
         "whole_body",
     )
+    conn: H1Server  # the base names it `object`; here it is the HTTP/1.1 driver
 
     def __init__(
         self,
@@ -220,12 +222,12 @@ class H1Server(asyncio.Protocol):
     def __init__(self, config: GatewayConfig, forwarder: Forwarder) -> None:
         self.config = config
         self.forwarder = forwarder
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made sets it; asyncio calls it first
         self.parser = httptools.HttpRequestParser(self)
         self.client_addr = ""
         self.closed = False
         self.write_paused = False
-        self._drain: asyncio.Future | None = None
+        self._drain: asyncio.Future[None] | None = None
         self._url = b""
         self._headers: Headers = []
         self._head_bytes = 0
@@ -237,16 +239,16 @@ class H1Server(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._deadline = 0.0
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set with transport, in connection_made
         self._read_paused = False
         self.http11 = True
         self.scheme = b"http"
         self.draining = False  # the gateway is stopping: close after the current answer
-        self.on_writable = None  # the fast path's resume callback while the client is slow
+        self.on_writable: Callable[[], None] | None = None  # the fast path's resume callback while the client is slow
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream connection's transport is a Transport
         self._loop = asyncio.get_running_loop()
         self.forwarder.connections.add(self)
         if transport.get_extra_info("ssl_object") is not None:
@@ -262,7 +264,7 @@ class H1Server(asyncio.Protocol):
             self._reject(BadRequest("protocol upgrade is not supported"))
         except httptools.HttpParserError as exc:
             if isinstance(exc.__cause__ or exc.__context__, ProxyError):
-                self._reject(exc.__cause__ or exc.__context__)  # type: ignore[arg-type]
+                self._reject(exc.__cause__ or exc.__context__)  # type: ignore[arg-type]  # a ProxyError, checked above
             else:
                 self._reject(BadRequest(f"malformed HTTP/1.1 request: {exc}"))
 

@@ -5,10 +5,15 @@ version and cached as bytes."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 from fngate.proxy.errors import BadRequest
 from fngate.proxy.exchange import Headers
 from fngate.proxy.routing import Endpoint, KeyGrant, VersionRoute
+
+_T = TypeVar("_T")
+_Wire = TypeVar("_Wire", bound=tuple[bytes, ...])
 
 HOP_BY_HOP = frozenset(
     {
@@ -143,10 +148,10 @@ class RouteHeaders:
         """(subject, nca id) as bytes."""
         hit = self._wire.get(id(grant))
         if hit is not None and hit[0] is grant:
-            return hit[1]
+            return hit[1]  # type: ignore[return-value]  # a grant's entry is always (subject, nca id)
         return self._remember(grant, (grant.subject.encode() or grant.key_id.encode(), grant.nca_id.encode()))
 
-    def _remember(self, obj: object, value: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    def _remember(self, obj: object, value: _Wire) -> _Wire:
         if len(self._wire) > 8192:
             self._wire.clear()
         self._wire[id(obj)] = (obj, value)  # holding obj keeps its id from being reused
@@ -275,7 +280,7 @@ _REWRITTEN: dict[bytes, tuple[bytes, bool, bool]] = {}
 _FIELDS: dict[bytes, Headers] = {}
 
 
-def _recent(cache: dict, key: bytes, compute):
+def _recent(cache: dict[bytes, _T], key: bytes, compute: Callable[[bytes], _T]) -> _T:
     hit = cache.get(key)
     if hit is None:
         hit = compute(key)

@@ -22,6 +22,7 @@ import asyncio
 import random
 import time
 from collections import deque
+from itertools import islice
 
 from fngate.proxy.errors import PollTimeout, QueueFull
 from fngate.proxy.routing import Endpoint, RoutingTable, SnapshotHolder, VersionLoad, VersionRoute
@@ -326,7 +327,7 @@ class Limiter:
                 requests=st.requests,
                 cold_waiting=0 if ready else depth,
                 last_request_at=st.last_request_at,
-                queued_ids=[w.request_id for _, w in zip(range(1000), st.queue)],
+                queued_ids=[w.request_id for w in islice(st.queue, 1000)],
                 endpoint_in_flight={} if route is None else {e.id: self.in_flight.get(e.id, 0) for e in route.endpoints},
             )
         return out

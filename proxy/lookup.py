@@ -38,8 +38,7 @@ def target_from_host(host: str) -> tuple[str, str | None] | None:
 def resolve(table: RoutingTable, function_id: str | None, version_id: str | None, grant: KeyGrant | None = None) -> VersionRoute:
     """The version to invoke: the pinned one, else a uniformly random invokable one (for a
     key of another account, one of the versions shared with it: KeyChecker.check let it in)."""
-    versions = table.functions.get(function_id) if function_id else None
-    if not versions:
+    if not function_id or not (versions := table.functions.get(function_id)):
         raise NotFound(f"Function '{function_id}': Specified function in account is not found")
     if version_id:
         route = versions.get(version_id)

@@ -60,7 +60,7 @@ class Metrics:
             "# TYPE fngate_request_duration_seconds histogram",
         ]
         acc = 0
-        for le, n in zip(BUCKETS, self.latency):
+        for le, n in zip(BUCKETS, self.latency, strict=False):
             acc += n
             out.append(f'fngate_request_duration_seconds_bucket{{le="{le}"}} {acc}')
         out.append(f'fngate_request_duration_seconds_bucket{{le="+Inf"}} {self.latency_count}')

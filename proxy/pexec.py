@@ -27,10 +27,11 @@ from fngate.proxy.lookup import poll_seconds, resolve
 
 if TYPE_CHECKING:
     from fngate.proxy.forward import Call, Forwarder
+    from fngate.proxy.routing import KeyGrant, VersionRoute
     from fngate.proxy.siblings import Siblings
 
 
-def _inference_problem(status: int, body: bytes) -> tuple[list, bytes]:
+def _inference_problem(status: int, body: bytes) -> tuple[Headers, bytes]:
     """Compat mode rewrites an instance's 4xx/5xx into problem+json (spec 3.3), with the
     instance's JSON `error` field as detail when it has one."""
     detail = "Inference error"
@@ -66,7 +67,7 @@ class Job:
         self.body = b""
         self.expires = float("inf")
         self.call: Call | None = None
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
 
 
 class Pexec:
@@ -122,7 +123,7 @@ class Pexec:
             raise
         return self._answer(ex, job)
 
-    async def _run(self, job: Job, ex: Exchange, route, grant, target: bytes, deadline: float) -> None:
+    async def _run(self, job: Job, ex: Exchange, route: VersionRoute, grant: KeyGrant, target: bytes, deadline: float) -> None:
         from fngate.proxy.forward import Call
 
         fw = self.fw
@@ -130,8 +131,11 @@ class Pexec:
         try:
             status, headers = await fw.call_instance(ex, route, grant, job.request_id, deadline, call, target, False)
             parts, size, limit = [], 0, fw.config.pexec_max_result_bytes
+            conn = call.conn
+            assert conn is not None and conn.body is not None  # call_instance returned: a response is in
+            response_body = conn.body
             while True:
-                chunk = await call.conn.body.read()
+                chunk = await response_body.read()
                 if not chunk:
                     break
                 size += len(chunk)
@@ -168,10 +172,11 @@ class Pexec:
         job = self.jobs.get(request_id)
         if job is None or job.expires < time.monotonic():
             fw.keys.check(fw.holder.table, auth, None)
-            owner = self.siblings.owner_port(request_id) if self.siblings is not None else None
-            if owner is not None:  # another worker ran it: it answers
+            siblings = self.siblings
+            owner = siblings.owner_port(request_id) if siblings is not None else None
+            if siblings is not None and owner is not None:  # another worker ran it: it answers
                 poll = poll_seconds(poll_h, fw.config.default_poll_seconds)
-                return await self.siblings.relay(fw, ex, call, owner, poll)
+                return await siblings.relay(fw, ex, call, owner, poll)
             raise NotFound(f"Request '{request_id.decode('latin-1')}' not found")
         fw.keys.check(fw.holder.table, auth, job.function_id, job.version_id)
         if not job.done.is_set():

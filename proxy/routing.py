@@ -226,8 +226,8 @@ def _route_to_dict(r: VersionRoute) -> dict[str, Any]:
     }
 
 
-def _endpoint_from_list(values: list) -> Endpoint:
-    e = _EndpointFill(*values)
+def _endpoint_from_list(values: list[Any]) -> Endpoint:
+    e: Endpoint = _EndpointFill(*values)
     e.__class__ = Endpoint
     return e
 
@@ -243,7 +243,8 @@ def _route_from_dict(d: dict[str, Any]) -> VersionRoute:
     r.endpoints = tuple([_endpoint_from_list(e) for e in r.endpoints])
     r.authorized = frozenset(r.authorized)
     r.__class__ = VersionRoute
-    return r
+    route: VersionRoute = r
+    return route
 
 
 def _route_from_partial_dict(d: dict[str, Any]) -> VersionRoute:
@@ -281,7 +282,8 @@ def _grant_from_dict(d: dict[str, Any]) -> KeyGrant:
         d.get("any_account", False),
     )
     g.__class__ = KeyGrant
-    return g
+    grant: KeyGrant = g
+    return grant
 
 
 class SnapshotHolder:
@@ -348,7 +350,7 @@ class LoadReport:
             {
                 "gateway_id": self.gateway_id,
                 "at": self.at,
-                "versions": {vid: {n: getattr(v, n) for n in VersionLoad.__slots__} for vid, v in self.versions.items()},  # type: ignore[attr-defined]
+                "versions": {vid: {n: getattr(v, n) for n in VersionLoad.__slots__} for vid, v in self.versions.items()},
             }
         )
 

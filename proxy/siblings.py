@@ -77,6 +77,7 @@ class Siblings:
                 if attempt or not reused or not exc.before_response:  # a stale pooled connection: once more
                     raise UpstreamUnavailable(f"the gateway worker holding the request failed: {exc}") from None
         body = conn.body
+        assert body is not None  # a response head came: its body buffer exists
         ex.start_response(status, [(n, v) for n, v in headers if n not in HOP_BY_HOP], flush=not (body.size or body.eof))
         await fw.relay_body(ex, conn)
         ex.end()

@@ -30,7 +30,7 @@ class ControlHttpSource:
         self.wait = wait
         self._auth = {"Authorization": f"Bearer {admin_key}"}
         self._session: aiohttp.ClientSession | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -89,7 +89,7 @@ class RedisSource:
         self.holder = holder
         self.gateway_id = gateway_id
         self.resync = resync
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def fetch_once(self) -> bool:
         raw = await self.redis.get(ROUTING_KEY)
@@ -112,7 +112,7 @@ class RedisSource:
                 await asyncio.sleep(0.5)
             finally:
                 try:
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub.aclose unannotated
                 except Exception:
                     pass
 

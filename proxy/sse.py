@@ -20,10 +20,7 @@ COMMENT = b": keep-alive\n\n"
 
 
 def wants_sse(ex: Exchange) -> bool:
-    for n, v in ex.headers:
-        if n == b"accept" and b"text/event-stream" in v:
-            return True
-    return False
+    return any(n == b"accept" and b"text/event-stream" in v for n, v in ex.headers)
 
 
 def error_event(status: int, detail: str) -> bytes:

@@ -13,6 +13,7 @@ import asyncio
 import json
 import socket
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -34,11 +35,11 @@ def label_sample(line: str, worker: str) -> str:
 def merge_metrics(texts: Sequence[tuple[str, str]]) -> str:
     """Prometheus texts of (worker id, text) as one exposition: every family once, with
     its HELP and TYPE, then the samples of all workers."""
-    families: dict[str, list] = {}  # name -> [help line, type line, samples]
+    families: dict[str, list[Any]] = {}  # name -> [help line, type line, samples]
     for worker, text in texts:
         family = None
         for line in text.splitlines():
-            if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            if line.startswith(("# HELP ", "# TYPE ")):
                 name = line.split(" ", 3)[2]
                 family = families.setdefault(name, [None, None, []])
                 kind = 0 if line[2] == "H" else 1
@@ -63,13 +64,14 @@ class WorkerAdmin:
         self.runner: web.AppRunner | None = None
 
     async def _get(self, port: int, path: str) -> tuple[int, str]:
+        assert self.session is not None  # start() made it
         async with self.session.get(f"http://{LOOPBACK}:{port}{path}") as r:
             return r.status, await r.text()
 
     async def _each(self, path: str) -> list[tuple[str, tuple[int, str] | BaseException]]:
         workers = self.workers()
         answers = await asyncio.gather(*(self._get(port, path) for _, port, _ in workers), return_exceptions=True)
-        return [(gid, a) for (gid, _, _), a in zip(workers, answers)]
+        return [(gid, a) for (gid, _, _), a in zip(workers, answers, strict=True)]
 
     async def metrics(self, _: web.Request) -> web.Response:
         texts, up = (
@@ -78,7 +80,7 @@ class WorkerAdmin:
         )
         for gid, answer in await self._each("/metrics"):
             ok = not isinstance(answer, BaseException) and answer[0] == 200
-            if ok:
+            if ok and not isinstance(answer, BaseException):
                 texts.append((gid, answer[1]))
             up.append(f'fngate_gateway_worker_up{{worker="{gid}"}} {int(ok)}')
         body = merge_metrics(texts) + "\n".join(up) + "\n"
@@ -91,7 +93,7 @@ class WorkerAdmin:
                 workers[gid] = {"ready": False, "error": str(answer) or type(answer).__name__}
                 continue
             status, text = answer
-            doc: dict = {"ready": status == 200}
+            doc: dict[str, Any] = {"ready": status == 200}
             try:
                 doc["routingVersion"] = int(json.loads(text)["routingVersion"])
                 versions.append(doc["routingVersion"])

@@ -20,12 +20,16 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
+from typing import Any, overload
 
 from fngate.proxy.config import LOOPBACK, GatewayConfig
 from fngate.proxy.worker_admin import WorkerAdmin
 
 
+@overload
+def _reserve(host: str, port: int) -> tuple[socket.socket, int]: ...
+@overload
+def _reserve(host: str, port: int | None) -> tuple[socket.socket | None, int | None]: ...
 def _reserve(host: str, port: int | None) -> tuple[socket.socket | None, int | None]:
     if port is None:
         return None, None
@@ -46,12 +50,18 @@ class WorkerPool:
         self.prefix = gateway_prefix
         self.procs: list[asyncio.subprocess.Process] = []
         self._reserved: list[socket.socket] = []
-        self.http_port = self.grpc_port = self.admin_port = None
+        self.http_port: int | None = None
+        self.grpc_port: int | None = None
+        self.admin_port: int | None = None
         self.gateway_ids: list[str] = []
         self.peer_ports: list[int] = []  # private loopback ports, by worker index
         self.worker_admin_ports: list[int] = []
         self._admin: WorkerAdmin | None = None
 
+    @overload
+    def _reserve_port(self, host: str, port: int) -> int: ...
+    @overload
+    def _reserve_port(self, host: str, port: int | None) -> int | None: ...
     def _reserve_port(self, host: str, port: int | None) -> int | None:
         sock, port = _reserve(host, port)
         if sock is not None:
@@ -81,15 +91,17 @@ class WorkerPool:
         self._admin = WorkerAdmin(
             lambda: [
                 (gid, port, i < len(self.procs) and self.procs[i].returncode is None)
-                for i, (gid, port) in enumerate(zip(self.gateway_ids, self.worker_admin_ports))
+                for i, (gid, port) in enumerate(zip(self.gateway_ids, self.worker_admin_ports, strict=False))
             ]
         )
         await self._admin.start(sock)
 
     async def _start_workers(self, cfg: GatewayConfig, ready_timeout: float) -> None:
         for i in range(cfg.workers):
-            private_admin = {"admin_port": self.worker_admin_ports[i], "admin_host": LOOPBACK} if self._admin else {}
-            worker_cfg = dataclasses.replace(cfg, http_port=self.http_port, grpc_port=self.grpc_port, **private_admin)
+            overrides: dict[str, Any] = {"http_port": self.http_port, "grpc_port": self.grpc_port}
+            if self._admin:
+                overrides.update(admin_port=self.worker_admin_ports[i], admin_host=LOOPBACK)
+            worker_cfg = dataclasses.replace(cfg, **overrides)
             spec = {
                 "config": dataclasses.asdict(worker_cfg),
                 "source": self.source,
@@ -107,6 +119,7 @@ class WorkerPool:
             )
             self.procs.append(proc)
         for proc in self.procs:
+            assert proc.stdout is not None  # started with stdout=PIPE
             line = await asyncio.wait_for(proc.stdout.readline(), ready_timeout)
             if not line.startswith(b"ready"):
                 raise RuntimeError(f"gateway worker failed to start: {line!r}")

@@ -175,9 +175,8 @@ def start_serve(
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     if env is None or "FNGATE_ADMIN_KEY" not in env:
         full_env.pop("FNGATE_ADMIN_KEY", None)
-    log = open(log_path, "w")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=str(REPO))
-    log.close()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=str(REPO))
     deadline = time.monotonic() + timeout
     while not ready_file.exists():
         if proc.poll() is not None:

@@ -34,7 +34,7 @@ class KubeError(Exception):
 def _wrap(exc: client.ApiException) -> KubeError:
     message = exc.reason or "error"
     try:
-        message = orjson.loads(exc.body).get("message") or message
+        message = orjson.loads(exc.body).get("message") or message  # type: ignore[arg-type]  # no body: TypeError, handled
     except (orjson.JSONDecodeError, TypeError, AttributeError):
         pass
     return KubeError(exc.status or 0, f"Kubernetes API {exc.status}: {message}")
@@ -46,7 +46,8 @@ async def connect(*, kubeconfig: str | None = None, context: str | None = None, 
     if in_cluster:
         config.load_incluster_config(client_configuration=cfg)
     else:
-        path = os.path.expanduser(kubeconfig) if kubeconfig else None  # None: $KUBECONFIG or ~/.kube/config
+        # None: $KUBECONFIG or ~/.kube/config; expanduser reads only the environment
+        path = os.path.expanduser(kubeconfig) if kubeconfig else None  # noqa: ASYNC240
         await config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
     return client.ApiClient(configuration=cfg)
 
@@ -141,7 +142,8 @@ class KubeApi:
         """Raw watch events `{"type", "object"}` (objects as dicts) until the server
         ends the stream. An ERROR event (e.g. 410 Gone) is passed through as is."""
         try:
-            resp = await self._core.list_namespaced_pod(
+            # _preload_content=False: the raw aiohttp response, not the V1PodList the stubs name
+            resp: Any = await self._core.list_namespaced_pod(
                 self.namespace,
                 label_selector=selector,
                 watch=True,

@@ -66,7 +66,7 @@ class KubernetesBackend:
     ) -> None:
         self.name = name
         self.namespace = namespace
-        self._connect_args = {"kubeconfig": kubeconfig, "context": context, "in_cluster": in_cluster}
+        self._connect_args: dict[str, Any] = {"kubeconfig": kubeconfig, "context": context, "in_cluster": in_cluster}
         self.inventory = inventory or Inventory()
         self.node_selectors = {k: dict(v) for k, v in (node_selectors or {}).items()}
         self.startup_timeout = startup_timeout

@@ -66,7 +66,7 @@ def make_app() -> web.Application:
                 "method": request.method,
                 "path": request.path,
                 "query": request.query_string,
-                "headers": {k: v for k, v in request.headers.items()},
+                "headers": dict(request.headers.items()),
                 "bodySize": size,
                 "env": nvcf_env(),
             }

@@ -20,6 +20,7 @@ import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
@@ -106,7 +107,7 @@ class EchoLogic:
     def stats(self) -> pb.StatsReply:
         return pb.StatsReply(started=self.started, completed=self.completed, cancelled=self.cancelled, active=self.active)
 
-    def health(self, service: str) -> int | None:
+    def health(self, service: str) -> HealthCheckResponse.ServingStatus.ValueType | None:
         """The health status for `service`, or None when the service is unknown."""
         if service not in _KNOWN_SERVICES:
             return None
@@ -171,7 +172,7 @@ def _grpcio_server(logic: EchoLogic):
         status = logic.health(request.service)
         if status is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
-        return HealthCheckResponse(status=status)
+        return HealthCheckResponse(status=status)  # type: ignore[arg-type]  # abort above raised for None
 
     async def watch(request, context):
         last = None
@@ -287,7 +288,7 @@ class EchoServer:
         self.impl = impl
         self.logic = EchoLogic(impl, not_serving_for)
         self.port = 0
-        self._server = None
+        self._server: Any = None  # a grpc.aio or a grpclib server, by impl
 
     async def start(self, host: str, port: int) -> int:
         if self.impl == "grpcio":

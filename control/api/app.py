@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from fngate.proxy.routing import key_digest
 
@@ -25,7 +26,7 @@ log = logging.getLogger("fngate.api")
 MAX_BODY = 1024 * 1024  # management requests are small; larger bodies get 413
 
 
-def _problem_response(status: int, detail: str | None, request: web.Request, headers=None) -> web.Response:
+def _problem_response(status: int, detail: str | None, request: web.Request, headers: Mapping[str, str] | None = None) -> web.Response:
     resp = json_response(problem(status, detail, request.path), status=status)
     resp.content_type = "application/problem+json"
     if headers:
@@ -34,7 +35,7 @@ def _problem_response(status: int, detail: str | None, request: web.Request, hea
 
 
 @web.middleware
-async def problem_middleware(request: web.Request, handler) -> web.StreamResponse:
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ControlError as exc:

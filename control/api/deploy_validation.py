@@ -21,7 +21,7 @@ class Capacity:
         self.gpus = {e["gpu"] for e in entries}
         self.backends = backends or frozenset(e["backend"] for e in entries if e.get("backend"))
 
-    def check(self, spec: dict, where: str) -> None:
+    def check(self, spec: dict[str, Any], where: str) -> None:
         if spec["gpu"] not in self.gpus:
             raise invalid(f"{where}.gpu", f"'{spec['gpu']}' is not a supported GPU (supported: {', '.join(sorted(self.gpus))})")
         itype = self.types.get(spec["instanceType"])
@@ -36,7 +36,7 @@ class Capacity:
             raise invalid(f"{where}.backend", f"'{backend}' is not a configured backend (configured: {', '.join(sorted(self.backends))})")
 
 
-def _autoscaling(spec: dict, where: str) -> dict | None:
+def _autoscaling(spec: dict[str, Any], where: str) -> dict[str, Any] | None:
     cfg = object_field(spec, "autoscalingConfiguration", where)
     if cfg is None:
         return None
@@ -59,7 +59,7 @@ def _autoscaling(spec: dict, where: str) -> dict | None:
     return cfg
 
 
-def _min_max(spec: dict, where: str) -> None:
+def _min_max(spec: dict[str, Any], where: str) -> None:
     int_field(spec, "maxInstances", required=True, lo=1, where=where)
     int_field(spec, "minInstances", required=True, lo=0, where=where)
     if spec["minInstances"] > spec["maxInstances"]:
@@ -89,14 +89,14 @@ def validate_gpu_spec(spec: Any, where: str, capacity: Capacity) -> dict[str, An
     return clean
 
 
-def validate_deployment_request(body: dict, capacity: Capacity) -> list[dict[str, Any]]:
+def validate_deployment_request(body: dict[str, Any], capacity: Capacity) -> list[dict[str, Any]]:
     specs = list_field(body, "deploymentSpecifications")
     if not specs:
         raise invalid("deploymentSpecifications", "is required and must hold at least one GPU specification")
     return [validate_gpu_spec(s, f"deploymentSpecifications[{i}]", capacity) for i, s in enumerate(specs)]
 
 
-def validate_patch(body: dict, current: dict[str, Any]) -> dict[str, Any]:
+def validate_patch(body: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
     """UpdateGpuSpecificationRequest applied to `current` -> the new GPU spec."""
     for field in body:
         if field not in PATCHABLE:

@@ -8,6 +8,7 @@ finishes a graceful undeploy by deleting the doc it left marked `graceful`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +17,7 @@ from .. import records
 from ..records import now_iso
 from ..states import Event, InvalidTransition, next_state
 from ..store.base import Conflict as StoreConflict
-from ..store.base import Delete, Put, Record, StateStore
+from ..store.base import Delete, Op, Put, Record, StateStore
 from .access import version_for
 from .auth import require
 from .context import ctx, json_response, read_json_object
@@ -60,7 +61,7 @@ async def _by_deployment_id(store: StateStore, deployment_id: str) -> Record:
     raise NotFound(f"Deployment id '{deployment_id}': Not found")
 
 
-async def _commit(store: StateStore, ops: list) -> None:
+async def _commit(store: StateStore, ops: Sequence[Op]) -> None:
     try:
         await store.commit(ops)
     except StoreConflict:
@@ -210,7 +211,7 @@ async def delete_deployment(request: web.Request) -> web.Response:
     except InvalidTransition as exc:
         raise BadRequest(str(exc)) from None
     function = {**fn.value, "status": status.value}
-    ops: list = [Put(records.FUNCTIONS, key, function, expect=fn.revision)]
+    ops: list[Op] = [Put(records.FUNCTIONS, key, function, expect=fn.revision)]
     if dep is not None:
         if graceful:  # the reconciler drains the instances, then deletes the doc
             ops.append(Put(records.DEPLOYMENTS, key, {**dep.value, "graceful": True, "lastUpdatedAt": now_iso()}, expect=dep.revision))

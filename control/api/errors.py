@@ -8,6 +8,7 @@ spec's form: {type: "urn:nv-boot:problem-details:<kebab>", title, status, detail
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Any
 
 PROBLEM_TYPE = "urn:nv-boot:problem-details:"
 
@@ -53,7 +54,7 @@ def invalid(field: str, message: str) -> BadRequest:
     return BadRequest(f"Validation failed: field '{field}' {message}")
 
 
-def problem(status: int, detail: str | None, instance: str) -> dict:
+def problem(status: int, detail: str | None, instance: str) -> dict[str, Any]:
     phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
     body = {
         "type": PROBLEM_TYPE + phrase.lower().replace(" ", "-").replace("'", ""),

@@ -12,7 +12,7 @@ from ..records import now_iso
 from ..sharing import Sharing, load_all_sharing
 from ..states import State
 from ..store.base import Conflict as StoreConflict
-from ..store.base import Delete, Put, Record, StateStore
+from ..store.base import Delete, Op, Put, Record, StateStore
 from .access import function_owner_for, owner_of, version_for, versions_for
 from .auth import Principal, require
 from .context import ctx, json_response, read_json_object
@@ -93,7 +93,7 @@ async def _create(request: web.Request, fid: str, nca_id: str) -> web.Response:
     vid = str(uuid.uuid4())
     doc = {"id": fid, "versionId": vid, "ncaId": nca_id, **fields, "status": State.INACTIVE.value, "createdAt": now_iso()}
     key = records.version_key(fid, vid)
-    ops: list = [Put(records.FUNCTIONS, key, doc, expect=0)]
+    ops: list[Op] = [Put(records.FUNCTIONS, key, doc, expect=0)]
     if secret_values:
         ops.append(Put(records.SECRETS, key, {"secrets": secret_values}, expect=0))
     await c.store.commit(ops)
@@ -203,7 +203,7 @@ async def update_version(request: web.Request) -> web.Response:
     return json_response({"function": await function_view(store, doc)})
 
 
-def _apply_model_updates(models: list[dict], updates: list[dict]) -> list[dict]:
+def _apply_model_updates(models: list[dict[str, Any]], updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by_name = {m["name"]: dict(m) for m in models}
     for i, mu in enumerate(updates):
         model = by_name.get(mu["modelName"])
@@ -220,7 +220,7 @@ async def delete_version(request: web.Request) -> web.Response:
     store = ctx(request).store
     key = records.version_key(fid, vid)
     # the version goes with everything that hangs off it, in one atomic commit
-    ops: list = [
+    ops: list[Op] = [
         Delete(records.FUNCTIONS, key, expect=rec.revision),
         Delete(records.DEPLOYMENTS, key),
         Delete(records.SECRETS, key),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 from aiohttp import web
 
@@ -23,7 +24,7 @@ async def supported_gpus(request: web.Request) -> web.Response:
 async def cluster_groups(request: web.Request) -> web.Response:
     await require(request, "list_cluster_groups", "register_function", "deploy_function")
     c = ctx(request)
-    by_backend: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    by_backend: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for e in c.capacity():
         by_backend[e.get("backend") or "local"][e["gpu"]].append(e)
     groups = []

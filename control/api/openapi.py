@@ -17,18 +17,18 @@ from .context import json_response
 routes = web.RouteTableDef()
 
 
-def _ref(name: str) -> dict:
+def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _obj(required: list[str] | None = None, **props: Any) -> dict:
+def _obj(required: list[str] | None = None, **props: Any) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "object", "properties": props}
     if required:
         schema["required"] = required
     return schema
 
 
-def _arr(items: dict) -> dict:
+def _arr(items: dict[str, Any]) -> dict[str, Any]:
     return {"type": "array", "items": items}
 
 
@@ -37,31 +37,31 @@ ANY_OBJ = {"type": "object"}
 STRS = _arr(STR)
 STATUS = {"type": "string", "enum": [s.value for s in State]}
 
-GPU_SPEC_PROPS = dict(
-    gpuSpecificationId=STR,
-    gpu=STR,
-    instanceType=STR,
-    minInstances=INT,
-    maxInstances=INT,
-    maxRequestConcurrency=INT,
-    backend=STR,
-    clusters=STRS,
-    regions=STRS,
-    attributes=STRS,
-    availabilityZones=STRS,
-    configuration=ANY_OBJ,
-    preferredOrder=INT,
-    storage=STR,
-    systemMemory=STR,
-    gpuMemory=STR,
-    cpuArch=STR,
-    os=STR,
-    driverVersion=STR,
-    helmValidationPolicy=ANY_OBJ,
-    autoscalingConfiguration=ANY_OBJ,
-)
+GPU_SPEC_PROPS = {
+    "gpuSpecificationId": STR,
+    "gpu": STR,
+    "instanceType": STR,
+    "minInstances": INT,
+    "maxInstances": INT,
+    "maxRequestConcurrency": INT,
+    "backend": STR,
+    "clusters": STRS,
+    "regions": STRS,
+    "attributes": STRS,
+    "availabilityZones": STRS,
+    "configuration": ANY_OBJ,
+    "preferredOrder": INT,
+    "storage": STR,
+    "systemMemory": STR,
+    "gpuMemory": STR,
+    "cpuArch": STR,
+    "os": STR,
+    "driverVersion": STR,
+    "helmValidationPolicy": ANY_OBJ,
+    "autoscalingConfiguration": ANY_OBJ,
+}
 
-SCHEMAS: dict[str, dict] = {
+SCHEMAS: dict[str, dict[str, Any]] = {
     "Problem": _obj(["type", "title", "status"], type=STR, title=STR, status=INT, detail=STR, instance=STR),
     "Health": _obj(
         ["protocol", "uri", "port", "timeout", "expectedStatusCode"],
@@ -341,7 +341,7 @@ def _op(
     status: int = 200,
     query: tuple[str, ...] = (),
     errors: tuple[int, ...] = (400, 401, 403, 404),
-) -> dict:
+) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": {}}
     if scope:
         op["security"] = [{"bearer": []}]
@@ -365,7 +365,7 @@ D = "/v2/nvcf/deployments"
 DFV = D + "/functions/{functionId}/versions/{functionVersionId}"
 LIST = "list_functions or list_functions_details"
 
-PATHS: dict[str, dict[str, dict]] = {
+PATHS: dict[str, dict[str, dict[str, Any]]] = {
     F: {
         "post": _op("Create a function", "register_function", "FunctionResponse", body="CreateFunctionRequest", errors=(400, 401, 403)),
         "get": _op("List functions", LIST, "FunctionsResponse", query=("visibility",), errors=(400, 401, 403)),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from .. import records
@@ -18,7 +20,7 @@ NOT_DEPLOYED = "Queue not found - Function is likely not deployed"
 routes = web.RouteTableDef()
 
 
-def _queue(request: web.Request, doc: dict) -> dict:
+def _queue(request: web.Request, doc: dict[str, Any]) -> dict[str, Any]:
     return {
         "functionVersionId": doc["versionId"],
         "functionName": doc["name"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
 import orjson
 
@@ -31,8 +31,16 @@ def _name(where: str, field: str) -> str:
     return f"{where}.{field}" if where else field
 
 
+@overload
 def string_field(
-    body: dict, field: str, *, required: bool = False, max_len: int | None = None, nonblank: bool = True, where: str = ""
+    body: dict[str, Any], field: str, *, required: Literal[True], max_len: int | None = None, nonblank: bool = True, where: str = ""
+) -> str: ...
+@overload
+def string_field(
+    body: dict[str, Any], field: str, *, required: bool = False, max_len: int | None = None, nonblank: bool = True, where: str = ""
+) -> str | None: ...
+def string_field(
+    body: dict[str, Any], field: str, *, required: bool = False, max_len: int | None = None, nonblank: bool = True, where: str = ""
 ) -> str | None:
     value = body.get(field)
     if value is None:
@@ -49,7 +57,7 @@ def string_field(
 
 
 def int_field(
-    body: dict, field: str, *, required: bool = False, lo: int | None = None, hi: int | None = None, where: str = ""
+    body: dict[str, Any], field: str, *, required: bool = False, lo: int | None = None, hi: int | None = None, where: str = ""
 ) -> int | None:
     value = body.get(field)
     if value is None:
@@ -65,35 +73,35 @@ def int_field(
     return value
 
 
-def enum_field(body: dict, field: str, allowed: Iterable[str], default: str | None = None, where: str = "") -> str | None:
+def enum_field(body: dict[str, Any], field: str, allowed: Iterable[str], default: str | None = None, where: str = "") -> str | None:
     value = body.get(field, default)
     if value is not None and value not in allowed:
         raise invalid(_name(where, field), f"must be one of {', '.join(allowed)}")
     return value
 
 
-def list_field(body: dict, field: str, where: str = "") -> list | None:
+def list_field(body: dict[str, Any], field: str, where: str = "") -> list[Any] | None:
     value = body.get(field)
     if value is not None and not isinstance(value, list):
         raise invalid(_name(where, field), "must be an array")
     return value
 
 
-def object_field(body: dict, field: str, where: str = "") -> dict | None:
+def object_field(body: dict[str, Any], field: str, where: str = "") -> dict[str, Any] | None:
     value = body.get(field)
     if value is not None and not isinstance(value, dict):
         raise invalid(_name(where, field), "must be an object")
     return value
 
 
-def strings_field(body: dict, field: str, where: str = "") -> list[str] | None:
+def strings_field(body: dict[str, Any], field: str, where: str = "") -> list[str] | None:
     items = list_field(body, field, where)
     if items is not None and not all(isinstance(s, str) for s in items):
         raise invalid(_name(where, field), "must be an array of strings")
     return items
 
 
-def validate_tags(body: dict) -> list[str] | None:
+def validate_tags(body: dict[str, Any]) -> list[str] | None:
     tags = strings_field(body, "tags")
     if tags is None:
         return None
@@ -105,7 +113,7 @@ def validate_tags(body: dict) -> list[str] | None:
     return list(dict.fromkeys(tags))  # a set, in the order given
 
 
-def validate_rate_limit(body: dict) -> dict | None:
+def validate_rate_limit(body: dict[str, Any]) -> dict[str, Any] | None:
     rl = object_field(body, "rateLimit")
     if rl is None:
         return None
@@ -133,7 +141,7 @@ def validate_rate_limit(body: dict) -> dict | None:
     return rl
 
 
-def validate_llm_invocation_config(body: dict) -> dict | None:
+def validate_llm_invocation_config(body: dict[str, Any]) -> dict[str, Any] | None:
     cfg = object_field(body, "llmInvocationConfig")
     if cfg is None:
         return None
@@ -148,7 +156,7 @@ def validate_llm_invocation_config(body: dict) -> dict | None:
     return cfg
 
 
-def _health(body: dict, inference_url: str, inference_port: int) -> tuple[dict, str]:
+def _health(body: dict[str, Any], inference_url: str, inference_port: int) -> tuple[dict[str, Any], str]:
     health = object_field(body, "health")
     if health is None:
         uri = string_field(body, "healthUri") or DEFAULT_HEALTH_URI
@@ -169,7 +177,7 @@ def _health(body: dict, inference_url: str, inference_port: int) -> tuple[dict, 
     return clean, health["uri"]
 
 
-def _environment(body: dict) -> list[dict] | None:
+def _environment(body: dict[str, Any]) -> list[dict[str, Any]] | None:
     env = list_field(body, "containerEnvironment")
     if env is None:
         return None
@@ -183,7 +191,7 @@ def _environment(body: dict) -> list[dict] | None:
     return [{"key": e["key"], "value": e["value"]} for e in env]
 
 
-def _models(body: dict, function_type: str) -> list[dict] | None:
+def _models(body: dict[str, Any], function_type: str | None) -> list[dict[str, Any]] | None:
     models = list_field(body, "models")
     if models is None:
         return None
@@ -205,7 +213,7 @@ def _models(body: dict, function_type: str) -> list[dict] | None:
     return models
 
 
-def _resources(body: dict) -> list[dict] | None:
+def _resources(body: dict[str, Any]) -> list[dict[str, Any]] | None:
     resources = list_field(body, "resources")
     for i, r in enumerate(resources or ()):
         for field in ("name", "version", "uri"):
@@ -214,7 +222,7 @@ def _resources(body: dict) -> list[dict] | None:
     return resources
 
 
-def _secrets(body: dict) -> dict[str, Any] | None:
+def _secrets(body: dict[str, Any]) -> dict[str, Any] | None:
     items = list_field(body, "secrets")
     if items is None:
         return None
@@ -238,7 +246,7 @@ def _secrets(body: dict) -> dict[str, Any] | None:
     return out
 
 
-def validate_function(body: dict) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def validate_function(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """CreateFunctionRequest -> (function fields to store, secret values or None)."""
     name = string_field(body, "name", required=True, max_len=128)
     if not NAME_RE.match(name):
@@ -292,7 +300,7 @@ def validate_function(body: dict) -> tuple[dict[str, Any], dict[str, Any] | None
     return {k: v for k, v in fields.items() if v is not None}, secrets
 
 
-def validate_function_update(body: dict) -> dict[str, Any]:
+def validate_function_update(body: dict[str, Any]) -> dict[str, Any]:
     """UpdateFunctionRequest: only tags, rateLimit, llmInvocationConfig, modelUpdates."""
     for field in body:
         if field not in UPDATABLE:

@@ -8,6 +8,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
 
 def resolve_key(args: argparse.Namespace) -> str | None:
     if args.key:
-        return args.key
+        key: str = args.key
+        return key
     try:
         return (args.data_dir / ADMIN_KEY_FILE).read_text().strip() or None
     except OSError:
@@ -43,7 +45,12 @@ def resolve_key(args: argparse.Namespace) -> str | None:
 
 
 def call(
-    args: argparse.Namespace, method: str, path: str, body: Any = None, query: dict | None = None, headers: dict[str, str] | None = None
+    args: argparse.Namespace,
+    method: str,
+    path: str,
+    body: Any = None,
+    query: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Any:
     url = args.api_url.rstrip("/") + path
     if query:
@@ -79,7 +86,7 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     """A plain aligned table; columns are (header, field) pairs."""
     cells = [[h for h, _ in columns]] + [[_cell(r.get(f)) for _, f in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
 def _cell(value: Any) -> str:
@@ -90,7 +97,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def emit(args: argparse.Namespace, data: Any, human) -> None:
+def emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str]) -> None:
     """--json: the response as is; otherwise `human(data)` (a string)."""
     if args.json:
         print(json.dumps(data, indent=2))
@@ -98,7 +105,7 @@ def emit(args: argparse.Namespace, data: Any, human) -> None:
         print(human(data))
 
 
-def run(func):
+def run(func: Callable[[argparse.Namespace], int | None]) -> Callable[[argparse.Namespace], int]:
     """Wrap a command so CliError prints the message and exits 1."""
 
     def wrapper(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from .client import add_client_arguments, call, emit, run, table
 
@@ -16,7 +17,7 @@ SPEC_COLUMNS = [
 ]
 
 
-def _show(d: dict) -> str:
+def _show(d: dict[str, Any]) -> str:
     dep = d["deployment"]
     head = (
         f"deployment {dep['deploymentId']}  function {dep['functionId']} version {dep['functionVersionId']}"
@@ -94,13 +95,13 @@ def _queue(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser("deployment", help="deploy, inspect, scale and undeploy function versions").add_subparsers(
         dest="action", metavar="ACTION", required=True
     )
 
     def with_ids(name: str, help: str) -> argparse.ArgumentParser:
-        p = group.add_parser(name, help=help)
+        p: argparse.ArgumentParser = group.add_parser(name, help=help)
         add_client_arguments(p)
         p.add_argument("function_id")
         p.add_argument("version_id")

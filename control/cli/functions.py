@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from .client import CliError, add_client_arguments, call, emit, run, table
 
@@ -18,7 +19,7 @@ COLUMNS = [
 ]
 
 
-def _read_body(path: Path) -> dict:
+def _read_body(path: Path) -> dict[str, Any]:
     try:
         body = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -43,7 +44,7 @@ def _create(args: argparse.Namespace) -> int:
         if value is not None:
             body[field] = value
     if args.env:
-        body["containerEnvironment"] = [dict(zip(("key", "value"), e.split("=", 1))) for e in args.env]
+        body["containerEnvironment"] = [dict(zip(("key", "value"), e.split("=", 1), strict=False)) for e in args.env]
     if args.tag:
         body["tags"] = args.tag
     path = f"/v2/nvcf/functions/{args.function_id}/versions" if args.function_id else "/v2/nvcf/functions"
@@ -64,7 +65,7 @@ def _list(args: argparse.Namespace) -> int:
 def _get(args: argparse.Namespace) -> int:
     data = call(args, "GET", f"/v2/nvcf/functions/{args.function_id}/versions/{args.version_id}")
 
-    def human(d: dict) -> str:
+    def human(d: dict[str, Any]) -> str:
         fn = d["function"]
         lines = [f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}" for k, v in fn.items() if k != "activeInstances"]
         instances = fn.get("activeInstances") or []
@@ -100,7 +101,7 @@ def _delete(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser("function", help="register, list, update and delete functions").add_subparsers(
         dest="action", metavar="ACTION", required=True
     )

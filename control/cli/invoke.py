@@ -19,7 +19,7 @@ DEFAULT_GATEWAY = f"http://{LOOPBACK}:8000"
 DEFAULT_GRPC = f"{LOOPBACK}:10081"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("invoke", help="invoke a function through the gateway (HTTP, SSE or gRPC)")
     add_client_arguments(p)
     p.add_argument("function_id")

@@ -94,7 +94,7 @@ def _grant_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser("key", help="create, list, get, update and revoke API keys").add_subparsers(
         dest="action", metavar="ACTION", required=True
     )

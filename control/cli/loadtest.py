@@ -42,7 +42,7 @@ def _steps(text: str) -> tuple[int, ...]:
     return steps
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from fngate.loadtests.scenarios import SCENARIOS
 
     names = ["smoke", *SCENARIOS]

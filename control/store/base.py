@@ -13,7 +13,7 @@ A failed expectation raises :class:`Conflict` and writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -79,7 +79,7 @@ class StateStore(Protocol):
         """All records of a kind whose key starts with prefix, ordered by key."""
         ...
 
-    async def commit(self, ops: list[Op]) -> int:
+    async def commit(self, ops: Sequence[Op]) -> int:
         """Apply all ops atomically (all expectations hold, or Conflict and nothing
         changes). Returns the new store revision; every op's record gets it."""
         ...
@@ -105,11 +105,17 @@ class StateStore(Protocol):
 class StoreHelpers:
     """put/delete in terms of commit, for implementations to inherit."""
 
+    async def get(self, kind: str, key: str) -> Record | None:
+        raise NotImplementedError  # each store implements it
+
+    async def commit(self, ops: Sequence[Op]) -> int:
+        raise NotImplementedError  # each store implements it
+
     async def put(self, kind: str, key: str, value: dict[str, Any], *, expect: int | None = None) -> Record:
-        rev = await self.commit([Put(kind, key, value, expect)])  # type: ignore[attr-defined]
+        rev = await self.commit([Put(kind, key, value, expect)])
         return Record(kind, key, rev, value)
 
     async def delete(self, kind: str, key: str, *, expect: int | None = None) -> bool:
-        existed = await self.get(kind, key) is not None  # type: ignore[attr-defined]
-        await self.commit([Delete(kind, key, expect)])  # type: ignore[attr-defined]
+        existed = await self.get(kind, key) is not None
+        await self.commit([Delete(kind, key, expect)])
         return existed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from .base import Change, Compacted, Conflict, Delete, Op, Put, Record, StoreHelpers
@@ -33,7 +33,7 @@ class MemoryStore(StoreHelpers):
         out.sort(key=lambda r: r.key)
         return out
 
-    async def commit(self, ops: list[Op]) -> int:
+    async def commit(self, ops: Sequence[Op]) -> int:
         for op in ops:  # check every expectation before touching anything
             if op.expect is None:
                 continue
@@ -48,9 +48,8 @@ class MemoryStore(StoreHelpers):
                 value: dict[str, Any] = copy.deepcopy(op.value)
                 self._data[(op.kind, op.key)] = Record(op.kind, op.key, rev, value)
                 self._append(Change(rev, op.kind, op.key, copy.deepcopy(value)))
-            elif isinstance(op, Delete):
-                if self._data.pop((op.kind, op.key), None) is not None:
-                    self._append(Change(rev, op.kind, op.key, None))
+            elif isinstance(op, Delete) and self._data.pop((op.kind, op.key), None) is not None:
+                self._append(Change(rev, op.kind, op.key, None))
         async with self._changed:
             self._changed.notify_all()
         return rev

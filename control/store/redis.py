@@ -14,8 +14,8 @@ raises Compacted.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -66,6 +66,8 @@ return {'ok', tostring(rev)}
 """
 
 _MAX_SEQ = 2**64 - 1
+# XREAD with bytes responses: [(stream, [(entry id, {field: value})])]
+_XReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 
 
 def _decode(kind: str, key: str, raw: bytes) -> Record:
@@ -88,16 +90,16 @@ class RedisStore(StoreHelpers):
         return store
 
     async def get(self, kind: str, key: str) -> Record | None:
-        raw = await self._redis.hget(self._prefix + "doc:" + kind, key)
+        raw = cast("bytes | None", await self._redis.hget(self._prefix + "doc:" + kind, key))  # bytes: no decode_responses
         return None if raw is None else _decode(kind, key, raw)
 
     async def list(self, kind: str, prefix: str = "") -> list[Record]:
-        items = await self._redis.hgetall(self._prefix + "doc:" + kind)
+        items = cast("dict[bytes, bytes]", await self._redis.hgetall(self._prefix + "doc:" + kind))
         out = [_decode(kind, k.decode(), v) for k, v in items.items() if k.decode().startswith(prefix)]
         out.sort(key=lambda r: r.key)
         return out
 
-    async def commit(self, ops: list[Op]) -> int:
+    async def commit(self, ops: Sequence[Op]) -> int:
         args: list[Any] = [self._history]
         for op in ops:
             expect = "" if op.expect is None else str(op.expect)
@@ -123,7 +125,7 @@ class RedisStore(StoreHelpers):
         last_id = f"{since}-{_MAX_SEQ}"
         cursor = since
         while True:
-            reply = await self._redis.xread({stream: last_id}, count=500, block=self._block_ms)
+            reply = cast("_XReadReply | None", await self._redis.xread({stream: last_id}, count=500, block=self._block_ms))
             # checked after the read: a trim that raced with it shows up here
             compacted = await self._compacted()
             if cursor < compacted:

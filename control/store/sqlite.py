@@ -10,8 +10,9 @@ changes and remembers through which revision older ones were dropped.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,17 +68,23 @@ class SqliteStore(StoreHelpers):
         db.executescript(_SCHEMA)
         self._db = db
 
+    @property
+    def _open_db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
     # reads ---------------------------------------------------------------
 
     def _get(self, kind: str, key: str) -> Record | None:
-        row = self._db.execute("SELECT revision, value FROM docs WHERE kind=? AND key=?", (kind, key)).fetchone()
+        row = self._open_db.execute("SELECT revision, value FROM docs WHERE kind=? AND key=?", (kind, key)).fetchone()
         return None if row is None else Record(kind, key, row[0], orjson.loads(row[1]))
 
     async def get(self, kind: str, key: str) -> Record | None:
         return await self._run(self._get, kind, key)
 
-    def _list(self, kind: str, prefix: str) -> list[Record]:
-        rows = self._db.execute(
+    def _list(self, kind: str, prefix: str) -> builtins.list[Record]:
+        rows = self._open_db.execute(
             "SELECT key, revision, value FROM docs WHERE kind=? AND substr(key, 1, ?)=? ORDER BY key",
             (kind, len(prefix), prefix),
         ).fetchall()
@@ -87,15 +94,16 @@ class SqliteStore(StoreHelpers):
         return await self._run(self._list, kind, prefix)
 
     def _revision(self) -> int:
-        return self._db.execute("SELECT value FROM meta WHERE name='revision'").fetchone()[0]
+        revision: int = self._open_db.execute("SELECT value FROM meta WHERE name='revision'").fetchone()[0]
+        return revision
 
     async def revision(self) -> int:
         return await self._run(self._revision)
 
     # writes --------------------------------------------------------------
 
-    def _commit(self, ops: list[Op]) -> int:
-        db = self._db
+    def _commit(self, ops: Sequence[Op]) -> int:
+        db = self._open_db
         db.execute("BEGIN IMMEDIATE")
         try:
             for op in ops:
@@ -112,9 +120,8 @@ class SqliteStore(StoreHelpers):
                     blob = orjson.dumps(op.value)
                     db.execute("INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?)", (op.kind, op.key, rev, blob))
                     db.execute("INSERT INTO changes (revision, kind, key, value) VALUES (?, ?, ?, ?)", (rev, op.kind, op.key, blob))
-                elif isinstance(op, Delete):
-                    if db.execute("DELETE FROM docs WHERE kind=? AND key=?", (op.kind, op.key)).rowcount:
-                        db.execute("INSERT INTO changes (revision, kind, key, value) VALUES (?, ?, ?, NULL)", (rev, op.kind, op.key))
+                elif isinstance(op, Delete) and db.execute("DELETE FROM docs WHERE kind=? AND key=?", (op.kind, op.key)).rowcount:
+                    db.execute("INSERT INTO changes (revision, kind, key, value) VALUES (?, ?, ?, NULL)", (rev, op.kind, op.key))
             self._trim()
             db.execute("COMMIT")
         except BaseException:
@@ -123,7 +130,7 @@ class SqliteStore(StoreHelpers):
         return rev
 
     def _trim(self) -> None:
-        db = self._db
+        db = self._open_db
         (count,) = db.execute("SELECT count(*) FROM changes").fetchone()
         excess = count - self._history
         if excess <= 0:
@@ -132,7 +139,7 @@ class SqliteStore(StoreHelpers):
         db.execute("DELETE FROM changes WHERE seq <= ?", (last_seq,))
         db.execute("UPDATE meta SET value=max(value, ?) WHERE name='compacted'", (last_rev,))
 
-    async def commit(self, ops: list[Op]) -> int:
+    async def commit(self, ops: Sequence[Op]) -> int:
         rev = await self._run(self._commit, list(ops))
         self._generation += 1
         async with self._changed:
@@ -141,9 +148,9 @@ class SqliteStore(StoreHelpers):
 
     # change feed ---------------------------------------------------------
 
-    def _changes_after(self, since: int, after_seq: int) -> tuple[int, list[tuple[int, Change]]]:
-        compacted = self._db.execute("SELECT value FROM meta WHERE name='compacted'").fetchone()[0]
-        rows = self._db.execute(
+    def _changes_after(self, since: int, after_seq: int) -> tuple[int, builtins.list[tuple[int, Change]]]:
+        compacted = self._open_db.execute("SELECT value FROM meta WHERE name='compacted'").fetchone()[0]
+        rows = self._open_db.execute(
             "SELECT seq, revision, kind, key, value FROM changes WHERE revision > ? AND seq > ? ORDER BY seq LIMIT 1000",
             (since, after_seq),
         ).fetchall()
@@ -156,7 +163,7 @@ class SqliteStore(StoreHelpers):
             compacted, changes = await self._run(self._changes_after, since, after_seq)
             if cursor < compacted:
                 raise Compacted(f"history through revision {compacted} was dropped")
-            for after_seq, change in changes:
+            for after_seq, change in changes:  # noqa: B007 the last seq seen is where the next page starts
                 cursor = change.revision
                 yield change
             if changes:

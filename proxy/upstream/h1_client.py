@@ -74,12 +74,12 @@ class H1Upstream(asyncio.Protocol):
         self.key = key
         self.idle_since = 0.0
         self.closed = False
-        self._head: asyncio.Future | None = None
+        self._head: asyncio.Future[tuple[int, list[tuple[bytes, bytes]]]] | None = None
         self._status = 0
         self._hname = b""
         self.body: BodyBuffer | None = None
         self._paused_write = False
-        self._drain: asyncio.Future | None = None
+        self._drain: asyncio.Future[None] | None = None
         self._complete = False
         self._no_body = False
         self._any_byte = False
@@ -95,7 +95,7 @@ class H1Upstream(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream connection's transport is a Transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -230,6 +230,11 @@ class H1Upstream(asyncio.Protocol):
             self.transport.resume_reading()
 
     # -- used by the forwarder ----------------------------------------------------------
+    def _connected(self) -> asyncio.Transport:
+        transport = self.transport
+        assert transport is not None  # the pool hands out made connections only
+        return transport
+
     def start(self, head: bytes, no_body: bool) -> None:
         """Send a request head; `no_body`: the response has no body (HEAD)."""
         self._new_exchange(no_body)
@@ -237,14 +242,14 @@ class H1Upstream(asyncio.Protocol):
         if self.closed:  # closed by the instance before we wrote anything
             self._head.set_exception(UpstreamLost("instance closed the connection", True))
             return
-        self.transport.write(head)
+        self._connected().write(head)
 
     def start_sink(self, request: bytes, no_body: bool, sink: ResponseSink) -> None:
         """Send a whole request (head and body) and push the response to `sink`."""
         self._new_exchange(no_body)
         self._head = None
         self.sink = sink
-        self.transport.write(request)
+        self._connected().write(request)
 
     def _new_exchange(self, no_body: bool) -> None:
         self._status = 0
@@ -260,13 +265,15 @@ class H1Upstream(asyncio.Protocol):
     async def write(self, data: bytes) -> None:
         if self.closed:
             raise UpstreamLost("instance closed the connection", not self._any_byte)
-        self.transport.write(data)
+        self._connected().write(data)
         if self._paused_write:
             self._drain = asyncio.get_running_loop().create_future()
             await self._drain
 
     async def response(self) -> tuple[int, Headers]:
-        return await self._head
+        head = self._head
+        assert head is not None  # start() sent a request
+        return await head
 
     @property
     def got_response_byte(self) -> bool:

@@ -47,13 +47,13 @@ class H1Pool:
         key = (host, port)
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await asyncio.wait_for(
+            _, made = await asyncio.wait_for(
                 loop.create_connection(lambda: H1Upstream(key, self.max_buffer), host, port), self.connect_timeout
             )
         except (TimeoutError, OSError) as exc:
             raise ConnectFailed(f"cannot connect to the instance at {host}:{port}: {exc or 'timeout'}") from None
         self.opened += 1
-        return conn, False
+        return made, False
 
     def release(self, conn: H1Upstream) -> None:
         if not conn.reusable():

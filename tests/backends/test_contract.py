@@ -66,7 +66,7 @@ async def test_is_a_backend(subject):
 
 
 async def test_apply_converges_up_down_and_is_idempotent(subject):
-    kind, backend, spec, t = subject
+    _kind, backend, spec, t = subject
     await backend.apply(spec, 2)
     await t.until(lambda: len(t.ready_of("v1")) == 2)
     async with httpx.AsyncClient() as client:

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,7 +40,7 @@ async def local(tmp_path):
 
 async def test_unknown_image_is_refused_and_starts_nothing(local):
     backend, _ = local
-    with pytest.raises(BackendError, match="unknown container image 'nvcr.io/acme/nope:1'"):
+    with pytest.raises(BackendError, match=r"unknown container image 'nvcr.io/acme/nope:1'"):
         await backend.apply(toy_spec(image="nvcr.io/acme/nope:1"), 1)
     assert backend.instances() == []
 
@@ -55,7 +56,7 @@ async def test_inventory_exhausted_places_what_fits_and_says_why(local):
 
 async def test_unknown_instance_type_is_refused(local):
     backend, _ = local
-    with pytest.raises(BackendError, match="unknown instance type 'NCP.GPU.B200_8x'"):
+    with pytest.raises(BackendError, match=r"unknown instance type 'NCP.GPU.B200_8x'"):
         await backend.apply(toy_spec(instance_type="NCP.GPU.B200_8x", gpu="B200"), 1)
 
 
@@ -102,7 +103,7 @@ async def test_crashed_instance_is_restarted(local):
     await t.until(lambda: len(t.ready_of("v1")) == 1)
     [again] = backend.instances("v1")
     assert again["instanceId"] == inst["instanceId"] and again["pid"] != inst["pid"]
-    assert "starting instance" in open(again["log"]).read()
+    assert "starting instance" in Path(again["log"]).read_text()
 
 
 async def test_hung_instance_is_detected_and_replaced(local):
@@ -175,7 +176,7 @@ async def test_static_endpoint_that_never_answers_fails_and_is_retried_by_the_ne
 
 async def test_static_backend_refuses_bad_configuration():
     backend = StaticBackend("static")
-    with pytest.raises(BackendError, match='needs configuration {"endpoints"'):
+    with pytest.raises(BackendError, match=r'needs configuration {"endpoints"'):
         await backend.apply(toy_spec(), 1)
     with pytest.raises(BackendError, match="needs a host and a port"):
         await backend.apply(toy_spec(configuration={"endpoints": ["http://no-port"]}), 1)

@@ -79,7 +79,7 @@ async def test_passes_scale_up_on_busy_seconds_and_down_to_zero_when_idle():
     cfg = AutoscalerConfig(window=10, down_stabilization=0, idle_timeout=30)
     scaler = Autoscaler(store, board, cfg, clock=lambda: now[0])
     spec = gpu_spec(0, 4, maxRequestConcurrency=2)
-    fid, vid = await deploy(store, specs=[spec])  # ACTIVE from zero
+    _fid, vid = await deploy(store, specs=[spec])  # ACTIVE from zero
     key = R.scale_key(vid, spec["gpuSpecificationId"])
 
     board.update(LoadReport("gw", now[0], {vid: VersionLoad(cold_waiting=1, queue_depth=1, last_request_at=now[0])}))

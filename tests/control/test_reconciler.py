@@ -101,7 +101,7 @@ async def test_unknown_backend_is_error(fake_world):
 async def test_scale_decision_is_clamped_and_applied(fake_world):
     store, fake, _, _ = fake_world
     spec = gpu_spec(1, 2)
-    fid, vid = await deploy(store, specs=[spec])
+    _fid, vid = await deploy(store, specs=[spec])
     await wait_for(lambda: _n(fake, vid, 1))
     await store.put(R.SCALE, R.scale_key(vid, spec["gpuSpecificationId"]), {"replicas": 5, "reason": "test"})
     await wait_for(lambda: _n(fake, vid, 2), what="clamped to maxInstances")

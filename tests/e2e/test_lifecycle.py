@@ -40,7 +40,7 @@ def test_deploy_invoke_and_states_follow_instance_deaths(serve):
     assert echoed["path"] == "/echo" and echoed["bodySize"] == 5
     assert {k.lower(): v for k, v in echoed["headers"].items()}["nvcf-function-id"] == fid
 
-    first, second = api.ready_instances(fid, vid)
+    first, _second = api.ready_instances(fid, vid)
     os.kill(instance_pid(sp.data_dir, vid, first["instanceId"]), signal.SIGKILL)
     api.wait_status(fid, vid, "DEGRADING")
     assert api.invoke(fid).status_code == 200  # DEGRADING is still invokable, on the survivor

@@ -24,7 +24,7 @@ def req(env, path: str, extra: bytes = b"", version: bytes = b"1.1") -> bytes:
 
 async def read_response(reader) -> tuple[bytes, bytes]:
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    length = next(int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length"))
+    length = next(int(ln.split(b":")[1]) for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length"))
     return head, await reader.readexactly(length)
 
 

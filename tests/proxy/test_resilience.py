@@ -91,7 +91,7 @@ async def test_expect_100_continue(env, echo_up):
     writer.write(b"hello")
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 200 ")
-    length = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0].split(b":")[1])
+    length = int(next(ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")).split(b":")[1])
     body = await reader.readexactly(length)
     writer.close()
     assert b'"bodySize": 5' in body
@@ -137,7 +137,7 @@ async def test_sse_keepalive_comments_while_queued(keepalive_env, sse_up):
                 env.publish([route(sse_up.port)])  # the instance comes up
             if line == "data: [DONE]":
                 break
-    data = [l for l in lines if l.startswith("data: {")]
+    data = [ln for ln in lines if ln.startswith("data: {")]
     assert lines.count(": keep-alive") >= 2 and len(data) == 3
 
 

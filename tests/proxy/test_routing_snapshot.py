@@ -72,7 +72,7 @@ def test_every_field_survives_the_wire():
     assert type(back.keys["d9"]) is KeyGrant
     assert hash(decoded) == hash(route)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        decoded.status = "ACTIVE"  # type: ignore[misc]
+        decoded.status = "ACTIVE"  # type: ignore[misc]  # the frozen assignment is the point
 
 
 def test_a_snapshot_without_defaulted_fields_decodes_with_the_defaults():

@@ -25,7 +25,7 @@ class FakeCluster:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # started: the server exists
         self.url = f"http://127.0.0.1:{port}"
         self.api.write_kubeconfig(self.kubeconfig, self.url, self.namespace)
         self.kubelet.start()

@@ -21,6 +21,7 @@ import signal
 import socket
 import tempfile
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,13 @@ class FakeKubelet:
         self._order: dict[str, int] = {}  # pod name -> creation sequence
         self._dirty = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
+        self._side_tasks: set[asyncio.Future[None]] = set()  # held so the loop cannot collect them mid-run
         api.on_change = self._dirty.set
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     # -- test hooks ----------------------------------------------------------------------
     def kill_pod(self, name: str, namespace: str = "default") -> int:
@@ -98,7 +105,7 @@ class FakeKubelet:
         pod["status"].update(phase="Failed", reason="Evicted", message="The node was low on resource: memory.")
         self._set_ready(pod, False)
         self.api.put("pods", namespace, pod, event="MODIFIED")
-        asyncio.ensure_future(self._kill(run, graceful=False))
+        self._background(self._kill(run, graceful=False))
 
     def vanish_pod(self, name: str, namespace: str = "default") -> None:
         """The node died and the pod was force-deleted: the object is gone at once."""
@@ -106,7 +113,7 @@ class FakeKubelet:
         if run.task:
             run.task.cancel()
         self.api.remove("pods", namespace, name)
-        asyncio.ensure_future(self._kill(run, graceful=False))
+        self._background(self._kill(run, graceful=False))
 
     def fail_pod_creation(self, message: str) -> None:
         self.quota_message = message
@@ -269,7 +276,7 @@ class FakeKubelet:
             await self._kill(run, graceful=True)
             self.api.remove("pods", *key)
 
-        asyncio.ensure_future(finish())
+        self._background(finish())
 
     # -- the kubelet -----------------------------------------------------------------------------
     @staticmethod
@@ -349,16 +356,15 @@ class FakeKubelet:
         health = self._health(container)
         restarts, last_exit = 0, None
         while True:
-            log = open(run.workdir / "container.log", "ab")
-            run.process = await asyncio.create_subprocess_exec(
-                *argv,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-            log.close()
+            with open(run.workdir / "container.log", "ab") as log:
+                run.process = await asyncio.create_subprocess_exec(
+                    *argv,
+                    env=env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                )
             self._update(
                 run, phase="Running", ready=False, container=self._container_status(container, restarts=restarts, last_exit=last_exit)
             )

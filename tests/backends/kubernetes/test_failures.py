@@ -64,14 +64,14 @@ async def test_api_refusal_is_a_backend_error_with_the_api_message(cluster, k8s_
     cluster.api.inject_error(
         "create", "deployments", 403, 'deployments.apps is forbidden: User "system:serviceaccount:x:fngate" cannot create resource'
     )
-    with pytest.raises(BackendError, match="403: deployments.apps is forbidden"):
+    with pytest.raises(BackendError, match=r"403: deployments.apps is forbidden"):
         await k8s_backend.apply(spec, 2)
     assert free_of(k8s_backend, spec) == start, "a refused apply holds no capacity"
     assert cluster.deployments() == []
     cluster.api.inject_error(
         "create", "deployments", 422, 'Deployment.apps "x" is invalid: spec.template.spec.containers[0].image: Required value'
     )
-    with pytest.raises(BackendError, match="422: .*is invalid"):
+    with pytest.raises(BackendError, match=r"422: .*is invalid"):
         await k8s_backend.apply(spec, 1)
     await k8s_backend.apply(spec, 1)  # the API accepts it again: nothing was left half-done
     assert [d["spec"]["replicas"] for d in cluster.deployments()] == [1]
@@ -103,7 +103,7 @@ async def test_quota_refusing_pods_fails_with_the_quota_message(cluster, k8s_bac
 
 
 async def test_helm_chart_functions_are_refused_clearly(k8s_backend):
-    with pytest.raises(BackendError, match="helmChart .*helm"):
+    with pytest.raises(BackendError, match=r"helmChart .*helm"):
         await k8s_backend.apply(toy_spec(image=""), 1)
 
 

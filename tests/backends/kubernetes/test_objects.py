@@ -121,7 +121,7 @@ async def test_every_api_call_is_one_the_role_is_told_about(cluster):
 
 
 def test_config_errors_are_clear():
-    with pytest.raises(ValueError, match="unknown setting.*namespce"):
+    with pytest.raises(ValueError, match=r"unknown setting.*namespce"):
         KubernetesBackend.from_config("k8s", {"type": "kubernetes", "namespce": "x"})
 
 

@@ -3,6 +3,8 @@ connections, and compacting history (410 Gone) while pods change unseen."""
 
 from __future__ import annotations
 
+import itertools
+
 import httpx
 
 from fngate.backends.base import InstanceEventKind as K
@@ -75,11 +77,11 @@ async def test_watch_errors_back_off_and_recover(cluster, k8s_backend):
     # the three failed watches and the one that followed them, each after a longer pause:
     # the back-off starts at retry_backoff and doubles (a pause is never shorter than asked)
     def watches() -> list[float]:
-        seen = zip(cluster.api.requests[since:], cluster.api.request_times[since:])
+        seen = zip(cluster.api.requests[since:], cluster.api.request_times[since:], strict=False)
         return [at for (verb, res), at in seen if (verb, res) == ("watch", "pods")]
 
     watched = await wait_for(lambda: w if len(w := watches()) >= 4 else None, what="the watch after the failed ones")
-    pauses = [b - a for a, b in zip(watched[:3], watched[1:4])]
+    pauses = [b - a for a, b in itertools.pairwise(watched[:4])]
     first = k8s_backend.retry_backoff
     assert all(pause >= first * 2**i - 0.01 for i, pause in enumerate(pauses)), (first, pauses)
     await t.close()
