@@ -84,6 +84,21 @@ _DROP_TO_INSTANCE = (
 )
 
 
+# client field names found not protected (names are lower-case: both drivers make sure);
+# a client repeats them, so one set lookup decides. Bounded, emptied when full.
+_PASSING: set[bytes] = set()
+_PASSING_MAX = 2048
+
+
+def _passes(name: bytes) -> bool:
+    if is_protected(name):
+        return False
+    if len(_PASSING) >= _PASSING_MAX:
+        _PASSING.clear()
+    _PASSING.add(name)
+    return True
+
+
 def is_protected(name: bytes) -> bool:
     """True for a (lower-case) request field name a client may not pass to the instance:
     the ones above, and any that a WSGI/CGI server would read as one of them, since it
@@ -181,6 +196,31 @@ class RouteHeaders:
         return data
 
 
+# The gateway's forwarding lines for recent (client address, host, scheme): a client
+# sends the same on every request of a connection. Bounded, emptied when full.
+_FORWARDING: dict[tuple[str, bytes, bytes], bytes] = {}
+_FORWARDING_MAX = 4096
+
+
+def _forwarding_lines(client_addr: str, authority: bytes, scheme: bytes) -> bytes:
+    addr = client_addr.encode()
+    # Forwarded (RFC 7239 6): IPv6 as a quoted IP-literal; the host is a quoted-string
+    forwarded_for = b'"[%s]"' % addr if b":" in addr else addr
+    quoted_host = authority.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+    lines = b'x-forwarded-for: %s\r\nx-forwarded-host: %s\r\nx-forwarded-proto: %s\r\nforwarded: for=%s;host="%s";proto=%s\r\n' % (
+        addr,
+        authority,
+        scheme,
+        forwarded_for,
+        quoted_host,
+        scheme,
+    )
+    if len(_FORWARDING) >= _FORWARDING_MAX:
+        _FORWARDING.clear()
+    _FORWARDING[(client_addr, authority, scheme)] = lines
+    return lines
+
+
 def upstream_head(
     method: str,
     target: bytes,
@@ -210,17 +250,17 @@ def upstream_head(
             drop = drop | connection_tokens(headers)
         elif n == b"content-type":
             has_ct = True
-    # names are lower-case (both drivers make sure); only one with "_" needs a second look
-    kept = [b"%s: %s\r\n" % hv for hv in headers if hv[0] not in drop and (b"_" not in hv[0] or not is_protected(hv[0]))]
-    addr = client_addr.encode()
-    # Forwarded (RFC 7239 6): IPv6 as a quoted IP-literal; the host is a quoted-string
-    forwarded_for = b'"[%s]"' % addr if b":" in addr else addr
-    quoted_host = authority.replace(b"\\", b"\\\\").replace(b'"', b'\\"') if b'"' in authority or b"\\" in authority else authority
+    if drop is _DROP_TO_INSTANCE:  # the common case: a name that passed once passes again
+        kept = [b"%s: %s\r\n" % hv for hv in headers if hv[0] in _PASSING or _passes(hv[0])]
+    else:
+        kept = [b"%s: %s\r\n" % hv for hv in headers if hv[0] not in drop and not is_protected(hv[0])]
+    forwarding = _FORWARDING.get((client_addr, authority, scheme))
+    if forwarding is None:
+        forwarding = _forwarding_lines(client_addr, authority, scheme)
     return (
         b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%s%s%sNVCF-REQID: %s\r\nNVCF-SUB: %s\r\nNVCF-NCAID: %s\r\n"
         b"NVCF-ASSET-DIR: /var/inf/inputAssets/%s\r\nNVCF-LARGE-OUTPUT-DIR: /var/inf/response/%s\r\n"
-        b"nvcf-poll-seconds: %d\r\n%sx-forwarded-for: %s\r\nx-forwarded-host: %s\r\nx-forwarded-proto: %s\r\n"
-        b'forwarded: for=%s;host="%s";proto=%s\r\nvia: %s fngate\r\n\r\n'
+        b"nvcf-poll-seconds: %d\r\n%s%svia: %s fngate\r\n\r\n"
         % (
             method.encode(),
             target,
@@ -236,12 +276,7 @@ def upstream_head(
             request_id,
             poll_left,
             b"nvcf-feature-disable-worker-compatibility: true\r\n" if host_routed else b"",
-            addr,
-            authority,
-            scheme,
-            forwarded_for,
-            quoted_host,
-            scheme,
+            forwarding,
             b"2" if http2 else b"1.1",
         )
     )
