@@ -130,9 +130,10 @@ def targets(doc: dict) -> list[dict]:
     else:
         add("HTTP/1.1 small: p50 added over nginx's", fn and ng and fn["p50_ms"] - ng["p50_ms"], 0.3, "ms", False)
     h2 = _row(rows, "h2c-small")
-    add("h2c: req/s per core vs nginx", h2 and h2["ratios"].get("vs_nginx_per_core"), 0.3, "×")
+    # the HTTP/2 engine on libnghttp2 (issue 13) raised these two goals from 0.3 and 0.8
+    add("h2c: req/s per core vs nginx", h2 and h2["ratios"].get("vs_nginx_per_core"), 0.35, "×")
     g = _row(rows, "grpc-unary")
-    add("gRPC unary: calls/s vs the instance directly", g and g["ratios"].get("vs_direct"), 0.8, "×")
+    add("gRPC unary: calls/s vs the instance directly", g and g["ratios"].get("vs_direct"), 0.9, "×")
     latency = (doc.get("sse") or {}).get("latency") or []
     through = next((x for x in latency if "added_p50_ms" in x), None)
     add("SSE: added latency per event (p50)", through and through["added_p50_ms"], 1.0, "ms", False)
