@@ -25,12 +25,14 @@ from typing import Any
 
 from fngate.control import records as R
 from fngate.control.loadboard import LoadBoard
+from fngate.control.records import Deployment, FunctionVersion, GpuSpec, InstanceRecord, ScaleDecision
+from fngate.control.states import State
 from fngate.control.store.base import Conflict, StateStore
 from fngate.proxy.routing import VersionLoad
 
 log = logging.getLogger("fngate.autoscaler")
 
-SCALING_STATES = frozenset({"DEPLOYING", "ACTIVE", "DEGRADING", "DEGRADED"})
+SCALING_STATES = frozenset({State.DEPLOYING, State.ACTIVE, State.DEGRADING, State.DEGRADED})
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class AutoscalerConfig:
                 "downStabilization": "down_stabilization",
             }
         )
-        values = {}
+        values: dict[str, float] = {}
         for k, v in (cfg or {}).items():
             norm = names.get(k) or names.get(k.replace("-", "_"))
             if norm is None:
@@ -74,8 +76,8 @@ class Policy:
     down_factor: float
 
     @classmethod
-    def of(cls, cfg: AutoscalerConfig, spec: dict[str, Any]) -> Policy:
-        custom = spec.get("autoscalingConfiguration") or {}
+    def of(cls, cfg: AutoscalerConfig, spec: GpuSpec) -> Policy:
+        custom = spec.autoscaling
         up, down = custom.get("scaleUpDetails") or {}, custom.get("scaleDownDetails") or {}
         return cls(
             float(up.get("threshold", cfg.up_threshold)),
@@ -161,28 +163,26 @@ class Autoscaler:
 
     async def tick(self) -> None:
         now = self.clock()
-        functions = {r.key: r.value for r in await self.store.list(R.FUNCTIONS)}
-        for dep in await self.store.list(R.DEPLOYMENTS):
-            fn = functions.get(dep.key)
-            if fn is None or fn.get("status") not in SCALING_STATES or dep.value.get("graceful"):
+        functions = {r.key: FunctionVersion.parse(r.value) for r in await self.store.list(R.FUNCTIONS)}
+        for rec in await self.store.list(R.DEPLOYMENTS):
+            fn = functions.get(rec.key)
+            dep = Deployment.parse(rec.value)
+            if fn is None or fn.status not in SCALING_STATES or dep.graceful:
                 continue
-            vid = dep.key.split("/", 1)[1]
-            instances = [r.value for r in await self.store.list(R.INSTANCES, vid + "/")]
+            vid = rec.key.split("/", 1)[1]
+            instances = [InstanceRecord.parse(r.value) for r in await self.store.list(R.INSTANCES, vid + "/")]
             load = self.loadboard.version_load(vid)
-            for spec in dep.value.get("deploymentSpecifications") or []:
+            for spec in dep.specs:
                 await self._scale_spec(vid, spec, instances, load, now)
 
-    async def _scale_spec(self, vid: str, spec: dict[str, Any], instances: list[dict[str, Any]], load: VersionLoad, now: float) -> None:
-        gsid = spec.get("gpuSpecificationId") or "default"
+    async def _scale_spec(self, vid: str, spec: GpuSpec, instances: list[InstanceRecord], load: VersionLoad, now: float) -> None:
+        gsid = spec.id
         key = R.scale_key(vid, gsid)
-        lo = int(spec.get("minInstances") or 0)
-        hi = max(int(spec.get("maxInstances") or lo), lo)
+        lo, hi = spec.min_instances, spec.max_instances
         rec = await self.store.get(R.SCALE, key)
-        current = min(max(int(rec.value["replicas"]) if rec else lo, lo), hi)
-        ready = sum(
-            1 for i in instances if i.get("gpuSpecificationId") == gsid and i.get("instanceStatus") == "ACTIVE" and not i.get("draining")
-        )
-        slots = ready * max(int(spec.get("maxRequestConcurrency") or 1), 1)
+        current = spec.clamp(ScaleDecision.parse(rec.value).replicas if rec else lo)
+        ready = sum(1 for i in instances if i.gpu_spec_id == gsid and i.active and not i.draining)
+        slots = ready * spec.max_request_concurrency
         util = self.utilisation(vid, slots, now)
         last = load.last_request_at or self._started
         replicas, reason = decide(
@@ -205,8 +205,7 @@ class Autoscaler:
             log.info("version %s spec %s: %d -> %d instances (%s)", vid, gsid, current, replicas, reason)
             self._changed_at[key] = now
         try:
-            await self.store.put(
-                R.SCALE, key, {"replicas": replicas, "reason": reason, "at": R.iso_at(now)}, expect=rec.revision if rec else 0
-            )
+            decision = ScaleDecision(replicas, reason, R.iso_at(now))
+            await self.store.put(R.SCALE, key, decision.to_doc(), expect=rec.revision if rec else 0)
         except Conflict:
             pass  # written meanwhile (an undeploy, another pass): decide again next time

@@ -1,11 +1,13 @@
-"""Stored function + deployment documents -> the InstanceSpec a backend runs."""
+"""A stored function version + one of its GPU specs -> the InstanceSpec a backend runs."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from fngate.backends.base import HealthCheck, InstanceSpec
+from fngate.control.records import FunctionVersion, GpuSpec
 
 _DURATION = re.compile(r"^P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 
@@ -21,38 +23,35 @@ def iso_seconds(value: Any, default: float) -> float:
     return d * 86400 + h * 3600 + mi * 60 + s
 
 
-def health_of(fn: dict[str, Any]) -> HealthCheck:
-    port = int(fn.get("inferencePort") or 8000)
-    h = fn.get("health")
-    if isinstance(h, dict):
+def health_of(fn: FunctionVersion) -> HealthCheck:
+    h = fn.health
+    if h is not None:
         return HealthCheck(
             protocol="gRPC" if str(h.get("protocol", "HTTP")).lower() == "grpc" else "HTTP",
             uri=str(h.get("uri") or "/v2/health/ready"),
-            port=int(h.get("port") or port),
+            port=int(h.get("port") or fn.inference_port),
             timeout_s=iso_seconds(h.get("timeout"), 10.0),
             expected_status=int(h.get("expectedStatusCode") or 200),
         )
-    grpc = fn.get("inferenceUrl") == "/grpc"
-    return HealthCheck(protocol="gRPC" if grpc else "HTTP", uri=str(fn.get("healthUri") or "/v2/health/ready"), port=port)
+    return HealthCheck(protocol="gRPC" if fn.grpc else "HTTP", uri=fn.health_uri or "/v2/health/ready", port=fn.inference_port)
 
 
-def instance_spec(fn: dict[str, Any], gpu_spec: dict[str, Any], secrets: dict[str, Any] | None = None) -> InstanceSpec:
-    env = {str(e["key"]): str(e.get("value", "")) for e in fn.get("containerEnvironment") or () if "key" in e}
+def instance_spec(fn: FunctionVersion, gpu_spec: GpuSpec, secrets: Mapping[str, Any] | None = None) -> InstanceSpec:
     return InstanceSpec(
-        function_id=fn["id"],
-        version_id=fn["versionId"],
-        function_name=fn.get("name", ""),
-        container_image=fn.get("containerImage") or "",
-        gpu_spec_id=gpu_spec.get("gpuSpecificationId") or "default",
-        gpu=gpu_spec.get("gpu", ""),
-        instance_type=gpu_spec.get("instanceType", ""),
-        inference_port=int(fn.get("inferencePort") or 8000),
-        inference_url=fn.get("inferenceUrl") or "/",
-        container_args=fn.get("containerArgs") or "",
-        environment=env,
+        function_id=fn.function_id,
+        version_id=fn.version_id,
+        function_name=fn.name,
+        container_image=fn.container_image,
+        gpu_spec_id=gpu_spec.id,
+        gpu=gpu_spec.gpu,
+        instance_type=gpu_spec.instance_type,
+        inference_port=fn.inference_port,
+        inference_url=fn.inference_url,
+        container_args=fn.container_args,
+        environment=dict(fn.environment),
         health=health_of(fn),
         secrets=dict(secrets or {}),
-        configuration=dict(gpu_spec.get("configuration") or {}),
-        max_request_concurrency=int(gpu_spec.get("maxRequestConcurrency") or 1),
-        nca_id=fn.get("ncaId") or "fngate",
+        configuration=dict(gpu_spec.configuration),
+        max_request_concurrency=gpu_spec.max_request_concurrency,
+        nca_id=fn.nca_id,
     )

@@ -15,13 +15,13 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fngate.control import records as R
 from fngate.control.authorizations import Authority
 from fngate.control.keys import ACTIVE, StoredKey
-from fngate.control.records import parse_iso
+from fngate.control.records import NO_GPU_SPEC, Deployment, FunctionVersion, InstanceRecord, parse_iso
 from fngate.control.sharing import Sharing, load_all_sharing
 from fngate.control.store.base import Compacted, StateStore
 from fngate.proxy.routing import ROUTING_CHANNEL, ROUTING_KEY, Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
@@ -61,41 +61,41 @@ def _unix(iso: str | None) -> float | None:
 
 
 def build_routes(
-    functions: list[dict[str, Any]],
-    deployments: dict[str, dict[str, Any]],
-    instances: list[dict[str, Any]],
-    sharing: dict[str, Sharing] | None = None,
+    functions: list[FunctionVersion],
+    deployments: Mapping[str, Deployment],
+    instances: list[InstanceRecord],
+    sharing: Mapping[str, Sharing] | None = None,
 ) -> list[VersionRoute]:
-    ready: dict[str, list[dict[str, Any]]] = {}
+    """`deployments` is keyed by version id; `sharing` by function id."""
+    ready: dict[str, list[InstanceRecord]] = {}
     for inst in instances:
-        if inst.get("instanceStatus") == "ACTIVE" and inst.get("port"):
-            ready.setdefault(inst["functionVersionId"], []).append(inst)
+        if inst.active and inst.port:
+            ready.setdefault(inst.version_id, []).append(inst)
     routes = []
     for fn in functions:
-        vid = fn["versionId"]
-        grpc = fn.get("inferenceUrl") == "/grpc"
-        specs = (deployments.get(vid) or {}).get("deploymentSpecifications") or [{}]
-        first = specs[0]
-        here = sorted(ready.get(vid, ()), key=lambda i: i["instanceId"])
-        endpoints = tuple(Endpoint(i["instanceId"], i["host"], int(i["port"]), bool(i.get("draining"))) for i in here)
+        vid = fn.version_id
+        dep = deployments.get(vid)
+        first = dep.specs[0] if dep is not None and dep.specs else NO_GPU_SPEC
+        here = sorted(ready.get(vid, ()), key=lambda i: i.instance_id)
+        endpoints = tuple(Endpoint(i.instance_id, i.host, i.port, i.draining) for i in here)
         # A spec without `backend` runs on the default backend; the instances know its name.
-        backend = first.get("backend") or next((i["backend"] for i in here if i.get("backend")), "")
+        backend = first.backend or next((i.backend for i in here if i.backend), "")
         routes.append(
             VersionRoute(
-                function_id=fn["id"],
+                function_id=fn.function_id,
                 version_id=vid,
-                name=fn.get("name", ""),
-                status=fn.get("status", "INACTIVE"),
-                nca_id=fn.get("ncaId", "fngate"),
-                inference_url=fn.get("inferenceUrl") or "/",
-                inference_port=int(fn.get("inferencePort") or 8000),
-                grpc=grpc,
-                max_concurrency=max(int(first.get("maxRequestConcurrency") or 1), 1),
-                instance_type=first.get("instanceType", ""),
-                gpu=first.get("gpu", ""),
+                name=fn.name,
+                status=fn.status.value,
+                nca_id=fn.nca_id,
+                inference_url=fn.inference_url,
+                inference_port=fn.inference_port,
+                grpc=fn.grpc,
+                max_concurrency=first.max_request_concurrency,
+                instance_type=first.instance_type,
+                gpu=first.gpu,
                 backend=backend,
                 endpoints=endpoints,
-                authorized=(sharing or {}).get(fn["id"], _NOT_SHARED).parties(vid),
+                authorized=(sharing or {}).get(fn.function_id, _NOT_SHARED).parties(vid),
             )
         )
     return routes
@@ -179,9 +179,9 @@ class RoutingPublisher:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def build(self) -> RoutingTable:
-        functions = [r.value for r in await self.store.list(R.FUNCTIONS)]
-        deployments = {r.key.split("/", 1)[1]: r.value for r in await self.store.list(R.DEPLOYMENTS)}
-        instances = [r.value for r in await self.store.list(R.INSTANCES)]
+        functions = [FunctionVersion.parse(r.value) for r in await self.store.list(R.FUNCTIONS)]
+        deployments = {r.key.split("/", 1)[1]: Deployment.parse(r.value) for r in await self.store.list(R.DEPLOYMENTS)}
+        instances = [InstanceRecord.parse(r.value) for r in await self.store.list(R.INSTANCES)]
         keys = [r.value for r in await self.store.list(R.KEYS)]
         sharing = await load_all_sharing(self.store)
         self._last_version = max(int(time.time() * 1000), self._last_version + 1)

@@ -16,25 +16,29 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import replace
+from typing import Any, TypedDict
 
 from fngate.backends.base import Backend, BackendError, InstanceEvent, InstanceSpec
 from fngate.backends.base import InstanceEventKind as K
 from fngate.control import records as R
 from fngate.control.instance_spec import instance_spec
 from fngate.control.loadboard import LoadBoard
-from fngate.control.records import now_iso, parse_iso
+from fngate.control.records import Deployment, FunctionVersion, GpuSpec, InstanceRecord, ScaleDecision, now_iso, parse_iso
 from fngate.control.states import DEPLOYED, Event, InvalidTransition, State, fact_event, next_state
 from fngate.control.store.base import Compacted, Conflict, Delete, Op, Put, Record, StateStore
 
 log = logging.getLogger("fngate.reconciler")
 
 
-def desired_replicas(gpu_spec: dict[str, Any], scale: dict[str, Any] | None) -> int:
-    lo = int(gpu_spec.get("minInstances") or 0)
-    hi = max(int(gpu_spec.get("maxInstances") or lo), lo)
-    want = lo if scale is None else int(scale.get("replicas", lo))
-    return min(max(want, lo), hi)
+class HealthItem(TypedDict):
+    """One entry of a deployment's healthInfo (why it failed)."""
+
+    icmsRequestId: str
+    gpu: str
+    backend: str
+    instanceType: str
+    error: str
 
 
 class Reconciler:
@@ -62,9 +66,9 @@ class Reconciler:
         self.drain_poll = drain_poll
         self.error_ttl = error_ttl
         self._observed: dict[str, dict[str, tuple[str, InstanceEvent]]] = {}  # vid -> iid -> (backend, event)
-        self._failures: dict[str, list[dict[str, Any]]] = {}  # vid -> healthInfo items not yet acted on
+        self._failures: dict[str, list[HealthItem]] = {}  # vid -> healthInfo items not yet acted on
         self._function_of: dict[str, str] = {}  # vid -> fid
-        self._specs: dict[tuple[str, str], dict[str, Any]] = {}  # (vid, gpu spec id) -> gpu spec doc
+        self._specs: dict[tuple[str, str], InstanceSpec] = {}  # (vid, gpu spec id) -> what the backend runs
         self._draining_ids: set[str] = set()
         self._drains: dict[str, asyncio.Task[None]] = {}  # vid -> scale-down / undeploy drain
         self._dirty: set[str] = set()
@@ -179,42 +183,42 @@ class Reconciler:
             if await self.store.get(R.INSTANCES, key) is not None:
                 await self.store.delete(R.INSTANCES, key)
             if ev.kind is K.FAILED:
-                gs = self._specs.get((vid, ev.gpu_spec_id), {})
-                self._failures.setdefault(vid, []).append(self._health_item(gs, backend_name, ev.detail, ev.instance_id))
+                spec = self._specs.get((vid, ev.gpu_spec_id))
+                self._failures.setdefault(vid, []).append(self._health_item(spec, backend_name, ev.detail, ev.instance_id))
         self._mark(vid)
 
     async def _instance_doc(self, backend_name: str, ev: InstanceEvent) -> dict[str, Any]:
-        gs = self._specs.get((ev.version_id, ev.gpu_spec_id), {})
+        spec = self._specs.get((ev.version_id, ev.gpu_spec_id))
         fid = await self._fid(ev.version_id) or ""
         existing = await self.store.get(R.INSTANCES, R.instance_key(ev.version_id, ev.instance_id))
-        created = existing.value.get("instanceCreatedAt") if existing else None
-        return {
-            "instanceId": ev.instance_id,
-            "functionId": fid,
-            "functionVersionId": ev.version_id,
-            "instanceType": gs.get("instanceType", ""),
-            "instanceStatus": "ACTIVE" if ev.kind is K.READY else "STARTING",
-            "ncaId": gs.get("_ncaId", "fngate"),
-            "gpu": gs.get("gpu", ""),
-            "backend": backend_name,
-            "location": "local",
-            "instanceCreatedAt": created or now_iso(),
-            "instanceUpdatedAt": now_iso(),
-            "host": ev.host,
-            "port": ev.port,
-            "gpuSpecificationId": ev.gpu_spec_id,
-            "draining": ev.instance_id in self._draining_ids,
-        }
+        created = InstanceRecord.parse(existing.value).created_at if existing else ""
+        now = now_iso()
+        return InstanceRecord(
+            instance_id=ev.instance_id,
+            function_id=fid,
+            version_id=ev.version_id,
+            gpu_spec_id=ev.gpu_spec_id,
+            status="ACTIVE" if ev.kind is K.READY else "STARTING",
+            host=ev.host,
+            port=ev.port,
+            backend=backend_name,
+            instance_type=spec.instance_type if spec else "",
+            gpu=spec.gpu if spec else "",
+            nca_id=spec.nca_id if spec else "fngate",
+            draining=ev.instance_id in self._draining_ids,
+            created_at=created or now,
+            updated_at=now,
+        ).to_doc()
 
     @staticmethod
-    def _health_item(gs: dict[str, Any], backend: str, error: str, request_id: str = "") -> dict[str, Any]:
-        return {
-            "icmsRequestId": request_id or str(uuid.uuid4()),
-            "gpu": gs.get("gpu", ""),
-            "backend": backend,
-            "instanceType": gs.get("instanceType", ""),
-            "error": error,
-        }
+    def _health_item(where: InstanceSpec | GpuSpec | None, backend: str, error: str, request_id: str = "") -> HealthItem:
+        return HealthItem(
+            icmsRequestId=request_id or str(uuid.uuid4()),
+            gpu=where.gpu if where else "",
+            backend=backend,
+            instanceType=where.instance_type if where else "",
+            error=error,
+        )
 
     async def _fid(self, vid: str) -> str | None:
         if vid in self._function_of:
@@ -231,10 +235,12 @@ class Reconciler:
         key = R.version_key(fid, vid) if fid else ""
         fn_rec = await self.store.get(R.FUNCTIONS, key) if fid else None
         dep_rec = await self.store.get(R.DEPLOYMENTS, key) if fid else None
-        status = State(fn_rec.value.get("status", "INACTIVE")) if fn_rec else State.DELETED
-        if status not in DEPLOYED or dep_rec is None:
+        fn = FunctionVersion.parse(fn_rec.value) if fn_rec else None
+        dep = Deployment.parse(dep_rec.value) if dep_rec else None
+        status = fn.status if fn else State.DELETED
+        if fn_rec is None or fn is None or dep_rec is None or dep is None or status not in DEPLOYED:
             self._failures.pop(vid, None)
-            if status is State.INACTIVE and dep_rec is not None and dep_rec.value.get("graceful"):
+            if status is State.INACTIVE and dep is not None and dep.graceful:
                 if vid not in self._drains:
                     self._drains[vid] = asyncio.create_task(self._drain_undeploy(vid, key))
             elif vid not in self._drains:
@@ -244,29 +250,26 @@ class Reconciler:
         if status is State.ERROR:
             self._failures.pop(vid, None)
             await self._teardown(vid, graceful=False, forget_scale=False)
-            await self._expire_error(key, fn_rec, dep_rec)
+            await self._expire_error(key, fn_rec, dep_rec, dep)
             return
-        fn, dep = fn_rec.value, dep_rec.value
-        specs = dep.get("deploymentSpecifications") or []
         secrets_rec = await self.store.get(R.SECRETS, key)
         secrets = (secrets_rec.value.get("secrets") if secrets_rec else None) or {}
         failures = self._failures.pop(vid, [])
         if failures and status is State.DEPLOYING:
             await self._fail(key, fn_rec, dep_rec, failures)  # before apply() would start replacements
             return
-        for gs in specs:
-            gs = {**gs, "_ncaId": fn.get("ncaId", "fngate")}
-            name = gs.get("backend") or self.default_backend
+        for gs in dep.specs:
+            name = gs.backend or self.default_backend
             backend = self.backends.get(name)
             if backend is None:
                 failures.append(self._health_item(gs, name, f"no backend named {name!r}; configured: {', '.join(self.backends)}"))
                 continue
             spec = instance_spec(fn, gs, secrets)
-            self._specs[(vid, spec.gpu_spec_id)] = gs
+            self._specs[(vid, spec.gpu_spec_id)] = spec
             if vid in self._drains:
                 continue  # a scale-down is draining; it applies the new count when done
             scale = await self.store.get(R.SCALE, R.scale_key(vid, spec.gpu_spec_id))
-            replicas = desired_replicas(gs, scale.value if scale else None)
+            replicas = gs.clamp(ScaleDecision.parse(scale.value).replicas if scale else gs.min_instances)
             mine = [e for b, e in self._observed.get(vid, {}).values() if e.gpu_spec_id == spec.gpu_spec_id and b == name]
             try:
                 if replicas < len(mine):
@@ -281,32 +284,32 @@ class Reconciler:
                 return
             for f in failures:
                 log.warning("version %s: %s", vid, f["error"])
-        await self._set_state(key, fn_rec, self._fact(vid, specs))
+        await self._set_state(key, fn_rec, self._fact(vid, dep.specs))
 
-    def _fact(self, vid: str, specs: list[dict[str, Any]]) -> Event:
+    def _fact(self, vid: str, specs: tuple[GpuSpec, ...]) -> Event:
         ready_by_spec: dict[str, int] = {}
         for _, e in self._observed.get(vid, {}).values():
             if e.kind is K.READY and e.instance_id not in self._draining_ids:
                 ready_by_spec[e.gpu_spec_id] = ready_by_spec.get(e.gpu_spec_id, 0) + 1
         ready = sum(ready_by_spec.values())
-        minimum = sum(int(gs.get("minInstances") or 0) for gs in specs)
-        if all(ready_by_spec.get(gs.get("gpuSpecificationId") or "default", 0) >= int(gs.get("minInstances") or 0) for gs in specs):
+        minimum = sum(gs.min_instances for gs in specs)
+        if all(ready_by_spec.get(gs.id, 0) >= gs.min_instances for gs in specs):
             return Event.MIN_READY
         return fact_event(ready, minimum)
 
     async def _set_state(self, key: str, fn_rec: Record, event: Event) -> None:
-        status = fn_rec.value["status"]
+        status = FunctionVersion.parse(fn_rec.value).status
         try:
             new = next_state(status, event)
         except InvalidTransition:
             return
-        if new.value != status:
-            log.info("function %s: %s -> %s (%s)", key, status, new.value, event.value)
+        if new is not status:
+            log.info("function %s: %s -> %s (%s)", key, status.value, new.value, event.value)
             await self.store.put(R.FUNCTIONS, key, {**fn_rec.value, "status": new.value}, expect=fn_rec.revision)
 
-    async def _fail(self, key: str, fn_rec: Record, dep_rec: Record, items: list[dict[str, Any]]) -> None:
+    async def _fail(self, key: str, fn_rec: Record, dep_rec: Record, items: list[HealthItem]) -> None:
         log.warning("function %s: ERROR: %s", key, "; ".join(i["error"] for i in items))
-        new = next_state(fn_rec.value["status"], Event.FAILED)
+        new = next_state(FunctionVersion.parse(fn_rec.value).status, Event.FAILED)
         dep = {**dep_rec.value, "healthInfo": items, "lastUpdatedAt": now_iso()}
         try:
             await self.store.commit(
@@ -320,16 +323,15 @@ class Reconciler:
             raise  # read again and retry
         await self._teardown(key.split("/", 1)[1], graceful=False, forget_scale=False)
 
-    async def _expire_error(self, key: str, fn_rec: Record, dep_rec: Record) -> None:
+    async def _expire_error(self, key: str, fn_rec: Record, dep_rec: Record, dep: Deployment) -> None:
         """An errored deployment older than error_ttl is cleaned up: INACTIVE, no deployment."""
-        stamp = dep_rec.value.get("lastUpdatedAt") or dep_rec.value.get("createdAt")
         try:
-            at = parse_iso(str(stamp)).timestamp()
+            at = parse_iso(dep.updated_at).timestamp()
         except ValueError:
             return
         if time.time() - at < self.error_ttl:
             return
-        new = next_state(fn_rec.value["status"], Event.ERROR_EXPIRED)
+        new = next_state(FunctionVersion.parse(fn_rec.value).status, Event.ERROR_EXPIRED)
         log.info("function %s: errored deployment expired -> %s", key, new.value)
         ops: list[Op] = [
             Put(R.FUNCTIONS, key, {**fn_rec.value, "status": new.value}, expect=fn_rec.revision),
@@ -360,7 +362,7 @@ class Reconciler:
         for iid in instance_ids:
             rec = await self.store.get(R.INSTANCES, R.instance_key(vid, iid))
             if rec is not None:
-                await self.store.put(R.INSTANCES, rec.key, {**rec.value, "draining": True})
+                await self.store.put(R.INSTANCES, rec.key, replace(InstanceRecord.parse(rec.value), draining=True).to_doc())
 
     async def _wait_idle(self, vid: str, instance_ids: list[str] | None) -> None:
         """Until no gateway reports in-flight work on the instances (or the version),
@@ -390,7 +392,7 @@ class Reconciler:
             await self._wait_idle(vid, None)
             await self._teardown(vid, graceful=True)
             dep = await self.store.get(R.DEPLOYMENTS, key)
-            if dep is not None and dep.value.get("graceful"):
+            if dep is not None and Deployment.parse(dep.value).graceful:
                 await self.store.delete(R.DEPLOYMENTS, key, expect=dep.revision)
         except Conflict:
             pass

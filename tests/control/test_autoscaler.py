@@ -7,6 +7,7 @@ import pytest
 from fngate.control import records as R
 from fngate.control.autoscaler import Autoscaler, AutoscalerConfig, Policy, decide
 from fngate.control.loadboard import LoadBoard
+from fngate.control.records import GpuSpec
 from fngate.control.store.memory import MemoryStore
 from fngate.proxy.routing import LoadReport, VersionLoad
 from tests.support.helpers import deploy, gpu_spec
@@ -44,7 +45,7 @@ def test_spec_overrides_the_defaults():
             "scaleDownDetails": {"factor": 0.5, "threshold": 10},
         }
     }
-    p = Policy.of(AutoscalerConfig(), spec)
+    p = Policy.of(AutoscalerConfig(), GpuSpec.parse(spec))
     assert decide(4, 4, 60, 0, 0, 0, 1, 100, p, 60)[0] == 8
     assert decide(4, 4, 20, 0, 0, 0, 1, 100, p, 60)[0] == 4
     assert decide(4, 4, 5, 0, 0, 0, 1, 100, p, 60)[0] == 2

@@ -167,12 +167,13 @@ async def test_load_reports_reach_the_board(internal):
 
 def test_route_names_the_backend_its_instances_run_on():
     from fngate.control.publisher import build_routes
+    from fngate.control.records import Deployment, FunctionVersion, InstanceRecord
 
     fn = {"id": "f", "versionId": "v", "name": "echo", "status": "ACTIVE", "inferenceUrl": "/echo"}
     inst = {"instanceId": "i1", "functionVersionId": "v", "instanceStatus": "ACTIVE", "host": "127.0.0.1", "port": 7001, "backend": "local"}
     no_backend = {"v": {"deploymentSpecifications": [{"gpu": "H100", "instanceType": "NCP.GPU.H100_1x"}]}}
-    [route] = build_routes([fn], no_backend, [inst])
+    [route] = build_routes([FunctionVersion.parse(fn)], {"v": Deployment.parse(no_backend["v"])}, [InstanceRecord.parse(inst)])
     assert route.backend == "local"  # the default backend, as the instance reports it
     named = {"v": {"deploymentSpecifications": [{"gpu": "H100", "backend": "gpu-farm"}]}}
-    [route] = build_routes([fn], named, [])
+    [route] = build_routes([FunctionVersion.parse(fn)], {"v": Deployment.parse(named["v"])}, [])
     assert route.backend == "gpu-farm"
