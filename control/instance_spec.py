@@ -30,7 +30,7 @@ def health_of(fn: dict[str, Any]) -> HealthCheck:
             uri=str(h.get("uri") or "/v2/health/ready"),
             port=int(h.get("port") or port),
             timeout_s=iso_seconds(h.get("timeout"), 10.0),
-            expected_status=int(h.get("expectedStatusCode") or 200),
+            expected_status=int(h["expectedStatusCode"]) if h.get("expectedStatusCode") is not None else 200,
         )
     grpc = fn.get("inferenceUrl") == "/grpc"
     return HealthCheck(protocol="gRPC" if grpc else "HTTP", uri=str(fn.get("healthUri") or "/v2/health/ready"), port=port)
