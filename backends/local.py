@@ -27,16 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from fngate.proxy.config import LOOPBACK
 
 from .base import BackendError, InstanceEvent, InstanceSpec, nvcf_environment
 from .base import InstanceEventKind as K
-from .catalog import ImageCatalog
+from .catalog import ImageCatalog, UnknownImage
 from .hub import EventHub
 from .inventory import Inventory, PlacementError
 from .probe import probe
+from .secret_files import ENV_VAR as SECRETS_ENV
+from .secret_files import SecretFiles
 
 log = logging.getLogger("fngate.backends.local")
 _seq = itertools.count()
@@ -114,9 +114,22 @@ class LocalBackend:
         self.env = env
         self._groups: dict[tuple[str, str], dict[str, _Instance]] = {}
         self._hub = EventHub()
+        self._secret_files = SecretFiles()  # outside data_dir, private, removed with each instance
         self._closed = False
 
     # -- Backend protocol ----------------------------------------------------------------
+    def refusal(self, spec: InstanceSpec) -> str | None:
+        """Why this backend can never run `spec` (asked at deploy time, so a deployment it
+        cannot run is refused with the reason instead of sitting ACTIVE at zero), or None."""
+        try:
+            self.catalog.command(spec.container_image, self.host, 0)
+            shlex.split(spec.container_args)
+        except UnknownImage as exc:
+            return str(exc)
+        except ValueError as exc:
+            return f"containerArgs cannot be parsed: {exc}"
+        return None
+
     async def apply(self, spec: InstanceSpec, replicas: int) -> None:
         if self._closed:
             raise RuntimeError("backend is closed")
@@ -130,6 +143,8 @@ class LocalBackend:
         key = (spec.version_id, spec.gpu_spec_id)
         group = self._groups.setdefault(key, {})
         for inst in group.values():
+            if inst.spec.secrets != spec.secrets and inst.process is not None:
+                self._refresh_secrets(inst, spec)
             inst.spec = spec  # later restarts use the newest spec
         extra = len(group) - replicas
         if extra > 0:
@@ -146,6 +161,14 @@ class LocalBackend:
             inst = _Instance(inst_id, key, spec, self.logs_dir / spec.version_id / f"{inst_id}.log")
             group[inst_id] = inst
             inst.task = asyncio.create_task(self._supervise(inst), name=f"instance-{inst_id}")
+
+    def _refresh_secrets(self, inst: _Instance, spec: InstanceSpec) -> None:
+        """New values reach a running instance in place, as NVCF's secrets sidecar
+        refreshes /var/secrets/secrets.json (it reads the file again; no restart)."""
+        if spec.secrets:
+            self._secret_files.write(inst.id, spec.secrets)
+        else:
+            self._secret_files.remove(inst.id)
 
     async def remove(self, version_id: str, *, graceful: bool = True) -> None:
         victims = [i for key, g in self._groups.items() if key[0] == version_id for i in g.values()]
@@ -169,6 +192,7 @@ class LocalBackend:
         self._closed = True
         await self._stop([i for g in self._groups.values() for i in g.values()], graceful=True)
         self._groups.clear()
+        self._secret_files.close()
         self._hub.close()
 
     # -- introspection (CLI, tests) ----------------------------------------------------------
@@ -254,6 +278,7 @@ class LocalBackend:
             if announced:
                 self._emit(K.LOST, inst, "stopped")
             self.inventory.release(inst.id)
+            self._secret_files.remove(inst.id)
             self._groups.get(inst.key, {}).pop(inst.id, None)
 
     async def _spawn(self, inst: _Instance) -> None:
@@ -263,10 +288,7 @@ class LocalBackend:
         inst.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **spec.environment, **self._nvcf_env(spec), "PORT": str(inst.port), "PYTHONUNBUFFERED": "1"}
         if spec.secrets:
-            secrets_path = inst.log_path.with_suffix(".secrets.json")
-            secrets_path.write_bytes(orjson.dumps(spec.secrets))
-            secrets_path.chmod(0o600)
-            env["FNGATE_SECRETS_FILE"] = str(secrets_path)
+            env[SECRETS_ENV] = str(self._secret_files.write(inst.id, spec.secrets))
         with open(inst.log_path, "ab") as out:  # noqa: ASYNC230 a local log, opened once per instance start
             out.write(f"--- fngate: starting instance {inst.id} on port {inst.port}: {shlex.join(argv)}\n".encode())
             out.flush()

@@ -48,6 +48,14 @@ class StaticBackend:
         self._groups: dict[tuple[str, str], dict[int, tuple[str, asyncio.Task]]] = {}
         self._hub = EventHub()
 
+    def refusal(self, spec: InstanceSpec) -> str | None:
+        """Why `spec` can never run here (no usable endpoints in its configuration), or None."""
+        try:
+            parse_endpoints(spec.configuration)
+        except BackendError as exc:
+            return str(exc)
+        return None
+
     async def apply(self, spec: InstanceSpec, replicas: int) -> None:
         endpoints = parse_endpoints(spec.configuration)
         key = (spec.version_id, spec.gpu_spec_id)

@@ -31,7 +31,7 @@ def health_of(fn: FunctionVersion) -> HealthCheck:
             uri=str(h.get("uri") or "/v2/health/ready"),
             port=int(h.get("port") or fn.inference_port),
             timeout_s=iso_seconds(h.get("timeout"), 10.0),
-            expected_status=int(h.get("expectedStatusCode") or 200),
+            expected_status=int(h["expectedStatusCode"]) if h.get("expectedStatusCode") is not None else 200,
         )
     return HealthCheck(protocol="gRPC" if fn.grpc else "HTTP", uri=fn.health_uri or "/v2/health/ready", port=fn.inference_port)
 

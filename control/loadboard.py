@@ -15,13 +15,27 @@ from fngate.proxy.routing import LoadReport, VersionLoad
 
 
 class LoadBoard:
-    def __init__(self, stale_after: float = 10.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, stale_after: float = 10.0, clock: Callable[[], float] = time.time, remember: int = 10_000) -> None:
         self._reports: dict[str, LoadReport] = {}
         self._stale_after = stale_after
         self._clock = clock
+        # request ids some gateway reported queued, newest last: a request that left the
+        # queue is still known (NVCF answers 400 for it, 404 only for ids it never saw)
+        self._seen: dict[str, str] = {}
+        self._remember = remember
 
     def update(self, report: LoadReport) -> None:
         self._reports[report.gateway_id] = report
+        for vid, v in report.versions.items():
+            for rid in v.queued_ids:
+                self._seen.pop(rid, None)
+                self._seen[rid] = vid
+        while len(self._seen) > self._remember:
+            del self._seen[next(iter(self._seen))]
+
+    def was_queued(self, request_id: str) -> str | None:
+        """The version id of a request some gateway once reported queued, else None."""
+        return self._seen.get(request_id)
 
     def _live(self) -> list[LoadReport]:
         cutoff = self._clock() - self._stale_after

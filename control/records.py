@@ -13,7 +13,12 @@ functions       {functionId}/{versionId}          Function object (spec 4.3) wit
 deployments     {functionId}/{versionId}          Deployment object (spec 4.4) without
                                                   functionStatus; specs carry gpuSpecificationId;
                                                   "graceful": bool while an undeploy drains
-secrets         {functionId}/{versionId}          {"secrets": {name: value}}  (values never returned)
+secrets         {functionId}/{versionId}          {"secrets": {name: value}}  (values never returned;
+                                                  sealed at rest, control.store.sealed)
+assets          {ncaId}/{assetId}                {"assetId", "ncaId", "contentType", "description",
+                                                  "createdEpoch", "uploaded", "size", "createdAt"};
+                                                  the bytes are <data-dir>/assets/{ncaId}/{assetId}
+telemetry-secrets {telemetryId}                   {"ncaId", "name", "value"}  (sealed at rest)
 instances       {versionId}/{instanceId}          Instance object (spec 4.3 activeInstances item)
                                                   plus "host", "port", "gpuSpecificationId"
 scale           {versionId}/{gpuSpecificationId}  {"replicas": n, "reason": str, "at": iso8601}
@@ -47,10 +52,17 @@ SCALE = "scale"
 KEYS = "keys"
 AUTHORIZATIONS = "authorizations"
 ACCOUNTS = "accounts"
+TELEMETRY_SECRETS = "telemetry-secrets"
+ASSETS = "assets"
+SEALED_KINDS = (SECRETS, TELEMETRY_SECRETS)  # kinds kept encrypted in the store (control.store.sealed)
 
 
 def version_key(function_id: str, version_id: str) -> str:
     return f"{function_id}/{version_id}"
+
+
+def asset_key(nca_id: str, asset_id: str) -> str:
+    return f"{nca_id}/{asset_id}"
 
 
 def instance_key(version_id: str, instance_id: str) -> str:

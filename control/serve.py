@@ -59,16 +59,30 @@ class Server:
     # -- wiring steps, in start order ------------------------------------------
 
     async def start_store(self) -> None:
+        from . import records
+        from .secrets_box import SecretBox, SecretsKeyError, private_dir
+        from .store.sealed import SealedStore
+
         cfg = self.cfg
+        private_dir(cfg.data_dir)  # the database, admin.key and secrets.key: owner only
+        try:
+            box = SecretBox.load(cfg.data_dir)
+        except SecretsKeyError as exc:
+            raise ConfigError(f"secrets key: {exc}") from None
+        inner: StateStore
         if cfg.store_is_redis:
             from .store.redis import RedisStore
 
-            self.store = await RedisStore.open(cfg.store)
+            inner = await RedisStore.open(cfg.store)
         else:
             from .store.sqlite import SqliteStore
 
-            self.store = await SqliteStore.open(cfg.data_dir / "fngate.db")
-        self.stack.push_async_callback(self.store.aclose)
+            inner = await SqliteStore.open(cfg.data_dir / "fngate.db")
+        self.secrets_box = box
+        sealed = SealedStore(inner, box, records.SEALED_KINDS)
+        self.store = sealed
+        self.stack.push_async_callback(sealed.aclose)
+        await sealed.seal_plaintext()  # secrets a release before encryption stored in the clear
 
     async def start_backends(self) -> None:
         cfg = self.cfg
@@ -95,7 +109,16 @@ class Server:
             nca_id=cfg.nca_id,
             max_body=cfg.max_body,
             backends=frozenset(self.backends),
+            preflight=self.preflight,
         )
+        from .api.assets import AssetSettings
+        from .api.assets import enable as enable_assets
+
+        try:
+            asset_settings = AssetSettings.from_config(cfg.data_dir, self.secrets_box.derive("asset-urls"), cfg.section("assets"))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"config file, assets: {exc}") from None
+        enable_assets(app, asset_settings)
         from .internal_api import mount_internal_api
 
         mount_internal_api(app, self.routing_holder, self.loadboard, self.admin_key)
@@ -112,6 +135,15 @@ class Server:
         self.api_app = app
         if generated:
             self._say(f"fngate: generated the admin key (saved to {cfg.data_dir / keys.ADMIN_KEY_FILE}): {self.admin_key}")
+
+    def preflight(self, function: dict[str, Any], gpu_spec: dict[str, Any]) -> str | None:
+        """Why the backend a GPU spec names (or the default one) can never run this function."""
+        from .instance_spec import instance_spec
+        from .records import FunctionVersion, GpuSpec
+
+        name = gpu_spec.get("backend") or next(iter(self.backends), None)
+        refusal = getattr(self.backends.get(name or ""), "refusal", None)  # an optional Backend extension
+        return refusal(instance_spec(FunctionVersion.parse(function), GpuSpec.parse(gpu_spec))) if refusal is not None else None
 
     def capacity(self) -> list[dict[str, Any]]:
         """What deployments may ask for: every backend's instance types, tagged with its name."""

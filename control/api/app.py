@@ -16,10 +16,14 @@ from ..accounts import ensure_default_account
 from ..loadboard import LoadBoard
 from ..store.base import Conflict as StoreConflict
 from ..store.base import StateStore
-from . import accounts, deployments, functions, gpus, key_admin, queues, sharing
+from . import accounts, assets, deployments, functions, gpus, health, key_admin, queues, sharing
 from . import keys as key_routes
+from . import ratelimit as ratelimit_routes
+from . import secrets as secret_routes
+from .auth import authenticate
 from .context import CONTEXT, ApiContext, json_response
 from .errors import ControlError, problem
+from .params import bad_uuid_param
 
 log = logging.getLogger("fngate.api")
 
@@ -37,6 +41,10 @@ def _problem_response(status: int, detail: str | None, request: web.Request, hea
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        bad_id = bad_uuid_param(request.match_info)
+        if bad_id is not None:
+            await authenticate(request)  # 401 comes first, as NVCF's security filter does
+            raise bad_id
         return await handler(request)
     except ControlError as exc:
         return _problem_response(exc.status, exc.detail, request)
@@ -66,6 +74,7 @@ def make_app(
     backends: frozenset[str] | set[str] = frozenset(),
     nca_id: str = "fngate",
     max_body: int = MAX_BODY,
+    preflight: Callable[[dict[str, Any], dict[str, Any]], str | None] | None = None,
 ) -> web.Application:
     """The /v2/nvcf + /v1/keys API over `store`. `capacity()` lists the placeable
     instance types ({name, gpu, ..., backend}); `loadboard` feeds the queue endpoints."""
@@ -81,6 +90,8 @@ def make_app(
         nca_id=nca_id,
         max_body=max_body,
     )
+    if preflight is not None:
+        app[CONTEXT].preflight = preflight
     for table in (
         functions.routes,
         deployments.routes,
@@ -90,11 +101,24 @@ def make_app(
         key_admin.routes,
         sharing.routes,
         accounts.routes,
+        secret_routes.routes,
+        ratelimit_routes.routes,
+        assets.routes,
         openapi_routes,
     ):
         app.add_routes(table)
     # the /v2/nvcf/accounts/{ncaId}/... super-admin twins of the account-scoped routes
-    app.add_routes(accounts.twin_routes((functions.routes, deployments.routes, queues.routes, sharing.routes)))
+    twinned = (
+        functions.routes,
+        deployments.routes,
+        queues.routes,
+        sharing.routes,
+        secret_routes.routes,
+        ratelimit_routes.routes,
+        assets.routes,
+    )
+    app.add_routes(accounts.twin_routes(twinned))
+    health.install(app)
 
     async def record_admin_key(_app: web.Application) -> None:
         await keys.ensure_admin_record(store, admin_key, nca_id)

@@ -12,7 +12,7 @@ from aiohttp import web
 from fngate.control.loadboard import LoadBoard
 from fngate.control.store.base import StateStore
 
-from .errors import BadRequest
+from .errors import BadRequest, UnsupportedMediaType
 
 
 @dataclass(slots=True)
@@ -24,6 +24,8 @@ class ApiContext:
     backends: frozenset[str] = field(default_factory=frozenset)  # known backend names ({} = from capacity)
     nca_id: str = "fngate"
     max_body: int = 1024 * 1024
+    # (function doc, GPU spec) -> why no backend can run it, or None; asked before a deploy is recorded
+    preflight: Callable[[dict[str, Any], dict[str, Any]], str | None] = field(default=lambda _fn, _spec: None)
 
 
 CONTEXT = web.AppKey("fngate.api.context", ApiContext)
@@ -46,7 +48,17 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(strip_nulls(body)), status=status, content_type="application/json")
 
 
+def _is_json(content_type: str) -> bool:
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
+
+
 async def read_json_object(request: web.Request) -> dict[str, Any]:
+    # NVCF (Spring) answers 415 to a body of any other type; a request that names no
+    # type at all is read as JSON (fngate is lenient there)
+    content_type = request.headers.get("Content-Type")
+    if content_type is not None and not _is_json(content_type):
+        raise UnsupportedMediaType(f"Content-Type '{content_type}' is not supported.")
     raw = await request.read()  # raises 413 past client_max_size
     if not raw.strip():
         raise BadRequest("Request body is required")

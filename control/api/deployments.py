@@ -21,9 +21,10 @@ from ..store.base import Delete, Op, Put, Record, StateStore
 from .access import version_for
 from .auth import require
 from .context import ctx, json_response, read_json_object
-from .deploy_validation import Capacity, validate_deployment_request, validate_gpu_spec, validate_patch
+from .deploy_validation import UPDATABLE_BY_PUT, Capacity, validate_deployment_request, validate_patch, validate_put_spec
 from .errors import BadRequest, Conflict, NotFound
 from .functions import function_view
+from .params import query_bool
 
 SCOPE = "deploy_function"
 GRACEFUL_WAIT = "Wait for current deployment to be gracefully completed and removed."
@@ -68,18 +69,18 @@ async def _commit(store: StateStore, ops: Sequence[Op]) -> None:
         raise Conflict("The function or its deployment changed concurrently; retry") from None
 
 
-def _require_container_image(function: dict[str, Any]) -> None:
+def _require_container_image(function: dict[str, Any], label: str) -> None:
     """Every fngate backend runs a container image (or its local catalog stand-in);
     none can install a Helm chart or assemble a models-only Triton container, so say
     so before anything is recorded rather than fail later as an ERROR state."""
     if function.get("helmChart"):
         raise BadRequest(
-            "Helm-chart functions cannot be deployed by fngate: no backend installs Helm charts. "
+            f"{label}: Helm-chart functions cannot be deployed by fngate: no backend installs Helm charts. "
             "Register the function with a containerImage instead."
         )
     if not function.get("containerImage"):
         raise BadRequest(
-            "Functions without a containerImage (models only) cannot be deployed by fngate. "
+            f"{label}: Functions without a containerImage (models only) cannot be deployed by fngate. "
             "Register the function with a containerImage instead."
         )
 
@@ -89,8 +90,13 @@ async def create_deployment(request: web.Request) -> web.Response:
     fid, vid, key = _ids(request)
     _, fn = await version_for(request, fid, vid, SCOPE, own_only=True)
     store = ctx(request).store
-    _require_container_image(fn.value)
-    specs = validate_deployment_request(await read_json_object(request), _capacity(request))
+    label = f"Function id '{fid}', version '{vid}'"
+    _require_container_image(fn.value, label)
+    specs = validate_deployment_request(await read_json_object(request), _capacity(request), label)
+    for spec in specs:  # refuse what the backend can never run, rather than sit ACTIVE at zero
+        reason = ctx(request).preflight(fn.value, spec)
+        if reason:
+            raise BadRequest(f"{label}: cannot be deployed on {spec['gpu']} / {spec['instanceType']}: {reason}")
     existing = await store.get(records.DEPLOYMENTS, key)
     if existing is not None and existing.value.get("graceful"):
         raise BadRequest(GRACEFUL_WAIT)
@@ -142,8 +148,10 @@ async def get_deployment_by_id(request: web.Request) -> web.Response:
 
 @routes.put("/v2/nvcf/deployments/functions/{functionId}/versions/{functionVersionId}")
 async def update_deployment(request: web.Request) -> web.Response:
-    """Deprecated full update: each spec names its gpuSpecificationId, or a gpu +
-    instanceType pair; a pair not deployed yet adds a GPU specification."""
+    """Deprecated full update, with NVCF's rules (spec part 2, 11.5): the same GPU
+    specifications as deployed (by gpuSpecificationId; one spec may leave it out), the
+    same backend and clusters; only minInstances, maxInstances and maxRequestConcurrency
+    change. A new gpu or instanceType is SPECS_MISMATCH, never a second spec."""
     fid, vid, key = _ids(request)
     _, fn = await version_for(request, fid, vid, SCOPE, own_only=True)
     store = ctx(request).store
@@ -154,22 +162,35 @@ async def update_deployment(request: web.Request) -> web.Response:
     items = body.get("deploymentSpecifications")
     if not isinstance(items, list) or not items:
         raise BadRequest("Validation failed: field 'deploymentSpecifications' is required and must hold at least one GPU specification")
-    current = {s["gpuSpecificationId"]: s for s in dep.value["deploymentSpecifications"]}
-    capacity = _capacity(request)
-    updated = dict(current)
+    label = f"Function id '{fid}', version '{vid}'"
+    stored: list[dict[str, Any]] = dep.value["deploymentSpecifications"]
+    by_id = {s["gpuSpecificationId"]: s for s in stored}
+    mismatch = BadRequest(f"Function id '{fid}', version ='{vid}': GPU / InstanceType specs must match the ones in the original deployment")
+    if len(items) != len(stored):
+        raise mismatch
+    if len(items) > 1 and any(not isinstance(i, dict) or not i.get("gpuSpecificationId") for i in items):
+        raise BadRequest(f"{label}: Deployment has multiple GPU specifications. To update deployment use PATCH endpoint.")
+    updated = dict(by_id)
     for i, item in enumerate(items):
         where = f"deploymentSpecifications[{i}]"
         if not isinstance(item, dict):
             raise BadRequest(f"Validation failed: field '{where}' must be an object")
-        gid = item.get("gpuSpecificationId") or next(
-            (g for g, s in current.items() if s["gpu"] == item.get("gpu") and s["instanceType"] == item.get("instanceType")), None
-        )
-        if item.get("gpuSpecificationId") and gid not in current:
-            raise BadRequest(f"Validation failed: field '{where}.gpuSpecificationId' names no GPU specification of this deployment")
-        base = current.get(gid, {})
-        merged = validate_gpu_spec({**base, **{k: v for k, v in item.items() if v is not None}}, where, capacity)
-        gid = gid or str(uuid.uuid4())
-        updated[gid] = {**merged, "gpuSpecificationId": gid}
+        base = by_id.get(item.get("gpuSpecificationId") or stored[0]["gpuSpecificationId"])
+        if base is None or any(
+            item.get(f) is not None and str(item[f]).lower() != str(base.get(f, "")).lower() for f in ("gpu", "instanceType")
+        ):
+            raise mismatch
+        given_backend, stored_backend = item.get("backend") or "", base.get("backend") or ""
+        if given_backend.strip().lower() != stored_backend.strip().lower():
+            raise BadRequest(f"{label}: Backend '{given_backend}' field does not match original deployment spec: '{stored_backend}'.")
+        given_clusters, stored_clusters = item.get("clusters") or [], base.get("clusters") or []
+        if not isinstance(given_clusters, list) or set(map(str, given_clusters)) != set(map(str, stored_clusters)):
+            raise BadRequest(
+                f"{label}: Provided clusters: '[{', '.join(map(str, given_clusters))}]' does not match clusters "
+                f"from original spec: '[{', '.join(map(str, stored_clusters))}]'"
+            )
+        merged = {**base, **{f: item[f] for f in UPDATABLE_BY_PUT if item.get(f) is not None}}
+        updated[base["gpuSpecificationId"]] = validate_put_spec(merged, where)
     doc = {**dep.value, "deploymentSpecifications": list(updated.values()), "lastUpdatedAt": now_iso()}
     await _commit(store, [Put(records.DEPLOYMENTS, key, doc, expect=dep.revision)])
     return json_response({"deployment": deployment_view(doc, fn.value["status"])})
@@ -193,10 +214,7 @@ async def patch_gpu_specification(request: web.Request) -> web.Response:
 
 
 def _graceful(request: web.Request) -> bool:
-    raw = request.query.get("graceful", "false").lower()
-    if raw not in ("true", "false"):
-        raise BadRequest("Validation failed: field 'graceful' must be true or false")
-    return raw == "true"
+    return query_bool(request, "graceful", False)  # Spring's spellings: true/on/yes/1, false/off/no/0
 
 
 @routes.delete("/v2/nvcf/deployments/functions/{functionId}/versions/{functionVersionId}")

@@ -49,6 +49,10 @@ class TooManyRequests(ControlError):
     status = 429
 
 
+class UnsupportedMediaType(ControlError):
+    status = 415
+
+
 def invalid(field: str, message: str) -> BadRequest:
     """A validation failure that names the offending field."""
     return BadRequest(f"Validation failed: field '{field}' {message}")

@@ -17,6 +17,7 @@ from .access import function_owner_for, owner_of, version_for, versions_for
 from .auth import Principal, require
 from .context import ctx, json_response, read_json_object
 from .errors import BadRequest, Conflict, Forbidden, NotFound
+from .params import query_bool
 from .validation import validate_function, validate_function_update
 
 LIST_SCOPES = ("list_functions", "list_functions_details")
@@ -73,6 +74,11 @@ async def function_view(store: StateStore, doc: dict[str, Any], viewer: Principa
     if instances:
         view["activeInstances"] = [{k: v for k, v in r.value.items() if k not in _INSTANCE_INTERNALS} for r in instances]
     return view
+
+
+def without_secrets(view: dict[str, Any]) -> dict[str, Any]:
+    """List endpoints never carry secret names (NVCF 4.3)."""
+    return {k: v for k, v in view.items() if k != "secrets"}
 
 
 def _visibility(request: web.Request) -> set[str]:
@@ -160,7 +166,9 @@ async def _listed_docs(request: web.Request, principal: Principal) -> list[dict[
 async def list_functions(request: web.Request) -> web.Response:
     principal = await require(request, *LIST_SCOPES)
     store = ctx(request).store
-    return json_response({"functions": [await function_view(store, d, principal) for d in await _listed_docs(request, principal)]})
+    return json_response(
+        {"functions": [without_secrets(await function_view(store, d, principal)) for d in await _listed_docs(request, principal)]}
+    )
 
 
 @routes.get("/v2/nvcf/functions/ids")
@@ -175,14 +183,20 @@ async def list_versions(request: web.Request) -> web.Response:
     fid = request.match_info["functionId"]
     principal, recs = await versions_for(request, fid, *LIST_SCOPES)
     store = ctx(request).store
-    return json_response({"functions": [await function_view(store, r.value, principal) for r in recs]})
+    return json_response({"functions": [without_secrets(await function_view(store, r.value, principal)) for r in recs]})
 
 
 @routes.get("/v2/nvcf/functions/{functionId}/versions/{functionVersionId}")
 async def get_version(request: web.Request) -> web.Response:
     fid, vid = request.match_info["functionId"], request.match_info["functionVersionId"]
     principal, rec = await version_for(request, fid, vid, *LIST_SCOPES)
-    return json_response({"function": await function_view(ctx(request).store, rec.value, principal)})
+    include = query_bool(request, "includeSecrets", True)
+    view = await function_view(ctx(request).store, rec.value, principal)
+    # secret names only for a holder of list_functions_details who asked for them (NVCF 4.3);
+    # another account's view never has them (function_view leaves them out)
+    if not (include and any(s.endswith("list_functions_details") for s in principal.scopes)):
+        view = without_secrets(view)
+    return json_response({"function": view})
 
 
 @routes.put("/v2/nvcf/functions/{functionId}/versions/{functionVersionId}")

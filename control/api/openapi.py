@@ -13,6 +13,7 @@ from aiohttp import web
 from ..keys import SCOPES
 from ..states import State
 from .context import json_response
+from .params import UUID_PARAMS
 
 routes = web.RouteTableDef()
 
@@ -295,10 +296,35 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "AccountDetailsResponse": _obj(["account"], account=_ref("AccountDetails")),
     "AccountsResponse": _obj(["cloudAccounts"], cloudAccounts=_arr(_ref("Account"))),
     "DeploymentsResponse": _obj(["deployments"], deployments=_arr(_ref("Deployment"))),
+    "Secret": _obj(
+        ["name", "value"],
+        name={"type": "string", "pattern": "^[a-z0-9A-Z][a-z0-9A-Z_.\\-]*$", "minLength": 1, "maxLength": 48},
+        value={"description": "a string or a JSON object, 1-32768 characters", "oneOf": [STR, ANY_OBJ]},
+    ),
+    "UpdateSecretsRequest": _obj(["secrets"], secrets=_arr(_ref("Secret"))),
+    "UpdateTelemetrySecretRequest": _obj(["secret"], secret=_ref("Secret")),
+    "HealthStatus": _obj(["status"], status={"type": "string", "enum": ["UP", "DOWN"]}),
+    "RateLimit": _obj(
+        None,
+        rateLimit={"type": "string", "example": "10-S,500-M"},
+        exemptedNcaIds=STRS,
+        perNcaIdRate={"type": "object", "additionalProperties": STR},
+        perUserRate=STR,
+        syncCheck=BOOL,
+    ),
+    "UpdateRateLimitRequest": _obj(["rateLimit"], rateLimit=_ref("RateLimit")),
+    "CreateAssetRequest": _obj(["contentType", "description"], contentType={"type": "string", "example": "image/png"}, description=STR),
+    "CreateAssetResponse": _obj(
+        ["assetId", "uploadUrl", "contentType", "description"], assetId=STR, uploadUrl=STR, contentType=STR, description=STR
+    ),
+    "AssetsResponse": _obj(["assets"], assets=_arr(_obj(["assetId"], assetId=STR))),
+    "AssetResponse": _obj(["asset"], asset=_obj(["assetId", "contentType"], assetId=STR, description=STR, contentType=STR, createdAt=STR)),
+    "PresignedUrl": _obj(["presignedUrl"], presignedUrl=STR),
 }
 
+UUID = {"type": "string", "format": "uuid"}
 PARAMS = {
-    name: {"name": name, "in": "path", "required": True, "schema": STR}
+    name: {"name": name, "in": "path", "required": True, "schema": UUID if name in UUID_PARAMS else STR}
     for name in (
         "functionId",
         "functionVersionId",
@@ -309,8 +335,13 @@ PARAMS = {
         "ncaId",
         "userId",
         "clientId",
+        "telemetryId",
+        "assetId",
+        "objectId",
     )
 }
+PRESIGNED = [{"name": n, "in": "query", "required": True, "schema": STR} for n in ("expires", "signature")]
+PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 QUERY = {
     "visibility": {
         "name": "visibility",
@@ -328,8 +359,13 @@ ERRORS = {
     404: "not found",
     409: "changed concurrently",
     413: "request body too large",
+    415: "the body is not JSON (Content-Type)",
     429: "too many requests",
 }
+
+
+def _error(code: int) -> dict[str, Any]:
+    return {"description": ERRORS[code], "content": {"application/problem+json": {"schema": _ref("Problem")}}}
 
 
 def _op(
@@ -350,7 +386,7 @@ def _op(
         op["parameters"] = [QUERY[q] for q in query]
     if body:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
-        errors = tuple(sorted({*errors, 413}))
+        errors = tuple(sorted({*errors, 413, 415}))
     op["responses"][str(status)] = (
         {"description": summary} if ok is None else {"description": summary, "content": {"application/json": {"schema": _ref(ok)}}}
     )
@@ -459,6 +495,80 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             errors=(400, 401, 403, 404, 429),
         )
     },
+    "/v2/nvcf/secrets/functions/{functionId}/versions/{functionVersionId}": {
+        "put": _op(
+            "Add or change secrets of a version (merged; the first ones only while INACTIVE)",
+            "update_secrets",
+            None,
+            body="UpdateSecretsRequest",
+            status=204,
+            errors=(400, 401, 403, 404, 409),
+        )
+    },
+    "/v2/nvcf/secrets/telemetries/{telemetryId}": {
+        "put": _op("Set the secret of a telemetry endpoint", "update_secrets", None, body="UpdateTelemetrySecretRequest", status=204)
+    },
+    "/v2/nvcf/ratelimit/functions/{functionId}/versions/{functionVersionId}": {
+        "put": _op(
+            "Deprecated: replace the rate-limit settings of a version",
+            "update_function",
+            None,
+            body="UpdateRateLimitRequest",
+            status=204,
+            errors=(400, 401, 403, 404, 409),
+        ),
+        "delete": _op("Clear the rate-limit settings of a version", "update_function", None, status=204, errors=(400, 401, 403, 404, 409)),
+    },
+    "/v2/nvcf/assets": {
+        "post": _op(
+            "Create an asset: upload its bytes to the returned uploadUrl within 35 minutes",
+            "invoke_function",
+            "CreateAssetResponse",
+            body="CreateAssetRequest",
+            errors=(400, 401, 403, 404),
+        ),
+        "get": _op(
+            "List the account's uploaded assets (ids only, at most 1000)", "invoke_function", "AssetsResponse", errors=(401, 403, 404)
+        ),
+    },
+    "/v2/nvcf/assets/{assetId}": {
+        "get": _op("Get an uploaded asset's metadata", "invoke_function", "AssetResponse"),
+        "delete": _op("Delete an asset", "invoke_function", None, status=204),
+    },
+    "/v2/nvcf/assets/{assetId}/content-redirect": {
+        "get": _op("A presigned download URL (JSON, no existence check)", "invoke_function", "PresignedUrl")
+    },
+    "/fngate/asset-objects/{objectId}": {
+        "put": {
+            "summary": "Presigned upload (the uploadUrl): same Content-Type as created, no bearer key",
+            "parameters": list(PRESIGNED),
+            "requestBody": {"required": True, "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+            "responses": {
+                "200": {"description": "stored"},
+                **{
+                    str(c): {"description": d, "content": PROBLEM}
+                    for c, d in ((403, "bad or expired signature"), (404, "no such asset"), (413, "too large"))
+                },
+            },
+        },
+        "get": {
+            "summary": "Presigned download (the presignedUrl)",
+            "parameters": list(PRESIGNED),
+            "responses": {
+                "200": {"description": "the asset's bytes", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+                **{str(c): {"description": d, "content": PROBLEM} for c, d in ((403, "bad or expired signature"), (404, "no such asset"))},
+            },
+        },
+    },
+    "/health": {
+        "get": {
+            "summary": "Health of the API and its store (no auth)",
+            "responses": {
+                "200": {"description": "up", "content": {"application/json": {"schema": _ref("HealthStatus")}}},
+                "503": {"description": "the store does not answer", "content": {"application/json": {"schema": _ref("HealthStatus")}}},
+            },
+        }
+    },
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3 document"}}}},
 }
 
@@ -531,7 +641,16 @@ PATHS[A + "/{ncaId}/clients/disassociate"] = {
 PATHS["/v2/nvcf/clients/{clientId}"] = {"get": _op("The account of an admin client id", "account_setup", "ClientDetailsResponse")}
 PATHS[A + "/{ncaId}/deployments"] = {"get": _op("The account's deployments (super admin)", "admin:deploy_function", "DeploymentsResponse")}
 
-TWINNED = ("/v2/nvcf/functions", "/v2/nvcf/metadata/", "/v2/nvcf/deployments", "/v2/nvcf/queues/", "/v2/nvcf/authorizations/")
+TWINNED = (
+    "/v2/nvcf/functions",
+    "/v2/nvcf/metadata/",
+    "/v2/nvcf/deployments",
+    "/v2/nvcf/queues/",
+    "/v2/nvcf/authorizations/",
+    "/v2/nvcf/secrets/",
+    "/v2/nvcf/ratelimit/",
+    "/v2/nvcf/assets",
+)
 for _path, _ops in list(PATHS.items()):  # the super-admin twins (spec 11.2): admin:<scope>, the key's own account
     if _path.startswith(TWINNED):
         PATHS[A + "/{ncaId}" + _path[len("/v2/nvcf") :]] = {
@@ -539,6 +658,8 @@ for _path, _ops in list(PATHS.items()):  # the super-admin twins (spec 11.2): ad
                 **op,
                 "summary": op["summary"] + " (in account ncaId; admin:<scope>)",
                 "x-required-scope": "admin:" + str(op.get("x-required-scope")),
+                # a twin also answers 404 for an unknown account, 403 for a key of another one
+                "responses": {**op["responses"], **{str(c): _error(c) for c in (403, 404) if str(c) not in op["responses"]}},
             }
             for m, op in _ops.items()
         }

@@ -11,7 +11,7 @@ from ..states import State
 from .access import version_for, versions_for
 from .auth import require
 from .context import ctx, json_response
-from .errors import NotFound
+from .errors import BadRequest, NotFound
 
 SCOPE = "queue_details"
 QUEUED_STATES = frozenset({State.DEPLOYING.value, State.ACTIVE.value, State.DEGRADING.value, State.DEGRADED.value})
@@ -55,6 +55,8 @@ async def request_position(request: web.Request) -> web.Response:
     c = ctx(request)
     found = c.loadboard.position(request_id)
     if found is None:
+        if c.loadboard.was_queued(request_id) is not None:  # tracked, but started or finished since
+            raise BadRequest("Invocation request message is not in pending or in progress state")
         raise NotFound(f"Request id '{request_id}': Not found in any queue")
     vid, position = found
     function = next((r.value for r in await c.store.list(records.FUNCTIONS) if r.value["versionId"] == vid), None)

@@ -10,14 +10,12 @@ import re
 from collections.abc import Iterable
 from typing import Any, Literal, overload
 
-import orjson
-
 from .errors import invalid
+from .secret_rules import check_secret
 
 NAME_RE = re.compile(r"^[a-z0-9A-Z][a-z0-9A-Z\-_]*$")
 TAG_RE = re.compile(r"^[a-zA-Z0-9\-_:=]+$")
-SECRET_NAME_RE = re.compile(r"^[a-z0-9A-Z][a-z0-9A-Z_.\-]*$")
-RATE_RE = re.compile(r"^\d+-[SMHD](,\d+-[SMHD])*$")
+RATE_RE = re.compile(r"^(?!.*-([SMHD]).*-\1)[1-9]\d*-[SMHD](,\s*[1-9]\d*-[SMHD])*$")
 DURATION_RE = re.compile(r"^PT(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?$")
 
 FUNCTION_TYPES = ("DEFAULT", "STREAMING", "LLM")
@@ -74,10 +72,16 @@ def int_field(
 
 
 def enum_field(body: dict[str, Any], field: str, allowed: Iterable[str], default: str | None = None, where: str = "") -> str | None:
+    """Any case is accepted (NVCF's Jackson: ACCEPT_CASE_INSENSITIVE_ENUMS); the enum's own
+    spelling is stored."""
+    names = tuple(allowed)
     value = body.get(field, default)
-    if value is not None and value not in allowed:
-        raise invalid(_name(where, field), f"must be one of {', '.join(allowed)}")
-    return value
+    if value is None:
+        return None
+    canonical = {n.lower(): n for n in names}.get(value.lower()) if isinstance(value, str) else None
+    if canonical is None:
+        raise invalid(_name(where, field), f"must be one of {', '.join(names)}")
+    return canonical
 
 
 def list_field(body: dict[str, Any], field: str, where: str = "") -> list[Any] | None:
@@ -113,32 +117,51 @@ def validate_tags(body: dict[str, Any]) -> list[str] | None:
     return list(dict.fromkeys(tags))  # a set, in the order given
 
 
+RATE_LIMIT_RULE = (
+    "Either global rateLimit, perNcaIdRate, or perUserRate must be non-null, per-ncaid rates ncaids cannot be in "
+    "exemptedNcaIds, and exemptedNcaIds can only exist when global rateLimit is provided"
+)
+
+
+def _rate(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not RATE_RE.match(value):
+        raise invalid(field, f"must match {RATE_RE.pattern}, e.g. '10-S,500-M' (count >= 1, units S/M/H/D, none twice)")
+    return value
+
+
 def validate_rate_limit(body: dict[str, Any]) -> dict[str, Any] | None:
+    """RateLimitDto (spec part 2, 2.1), NVCF's rules and messages."""
     rl = object_field(body, "rateLimit")
     if rl is None:
         return None
+    out: dict[str, Any] = {}
     for field in ("rateLimit", "perUserRate"):
-        v = rl.get(field)
-        if v is not None and (not isinstance(v, str) or not RATE_RE.match(v)):
-            raise invalid(f"rateLimit.{field}", "must look like '100-S' or '10-S,500-M'")
+        if rl.get(field) is not None:
+            out[field] = _rate(rl[field], f"rateLimit.{field}")
     per_nca = rl.get("perNcaIdRate")
     if per_nca is not None:
-        if not isinstance(per_nca, dict) or len(per_nca) > 32:
-            raise invalid("rateLimit.perNcaIdRate", "must be an object of at most 32 entries")
-        for v in per_nca.values():
-            if not isinstance(v, str) or not RATE_RE.match(v):
-                raise invalid("rateLimit.perNcaIdRate", "values must look like '100-S'")
-    if rl.get("rateLimit") is None and per_nca is None and rl.get("perUserRate") is None:
-        raise invalid("rateLimit", "must set at least one of rateLimit, perNcaIdRate, perUserRate")
-    exempted = strings_field(rl, "exemptedNcaIds")
+        if not isinstance(per_nca, dict):
+            raise invalid("rateLimit.perNcaIdRate", "must be an object of NCA id -> rate")
+        if len(per_nca) > 32:
+            raise invalid("rateLimit.perNcaIdRate", "Maximum number of per nca id config of 32 is exceeded")
+        out["perNcaIdRate"] = {str(k): _rate(v, f"rateLimit.perNcaIdRate.{k}") for k, v in per_nca.items()}
+    exempted = strings_field(rl, "exemptedNcaIds", "rateLimit")
     if exempted is not None:
+        exempted = list(dict.fromkeys(exempted))  # a set, in the order given
         if len(exempted) > 32:
-            raise invalid("rateLimit.exemptedNcaIds", "must hold at most 32 ids")
-        if rl.get("rateLimit") is None:
-            raise invalid("rateLimit.exemptedNcaIds", "requires rateLimit.rateLimit")
-    if rl.get("syncCheck") is not None and not isinstance(rl["syncCheck"], bool):
-        raise invalid("rateLimit.syncCheck", "must be a boolean")
-    return rl
+            raise invalid("rateLimit.exemptedNcaIds", "Maximum number of exempted nca id of 32 is exceeded")
+        out["exemptedNcaIds"] = exempted
+    if (
+        not any(out.get(f) is not None for f in ("rateLimit", "perNcaIdRate", "perUserRate"))
+        or (exempted and "rateLimit" not in out)
+        or set(exempted or ()) & set(out.get("perNcaIdRate") or {})
+    ):
+        raise invalid("rateLimit", RATE_LIMIT_RULE)
+    if rl.get("syncCheck") is not None:
+        if not isinstance(rl["syncCheck"], bool):
+            raise invalid("rateLimit.syncCheck", "must be a boolean")
+        out["syncCheck"] = rl["syncCheck"]
+    return out
 
 
 def validate_llm_invocation_config(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -165,15 +188,15 @@ def _health(body: dict[str, Any], inference_url: str, inference_port: int) -> tu
     for field in ("protocol", "uri", "port", "timeout", "expectedStatusCode"):
         if health.get(field) is None:
             raise invalid(f"health.{field}", "is required when health is given")
-    if health["protocol"] not in HEALTH_PROTOCOLS:
-        raise invalid("health.protocol", "must be HTTP or gRPC")
+    health_protocol = enum_field(health, "protocol", HEALTH_PROTOCOLS, where="health")
     if not isinstance(health["uri"], str) or not health["uri"].strip():
         raise invalid("health.uri", "must not be blank")
     int_field(health, "port", lo=1, hi=65535)
     if not isinstance(health["timeout"], str) or not DURATION_RE.match(health["timeout"]):
         raise invalid("health.timeout", "must be an ISO-8601 duration such as PT10S")
-    int_field(health, "expectedStatusCode", lo=100, hi=599)
+    int_field(health, "expectedStatusCode", lo=-(2**31), hi=2**31 - 1)  # any Java int: gRPC checks often expect 0
     clean = {k: health[k] for k in ("protocol", "uri", "port", "timeout", "expectedStatusCode")}
+    clean["protocol"] = health_protocol
     return clean, health["uri"]
 
 
@@ -228,20 +251,9 @@ def _secrets(body: dict[str, Any]) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {}
     for i, s in enumerate(items):
-        name = s.get("name") if isinstance(s, dict) else None
-        if not isinstance(name, str) or not 1 <= len(name) <= 48 or not SECRET_NAME_RE.match(name):
-            raise invalid(f"secrets[{i}].name", "must match ^[a-z0-9A-Z][a-z0-9A-Z_.-]*$ and be 1-48 characters")
+        name, value = check_secret(s, f"secrets[{i}]")
         if name in out:
-            raise invalid(f"secrets[{i}].name", f"'{name}' is not unique")
-        value = s.get("value")
-        if isinstance(value, dict):
-            size = len(orjson.dumps(value))
-        elif isinstance(value, str):
-            size = len(value)
-        else:
-            raise invalid(f"secrets[{i}].value", "must be a string or a JSON object")
-        if not 1 <= size <= 32768:
-            raise invalid(f"secrets[{i}].value", "must be 1-32768 characters")
+            raise invalid(f"secrets[{i}].name", f"'{name}' is not unique: Duplicate secrets keys in the payload")
         out[name] = value
     return out
 

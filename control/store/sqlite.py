@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -60,11 +61,18 @@ class SqliteStore(StoreHelpers):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def _connect(self) -> None:
-        Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(self._path)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # owner-only before SQLite opens it: its -wal and -shm files take the same mode
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        for existing in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if existing.exists():
+                existing.chmod(0o600)
         db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA secure_delete=ON")  # replaced and deleted values are zeroed, not left in free pages
         db.executescript(_SCHEMA)
         self._db = db
 

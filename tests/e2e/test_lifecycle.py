@@ -53,15 +53,20 @@ def test_deploy_invoke_and_states_follow_instance_deaths(serve):
     assert api.invoke(fid).status_code == 200
 
 
-def test_bad_image_is_error_with_health_info_and_nothing_else_is_disturbed(serve):
+def test_bad_image_is_refused_or_error_with_health_info_and_nothing_else_is_disturbed(serve):
     api = ServeApi(serve())
     good_fid, good_vid = api.create("e2e-good")
     api.deploy(good_fid, good_vid)
+    # an image the catalog does not have is refused at deploy (tests/control/api/test_deploy_truth.py)
     bad_fid, bad_vid = api.create("e2e-bad", image="nvcr.io/acme/missing:1.0")
-    api.deploy(bad_fid, bad_vid)
-    api.wait_status(bad_fid, bad_vid, "ERROR")
-    dep = api.call("GET", f"/v2/nvcf/deployments/functions/{bad_fid}/versions/{bad_vid}")["deployment"]
-    assert "unknown container image 'nvcr.io/acme/missing:1.0'" in dep["healthInfo"][0]["error"]
+    with pytest.raises(AssertionError, match=r"400.*unknown container image 'nvcr.io/acme/missing:1.0'"):
+        api.deploy(bad_fid, bad_vid)
+    # one whose process dies at start (arguments it cannot take) goes to ERROR with the reason
+    dead_fid, dead_vid = api.create("e2e-dead", containerArgs="--no-such-flag")
+    api.deploy(dead_fid, dead_vid)
+    api.wait_status(dead_fid, dead_vid, "ERROR")
+    dep = api.call("GET", f"/v2/nvcf/deployments/functions/{dead_fid}/versions/{dead_vid}")["deployment"]
+    assert "exited with code" in dep["healthInfo"][0]["error"]
     api.wait_status(good_fid, good_vid, "ACTIVE")
     assert api.invoke(good_fid).status_code == 200
 

@@ -77,6 +77,10 @@ async def test_secrets_are_a_secret_mounted_as_json(cluster, k8s_backend):
     [dep] = cluster.deployments()
     assert container_of(dep)["volumeMounts"] == [{"name": "secrets", "mountPath": "/var/secrets", "readOnly": True}]
     assert dep["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"] == secret["metadata"]["name"]
+    # never a plain (or base64) env value in the pod spec: only the Secret holds the values
+    dep_bytes = orjson.dumps(dep)
+    assert b"s3cret" not in dep_bytes and base64.b64encode(b"s3cret") not in dep_bytes
+    assert all("secretKeyRef" not in str(e.get("valueFrom")) for e in container_of(dep).get("env", []))
     await t.until(lambda: len(t.ready_of("v1")) == 1)
     # new secret values roll the pods; dropping the secrets deletes the Secret
     await k8s_backend.apply(toy_spec(secrets={"NGC_API_KEY": "rotated"}), 1)

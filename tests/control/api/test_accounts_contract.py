@@ -7,7 +7,7 @@ import uuid
 
 from tests.support.keys import INVOCATION_SCOPES, WILDCARDS, key_body, key_headers
 
-FN = {"name": "acct-fn", "inferenceUrl": "/", "containerImage": "img"}
+FN = {"name": "acct-fn", "inferenceUrl": "/", "containerImage": "fngate/echo"}  # an image the local catalog has: deploys are checked
 SPEC = {"gpu": "L40S", "instanceType": "NCP.GPU.L40S_1x", "minInstances": 0, "maxInstances": 1}
 
 

@@ -9,6 +9,8 @@ from fngate.control.api.deployments import GRACEFUL_WAIT
 
 from .conftest import SPEC
 
+UNKNOWN = "00000000-0000-4000-8000-000000000000"
+
 
 def dep_path(fn: dict) -> str:
     return f"/v2/nvcf/deployments/functions/{fn['id']}/versions/{fn['versionId']}"
@@ -47,7 +49,9 @@ async def test_get_by_version_and_by_deployment_id(api):
     dep = await api.deploy(fn)
     assert (await api.call("GET", dep_path(fn)))["deployment"] == dep
     assert (await api.call("GET", f"/v2/nvcf/deployments/{dep['deploymentId']}"))["deployment"] == dep
-    await api.problem("GET", "/v2/nvcf/deployments/nope", status=404)
+    await api.problem("GET", f"/v2/nvcf/deployments/{UNKNOWN}", status=404)
+    p = await api.problem("GET", "/v2/nvcf/deployments/nope", status=400)  # NVCF: a path UUID that does not parse
+    assert p["detail"] == "Failed to convert 'deploymentId' with value: 'nope'"
     other = await api.create_function(name="undeployed")
     await api.problem("GET", dep_path(other), status=404)
 
@@ -113,7 +117,9 @@ async def test_deployment_validation(api, body, field):
 
 
 async def test_deploy_unknown_function_is_404(api):
-    await api.problem("POST", "/v2/nvcf/deployments/functions/x/versions/y", {"deploymentSpecifications": [SPEC]}, status=404)
+    await api.problem(
+        "POST", f"/v2/nvcf/deployments/functions/{UNKNOWN}/versions/{UNKNOWN}", {"deploymentSpecifications": [SPEC]}, status=404
+    )
 
 
 async def test_patch_gpu_specification(api):
@@ -133,31 +139,21 @@ async def test_patch_gpu_specification(api):
     ):
         p = await api.problem("PATCH", path, body, status=400)
         assert field in p["detail"]
-    await api.problem("PATCH", f"/v2/nvcf/deployments/{dep['deploymentId']}/gpu-specifications/nope", {"minInstances": 1}, status=404)
-    await api.problem("PATCH", f"/v2/nvcf/deployments/nope/gpu-specifications/{gid}", {"minInstances": 1}, status=404)
+    await api.problem("PATCH", f"/v2/nvcf/deployments/{dep['deploymentId']}/gpu-specifications/{UNKNOWN}", {"minInstances": 1}, status=404)
+    await api.problem("PATCH", f"/v2/nvcf/deployments/{UNKNOWN}/gpu-specifications/{gid}", {"minInstances": 1}, status=404)
     assert (await api.call("GET", dep_path(fn)))["deployment"]["deploymentSpecifications"] == [spec]
 
 
-async def test_put_updates_and_adds_specs(api):
+async def test_put_updates_the_counts_of_the_deployed_spec(api):
     fn = await api.create_function()
     dep = await api.deploy(fn)
     gid = dep["deploymentSpecifications"][0]["gpuSpecificationId"]
-    body = {
-        "deploymentSpecifications": [
-            {"gpuSpecificationId": gid, "minInstances": 0, "maxInstances": 5, "maxRequestConcurrency": 8},
-            {"gpu": "L40S", "instanceType": "NCP.GPU.L40S_1x", "minInstances": 0, "maxInstances": 1},
-        ]
-    }
-    specs = (await api.call("PUT", dep_path(fn), body))["deployment"]["deploymentSpecifications"]
-    assert specs[0]["gpuSpecificationId"] == gid and specs[0]["maxInstances"] == 5 and specs[0]["maxRequestConcurrency"] == 8
-    assert specs[1]["gpu"] == "L40S" and specs[1]["gpuSpecificationId"] not in (gid, None)
-    p = await api.problem(
-        "PUT",
-        dep_path(fn),
-        {"deploymentSpecifications": [{"gpuSpecificationId": "nope", "minInstances": 0, "maxInstances": 1}]},
-        status=400,
-    )
-    assert "gpuSpecificationId" in p["detail"]
+    body = {"deploymentSpecifications": [{"gpuSpecificationId": gid, "minInstances": 0, "maxInstances": 5, "maxRequestConcurrency": 8}]}
+    [spec] = (await api.call("PUT", dep_path(fn), body))["deployment"]["deploymentSpecifications"]
+    assert spec["gpuSpecificationId"] == gid and spec["maxInstances"] == 5 and spec["maxRequestConcurrency"] == 8
+    for bad in ({"maxInstances": 0}, {"minInstances": -1}, {"maxRequestConcurrency": 16385}, {"minInstances": 9}):
+        one = {"deploymentSpecifications": [{"gpuSpecificationId": gid, **bad}]}
+        await api.problem("PUT", dep_path(fn), one, status=400)
     await api.problem("PUT", dep_path(fn), {"deploymentSpecifications": []}, status=400)
     other = await api.create_function(name="other")
     await api.problem("PUT", dep_path(other), body, status=404)

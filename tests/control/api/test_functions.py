@@ -8,6 +8,8 @@ from fngate.control import records
 
 from .conftest import EXAMPLE_FUNCTION
 
+UNKNOWN = "00000000-0000-4000-8000-000000000000"
+
 
 async def test_create_returns_the_stored_function_inactive_with_defaults(api):
     fn = await api.create_function()
@@ -127,11 +129,26 @@ async def test_delete_version_removes_it_and_everything_hanging_off_it(api):
 
 async def test_unknown_function_or_version_is_404(api):
     fn = await api.create_function()
-    p = await api.problem("GET", f"/v2/nvcf/functions/{fn['id']}/versions/nope", status=404)
-    assert p["title"] == "Not Found" and "nope" in p["detail"]
-    await api.problem("GET", "/v2/nvcf/functions/nope/versions", status=404)
-    await api.problem("POST", "/v2/nvcf/functions/nope/versions", EXAMPLE_FUNCTION, status=404)
-    await api.problem("PUT", f"/v2/nvcf/functions/nope/versions/{fn['versionId']}", {"tags": []}, status=404)
+    p = await api.problem("GET", f"/v2/nvcf/functions/{fn['id']}/versions/{UNKNOWN}", status=404)
+    assert p["title"] == "Not Found" and UNKNOWN in p["detail"]
+    await api.problem("GET", f"/v2/nvcf/functions/{UNKNOWN}/versions", status=404)
+    await api.problem("POST", f"/v2/nvcf/functions/{UNKNOWN}/versions", EXAMPLE_FUNCTION, status=404)
+    await api.problem("PUT", f"/v2/nvcf/functions/{UNKNOWN}/versions/{fn['versionId']}", {"tags": []}, status=404)
+
+
+async def test_a_path_id_that_is_not_a_uuid_is_400_not_404(api):
+    fn = await api.create_function()
+    for method, path, field in (
+        ("GET", f"/v2/nvcf/functions/{fn['id']}/versions/nope", "functionVersionId"),
+        ("GET", "/v2/nvcf/functions/nope/versions", "functionId"),
+        ("DELETE", f"/v2/nvcf/functions/{fn['id']}/versions/1234", "functionVersionId"),
+    ):
+        p = await api.problem(method, path, status=400)
+        assert (
+            p["detail"]
+            == f"Failed to convert '{field}' with value: '{path.rsplit('/', 1)[-1] if field == 'functionVersionId' else 'nope'}'"
+        )
+    await api.problem("GET", "/v2/nvcf/functions/nope/versions", status=401, key=None)  # authentication still comes first
 
 
 BAD_BODIES = [
@@ -177,7 +194,7 @@ BAD_BODIES = [
     ),
     ({**EXAMPLE_FUNCTION, "resources": [{"name": "r"}]}, "resources[0].version"),
     ({**EXAMPLE_FUNCTION, "rateLimit": {}}, "rateLimit"),
-    ({**EXAMPLE_FUNCTION, "rateLimit": {"perUserRate": "1-S", "exemptedNcaIds": ["a"]}}, "rateLimit.exemptedNcaIds"),
+    ({**EXAMPLE_FUNCTION, "rateLimit": {"perUserRate": "1-S", "exemptedNcaIds": ["a"]}}, "exemptedNcaIds can only exist"),
     ({**EXAMPLE_FUNCTION, "telemetries": {}}, "telemetries"),
     ({**EXAMPLE_FUNCTION, "llmInvocationConfig": {"priority": {"defaultPriority": -1}}}, "defaultPriority"),
 ]
@@ -192,13 +209,13 @@ async def test_create_validation_names_the_field_and_stores_nothing(api, body, f
 
 async def test_malformed_bodies(api):
     for raw, expect in ((b"{not json", "not valid JSON"), (b"[1]", "JSON object"), (b"", "required")):
-        resp = await api.client.post("/v2/nvcf/functions", data=raw, headers=api.auth())
+        resp = await api.client.post("/v2/nvcf/functions", data=raw, headers={**api.auth(), "Content-Type": "application/json"})
         assert resp.status == 400
         assert expect in (await resp.json(content_type=None))["detail"]
 
 
 async def test_oversized_body_is_413(api):
-    resp = await api.client.post("/v2/nvcf/functions", data=b"x" * (65 * 1024), headers=api.auth())
+    resp = await api.client.post("/v2/nvcf/functions", data=b"x" * (65 * 1024), headers={**api.auth(), "Content-Type": "application/json"})
     assert resp.status == 413 and resp.content_type == "application/problem+json"
     assert (await resp.json(content_type=None))["type"] == "urn:nv-boot:problem-details:request-entity-too-large"
     assert await api.store.list(records.FUNCTIONS) == []

@@ -89,7 +89,9 @@ async def test_real_responses_match_the_documented_schemas(api):
     other = await api.call("POST", "/v1/keys", {**key_body(), "nca_id": "team-b"}, headers=key_headers())
     check(fv, "get", 200, await api.call("GET", f"/v2/nvcf/functions/{fn['id']}/versions/{fn['versionId']}", key=other["value"]))
     check("/v2/nvcf/accounts/{ncaId}/deployments", "get", 200, await api.call("GET", "/v2/nvcf/accounts/fngate/deployments"))
-    check(fv, "get", 404, await api.problem("GET", f"/v2/nvcf/functions/{fn['id']}/versions/nope", status=404))
+    check(fv, "get", 404, await api.problem("GET", f"/v2/nvcf/functions/{fn['id']}/versions/{fn['id']}", status=404))
+    check(fv, "get", 400, await api.problem("GET", f"/v2/nvcf/functions/{fn['id']}/versions/nope", status=400))
+    check("/health", "get", 200, await api.call("GET", "/health", key=None))
     check("/v2/nvcf/functions", "post", 400, await api.problem("POST", "/v2/nvcf/functions", {}, status=400))
 
 

@@ -26,8 +26,9 @@ async def test_queue_depth_per_function_and_version(api):
     }
     assert await api.call("GET", f"/v2/nvcf/queues/functions/{fn['id']}") == expected
     assert await api.call("GET", f"/v2/nvcf/queues/functions/{fn['id']}/versions/{fn['versionId']}") == expected
-    await api.problem("GET", "/v2/nvcf/queues/functions/nope", status=404)
-    await api.problem("GET", f"/v2/nvcf/queues/functions/{fn['id']}/versions/nope", status=404)
+    await api.problem("GET", "/v2/nvcf/queues/functions/00000000-0000-4000-8000-000000000000", status=404)
+    await api.problem("GET", f"/v2/nvcf/queues/functions/{fn['id']}/versions/00000000-0000-4000-8000-000000000000", status=404)
+    await api.problem("GET", "/v2/nvcf/queues/functions/nope", status=400)
 
 
 async def test_queue_position(api):

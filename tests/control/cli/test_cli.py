@@ -123,8 +123,11 @@ def test_function_deployment_queue_lifecycle(server):
 
 
 def test_errors_print_the_problem_detail_and_exit_non_zero(server):
+    unknown = "00000000-0000-4000-8000-000000000000"
+    bad = fngate(server, "function", "get", unknown, unknown, check=False)
+    assert bad.returncode == 1 and "404 Not Found" in bad.stderr and unknown in bad.stderr
     bad = fngate(server, "function", "get", "nope", "nope", check=False)
-    assert bad.returncode == 1 and "404 Not Found" in bad.stderr and "nope" in bad.stderr
+    assert bad.returncode == 1 and "400 Bad Request" in bad.stderr and "nope" in bad.stderr
     wrong_key = fngate(server, "function", "list", key="nvapi-wrong", check=False)
     assert wrong_key.returncode == 1 and "403 Forbidden: Authorization failed" in wrong_key.stderr
     not_a_key = fngate(server, "function", "list", key="wrong", check=False)
@@ -178,7 +181,7 @@ def test_bad_serve_options_exit_2(tmp_path):
 def test_acknowledged_writes_survive_kill_9(fngate_serve, tmp_path):
     sp = fngate_serve()
     api = ServeApi(sp)
-    fn = api.call("POST", "/v2/nvcf/functions", {"name": "durable", "inferenceUrl": "/", "containerImage": "img"})["function"]
+    fn = api.call("POST", "/v2/nvcf/functions", {"name": "durable", "inferenceUrl": "/", "containerImage": "fngate/echo"})["function"]
     dep = api.call(
         "POST",
         f"/v2/nvcf/deployments/functions/{fn['id']}/versions/{fn['versionId']}",

@@ -1,0 +1,64 @@
+"""Deploy-time truth, against a real `fngate serve`: a deployment its backend can never run
+is refused at deploy with the reason, also with minInstances 0.
+
+Regression test for the silent-ACTIVE finding: an image missing from the local catalog,
+deployed with minInstances 0, went ACTIVE with no healthInfo, and every call then waited out
+its poll window for an empty 504.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.e2e.helpers import write_config
+from tests.support.serve_api import ServeApi as Api
+
+
+@pytest.fixture
+def api(fngate_serve, tmp_path):
+    config = write_config(tmp_path / "fngate.yaml", backends=[{"name": "local", "type": "local"}, {"name": "edge", "type": "static"}])
+    return Api(fngate_serve("--config", str(config)))
+
+
+def deploy(api: Api, fid: str, vid: str, **spec) -> httpx.Response:
+    body = {"deploymentSpecifications": [{"gpu": "L40S", "instanceType": "NCP.GPU.L40S_1x", "minInstances": 0, "maxInstances": 1, **spec}]}
+    return httpx.post(f"{api.sp.api_url}/v2/nvcf/deployments/functions/{fid}/versions/{vid}", json=body, headers=api.headers)
+
+
+def assert_refused(api: Api, fid: str, vid: str, resp: httpx.Response, *words: str) -> None:
+    assert resp.status_code == 400, resp.text
+    assert resp.headers["content-type"] == "application/problem+json"
+    detail = resp.json()["detail"]
+    assert detail.startswith(f"Function id '{fid}', version '{vid}'") and all(w in detail for w in words), detail
+    assert api.status(fid, vid) == "INACTIVE"
+    gone = httpx.get(f"{api.sp.api_url}/v2/nvcf/deployments/functions/{fid}/versions/{vid}", headers=api.headers)
+    assert gone.status_code == 404  # nothing was recorded
+
+
+def test_an_image_missing_from_the_local_catalog_is_refused_at_deploy_even_at_zero(api):
+    fid, vid = api.create("unknown-image", image="nvcr.io/acme/not-in-catalog:1.0")
+    assert_refused(api, fid, vid, deploy(api, fid, vid), "unknown container image 'nvcr.io/acme/not-in-catalog:1.0'", "fngate/echo")
+    # the same function deploys once it names an image the catalog has... in a new version
+    ok_fid, ok_vid = api.create("known-image", image="fngate/echo")
+    assert deploy(api, ok_fid, ok_vid).status_code == 200
+
+
+def test_helm_and_models_only_functions_are_refused_at_deploy(api):
+    helm = api.call(
+        "POST",
+        "/v2/nvcf/functions",
+        {"name": "helm", "inferenceUrl": "/", "helmChart": "https://charts/x-1.0.tgz", "helmChartServiceName": "svc"},
+    )
+    fid, vid = helm["function"]["id"], helm["function"]["versionId"]
+    assert_refused(api, fid, vid, deploy(api, fid, vid), "Helm")
+    models = api.call(
+        "POST", "/v2/nvcf/functions", {"name": "models", "inferenceUrl": "/", "models": [{"name": "m", "version": "1", "uri": "s3://m"}]}
+    )
+    fid, vid = models["function"]["id"], models["function"]["versionId"]
+    assert_refused(api, fid, vid, deploy(api, fid, vid), "containerImage")
+
+
+def test_a_static_backend_spec_without_endpoints_is_refused_at_deploy(api):
+    fid, vid = api.create("static-no-endpoints")
+    assert_refused(api, fid, vid, deploy(api, fid, vid, backend="edge"), "endpoints")
