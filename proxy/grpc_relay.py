@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from ngh2 import ErrorCode, NeverIndexedHeader
 
@@ -144,15 +144,15 @@ class GrpcCall:
         self.handler = handler
         self.headers = headers
         self.down = down
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
         self.request_id = str(uuid.uuid4())
         self.function_id = ""
         self.started = time.monotonic()
         self.deadline: float | None = None
-        self._req: deque = deque()
-        self._req_wake: asyncio.Future | None = None
-        self._resp: deque = deque()
-        self._resp_wake: asyncio.Future | None = None
+        self._req: deque[Any] = deque()  # (data, flow_len, end) tuples, then the trailers list
+        self._req_wake: asyncio.Future[None] | None = None
+        self._resp: deque[Any] = deque()  # (headers, end) pairs and (data, flow_len, end) triples
+        self._resp_wake: asyncio.Future[None] | None = None
         self._conn: H2Upstream | None = None
         self._sid = 0
         self._lease: Lease | None = None
@@ -277,6 +277,7 @@ class GrpcCall:
 
     async def _pump_request(self) -> None:
         conn, sid, down = self._conn, self._sid, self.down
+        assert conn is not None  # the pumps start only once the instance stream is open
         while True:
             while not self._req:
                 self._req_wake = asyncio.get_running_loop().create_future()
@@ -310,6 +311,7 @@ class GrpcCall:
 
     async def _relay_response(self) -> None:
         conn, sid, down = self._conn, self._sid, self.down
+        assert conn is not None  # the pumps start only once the instance stream is open
         while True:
             while not self._resp:
                 self._resp_wake = asyncio.get_running_loop().create_future()
@@ -335,7 +337,7 @@ class GrpcCall:
                     self._complete(())
                     return
 
-    def _complete(self, headers) -> None:
+    def _complete(self, headers: Headers | tuple[()]) -> None:
         status = Status.UNKNOWN
         for name, value in headers:
             if name == b"grpc-status":
@@ -416,7 +418,7 @@ class GrpcCall:
         self.handler.metrics.finished(self.function_id, status, time.monotonic() - self.started)
 
     @staticmethod
-    def _down(method, *args) -> None:
+    def _down(method: Callable[..., object], *args: object) -> None:
         """A synchronous call on the client side that may find the client gone: it is
         made from upstream callbacks and timers, where an exception must not escape."""
         try:
