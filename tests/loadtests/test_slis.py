@@ -62,10 +62,13 @@ def test_a_clean_run_has_latency_percentiles_throughput_and_full_success(runs):
     invoke = _entry(runs["clean"], "POST", "invoke")
     assert invoke.requests >= 2  # how many fit in 3 s depends on the machine's load, not on fngate
     assert (invoke.failures, invoke.errors, invoke.success_rate, invoke.error_rate) == (0, 0, 1.0, 0.0)
-    assert 0 < invoke.p50_ms <= invoke.p95_ms <= invoke.p99_ms
+    # the echo answers in well under a millisecond on the ngh2 engine: Locust's median may be 0 ms
+    assert 0 <= invoke.p50_ms <= invoke.p95_ms <= invoke.p99_ms and invoke.max_ms > 0
     assert invoke.p99_ms <= invoke.max_ms * 1.05 + 1  # Locust rounds percentiles to two significant digits
     assert invoke.rps > 0
-    verdicts = slis.evaluate(runs["clean"], [{"entry": "invoke", "type": "POST", "p95_ms": "< 60000", "p50_ms": "< 0.001"}])
+    verdicts = slis.evaluate(
+        runs["clean"], [{"entry": "invoke", "type": "POST", "p95_ms": "< 60000", "p50_ms": "< 0"}]
+    )  # no latency is below 0
     assert [(v.metric, v.passed) for v in verdicts] == [("p95_ms", True), ("p50_ms", False)]
     assert verdicts[1].value == invoke.p50_ms
 
