@@ -62,6 +62,9 @@ async def _by_deployment_id(store: StateStore, deployment_id: str) -> Record:
     raise NotFound(f"Deployment id '{deployment_id}': Not found")
 
 
+UNDEPLOY_ATTEMPTS = 5
+
+
 async def _commit(store: StateStore, ops: Sequence[Op]) -> None:
     try:
         await store.commit(ops)
@@ -220,20 +223,29 @@ def _graceful(request: web.Request) -> bool:
 @routes.delete("/v2/nvcf/deployments/functions/{functionId}/versions/{functionVersionId}")
 async def delete_deployment(request: web.Request) -> web.Response:
     fid, vid, key = _ids(request)
-    _, fn = await version_for(request, fid, vid, SCOPE, own_only=True)
     store = ctx(request).store
     graceful = _graceful(request)
-    dep = await store.get(records.DEPLOYMENTS, key)
-    try:
-        status = next_state(fn.value["status"], Event.UNDEPLOY)
-    except InvalidTransition as exc:
-        raise BadRequest(str(exc)) from None
-    function = {**fn.value, "status": status.value}
-    ops: list[Op] = [Put(records.FUNCTIONS, key, function, expect=fn.revision)]
-    if dep is not None:
-        if graceful:  # the reconciler drains the instances, then deletes the doc
-            ops.append(Put(records.DEPLOYMENTS, key, {**dep.value, "graceful": True, "lastUpdatedAt": now_iso()}, expect=dep.revision))
-        else:
-            ops.append(Delete(records.DEPLOYMENTS, key, expect=dep.revision))
-    await _commit(store, ops)
+    # The reconciler writes the function's status as instances come and go; an undeploy that
+    # races such a write reads again and applies to the new state instead of answering 409.
+    for _ in range(UNDEPLOY_ATTEMPTS):
+        _, fn = await version_for(request, fid, vid, SCOPE, own_only=True)
+        dep = await store.get(records.DEPLOYMENTS, key)
+        try:
+            status = next_state(fn.value["status"], Event.UNDEPLOY)
+        except InvalidTransition as exc:
+            raise BadRequest(str(exc)) from None
+        function = {**fn.value, "status": status.value}
+        ops: list[Op] = [Put(records.FUNCTIONS, key, function, expect=fn.revision)]
+        if dep is not None:
+            if graceful:  # the reconciler drains the instances, then deletes the doc
+                ops.append(Put(records.DEPLOYMENTS, key, {**dep.value, "graceful": True, "lastUpdatedAt": now_iso()}, expect=dep.revision))
+            else:
+                ops.append(Delete(records.DEPLOYMENTS, key, expect=dep.revision))
+        try:
+            await store.commit(ops)
+            break
+        except StoreConflict:
+            continue
+    else:
+        raise Conflict("The function or its deployment changed concurrently; retry")
     return json_response({"function": await function_view(store, function)})

@@ -207,3 +207,27 @@ async def test_deploy_refuses_functions_no_backend_can_run(api, overrides, limit
     assert limitation in p["detail"] and "containerImage" in p["detail"], p
     assert await status(api, fn) == "INACTIVE"
     assert await api.store.list(records.DEPLOYMENTS) == []
+
+
+async def test_undeploy_that_races_a_status_write_applies_to_the_new_state(api, monkeypatch):
+    """The reconciler writes the function's status while instances come up; an undeploy
+    that loses that compare-and-set reads again instead of answering 409."""
+    from fngate.control import records
+    from fngate.control.store.base import Put
+
+    fn = await api.create_function()
+    await api.deploy(fn)
+    key = records.version_key(fn["id"], fn["versionId"])
+    real_commit = api.store.commit
+    raced: list[int] = []
+
+    async def commit_after_a_status_write(ops):
+        if not raced:  # the reconciler's write lands between the API's read and its commit
+            rec = await api.store.get(records.FUNCTIONS, key)
+            raced.append(await real_commit([Put(records.FUNCTIONS, key, {**rec.value, "status": "ACTIVE"}, expect=rec.revision)]))
+        return await real_commit(ops)
+
+    monkeypatch.setattr(api.store, "commit", commit_after_a_status_write)
+    body = await api.call("DELETE", f"/v2/nvcf/deployments/functions/{fn['id']}/versions/{fn['versionId']}")
+    assert raced and body["function"]["status"] == "INACTIVE"
+    assert await api.store.get(records.DEPLOYMENTS, key) is None
