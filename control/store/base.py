@@ -13,6 +13,7 @@ A failed expectation raises :class:`Conflict` and writes nothing.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -102,14 +103,14 @@ class StateStore(Protocol):
     async def aclose(self) -> None: ...
 
 
-class StoreHelpers:
+class StoreHelpers(ABC):
     """put/delete in terms of commit, for implementations to inherit."""
 
-    async def get(self, kind: str, key: str) -> Record | None:
-        raise NotImplementedError  # each store implements it
+    @abstractmethod
+    async def get(self, kind: str, key: str) -> Record | None: ...
 
-    async def commit(self, ops: Sequence[Op]) -> int:
-        raise NotImplementedError  # each store implements it
+    @abstractmethod
+    async def commit(self, ops: Sequence[Op]) -> int: ...
 
     async def put(self, kind: str, key: str, value: dict[str, Any], *, expect: int | None = None) -> Record:
         rev = await self.commit([Put(kind, key, value, expect)])
