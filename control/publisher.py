@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from fngate.control import records as R
 from fngate.control.authorizations import Authority
-from fngate.control.keys import ACTIVE, StoredKey
+from fngate.control.keys import ACTIVE, SCOPES, StoredKey
 from fngate.control.records import NO_GPU_SPEC, Deployment, FunctionVersion, InstanceRecord, parse_iso
 from fngate.control.sharing import Sharing, load_all_sharing
 from fngate.control.store.base import Compacted, StateStore
@@ -31,21 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fngate.publisher")
 
-ADMIN_SCOPES = (
-    "invoke_function",
-    "list_functions",
-    "list_functions_details",
-    "register_function",
-    "update_function",
-    "delete_function",
-    "deploy_function",
-    "queue_details",
-    "update_secrets",
-    "authorize_clients",
-    "account_setup",
-    "list_cluster_groups",
-    "manage_keys",
-)
 _RELEVANT = frozenset({R.FUNCTIONS, R.DEPLOYMENTS, R.INSTANCES, R.KEYS, R.AUTHORIZATIONS})
 
 Sink = Callable[[RoutingTable], Awaitable[Any] | Any]
@@ -131,7 +116,7 @@ def build_grants(keys: list[dict[str, Any]], admin_key: str | None) -> list[tupl
             )
         )
     if admin_key:
-        grants.append((key_digest(admin_key), KeyGrant("admin", frozenset(ADMIN_SCOPES), subject="admin", any_account=True)))
+        grants.append((key_digest(admin_key), KeyGrant("admin", frozenset(SCOPES), subject="admin", any_account=True)))  # every scope
     return grants
 
 
