@@ -4,7 +4,8 @@ Each worker serves its own admin app on a private loopback port; this one answer
 the public admin port for all of them, at scrape time only (nothing on the request
 path): `/metrics` joins the workers' texts, each sample labelled `worker="<id>"`,
 plus `fngate_gateway_worker_up`; `/readyz` is ready when every worker is;
-`/healthz` fails once a worker process has exited.
+`/healthz` fails while a worker process is down (the parent starts it again:
+proxy/workers.py), and `fngate_gateway_worker_restarts_total` counts those restarts.
 """
 
 from __future__ import annotations
@@ -56,10 +57,12 @@ def merge_metrics(texts: Sequence[tuple[str, str]]) -> str:
 
 
 class WorkerAdmin:
-    """`workers()` -> [(worker id, private admin port, alive)] at the time of the call."""
+    """`workers()` -> [(worker id, private admin port, alive)] at the time of the call;
+    `restarts()` -> [(worker id, times the parent started it again)]."""
 
-    def __init__(self, workers: Callable[[], list[tuple[str, int, bool]]]) -> None:
+    def __init__(self, workers: Callable[[], list[tuple[str, int, bool]]], restarts: Callable[[], list[tuple[str, int]]] = list) -> None:
         self.workers = workers
+        self.restarts = restarts
         self.session: aiohttp.ClientSession | None = None
         self.runner: web.AppRunner | None = None
 
@@ -83,6 +86,11 @@ class WorkerAdmin:
             if ok and not isinstance(answer, BaseException):
                 texts.append((gid, answer[1]))
             up.append(f'fngate_gateway_worker_up{{worker="{gid}"}} {int(ok)}')
+        up += [
+            "# HELP fngate_gateway_worker_restarts_total Times the parent started a gateway worker again after it exited.",
+            "# TYPE fngate_gateway_worker_restarts_total counter",
+        ]
+        up += [f'fngate_gateway_worker_restarts_total{{worker="{gid}"}} {n}' for gid, n in self.restarts()]
         body = merge_metrics(texts) + "\n".join(up) + "\n"
         return web.Response(text=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 

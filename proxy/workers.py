@@ -9,6 +9,13 @@ sends its LoadReports through the same source, and prints one `ready` line.
 Each worker also gets two private loopback ports, reserved the same way: one for its
 siblings' pexec status polls (proxy/siblings.py), one for its admin app. The parent
 itself serves the public admin port for all workers (proxy/worker_admin.py).
+
+The parent supervises its workers: one that exits while the pool is not stopping is
+started again with the same index, ports and gateway id (so its load reports replace
+the dead one's, and pexec ids it hands out still name it), after a pause that doubles
+while it keeps dying young (RESTART_DELAY up to RESTART_DELAY_MAX). The others keep
+serving meanwhile: SO_REUSEPORT sends new connections only to live listeners. The
+pexec results the dead worker held are lost with it.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import signal
 import socket
@@ -24,6 +32,13 @@ from typing import Any, overload
 
 from fngate.proxy.config import LOOPBACK, GatewayConfig
 from fngate.proxy.worker_admin import WorkerAdmin
+
+log = logging.getLogger(__name__)
+
+RESTART_DELAY = 0.2  # seconds before the first restart of a worker that died
+RESTART_DELAY_MAX = 5.0
+FIRST_SNAPSHOT_WAIT = 10.0  # seconds a starting worker waits for its routing before listening anyway
+STABLE_AFTER = 30.0  # a worker that ran this long before dying is restarted at once again
 
 
 @overload
@@ -56,7 +71,11 @@ class WorkerPool:
         self.gateway_ids: list[str] = []
         self.peer_ports: list[int] = []  # private loopback ports, by worker index
         self.worker_admin_ports: list[int] = []
+        self.restarts: list[int] = []  # by worker index
         self._admin: WorkerAdmin | None = None
+        self._stopping = False
+        self._supervisors: list[asyncio.Task[None]] = []
+        self._ready_timeout = 30.0
 
     @overload
     def _reserve_port(self, host: str, port: int) -> int: ...
@@ -92,39 +111,79 @@ class WorkerPool:
             lambda: [
                 (gid, port, i < len(self.procs) and self.procs[i].returncode is None)
                 for i, (gid, port) in enumerate(zip(self.gateway_ids, self.worker_admin_ports, strict=False))
-            ]
+            ],
+            lambda: list(zip(self.gateway_ids, self.restarts, strict=False)),
         )
         await self._admin.start(sock)
 
     async def _start_workers(self, cfg: GatewayConfig, ready_timeout: float) -> None:
+        self._ready_timeout = ready_timeout
+        self.restarts = [0] * cfg.workers
+        self.procs = []
         for i in range(cfg.workers):
-            overrides: dict[str, Any] = {"http_port": self.http_port, "grpc_port": self.grpc_port}
-            if self._admin:
-                overrides.update(admin_port=self.worker_admin_ports[i], admin_host=LOOPBACK)
-            worker_cfg = dataclasses.replace(cfg, **overrides)
-            spec = {
-                "config": dataclasses.asdict(worker_cfg),
-                "source": self.source,
-                "gateway_id": self.gateway_ids[i],
-                "index": i,
-                "peers": self.peer_ports,
-            }
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "fngate.proxy.workers",
-                json.dumps(spec),
-                stdout=asyncio.subprocess.PIPE,
-                stdin=asyncio.subprocess.DEVNULL,
-            )
-            self.procs.append(proc)
+            self.procs.append(await self._spawn(i))  # one by one: stop() ends those started if one fails
         for proc in self.procs:
-            assert proc.stdout is not None  # started with stdout=PIPE
-            line = await asyncio.wait_for(proc.stdout.readline(), ready_timeout)
-            if not line.startswith(b"ready"):
-                raise RuntimeError(f"gateway worker failed to start: {line!r}")
+            await self._until_ready(proc)
+        loop = asyncio.get_running_loop()
+        self._supervisors = [loop.create_task(self._supervise(i)) for i in range(cfg.workers)]
+
+    async def _spawn(self, i: int) -> asyncio.subprocess.Process:
+        cfg = self.config
+        overrides: dict[str, Any] = {"http_port": self.http_port, "grpc_port": self.grpc_port}
+        if self._admin:
+            overrides.update(admin_port=self.worker_admin_ports[i], admin_host=LOOPBACK)
+        spec = {
+            "config": dataclasses.asdict(dataclasses.replace(cfg, **overrides)),
+            "source": self.source,
+            "gateway_id": self.gateway_ids[i],
+            "index": i,
+            "peers": self.peer_ports,
+        }
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "fngate.proxy.workers",
+            json.dumps(spec),
+            stdout=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+
+    async def _until_ready(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None  # started with stdout=PIPE
+        line = await asyncio.wait_for(proc.stdout.readline(), self._ready_timeout)
+        if not line.startswith(b"ready"):
+            raise RuntimeError(f"gateway worker failed to start: {line!r}")
+
+    async def _supervise(self, i: int) -> None:
+        """Start worker i again whenever it exits while the pool is not stopping."""
+        delay = RESTART_DELAY
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while True:
+            code = await self.procs[i].wait()
+            if self._stopping:
+                return
+            lived = loop.time() - started
+            delay = RESTART_DELAY if lived >= STABLE_AFTER else min(delay * 2, RESTART_DELAY_MAX)
+            log.warning("gateway worker %s exited with %s after %.1fs; restarting it", self.gateway_ids[i], code, lived)
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            self.restarts[i] += 1
+            started = loop.time()
+            proc = self.procs[i] = await self._spawn(i)
+            try:
+                await self._until_ready(proc)
+            except (RuntimeError, TimeoutError) as exc:
+                log.warning("gateway worker %s did not come back: %s", self.gateway_ids[i], exc)
+                if proc.returncode is None:
+                    proc.kill()  # the loop waits for it and tries again, later
 
     async def stop(self, grace: float = 10.0) -> None:
+        self._stopping = True
+        for task in self._supervisors:
+            task.cancel()
+        self._supervisors.clear()
         for proc in self.procs:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
@@ -155,6 +214,9 @@ async def _worker(spec: dict[str, Any]) -> None:
     src = spec["source"]
     source = RedisSource(src["redis"], holder, gid) if "redis" in src else ControlHttpSource(src["api"], src["key"], holder, gid)
     source.start()
+    # listen only once the routing is known: a worker (re)started under traffic would
+    # otherwise answer 401/404 to the requests the kernel hands it before its first snapshot
+    await holder.wait_newer_than(0, FIRST_SNAPSHOT_WAIT)
     gateway = Gateway(cfg, holder, gid, source.send_load, Siblings(spec["index"], spec["peers"]))
     await gateway.start()
     stop = asyncio.Event()

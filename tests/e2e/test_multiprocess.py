@@ -6,7 +6,9 @@ admin port work whichever worker a connection reaches."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 
 import httpx
 import pytest
@@ -113,3 +115,61 @@ async def test_pexec_polls_and_metrics_span_gateway_workers(fngate_serve, tmp_pa
     # pexec requests and polls carry no function label of their own (issue 13, attack 8)
     assert by_worker[owner].get("unknown", 0) >= 2 and by_worker[other].get("unknown", 0) >= 1, by_worker
     assert len(re.findall(r'^fngate_gateway_worker_up\{worker="[^"]+"\} 1$', text, re.M)) == 2
+
+
+def _worker_pids(parent: int) -> list[int]:
+    """The gateway worker processes `fngate serve --workers N` started."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and b"fngate.proxy.workers" in cmdline:
+            pids.append(int(entry))
+    return sorted(pids)
+
+
+def test_a_dead_gateway_worker_is_started_again(fngate_serve, tmp_path):
+    """kill -9 of one worker: the other serves every request meanwhile, and the parent
+    starts the dead one again, which then serves with the current routing."""
+    config = write_config(tmp_path / "fngate.yaml", backends=[{"name": "local", "type": "local", "probeInterval": 0.2}])
+    sp = fngate_serve("--config", str(config), "--workers", "2")
+    api = ServeApi(sp)
+    admin = f"http://127.0.0.1:{sp.ready['admin_port']}/metrics"
+    fid, vid = api.create("e2e-workers-restart")
+    api.deploy(fid, vid, min_i=1, max_i=1, concurrency=8)
+    api.wait_status(fid, vid, "ACTIVE")
+    assert api.invoke(fid).status_code == 200
+    before = _worker_pids(sp.proc.pid)
+    assert len(before) == 2, before
+
+    os.kill(before[0], signal.SIGKILL)
+    statuses = [api.invoke(fid).status_code for _ in range(30)]  # a new connection each
+    assert set(statuses) == {200}, statuses
+
+    def restarted() -> str | None:
+        text = httpx.get(admin, timeout=10).text
+        up = re.findall(r'^fngate_gateway_worker_up\{worker="[^"]+"\} 1$', text, re.M)
+        counts = [int(n) for n in re.findall(r'^fngate_gateway_worker_restarts_total\{worker="[^"]+"\} (\d+)$', text, re.M)]
+        return text if len(up) == 2 and sorted(counts) == [0, 1] else None
+
+    api.wait(restarted, "the dead worker started again", timeout=30)
+    after = _worker_pids(sp.proc.pid)
+    assert len(after) == 2 and before[1] in after and before[0] not in after, (before, after)
+
+    # the new worker routes with the current snapshot: new connections reach both, all 200
+    statuses.clear()
+
+    def served_by_both() -> dict[str, int] | None:
+        statuses.append(api.invoke(fid).status_code)
+        per_worker = {w: per.get(fid, 0) for w, per in _requests_by_worker(httpx.get(admin, timeout=10).text).items()}
+        return per_worker if len(per_worker) == 2 and all(per_worker.values()) else None
+
+    api.wait(served_by_both, "both gateway workers serving the function", timeout=60, interval=0)
+    assert set(statuses) == {200}, statuses
