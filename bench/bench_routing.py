@@ -8,6 +8,8 @@ worker's, and it blocks that worker's event loop meanwhile.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from fngate.bench.fngate import BENCH_KEY, Upstream, build_table, function_id
@@ -79,3 +81,34 @@ def test_table_to_json(benchmark, n):
     """What the control plane pays to publish a snapshot."""
     data = benchmark(table(n).to_json)
     assert RoutingTable.from_json(data) == table(n)
+
+
+def _one_function_changed(n: int) -> RoutingTable:
+    """table(n) one publish later: one function's instance moved to another port."""
+    t = table(n)
+    fid = function_id(f"fn{n // 2}")
+    routes = [r for versions in t.functions.values() for r in versions.values()]
+    moved = [
+        dataclasses.replace(r, endpoints=(dataclasses.replace(r.endpoints[0], port=r.endpoints[0].port + 1),))
+        if r.function_id == fid
+        else r
+        for r in routes
+    ]
+    return RoutingTable.build(t.version + 1, moved, list(t.keys.items()))
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_publish_to_serve_by_delta(benchmark, n):
+    """Publish-to-serve for a one-function change, by delta: what a gateway's event loop
+    pays to apply it (the whole-table figure is test_table_json_round_trip)."""
+    old, new = table(n), _one_function_changed(n)
+    delta = old.delta_json(new)
+    served = benchmark(old.apply_json, delta)
+    assert served is not None and served.version == new.version and served.functions == new.functions
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_delta_encode(benchmark, n):
+    """What the control plane pays to compute a one-function delta (once per publish)."""
+    old, new = table(n), _one_function_changed(n)
+    assert b'"base"' in benchmark(old.delta_json, new)

@@ -1,7 +1,9 @@
 """The control plane's internal routes for gateways in other processes (admin key only).
 
   GET /internal/v1/routing?after=V&wait=S   200 + RoutingTable JSON when a table newer
-                                            than V exists (waiting up to S seconds), else 204
+                                            than V exists (waiting up to S seconds), else 204;
+                                            the delta from V when V is the table before
+                                            the newest (proxy.routing.RoutingWire)
   PUT /internal/v1/load/{gateway_id}        LoadReport JSON -> the LoadBoard (204)
 
 Plus RedisLoadReader: when the store is Redis, gateways SET `fngate:load:{id}`
@@ -20,7 +22,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from fngate.control.loadboard import LoadBoard
-from fngate.proxy.routing import LOAD_PREFIX, LoadReport, SnapshotHolder, key_digest
+from fngate.proxy.routing import LOAD_PREFIX, LoadReport, RoutingWire, SnapshotHolder, key_digest
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -35,7 +37,7 @@ def _problem(status: int, title: str, detail: str) -> web.Response:
     return web.Response(status=status, body=body, content_type="application/problem+json")
 
 
-def make_internal_app(holder: SnapshotHolder, loadboard: LoadBoard, admin_key: str) -> web.Application:
+def make_internal_app(holder: SnapshotHolder, wire: RoutingWire, loadboard: LoadBoard, admin_key: str) -> web.Application:
     admin_digest = key_digest(admin_key)
 
     @web.middleware
@@ -62,7 +64,8 @@ def make_internal_app(holder: SnapshotHolder, loadboard: LoadBoard, admin_key: s
         waiter.cancel()
         if table.version <= after:
             return web.Response(status=204)
-        return web.Response(body=table.to_json(), content_type="application/json")
+        body = wire.since(after) if wire.table.version == table.version else table.to_json()
+        return web.Response(body=body, content_type="application/json")
 
     async def load(request: web.Request) -> web.Response:
         try:
@@ -86,8 +89,8 @@ def make_internal_app(holder: SnapshotHolder, loadboard: LoadBoard, admin_key: s
     return app
 
 
-def mount_internal_api(app: web.Application, holder: SnapshotHolder, loadboard: LoadBoard, admin_key: str) -> None:
-    app.add_subapp("/internal/v1", make_internal_app(holder, loadboard, admin_key))
+def mount_internal_api(app: web.Application, holder: SnapshotHolder, wire: RoutingWire, loadboard: LoadBoard, admin_key: str) -> None:
+    app.add_subapp("/internal/v1", make_internal_app(holder, wire, loadboard, admin_key))
 
 
 class RedisLoadReader:

@@ -24,7 +24,19 @@ from fngate.control.keys import ACTIVE, SCOPES, StoredKey
 from fngate.control.records import NO_GPU_SPEC, Deployment, FunctionVersion, InstanceRecord, parse_iso
 from fngate.control.sharing import Sharing, load_all_sharing
 from fngate.control.store.base import Compacted, StateStore
-from fngate.proxy.routing import ROUTING_CHANNEL, ROUTING_KEY, Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
+from fngate.proxy.routing import (
+    ROUTING_CHANNEL,
+    ROUTING_DELTA_KEY,
+    ROUTING_KEY,
+    ROUTING_VERSION_KEY,
+    Endpoint,
+    KeyGrant,
+    RoutingTable,
+    RoutingWire,
+    SnapshotHolder,
+    VersionRoute,
+    key_digest,
+)
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -121,13 +133,22 @@ def build_grants(keys: list[dict[str, Any]], admin_key: str | None) -> list[tupl
 
 
 class RoutingPublisher:
-    def __init__(self, store: StateStore, *, admin_key: str | None = None, debounce: float = 0.015, resync_interval: float = 30.0) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        admin_key: str | None = None,
+        debounce: float = 0.015,
+        resync_interval: float = 30.0,
+        wire: RoutingWire | None = None,
+    ) -> None:
         self.store = store
         self.admin_key = admin_key
         self.debounce = debounce
         self.resync_interval = resync_interval
-        self.holder = SnapshotHolder()  # what the internal long-poll route serves
-        self._sinks: list[Sink] = [self.holder.publish]
+        self.holder = SnapshotHolder()
+        self.wire = wire or RoutingWire()  # the wire forms (whole, delta) for gateways in other processes
+        self._sinks: list[Sink] = [self.holder.publish, self.wire.publish]  # before any sink that sends the wire forms
         self._last_version = 0
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -141,8 +162,17 @@ class RoutingPublisher:
         """Publish through Redis (a redis.asyncio client) for gateways in other processes."""
 
         async def sink(table: RoutingTable) -> None:
-            await redis.set(ROUTING_KEY, table.to_json())
-            await redis.publish(ROUTING_CHANNEL, str(table.version))
+            wire = self.wire  # holds `table` already: its sink runs first
+            delta = wire.delta()
+            async with redis.pipeline(transaction=True) as pipe:  # readers see table and delta of one version
+                pipe.set(ROUTING_KEY, wire.full())
+                pipe.set(ROUTING_VERSION_KEY, str(table.version))
+                if delta is None:
+                    pipe.delete(ROUTING_DELTA_KEY)
+                else:
+                    pipe.set(ROUTING_DELTA_KEY, delta)
+                pipe.publish(ROUTING_CHANNEL, str(table.version))
+                await pipe.execute()
 
         self._sinks.append(sink)
 

@@ -26,7 +26,7 @@ from fngate.backends.catalog import ImageCatalog
 from fngate.backends.factory import build_backends
 from fngate.backends.inventory import Inventory
 from fngate.proxy.config import LOOPBACK
-from fngate.proxy.routing import SnapshotHolder
+from fngate.proxy.routing import RoutingWire, SnapshotHolder
 
 from . import keys
 from .api import make_app
@@ -48,6 +48,7 @@ class Server:
         self.backend_name = "local"
         self.backends: dict[str, Any] = {}  # name -> Backend, from the config file (start_backends)
         self.routing_holder = SnapshotHolder()  # the newest routing table, for the in-process gateway
+        self.routing_wire = RoutingWire()  # its wire forms, for gateway workers in other processes
 
     @property
     def open_store(self) -> StateStore:
@@ -121,7 +122,7 @@ class Server:
         enable_assets(app, asset_settings)
         from .internal_api import mount_internal_api
 
-        mount_internal_api(app, self.routing_holder, self.loadboard, self.admin_key)
+        mount_internal_api(app, self.routing_holder, self.routing_wire, self.loadboard, self.admin_key)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self.stack.push_async_callback(runner.cleanup)
@@ -166,7 +167,7 @@ class Server:
             drain_timeout=float(knobs.get("drainTimeout", 30.0)),
             error_ttl=float(knobs.get("errorTtl", 7 * 86400)),
         )
-        self.publisher = RoutingPublisher(self.open_store, admin_key=self.admin_key)
+        self.publisher = RoutingPublisher(self.open_store, admin_key=self.admin_key, wire=self.routing_wire)
         self.publisher.add_sink(self.routing_holder.publish)
         if self.cfg.store_is_redis:
             import redis.asyncio as aioredis

@@ -17,7 +17,17 @@ import logging
 
 import aiohttp
 
-from fngate.proxy.routing import LOAD_PREFIX, LOAD_REPORT_TTL, ROUTING_CHANNEL, ROUTING_KEY, LoadReport, RoutingTable, SnapshotHolder
+from fngate.proxy.routing import (
+    LOAD_PREFIX,
+    LOAD_REPORT_TTL,
+    ROUTING_CHANNEL,
+    ROUTING_DELTA_KEY,
+    ROUTING_KEY,
+    ROUTING_VERSION_KEY,
+    LoadReport,
+    RoutingTable,
+    SnapshotHolder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +48,27 @@ class ControlHttpSource:
         return self._session
 
     async def fetch_once(self, wait: float) -> bool:
-        """One long poll; True when a newer table was published."""
+        """One long poll; True when a newer table was published. The answer is the delta
+        from the table held here when the control plane has it, else the whole table."""
+        held = self.holder.table
+        table = await self._poll(held.version, wait)
+        if table is None:
+            return False
+        return self.holder.publish(table)
+
+    async def _poll(self, after: int, wait: float) -> RoutingTable | None:
         url = f"{self.api_url}/internal/v1/routing"
-        params = {"after": str(self.holder.table.version), "wait": str(wait)}
+        params = {"after": str(after), "wait": str(wait)}
         timeout = aiohttp.ClientTimeout(total=wait + 10)
         async with self._client().get(url, params=params, timeout=timeout) as resp:
-            if resp.status == 200:
-                return self.holder.publish(RoutingTable.from_json(await resp.read()))
-            if resp.status != 204:
+            if resp.status == 204:
+                return None
+            if resp.status != 200:
                 raise RuntimeError(f"routing poll answered {resp.status}")
-            return False
+            table = self.holder.table.apply_json(await resp.read())
+        if table is None and after:  # a delta from a table this gateway does not hold: ask for the whole one
+            return await self._poll(0, 0)
+        return table
 
     async def run(self) -> None:
         backoff = 0.1
@@ -92,8 +113,24 @@ class RedisSource:
         self._task: asyncio.Task[None] | None = None
 
     async def fetch_once(self) -> bool:
+        """Read the newest table if it is newer than the one held here: through its delta
+        when that starts at the held table, else whole (one read of the version and the
+        delta first, so a resync with nothing new decodes nothing)."""
+        holder = self.holder
+        held = holder.table
+        version, delta = await self.redis.mget(ROUTING_VERSION_KEY, ROUTING_DELTA_KEY)
+        if version is not None:
+            if int(version) <= held.version:
+                return False
+            if delta is not None:
+                table = held.apply_json(delta)
+                if table is not None and table.version == int(version):
+                    return holder.publish(table)
         raw = await self.redis.get(ROUTING_KEY)
-        return raw is not None and self.holder.publish(RoutingTable.from_json(raw))
+        if raw is None:
+            return False
+        whole = holder.table.apply_json(raw)
+        return whole is not None and holder.publish(whole)
 
     async def run(self) -> None:
         while True:

@@ -16,7 +16,16 @@ from fngate.control.keys import StoredKey
 from fngate.control.loadboard import LoadBoard
 from fngate.control.publisher import RoutingPublisher
 from fngate.control.store.memory import MemoryStore
-from fngate.proxy.routing import ROUTING_CHANNEL, ROUTING_KEY, LoadReport, RoutingTable, SnapshotHolder, VersionLoad, key_digest
+from fngate.proxy.routing import (
+    ROUTING_CHANNEL,
+    ROUTING_KEY,
+    LoadReport,
+    RoutingTable,
+    RoutingWire,
+    SnapshotHolder,
+    VersionLoad,
+    key_digest,
+)
 from tests.support.helpers import deploy
 from tests.support.keys import function_resource, policy
 from tests.support.waiting import wait_for
@@ -122,7 +131,7 @@ async def test_redis_sink_and_load_reader(redis_url):
 async def internal():
     holder, board = SnapshotHolder(), LoadBoard()
     app = web.Application()
-    app.add_subapp("/internal/v1", make_internal_app(holder, board, ADMIN))
+    app.add_subapp("/internal/v1", make_internal_app(holder, RoutingWire(), board, ADMIN))
     client = TestClient(TestServer(app))
     await client.start_server()
     yield client, holder, board

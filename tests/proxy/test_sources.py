@@ -13,7 +13,17 @@ from aiohttp import web
 from fngate.control.internal_api import make_internal_app
 from fngate.control.loadboard import LoadBoard
 from fngate.proxy.config import GatewayConfig
-from fngate.proxy.routing import ROUTING_CHANNEL, ROUTING_KEY, KeyGrant, LoadReport, RoutingTable, SnapshotHolder, VersionLoad, key_digest
+from fngate.proxy.routing import (
+    ROUTING_CHANNEL,
+    ROUTING_KEY,
+    KeyGrant,
+    LoadReport,
+    RoutingTable,
+    RoutingWire,
+    SnapshotHolder,
+    VersionLoad,
+    key_digest,
+)
 from fngate.proxy.sources import ControlHttpSource, RedisSource
 from fngate.proxy.workers import WorkerPool
 from tests.support.waiting import wait_for
@@ -27,7 +37,7 @@ GRANTS = [(key_digest(KEY), KeyGrant("k1", frozenset({"invoke_function"})))]
 async def test_control_http_source_follows_the_control_plane(echo_up):
     control_holder, board = SnapshotHolder(), LoadBoard()
     app = web.Application()
-    app.add_subapp("/internal/v1", make_internal_app(control_holder, board, ADMIN))
+    app.add_subapp("/internal/v1", make_internal_app(control_holder, RoutingWire(), board, ADMIN))
     runner = web.AppRunner(app)
     await runner.setup()
     sock = socket.create_server(("127.0.0.1", 0))
