@@ -12,9 +12,11 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sqlite3
 import ssl
 import sys
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, TextIO
@@ -26,7 +28,7 @@ from fngate.backends.catalog import ImageCatalog
 from fngate.backends.factory import build_backends
 from fngate.backends.inventory import Inventory
 from fngate.proxy.config import LOOPBACK
-from fngate.proxy.routing import RoutingWire, SnapshotHolder
+from fngate.proxy.routing import LoadReport, RoutingWire, SnapshotHolder
 
 from . import keys
 from .api import make_app
@@ -49,6 +51,10 @@ class Server:
         self.backends: dict[str, Any] = {}  # name -> Backend, from the config file (start_backends)
         self.routing_holder = SnapshotHolder()  # the newest routing table, for the in-process gateway
         self.routing_wire = RoutingWire()  # its wire forms, for gateway workers in other processes
+        self.redis: Any = None  # a redis.asyncio client when the store is Redis
+        self.leadership: Any = None  # control.leader.Leadership when the store is Redis
+        self._fenced: Any = None
+        self._loops: list[Callable[[], Awaitable[None]]] = []  # closers of the running control loops
 
     @property
     def open_store(self) -> StateStore:
@@ -153,49 +159,86 @@ class Server:
         return [{**entry, "backend": name} for name, b in self.backends.items() for entry in b.capacity()]
 
     async def start_control(self) -> None:
-        """Reconciler, autoscaler and routing publisher (plus Redis sink/reader when the store is Redis)."""
+        """Reconciler, autoscaler and routing publisher. On SQLite they run here; on Redis,
+        where several replicas may share the store, they run on the one replica that holds
+        the leader lease (control/leader.py), writing through its fence, and every replica
+        reads load reports from Redis."""
+        from .leader import FencedStore, Leadership
+
+        if self.cfg.store_is_redis:
+            import redis.asyncio as aioredis
+
+            from .internal_api import RedisLoadReader
+
+            self.redis = aioredis.from_url(self.cfg.store)
+            self.stack.push_async_callback(self.redis.aclose)
+            reader = RedisLoadReader(self.redis, self.loadboard)
+            reader.start()
+            self.stack.push_async_callback(reader.aclose)
+            knobs = self.cfg.section("leader")
+            try:
+                self.leadership = Leadership(
+                    self.open_store,
+                    f"{socket.gethostname()}-{os.getpid()}",
+                    self._lead,
+                    self._stop_loops,
+                    ttl=float(knobs.get("ttl", 10.0)),
+                    renew_every=float(knobs.get("renewInterval", 3.0)),
+                )
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"config file, leader: {exc}") from None
+            self._fenced = FencedStore(self.open_store, self.leadership)
+            await self.leadership.step()  # the first replica up leads before it serves
+            self.leadership.start()
+            self.stack.push_async_callback(self.leadership.aclose)
+        else:
+            await self._start_loops(self.open_store)
+            self.stack.push_async_callback(self._stop_loops)
+
+    async def _lead(self, token: int) -> None:
+        self._say(f"fngate: this replica leads the control loops (fencing token {token})")
+        await self._start_loops(self._fenced)
+
+    async def _start_loops(self, store: StateStore) -> None:
         from .autoscaler import Autoscaler, AutoscalerConfig
         from .publisher import RoutingPublisher
         from .reconciler import Reconciler
 
         knobs = self.cfg.section("reconciler")
-        self.reconciler = Reconciler(
-            self.open_store,
+        try:
+            scaling = AutoscalerConfig.from_config(self.cfg.section("autoscaler"))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"config file, autoscaler: {exc}") from None
+        reconciler = Reconciler(
+            store,
             self.backends,
             self.loadboard,
             resync_interval=float(knobs.get("resyncInterval", 5.0)),
             drain_timeout=float(knobs.get("drainTimeout", 30.0)),
             error_ttl=float(knobs.get("errorTtl", 7 * 86400)),
         )
-        self.publisher = RoutingPublisher(self.open_store, admin_key=self.admin_key, wire=self.routing_wire)
-        self.publisher.add_sink(self.routing_holder.publish)
-        if self.cfg.store_is_redis:
-            import redis.asyncio as aioredis
-
+        publisher = RoutingPublisher(store, admin_key=self.admin_key, wire=self.routing_wire)
+        publisher.add_sink(self.routing_holder.publish)
+        if self.redis is not None:
             from fngate.proxy.routing import ROUTING_KEY, RoutingTable
 
-            from .internal_api import RedisLoadReader
+            previous = await self.redis.get(ROUTING_KEY)
+            if previous:  # a previous leader's: never publish a version at or below it
+                publisher.bump_past(RoutingTable.from_json(previous).version)
+            publisher.add_redis_sink(self.redis)
+        autoscaler = Autoscaler(store, self.loadboard, scaling)
+        self.reconciler, self.publisher, self.autoscaler = reconciler, publisher, autoscaler
+        await reconciler.start()  # first: it clears instance docs a previous run (or leader) left behind
+        self._loops.append(reconciler.aclose)
+        await publisher.start()
+        self._loops.append(publisher.aclose)
+        autoscaler.start()
+        self._loops.append(autoscaler.aclose)
 
-            client = aioredis.from_url(self.cfg.store)
-            self.stack.push_async_callback(client.aclose)
-            previous = await client.get(ROUTING_KEY)
-            if previous:
-                self.publisher.bump_past(RoutingTable.from_json(previous).version)
-            self.publisher.add_redis_sink(client)
-            reader = RedisLoadReader(client, self.loadboard)
-            reader.start()
-            self.stack.push_async_callback(reader.aclose)
-        try:
-            scaling = AutoscalerConfig.from_config(self.cfg.section("autoscaler"))
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"config file, autoscaler: {exc}") from None
-        self.autoscaler = Autoscaler(self.open_store, self.loadboard, scaling)
-        await self.reconciler.start()  # first: it clears instance docs a previous run left behind
-        self.stack.push_async_callback(self.reconciler.aclose)
-        await self.publisher.start()
-        self.stack.push_async_callback(self.publisher.aclose)
-        self.autoscaler.start()
-        self.stack.push_async_callback(self.autoscaler.aclose)
+    async def _stop_loops(self) -> None:
+        loops, self._loops = self._loops, []
+        for close in reversed(loops):
+            await close()
 
     async def start_gateway(self) -> None:
         """The invocation gateway (proxy/): in this process, fed by routing_holder, for one
@@ -216,7 +259,23 @@ class Server:
         if cfg.workers == 1:
             from fngate.proxy.server import Gateway
 
-            gateway: Any = Gateway(gcfg, self.routing_holder, f"gw-{os.getpid()}", self.loadboard.update)
+            gateway_id = f"gw-{os.getpid()}"
+            load_sink: Callable[[LoadReport], object] = self.loadboard.update
+            if self.redis is not None:
+                # other replicas lead, or will: routing comes through Redis as for any gateway
+                # (the leader's publisher also hands it over directly), and load reports go
+                # there too, so whichever replica leads sees them
+                from fngate.proxy.sources import RedisSource
+
+                redis_source = RedisSource(cfg.store, self.routing_holder, gateway_id)
+                redis_source.start()
+                self.stack.push_async_callback(redis_source.aclose)
+
+                def load_sink(report: LoadReport) -> Awaitable[None]:
+                    self.loadboard.update(report)
+                    return redis_source.send_load(report)
+
+            gateway: Any = Gateway(gcfg, self.routing_holder, gateway_id, load_sink)
         else:
             from fngate.proxy.workers import WorkerPool
 

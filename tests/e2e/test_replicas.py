@@ -1,0 +1,62 @@
+"""Several `fngate serve` replicas on one Redis: every replica serves the API and
+invocations, exactly one runs the control loops, and when it dies another takes over
+within the lease's time and keeps the functions running."""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+
+import pytest
+
+from tests.e2e.helpers import write_config
+from tests.support.serve_api import ServeApi
+
+LEADS = "this replica leads the control loops"
+TTL, RENEW = 2.0, 0.5
+
+
+@pytest.fixture
+def replicas(fngate_serve, tmp_path, redis_url):
+    """Two replicas sharing the store, the admin key and the secrets key, as an operator
+    runs them (FNGATE_ADMIN_KEY / FNGATE_SECRETS_KEY from the environment)."""
+    config = write_config(
+        tmp_path / "fngate.yaml",
+        backends=[{"name": "local", "type": "local", "probeInterval": 0.2}],
+        leader={"ttl": TTL, "renewInterval": RENEW},
+    )
+    env = {"FNGATE_ADMIN_KEY": "nvapi-replicas-admin", "FNGATE_SECRETS_KEY": base64.b64encode(os.urandom(32)).decode()}
+    return [fngate_serve("--config", str(config), "--store", redis_url, env=env, data_dir=tmp_path / name) for name in ("a", "b")]
+
+
+def _leaders(replicas) -> list:
+    return [sp for sp in replicas if LEADS in sp.output()]
+
+
+def test_one_leader_serves_both_replicas_and_another_takes_over(replicas):
+    leaders = _leaders(replicas)
+    assert len(leaders) == 1, [sp.output() for sp in replicas]
+    leader = leaders[0]
+    follower = next(sp for sp in replicas if sp is not leader)
+    api_leader, api_follower = ServeApi(leader), ServeApi(follower)
+
+    # the follower's API takes the deployment; the leader's reconciler runs it
+    fid, vid = api_follower.create("replicas-echo")
+    api_follower.deploy(fid, vid, min_i=1, max_i=1, concurrency=4)
+    api_follower.wait_status(fid, vid, "ACTIVE")
+    for api in (api_follower, api_leader):  # both gateways route it (the follower's through Redis)
+        api.wait(lambda api=api: api.invoke(fid).status_code == 200, "the function served by this replica's gateway")
+
+    leader.proc.kill()  # kill -9: no hand-over, the lease has to expire
+    leader.proc.wait()
+    died = time.monotonic()
+    api_follower.wait(lambda: LEADS in follower.output(), "the survivor leading", timeout=TTL + 10)
+    took_over = time.monotonic() - died
+    assert took_over < TTL + 3 * RENEW + 2, took_over
+    assert f"{LEADS} (fencing token 1)" in leader.output() and f"{LEADS} (fencing token 2)" in follower.output()
+
+    # the new leader brings the function back on its own backend, and serves it
+    api_follower.wait(lambda: api_follower.invoke(fid, timeout=10).status_code == 200, "the function served again", timeout=60)
+    assert api_follower.status(fid, vid) == "ACTIVE"
+    assert api_follower.call("GET", "/v2/nvcf/functions")["functions"]
