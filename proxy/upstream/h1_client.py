@@ -38,7 +38,8 @@ class UpstreamLost(Exception):
     """The instance closed or reset the connection. `before_response`: no response byte
     had arrived yet (the request may be retried when its body has not streamed)."""
 
-    def __init__(self, msg: str, before_response: bool) -> None:
+    def __init__(self, msg: str, before_response: bool = False) -> None:
+        # the default: BodyBuffer.read raises a fresh copy built from `args` (the message only)
         super().__init__(msg)
         self.before_response = before_response
 

@@ -454,3 +454,41 @@ async def test_slow_reader_on_the_fast_path_backpressures_the_instance(env, echo
         got += len(chunk)
     writer.close()
     assert grown < 20 * mb, grown
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["pooled", "connecting"])
+async def test_an_instance_that_dies_mid_response_cuts_the_client_response(env, warm):
+    """The instance closes its connection in the middle of a chunked (SSE-like) body: the
+    client must see the response is incomplete (no terminal chunk, the connection cut),
+    on the callback path (pooled connection) and on the connecting path alike."""
+
+    async def script(n, reader, writer):
+        if n == 1 and warm:
+            writer.write(ok())
+            await writer.drain()
+            return True
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"8\r\ndata: 1\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.transport.abort()  # the process died: RST, no terminal chunk
+        return False
+
+    up = await instance(script)
+    try:
+        env.publish([route(up.port)])
+        if warm:
+            async with httpx.AsyncClient() as c:
+                assert (await c.get(f"{env.url}/", headers=env.headers())).status_code == 200
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.gw.http_port)
+        h = env.headers()
+        writer.write(b"GET / HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\n\r\n" % (h["Host"].encode(), h["Authorization"].encode()))
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+        rest = await asyncio.wait_for(reader.read(), 5)  # until the gateway closes the connection
+        assert rest.startswith(b"8\r\ndata: 1\n\r\n") and not rest.endswith(b"0\r\n\r\n"), rest
+        writer.close()
+        await asyncio.sleep(0.05)
+        assert env.gw.metrics.in_flight == 0 and not env.gw.limiter.in_flight
+    finally:
+        await up.stop()
