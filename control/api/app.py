@@ -15,7 +15,7 @@ from .. import keys
 from ..accounts import ensure_default_account
 from ..loadboard import LoadBoard
 from ..store.base import Conflict as StoreConflict
-from ..store.base import StateStore
+from ..store.base import StateStore, StoreUnavailable
 from . import accounts, assets, deployments, functions, gpus, health, key_admin, queues, sharing
 from . import keys as key_routes
 from . import ratelimit as ratelimit_routes
@@ -50,6 +50,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return _problem_response(exc.status, exc.detail, request)
     except StoreConflict:
         return _problem_response(409, "The resource changed concurrently; retry", request)
+    except StoreUnavailable:  # Redis away for a moment: a retry soon will do (not a bug, not a 500)
+        return _problem_response(503, "The state store is unreachable; retry shortly", request, {"Retry-After": "1"})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -34,6 +34,11 @@ class Conflict(StoreError):
         self.actual = actual
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be reached right now (Redis down or cut off); nothing is known
+    to have been written. The management API answers 503 with Retry-After."""
+
+
 class Compacted(StoreError):
     """watch(since) asked for history the store no longer keeps; re-list and watch again."""
 

@@ -14,13 +14,16 @@ raises Compacted.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .base import Change, Compacted, Conflict, Delete, Op, Put, Record, StoreHelpers
+from .base import Change, Compacted, Conflict, Delete, Op, Put, Record, StoreHelpers, StoreUnavailable
 
 # ARGV: history, then per op: type ("P"|"D"), kind, key, expect ("" = none), value json ("" for D)
 _COMMIT = """
@@ -75,6 +78,15 @@ def _decode(kind: str, key: str, raw: bytes) -> Record:
     return Record(kind, key, rev, value)
 
 
+@contextmanager
+def _reachable() -> Iterator[None]:
+    """Redis' connection failures as the store's own StoreUnavailable."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError) as exc:
+        raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+
+
 class RedisStore(StoreHelpers):
     def __init__(self, url: str, *, prefix: str = "fngate:store:", history: int = 10_000, block_ms: int = 1000) -> None:
         self._redis = aioredis.from_url(url)
@@ -90,11 +102,13 @@ class RedisStore(StoreHelpers):
         return store
 
     async def get(self, kind: str, key: str) -> Record | None:
-        raw = cast("bytes | None", await self._redis.hget(self._prefix + "doc:" + kind, key))  # bytes: no decode_responses
+        with _reachable():
+            raw = cast("bytes | None", await self._redis.hget(self._prefix + "doc:" + kind, key))  # bytes: no decode_responses
         return None if raw is None else _decode(kind, key, raw)
 
     async def list(self, kind: str, prefix: str = "") -> list[Record]:
-        items = cast("dict[bytes, bytes]", await self._redis.hgetall(self._prefix + "doc:" + kind))
+        with _reachable():
+            items = cast("dict[bytes, bytes]", await self._redis.hgetall(self._prefix + "doc:" + kind))
         out = [_decode(kind, k.decode(), v) for k, v in items.items() if k.decode().startswith(prefix)]
         out.sort(key=lambda r: r.key)
         return out
@@ -107,14 +121,16 @@ class RedisStore(StoreHelpers):
                 args += ["P", op.kind, op.key, expect, orjson.dumps(op.value)]
             elif isinstance(op, Delete):
                 args += ["D", op.kind, op.key, expect, ""]
-        result = await self._commit_script(keys=[self._prefix], args=args)
+        with _reachable():
+            result = await self._commit_script(keys=[self._prefix], args=args)
         tag = result[0].decode()
         if tag == "conflict":
             raise Conflict(result[1].decode(), result[2].decode(), int(result[3]), int(result[4]))
         return int(result[1])
 
     async def revision(self) -> int:
-        raw = await self._redis.get(self._prefix + "rev")
+        with _reachable():
+            raw = await self._redis.get(self._prefix + "rev")
         return int(raw or 0)
 
     async def _compacted(self) -> int:
@@ -125,9 +141,10 @@ class RedisStore(StoreHelpers):
         last_id = f"{since}-{_MAX_SEQ}"
         cursor = since
         while True:
-            reply = cast("_XReadReply | None", await self._redis.xread({stream: last_id}, count=500, block=self._block_ms))
-            # checked after the read: a trim that raced with it shows up here
-            compacted = await self._compacted()
+            with _reachable():
+                reply = cast("_XReadReply | None", await self._redis.xread({stream: last_id}, count=500, block=self._block_ms))
+                # checked after the read: a trim that raced with it shows up here
+                compacted = await self._compacted()
             if cursor < compacted:
                 raise Compacted(f"history through revision {compacted} was dropped")
             for _name, entries in reply or ():
