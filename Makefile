@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run lint test test-all bench loadtest-smoke clean
+.PHONY: install run lint test test-all chaos bench loadtest-smoke clean
 
 # ensure-tools: make sure system tools exist (as "tool:debian-package" pairs);
 # install the missing ones with apt-get when root, else say how and stop.
@@ -53,6 +53,11 @@ test: install
 test-all: install
 	$(call ensure-tools,redis-server:redis-server curl:curl)
 	$(PY) -m pytest -q -m '' $(PYTEST_ARGS)
+
+# The fault-injection suite at full length (tests/chaos; make test runs each case short).
+chaos: install
+	$(call ensure-tools,redis-server:redis-server curl:curl)
+	$(PY) -m pytest -q -m chaos tests/chaos $(PYTEST_ARGS)
 
 bench: install
 	$(call ensure-tools,nginx:nginx wrk:wrk h2load:nghttp2-client nghttpx:nghttp2-proxy haproxy:haproxy redis-server:redis-server taskset:util-linux)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,15 +23,9 @@ from typing import Any
 import pytest
 
 from tests.support.net import free_port
+from tests.support.redis import find_redis_server, redis_answers
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _find_redis_server() -> str | None:
-    for candidate in (shutil.which("redis-server"), "/usr/sbin/redis-server", "/usr/bin/redis-server"):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 @dataclass
@@ -47,18 +39,9 @@ class RedisServer:
         return f"redis://{self.host}:{self.port}/0"
 
 
-def _ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
-    binary = _find_redis_server()
+    binary = find_redis_server()
     if binary is None:
         pytest.skip("redis-server is not installed (Debian: apt-get install redis-server; `make test` does this as root)")
     workdir = tmp_path_factory.mktemp("redis")
@@ -84,9 +67,9 @@ def redis_server(tmp_path_factory):
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and proc.poll() is None and not _ping(port):
+        while time.monotonic() < deadline and proc.poll() is None and not redis_answers(port):
             time.sleep(0.02)
-        if _ping(port):
+        if redis_answers(port):
             break
         proc.kill()
         proc.wait()
