@@ -40,12 +40,42 @@ LEGACY_OWNER = "fngate-cli"  # keys made before owners existed: the CLI's defaul
 
 ACTIVE, EXPIRED, SUSPENDED = "ACTIVE", "EXPIRED", "SUSPENDED"
 OWNER_USER, OWNER_SYSTEM = "USER", "SYSTEM"
-ISSUERS = {NVCF_SERVICE_ID: frozenset({NVCF_SERVICE_ID})}  # registered issuer -> audiences it may use
 MAX_KEYS_PER_OWNER = 8
 MAX_TTL_DAYS = 365
 MAX_AUTHZ_CHARS = 2048
 MIN_AUTHZ_UPDATE_INTERVAL = 3.0  # seconds
 KEEP_AFTER_EXPIRED = timedelta(days=2)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRegistration:
+    """A service registered with the API-keys service (NVCF's ServiceDto): who may issue
+    keys, for which audiences, with which limits."""
+
+    service_id: str
+    service_name: str
+    audience_service_ids: tuple[str, ...]
+    max_api_keys_per_user: int = MAX_KEYS_PER_OWNER
+    max_api_key_ttl_days: int = MAX_TTL_DAYS
+    max_authz_size_chars: int = MAX_AUTHZ_CHARS
+    min_authz_update_interval_seconds: int = int(MIN_AUTHZ_UPDATE_INTERVAL)
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "service_id": self.service_id,
+            "service_name": self.service_name,
+            "audience_service_ids": list(self.audience_service_ids),
+            "max_api_keys_per_user": self.max_api_keys_per_user,
+            "max_api_key_ttl_days": self.max_api_key_ttl_days,
+            "max_authz_size_chars": self.max_authz_size_chars,
+            "min_authz_update_interval_seconds": self.min_authz_update_interval_seconds,
+        }
+
+
+# fngate is one service, NVCF's own (the self-hosted registration of nvcf-api)
+SERVICES = {NVCF_SERVICE_ID: ServiceRegistration(NVCF_SERVICE_ID, "nvcf-api", (NVCF_SERVICE_ID,))}
+ISSUERS = {sid: frozenset(s.audience_service_ids) for sid, s in SERVICES.items()}  # issuer -> audiences it may use
+NAMESPACES = {"nvcf": NVCF_SERVICE_ID}  # policy-evaluation namespace -> the audience its policies carry
 
 MANAGE_KEYS = "manage_keys"  # fngate's own scope for /v1/keys (the API-keys service has no auth)
 SCOPES = (
@@ -80,14 +110,21 @@ def new_key() -> str:
 
 def well_formed(key: str) -> bool:
     """The key has NVCF's shape and its checksum tail matches."""
+    return format_error(key) is None
+
+
+def format_error(key: str | None) -> str | None:
+    """Why `key` is not an API key, in the API-keys service's words (ApiKeyParser), or None."""
+    if not key:
+        return "api key empty"
     m = _KEY_RE.match(key)
     if m is None:
-        return False
+        return "api key format invalid"
     try:
         raw = base64.urlsafe_b64decode(m.group(1) + "=")
     except ValueError:
-        return False
-    return len(raw) == 32 and hmac.compare_digest(_checksum(raw), m.group(2))
+        return "Invalid key"
+    return None if len(raw) == 32 and hmac.compare_digest(_checksum(raw), m.group(2)) else "Invalid key"
 
 
 def masked(suffix: str) -> str:
@@ -267,6 +304,16 @@ def load_or_create_admin_key(data_dir: Path, environ: dict[str, str] | None = No
         f.write(key + "\n")
     os.chmod(path, 0o600)
     return key, True
+
+
+async def find_by_digest(store: StateStore, digest: str) -> StoredKey | None:
+    """The stored key with this digest that has not reached its deletion time, or None."""
+    now = now_utc()
+    for rec in await store.list(records.KEYS):
+        if hmac.compare_digest(str(rec.value.get("digest", "")), digest):
+            key = StoredKey.from_doc(rec.value)
+            return None if key.gone(now) else key
+    return None
 
 
 async def ensure_admin_record(store: StateStore, admin_key: str, nca_id: str = "fngate") -> None:

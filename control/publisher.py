@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from fngate.control import records as R
 from fngate.control.authorizations import Authority
+from fngate.control.key_owners import suspended_owners
 from fngate.control.keys import ACTIVE, SCOPES, StoredKey
 from fngate.control.records import NO_GPU_SPEC, Deployment, FunctionVersion, InstanceRecord, parse_iso
 from fngate.control.sharing import Sharing, load_all_sharing
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fngate.publisher")
 
-_RELEVANT = frozenset({R.FUNCTIONS, R.DEPLOYMENTS, R.INSTANCES, R.KEYS, R.AUTHORIZATIONS})
+_RELEVANT = frozenset({R.FUNCTIONS, R.DEPLOYMENTS, R.INSTANCES, R.KEYS, R.KEY_OWNERS, R.AUTHORIZATIONS})
 
 Sink = Callable[[RoutingTable], Awaitable[Any] | Any]
 
@@ -101,14 +102,19 @@ def build_routes(
 _NOT_SHARED = Sharing()
 
 
-def build_grants(keys: list[dict[str, Any]], admin_key: str | None) -> list[tuple[str, KeyGrant]]:
-    """Every usable key as a KeyGrant: ACTIVE (suspended keys are left out; expiry is
-    checked by the gateway per request) with a policy for NVCF's audience."""
+def build_grants(
+    keys: list[dict[str, Any]], admin_key: str | None, suspended_owners: frozenset[str] = frozenset()
+) -> list[tuple[str, KeyGrant]]:
+    """Every usable key as a KeyGrant: ACTIVE (suspended keys, and every key of a suspended
+    owner, are left out, so the gateway no longer knows them; expiry is checked by the
+    gateway per request) with a policy for NVCF's audience."""
     grants = []
     for doc in keys:
         key = StoredKey.from_doc(doc)
         authority = Authority.from_authorizations(key.authorizations)
         if key.status != ACTIVE or not authority.matched:
+            continue
+        if key.owner_id in suspended_owners and not key.is_admin:
             continue
         access = authority.access
         grants.append(
@@ -198,10 +204,11 @@ class RoutingPublisher:
         deployments = {r.key.split("/", 1)[1]: Deployment.parse(r.value) for r in await self.store.list(R.DEPLOYMENTS)}
         instances = [InstanceRecord.parse(r.value) for r in await self.store.list(R.INSTANCES)]
         keys = [r.value for r in await self.store.list(R.KEYS)]
+        suspended = suspended_owners([r.value for r in await self.store.list(R.KEY_OWNERS)])
         sharing = await load_all_sharing(self.store)
         self._last_version = max(int(time.time() * 1000), self._last_version + 1)
         routes = build_routes(functions, deployments, instances, sharing)
-        return RoutingTable.build(self._last_version, routes, build_grants(keys, self.admin_key))
+        return RoutingTable.build(self._last_version, routes, build_grants(keys, self.admin_key, suspended))
 
     async def publish_now(self) -> RoutingTable:
         table = await self.build()

@@ -30,6 +30,9 @@ keys            {keyId}                           an API key (control.keys.Store
                                                   "audience_service_ids", "description",
                                                   "created_at", "expires_at", "authorizations"
                                                   (NVCF policies), "nca_id", "authz_updated_at"}
+key-owners      {ownerId}                         a key owner's status (control.key_owners): {"owner_type",
+                                                  "owner_id", "status" (ACTIVE|SUSPENDED),
+                                                  "status_updated_at"}; an owner without one is ACTIVE
 authorizations  {functionId}[/{versionId}]        {"authorizedParties": [{"ncaId"}]}: who a function
                                                   (or one version) is shared with (control.sharing)
 accounts        {ncaId}                           an account (control.accounts)
@@ -50,6 +53,7 @@ SECRETS = "secrets"
 INSTANCES = "instances"
 SCALE = "scale"
 KEYS = "keys"
+KEY_OWNERS = "key-owners"
 AUTHORIZATIONS = "authorizations"
 ACCOUNTS = "accounts"
 TELEMETRY_SECRETS = "telemetry-secrets"

@@ -16,7 +16,7 @@ from ..accounts import ensure_default_account
 from ..loadboard import LoadBoard
 from ..store.base import Conflict as StoreConflict
 from ..store.base import StateStore, StoreUnavailable
-from . import accounts, assets, deployments, functions, gpus, health, key_admin, queues, sharing
+from . import accounts, assets, deployments, functions, gpus, health, key_admin, key_introspect, queues, sharing
 from . import keys as key_routes
 from . import ratelimit as ratelimit_routes
 from . import secrets as secret_routes
@@ -101,6 +101,7 @@ def make_app(
         gpus.routes,
         key_routes.routes,
         key_admin.routes,
+        key_introspect.routes,
         sharing.routes,
         accounts.routes,
         secret_routes.routes,

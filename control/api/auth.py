@@ -7,8 +7,8 @@ admin JWT: every scope, every account. Other keys act for their account (NCA id)
 with the scopes and resources of their NVCF policy (control.authorizations).
 
 As NVCF answers (spec 3.6): no or a malformed Authorization header is 401; a bearer
-that looks like an API key (`nvapi-...`) but is unknown, expired or suspended is
-403 "Authorization failed"; any other unknown bearer is 401 (NVCF would read it as
+that looks like an API key (`nvapi-...`) but is unknown, expired or suspended (or
+its owner is) is 403 "Authorization failed"; any other unknown bearer is 401 (NVCF would read it as
 a JWT and fail to decode it).
 """
 
@@ -21,8 +21,9 @@ from aiohttp import web
 
 from fngate.proxy.routing import key_digest
 
-from .. import keys, records
+from .. import keys
 from ..authorizations import Authority, FunctionAccess
+from ..key_owners import owner_active
 from .context import ctx
 from .errors import Forbidden, NotFound, Unauthorized
 
@@ -102,13 +103,6 @@ def _acting_for(principal: Principal, nca_id: str) -> Principal:
     return principal
 
 
-async def find_key(request: web.Request, digest: str) -> keys.StoredKey | None:
-    for rec in await ctx(request).store.list(records.KEYS):
-        if hmac.compare_digest(str(rec.value.get("digest", "")), digest):
-            return keys.StoredKey.from_doc(rec.value)
-    return None
-
-
 async def authenticate(request: web.Request) -> Principal:
     cached: Principal | None = request.get(_PRINCIPAL)
     if cached is not None:
@@ -125,8 +119,9 @@ async def authenticate(request: web.Request) -> Principal:
     if hmac.compare_digest(digest, c.admin_digest):
         principal = Principal(keys.ADMIN_KEY_ID, c.nca_id, ADMIN_AUTHORITY, admin=True, all_accounts=True)
     else:
-        key = await find_key(request, digest)
-        if key is None or key.status_at(keys.now_utc()) != keys.ACTIVE:
+        key = await keys.find_by_digest(c.store, digest)
+        usable = key is not None and key.status_at(keys.now_utc()) == keys.ACTIVE
+        if key is None or not usable or not (key.is_admin or await owner_active(c.store, key.owner_id)):
             if token.startswith(API_KEY_MARK):
                 raise Forbidden("Authorization failed")
             raise Unauthorized("Unknown or invalid bearer token")

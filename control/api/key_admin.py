@@ -1,5 +1,6 @@
 """The API-keys service's admin routes (spec 3.1): /v1/service-admin/users/... (one
-issuing service, from Key-Issuer-Id) and /v1/admin/... (every service).
+issuing service, from Key-Issuer-Id), /v1/admin/... (every service; owner status), and
+the service registrations (/v1/services, which a `manage_keys` key may read).
 
 NVCF leaves their protection to the network; in fngate they take the admin key.
 Status changes follow NVCF's transitions: ACTIVE <-> SUSPENDED, EXPIRED -> SUSPENDED.
@@ -15,9 +16,10 @@ from aiohttp import web
 from fngate.proxy.routing import key_digest
 
 from .. import keys, records
+from ..key_owners import OWNER_NOT_FOUND, STATUSES, load_owner, set_status
 from ..keys import StoredKey
 from ..store.base import Delete, Put, Record
-from .auth import Principal, authenticate
+from .auth import Principal, authenticate, require
 from .context import ctx, json_response
 from .errors import BadRequest, Forbidden, NotFound
 from .keys import ISSUER_HEADER, KEY_NOT_FOUND, read_body
@@ -129,19 +131,13 @@ async def admin_lookup(request: web.Request) -> web.Response:
     await _admin(request)
     body = await read_body(request)
     value = body.get("key")
-    if not isinstance(value, str) or not value:
-        raise BadRequest("api key empty")
-    if not value.startswith(keys.KEY_PREFIX):
-        raise BadRequest("api key format invalid")
-    if not keys.well_formed(value):
-        raise BadRequest("Invalid key")
-    digest = key_digest(value)
-    now = keys.now_utc()
-    for rec in await ctx(request).store.list(records.KEYS):
-        key = StoredKey.from_doc(rec.value)
-        if key.digest == digest and not key.gone(now):
-            return json_response(key.view(now, with_authorizations=False))
-    raise NotFound(KEY_NOT_FOUND)
+    problem = keys.format_error(value if isinstance(value, str) else None)
+    if problem is not None:
+        raise BadRequest(problem)
+    key = await keys.find_by_digest(ctx(request).store, key_digest(str(value)))
+    if key is None:
+        raise NotFound(KEY_NOT_FOUND)
+    return json_response(key.view(keys.now_utc(), with_authorizations=False))
 
 
 @routes.get("/v1/admin/users/{userId}/keys")
@@ -159,3 +155,45 @@ async def admin_delete_user_keys(request: web.Request) -> web.Response:
     if ops:
         await ctx(request).store.commit(ops)
     return web.Response(status=204)
+
+
+@routes.get("/v1/admin/users/{userId}")
+async def admin_get_owner(request: web.Request) -> web.Response:
+    await _admin(request)
+    owner = await load_owner(ctx(request).store, request.match_info["userId"])
+    if owner is None:
+        raise NotFound(OWNER_NOT_FOUND)
+    return json_response(owner.view())
+
+
+@routes.put("/v1/admin/users/{userId}/status")
+async def admin_owner_status(request: web.Request) -> web.Response:
+    """Suspend (or reactivate) an owner: all its keys, in every service, at once."""
+    await _admin(request)
+    store = ctx(request).store
+    owner = await load_owner(store, request.match_info["userId"])
+    if owner is None:
+        raise NotFound(OWNER_NOT_FOUND)
+    body = await read_body(request)
+    wanted = body.get("status")
+    if wanted is None:
+        raise BadRequest("status is required parameter")
+    if wanted not in STATUSES:
+        raise BadRequest(f"Failed to read request: status must be one of {', '.join(STATUSES)}, not {wanted!r}")
+    return json_response((await set_status(store, owner, str(wanted))).view())
+
+
+@routes.get("/v1/services")
+async def list_services(request: web.Request) -> web.Response:
+    await require(request, keys.MANAGE_KEYS)
+    return json_response({"services": [s.view() for s in keys.SERVICES.values()]})
+
+
+@routes.get("/v1/services/{serviceId}")
+async def get_service(request: web.Request) -> web.Response:
+    await require(request, keys.MANAGE_KEYS)
+    service_id = request.match_info["serviceId"]
+    service = keys.SERVICES.get(service_id)
+    if service is None:
+        raise NotFound(f"Service '{service_id}' not found")
+    return json_response(service.view())

@@ -25,6 +25,7 @@ from fngate.proxy.routing import key_digest
 from .. import keys, records
 from ..accounts import account_exists, account_not_found
 from ..authorizations import all_policies, escalation, named_functions
+from ..key_owners import OWNER_SUSPENDED, owner_active
 from ..keys import StoredKey
 from ..store.base import Record
 from .access import relation_map
@@ -40,8 +41,9 @@ DESCRIPTION_RE = re.compile(r"^[a-zA-Z0-9\s_-]{1,64}$")
 KEY_NOT_FOUND = "Key not found"
 
 
-def _issuer(request: web.Request) -> tuple[str, str]:
-    """(owner id, issuer service id) from the Key-* headers, as the service resolves them."""
+async def _issuer(request: web.Request) -> tuple[str, str]:
+    """(owner id, issuer service id) from the Key-* headers, as the service resolves them;
+    a suspended owner can do nothing with its keys (403, as NVCF's KeyOwnerStatusValidator)."""
     owner = request.headers.get(OWNER_HEADER, "").strip()
     if not owner:
         raise BadRequest("Key-Owner-Id is not set")
@@ -50,6 +52,8 @@ def _issuer(request: web.Request) -> tuple[str, str]:
         raise BadRequest("Key-Issuer-Id is not set")
     if issuer not in keys.ISSUERS:
         raise BadRequest("Caller service not registered")
+    if not await owner_active(ctx(request).store, owner):
+        raise Forbidden(OWNER_SUSPENDED)
     return owner, issuer
 
 
@@ -157,7 +161,7 @@ async def _owned_keys(request: web.Request, principal: Principal, owner: str, is
 
 
 async def _one_key(request: web.Request, principal: Principal) -> tuple[Record, StoredKey]:
-    owner, issuer = _issuer(request)
+    owner, issuer = await _issuer(request)
     key_id = request.match_info["keyId"]
     for rec, key in await _owned_keys(request, principal, owner, issuer):
         if key.id == key_id:
@@ -168,7 +172,7 @@ async def _one_key(request: web.Request, principal: Principal) -> tuple[Record, 
 @routes.post("/v1/keys")
 async def create_key(request: web.Request) -> web.Response:
     principal = await require(request, keys.MANAGE_KEYS)
-    owner, issuer = _issuer(request)
+    owner, issuer = await _issuer(request)
     body = await read_body(request)
     now = keys.now_utc()
     description = _description(body)
@@ -200,7 +204,7 @@ async def create_key(request: web.Request) -> web.Response:
 @routes.get("/v1/keys")
 async def list_keys(request: web.Request) -> web.Response:
     principal = await require(request, keys.MANAGE_KEYS)
-    owner, issuer = _issuer(request)
+    owner, issuer = await _issuer(request)
     now = keys.now_utc()
     found = await _owned_keys(request, principal, owner, issuer)
     return json_response({"keys": [key.view(now, with_authorizations=False) for _, key in found]})

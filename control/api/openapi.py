@@ -243,6 +243,40 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         authorizations=_ref("KeyAuthorizations"),
     ),
     "KeysResponse": _obj(["keys"], keys=_arr(_ref("Key"))),
+    "IntrospectionRequest": _obj(["key"], key=STR, audience_service_id=STR),
+    "Introspection": _obj(
+        ["owner_type", "owner_id", "key_id", "issuer_service_id", "authorizations"],
+        owner_type={"type": "string", "enum": ["USER", "SYSTEM"]},
+        owner_id=STR,
+        key_id=STR,
+        issuer_service_id=STR,
+        authorizations=ANY_OBJ,
+    ),
+    "EvaluationRequest": _obj(["input"], input=_obj(["apiKey"], apiKey=STR)),
+    "Evaluation": _obj(
+        ["namespace", "rule_name", "result"],
+        namespace=STR,
+        rule_name=STR,
+        result=_obj(["allowed"], allowed=BOOL, ncaId=STR, ownerId=STR, policy=ANY_OBJ),
+    ),
+    "KeyOwner": _obj(
+        ["owner_type", "owner_id", "status", "status_updated_at"],
+        owner_type={"type": "string", "enum": ["USER"]},
+        owner_id=STR,
+        status={"type": "string", "enum": ["ACTIVE", "SUSPENDED"]},
+        status_updated_at=STR,
+    ),
+    "Service": _obj(
+        ["service_id", "service_name", "audience_service_ids"],
+        service_id=STR,
+        service_name=STR,
+        audience_service_ids=STRS,
+        max_api_keys_per_user=INT,
+        max_api_key_ttl_days=INT,
+        max_authz_size_chars=INT,
+        min_authz_update_interval_seconds=INT,
+    ),
+    "ServicesResponse": _obj(["services"], services=_arr(_ref("Service"))),
     "AuthorizedParty": _obj(
         ["ncaId"], ncaId={"type": "string", "description": "an account, or * (public; super admin only)"}, clientId=STR
     ),
@@ -338,6 +372,9 @@ PARAMS = {
         "telemetryId",
         "assetId",
         "objectId",
+        "namespace",
+        "policyName",
+        "serviceId",
     )
 }
 PRESIGNED = [{"name": n, "in": "query", "required": True, "schema": STR} for n in ("expires", "signature")]
@@ -589,6 +626,37 @@ PATHS["/v1/admin/users/{userId}/keys"] = {
     "get": _op("A user's keys in every service (admin key)", "admin key", "KeysResponse", errors=(401, 403)),
     "delete": _op("Delete all of a user's keys (admin key)", "admin key", None, status=204, errors=(401, 403)),
 }
+PATHS["/v1/admin/users/{userId}"] = {"get": _op("A key owner and its status (admin key)", "admin key", "KeyOwner", errors=(401, 403, 404))}
+PATHS["/v1/admin/users/{userId}/status"] = {
+    "put": _op(
+        "Suspend or reactivate a key owner: every key it owns (admin key)",
+        "admin key",
+        "KeyOwner",
+        body="KeyStatusRequest",
+        errors=(400, 401, 403, 404),
+    )
+}
+PATHS["/v1/introspect"] = {
+    "post": _op(
+        "What a key value is: owner, id, authorizations (Cache-Control: max-age=360)",
+        "manage_keys",
+        "Introspection",
+        body="IntrospectionRequest",
+    )
+}
+PATHS["/v1/namespaces/{namespace}/evaluations/{policyName}"] = {
+    "post": _op(
+        "Evaluate a key against a namespace's policy (apikey.allow); failures are allowed:false (Cache-Control: max-age=60)",
+        "manage_keys",
+        "Evaluation",
+        body="EvaluationRequest",
+        errors=(400, 401, 403),
+    )
+}
+PATHS["/v1/services"] = {
+    "get": _op("The services registered with the API-keys service", "manage_keys", "ServicesResponse", errors=(401, 403))
+}
+PATHS["/v1/services/{serviceId}"] = {"get": _op("One service registration", "manage_keys", "Service", errors=(401, 403, 404))}
 for _path in (SA + "/keys", SA + "/keys/{keyId}", SA + "/keys/{keyId}/status", SA + "/suspend"):
     for _op_doc in PATHS[_path].values():
         _op_doc["parameters"] = [{"name": "Key-Issuer-Id", "in": "header", "required": True, "schema": STR}]
