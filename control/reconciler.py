@@ -258,13 +258,11 @@ class Reconciler:
         if failures and status is State.DEPLOYING:
             await self._fail(key, fn_rec, dep_rec, failures)  # before apply() would start replacements
             return
-        for gs in dep.specs:
-            name = gs.backend or self.default_backend
-            backend = self.backends.get(name)
-            if backend is None:
-                failures.append(self._health_item(gs, name, f"no backend named {name!r}; configured: {', '.join(self.backends)}"))
-                continue
-            spec = instance_spec(fn, gs, secrets)
+        placed, refused = self._place(fn, dep.specs, secrets)
+        if refused:  # whatever the state: a stored deployment that can no longer run (e.g. after a restart)
+            await self._fail(key, fn_rec, dep_rec, refused, Event.REFUSED)
+            return
+        for gs, name, backend, spec in placed:
             self._specs[(vid, spec.gpu_spec_id)] = spec
             if vid in self._drains:
                 continue  # a scale-down is draining; it applies the new count when done
@@ -285,6 +283,28 @@ class Reconciler:
             for f in failures:
                 log.warning("version %s: %s", vid, f["error"])
         await self._set_state(key, fn_rec, self._fact(vid, dep.specs))
+
+    def _place(
+        self, fn: FunctionVersion, specs: tuple[GpuSpec, ...], secrets: Mapping[str, Any]
+    ) -> tuple[list[tuple[GpuSpec, str, Backend, InstanceSpec]], list[HealthItem]]:
+        """Each GPU spec with its backend and InstanceSpec, and why a backend can never run
+        one (it is not configured, or refuses the spec: an image its catalog lacks)."""
+        placed: list[tuple[GpuSpec, str, Backend, InstanceSpec]] = []
+        refused: list[HealthItem] = []
+        for gs in specs:
+            name = gs.backend or self.default_backend
+            backend = self.backends.get(name)
+            if backend is None:
+                refused.append(self._health_item(gs, name, f"no backend named {name!r}; configured: {', '.join(self.backends)}"))
+                continue
+            spec = instance_spec(fn, gs, secrets)
+            check = getattr(backend, "refusal", None)  # an optional Backend extension (local, static)
+            reason = check(spec) if check is not None else None
+            if reason is not None:
+                refused.append(self._health_item(gs, name, reason))
+                continue
+            placed.append((gs, name, backend, spec))
+        return placed, refused
 
     def _fact(self, vid: str, specs: tuple[GpuSpec, ...]) -> Event:
         ready_by_spec: dict[str, int] = {}
@@ -307,9 +327,9 @@ class Reconciler:
             log.info("function %s: %s -> %s (%s)", key, status.value, new.value, event.value)
             await self.store.put(R.FUNCTIONS, key, {**fn_rec.value, "status": new.value}, expect=fn_rec.revision)
 
-    async def _fail(self, key: str, fn_rec: Record, dep_rec: Record, items: list[HealthItem]) -> None:
+    async def _fail(self, key: str, fn_rec: Record, dep_rec: Record, items: list[HealthItem], event: Event = Event.FAILED) -> None:
         log.warning("function %s: ERROR: %s", key, "; ".join(i["error"] for i in items))
-        new = next_state(FunctionVersion.parse(fn_rec.value).status, Event.FAILED)
+        new = next_state(FunctionVersion.parse(fn_rec.value).status, event)
         dep = {**dep_rec.value, "healthInfo": items, "lastUpdatedAt": now_iso()}
         try:
             await self.store.commit(

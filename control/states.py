@@ -28,6 +28,7 @@ class Event(str, Enum):
     SOME_LOST = "some_lost"  # 0 < ready < minInstances after having been ACTIVE
     ALL_LOST = "all_lost"  # no ready instance while minInstances > 0
     FAILED = "failed"  # cannot place, or never became healthy in time
+    REFUSED = "refused"  # the backend can no longer run it at all (image gone from its catalog, backend gone)
     UNDEPLOY = "undeploy"
     ERROR_EXPIRED = "error_expired"  # an errored deployment old enough to clean up
     DELETE = "delete"
@@ -63,6 +64,8 @@ _TRANSITIONS: dict[tuple[State, Event], State] = {
     (S.DEGRADED, E.MIN_READY): S.ACTIVE,
     (S.DEGRADED, E.SOME_LOST): S.DEGRADING,
     (S.DEGRADED, E.ALL_LOST): S.DEGRADED,
+    # a deployment no backend can run any more is an error in every state, not a silent ACTIVE
+    **{(s, E.REFUSED): S.ERROR for s in (S.DEPLOYING, S.ACTIVE, S.DEGRADING, S.DEGRADED)},
     (S.ERROR, E.ERROR_EXPIRED): S.INACTIVE,
     **{(s, E.UNDEPLOY): S.INACTIVE for s in _DEPLOYED},
     **{(s, E.DELETE): S.DELETED for s in State if s is not S.DELETED},

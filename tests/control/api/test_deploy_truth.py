@@ -1,5 +1,6 @@
 """Deploy-time truth, against a real `fngate serve`: a deployment its backend can never run
-is refused at deploy with the reason, also with minInstances 0.
+is refused at deploy with the reason, also with minInstances 0; a stored one that can no
+longer run (after a restart) goes to ERROR with the reason.
 
 Regression test for the silent-ACTIVE finding: an image missing from the local catalog,
 deployed with minInstances 0, went ACTIVE with no healthInfo, and every call then waited out
@@ -7,6 +8,8 @@ its poll window for an empty 504.
 """
 
 from __future__ import annotations
+
+import sys
 
 import httpx
 import pytest
@@ -62,3 +65,32 @@ def test_helm_and_models_only_functions_are_refused_at_deploy(api):
 def test_a_static_backend_spec_without_endpoints_is_refused_at_deploy(api):
     fid, vid = api.create("static-no-endpoints")
     assert_refused(api, fid, vid, deploy(api, fid, vid, backend="edge"), "endpoints")
+
+
+def test_a_stored_deployment_whose_image_left_the_catalog_goes_to_error_after_a_restart(fngate_serve, tmp_path):
+    """A deployment that was fine when made, but that the backend can no longer run (the
+    image is gone from the local catalog after a restart with another config), must not sit
+    ACTIVE: it goes to ERROR with the reason, at zero instances and with running ones alike."""
+    data_dir = tmp_path / "restarted"
+    command = f"{sys.executable} -m fngate.backends.samples.echo --host {{host}} --port {{port}}"
+    with_image = write_config(tmp_path / "with.yaml", catalog={"acme/vanishing": command})
+    without = write_config(tmp_path / "without.yaml", catalog={})
+    first = Api(fngate_serve("--config", str(with_image), data_dir=data_dir))
+    at_zero = first.create("vanishing-at-zero", image="acme/vanishing")
+    running = first.create("vanishing-running", image="acme/vanishing")
+    kept = first.create("still-in-catalog", image="fngate/echo")
+    for (fid, vid), lowest in ((at_zero, 0), (running, 1), (kept, 0)):
+        assert deploy(first, fid, vid, minInstances=lowest).status_code == 200
+    first.wait_status(*at_zero, "ACTIVE")
+    first.wait_status(*running, "ACTIVE")
+    first.wait_status(*kept, "ACTIVE")
+    first.sp.stop()
+
+    second = Api(fngate_serve("--config", str(without), data_dir=data_dir))
+    for fid, vid in (at_zero, running):
+        second.wait_status(fid, vid, "ERROR")
+        dep = httpx.get(f"{second.sp.api_url}/v2/nvcf/deployments/functions/{fid}/versions/{vid}", headers=second.headers).json()
+        errors = [item["error"] for item in dep["deployment"]["healthInfo"]]
+        assert errors and all("unknown container image 'acme/vanishing'" in e for e in errors), dep
+        assert not second.ready_instances(fid, vid)
+    assert second.status(*kept) == "ACTIVE"  # a deployment the backend can still run is left alone
