@@ -65,6 +65,9 @@ class InstanceSpec:
     environment: dict[str, str] = field(default_factory=dict)  # containerEnvironment + NVCF_* vars
     health: HealthCheck = HealthCheck()
     secrets: dict[str, Any] = field(default_factory=dict)  # name -> value, for /var/secrets/secrets.json
+    # the account-level secrets of the telemetries the function names (name -> value), for
+    # /var/secrets/accounts-secrets.json, as NVCF renders them for its telemetry collector
+    account_secrets: dict[str, Any] = field(default_factory=dict)
     configuration: dict[str, Any] = field(default_factory=dict)  # the gpu spec's free-form `configuration`
     max_request_concurrency: int = 1
     nca_id: str = "fngate"

@@ -35,7 +35,10 @@ from .catalog import ImageCatalog, UnknownImage
 from .hub import EventHub
 from .inventory import Inventory, PlacementError
 from .probe import probe
+from .secret_files import ACCOUNT_ENV_VAR as ACCOUNT_SECRETS_ENV
+from .secret_files import ACCOUNT_FILE_NAME as ACCOUNT_SECRETS_FILE
 from .secret_files import ENV_VAR as SECRETS_ENV
+from .secret_files import FILE_NAME as SECRETS_FILE
 from .secret_files import SecretFiles
 
 log = logging.getLogger("fngate.backends.local")
@@ -143,7 +146,8 @@ class LocalBackend:
         key = (spec.version_id, spec.gpu_spec_id)
         group = self._groups.setdefault(key, {})
         for inst in group.values():
-            if inst.spec.secrets != spec.secrets and inst.process is not None:
+            changed = inst.spec.secrets != spec.secrets or inst.spec.account_secrets != spec.account_secrets
+            if changed and inst.process is not None:
                 self._refresh_secrets(inst, spec)
             inst.spec = spec  # later restarts use the newest spec
         extra = len(group) - replicas
@@ -165,10 +169,11 @@ class LocalBackend:
     def _refresh_secrets(self, inst: _Instance, spec: InstanceSpec) -> None:
         """New values reach a running instance in place, as NVCF's secrets sidecar
         refreshes /var/secrets/secrets.json (it reads the file again; no restart)."""
-        if spec.secrets:
-            self._secret_files.write(inst.id, spec.secrets)
-        else:
-            self._secret_files.remove(inst.id)
+        for values, name in ((spec.secrets, SECRETS_FILE), (spec.account_secrets, ACCOUNT_SECRETS_FILE)):
+            if values:
+                self._secret_files.write(inst.id, values, name)
+            else:
+                self._secret_files.remove(inst.id, name)
 
     async def remove(self, version_id: str, *, graceful: bool = True) -> None:
         victims = [i for key, g in self._groups.items() if key[0] == version_id for i in g.values()]
@@ -289,6 +294,10 @@ class LocalBackend:
         env = {**os.environ, **spec.environment, **self._nvcf_env(spec), "PORT": str(inst.port), "PYTHONUNBUFFERED": "1"}
         if spec.secrets:
             env[SECRETS_ENV] = str(self._secret_files.write(inst.id, spec.secrets))
+        # always named: a telemetry secret set after the start appears there in place
+        env[ACCOUNT_SECRETS_ENV] = str(self._secret_files.path(inst.id, ACCOUNT_SECRETS_FILE))
+        if spec.account_secrets:
+            self._secret_files.write(inst.id, spec.account_secrets, ACCOUNT_SECRETS_FILE)
         with open(inst.log_path, "ab") as out:  # noqa: ASYNC230 a local log, opened once per instance start
             out.write(f"--- fngate: starting instance {inst.id} on port {inst.port}: {shlex.join(argv)}\n".encode())
             out.flush()

@@ -1,4 +1,5 @@
-"""Where the local backend puts an instance's secrets: `<dir>/<instance-id>/secrets.json`.
+"""Where the local backend puts an instance's secrets: `<dir>/<instance-id>/secrets.json`,
+and the account-level secrets of its telemetries: `<dir>/<instance-id>/accounts-secrets.json`.
 
 NVCF renders a version's secrets into /var/secrets/secrets.json, a JSON object keyed by
 secret name, and refreshes the file when the values change (spec part 2, 4.4); never
@@ -20,6 +21,8 @@ import orjson
 
 FILE_NAME = "secrets.json"
 ENV_VAR = "FNGATE_SECRETS_FILE"
+ACCOUNT_FILE_NAME = "accounts-secrets.json"  # the telemetries' account-level secrets (NVCF's ESS file)
+ACCOUNT_ENV_VAR = "FNGATE_ACCOUNTS_SECRETS_FILE"
 
 
 def _ram_dir() -> str | None:
@@ -37,11 +40,16 @@ class SecretFiles:
             self._root = Path(tempfile.mkdtemp(prefix="fngate-secrets-", dir=self._base))  # 0700
         return self._root
 
-    def write(self, instance_id: str, secrets: dict[str, Any]) -> Path:
-        """Write (or replace, atomically) the instance's file and return its path."""
+    def path(self, instance_id: str, name: str = FILE_NAME) -> Path:
+        """Where the instance's file `name` is (or will be), in its private folder."""
         folder = self._dir() / instance_id
         folder.mkdir(mode=0o700, exist_ok=True)
-        path = folder / FILE_NAME
+        return folder / name
+
+    def write(self, instance_id: str, secrets: dict[str, Any], name: str = FILE_NAME) -> Path:
+        """Write (or replace, atomically) the instance's file `name` and return its path."""
+        path = self.path(instance_id, name)
+        folder = path.parent
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".secrets-")  # mkstemp: 0600
         try:
             with os.fdopen(fd, "wb") as out:
@@ -52,9 +60,14 @@ class SecretFiles:
             raise
         return path
 
-    def remove(self, instance_id: str) -> None:
-        if self._root is not None:
+    def remove(self, instance_id: str, name: str | None = None) -> None:
+        """Remove the instance's file `name`, or all of its files."""
+        if self._root is None:
+            return
+        if name is None:
             shutil.rmtree(self._root / instance_id, ignore_errors=True)
+        else:
+            (self._root / instance_id / name).unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._root is not None:

@@ -36,7 +36,12 @@ def health_of(fn: FunctionVersion) -> HealthCheck:
     return HealthCheck(protocol="gRPC" if fn.grpc else "HTTP", uri=fn.health_uri or "/v2/health/ready", port=fn.inference_port)
 
 
-def instance_spec(fn: FunctionVersion, gpu_spec: GpuSpec, secrets: Mapping[str, Any] | None = None) -> InstanceSpec:
+def instance_spec(
+    fn: FunctionVersion,
+    gpu_spec: GpuSpec,
+    secrets: Mapping[str, Any] | None = None,
+    account_secrets: Mapping[str, Any] | None = None,
+) -> InstanceSpec:
     return InstanceSpec(
         function_id=fn.function_id,
         version_id=fn.version_id,
@@ -51,6 +56,7 @@ def instance_spec(fn: FunctionVersion, gpu_spec: GpuSpec, secrets: Mapping[str, 
         environment=dict(fn.environment),
         health=health_of(fn),
         secrets=dict(secrets or {}),
+        account_secrets=dict(account_secrets or {}),
         configuration=dict(gpu_spec.configuration),
         max_request_concurrency=gpu_spec.max_request_concurrency,
         nca_id=fn.nca_id,

@@ -125,6 +125,11 @@ class Reconciler:
                         self._mark(vid)
                     elif ch.kind == R.SCALE:
                         self._mark(ch.key.split("/", 1)[0])
+                    elif ch.kind == R.SECRETS:  # new values reach running instances in place
+                        self._mark(ch.key.split("/", 1)[1])
+                    elif ch.kind == R.TELEMETRY_SECRETS:  # rare: every version that may name the telemetry
+                        for vid in list(self._function_of):
+                            self._mark(vid)
             except Compacted:
                 pass
             except Exception as exc:  # the store went away for a moment: resync covers the gap
@@ -254,11 +259,12 @@ class Reconciler:
             return
         secrets_rec = await self.store.get(R.SECRETS, key)
         secrets = (secrets_rec.value.get("secrets") if secrets_rec else None) or {}
+        account_secrets = await self._telemetry_secrets(fn)
         failures = self._failures.pop(vid, [])
         if failures and status is State.DEPLOYING:
             await self._fail(key, fn_rec, dep_rec, failures)  # before apply() would start replacements
             return
-        placed, refused = self._place(fn, dep.specs, secrets)
+        placed, refused = self._place(fn, dep.specs, secrets, account_secrets)
         if refused:  # whatever the state: a stored deployment that can no longer run (e.g. after a restart)
             await self._fail(key, fn_rec, dep_rec, refused, Event.REFUSED)
             return
@@ -284,8 +290,18 @@ class Reconciler:
                 log.warning("version %s: %s", vid, f["error"])
         await self._set_state(key, fn_rec, self._fact(vid, dep.specs))
 
+    async def _telemetry_secrets(self, fn: FunctionVersion) -> dict[str, Any]:
+        """{name: value} of the secrets of the telemetries the function names, those of its
+        own account only (NVCF's account-level secrets, /var/secrets/accounts-secrets.json)."""
+        out: dict[str, Any] = {}
+        for telemetry_id in fn.telemetry_ids:
+            rec = await self.store.get(R.TELEMETRY_SECRETS, telemetry_id)
+            if rec is not None and rec.value.get("ncaId") == fn.nca_id and rec.value.get("name"):
+                out[str(rec.value["name"])] = rec.value.get("value")
+        return out
+
     def _place(
-        self, fn: FunctionVersion, specs: tuple[GpuSpec, ...], secrets: Mapping[str, Any]
+        self, fn: FunctionVersion, specs: tuple[GpuSpec, ...], secrets: Mapping[str, Any], account_secrets: Mapping[str, Any]
     ) -> tuple[list[tuple[GpuSpec, str, Backend, InstanceSpec]], list[HealthItem]]:
         """Each GPU spec with its backend and InstanceSpec, and why a backend can never run
         one (it is not configured, or refuses the spec: an image its catalog lacks)."""
@@ -297,7 +313,7 @@ class Reconciler:
             if backend is None:
                 refused.append(self._health_item(gs, name, f"no backend named {name!r}; configured: {', '.join(self.backends)}"))
                 continue
-            spec = instance_spec(fn, gs, secrets)
+            spec = instance_spec(fn, gs, secrets, account_secrets)
             check = getattr(backend, "refusal", None)  # an optional Backend extension (local, static)
             reason = check(spec) if check is not None else None
             if reason is not None:

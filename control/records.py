@@ -164,6 +164,15 @@ class Deployment:
         )
 
 
+TELEMETRY_FIELDS = ("logsTelemetryId", "metricsTelemetryId", "tracesTelemetryId")
+
+
+def _telemetry_ids(telemetries: Any) -> tuple[str, ...]:
+    if not isinstance(telemetries, Mapping):
+        return ()
+    return tuple(dict.fromkeys(str(telemetries[f]) for f in TELEMETRY_FIELDS if telemetries.get(f)))
+
+
 @dataclass(frozen=True, slots=True)
 class FunctionVersion:
     """A `functions` document: one version of a function."""
@@ -180,6 +189,7 @@ class FunctionVersion:
     environment: Mapping[str, str] = field(default_factory=dict)  # containerEnvironment
     health_uri: str = ""  # "" when absent
     health: Mapping[str, Any] | None = None  # the `health` object, when given
+    telemetry_ids: tuple[str, ...] = ()  # the telemetries it sends logs, metrics or traces to
 
     @property
     def grpc(self) -> bool:
@@ -201,6 +211,7 @@ class FunctionVersion:
             environment={str(e["key"]): str(e.get("value", "")) for e in doc.get("containerEnvironment") or () if "key" in e},
             health_uri=_text(doc, "healthUri"),
             health=dict(health) if isinstance(health, dict) else None,
+            telemetry_ids=_telemetry_ids(doc.get("telemetries")),
         )
 
 

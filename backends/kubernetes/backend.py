@@ -238,7 +238,7 @@ class KubernetesBackend:
 
     @staticmethod
     async def _put_secret(api: KubeApi, spec: InstanceSpec) -> None:
-        if spec.secrets:
+        if m.has_secrets(spec):
             await api.put_secret(m.secret(spec))
         else:  # secrets dropped from the function: do not leave the old ones in the cluster
             await api.delete_secret(m.secret_name(spec))

@@ -30,6 +30,7 @@ OWNER = "fngate"
 OWNED_SELECTOR = f"{MANAGED_BY}={OWNER}"
 SECRETS_DIR = "/var/secrets"
 SECRETS_FILE = "secrets.json"
+ACCOUNT_SECRETS_FILE = "accounts-secrets.json"
 GPU_RESOURCE = "nvidia.com/gpu"
 
 _LABEL_OK = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
@@ -89,14 +90,25 @@ def _probe(spec: InstanceSpec, period: int) -> dict[str, Any]:
     return {**probe, "periodSeconds": period, "timeoutSeconds": max(1, math.ceil(h.timeout_s)), "failureThreshold": 3}
 
 
+def has_secrets(spec: InstanceSpec) -> bool:
+    """The pods need the Secret: function secrets or its telemetries' account secrets."""
+    return bool(spec.secrets or spec.account_secrets)
+
+
 def secret(spec: InstanceSpec) -> dict[str, Any]:
-    data = base64.b64encode(orjson.dumps(spec.secrets)).decode()
+    """secrets.json and accounts-secrets.json (each only when there are values), the files
+    NVCF's secrets agent renders into /var/secrets."""
+    data = {
+        name: base64.b64encode(orjson.dumps(values)).decode()
+        for name, values in ((SECRETS_FILE, spec.secrets), (ACCOUNT_SECRETS_FILE, spec.account_secrets))
+        if values
+    }
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": secret_name(spec), "labels": labels(spec)},
         "type": "Opaque",
-        "data": {SECRETS_FILE: data},
+        "data": data,
     }
 
 
@@ -105,6 +117,8 @@ def deployment(spec: InstanceSpec, replicas: int, settings: PodSettings) -> dict
     env = {**spec.environment, **settings.env}
     if spec.secrets:
         env["FNGATE_SECRETS_FILE"] = f"{SECRETS_DIR}/{SECRETS_FILE}"
+    if spec.account_secrets:
+        env["FNGATE_ACCOUNTS_SECRETS_FILE"] = f"{SECRETS_DIR}/{ACCOUNT_SECRETS_FILE}"
     ports = [{"name": "inference", "containerPort": spec.inference_port, "protocol": "TCP"}]
     if spec.health.port != spec.inference_port:
         ports.append({"name": "health", "containerPort": spec.health.port, "protocol": "TCP"})
@@ -130,16 +144,17 @@ def deployment(spec: InstanceSpec, replicas: int, settings: PodSettings) -> dict
         pod["nodeSelector"] = dict(settings.node_selector)
     if settings.image_pull_secrets:
         pod["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]
-    if spec.secrets:
+    if has_secrets(spec):
         container["volumeMounts"] = [{"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True}]
         pod["volumes"] = [{"name": "secrets", "secret": {"secretName": secret_name(spec)}}]
     # the exact ids (labels may hold digests of ids that are not valid label values)
     ids = {VERSION_ID: spec.version_id, GPU_SPEC_ID: spec.gpu_spec_id, FUNCTION_ID: spec.function_id}
     template: dict[str, Any] = {"metadata": {"labels": own, "annotations": ids}, "spec": pod}
-    if spec.secrets:  # new secrets roll the pods, so every instance reads the same file
-        template["metadata"]["annotations"] |= {
-            "fngate.io/secrets-hash": _digest(orjson.dumps(spec.secrets, option=orjson.OPT_SORT_KEYS).decode())[:16]
-        }
+    if has_secrets(spec):  # new secrets roll the pods, so every instance reads the same files
+        # (the function secrets alone hash as before, so an upgrade does not roll their pods)
+        both = [spec.secrets, spec.account_secrets] if spec.account_secrets else spec.secrets
+        values = orjson.dumps(both, option=orjson.OPT_SORT_KEYS).decode()
+        template["metadata"]["annotations"] |= {"fngate.io/secrets-hash": _digest(values)[:16]}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

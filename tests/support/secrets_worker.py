@@ -1,6 +1,7 @@
 """A stdlib HTTP worker that shows what a function instance was given as secrets:
-GET /secrets answers the current bytes of $FNGATE_SECRETS_FILE (404 when it has none),
-with its pid in `x-pid`, so a test can see values reach it and change in place."""
+GET /secrets answers the current bytes of $FNGATE_SECRETS_FILE, GET /accounts-secrets those
+of $FNGATE_ACCOUNTS_SECRETS_FILE (404 when there is none), with its pid in `x-pid`, so a
+test can see values reach it and change in place."""
 
 import argparse
 import http.server
@@ -19,7 +20,8 @@ def main() -> None:
         def _answer(self) -> None:
             status, body = 200, b"ok"
             if not self.path.startswith("/health"):
-                path = os.environ.get("FNGATE_SECRETS_FILE")
+                var = "FNGATE_ACCOUNTS_SECRETS_FILE" if self.path.startswith("/accounts-secrets") else "FNGATE_SECRETS_FILE"
+                path = os.environ.get(var)
                 try:
                     with open(path or "", "rb") as f:
                         body = f.read()
@@ -29,6 +31,7 @@ def main() -> None:
             self.send_header("Content-Length", str(len(body)))
             self.send_header("x-pid", str(os.getpid()))
             self.send_header("x-secrets-file", os.environ.get("FNGATE_SECRETS_FILE", ""))
+            self.send_header("x-accounts-secrets-file", os.environ.get("FNGATE_ACCOUNTS_SECRETS_FILE", ""))
             self.end_headers()
             self.wfile.write(body)
 

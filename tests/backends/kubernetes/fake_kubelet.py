@@ -334,7 +334,9 @@ class FakeKubelet:
             if secret is not None:
                 for key, value in (secret.get("data") or {}).items():
                     (run.workdir / key).write_bytes(base64.b64decode(value))
-                env["FNGATE_SECRETS_FILE"] = str(run.workdir / "secrets.json")
+                for key, name in (("secrets.json", "FNGATE_SECRETS_FILE"), ("accounts-secrets.json", "FNGATE_ACCOUNTS_SECRETS_FILE")):
+                    if key in (secret.get("data") or {}):
+                        env[name] = str(run.workdir / key)
         return argv, env
 
     async def _run_pod(self, run: _Running) -> None:

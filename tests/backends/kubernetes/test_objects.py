@@ -94,6 +94,33 @@ async def test_secrets_are_a_secret_mounted_as_json(cluster, k8s_backend):
     await t.close()
 
 
+async def test_telemetry_secrets_are_the_secrets_accounts_file(cluster, k8s_backend):
+    """The account-level secrets of the function's telemetries reach the pod as NVCF's
+    /var/secrets/accounts-secrets.json, from the Secret (never an env value), also when the
+    function has no secrets of its own; a change rolls the pods."""
+    spec = toy_spec(account_secrets={"datadog-key": "dd-s3cret"})
+    await k8s_backend.apply(spec, 1)
+    [secret] = cluster.secrets()
+    assert set(secret["data"]) == {"accounts-secrets.json"}
+    assert orjson.loads(base64.b64decode(secret["data"]["accounts-secrets.json"])) == {"datadog-key": "dd-s3cret"}
+    [dep] = cluster.deployments()
+    container = container_of(dep)
+    assert container["volumeMounts"] == [{"name": "secrets", "mountPath": "/var/secrets", "readOnly": True}]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FNGATE_ACCOUNTS_SECRETS_FILE"] == "/var/secrets/accounts-secrets.json" and "FNGATE_SECRETS_FILE" not in env
+    assert b"dd-s3cret" not in orjson.dumps(dep)
+    rolled_from = dep["spec"]["template"]["metadata"]["annotations"]["fngate.io/secrets-hash"]
+    both = toy_spec(secrets={"HF_TOKEN": "hf"}, account_secrets={"datadog-key": "rotated"})
+    await k8s_backend.apply(both, 1)
+    [secret] = cluster.secrets()
+    assert set(secret["data"]) == {"secrets.json", "accounts-secrets.json"}
+    [dep] = cluster.deployments()
+    assert dep["spec"]["template"]["metadata"]["annotations"]["fngate.io/secrets-hash"] != rolled_from
+    await k8s_backend.apply(toy_spec(), 1)
+    assert cluster.secrets() == []
+    await k8s_backend.remove("v1")
+
+
 async def test_every_api_call_is_one_the_role_is_told_about(cluster):
     """PERMISSIONS (which the shipped Role is checked against) covers every request made."""
     backend = KubernetesBackend("k8s", namespace=cluster.namespace, kubeconfig=str(cluster.kubeconfig), startup_timeout=1)

@@ -137,3 +137,54 @@ def test_restart_reads_the_sealed_secrets_back_and_the_key_can_come_from_the_env
     api.wait(lambda: invoke_secrets(api, fid).status_code == 200, "the instance answering")
     assert orjson.loads(invoke_secrets(api, fid).content) == {"K": value}
     assert grep(data_dir, [value.encode()]) == []
+
+
+def test_telemetry_secrets_reach_the_instance_as_the_accounts_secrets_file(fngate_serve, tmp_path, store_args):
+    """NVCF renders the account-level secrets of a function's telemetries into
+    /var/secrets/accounts-secrets.json ({name: value}); the local backend writes that file
+    (named by FNGATE_ACCOUNTS_SECRETS_FILE) beside secrets.json, refreshed in place. Another
+    telemetry's secret, or one the function does not name, is not in it."""
+    config = write_config(
+        tmp_path / "fngate.yaml", catalog={"test/secrets": [sys.executable, WORKER, "--host", "{host}", "--port", "{port}"]}
+    )
+    sp = fngate_serve("--config", str(config), *store_args)
+    api = Api(sp)
+    logs, metrics, unused = (str(uuid.uuid4()) for _ in range(3))
+    key, rotated, other = (f"dd_{uuid.uuid4().hex}" for _ in range(3))
+
+    def put_telemetry_secret(telemetry_id: str, name: str, value) -> None:
+        r = httpx.put(
+            f"{sp.api_url}/v2/nvcf/secrets/telemetries/{telemetry_id}", json={"secret": {"name": name, "value": value}}, headers=api.headers
+        )
+        assert r.status_code == 204, r.text
+
+    put_telemetry_secret(logs, "splunk-prd", key)
+    put_telemetry_secret(unused, "not-mine", other)
+    fid, vid = api.create(
+        "with-telemetries",
+        image="test/secrets",
+        inferenceUrl="/accounts-secrets",
+        telemetries={"logsTelemetryId": logs, "metricsTelemetryId": metrics},
+    )
+    api.deploy(fid, vid)
+    api.wait_status(fid, vid, "ACTIVE")
+
+    def accounts_file() -> httpx.Response:
+        return httpx.get(api.gateway + "/accounts-secrets", headers={**api.headers, "function-id": fid}, timeout=30)
+
+    got = accounts_file()
+    assert got.status_code == 200, got.text
+    assert orjson.loads(got.content) == {"splunk-prd": key}
+    path = Path(got.headers["x-accounts-secrets-file"])
+    assert path.name == "accounts-secrets.json" and not path.is_relative_to(sp.data_dir) and mode(path) == 0o600
+    assert got.headers["x-secrets-file"] == ""  # the function has no secrets of its own
+    # a secret set later for another named telemetry, and a new value, reach it in place
+    pid = got.headers["x-pid"]
+    put_telemetry_secret(metrics, "Grafana_prd", {"username": "u", "password": rotated})
+    put_telemetry_secret(logs, "splunk-prd", rotated)
+    want = {"splunk-prd": rotated, "Grafana_prd": {"username": "u", "password": rotated}}
+    api.wait(lambda: orjson.loads(accounts_file().content) == want, "the telemetry secrets refreshed in the file")
+    assert accounts_file().headers["x-pid"] == pid
+    assert grep(sp.data_dir, [v.encode() for v in (key, rotated, other)]) == []
+    api.call("DELETE", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}")
+    api.wait(lambda: not path.exists(), "the accounts secrets file removed")
