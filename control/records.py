@@ -18,7 +18,9 @@ secrets         {functionId}/{versionId}          {"secrets": {name: value}}  (v
 assets          {ncaId}/{assetId}                {"assetId", "ncaId", "contentType", "description",
                                                   "createdEpoch", "uploaded", "size", "createdAt"};
                                                   the bytes are <data-dir>/assets/{ncaId}/{assetId}
-telemetry-secrets {telemetryId}                   {"ncaId", "name", "value"}  (sealed at rest)
+telemetry-secrets {telemetryId}                   {"ncaId", "name", "value"}  (sealed at rest); delivered to
+                                                  the instances of the functions naming the
+                                                  telemetry as accounts-secrets.json
 instances       {versionId}/{instanceId}          Instance object (spec 4.3 activeInstances item)
                                                   plus "host", "port", "gpuSpecificationId"
 scale           {versionId}/{gpuSpecificationId}  {"replicas": n, "reason": str, "at": iso8601}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from fngate.control.api import make_app
+from fngate.control.keys import new_key
 from fngate.control.store.memory import MemoryStore
-from tests.support.keys import key_body, key_headers
+from tests.support.keys import NVCF_SERVICE_ID, OWNER, key_body, key_headers
 
 from .conftest import SPEC
 
@@ -93,6 +94,18 @@ async def test_real_responses_match_the_documented_schemas(api):
     check(fv, "get", 400, await api.problem("GET", f"/v2/nvcf/functions/{fn['id']}/versions/nope", status=400))
     check("/health", "get", 200, await api.call("GET", "/health", key=None))
     check("/v2/nvcf/functions", "post", 400, await api.problem("POST", "/v2/nvcf/functions", {}, status=400))
+    introspected = await api.call("POST", "/v1/introspect", {"audience_service_id": NVCF_SERVICE_ID, "key": created["value"]})
+    check("/v1/introspect", "post", 200, introspected)
+    check("/v1/introspect", "post", 404, await api.problem("POST", "/v1/introspect", {"key": new_key()}, status=404))
+    evaluation = "/v1/namespaces/{namespace}/evaluations/{policyName}"
+    allowed = await api.call("POST", "/v1/namespaces/nvcf/evaluations/apikey.allow", {"input": {"apiKey": created["value"]}})
+    check(evaluation, "post", 200, allowed)
+    check(evaluation, "post", 200, await api.call("POST", "/v1/namespaces/nvcf/evaluations/apikey.allow", {"input": {"apiKey": "x"}}))
+    check("/v1/services", "get", 200, await api.call("GET", "/v1/services"))
+    check("/v1/services/{serviceId}", "get", 200, await api.call("GET", f"/v1/services/{NVCF_SERVICE_ID}"))
+    check("/v1/admin/users/{userId}", "get", 200, await api.call("GET", f"/v1/admin/users/{OWNER}"))
+    status = await api.call("PUT", f"/v1/admin/users/{OWNER}/status", {"status": "SUSPENDED"})
+    check("/v1/admin/users/{userId}/status", "put", 200, status)
 
 
 def test_validator_rejects_what_the_schema_does_not_allow():
