@@ -76,13 +76,22 @@ class Inventory:
     def free_gpus(self, gpu: str) -> int:
         return self._gpus.get(gpu, 0) - self._used(gpu)
 
-    def reserve(self, holder: str, instance_type: str, gpu: str) -> InstanceType:
-        """Hold the GPUs of one instance of `instance_type` for `holder` (idempotent per holder)."""
+    def mismatch(self, instance_type: str, gpu: str) -> str | None:
+        """Why no instance of `instance_type` (with `gpu`) can ever be placed here, or None
+        (lack of free capacity is not such a reason: it passes)."""
         t = self._types.get(instance_type)
         if t is None:
-            raise PlacementError(f"unknown instance type {instance_type!r}; this machine offers {', '.join(sorted(self._types))}")
+            return f"unknown instance type {instance_type!r}; this machine offers {', '.join(sorted(self._types))}"
         if gpu and gpu != t.gpu:
-            raise PlacementError(f"instance type {instance_type} has GPU {t.gpu}, not {gpu}")
+            return f"instance type {instance_type} has GPU {t.gpu}, not {gpu}"
+        return None
+
+    def reserve(self, holder: str, instance_type: str, gpu: str) -> InstanceType:
+        """Hold the GPUs of one instance of `instance_type` for `holder` (idempotent per holder)."""
+        reason = self.mismatch(instance_type, gpu)
+        if reason is not None:
+            raise PlacementError(reason)
+        t = self._types[instance_type]
         if holder in self._held:
             return t
         free = self.free_gpus(t.gpu)

@@ -131,7 +131,7 @@ class LocalBackend:
             return str(exc)
         except ValueError as exc:
             return f"containerArgs cannot be parsed: {exc}"
-        return None
+        return self.inventory.mismatch(spec.instance_type, spec.gpu)
 
     async def apply(self, spec: InstanceSpec, replicas: int) -> None:
         if self._closed:

@@ -186,3 +186,38 @@ def test_route_names_the_backend_its_instances_run_on():
     named = {"v": {"deploymentSpecifications": [{"gpu": "H100", "backend": "gpu-farm"}]}}
     [route] = build_routes([FunctionVersion.parse(fn)], {"v": Deployment.parse(named["v"])}, [])
     assert route.backend == "gpu-farm"
+
+
+async def test_a_suspended_owners_keys_leave_the_table_and_come_back():
+    """Owner suspension reaches the gateway the way key suspension does: the snapshot no
+    longer holds the owner's keys (so the gateway answers 401), and ACTIVE restores them."""
+    store = MemoryStore()
+    fid, _ = await deploy(store)
+    base = StoredKey(
+        id="k1",
+        digest=key_digest("nvapi-bob-1"),
+        suffix="b-1",
+        owner_id="bob@example.com",
+        nca_id="fngate",
+        authorizations={"policies": [policy(["invoke_function"])]},
+        created_at="2026-01-01T00:00:00Z",
+    )
+    await store.put(R.KEYS, "k1", base.to_doc())
+    await store.put(R.KEYS, "k2", {**base.to_doc(), "id": "k2", "digest": key_digest("nvapi-bob-2")})
+    await store.put(R.KEYS, "k3", {**base.to_doc(), "id": "k3", "digest": key_digest("nvapi-carol"), "owner_id": "carol@example.com"})
+    pub = RoutingPublisher(store, admin_key=ADMIN)
+    gateway = SnapshotHolder()
+    pub.add_sink(gateway.publish)
+    await pub.start()
+    bob = {key_digest("nvapi-bob-1"), key_digest("nvapi-bob-2")}
+    try:
+        assert bob <= set(gateway.table.keys)
+        owner = {"owner_type": "USER", "owner_id": "bob@example.com", "status_updated_at": "2026-01-02T00:00:00Z"}
+        await store.put(R.KEY_OWNERS, "bob@example.com", {**owner, "status": "SUSPENDED"})
+        await wait_for(lambda: not bob & set(gateway.table.keys))
+        assert key_digest("nvapi-carol") in gateway.table.keys and key_digest(ADMIN) in gateway.table.keys
+        await store.put(R.KEY_OWNERS, "bob@example.com", {**owner, "status": "ACTIVE"})
+        await wait_for(lambda: bob <= set(gateway.table.keys))
+        assert gateway.table.keys[key_digest("nvapi-bob-1")].allows("invoke_function", fid, 0)
+    finally:
+        await pub.aclose()

@@ -74,23 +74,32 @@ def test_a_stored_deployment_whose_image_left_the_catalog_goes_to_error_after_a_
     data_dir = tmp_path / "restarted"
     command = f"{sys.executable} -m fngate.backends.samples.echo --host {{host}} --port {{port}}"
     with_image = write_config(tmp_path / "with.yaml", catalog={"acme/vanishing": command})
-    without = write_config(tmp_path / "without.yaml", catalog={})
+    # the second start has neither the image nor the H100 instance type
+    l40s_only = {"gpus": {"L40S": 8}, "instanceTypes": [{"name": "NCP.GPU.L40S_1x", "gpu": "L40S", "gpuCount": 1}]}
+    without = write_config(tmp_path / "without.yaml", catalog={}, inventory=l40s_only)
     first = Api(fngate_serve("--config", str(with_image), data_dir=data_dir))
     at_zero = first.create("vanishing-at-zero", image="acme/vanishing")
     running = first.create("vanishing-running", image="acme/vanishing")
     kept = first.create("still-in-catalog", image="fngate/echo")
+    on_h100 = first.create("h100-goes-away", image="fngate/echo")
     for (fid, vid), lowest in ((at_zero, 0), (running, 1), (kept, 0)):
         assert deploy(first, fid, vid, minInstances=lowest).status_code == 200
+    assert deploy(first, *on_h100, gpu="H100", instanceType="NCP.GPU.H100_1x").status_code == 200
+    first.wait_status(*on_h100, "ACTIVE")
     first.wait_status(*at_zero, "ACTIVE")
     first.wait_status(*running, "ACTIVE")
     first.wait_status(*kept, "ACTIVE")
     first.sp.stop()
 
     second = Api(fngate_serve("--config", str(without), data_dir=data_dir))
-    for fid, vid in (at_zero, running):
+    for (fid, vid), reason in (
+        (at_zero, "unknown container image 'acme/vanishing'"),
+        (running, "unknown container image 'acme/vanishing'"),
+        (on_h100, "unknown instance type 'NCP.GPU.H100_1x'"),
+    ):
         second.wait_status(fid, vid, "ERROR")
         dep = httpx.get(f"{second.sp.api_url}/v2/nvcf/deployments/functions/{fid}/versions/{vid}", headers=second.headers).json()
         errors = [item["error"] for item in dep["deployment"]["healthInfo"]]
-        assert errors and all("unknown container image 'acme/vanishing'" in e for e in errors), dep
+        assert errors and all(reason in e for e in errors), dep
         assert not second.ready_instances(fid, vid)
     assert second.status(*kept) == "ACTIVE"  # a deployment the backend can still run is left alone

@@ -102,6 +102,18 @@ def test_who_may_introspect(served):
     assert served.problem("POST", "/v1/introspect", body, status=404, key=stranger)["detail"] == "Key not found"
 
 
+def test_an_expired_key_is_not_found_and_not_allowed(served):
+    body = key_body()
+    body["expires_at"] = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + 2))
+    value = served.ok("POST", "/v1/keys", body, headers=key_headers(owner()))["value"]
+    introspect = {"audience_service_id": NVCF_SERVICE_ID, "key": value}
+    assert served.ok("POST", "/v1/introspect", introspect)["owner_id"]
+    time.sleep(3.2)
+    assert served.problem("POST", "/v1/introspect", introspect, status=404)["detail"] == "Key not found"
+    evaluation = served.ok("POST", "/v1/namespaces/nvcf/evaluations/apikey.allow", {"input": {"apiKey": value}})
+    assert evaluation["result"] == {"allowed": False}
+
+
 # -- POST /v1/namespaces/{namespace}/evaluations/{policy-name} --------------------------------------
 
 
