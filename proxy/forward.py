@@ -15,9 +15,7 @@ bodies, HTTP/2, pexec) runs `handle(ex)` as one task.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fngate.proxy.body_rate import BodyRateGuard
@@ -30,6 +28,7 @@ from fngate.proxy.headers import RouteHeaders, client_headers, upstream_head
 from fngate.proxy.limiter import Lease, Limiter
 from fngate.proxy.lookup import KeyChecker, poll_seconds, resolve, target_from_host
 from fngate.proxy.metrics import UNKNOWN_FUNCTION, Metrics
+from fngate.proxy.request_ids import new_request_id, slot_owner
 from fngate.proxy.routing import KeyGrant, SnapshotHolder, VersionRoute
 from fngate.proxy.sse import QueueKeepAlive, error_event, wants_sse
 from fngate.proxy.upstream.h1_client import H1Upstream, UpstreamLost
@@ -40,21 +39,6 @@ if TYPE_CHECKING:
     from fngate.proxy.pexec import Pexec
 
 _CHUNKED = b"transfer-encoding: chunked\r\n"
-
-
-def slot_owner(ex: Exchange) -> object:
-    """Whose per-connection slot count a request joins (Limiter, `per_connection`): its
-    client connection when that multiplexes requests (HTTP/2), else None (HTTP/1.1
-    answers one request at a time)."""
-    return ex.conn if ex.http2 else None
-
-
-def new_request_id(_bits: Callable[[int], int] = random.getrandbits) -> bytes:
-    """A random (version 4) UUID; `random` rather than os.urandom: no syscall per request,
-    and the id is not a secret (pexec results are still bound to the caller's key).
-    One draw and one format: this runs for every request."""
-    n = _bits(122)
-    return b"%08x-%04x-4%03x-%04x-%012x" % (n >> 90, n >> 74 & 0xFFFF, n >> 62 & 0xFFF, 0x8000 | n >> 48 & 0x3FFF, n & 0xFFFFFFFFFFFF)
 
 
 class Call:

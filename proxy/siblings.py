@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from fngate.proxy.config import LOOPBACK
 from fngate.proxy.errors import NotFound, UpstreamTimeout, UpstreamUnavailable
 from fngate.proxy.exchange import Exchange
-from fngate.proxy.forward import Call, Forwarder, new_request_id
+from fngate.proxy.forward import Call, Forwarder
 from fngate.proxy.headers import HOP_BY_HOP
 from fngate.proxy.metrics import Metrics
+from fngate.proxy.request_ids import new_request_id
 from fngate.proxy.upstream.h1_client import UpstreamLost
 from fngate.proxy.upstream.pool import ConnectFailed
 
