@@ -5,7 +5,7 @@
 The relay (proxy/grpc_relay.py) runs with its real upstream HTTP/2 client
 (proxy/upstream/h2_client.py) against an in-memory ngh2 instance, and an in-memory
 client side, so the numbers are the gateway's own per-call and per-frame cost:
-routing and auth on the snapshot, admission, header rewriting, both pumps, HTTP/2
+routing and auth on the snapshot, admission, header rewriting, the relay callbacks, HTTP/2
 framing towards the instance, flow-control acknowledgements.
 """
 
@@ -20,6 +20,7 @@ from ngh2.events import DataReceived, RequestReceived
 
 from fngate.proxy.grpc import MessageFraming
 from fngate.proxy.grpc_relay import GrpcHandler
+from fngate.proxy.lookup import KeyChecker
 from fngate.proxy.routing import Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
 from fngate.proxy.upstream.h2_client import H2UpstreamPool
 
@@ -103,6 +104,9 @@ class _Client:
 
     __slots__ = ("bytes", "done")
 
+    http2 = True
+    conn = None
+
     def __init__(self) -> None:
         self.bytes = 0
         self.done = asyncio.get_running_loop().create_future()
@@ -111,8 +115,15 @@ class _Client:
         if end_stream:
             self.done.set_result(None)
 
-    async def send_data(self, data, end_stream=False):
+    def queue_data(self, data, end_stream=False):
         self.bytes += len(data)
+        return True
+
+    def backlogged(self):
+        return False
+
+    def when_writable(self, callback):
+        asyncio.get_running_loop().call_soon(callback)
 
     def send_trailers(self, headers):
         self.done.set_result(None)
@@ -120,6 +131,9 @@ class _Client:
     def reset(self, code):
         if not self.done.done():
             self.done.set_exception(ConnectionError(f"reset {code}"))
+
+    def stop_after_answer(self):
+        pass
 
     def ack(self, n):
         pass
@@ -135,6 +149,16 @@ class _Lease:
         pass
 
 
+class _Slots:
+    """Every call gets a slot at once (the limiter is not what this measures)."""
+
+    def try_acquire(self, route, exclude=None, owner=None):
+        return _Lease(route.endpoints[0])
+
+    async def admit(self, route, deadline, request_id="", exclude=None, *, owner=None):
+        return _Lease(route.endpoints[0])
+
+
 def _handler(frames: int) -> GrpcHandler:
     endpoint = Endpoint("mem-1", "instance.local", 1)
     route = VersionRoute(FID, VID, "bench", "ACTIVE", grpc=True, max_concurrency=1000, endpoints=(endpoint,))
@@ -142,10 +166,7 @@ def _handler(frames: int) -> GrpcHandler:
     holder.publish(RoutingTable.build(1, [route], [(key_digest("bench-key"), KeyGrant("k", frozenset({"invoke_function"})))]))
     instance = _Instance(frames)
 
-    async def admit(route, deadline, request_id=""):
-        return _Lease(route.endpoints[0])
-
-    return GrpcHandler(holder, admit, H2UpstreamPool(connect=instance.connect))
+    return GrpcHandler(holder, _Slots(), KeyChecker(), H2UpstreamPool(connect=instance.connect))
 
 
 HEADERS = [

@@ -33,7 +33,7 @@ def test_resolve_and_authorize(benchmark, n):
     """What one gRPC call costs in routing: function-id lookup, key digest, grant check."""
     t = table(n)
     metadata = {"function-id": function_id(f"fn{n // 2}"), "authorization": f"Bearer {BENCH_KEY}"}
-    route = benchmark(route_call, t, metadata)
+    route = benchmark(route_call, t, metadata, KeyChecker())
     assert route.function_id == metadata["function-id"]
 
 

@@ -7,22 +7,34 @@ a function. The guard lets the body start in a grace period (connect, slow start
 then measures what arrived in each window. A window in which the gateway's body buffer
 filled up does not count: then the instance, not the client, set the pace.
 
-Shared by both drivers: it reads only the BodyBuffer they feed (proxy/exchange.py).
+Shared by both drivers and the gRPC relay: it reads only a body's progress (the
+BodyBuffer the drivers feed, proxy/exchange.py; a counter of the relay's).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Protocol
 
-from fngate.proxy.exchange import BodyBuffer
+
+class BodyProgress(Protocol):
+    """What the guard reads of a request body (proxy.exchange.BodyBuffer has it all)."""
+
+    received: int  # bytes the client sent so far
+    eof: bool  # the body is complete
+    error: BaseException | None  # the body failed (the request is over)
+    filled: bool  # set when the gateway held back the client since the guard last cleared it
+
+    @property
+    def full(self) -> bool: ...  # the gateway holds the client back now (the instance sets the pace)
 
 
 class BodyRateGuard:
     __slots__ = ("_body", "_loop", "_mark", "_min_bytes", "_on_slow", "_timer", "_window")
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, body: BodyBuffer, rate: float, window: float, grace: float, on_slow: Callable[[], None]
+        self, loop: asyncio.AbstractEventLoop, body: BodyProgress, rate: float, window: float, grace: float, on_slow: Callable[[], None]
     ) -> None:
         self._body = body
         self._loop = loop

@@ -1,5 +1,7 @@
 """Every error the gateway itself produces, with its HTTP and gRPC status, and the one
-place that turns it into bytes: problem+json `{status, title, detail}` (spec 3.2).
+place that turns it into bytes for HTTP: problem+json `{status, title, detail}` (spec 3.2).
+On a gRPC stream the same error is a grpc-status (proxy/grpc.status_of reads
+`grpc_status`; proxy/grpc_relay.send_status writes it).
 
 Missing or unparseable `Authorization` is the spec's exception: a plain-text 401."""
 
@@ -44,7 +46,7 @@ class Degraded(ProxyError):
 
 
 class MissingAuth(ProxyError):
-    http_status, grpc_status, plain = 401, 16, True
+    http_status, grpc_status, plain = 401, 16, True  # UNAUTHENTICATED
 
 
 class Unauthorized(ProxyError):
@@ -65,14 +67,35 @@ class NotFound(ProxyError):
     http_status, grpc_status = 404, 5  # NOT_FOUND
 
 
+class NotInvokable(ProxyError):
+    """A gRPC call for a version that exists but takes no calls (INACTIVE, ...). HTTP
+    answers 404 for the same state (proxy/lookup.resolve); a gRPC client expects
+    FAILED_PRECONDITION: the call will not work until the function changes."""
+
+    http_status, grpc_status = 404, 9  # FAILED_PRECONDITION
+
+
+class NotReady(NotInvokable):
+    """A gRPC call for a version that takes no calls yet (DEPLOYING): UNAVAILABLE, which
+    gRPC clients retry."""
+
+    http_status, grpc_status = 404, 14  # UNAVAILABLE
+
+
+class WrongProtocol(ProxyError):
+    """A gRPC call for a function that is not a gRPC function."""
+
+    http_status, grpc_status = 400, 9  # FAILED_PRECONDITION
+
+
 class HeadersTooLarge(ProxyError):
-    http_status, grpc_status = 431, 8
+    http_status, grpc_status = 431, 8  # RESOURCE_EXHAUSTED
 
 
 class RequestTimeout(ProxyError):
     """The client did not send its request (head or body) in time."""
 
-    http_status, grpc_status = 408, 4
+    http_status, grpc_status = 408, 4  # DEADLINE_EXCEEDED
 
 
 class QueueFull(ProxyError):
@@ -86,15 +109,15 @@ class PollTimeout(ProxyError):
 
 
 class UpstreamUnavailable(ProxyError):
-    http_status, grpc_status = 502, 14
+    http_status, grpc_status = 502, 14  # UNAVAILABLE
 
 
 class UpstreamTimeout(ProxyError):
-    http_status, grpc_status = 504, 4
+    http_status, grpc_status = 504, 4  # DEADLINE_EXCEEDED
 
 
 class Draining(ProxyError):
-    http_status, grpc_status = 503, 14
+    http_status, grpc_status = 503, 14  # UNAVAILABLE
 
 
 def status_for_nvcf(status: int) -> bytes:

@@ -33,46 +33,17 @@ class Status(IntEnum):
     UNAUTHENTICATED = 16
 
 
-# HTTP status -> gRPC status, for errors that carry only an HTTP status
-# (the gRPC "HTTP to gRPC status code mapping", plus the gateway's own 4xx meanings).
-_FROM_HTTP = {
-    400: Status.INVALID_ARGUMENT,
-    401: Status.UNAUTHENTICATED,
-    403: Status.PERMISSION_DENIED,
-    404: Status.NOT_FOUND,
-    408: Status.DEADLINE_EXCEEDED,
-    412: Status.FAILED_PRECONDITION,
-    429: Status.RESOURCE_EXHAUSTED,
-    502: Status.UNAVAILABLE,
-    503: Status.UNAVAILABLE,
-    504: Status.DEADLINE_EXCEEDED,
-}
-
-
-class GrpcError(Exception):
-    """An error the gateway answers as a gRPC status (trailers-only response)."""
-
-    http_status = 200  # gRPC errors travel with HTTP 200
-
-    def __init__(self, grpc_status: Status, message: str) -> None:
-        super().__init__(message)
-        self.grpc_status = grpc_status
-        self.message = message
-
-
 def status_of(exc: BaseException) -> tuple[Status, str]:
     """The gRPC status and message for any error the gateway raises.
 
-    Errors carry their own `grpc_status` (proxy errors do); otherwise it is derived
-    from `http_status`, and anything else is INTERNAL."""
+    Every gateway error carries its own `grpc_status` beside its HTTP status
+    (proxy/errors.py, and UpstreamLost of the instance pool); anything else is a bug
+    in the gateway, answered INTERNAL."""
+    message = getattr(exc, "detail", None) or str(exc) or type(exc).__name__
     status = getattr(exc, "grpc_status", None)
-    message = getattr(exc, "message", None) or getattr(exc, "detail", None) or str(exc) or type(exc).__name__
-    if status is not None:
-        return Status(status), message
-    http = getattr(exc, "http_status", None) or getattr(exc, "status", None)
-    if isinstance(http, int):
-        return _FROM_HTTP.get(http, Status.UNAVAILABLE if http >= 500 else Status.UNKNOWN), message
-    return Status.INTERNAL, message
+    if status is None:
+        return Status.INTERNAL, message
+    return Status(status), message
 
 
 # -- detection ---------------------------------------------------------------------------
@@ -125,17 +96,17 @@ def encode_message(message: str) -> str:
     return "".join(chr(b) if 0x20 <= b <= 0x7E and b != 0x25 else f"%{b:02X}" for b in raw)
 
 
+def status_trailers(status: Status, message: str) -> list[tuple[bytes, bytes]]:
+    """The trailers that end a call the gateway stops after the response started."""
+    trailers = [(b"grpc-status", b"%d" % status)]
+    if message:
+        trailers.append((b"grpc-message", encode_message(message).encode("ascii")))
+    return trailers
+
+
 def trailers_only(status: Status, message: str, extra: tuple[tuple[bytes, bytes], ...] = ()) -> list[tuple[bytes, bytes]]:
     """A complete trailers-only response: one HEADERS frame, sent with END_STREAM."""
-    headers = [
-        (b":status", b"200"),
-        (b"content-type", b"application/grpc"),
-        (b"grpc-status", b"%d" % status),
-    ]
-    if message:
-        headers.append((b"grpc-message", encode_message(message).encode("ascii")))
-    headers.extend(extra)
-    return headers
+    return [(b":status", b"200"), (b"content-type", b"application/grpc"), *status_trailers(status, message), *extra]
 
 
 # -- message framing -----------------------------------------------------------------------

@@ -2,39 +2,46 @@
 
 Headers, DATA and trailers go through unchanged (protobuf is never decoded); the
 gateway adds `nvcf-reqid` to the response headers, rewrites `grpc-timeout` to the
-time left, and drops the caller's `authorization`. Flow control is end to end:
-client DATA is acknowledged to the client only once written to the instance, and
-instance DATA is acknowledged to the instance only once written to the client.
-A reset on either side resets the other; a deadline ends both.
+time left, and drops the caller's `authorization` and every field that names
+something only the gateway may say (proxy.headers.is_protected: forwarding headers,
+NVCF-* in any spelling). A reset on either side resets the other; a deadline ends both.
 
-The HTTP/2 server driver feeds a GrpcCall through `on_data`/`on_trailers`/`on_reset`
-and gives it a Downstream to answer on (see GrpcHandler.open).
+The call is driven by callbacks, in the order the frames arrive: the HTTP/2 server
+driver calls `on_data`/`on_trailers`/`on_reset`, the instance connection calls the
+StreamSink methods. The only awaits are where something truly waits: the limiter's
+queue (or the connection's turn under the per-connection cap) and connecting to the
+instance; a call that finds a free slot and an open connection has no task at all.
+
+Flow control is end to end, without buffering in the call: client DATA is queued in
+the instance connection's engine and acknowledged to the client (WINDOW_UPDATE) only
+once the engine holds little of the stream (`backlogged()` false, else on
+`when_writable`); instance DATA is queued in the client connection's engine and
+acknowledged to the instance only once the client takes it. So each direction holds
+at most about one stream window.
+
+The driver's seam: `GrpcHandler.open(headers, downstream, end_stream) -> call`, the
+downstream being an H2Downstream (proxy/h2_stream.py); see proxy/h2.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from ngh2 import ErrorCode, NeverIndexedHeader
 
-from fngate.proxy.grpc import (
-    FramingError,
-    GrpcError,
-    MessageFraming,
-    Status,
-    encode_message,
-    format_timeout,
-    parse_timeout,
-    status_of,
-    trailers_only,
-)
+from fngate.proxy.body_rate import BodyRateGuard
+from fngate.proxy.errors import BadRequest, Draining, ProxyError, RequestTimeout, UpstreamTimeout, UpstreamUnavailable
+from fngate.proxy.exchange import ClientGone
+from fngate.proxy.grpc import FramingError, MessageFraming, Status, format_timeout, parse_timeout, status_of, status_trailers, trailers_only
 from fngate.proxy.grpc_metrics import GrpcMetrics
 from fngate.proxy.grpc_route import route_call
+from fngate.proxy.headers import is_protected
+from fngate.proxy.lookup import KeyChecker
+from fngate.proxy.metrics import UNKNOWN_FUNCTION, Metrics
+from fngate.proxy.request_ids import new_request_id, slot_owner
 from fngate.proxy.routing import Endpoint, SnapshotHolder, VersionRoute
 from fngate.proxy.upstream.h2_client import H2Upstream, H2UpstreamPool, UpstreamLost
 
@@ -42,94 +49,177 @@ Headers = list[tuple[bytes, bytes]]
 
 # the request headers routing reads (proxy.grpc_route.route_call), and the deadline
 _ROUTING = frozenset({b":authority", b"function-id", b"function-version-id", b"authorization", b"grpc-timeout"})
-# request headers never sent to the instance: the caller's key and connection-specific ones
-_DROP = frozenset(
-    {b"authorization", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"grpc-timeout", b"nvcf-reqid"}
-)
+# pseudo-headers an instance's gRPC server reads; `:protocol` (extended CONNECT) is not gRPC
+_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
+# set by the gateway for each call, whatever the client sent
+_OWN = frozenset({b"grpc-timeout", b"nvcf-reqid"})
 
 
 class Downstream(Protocol):
-    """The client side of one stream, provided by the HTTP/2 server driver."""
+    """The client side of one stream, provided by the HTTP/2 server driver (H2Downstream)."""
 
-    def send_headers(self, headers: Headers, end_stream: bool = False) -> None: ...
-    async def send_data(self, data: bytes, end_stream: bool = False) -> None: ...  # returns once within the client's window
-    def send_trailers(self, headers: Headers) -> None: ...
+    @property
+    def http2(self) -> bool: ...
+    @property
+    def conn(self) -> object: ...  # the client connection: whose per-connection slot count the call joins
+
+    def send_headers(self, headers: Headers, end_stream: bool = False) -> None: ...  # ClientGone when gone
+    def queue_data(self, data: bytes, end_stream: bool = False) -> bool: ...  # False when the stream is gone
+    def backlogged(self) -> bool: ...  # the client does not take the stream's bytes now
+    def when_writable(self, callback: Callable[[], None]) -> None: ...  # once it may take more (or is gone)
+    def send_trailers(self, headers: Headers) -> None: ...  # ClientGone when gone
     def reset(self, error_code: int) -> None: ...
+    def stop_after_answer(self) -> None: ...  # RST_STREAM NO_ERROR once the answer is out (the client may still send)
     def ack(self, n: int) -> None: ...  # flow-control credit for n bytes of request DATA
 
 
 class Lease(Protocol):
-    endpoint: Endpoint
+    @property
+    def endpoint(self) -> Endpoint: ...
 
     def release(self) -> None: ...
 
 
-# admit(route, deadline (time.monotonic), request id) -> a slot on one instance, after waiting
-# in the version's FIFO (shared with HTTP) no later than the deadline: proxy.limiter.Limiter.admit
-Admit = Callable[[VersionRoute, float, str], Awaitable[Lease]]
+class Slots(Protocol):
+    """Instance slots, shared with HTTP: proxy.limiter.Limiter."""
+
+    def try_acquire(self, route: VersionRoute, exclude: str | None = None, owner: object = None) -> Lease | None: ...
+    async def admit(
+        self, route: VersionRoute, deadline: float | None, request_id: str = "", exclude: str | None = None, *, owner: object = None
+    ) -> Lease: ...
+
+
+class BodyRate(Protocol):
+    """The minimum request-body rate (proxy.config.GatewayConfig has these fields)."""
+
+    @property
+    def client_body_min_rate(self) -> float: ...  # bytes/s; 0: off
+    @property
+    def client_body_rate_window(self) -> float: ...
+    @property
+    def client_body_rate_grace(self) -> float: ...
+
+
+def send_status(down: Downstream, exc: BaseException, request_id: bytes, responded: bool) -> Status:
+    """Answer a gateway error on a gRPC stream, and return its status: a trailers-only
+    response before the response head, trailers after it. The one place a gateway
+    error becomes gRPC bytes (proxy.errors carries each error's grpc_status)."""
+    status, message = status_of(exc)
+    try:
+        if responded:
+            down.send_trailers(status_trailers(status, message))
+        else:
+            down.send_headers(trailers_only(status, message, (NeverIndexedHeader(b"nvcf-reqid", request_id),)), True)
+    except ClientGone:
+        pass
+    return status
 
 
 class GrpcHandler:
-    """Entry point for gRPC streams: route, admit, then relay to an instance."""
+    """Entry point for gRPC streams: route, admit, then relay to an instance. Routing,
+    the key check (`keys`: the gateway's one KeyChecker), the instance slots and the
+    request metrics are the ones HTTP uses."""
 
     def __init__(
         self,
         holder: SnapshotHolder,
-        admit: Admit,
+        slots: Slots,
+        keys: KeyChecker,
         pool: H2UpstreamPool | None = None,
         metrics: GrpcMetrics | None = None,
+        request_metrics: Metrics | None = None,
         *,
         queue_timeout: float = 60.0,
         max_message: int = 1 << 30,
+        body_rate: BodyRate | None = None,
     ) -> None:
         self.holder = holder
-        self.admit = admit
+        self.slots = slots
+        self.keys = keys
         self.pool = pool or H2UpstreamPool()
         self.metrics = metrics or GrpcMetrics()
+        self.request_metrics = request_metrics or Metrics()
         self.queue_timeout = queue_timeout  # the poll window when the call has no grpc-timeout
         self.max_message = max_message
+        self.body_rate = body_rate
         self.calls: set[GrpcCall] = set()
+        self._idle = asyncio.Event()  # set while no call is in progress
+        self._idle.set()
 
     def open(self, headers: Headers, downstream: Downstream, end_stream: bool = False) -> GrpcCall:
-        """Start relaying a new client stream; the driver then feeds the returned call."""
+        """Take a new client stream; the driver then feeds the returned call. The call
+        starts from the loop, after the driver's batch of frames: a stream that batch
+        also reset is over before it takes a slot or reaches an instance."""
         call = GrpcCall(self, headers, downstream, end_stream)
         self.calls.add(call)
-        call.task = asyncio.get_running_loop().create_task(call.run())
+        self._idle.clear()
+        self.request_metrics.in_flight += 1
+        asyncio.get_running_loop().call_soon(call.start)
         return call
+
+    def forget(self, call: GrpcCall) -> None:
+        """A call ended (GrpcCall._finish)."""
+        self.calls.discard(call)
+        self.request_metrics.in_flight -= 1
+        if not self.calls:
+            self._idle.set()
 
     async def drain(self, timeout: float) -> bool:
         """Wait up to `timeout` for the calls in progress to end; True when none is left."""
-        deadline = time.monotonic() + timeout
-        while self.calls and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            pass
         return not self.calls
 
-    async def aclose(self) -> None:
-        """End what is still running (UNAVAILABLE to the client, a reset to the instance)
-        and close the instance connections."""
+    def abort_all(self) -> None:
+        """End what is still running: UNAVAILABLE to the client, a reset to the instance."""
         for call in list(self.calls):
-            call.abort(GrpcError(Status.UNAVAILABLE, "the gateway is shutting down"))
+            call.abort(Draining("the gateway is shutting down"))
+
+    async def aclose(self) -> None:
+        """End what is still running and close the instance connections."""
+        self.abort_all()
         self.pool.close()
 
 
+class RequestProgress:
+    """How far the client got with its request stream, as the minimum body rate guard
+    reads it (proxy.body_rate.BodyProgress)."""
+
+    __slots__ = ("eof", "error", "filled", "held", "received")
+
+    def __init__(self, ended: bool) -> None:
+        self.received = 0
+        self.eof = ended
+        self.error: BaseException | None = None
+        self.filled = False
+        self.held = 0  # request bytes not acknowledged to the client: the instance is the slow side
+
+    @property
+    def full(self) -> bool:
+        return self.held > 0
+
+
 class GrpcCall:
-    """One relayed call. Request items and response items each flow through a deque
-    drained by one coroutine, so each direction can wait for its receiver's window."""
+    """One relayed call, from its request headers to the end of both streams."""
 
     __slots__ = (
+        "_body_rate",
         "_conn",
+        "_deadline_timer",
         "_finished",
         "_framing",
         "_lease",
-        "_req",
-        "_req_ended",
-        "_req_wake",
-        "_resp",
-        "_resp_wake",
+        "_pending",
+        "_request",
+        "_request_waits",
+        "_resp_held",
+        "_resp_waits",
         "_responded",
         "_sid",
-        "_status",
-        "_timer",
+        "_waiting",
         "deadline",
         "down",
         "function_id",
@@ -137,113 +227,177 @@ class GrpcCall:
         "headers",
         "request_id",
         "started",
-        "task",
+        "status",
     )
 
     def __init__(self, handler: GrpcHandler, headers: Headers, down: Downstream, end_stream: bool) -> None:
         self.handler = handler
         self.headers = headers
         self.down = down
-        self.task: asyncio.Task[None] | None = None
-        self.request_id = str(uuid.uuid4())
-        self.function_id = ""
+        self.request_id = new_request_id()
+        self.function_id = ""  # set once the key check and the route passed
         self.started = time.monotonic()
         self.deadline: float | None = None
-        self._req: deque[Any] = deque()  # (data, flow_len, end) tuples, then the trailers list
-        self._req_wake: asyncio.Future[None] | None = None
-        self._resp: deque[Any] = deque()  # (headers, end) pairs and (data, flow_len, end) triples
-        self._resp_wake: asyncio.Future[None] | None = None
+        self.status: Status | None = None  # the call's final status, once finished
+        self._request = RequestProgress(end_stream)
+        self._pending: list[tuple[bytes, int, bool] | Headers] = []  # request items before the instance stream opens
+        self._request_waits = False  # a when_writable of the instance stream is pending
+        self._resp_held = 0  # instance DATA not yet acknowledged to the instance (the client is slow)
+        self._resp_waits = False  # a when_writable of the client stream is pending
         self._conn: H2Upstream | None = None
         self._sid = 0
         self._lease: Lease | None = None
+        self._waiting: asyncio.Task[None] | None = None  # only while waiting for a slot or a connection
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._body_rate: BodyRateGuard | None = None
         self._framing = MessageFraming(handler.max_message)
         self._responded = False  # response headers sent to the client
         self._finished = False
-        self._req_ended = end_stream
-        self._timer: asyncio.TimerHandle | None = None
-        self._status: Status | None = None
-        if end_stream:
-            self._req.append((b"", 0, True))
+
+    @property
+    def held_response_bytes(self) -> int:
+        """Instance DATA the gateway took but the client has not (at most about a window)."""
+        return self._resp_held
 
     # -- fed by the server driver ----------------------------------------------------------
     def on_data(self, data: bytes, flow_len: int, end_stream: bool) -> None:
         if self._finished:
-            self._down(self.down.ack, flow_len)
+            self.down.ack(flow_len)
             return
-        self._req_ended = end_stream
-        self._req.append((data, flow_len, end_stream))
-        self._wake_req()
+        request = self._request
+        request.received += len(data)
+        request.eof = end_stream
+        try:
+            self._framing.feed(data)
+            if end_stream and not self._framing.at_boundary():
+                raise FramingError("request ended inside a gRPC message")
+        except FramingError:
+            self.down.ack(flow_len)
+            self._bad_framing()
+            return
+        if self._conn is None:
+            self._pending.append((data, flow_len, end_stream))
+        else:
+            self._send_request(data, flow_len, end_stream)
 
     def on_trailers(self, headers: Headers) -> None:
-        if not self._finished:
-            self._req_ended = True
-            self._req.append(headers)
-            self._wake_req()
+        if self._finished:
+            return
+        self._request.eof = True
+        if self._conn is None:
+            self._pending.append(headers)
+        else:
+            self._conn.send_trailers(self._sid, headers)
 
     def on_reset(self, error_code: int) -> None:
         """The client reset the stream (or its connection went away): cancel upstream."""
         if self._finished:
             return
         self._upstream_reset(ErrorCode.CANCEL)
-        self._finish(Status.CANCELLED)
+        self._finish(Status.CANCELLED, 499)
 
-    # -- fed by the upstream connection (StreamSink) ---------------------------------------
+    # -- fed by the instance connection (StreamSink, through _Sink) -------------------------
     def on_response(self, headers: Headers, end_stream: bool) -> None:
-        self._resp.append((headers, end_stream))
-        self._wake_resp()
+        if self._finished:
+            return
+        self._responded = True
+        try:
+            self.down.send_headers(headers + [NeverIndexedHeader(b"nvcf-reqid", self.request_id)], end_stream)
+        except ClientGone:
+            self.on_reset(ErrorCode.CANCEL)
+            return
+        if end_stream:  # trailers-only: the status is in these headers
+            self._complete(headers)
 
     def on_data_up(self, data: bytes, flow_len: int, end_stream: bool) -> None:
-        self._resp.append((data, flow_len, end_stream))
-        self._wake_resp()
+        if self._finished:
+            return
+        down = self.down
+        if not down.queue_data(data, end_stream):
+            self.on_reset(ErrorCode.CANCEL)
+            return
+        if end_stream:  # DATA with END_STREAM and no trailers: not valid gRPC, but pass it on
+            self._complete(())
+            return
+        if self._resp_held or down.backlogged():
+            self._resp_held += flow_len
+            if not self._resp_waits:
+                self._resp_waits = True
+                down.when_writable(self._response_writable)
+        elif self._conn is not None:
+            self._conn.ack(self._sid, flow_len)
 
     def on_trailers_up(self, headers: Headers) -> None:
-        self._resp.append((headers, True))
-        self._wake_resp()
+        if self._finished:
+            return
+        try:
+            self.down.send_trailers(headers)
+        except ClientGone:
+            self.on_reset(ErrorCode.CANCEL)
+            return
+        self._complete(headers)
 
     def on_reset_up(self, error_code: int) -> None:
         """The instance reset the stream: pass the reset on to the client."""
         if self._finished:
             return
-        self._down(self.down.reset, error_code)
-        self._finish(Status.CANCELLED if error_code == ErrorCode.CANCEL else Status.UNAVAILABLE)
+        self._conn = None
+        self.down.reset(error_code)
+        if error_code == ErrorCode.CANCEL:
+            self._finish(Status.CANCELLED, 499)
+        else:
+            self._finish(Status.UNAVAILABLE, 502)
 
     def on_lost(self, exc: Exception) -> None:
-        if not self._finished:
-            self._fail(GrpcError(Status.UNAVAILABLE, f"instance unreachable: {exc}"))
+        self._conn = None
+        self._fail(UpstreamUnavailable(f"instance unreachable: {exc}"))
 
     # -- the call --------------------------------------------------------------------------
-    async def run(self) -> None:
+    def start(self) -> None:
+        """Route, authenticate and take a slot; open the instance stream at once when a
+        slot and a connection are free, else wait for them in a small task."""
+        if self._finished:  # reset in the batch that opened it
+            return
         try:
             route = self._route()
-            wait_until = time.monotonic() + self.handler.queue_timeout
-            if self.deadline is not None and self.deadline < wait_until:
-                wait_until = self.deadline
-            self._lease = await self.handler.admit(route, wait_until, self.request_id)
-            if self._finished:  # cancelled or timed out while queued
+        except ProxyError as err:
+            self._fail(err)
+            return
+        handler = self.handler
+        lease = handler.slots.try_acquire(route, None, slot_owner(self.down))
+        if lease is not None:
+            self._lease = lease
+            ep = lease.endpoint
+            conn = handler.pool.take(ep.host, ep.port)
+            if conn is not None:
+                self._open_upstream(conn, ep)
                 return
-            endpoint = self._lease.endpoint
-            try:
-                conn = await self.handler.pool.acquire(endpoint.host, endpoint.port)
-            except UpstreamLost as exc:
-                raise GrpcError(Status.UNAVAILABLE, f"instance unreachable: {exc}") from None
-            if self._finished:
-                return
-            self._conn = conn
-            self._sid = conn.open_stream(self._upstream_headers(endpoint), _Sink(self))
-            resp = asyncio.get_running_loop().create_task(self._pump_response())
-            try:
-                await self._pump_request()
-                await resp
-            finally:
-                resp.cancel()
-        except asyncio.CancelledError:
-            if not self._finished:
-                self._upstream_reset(ErrorCode.CANCEL)
-                self._finish(Status.CANCELLED)
-        except Exception as exc:  # every failure ends as a gRPC status to the client
-            self._fail(exc)
-        finally:
-            self._finish(self._status or Status.UNKNOWN)
+        self._waiting = asyncio.get_running_loop().create_task(self._wait_for_instance(route))
+
+    async def _wait_for_instance(self, route: VersionRoute) -> None:
+        handler = self.handler
+        try:
+            lease = self._lease
+            if lease is None:
+                wait_until = time.monotonic() + handler.queue_timeout
+                if self.deadline is not None and self.deadline < wait_until:
+                    wait_until = self.deadline
+                lease = self._lease = await handler.slots.admit(route, wait_until, self.request_id.decode(), owner=slot_owner(self.down))
+            ep = lease.endpoint
+            conn = await handler.pool.acquire(ep.host, ep.port)
+        except asyncio.CancelledError:  # the call ended while it waited (_finish)
+            return
+        except UpstreamLost as exc:
+            self._waiting = None
+            self._fail(UpstreamUnavailable(f"instance unreachable: {exc}"))
+            return
+        except ProxyError as err:  # the queue is full, or the poll window passed
+            self._waiting = None
+            self._fail(err)
+            return
+        self._waiting = None
+        if not self._finished:
+            self._open_upstream(conn, ep)
 
     def _route(self) -> VersionRoute:
         meta = {}
@@ -251,93 +405,111 @@ class GrpcCall:
             if name in _ROUTING:
                 meta[name.decode("latin-1")] = value.decode("latin-1")
         timeout = meta.get("grpc-timeout")
-        now = time.monotonic()
         if timeout is not None:
             try:
-                self.deadline = now + parse_timeout(timeout)
+                seconds = parse_timeout(timeout)
             except ValueError as exc:
-                raise GrpcError(Status.INVALID_ARGUMENT, str(exc)) from None
-        route = route_call(self.handler.holder.table, meta)
+                raise BadRequest(str(exc)) from None
+            self.deadline = time.monotonic() + seconds
+            self._deadline_timer = asyncio.get_running_loop().call_later(seconds, self._deadline_passed)
+        route = route_call(self.handler.holder.table, meta, self.handler.keys)
         self.function_id = route.function_id
         self.handler.metrics.started(self.function_id)
-        if self.deadline is None:
-            # no grpc-timeout: only the wait for an instance is bounded (the poll window)
-            self._timer = asyncio.get_running_loop().call_later(self.handler.queue_timeout, self._queue_expired)
-        else:
-            self._timer = asyncio.get_running_loop().call_at(self.deadline, self._deadline_passed)
         return route
 
-    def _upstream_headers(self, endpoint: Endpoint) -> Headers:
-        out = [(n, v) for n, v in self.headers if n not in _DROP]
-        # values unique to this call are kept out of the HPACK dynamic table
+    def _watch_body_rate(self) -> None:
+        """The call is about to hold a slot while its request still streams in: hold the
+        client to the minimum body rate (proxy/body_rate.py), as HTTP does."""
+        cfg = self.handler.body_rate
+        if cfg is None or cfg.client_body_min_rate <= 0:
+            return
+        rate = cfg.client_body_min_rate
+        detail = f"the request stream arrived slower than {rate:g} bytes/s"
+        self._body_rate = BodyRateGuard(
+            asyncio.get_running_loop(),
+            self._request,
+            rate,
+            cfg.client_body_rate_window,
+            cfg.client_body_rate_grace,
+            lambda: self._fail(RequestTimeout(detail)),
+        )
+
+    def _open_upstream(self, conn: H2Upstream, endpoint: Endpoint) -> None:
+        pending, self._pending = self._pending, []
+        ended_bare = self._request.eof and not pending  # HEADERS with END_STREAM: no message at all
+        self._conn = conn
+        self._sid = conn.open_stream(self._instance_headers(), _Sink(self), end_stream=ended_bare)
+        if not self._request.eof:  # the call holds its slot while the request still streams in
+            self._watch_body_rate()
+        for item in pending:
+            if isinstance(item, tuple):
+                self._send_request(*item)
+            else:
+                conn.send_trailers(self._sid, item)
+            if self._finished:
+                return
+
+    def _instance_headers(self) -> Headers:
+        """The client's headers minus what only the gateway may say, plus the time left
+        and the request id (both unique to the call: kept out of the HPACK table)."""
+        out: Headers = []
+        for name, value in self.headers:  # (nghttp2 refused connection-specific fields already)
+            if name[:1] == b":":
+                if name in _PSEUDO:
+                    out.append((name, value))
+            elif name == b"te":
+                if value == b"trailers":  # the one TE value HTTP/2 allows, and gRPC requires
+                    out.append((name, value))
+            elif name not in _OWN and not is_protected(name):
+                out.append((name, value))
         if self.deadline is not None:
             out.append(NeverIndexedHeader(b"grpc-timeout", format_timeout(self.deadline - time.monotonic()).encode()))
-        out.append(NeverIndexedHeader(b"nvcf-reqid", self.request_id.encode()))
+        out.append(NeverIndexedHeader(b"nvcf-reqid", self.request_id))
         return out
 
-    async def _pump_request(self) -> None:
-        conn, sid, down = self._conn, self._sid, self.down
-        assert conn is not None  # the pumps start only once the instance stream is open
-        while True:
-            while not self._req:
-                self._req_wake = asyncio.get_running_loop().create_future()
-                await self._req_wake
-            item = self._req.popleft()
-            if isinstance(item, list):  # request trailers end the request
-                conn.send_trailers(sid, item)
-                return
-            data, flow_len, end = item
-            try:
-                self._framing.feed(data)
-                if end and not self._framing.at_boundary():
-                    raise FramingError("request ended inside a gRPC message")
-            except FramingError:
-                self._upstream_reset(ErrorCode.CANCEL)
-                self._down(down.reset, ErrorCode.PROTOCOL_ERROR)
-                self._finish(Status.INTERNAL)
-                return
-            if (data or end) and not await conn.send_data(sid, data, end_stream=end):
-                down.ack(flow_len)  # the instance already ended or reset the stream
-                return
-            down.ack(flow_len)
-            if end:
-                return
+    def _send_request(self, data: bytes, flow_len: int, end_stream: bool) -> None:
+        conn = self._conn
+        assert conn is not None  # called once the instance stream is open
+        if (data or end_stream) and not conn.queue_data(self._sid, data, end_stream):
+            self.down.ack(flow_len)  # the instance already ended or reset the stream
+            return
+        request = self._request
+        if request.held or conn.backlogged(self._sid):
+            request.held += flow_len
+            request.filled = True  # the instance, not the client, sets the pace now
+            if not self._request_waits:
+                self._request_waits = True
+                conn.when_writable(self._sid, self._request_writable)
+        else:
+            self.down.ack(flow_len)
 
-    async def _pump_response(self) -> None:
-        try:
-            await self._relay_response()
-        except Exception:  # the client went away mid-response: same as its reset
-            self.on_reset(ErrorCode.CANCEL)
+    def _request_writable(self) -> None:
+        self._request_waits = False
+        conn = self._conn
+        if self._finished or conn is None:
+            return
+        if conn.backlogged(self._sid):
+            self._request_waits = True
+            conn.when_writable(self._sid, self._request_writable)
+            return
+        held, self._request.held = self._request.held, 0
+        self.down.ack(held)
 
-    async def _relay_response(self) -> None:
-        conn, sid, down = self._conn, self._sid, self.down
-        assert conn is not None  # the pumps start only once the instance stream is open
-        while True:
-            while not self._resp:
-                self._resp_wake = asyncio.get_running_loop().create_future()
-                await self._resp_wake
-            item = self._resp.popleft()
-            if len(item) == 2:  # headers: initial (maybe trailers-only) or trailers
-                headers, end = item
-                if not self._responded:
-                    self._responded = True
-                    self._cancel_queue_timer()
-                    headers = headers + [NeverIndexedHeader(b"nvcf-reqid", self.request_id.encode())]
-                    down.send_headers(headers, end_stream=end)
-                elif end:
-                    down.send_trailers(headers)
-                if end:
-                    self._complete(headers)
-                    return
-            else:
-                data, flow_len, end = item
-                await down.send_data(data, end_stream=end)
-                conn.ack(sid, flow_len)
-                if end:  # DATA with END_STREAM and no trailers: not valid gRPC, but pass it on
-                    self._complete(())
-                    return
+    def _response_writable(self) -> None:
+        self._resp_waits = False
+        if self._finished:
+            return
+        down = self.down
+        if down.backlogged():
+            self._resp_waits = True
+            down.when_writable(self._response_writable)
+            return
+        held, self._resp_held = self._resp_held, 0
+        if self._conn is not None:
+            self._conn.ack(self._sid, held)
 
     def _complete(self, headers: Headers | tuple[()]) -> None:
+        """The instance ended its response (the call's status is in `headers`)."""
         status = Status.UNKNOWN
         for name, value in headers:
             if name == b"grpc-status":
@@ -346,27 +518,22 @@ class GrpcCall:
                 except ValueError:
                     pass
                 break
-        if not self._req_ended:
+        if not self._request.eof:
             # the instance ended the call before the client finished sending: stop both
             self._upstream_reset(ErrorCode.NO_ERROR)
-            self._down(self.down.reset, ErrorCode.NO_ERROR)
-        self._finish(status)
+            self.down.stop_after_answer()
+        self._conn = None
+        self._finish(status, 200)
 
     # -- endings ---------------------------------------------------------------------------
     def _deadline_passed(self) -> None:
-        if not self._finished:
-            self._upstream_reset(ErrorCode.CANCEL)
-            self._fail(GrpcError(Status.DEADLINE_EXCEEDED, "deadline exceeded"))
+        self._deadline_timer = None
+        self._fail(UpstreamTimeout("deadline exceeded"))
 
-    def _queue_expired(self) -> None:
-        if not self._finished and self._conn is None:
-            self._fail(GrpcError(Status.DEADLINE_EXCEEDED, "no instance became available within the poll window"))
-        self._timer = None
-
-    def _cancel_queue_timer(self) -> None:
-        if self.deadline is None and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _bad_framing(self) -> None:
+        self._upstream_reset(ErrorCode.CANCEL)
+        self.down.reset(ErrorCode.PROTOCOL_ERROR)
+        self._finish(Status.INTERNAL, 400)
 
     def abort(self, exc: BaseException) -> None:
         """End the call now with the gRPC status of `exc`."""
@@ -376,69 +543,50 @@ class GrpcCall:
         """End the call with a gRPC status the gateway produced."""
         if self._finished:
             return
-        status, message = status_of(exc)
         self._upstream_reset(ErrorCode.CANCEL)
-        if self._responded:
-            trailers = [(b"grpc-status", b"%d" % status), (b"grpc-message", encode_message(message).encode())]
-            self._down(self.down.send_trailers, trailers)
-        else:
-            self._responded = True
-            headers = trailers_only(status, message, (NeverIndexedHeader(b"nvcf-reqid", self.request_id.encode()),))
-            self._down(self.down.send_headers, headers, True)
-        if not self._req_ended:
-            self._down(self.down.reset, ErrorCode.NO_ERROR)
-        self._finish(status)
+        status = send_status(self.down, exc, self.request_id, self._responded)
+        self._responded = True
+        if not self._request.eof:  # the client may still be sending: stop it once the answer is out
+            self.down.stop_after_answer()
+        self._finish(status, getattr(exc, "http_status", 500))
 
     def _upstream_reset(self, code: int) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.reset(self._sid, code)
 
-    def _finish(self, status: Status) -> None:
+    def _finish(self, status: Status, http_status: int) -> None:
         if self._finished:
             return
         self._finished = True
-        self._status = status
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.status = status
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        if self._body_rate is not None:
+            self._body_rate.stop()
+            self._body_rate = None  # its callback refers back to this call: no cycle left behind
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and waiting is not asyncio.current_task():
+            waiting.cancel()  # the limiter gives back a slot granted in the same tick
         if self._lease is not None:
             self._lease.release()
             self._lease = None
-        # give back credit for request data that will never be forwarded
-        pending = sum(item[1] for item in self._req if isinstance(item, tuple))
-        self._req.clear()
-        if pending:
-            self._down(self.down.ack, pending)
-        self._wake_req()
-        self._wake_resp()
-        if self.task is not None and self.task is not asyncio.current_task():
-            self.task.cancel()
-        self.handler.calls.discard(self)
-        self.handler.metrics.finished(self.function_id, status, time.monotonic() - self.started)
-
-    @staticmethod
-    def _down(method: Callable[..., object], *args: object) -> None:
-        """A synchronous call on the client side that may find the client gone: it is
-        made from upstream callbacks and timers, where an exception must not escape."""
-        try:
-            method(*args)
-        except Exception:
-            pass
-
-    def _wake_req(self) -> None:
-        fut, self._req_wake = self._req_wake, None
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-
-    def _wake_resp(self) -> None:
-        fut, self._resp_wake = self._resp_wake, None
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        # credit for request data that will never be forwarded
+        unacked = self._request.held + sum(item[1] for item in self._pending if isinstance(item, tuple))
+        self._request.held = 0
+        self._pending = []
+        if unacked:
+            self.down.ack(unacked)
+        handler = self.handler
+        handler.forget(self)
+        seconds = time.monotonic() - self.started
+        handler.metrics.finished(self.function_id, status, seconds)
+        handler.request_metrics.observe(self.function_id or UNKNOWN_FUNCTION, http_status, seconds)
 
 
 class _Sink:
-    """Adapts the upstream connection's StreamSink calls to the call's methods."""
+    """Adapts the instance connection's StreamSink calls to the call's methods."""
 
     __slots__ = ("on_data", "on_lost", "on_reset", "on_response", "on_trailers")
 

@@ -2,22 +2,22 @@
 
 Reads only the routing snapshot (a plain attribute read): metadata `function-id` and
 optional `function-version-id` first, then the `:authority` host as for HTTP
-(`{function}.invocation.…` or `{version}.{function}.invocation.…`). The key check is
-the HTTP one (proxy.lookup.KeyChecker); only the answers for versions that cannot be
-invoked differ, since a gRPC client expects UNAVAILABLE (retry later) or
-FAILED_PRECONDITION rather than HTTP's 404. Every refusal carries its grpc_status.
+(`{function}.invocation.…` or `{version}.{function}.invocation.…`). The key check
+and the version choice are HTTP's (proxy.lookup: the gateway's one KeyChecker, and
+`resolve`); only the answers for versions that exist but cannot be invoked differ,
+since a gRPC client expects UNAVAILABLE (retry later) or FAILED_PRECONDITION rather
+than HTTP's 404. Every refusal is a ProxyError, which carries its grpc_status.
 """
 
 from __future__ import annotations
 
-import random
+from collections.abc import Mapping
 
-from fngate.proxy.grpc import GrpcError, Status
-from fngate.proxy.lookup import KeyChecker, target_from_host
+from fngate.proxy.errors import BadRequest, NotFound, NotInvokable, NotReady, WrongProtocol
+from fngate.proxy.lookup import KeyChecker, resolve, target_from_host
 from fngate.proxy.routing import KeyGrant, RoutingTable, VersionRoute
 
 _TRANSIENT_STATES = frozenset({"DEPLOYING"})  # not invokable yet, but soon: retrying makes sense
-_KEYS = KeyChecker()
 
 
 def target_from(function_id: str | None, version_id: str | None, authority: str | None) -> tuple[str, str | None]:
@@ -27,43 +27,41 @@ def target_from(function_id: str | None, version_id: str | None, authority: str 
         return function_id.strip().lower(), version_id.strip().lower() if version_id else None
     hit = target_from_host(authority) if authority else None
     if hit is None:
-        raise GrpcError(Status.INVALID_ARGUMENT, "missing function-id metadata")
+        raise BadRequest("missing function-id metadata")
     return hit
 
 
-def resolve(table: RoutingTable, function_id: str, version_id: str | None, grant: KeyGrant | None = None) -> VersionRoute:
-    versions = table.functions.get(function_id)
-    if not versions:
-        raise GrpcError(Status.NOT_FOUND, f"function {function_id} not found")
-    if version_id is not None:
-        route = versions.get(version_id)
-        if route is None:
-            raise GrpcError(Status.NOT_FOUND, f"function {function_id} version {version_id} not found")
-        if not route.invokable:
-            raise _not_invokable((route,))
-        return route
-    invokable = table.invokable.get(function_id, ())
-    if invokable and grant is not None and not grant.any_account and invokable[0].nca_id != grant.nca_id:
-        invokable = tuple(r for r in invokable if grant.nca_id in r.authorized)  # the versions shared with it
-    if not invokable:
-        raise _not_invokable(tuple(versions.values()))
-    return invokable[0] if len(invokable) == 1 else random.choice(invokable)
+def resolve_call(table: RoutingTable, function_id: str, version_id: str | None, grant: KeyGrant | None = None) -> VersionRoute:
+    """lookup.resolve, with gRPC's answers for a function or pinned version that exists
+    but is not invokable."""
+    try:
+        return resolve(table, function_id, version_id, grant)
+    except NotFound:
+        versions = table.functions.get(function_id)
+        if not versions:
+            raise
+        if version_id is None:
+            raise _not_invokable(tuple(versions.values())) from None
+        pinned = versions.get(version_id)
+        if pinned is None:
+            raise
+        raise _not_invokable((pinned,)) from None
 
 
-def _not_invokable(routes: tuple[VersionRoute, ...]) -> GrpcError:
+def _not_invokable(routes: tuple[VersionRoute, ...]) -> NotInvokable:
     states = sorted({r.status for r in routes})
     what = f"function {routes[0].function_id} is {'/'.join(states)}"
     if _TRANSIENT_STATES.intersection(states):
-        return GrpcError(Status.UNAVAILABLE, what + ": not invokable yet")
-    return GrpcError(Status.FAILED_PRECONDITION, what + ": not invokable")
+        return NotReady(what + ": not invokable yet")
+    return NotInvokable(what + ": not invokable")
 
 
-def route_call(table: RoutingTable, metadata: dict[str, str], keys: KeyChecker = _KEYS) -> VersionRoute:
+def route_call(table: RoutingTable, metadata: Mapping[str, str], keys: KeyChecker) -> VersionRoute:
     """Authenticate and resolve one call from its request headers (lower-case names)."""
     function_id, version_id = target_from(metadata.get("function-id"), metadata.get("function-version-id"), metadata.get(":authority"))
     authorization = metadata.get("authorization")
     grant = keys.check(table, None if authorization is None else authorization.encode("latin-1"), function_id, version_id)
-    route = resolve(table, function_id, version_id, grant)
+    route = resolve_call(table, function_id, version_id, grant)
     if not route.grpc:
-        raise GrpcError(Status.FAILED_PRECONDITION, f"function {function_id} is not a gRPC function")
+        raise WrongProtocol(f"function {function_id} is not a gRPC function")
     return route

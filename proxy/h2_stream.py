@@ -4,7 +4,7 @@ sees it (H2Downstream). Both only call back into their H2Server (proxy/h2.py).""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ngh2 import ErrorCode, NeverIndexedHeader
@@ -79,9 +79,13 @@ class H2Exchange(Exchange):
 
 
 class H2Downstream:
-    """The client side of one gRPC stream, for the gRPC relay (see proxy/h2.py)."""
+    """The client side of one gRPC stream, for the gRPC relay (see proxy/h2.py). Nothing
+    here awaits: the relay queues DATA and, while the stream is `backlogged`, waits for
+    `when_writable` before it acknowledges more of the instance's DATA."""
 
     __slots__ = ("conn", "sid")
+
+    http2 = True  # its connection multiplexes calls (proxy.request_ids.slot_owner)
 
     def __init__(self, conn: H2Server, sid: int) -> None:
         self.conn = conn
@@ -90,14 +94,27 @@ class H2Downstream:
     def send_headers(self, headers: Sequence[tuple[bytes, bytes]], end_stream: bool = False) -> None:
         self.conn.send_headers(self.sid, headers, end_stream)
 
-    async def send_data(self, data: bytes, end_stream: bool = False) -> None:
-        await self.conn.send_data(self.sid, data, end_stream)
+    def queue_data(self, data: bytes, end_stream: bool = False) -> bool:
+        return self.conn.queue_data(self.sid, data, end_stream)
+
+    def backlogged(self) -> bool:
+        conn = self.conn
+        return not conn.closed and conn.backlogged(self.sid)  # a closed connection takes nothing, and wakes every waiter
+
+    def when_writable(self, callback: Callable[[], None]) -> None:
+        self.conn.when_writable(self.sid, callback)
 
     def send_trailers(self, headers: Sequence[tuple[bytes, bytes]]) -> None:
         self.conn.send_trailers(self.sid, headers)
 
     def reset(self, error_code: int) -> None:
         self.conn.reset(self.sid, error_code)
+
+    def stop_after_answer(self) -> None:
+        """The call is answered but the client may still be sending: RST_STREAM NO_ERROR
+        (RFC 9113 8.1) once the answer is framed. A reset submitted now would overtake it."""
+        conn, sid = self.conn, self.sid
+        conn.when_writable(sid, lambda: conn.reset(sid, ErrorCode.NO_ERROR))
 
     def ack(self, n: int) -> None:
         self.conn.ack(self.sid, n)

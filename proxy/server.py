@@ -116,13 +116,22 @@ class Gateway:
         self._ports: dict[str, int | None] = {"http": None, "grpc": None, "admin": None}
 
     def _grpc_handler(self) -> GrpcHandler:
-        """gRPC streams on HTTP/2 go to engineer D's relay (see proxy/h2.py)."""
+        """gRPC streams on HTTP/2 go to the relay (see proxy/h2.py), which shares the key
+        check, the instance slots and the request metrics with the forwarder."""
         from fngate.proxy.grpc_relay import GrpcHandler
         from fngate.proxy.upstream.h2_client import H2UpstreamPool
 
         cfg = self.config
         pool = H2UpstreamPool(connect_timeout=cfg.connect_timeout, idle_timeout=cfg.upstream_keepalive)
-        return GrpcHandler(self.holder, self.limiter.admit, pool, queue_timeout=float(cfg.default_poll_seconds))
+        return GrpcHandler(
+            self.holder,
+            self.limiter,
+            self.forwarder.keys,
+            pool,
+            request_metrics=self.metrics,
+            queue_timeout=float(cfg.default_poll_seconds),
+            body_rate=cfg,
+        )
 
     # -- ports ----------------------------------------------------------------------------
     @property
@@ -185,6 +194,11 @@ class Gateway:
         # polling (ASYNC110): the two counters have no event to wait on; the grace bounds it
         while (self.metrics.in_flight > 0 or (self.grpc is not None and self.grpc.calls)) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+        if self.grpc is not None and self.grpc.calls:
+            # calls still running past the grace: UNAVAILABLE to their clients and a reset to
+            # their instances, written before the connections close
+            self.grpc.abort_all()
+            await asyncio.sleep(0)
         for conn in list(self.forwarder.connections):  # the grace is over
             conn.close()
         for t in self._tasks:

@@ -6,8 +6,10 @@ existing one has reached the peer's SETTINGS_MAX_CONCURRENT_STREAMS.
 
 Each stream reports to a sink (the relay) through plain method calls, in the order
 the frames arrived. Flow control is end to end: received DATA is acknowledged to the
-instance only when the sink calls `ack()` (after it forwarded the bytes), and
-`send_data()` waits for the instance's window, so neither side can fill the gateway.
+instance only when the sink calls `ack()` (after it forwarded the bytes), and a sender
+queues DATA with `queue_data()` and, while the stream is `backlogged()` (the instance's
+windows or the socket hold it back), waits for `when_writable()` before it takes more
+from its own client, so neither side can fill the gateway. No call here awaits.
 """
 
 from __future__ import annotations
@@ -51,10 +53,12 @@ class H2Upstream(asyncio.Protocol):
         "_conn_window",
         "_drain",
         "_flush_pending",
+        "_loop",
         "_max_streams",
         "_on_idle",
+        "_paused",
         "_stream_window",
-        "_windows",
+        "_writable",
         "closed",
         "goaway",
         "h2",
@@ -74,8 +78,10 @@ class H2Upstream(asyncio.Protocol):
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # set on the peer's first SETTINGS
         self.closed = False
         self.goaway = False
-        self._windows: dict[int, asyncio.Future[None]] = {}  # stream id -> waiter for its queue to drain
-        self._drain: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._writable: dict[int, list[Callable[[], None]]] = {}  # stream id -> senders waiting for its queue to drain
+        self._drain: list[Callable[[], None]] = []  # senders waiting for the socket's buffer to drain
+        self._paused = False  # the socket's buffer is over its high-water mark
         self._stream_window = stream_window
         self._conn_window = conn_window
         self._on_idle = on_idle
@@ -107,15 +113,14 @@ class H2Upstream(asyncio.Protocol):
         self._fail(UpstreamLost(f"connection to instance lost: {exc or 'closed by peer'}"))
 
     def pause_writing(self) -> None:
-        if self._drain is None:
-            self._drain = asyncio.get_running_loop().create_future()
+        self._paused = True
 
     def resume_writing(self) -> None:
-        if self._drain is not None:
-            if not self._drain.done():
-                self._drain.set_result(None)
-            self._drain = None
-            self._flush()
+        self._paused = False
+        self._flush()
+        drain, self._drain = self._drain, []
+        for cb in drain:
+            cb()
 
     # -- events ----------------------------------------------------------------------------
     def _dispatch(self, events: list[ev.Event]) -> None:
@@ -190,33 +195,36 @@ class H2Upstream(asyncio.Protocol):
         self._flush_soon()
         return sid
 
-    async def send_data(self, sid: int, data: bytes, end_stream: bool = False) -> bool:
-        """Queue `data` and return once the engine holds little of this stream (the
-        instance's windows take it); False when the stream can no longer be written
-        (reset or answered by the instance)."""
-        if self.closed:
-            raise UpstreamLost("connection to instance closed")
-        if sid not in self.sinks:
+    def queue_data(self, sid: int, data: bytes, end_stream: bool = False) -> bool:
+        """Queue `data` in the engine (framed as the instance's windows allow); False when
+        the stream can no longer be written (reset, answered, or the connection is gone).
+        True does not mean the instance takes more: see `backlogged`."""
+        if self.closed or sid not in self.sinks:
             return False
         try:
             self.h2.send_data(sid, data, end_stream=end_stream)
         except _GONE:
             return False
         self._flush_soon()
-        while True:
-            if self._drain is not None:
-                await asyncio.shield(self._drain)
-            elif self.h2.queued_body_size(sid) > QUEUE_HIGH:
-                fut = self._windows.get(sid)
-                if fut is None:
-                    fut = self._windows[sid] = asyncio.get_running_loop().create_future()
-                await fut
-            else:
-                return True
-            if self.closed:
-                raise UpstreamLost("connection to instance closed")
-            if sid not in self.sinks:
-                return False
+        return True
+
+    def backlogged(self, sid: int) -> bool:
+        """The instance is not taking this stream's bytes (windows closed or socket full)."""
+        if self.closed or sid not in self.sinks:
+            return False
+        return self._paused or self.h2.queued_body_size(sid) > QUEUE_HIGH
+
+    def when_writable(self, sid: int, callback: Callable[[], None]) -> None:
+        """Call `callback` (from the loop, never from inside this call) once the stream
+        may take more, or is gone."""
+        if self.closed or sid not in self.sinks:
+            self._loop.call_soon(callback)
+        elif self.h2.queued_body_size(sid) > QUEUE_HIGH:
+            self._writable.setdefault(sid, []).append(callback)
+        elif self._paused:
+            self._drain.append(callback)
+        else:
+            self._loop.call_soon(callback)
 
     def send_trailers(self, sid: int, headers: Sequence[tuple[bytes, bytes]]) -> None:
         try:
@@ -263,28 +271,34 @@ class H2Upstream(asyncio.Protocol):
     # -- internals -------------------------------------------------------------------------
     def _forget(self, sid: int) -> None:
         self.sinks.pop(sid, None)
-        fut = self._windows.pop(sid, None)
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        self._wake(sid)
         if not self.sinks and self._on_idle is not None:
             self._on_idle(self)
 
+    def _wake(self, sid: int) -> None:
+        cbs = self._writable.pop(sid, None)
+        if cbs is not None:
+            for cb in cbs:
+                self._loop.call_soon(cb)
+
     def _wake_ready(self) -> None:
+        """After the engine framed more: wake the senders whose stream queue drained."""
         h2 = self.h2
-        for sid in [sid for sid in self._windows if h2.queued_body_size(sid) <= QUEUE_HIGH]:
-            fut = self._windows.pop(sid)
-            if not fut.done():
-                fut.set_result(None)
+        for sid in [sid for sid in self._writable if h2.queued_body_size(sid) <= QUEUE_HIGH]:
+            self._wake(sid)
 
     def _wake_all(self) -> None:
-        waiters, self._windows = self._windows, {}
-        for fut in waiters.values():
-            if not fut.done():
-                fut.set_result(None)
+        waiting, self._writable = self._writable, {}
+        drain, self._drain = self._drain, []
+        for cbs in waiting.values():
+            for cb in cbs:
+                self._loop.call_soon(cb)
+        for cb in drain:
+            self._loop.call_soon(cb)
 
     def _flush(self) -> None:
         self._flush_pending = False
-        if self.closed or self._drain is not None:
+        if self.closed or self._paused:
             return  # resume_writing flushes
         try:
             out = self.h2.data_to_send()
@@ -296,7 +310,7 @@ class H2Upstream(asyncio.Protocol):
         events = self.h2.events()
         if events:
             self._dispatch(events)
-        if self._windows:
+        if self._writable:
             self._wake_ready()
 
     def _flush_soon(self) -> None:
@@ -317,10 +331,6 @@ class H2Upstream(asyncio.Protocol):
         for sink in sinks.values():
             sink.on_lost(exc)
         self._wake_all()
-        if self._drain is not None:
-            if not self._drain.done():
-                self._drain.set_result(None)
-            self._drain = None
         if self.transport is not None:
             self.transport.close()
         if self._on_idle is not None:
@@ -357,14 +367,21 @@ class H2UpstreamPool:
         self._dialing: dict[tuple[str, int], asyncio.Future[None]] = {}
         self._idle_timers: dict[H2Upstream, asyncio.TimerHandle] = {}
 
+    def take(self, host: str, port: int) -> H2Upstream | None:
+        """An open connection with room for one more stream, or None (then `acquire`)."""
+        for conn in self._conns.get((host, port), ()):
+            if conn.available:
+                self._touch(conn)
+                return conn
+        return None
+
     async def acquire(self, host: str, port: int) -> H2Upstream:
         """A connection with room for one more stream (open it at once: no await in between)."""
         key = (host, port)
         while True:
-            for conn in self._conns.get(key, ()):
-                if conn.available:
-                    self._touch(conn)
-                    return conn
+            conn = self.take(host, port)
+            if conn is not None:
+                return conn
             dialing = self._dialing.get(key)
             if dialing is not None:  # share one dial among concurrent callers, then re-check
                 await asyncio.shield(dialing)

@@ -99,7 +99,7 @@ def test_grpc_calls_take_the_same_check():
     ]
     grants = [("b", KeyGrant("b", INVOKE, None, nca_id="b")), ("c", KeyGrant("c", INVOKE, None, nca_id="c"))]
     t = RoutingTable.build(1, routes, [(key_digest(k), g) for k, g in grants])
-    assert route_call(t, {"function-id": FID, "authorization": "Bearer b"}).version_id == V1
+    assert route_call(t, {"function-id": FID, "authorization": "Bearer b"}, KeyChecker()).version_id == V1
     with pytest.raises(NotFound, match="account 'c' is not found") as err:
-        route_call(t, {"function-id": FID, "authorization": "Bearer c"})
+        route_call(t, {"function-id": FID, "authorization": "Bearer c"}, KeyChecker())
     assert err.value.grpc_status == 5  # NOT_FOUND

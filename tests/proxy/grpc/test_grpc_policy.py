@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fngate.proxy import errors
 from fngate.proxy.grpc import (
     FramingError,
-    GrpcError,
     MessageFraming,
     Status,
     encode_message,
@@ -59,10 +59,28 @@ class _HttpOnly(Exception):
     http_status = 404
 
 
-def test_errors_carry_their_grpc_status():
-    assert status_of(GrpcError(Status.RESOURCE_EXHAUSTED, "full")) == (Status.RESOURCE_EXHAUSTED, "full")
+def _proxy_errors() -> list[type[errors.ProxyError]]:
+    found, todo = [], [errors.ProxyError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return [c for c in found if c.__module__ == errors.__name__]
+
+
+@pytest.mark.parametrize("cls", _proxy_errors(), ids=lambda c: c.__name__)
+def test_every_gateway_error_names_its_own_grpc_status(cls):
+    """Each error class states its gRPC status beside its HTTP status (none inherits a
+    guess), and status_of answers with it and the error's detail."""
+    assert "grpc_status" in vars(cls) and "http_status" in vars(cls)
+    assert status_of(cls("why")) == (Status(cls.grpc_status), "why")
+
+
+def test_status_of_never_guesses_from_http():
+    assert status_of(errors.QueueFull("full")) == (Status.RESOURCE_EXHAUSTED, "full")
+    assert status_of(errors.NotReady("deploying")) == (Status.UNAVAILABLE, "deploying")
     assert status_of(UpstreamLost("gone")) == (Status.UNAVAILABLE, "gone")
-    assert status_of(_HttpOnly("nope")) == (Status.NOT_FOUND, "nope")  # derived from the HTTP status
+    assert status_of(_HttpOnly("nope")) == (Status.INTERNAL, "nope")  # an HTTP status alone says nothing for gRPC
     assert status_of(RuntimeError("boom")) == (Status.INTERNAL, "boom")
 
 

@@ -135,7 +135,7 @@ async def test_slow_receiver_holds_back_the_instance(gateway, instances):
             await asyncio.sleep(1.0)  # stop reading: windows close from the client back to the instance
             stats = await instance_stats(port)
             assert stats.completed == before.completed and stats.active == 1  # the instance cannot finish
-            buffered = sum(len(i[0]) for call in gateway.handler.calls for i in call._resp if len(i) == 3)
+            buffered = sum(call.held_response_bytes for call in gateway.handler.calls)
             assert buffered <= 2 * (1 << 20)  # the gateway holds at most about a window
             rest = [m.index async for m in st]
         assert rest == list(range(1, count))
@@ -288,10 +288,21 @@ async def test_stop_after_the_grace_period_ends_calls_unavailable(instances):
     async with running_gateway(instances) as gw, grpcio_channel(gw.port) as ch:
         call = grpcio_stub(ch).Echo(pb.EchoRequest(delay_s=30), metadata=metadata(F_IO))
         await asyncio.sleep(0.2)
+        assert not await gw.handler.drain(0.1)  # the call is still running
         await gw.gw.stop(grace=0.2)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await asyncio.wait_for(call, 5)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert err.value.details() == "the gateway is shutting down"  # the gateway's status, not a lost connection
+
+
+async def test_drain_returns_once_the_last_call_ended(gateway):
+    async with grpcio_channel(gateway.port) as ch:
+        call = grpcio_stub(ch).Echo(pb.EchoRequest(message="soon", delay_s=0.3), metadata=metadata(F_IO))
+        await asyncio.sleep(0.1)
+        assert gateway.handler.calls
+        assert await gateway.handler.drain(5)  # woken by the call's end, not a poll
+        assert (await call).message == "soon"
 
 
 async def test_malformed_frame_gets_goaway_and_other_connections_carry_on(gateway):
