@@ -72,6 +72,8 @@ GATEWAY_ERRORS = [
     ("unknown version", metadata(F_IO, str(uuid.uuid4())), "NOT_FOUND"),
     ("version of another function", metadata(F_IO, V_OTHER), "NOT_FOUND"),
     ("deploying", metadata(F_DEPLOYING), "UNAVAILABLE"),
+    ("deploying, version pinned", metadata(F_DEPLOYING, V_OTHER), "UNAVAILABLE"),
+    ("inactive, version pinned", metadata(F_INACTIVE, V_OTHER), "FAILED_PRECONDITION"),
     ("inactive", metadata(F_INACTIVE), "FAILED_PRECONDITION"),
     ("not a gRPC function", metadata(F_HTTP), "FAILED_PRECONDITION"),
     ("missing key", metadata(F_IO, key=None), "UNAUTHENTICATED"),
