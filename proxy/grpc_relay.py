@@ -370,7 +370,7 @@ class GrpcCall:
             ep = lease.endpoint
             conn = handler.pool.take(ep.host, ep.port)
             if conn is not None:
-                self._open_upstream(conn, ep)
+                self._open_upstream(conn)
                 return
         self._waiting = asyncio.get_running_loop().create_task(self._wait_for_instance(route))
 
@@ -385,7 +385,9 @@ class GrpcCall:
                 lease = self._lease = await handler.slots.admit(route, wait_until, self.request_id.decode(), owner=slot_owner(self.down))
             ep = lease.endpoint
             conn = await handler.pool.acquire(ep.host, ep.port)
-        except asyncio.CancelledError:  # the call ended while it waited (_finish)
+        except asyncio.CancelledError:  # the call ended while it waited (_finish), or the loop stops
+            self._waiting = None
+            self._finish(Status.CANCELLED, 499)
             return
         except UpstreamLost as exc:
             self._waiting = None
@@ -397,7 +399,7 @@ class GrpcCall:
             return
         self._waiting = None
         if not self._finished:
-            self._open_upstream(conn, ep)
+            self._open_upstream(conn)
 
     def _route(self) -> VersionRoute:
         meta = {}
@@ -434,7 +436,7 @@ class GrpcCall:
             lambda: self._fail(RequestTimeout(detail)),
         )
 
-    def _open_upstream(self, conn: H2Upstream, endpoint: Endpoint) -> None:
+    def _open_upstream(self, conn: H2Upstream) -> None:
         pending, self._pending = self._pending, []
         ended_bare = self._request.eof and not pending  # HEADERS with END_STREAM: no message at all
         self._conn = conn

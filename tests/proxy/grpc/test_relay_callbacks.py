@@ -66,6 +66,8 @@ class Instance:
         self.h2.initiate_connection({Setting.MAX_CONCURRENT_STREAMS: 100})
         self.protocol = None
         self.requests: dict[int, dict] = {}
+        self.reading = True  # False: received DATA is not acknowledged (the instance's windows close)
+        self.unacked: dict[int, int] = {}
 
     async def connect(self, factory, host, port):
         self.protocol = factory()
@@ -82,8 +84,10 @@ class Instance:
             elif isinstance(e, ev.DataReceived) and sid in self.requests:
                 self.requests[sid]["data"] += e.data
                 self.requests[sid]["ended"] = e.end_stream
-                if e.data:
+                if e.data and self.reading:
                     self.h2.acknowledge_received_data(len(e.data), sid)
+                elif e.data:
+                    self.unacked[sid] = self.unacked.get(sid, 0) + len(e.data)
             elif isinstance(e, ev.TrailersReceived):
                 self.requests[sid]["trailers"] = dict(e.headers)
                 self.requests[sid]["ended"] = True
@@ -100,6 +104,13 @@ class Instance:
         async with asyncio.timeout(5):
             while not predicate():
                 await asyncio.sleep(0.001)
+
+    def read_again(self) -> None:
+        self.reading = True
+        for sid, n in self.unacked.items():
+            self.h2.acknowledge_received_data(n, sid)
+        self.unacked.clear()
+        self.flush()
 
     def stream(self) -> int:
         return max(self.requests)
@@ -339,3 +350,25 @@ async def test_a_client_reset_before_the_call_started_reaches_nothing(relay):
     assert client.acked == len(MESSAGE)  # the credit of what it sent comes back
     call.on_trailers([(b"x-late", b"1")])  # frames after the end change nothing
     assert call.status == Status.CANCELLED
+
+
+async def test_an_instance_that_stops_reading_holds_back_the_client(relay):
+    """Request DATA is acknowledged to the client only as the instance takes it: a
+    stalled instance stalls the client's window, not the gateway's memory."""
+    instance, client = relay.instance, Client()
+    instance.reading = False
+    call = relay.open(HEADERS, client, False)
+    call.on_data(MESSAGE, len(MESSAGE), False)
+    await instance.until(lambda: instance.requests and instance.requests[instance.stream()]["data"])
+    chunk = grpc_frame(b"q" * 50_000)
+    for _ in range(4):  # 200 kB: past the instance's 64 kB window and the engine's queue mark
+        call.on_data(chunk, len(chunk), False)
+        await settle()
+    assert client.acked < len(MESSAGE) + 4 * len(chunk)  # the rest waits for the instance
+    instance.read_again()
+    total = len(MESSAGE) + 4 * len(chunk)
+    await instance.until(lambda: client.acked == total)
+    assert len(instance.requests[instance.stream()]["data"]) == total
+    call.on_data(b"", 0, True)
+    instance.answer(instance.stream(), data=MESSAGE, trailers=[(b"grpc-status", b"0")])
+    await instance.until(lambda: call.status == Status.OK)
