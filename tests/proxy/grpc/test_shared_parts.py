@@ -132,3 +132,29 @@ async def test_calls_are_counted_with_the_http_requests_and_never_labelled_by_un
     assert "fngate_in_flight_requests 0" in text
     assert f'fngate_grpc_calls_total{{function_id="{F_IO}",grpc_status="OK"}} 1' in text
     assert 'fngate_grpc_calls_total{function_id="unknown",grpc_status="UNAUTHENTICATED"} 2' in text
+
+
+async def test_calls_reset_in_the_packet_that_opened_them_never_reach_the_instance(gateway, instances):
+    """Rapid reset (CVE-2023-44487) over gRPC: HEADERS and RST_STREAM in one write take no
+    slot, no queue place and no instance stream; the connection still carries calls."""
+    port = instances["grpclib"].port
+    async with grpcio_channel(port) as ch:  # straight to the instance
+        before = await grpcio_stub(ch).Stats(pb.StatsRequest())
+    client = await RawClient.connect(gateway.port)
+    try:
+        headers = grpc_headers("/fngate.echo.v1.Echo/Echo", extra=metadata(FUNCTION_OF["grpclib"]))
+        for _ in range(50):
+            sid = client.h2.get_next_available_stream_id()
+            client.h2.send_headers(sid, headers)
+            client.h2.reset_stream(sid)
+        client.flush()  # one write: every stream opened and reset in the same batch
+        await asyncio.sleep(0.3)
+        assert not gateway.handler.calls and gateway.gw.limiter.queued_total() == 0
+        ok = client.start(headers, b"\x00\x00\x00\x00\x00")
+        await asyncio.wait_for(ok.done, 5)
+        assert ok.grpc_status == 0
+    finally:
+        await client.close()
+    async with grpcio_channel(port) as ch:
+        after = await grpcio_stub(ch).Stats(pb.StatsRequest())
+    assert after.started == before.started + 1  # only the call that was not reset
