@@ -11,9 +11,7 @@ from __future__ import annotations
 from bisect import bisect_left
 
 from fngate.proxy.grpc import Status
-from fngate.proxy.metrics import UNKNOWN_FUNCTION
-
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+from fngate.proxy.metrics import BUCKETS, UNKNOWN_FUNCTION  # the request histogram's buckets, so both series compare
 
 
 class _Histogram:

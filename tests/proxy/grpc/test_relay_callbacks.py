@@ -372,3 +372,21 @@ async def test_an_instance_that_stops_reading_holds_back_the_client(relay):
     call.on_data(b"", 0, True)
     instance.answer(instance.stream(), data=MESSAGE, trailers=[(b"grpc-status", b"0")])
     await instance.until(lambda: call.status == Status.OK)
+
+
+async def test_a_full_socket_to_the_instance_holds_back_the_client(relay):
+    """The instance connection's transport over its high-water mark: request DATA waits
+    in the engine and is acknowledged to the client once the socket drained."""
+    instance, client = relay.instance, Client()
+    call = relay.open(HEADERS, client, False)
+    call.on_data(MESSAGE, len(MESSAGE), False)
+    await instance.until(lambda: instance.requests and instance.requests[instance.stream()]["data"])
+    upstream = instance.protocol
+    upstream.pause_writing()
+    acked = client.acked
+    call.on_data(MESSAGE, len(MESSAGE), False)
+    await settle()
+    assert client.acked == acked  # held while the socket is full
+    upstream.resume_writing()
+    await instance.until(lambda: client.acked == acked + len(MESSAGE))
+    assert instance.requests[instance.stream()]["data"] == 2 * MESSAGE
