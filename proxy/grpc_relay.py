@@ -39,7 +39,7 @@ from fngate.proxy.grpc import FramingError, MessageFraming, Status, format_timeo
 from fngate.proxy.grpc_metrics import GrpcMetrics
 from fngate.proxy.grpc_route import route_call
 from fngate.proxy.headers import is_protected
-from fngate.proxy.lookup import KeyChecker
+from fngate.proxy.lookup import KeyChecker, resolve
 from fngate.proxy.metrics import UNKNOWN_FUNCTION, Metrics
 from fngate.proxy.request_ids import new_request_id, slot_owner
 from fngate.proxy.routing import Endpoint, SnapshotHolder, VersionRoute
@@ -375,16 +375,32 @@ class GrpcCall:
         self._waiting = asyncio.get_running_loop().create_task(self._wait_for_instance(route))
 
     async def _wait_for_instance(self, route: VersionRoute) -> None:
+        """Wait for a slot (unless start took one) and a connection to its instance. An
+        instance that cannot be reached is tried no further: the call takes a slot on
+        another instance of the version, once, as HTTP requests do."""
         handler = self.handler
+        wait_until = time.monotonic() + handler.queue_timeout
+        if self.deadline is not None and self.deadline < wait_until:
+            wait_until = self.deadline
+        request_id, owner = self.request_id.decode(), slot_owner(self.down)
+        exclude: str | None = None  # the instance that could not be reached
         try:
-            lease = self._lease
-            if lease is None:
-                wait_until = time.monotonic() + handler.queue_timeout
-                if self.deadline is not None and self.deadline < wait_until:
-                    wait_until = self.deadline
-                lease = self._lease = await handler.slots.admit(route, wait_until, self.request_id.decode(), owner=slot_owner(self.down))
-            ep = lease.endpoint
-            conn = await handler.pool.acquire(ep.host, ep.port)
+            for attempt in (0, 1):
+                lease = self._lease
+                if lease is None:
+                    lease = self._lease = await handler.slots.admit(route, wait_until, request_id, exclude, owner=owner)
+                ep = lease.endpoint
+                try:
+                    conn = await handler.pool.acquire(ep.host, ep.port)
+                    break
+                except UpstreamLost:
+                    handler.request_metrics.upstream_error("connect")
+                    if attempt:
+                        raise
+                    handler.request_metrics.retries += 1
+                    exclude, self._lease = ep.id, None
+                    lease.release()
+                    route = resolve(handler.holder.table, route.function_id, route.version_id)  # the instances now
         except asyncio.CancelledError:  # the call ended while it waited (_finish), or the loop stops
             self._waiting = None
             self._finish(Status.CANCELLED, 499)
@@ -393,7 +409,7 @@ class GrpcCall:
             self._waiting = None
             self._fail(UpstreamUnavailable(f"instance unreachable: {exc}"))
             return
-        except ProxyError as err:  # the queue is full, or the poll window passed
+        except ProxyError as err:  # the queue is full, the poll window passed, the version is gone
             self._waiting = None
             self._fail(err)
             return

@@ -1,5 +1,6 @@
 """gRPC calls take the same shared parts as HTTP requests: the per-connection slot cap,
-the minimum request-body rate, the protected-header rule, and the request metrics."""
+the minimum request-body rate, the protected-header rule, the request metrics, the
+rapid-reset guard and the retry on another instance."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import aiohttp
 import pytest
 
 from fngate.backends.samples import grpc_echo_pb2 as pb
+from fngate.proxy.routing import Endpoint, VersionRoute
 from tests.proxy.grpc.conftest import running_gateway
 from tests.proxy.grpc.gateway import (
     F_IO,
@@ -23,6 +25,7 @@ from tests.proxy.grpc.gateway import (
     publish_routes,
 )
 from tests.proxy.grpc.rawh2 import RawClient, grpc_headers
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -158,3 +161,19 @@ async def test_calls_reset_in_the_packet_that_opened_them_never_reach_the_instan
     async with grpcio_channel(port) as ch:
         after = await grpcio_stub(ch).Stats(pb.StatsRequest())
     assert after.started == before.started + 1  # only the call that was not reset
+
+
+async def test_an_unreachable_instance_is_retried_on_another(gateway, instances):
+    """As for HTTP: a call whose instance refuses the connection takes a slot on another
+    instance of the version, once, instead of failing UNAVAILABLE."""
+    endpoints = (Endpoint("dead-1", "127.0.0.1", free_port()), Endpoint("live-1", "127.0.0.1", instances["grpclib"].port))
+    route = VersionRoute(F_CAPPED, V_LIB, "two", "ACTIVE", inference_url="/grpc", grpc=True, endpoints=endpoints, max_concurrency=100)
+    publish_routes(gateway.holder, route)
+    async with grpcio_channel(gateway.port) as ch:
+        stub = grpcio_stub(ch)
+        replies = [await stub.Echo(pb.EchoRequest(message=str(i)), metadata=metadata(F_CAPPED)) for i in range(20)]
+    assert [r.message for r in replies] == [str(i) for i in range(20)]  # each one served, none UNAVAILABLE
+    text = await _metrics(gateway)
+    retries = int(next(line.split()[-1] for line in text.splitlines() if line.startswith("fngate_retries_total")))
+    assert retries >= 1  # some calls were sent to the dead instance first (20 random picks of two)
+    assert f'fngate_upstream_errors_total{{kind="connect"}} {retries}' in text
