@@ -293,6 +293,7 @@ class GrpcCall:
         """The client reset the stream (or its connection went away): cancel upstream."""
         if self._finished:
             return
+        self.handler.request_metrics.client_disconnects += 1
         self._upstream_reset(ErrorCode.CANCEL)
         self._finish(Status.CANCELLED, 499)
 

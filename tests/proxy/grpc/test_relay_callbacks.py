@@ -315,7 +315,7 @@ async def test_a_client_gone_at_each_step_cancels_the_instance_stream(relay, ste
     assert call.status == Status.CANCELLED and not relay.calls
     if step != "trailers":
         await instance.until(lambda: instance.requests[sid]["reset"] == ErrorCode.CANCEL)
-    assert relay.metrics_seen.requests == {(FID, 499): 1}
+    assert relay.metrics_seen.requests == {(FID, 499): 1} and relay.metrics_seen.client_disconnects == 1
 
 
 async def test_a_refusal_to_a_client_already_gone_still_ends_the_call(relay):
@@ -348,6 +348,7 @@ async def test_a_client_reset_before_the_call_started_reaches_nothing(relay):
     await settle()
     assert call.status == Status.CANCELLED and instance.protocol is None  # never dialled the instance
     assert client.acked == len(MESSAGE)  # the credit of what it sent comes back
+    assert relay.metrics_seen.requests == {("unknown", 499): 1}  # never routed: no function label
     call.on_trailers([(b"x-late", b"1")])  # frames after the end change nothing
     assert call.status == Status.CANCELLED
 
