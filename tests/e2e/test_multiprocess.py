@@ -36,8 +36,15 @@ def test_scale_from_zero_with_gateway_workers(fngate_serve, tmp_path, store, req
     assert r.status_code == 200, r.text
     assert len(api.ready_instances(fid, vid)) == 1
 
-    # new connections land on either worker (SO_REUSEPORT): keep opening them until each
-    # worker has served the function, which it can only do with the new routing
+    statuses, per_worker = _until_both_workers_serve(api, sp, fid)
+    assert set(statuses) == {200}, statuses
+    assert sum(per_worker.values()) == 1 + len(statuses), per_worker  # the scale-from-zero call and these
+
+
+def _until_both_workers_serve(api: ServeApi, sp, fid: str) -> tuple[list[int], dict[str, int]]:
+    """New connections land on either worker (SO_REUSEPORT): keep opening them until each
+    worker has served the function, which it can only do with the current routing.
+    Returns every status seen and the requests per worker."""
     admin = f"http://127.0.0.1:{sp.ready['admin_port']}/metrics"
     statuses: list[int] = []
 
@@ -46,9 +53,7 @@ def test_scale_from_zero_with_gateway_workers(fngate_serve, tmp_path, store, req
         per_worker = {w: per.get(fid, 0) for w, per in _requests_by_worker(httpx.get(admin, timeout=10).text).items()}
         return per_worker if len(per_worker) == 2 and all(per_worker.values()) else None
 
-    per_worker = api.wait(served_by_both, "both gateway workers serving the function", timeout=60, interval=0)
-    assert set(statuses) == {200}, statuses
-    assert sum(per_worker.values()) == 1 + len(statuses), per_worker  # the scale-from-zero call and these
+    return statuses, api.wait(served_by_both, "both gateway workers serving the function", timeout=60, interval=0)
 
 
 def _requests_by_worker(metrics: str) -> dict[str, dict[str, int]]:
@@ -164,12 +169,5 @@ def test_a_dead_gateway_worker_is_started_again(fngate_serve, tmp_path):
     assert len(after) == 2 and before[1] in after and before[0] not in after, (before, after)
 
     # the new worker routes with the current snapshot: new connections reach both, all 200
-    statuses.clear()
-
-    def served_by_both() -> dict[str, int] | None:
-        statuses.append(api.invoke(fid).status_code)
-        per_worker = {w: per.get(fid, 0) for w, per in _requests_by_worker(httpx.get(admin, timeout=10).text).items()}
-        return per_worker if len(per_worker) == 2 and all(per_worker.values()) else None
-
-    api.wait(served_by_both, "both gateway workers serving the function", timeout=60, interval=0)
+    statuses, _ = _until_both_workers_serve(api, sp, fid)
     assert set(statuses) == {200}, statuses
