@@ -19,13 +19,13 @@ import time
 import traceback
 from pathlib import Path
 
-from fngate.bench import memory, scenarios, sse
+from fngate.bench import memory, replicas, scenarios, sse
 from fngate.bench.micro import run_micro
 from fngate.bench.procs import ROOT, cpu_count, layouts
 from fngate.bench.report import compute_ratios, machine, markdown, targets, write
 from fngate.bench.runner import Settings, say
 
-SCENARIOS = ("http1", "echo", "h2", "grpc", "sse", "memory", "workers", "micro")
+SCENARIOS = ("http1", "echo", "h2", "grpc", "sse", "memory", "workers", "replicas", "micro")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers": lambda: rows.extend(scenarios.workers(settings, doc["skipped"])),
         "sse": lambda: doc.__setitem__("sse", sse.sse(settings, doc["skipped"])),
         "memory": lambda: doc.__setitem__("memory", memory.idle_connections(settings, doc["skipped"])),
+        "replicas": lambda: doc.__setitem__("replicas", replicas.key_propagation(settings, doc["skipped"])),
         "micro": lambda: doc.__setitem__("micro", run_micro(work / "micro.json", layouts()["direct"].sut, args.micro_max_time)),
     }
     try:

@@ -272,6 +272,10 @@ def markdown(doc: dict) -> str:
                 f"| {_f(mrow.get('kib_per_connection'), '{:.1f}')} |"
             )
         out.append("")
+    if doc.get("replicas"):
+        from fngate.bench.replicas import markdown as replicas_markdown
+
+        out += replicas_markdown(doc["replicas"])
     micro = doc.get("micro")
     if micro:
         out += ["## Micro benchmarks (pytest-benchmark)", ""]
