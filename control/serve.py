@@ -31,7 +31,7 @@ from fngate.proxy.config import LOOPBACK
 from fngate.proxy.routing import LoadReport, RoutingWire, SnapshotHolder
 
 from . import keys
-from .api import make_app
+from .api import console, make_app
 from .config import ConfigError, ServeConfig
 from .loadboard import LoadBoard
 from .store.base import StateStore
@@ -140,8 +140,21 @@ class Server:
         self.ready["api_port"] = port
         self.ready["admin_key"] = self.admin_key
         self.api_app = app
+        self.console = app[console.LINKS]
+        self.console.stats.ready_counts = self.ready_instances
         if generated:
             self._say(f"fngate: generated the admin key (saved to {cfg.data_dir / keys.ADMIN_KEY_FILE}): {self.admin_key}")
+
+    async def ready_instances(self) -> dict[str, int]:
+        """version id -> instances the reconciler saw READY (the console's chart)."""
+        from . import records
+
+        counts: dict[str, int] = {}
+        for rec in await self.open_store.list(records.INSTANCES):
+            instance = records.InstanceRecord.parse(rec.value)
+            if instance.active and not instance.draining:
+                counts[instance.version_id] = counts.get(instance.version_id, 0) + 1
+        return counts
 
     def preflight(self, function: dict[str, Any], gpu_spec: dict[str, Any]) -> str | None:
         """Why the backend a GPU spec names (or the default one) can never run this function."""
@@ -286,10 +299,30 @@ class Server:
         self.gateway = gateway
         self.ready.update(http_port=gateway.http_port, grpc_port=gateway.grpc_port, admin_port=gateway.admin_port)
         host = _url_host(cfg.host)
+        metrics_url = f"http://{host}:{gateway.admin_port}/metrics" if gateway.admin_port is not None else None
+        self._link_console(f"{'https' if cfg.tls_cert else 'http'}://{host}:{gateway.http_port}", metrics_url)
         self._say(
             f"fngate: invocation gateway on {host}:{gateway.http_port} (HTTP/1.1 + h2c), gRPC on "
             f"{host}:{gateway.grpc_port}, metrics on {host}:{gateway.admin_port}, {cfg.workers} worker(s)"
         )
+
+    def _link_console(self, gateway_url: str, metrics_url: str | None) -> None:
+        """The console reads the gateway's /metrics (the in-process gateway's, or the text the
+        --workers parent joins from every worker) and relays invocations to its port."""
+        import aiohttp
+
+        links = self.console
+        links.gateway_url = gateway_url
+        if metrics_url is None:
+            return
+        url, scrape_timeout = metrics_url, aiohttp.ClientTimeout(total=3)
+
+        async def fetch() -> str:
+            async with links.client().get(url, timeout=scrape_timeout) as r:
+                r.raise_for_status()
+                return await r.text()
+
+        links.stats.fetch = fetch
 
     def start_samples(self) -> None:
         """Unless --no-samples: register/deploy echo, sse and grpc-echo in the background, then

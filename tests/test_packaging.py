@@ -47,7 +47,8 @@ def test_the_wheel_has_one_top_level_package_and_every_module(wheel: Path) -> No
     assert tops == {"fngate"}
     tracked = subprocess.run(["git", "ls-files", *FOLDERS], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     shipped = {n.removeprefix("fngate/") for n in names}
-    missing = [p for p in tracked if p.endswith((".py", ".yaml", ".proto")) and p not in shipped]
+    # modules, and the data files the code reads at run time (the web console's files among them)
+    missing = [p for p in tracked if p.endswith((".py", ".yaml", ".proto", ".html", ".js", ".css")) and p not in shipped]
     assert not missing, f"tracked files that the wheel leaves out (a package missing from pyproject's list?): {missing}"
 
 

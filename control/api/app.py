@@ -16,7 +16,7 @@ from ..accounts import ensure_default_account
 from ..loadboard import LoadBoard
 from ..store.base import Conflict as StoreConflict
 from ..store.base import StateStore, StoreUnavailable
-from . import accounts, assets, deployments, functions, gpus, health, key_admin, key_introspect, queues, sharing
+from . import accounts, assets, console, deployments, functions, gpus, health, key_admin, key_introspect, queues, sharing
 from . import keys as key_routes
 from . import ratelimit as ratelimit_routes
 from . import secrets as secret_routes
@@ -122,6 +122,7 @@ def make_app(
     )
     app.add_routes(accounts.twin_routes(twinned))
     health.install(app)
+    console.install(app)
 
     async def record_admin_key(_app: web.Application) -> None:
         await keys.ensure_admin_record(store, admin_key, nca_id)

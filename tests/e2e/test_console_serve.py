@@ -1,0 +1,78 @@
+"""The console's JSON against a real `fngate serve`: what the charts get after real traffic,
+for the in-process gateway and for `--workers 2` (whose parent joins the workers'
+/metrics), and the invocation relay streaming an SSE answer event by event."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.support.keys import key_body, key_headers
+from tests.support.serve_api import ServeApi
+
+
+def _metrics(api: ServeApi) -> dict:
+    return api.call("GET", "/v1/console/metrics")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_charts_follow_real_traffic(fngate_serve, workers: int) -> None:
+    sp = fngate_serve("--workers", str(workers))
+    api = ServeApi(sp)
+    fid, vid = api.create("console-echo")
+    api.deploy(fid, vid, min_i=1, max_i=1, concurrency=4)
+    api.wait_status(fid, vid, "ACTIVE")
+    first = _metrics(api)  # the first reading: no interval yet
+    assert first["functions"][fid]["points"] == [] and first["gateway"]["up"], first["gateway"]
+    ok = sum(api.invoke(fid).status_code == 200 for _ in range(12))
+    failed = sum(api.invoke(fid, "/echo?status=500").status_code == 500 for _ in range(3))
+    assert (ok, failed) == (12, 3)
+    time.sleep(1.1)  # readings are at least a second apart
+    points = _metrics(api)["functions"][fid]["points"]
+    assert len(points) == 1
+    [point] = points
+    assert point["rps"] * point["dt"] == pytest.approx(15, abs=0.1)
+    assert set(point["errors"]) == {"500"} and point["errors"]["500"] * point["dt"] == pytest.approx(3, abs=0.1)
+    assert point["readyInstances"] == 1 and point["queueDepth"] == 0
+    assert point["p50"] is not None and 0 < point["p50"] <= point["p99"] < 5
+
+
+def test_relay_streams_sse_events_as_they_come(fngate_serve) -> None:
+    sp = fngate_serve()
+    api = ServeApi(sp)
+    fid, vid = api.create("console-sse", image="fngate/sse", inferenceUrl="/v1/chat/completions")
+    api.deploy(fid, vid)
+    api.wait_status(fid, vid, "ACTIVE")
+    body = {"messages": [{"role": "user", "content": "hi"}], "stream": True, "tokens": 5, "interval": 0.3}
+    arrivals: list[float] = []
+    started = time.monotonic()
+    with httpx.stream(
+        "POST",
+        f"{sp.api_url}/v1/console/invoke/{fid}",
+        params={"path": "/v1/chat/completions", "version": vid},
+        json=body,
+        headers={**api.headers, "Accept": "text/event-stream"},
+        timeout=30,
+    ) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        assert resp.headers["nvcf-status"] == "fulfilled" and len(resp.headers["nvcf-reqid"]) == 36
+        text = ""
+        for chunk in resp.iter_text():
+            arrivals.append(time.monotonic() - started)
+            text += chunk
+    assert text.count("data: ") == 6 and text.rstrip().endswith("data: [DONE]")
+    assert arrivals[0] < arrivals[-1] - 0.8, arrivals  # the first token arrived well before the last: not buffered
+
+    # the gateway's own refusal comes back as it is: a key without invoke_function gets 403
+    listing = httpx.post(f"{sp.api_url}/v1/keys", headers={**api.headers, **key_headers("relay@test")}, json=key_body(["list_functions"]))
+    assert listing.status_code == 200, listing.text
+    refused = httpx.post(
+        f"{sp.api_url}/v1/console/invoke/{fid}",
+        params={"path": "/v1/chat/completions"},
+        headers={"Authorization": f"Bearer {listing.json()['value']}"},
+        content=b"{}",
+    )
+    assert refused.status_code == 403 and refused.headers["nvcf-status"] == "errored"
