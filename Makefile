@@ -45,13 +45,16 @@ lint: install
 	@$(VENV)/bin/mypy > $(TYPECHECK).log 2>&1; rc=$$?; \
 	  sed -E 's#^$(TYPECHECK)/fngate/(proxy|control|backends|bench|loadtests)/#\1/#; s#^$(TYPECHECK)/##' $(TYPECHECK).log; exit $$rc
 
+# chromium + chromium-driver: the console's browser test; prometheus (+ promtool): the dashboard query test
+TEST_TOOLS := redis-server:redis-server curl:curl chromium:chromium chromedriver:chromium-driver prometheus:prometheus promtool:prometheus
+
 # Line coverage of proxy/ and control/ ([tool.coverage] in pyproject.toml); fully covered files are left out.
 test: install
-	$(call ensure-tools,redis-server:redis-server curl:curl)
+	$(call ensure-tools,$(TEST_TOOLS))
 	$(PY) -m pytest -q --cov --cov-report=term $(PYTEST_ARGS)
 
 test-all: install
-	$(call ensure-tools,redis-server:redis-server curl:curl)
+	$(call ensure-tools,$(TEST_TOOLS))
 	$(PY) -m pytest -q -m '' $(PYTEST_ARGS)
 
 # The fault-injection suite at full length (tests/chaos; make test runs each case short).
