@@ -88,23 +88,24 @@ class Exposition:
     def series(self, name: str) -> Mapping[Labels, float]:
         return self.samples.get(name, {})
 
-    def total(self, name: str, **match: str) -> float:
-        """The sum of `name` over the samples whose labels include `match`."""
-        return sum(v for labels, v in self.series(name).items() if _matches(labels, match))
+    # the metric name is positional-only: `name` is also a label (NVCF's state metrics have one)
+    def total(self, metric: str, /, **match: str) -> float:
+        """The sum of `metric` over the samples whose labels include `match`."""
+        return sum(v for labels, v in self.series(metric).items() if _matches(labels, match))
 
-    def by(self, name: str, label: str, **match: str) -> dict[str, float]:
-        """The sum of `name` per value of `label` (samples without it are left out)."""
+    def by(self, metric: str, label: str, /, **match: str) -> dict[str, float]:
+        """The sum of `metric` per value of `label` (samples without it are left out)."""
         out: dict[str, float] = {}
-        for labels, v in self.series(name).items():
+        for labels, v in self.series(metric).items():
             if _matches(labels, match):
                 key = dict(labels).get(label)
                 if key is not None:
                     out[key] = out.get(key, 0.0) + v
         return out
 
-    def buckets(self, name: str, **match: str) -> list[tuple[float, float]]:
-        """A histogram's cumulative buckets `name_bucket{le=...}` as sorted (bound, count)."""
-        return sorted((_bound(le), n) for le, n in self.by(name + "_bucket", "le", **match).items())
+    def buckets(self, metric: str, /, **match: str) -> list[tuple[float, float]]:
+        """A histogram's cumulative buckets `metric_bucket{le=...}` as sorted (bound, count)."""
+        return sorted((_bound(le), n) for le, n in self.by(metric + "_bucket", "le", **match).items())
 
 
 def _bound(le: str) -> float:

@@ -16,7 +16,7 @@ from ..accounts import ensure_default_account
 from ..loadboard import LoadBoard
 from ..store.base import Conflict as StoreConflict
 from ..store.base import StateStore, StoreUnavailable
-from . import accounts, assets, console, deployments, functions, gpus, health, key_admin, key_introspect, queues, sharing
+from . import accounts, assets, console, deployments, functions, gpus, health, key_admin, key_introspect, prometheus, queues, sharing
 from . import keys as key_routes
 from . import ratelimit as ratelimit_routes
 from . import secrets as secret_routes
@@ -82,7 +82,8 @@ def make_app(
     instance types ({name, gpu, ..., backend}); `loadboard` feeds the queue endpoints."""
     from .openapi import routes as openapi_routes
 
-    app = web.Application(middlewares=[problem_middleware], client_max_size=max_body)
+    # outermost first: the count sees the status the problem middleware answered with
+    app = web.Application(middlewares=[prometheus.count_requests, problem_middleware], client_max_size=max_body)
     app[CONTEXT] = ApiContext(
         store=store,
         admin_digest=key_digest(admin_key),
@@ -123,6 +124,7 @@ def make_app(
     app.add_routes(accounts.twin_routes(twinned))
     health.install(app)
     console.install(app)
+    prometheus.install(app)
 
     async def record_admin_key(_app: web.Application) -> None:
         await keys.ensure_admin_record(store, admin_key, nca_id)

@@ -375,6 +375,7 @@ PARAMS = {
         "namespace",
         "policyName",
         "serviceId",
+        "name",
     )
 }
 PRESIGNED = [{"name": n, "in": "query", "required": True, "schema": STR} for n in ("expires", "signature")]
@@ -396,6 +397,7 @@ ERRORS = {
     404: "not found",
     409: "changed concurrently",
     413: "request body too large",
+    502: "the invocation gateway cannot be reached",
     415: "the body is not JSON (Content-Type)",
     429: "too many requests",
 }
@@ -607,6 +609,68 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
         }
     },
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3 document"}}}},
+    # fngate's web console and its helpers (control/api/console.py), and the control plane's metrics
+    "/console": {"get": {"summary": "The web console (redirects to /console/)", "responses": {"308": {"description": "to /console/"}}}},
+    "/console/": {
+        "get": {
+            "summary": "The web console's page",
+            "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": STR}}}},
+        }
+    },
+    "/console/{name}": {
+        "get": {
+            "summary": "A file of the web console (app.js, style.css)",
+            "responses": {
+                "200": {"description": "the file", "content": {t: {"schema": STR} for t in ("text/html", "text/javascript", "text/css")}},
+                "404": {"description": "no such file", "content": PROBLEM},
+            },
+        }
+    },
+    "/v1/console/metrics": {
+        "get": {
+            **_op("The console's live series, from the gateway's /metrics", LIST, None, errors=(401, 403)),
+            "responses": {
+                "200": {
+                    "description": "per-function and gateway-wide series",
+                    "content": {
+                        "application/json": {
+                            "schema": _obj(["gateway", "functions"], gateway=ANY_OBJ, functions=ANY_OBJ, historySeconds=NUM)
+                        }
+                    },
+                },
+                **{str(c): _error(c) for c in (401, 403)},
+            },
+        }
+    },
+    "/v1/console/invoke/{functionId}": {
+        "post": {
+            "summary": "Invoke a function once through the gateway with the caller's key (the console's same-origin relay)",
+            "security": [{"bearer": []}],
+            "parameters": [
+                {"name": "path", "in": "query", "schema": STR, "description": "origin-form path at the gateway (default /)"},
+                {"name": "version", "in": "query", "schema": UUID, "description": "pin a function version"},
+            ],
+            "requestBody": {"content": {"*/*": {"schema": STR}}},
+            "responses": {
+                "default": {
+                    "description": "the gateway's answer, passed through (status, nvcf-reqid, nvcf-status, body)",
+                    "content": {"*/*": {}},
+                },
+                **{str(c): _error(c) for c in (400, 401, 403, 502)},
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Control-plane metrics (Prometheus text): NVCF's state metrics and fngate's",
+            "security": [{"bearer": []}],
+            "x-required-scope": LIST,
+            "responses": {
+                "200": {"description": "Prometheus text format 0.0.4", "content": {"text/plain": {"schema": STR}}},
+                **{str(c): _error(c) for c in (401, 403)},
+            },
+        }
+    },
 }
 
 SA = "/v1/service-admin/users/{userId}"
