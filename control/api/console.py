@@ -176,7 +176,10 @@ async def console_invoke(request: web.Request) -> web.StreamResponse:
         await resp.prepare(request)
         try:
             async for chunk in upstream.content.iter_any():
-                await resp.write(chunk)  # each SSE event as the gateway forwards it
+                try:
+                    await resp.write(chunk)  # each SSE event as the gateway forwards it
+                except ConnectionResetError:
+                    return resp  # the page went away: leaving `async with` closes the gateway's stream too
         except (aiohttp.ClientError, TimeoutError):
             pass  # the gateway or the instance ended the stream early; the page sees it end
         await resp.write_eof()

@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from fngate.control.promtext import Exposition
 from tests.support.keys import key_body, key_headers
 from tests.support.serve_api import ServeApi
 
@@ -65,6 +66,24 @@ def test_relay_streams_sse_events_as_they_come(fngate_serve) -> None:
             text += chunk
     assert text.count("data: ") == 6 and text.rstrip().endswith("data: [DONE]")
     assert arrivals[0] < arrivals[-1] - 0.8, arrivals  # the first token arrived well before the last: not buffered
+
+    # a page that goes away mid-stream ends the gateway's stream too (not after the 10 s it would last)
+    def gateway_metric(name: str) -> float:
+        text = httpx.get(f"http://127.0.0.1:{sp.ready['admin_port']}/metrics").text
+        return Exposition.parse(text).total(name)
+
+    disconnects = gateway_metric("fngate_client_disconnects_total")
+    long = {**body, "tokens": 200, "interval": 0.05}
+    with httpx.stream(
+        "POST", f"{sp.api_url}/v1/console/invoke/{fid}", params={"path": "/v1/chat/completions"}, json=long, headers=api.headers, timeout=30
+    ) as resp:
+        chunks = resp.iter_raw()  # kept: a dropped iterator closes the response
+        assert next(chunks).startswith(b"data: ")
+        assert gateway_metric("fngate_sse_streams_open") == 1
+        assert gateway_metric("fngate_client_disconnects_total") == disconnects
+    left = time.monotonic()
+    api.wait(lambda: gateway_metric("fngate_sse_streams_open") == 0, "the gateway's stream closed", timeout=5)
+    assert time.monotonic() - left < 5 and gateway_metric("fngate_client_disconnects_total") == disconnects + 1
 
     # the gateway's own refusal comes back as it is: a key without invoke_function gets 403
     listing = httpx.post(f"{sp.api_url}/v1/keys", headers={**api.headers, **key_headers("relay@test")}, json=key_body(["list_functions"]))
