@@ -18,6 +18,7 @@ import signal
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -145,15 +146,22 @@ class Load:
         assert not self.errors, self.errors
 
 
-def _upstream_error(api: ServeApi, sp: ServeProcess, fid: str, vid: str) -> None:
+def _upstream_error(api: ServeApi, sp: ServeProcess, fid: str, vid: str) -> threading.Thread:
     """Kill the instance under a request that waits for its answer: the gateway sees the
-    connection reset (fngate_upstream_errors_total) and retries once (fngate_retries_total)."""
+    connection reset (fngate_upstream_errors_total) and retries (fngate_retries_total).
+    Returns the request's thread, once the gateway has counted the error."""
     [instance] = api.ready_instances(fid, vid)
-    slow = threading.Thread(target=lambda: api.invoke(fid, "/echo?delay=5", timeout=30), daemon=True)
+    slow = threading.Thread(target=lambda: api.invoke(fid, "/echo?delay=2", timeout=30), daemon=True)
     slow.start()
     time.sleep(0.5)
     os.kill(instance_pid(sp.data_dir, vid, instance["instanceId"]), signal.SIGKILL)
-    slow.join(30)
+
+    def counted() -> bool:
+        text = httpx.get(f"http://127.0.0.1:{sp.ready['admin_port']}/metrics", timeout=5).text
+        return any(line.startswith("fngate_upstream_errors_total{") for line in text.splitlines())
+
+    api.wait(counted, "the gateway to count the reset", timeout=15)
+    return slow
 
 
 def _query(prom: str, expr: str) -> list[dict[str, Any]]:
@@ -169,10 +177,8 @@ def prometheus_and_fngate(tmp_path: Path):
     sp = start_serve(tmp_path / "fngate", "--workers", "2", samples=True)
     proc: subprocess.Popen[bytes] | None = None
     try:
-        deadline = time.monotonic() + 90
-        while "fngate: sample functions:" not in sp.output():
-            assert sp.proc.poll() is None and time.monotonic() < deadline, sp.output()
-            time.sleep(0.2)
+        # Prometheus starts scraping only some seconds after it is ready (its target updates are
+        # batched): start it while fngate still deploys the samples
         config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
         config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"}
         key_file = tmp_path / "fngate.key"
@@ -211,6 +217,10 @@ def prometheus_and_fngate(tmp_path: Path):
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "prometheus.log").read_text()
             time.sleep(0.1)
+        deadline = time.monotonic() + 90
+        while "fngate: sample functions:" not in sp.output():
+            assert sp.proc.poll() is None and time.monotonic() < deadline, sp.output()
+            time.sleep(0.2)
         yield sp, prom
     finally:
         if proc is not None:
@@ -236,21 +246,28 @@ def test_every_panel_returns_data_under_load_and_the_5xx_alert_fires(prometheus_
 
     load = Load(sp, ids)
     load.start()
+    slow: threading.Thread | None = None
     try:
-        _upstream_error(api, sp, victim, victim_version)
+        slow = _upstream_error(api, sp, victim, victim_version)
         # enough samples for every rate() window, from both jobs
-        api.wait(
-            lambda: _query(prom, 'min(count_over_time(up{job=~"fngate-.*"}[1m])) >= 8'), "8 scrapes of each job", timeout=60, interval=0.5
-        )
+        # scrapes come every second once Prometheus has applied its targets; a panel whose series
+        # the load only just created needs two samples in its window: ask until every panel has
+        # data, and fail naming the ones that never got any
+        enough = 'min(count_over_time(up{job=~"fngate-.*"}[1m])) >= 3'
+        api.wait(lambda: _query(prom, enough), "3 scrapes of each job", timeout=60, interval=0.5)
         targets = httpx.get(prom + "/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
         assert {t["labels"]["job"]: t["health"] for t in targets} == {"fngate-gateway": "up", "fngate-control": "up"}, targets
-
-        empty = []
         queries = panel_queries()
         assert len(queries) > 40
-        for name, title, expr in queries:
-            if not _query(prom, _promql(expr)):
-                empty.append(f"{name} / {title}: {expr}")
+        empty: list[str] = []
+        deadline = time.monotonic() + 20
+        with ThreadPoolExecutor(8) as pool:
+            while True:
+                answers = list(pool.map(lambda q: _query(prom, _promql(q[2])), queries))
+                empty = [f"{name} / {title}: {expr}" for (name, title, expr), result in zip(queries, answers, strict=True) if not result]
+                if not empty or time.monotonic() > deadline:
+                    break
+                time.sleep(1.0)
         assert not empty, "panels without data:\n" + "\n".join(empty)
         values = httpx.get(prom + "/api/v1/label/function_id/values", params={"match[]": "nvcf_function_info"}, timeout=10).json()["data"]
         assert set(ids.values()) | {victim} <= set(values)  # the Function variable's choices
@@ -264,3 +281,5 @@ def test_every_panel_returns_data_under_load_and_the_5xx_alert_fires(prometheus_
         assert "of answers are 5xx" in fired[0]["annotations"]["summary"]
     finally:
         load.finish()
+        if slow is not None:
+            slow.join(30)
