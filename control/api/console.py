@@ -21,13 +21,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from .. import records
 from ..gateway_stats import GatewayStats
-from ..sharing import Sharing, load_all_sharing
 from .auth import authenticate, require
 from .context import ctx, json_response
 from .errors import BadRequest, ControlError
-from .functions import LIST_SCOPES, VISIBILITIES, listed
+from .functions import LIST_SCOPES, listed_docs
 
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 SECURITY_HEADERS = {
@@ -115,14 +113,10 @@ def _links(request: web.Request) -> ConsoleLinks:
 async def _visible_functions(request: web.Request) -> dict[str, dict[str, Any]]:
     """function id -> {name, versions} for the versions the caller may list."""
     principal = await require(request, *LIST_SCOPES)
-    store = ctx(request).store
-    sharing = await load_all_sharing(store)
     out: dict[str, dict[str, Any]] = {}
-    for rec in await store.list(records.FUNCTIONS):
-        doc = rec.value
-        if listed(principal, doc, sharing.get(doc["id"], Sharing()), set(VISIBILITIES)):
-            entry = out.setdefault(doc["id"], {"name": doc["name"], "versions": []})
-            entry["versions"].append(doc["versionId"])
+    for doc in await listed_docs(ctx(request).store, principal):
+        entry = out.setdefault(doc["id"], {"name": doc["name"], "versions": []})
+        entry["versions"].append(doc["versionId"])
     return out
 
 

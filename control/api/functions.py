@@ -154,12 +154,17 @@ def listed(principal: Principal, doc: dict[str, Any], sharing: Sharing, visibili
     return "public" in visibility and sharing.public(vid)
 
 
-async def _listed_docs(request: web.Request, principal: Principal) -> list[dict[str, Any]]:
-    store = ctx(request).store
-    visibility = _visibility(request)
+async def listed_docs(store: StateStore, principal: Principal, visibility: set[str] | None = None) -> list[dict[str, Any]]:
+    """The version docs the caller lists (every visibility unless named): the listing's, the
+    console's and the control-plane metrics' view."""
+    wanted = set(VISIBILITIES) if visibility is None else visibility
     sharing = await load_all_sharing(store)
     docs = [r.value for r in await store.list(records.FUNCTIONS)]
-    return [d for d in docs if listed(principal, d, sharing.get(d["id"], Sharing()), visibility)]
+    return [d for d in docs if listed(principal, d, sharing.get(d["id"], Sharing()), wanted)]
+
+
+async def _listed_docs(request: web.Request, principal: Principal) -> list[dict[str, Any]]:
+    return await listed_docs(ctx(request).store, principal, _visibility(request))
 
 
 @routes.get("/v2/nvcf/functions")

@@ -31,10 +31,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .. import records
-from ..sharing import Sharing, load_all_sharing
 from .auth import require
 from .context import ctx
-from .functions import LIST_SCOPES, VISIBILITIES, listed
+from .functions import LIST_SCOPES, listed_docs
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 STORE_TIMEOUT = 2.0
@@ -118,9 +117,7 @@ async def metrics(request: web.Request) -> web.Response:
     principal = await require(request, *LIST_SCOPES)
     c = ctx(request)
     store = c.store
-    sharing = await load_all_sharing(store)
-    docs = [r.value for r in await store.list(records.FUNCTIONS)]
-    docs = [d for d in docs if listed(principal, d, sharing.get(d["id"], Sharing()), set(VISIBILITIES))]
+    docs = await listed_docs(store, principal)
     shown = {d["versionId"] for d in docs}
     instances = [records.InstanceRecord.parse(r.value) for r in await store.list(records.INSTANCES)]
     deployments = {r.value["functionVersionId"]: r.value for r in await store.list(records.DEPLOYMENTS)}
