@@ -11,7 +11,8 @@ gateway's request path: a scrape is what Prometheus does anyway.
 What the gateway's counters carry decides what is per function: requests by status and
 gRPC calls (with their latency histogram) are labelled by function, queue depth by
 version; the HTTP latency histogram and the HTTP in-flight gauge are gateway-wide, and
-the answer says so (`latencyScope`, `inFlightScope`).
+the answer says so (`latencyScope`, `inFlightScope`). In flight per function comes from the
+gateways' load reports when there are some (the control plane's `fngate_version_in_flight`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .promtext import Exposition, ExpositionError, quantile
 
 Fetch = Callable[[], Awaitable[str]]
 ReadyCounts = Callable[[], Awaitable[dict[str, int]]]  # version id -> ready instances
+InFlightCounts = Callable[[], dict[str, int]]  # version id -> requests on instances, from the gateways' load reports
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,7 @@ class Reading:
     at: float  # wall clock, seconds since the epoch
     gateway: Exposition | None  # None when the scrape failed
     ready: Mapping[str, int] = field(default_factory=dict)
+    in_flight: Mapping[str, int] = field(default_factory=dict)  # versions some gateway reported
 
 
 def _delta(now: float, before: float) -> float:
@@ -56,6 +59,7 @@ class GatewayStats:
         self,
         fetch: Fetch | None = None,
         ready_counts: ReadyCounts | None = None,
+        in_flight_counts: InFlightCounts | None = None,
         *,
         min_interval: float = 1.0,
         history: float = 600.0,
@@ -63,6 +67,7 @@ class GatewayStats:
     ) -> None:
         self.fetch = fetch  # set once the gateway listens (fngate serve starts it after the API)
         self.ready_counts = ready_counts
+        self.in_flight_counts = in_flight_counts
         self.min_interval = min_interval
         self.history = history
         self.clock = clock
@@ -88,7 +93,8 @@ class GatewayStats:
                 except Exception as exc:  # an HTTP client error of whatever kind the fetch uses
                     self.last_error = f"cannot read the gateway's metrics: {type(exc).__name__}: {exc}"
             ready = await self.ready_counts() if self.ready_counts is not None else {}
-            self.readings.append(Reading(now, gateway, ready))
+            in_flight = self.in_flight_counts() if self.in_flight_counts is not None else {}
+            self.readings.append(Reading(now, gateway, ready, in_flight))
             while self.readings and now - self.readings[0].at > self.history:
                 self.readings.popleft()
 
@@ -143,7 +149,11 @@ class GatewayStats:
                 else _bucket_delta(g1.buckets("fngate_request_duration_seconds"), g0.buckets("fngate_request_duration_seconds"))
             )
             served = sum(http.values()) + sum(grpc.values())
+            # in flight per function: the gateways' load reports (what fngate_version_in_flight on the
+            # control plane's /metrics shows), else its gRPC streams, else the gateway-wide gauge
+            reported = [now.in_flight[v] for v in version_ids if v in now.in_flight]
             streams = g1.by("fngate_grpc_active_streams", "function_id").get(function_id)
+            in_flight = sum(reported) if reported else streams
             points.append(
                 {
                     "t": round(now.at, 3),
@@ -155,8 +165,8 @@ class GatewayStats:
                     "p50": _round(quantile(0.5, hist)) if served else None,
                     "p99": _round(quantile(0.99, hist)) if served else None,
                     "latencyScope": "function" if per_function else "gateway",
-                    "inFlight": streams if streams is not None else g1.total("fngate_in_flight_requests"),
-                    "inFlightScope": "function" if streams is not None else "gateway",
+                    "inFlight": in_flight if in_flight is not None else g1.total("fngate_in_flight_requests"),
+                    "inFlightScope": "function" if in_flight is not None else "gateway",
                     "queueDepth": sum(g1.total("fngate_queue_depth", version_id=v) for v in version_ids),
                     "readyInstances": sum(now.ready.get(v, 0) for v in version_ids),
                 }

@@ -142,6 +142,8 @@ class Server:
         self.api_app = app
         self.console = app[console.LINKS]
         self.console.stats.ready_counts = self.ready_instances
+        board = self.loadboard
+        self.console.stats.in_flight_counts = lambda: {vid: board.version_load(vid).in_flight for vid in board.version_ids()}
         if generated:
             self._say(f"fngate: generated the admin key (saved to {cfg.data_dir / keys.ADMIN_KEY_FILE}): {self.admin_key}")
 

@@ -131,3 +131,25 @@ async def test_an_unreachable_gateway_is_reported_not_raised() -> None:
     idle = GatewayStats()
     await idle.read()
     assert idle.last_error == "the gateway is not running yet"
+
+
+async def test_in_flight_per_function_comes_from_the_load_reports_when_there_are_some() -> None:
+    m = Metrics()
+    m.in_flight = 7  # gateway-wide: every function together
+    clock = [0.0]
+    reported: dict[str, int] = {}
+
+    async def fetch() -> str:
+        return _text(m)
+
+    stats = GatewayStats(fetch, in_flight_counts=lambda: dict(reported), clock=lambda: clock[0])
+    await stats.read()
+    clock[0] = 1.0
+    await stats.read()
+    last = stats.function_points(FID, ["v1"])[-1]
+    assert (last["inFlight"], last["inFlightScope"]) == (7, "gateway")  # no report for its version yet
+    reported.update(v1=2, v2=1, other=4)
+    clock[0] = 2.0
+    await stats.read()
+    last = stats.function_points(FID, ["v1", "v2"])[-1]
+    assert (last["inFlight"], last["inFlightScope"]) == (3, "function")

@@ -45,6 +45,7 @@ def test_charts_follow_real_traffic(request: pytest.FixtureRequest, fngate_serve
     assert point["rps"] * point["dt"] == pytest.approx(15, abs=0.1)
     assert set(point["errors"]) == {"500"} and point["errors"]["500"] * point["dt"] == pytest.approx(3, abs=0.1)
     assert point["readyInstances"] == 1 and point["queueDepth"] == 0
+    assert (point["inFlight"], point["inFlightScope"]) == (0, "function")  # from the gateways' load reports
     assert point["p50"] is not None and 0 < point["p50"] <= point["p99"] < 5
 
 
