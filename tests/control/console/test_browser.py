@@ -53,6 +53,9 @@ def _invoke_sse(browser: Browser) -> None:
 
 
 def test_login_list_and_one_sse_invocation(browser: Browser, console_serve) -> None:
+    browser.login("nvapi-not-a-key")  # refused at the door, with the API's own words
+    browser.wait(lambda: "403 Forbidden: Authorization failed" in browser.error(), "the refusal")
+    assert browser.css("#login").is_displayed() and browser.driver.execute_script("return sessionStorage.length") == 0
     browser.login(console_serve.admin_key)
     browser.wait(lambda: _statuses(browser) == dict.fromkeys(SAMPLES, "ACTIVE"), "the three samples ACTIVE", timeout=60)
     assert "nvapi" not in browser.driver.current_url and console_serve.admin_key not in browser.driver.current_url
