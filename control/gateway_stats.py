@@ -134,21 +134,24 @@ class GatewayStats:
             http_before = g0.by("fngate_requests_total", "status", function_id=function_id)
             grpc_now = g1.by("fngate_grpc_calls_total", "grpc_status", function_id=function_id)
             grpc_before = g0.by("fngate_grpc_calls_total", "grpc_status", function_id=function_id)
-            http = {s: _delta(n, http_before.get(s, 0.0)) for s, n in http_now.items()}
+            # fngate_requests_total counts every call, gRPC ones too (status 200 when the instance
+            # answered); fngate_grpc_calls_total adds the grpc-status those 200s carried
+            answered = {s: _delta(n, http_before.get(s, 0.0)) for s, n in http_now.items()}
             grpc = {s: _delta(n, grpc_before.get(s, 0.0)) for s, n in grpc_now.items()}
-            errors = {s: round(n / dt, 3) for s, n in sorted(http.items()) if s.isdigit() and int(s) >= 400 and n > 0}
+            served = sum(answered.values())
+            errors = {s: round(n / dt, 3) for s, n in sorted(answered.items()) if s.isdigit() and int(s) >= 400 and n > 0}
             errors.update({f"grpc {s}": round(n / dt, 3) for s, n in sorted(grpc.items()) if s != "OK" and n > 0})
             grpc_hist = _bucket_delta(
                 g1.buckets("fngate_grpc_call_duration_seconds", function_id=function_id),
                 g0.buckets("fngate_grpc_call_duration_seconds", function_id=function_id),
             )
-            per_function = bool(grpc_hist) and grpc_hist[-1][1] > 0 and sum(http.values()) == 0
+            grpc_calls = grpc_hist[-1][1] if grpc_hist else 0.0
+            per_function = grpc_calls > 0 and grpc_calls >= served  # only gRPC calls: its own histogram
             hist = (
                 grpc_hist
                 if per_function
                 else _bucket_delta(g1.buckets("fngate_request_duration_seconds"), g0.buckets("fngate_request_duration_seconds"))
             )
-            served = sum(http.values()) + sum(grpc.values())
             # in flight per function: the gateways' load reports (what fngate_version_in_flight on the
             # control plane's /metrics shows), else its gRPC streams, else the gateway-wide gauge
             reported = [now.in_flight[v] for v in version_ids if v in now.in_flight]

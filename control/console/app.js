@@ -136,7 +136,7 @@ function renderCharts(points) {
     latency: {
       series: [{ label: "p50", points: pick("p50").map(([t, v]) => [t, v * 1000]) },
         { label: "p99", points: pick("p99").map(([t, v]) => [t, v * 1000]) }],
-      unit: "ms", note: last.latencyScope === "gateway" ? " (HTTP, gateway-wide)" : "",
+      unit: "ms", note: last.latencyScope === "gateway" ? " (gateway-wide)" : "",
     },
     errors: {
       series: statuses.map((s) => ({ label: s, points: points.map((p) => [p.t, (p.errors || {})[s] || 0]) })),

@@ -78,8 +78,9 @@ async def test_rates_errors_and_latency_per_function_from_two_readings() -> None
     # a gRPC-only function gets its own latency and in-flight numbers
     for _ in range(3):
         grpc.started(OTHER)
-    grpc.finished(OTHER, Status.OK, 0.02)
-    grpc.finished(OTHER, Status.UNAVAILABLE, 0.02)  # one call still open
+    for status in (Status.OK, Status.UNAVAILABLE):  # the instance's answers; one call still open
+        grpc.finished(OTHER, status, 0.02)
+        m.observe(OTHER, 200, 0.02)  # a gRPC call counts in the request metrics too (200: the instance answered)
     texts.append(_text(m, grpc=grpc))
     clock[0] += 0.5
     await stats.read()  # younger than min_interval: no new reading
