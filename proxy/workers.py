@@ -138,6 +138,7 @@ class WorkerPool:
             "gateway_id": self.gateway_ids[i],
             "index": i,
             "peers": self.peer_ports,
+            "parent": os.getpid(),  # the worker stops when it is no longer this process's child
         }
         return await asyncio.create_subprocess_exec(
             sys.executable,
@@ -208,6 +209,9 @@ async def _worker(spec: dict[str, Any]) -> None:
     from fngate.proxy.siblings import Siblings
     from fngate.proxy.sources import ControlHttpSource, RedisSource
 
+    # the parent's pid from the spec, not getppid() later: a parent killed while this worker
+    # starts would leave it adopted by init already, and it would never notice
+    parent = int(spec.get("parent") or os.getppid())
     cfg = GatewayConfig(**spec["config"])
     gid = spec["gateway_id"]
     holder = SnapshotHolder()
@@ -223,7 +227,6 @@ async def _worker(spec: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    parent = os.getppid()
 
     def orphaned() -> None:  # the parent died without stopping us (SIGKILL): stop too
         if os.getppid() != parent:
@@ -231,7 +234,7 @@ async def _worker(spec: dict[str, Any]) -> None:
         else:
             loop.call_later(1.0, orphaned)
 
-    loop.call_later(1.0, orphaned)
+    orphaned()
     print("ready", os.getpid(), flush=True)
     await stop.wait()
     await gateway.stop(cfg.grace)

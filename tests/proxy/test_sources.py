@@ -124,3 +124,36 @@ async def test_worker_processes_share_the_port(redis_url, echo_up):
     finally:
         await pool.stop(grace=1)
         await client.aclose()
+
+
+async def test_a_worker_whose_parent_is_gone_stops(redis_url, echo_up):
+    """A gateway worker started for a parent that is no longer its parent (killed while
+    the worker started) stops by itself instead of serving on as an orphan."""
+    import asyncio
+    import dataclasses
+    import json
+    import sys
+
+    from tests.support.net import free_port
+
+    client = aioredis.from_url(redis_url)
+    await client.set(ROUTING_KEY, RoutingTable.build(3, [route(echo_up.port)], GRANTS).to_json())
+    await client.aclose()
+    spec = {
+        "config": dataclasses.asdict(GatewayConfig(host="127.0.0.1", http_port=0, grpc_port=None, admin_port=None)),
+        "source": {"redis": redis_url},
+        "gateway_id": "gw-orphan",
+        "index": 0,
+        "peers": [free_port()],
+        "parent": 1,  # not this test's pid: as if the real parent had died and init adopted it
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fngate.proxy.workers", json.dumps(spec), stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
+    )
+    try:
+        assert (await asyncio.wait_for(proc.stdout.readline(), 30)).startswith(b"ready")
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
