@@ -5,8 +5,12 @@ Level-triggered: every pass over a version reads the desired state (function,
 deployment, the autoscaler's `scale` decision) and the observed instances, and
 makes one idempotent call per GPU spec. Passes are triggered by store changes,
 by backend events and by a periodic resync, so a missed trigger only costs
-latency. One worker runs all passes, so calls for a version never overlap;
-draining (graceful undeploy, scale-down) runs in its own task per version.
+latency. Passes go through a keyed work queue served by a few workers: passes for
+one version never overlap, passes for different versions run side by side, and a
+pass still running after `slow_pass` seconds (a backend call that hangs) goes on in
+its own task while its worker takes the next version, so one slow or failing
+deployment never delays another. Draining (graceful undeploy, scale-down) runs in
+its own task per version.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from fngate.control.loadboard import LoadBoard
 from fngate.control.records import Deployment, FunctionVersion, GpuSpec, InstanceRecord, ScaleDecision, now_iso, parse_iso
 from fngate.control.states import DEPLOYED, Event, InvalidTransition, State, fact_event, next_state
 from fngate.control.store.base import Compacted, Conflict, Delete, Op, Put, Record, StateStore
+from fngate.control.workqueue import KeyedQueue
 
 log = logging.getLogger("fngate.reconciler")
 
@@ -53,6 +58,8 @@ class Reconciler:
         drain_settle: float = 1.0,
         drain_poll: float = 0.2,
         error_ttl: float = 7 * 86400,  # NVCF cleans up errored deployments after 7 days
+        workers: int = 8,
+        slow_pass: float = 1.0,
     ) -> None:
         if not backends:
             raise ValueError("the reconciler needs at least one backend")
@@ -65,14 +72,16 @@ class Reconciler:
         self.drain_settle = drain_settle  # gateways report load every ~0.5 s: wait for a fresh report
         self.drain_poll = drain_poll
         self.error_ttl = error_ttl
+        self.workers = max(1, workers)
+        self.slow_pass = slow_pass
         self._observed: dict[str, dict[str, tuple[str, InstanceEvent]]] = {}  # vid -> iid -> (backend, event)
         self._failures: dict[str, list[HealthItem]] = {}  # vid -> healthInfo items not yet acted on
         self._function_of: dict[str, str] = {}  # vid -> fid
         self._specs: dict[tuple[str, str], InstanceSpec] = {}  # (vid, gpu spec id) -> what the backend runs
         self._draining_ids: set[str] = set()
         self._drains: dict[str, asyncio.Task[None]] = {}  # vid -> scale-down / undeploy drain
-        self._dirty: set[str] = set()
-        self._wake = asyncio.Event()
+        self._queue: KeyedQueue[str] = KeyedQueue()
+        self._passes: set[asyncio.Task[None]] = set()  # running passes, detached ones included
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -93,14 +102,14 @@ class Reconciler:
             self._tasks.append(asyncio.create_task(self._pump(name, backend), name=f"reconciler-events-{name}"))
         self._tasks.append(asyncio.create_task(self._watch(since), name="reconciler-watch"))
         self._tasks.append(asyncio.create_task(self._resync(), name="reconciler-resync"))
-        self._tasks.append(asyncio.create_task(self._work(), name="reconciler-worker"))
+        for n in range(self.workers):
+            self._tasks.append(asyncio.create_task(self._worker(), name=f"reconciler-worker-{n}"))
 
     async def aclose(self) -> None:
         # The loops also check _closing: a cancel that lands inside a client library
         # (redis-py turns some into ordinary errors) must not leave a loop running.
         self._closing = True
-        self._wake.set()
-        tasks = self._tasks + list(self._drains.values())
+        tasks = self._tasks + list(self._drains.values()) + list(self._passes)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -111,8 +120,7 @@ class Reconciler:
 
     # -- triggers -----------------------------------------------------------------------------
     def _mark(self, version_id: str) -> None:
-        self._dirty.add(version_id)
-        self._wake.set()
+        self._queue.add(version_id)
 
     async def _watch(self, since: int) -> None:
         while not self._closing:
@@ -160,19 +168,25 @@ class Reconciler:
             except Exception:  # one bad write must not stop the facts flowing
                 log.exception("handling %s", ev)
 
-    async def _work(self) -> None:
+    async def _worker(self) -> None:
         while not self._closing:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._dirty and not self._closing:
-                vid = self._dirty.pop()
-                try:
-                    await self._reconcile(vid)
-                except Conflict:
-                    self._mark(vid)  # someone wrote in between: read again
-                    await asyncio.sleep(0.01)
-                except Exception:
-                    log.exception("reconciling version %s", vid)
+            vid = await self._queue.take()
+            task = asyncio.create_task(self._pass(vid), name=f"reconcile-{vid}")
+            self._passes.add(task)
+            task.add_done_callback(self._passes.discard)
+            # a pass that outlives slow_pass (a hung backend call) goes on alone
+            await asyncio.wait({task}, timeout=self.slow_pass)
+
+    async def _pass(self, vid: str) -> None:
+        try:
+            await self._reconcile(vid)
+        except Conflict:
+            self._mark(vid)  # someone wrote in between: read again once this pass is done
+            await asyncio.sleep(0.01)
+        except Exception:
+            log.exception("reconciling version %s", vid)
+        finally:
+            self._queue.done(vid)
 
     # -- facts -> instance docs --------------------------------------------------------------------
     async def _on_event(self, backend_name: str, ev: InstanceEvent) -> None:

@@ -265,3 +265,60 @@ async def test_errored_deployment_is_cleaned_up_after_its_ttl():
     finally:
         await rec.aclose()
         await backend.aclose()
+
+
+class HangingBackend(FakeBackend):
+    """A fake whose `apply` never returns for the images in `hang_images` (a backend
+    call stuck on an unreachable API, say), and answers at once for the rest."""
+
+    def __init__(self, *args, hang_images: frozenset[str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.hang_images = hang_images
+        self.hanging: set[str] = set()  # version ids whose apply is stuck
+
+    async def apply(self, spec, replicas):
+        if spec.container_image in self.hang_images:
+            self.hanging.add(spec.version_id)
+            await asyncio.Event().wait()
+        await super().apply(spec, replicas)
+
+
+async def test_a_hung_apply_for_one_version_does_not_delay_another():
+    store = MemoryStore()
+    backend = HangingBackend("fake", hang_images=frozenset({"test/hangs"}), bad_images=frozenset({"test/bad"}))
+    rec = Reconciler(store, {"fake": backend}, resync_interval=0.2, slow_pass=0.2)
+    await rec.start()
+    try:
+        stuck_fid, stuck_vid = await deploy(store, image="test/hangs")
+        await wait_for(lambda: stuck_vid in backend.hanging, what="the first version's apply to hang")
+        started = time.monotonic()
+        fid, vid = await deploy(store)
+        bad_fid, bad_vid = await deploy(store, image="test/bad")
+        await wait_status(store, fid, vid, "ACTIVE", timeout=5)
+        await wait_status(store, bad_fid, bad_vid, "ERROR", timeout=5)
+        assert time.monotonic() - started < 3, "the other versions waited for the hung one"
+        assert await status_of(store, stuck_fid, stuck_vid) == "DEPLOYING"
+        # resyncs keep marking the stuck version; its passes never pile up or overlap
+        await asyncio.sleep(0.6)
+        assert [c for c in backend.calls if c[1] == stuck_vid] == [], "a second pass started while the first hangs"
+    finally:
+        await rec.aclose()
+        await backend.aclose()
+
+
+async def test_many_versions_deploy_side_by_side_while_several_hang():
+    store = MemoryStore()
+    backend = HangingBackend("fake", hang_images=frozenset({"test/hangs"}), inventory=Inventory({"L40S": 64, "H100": 1, "A100": 1}))
+    rec = Reconciler(store, {"fake": backend}, resync_interval=0.2, workers=2, slow_pass=0.1)
+    await rec.start()
+    try:
+        stuck = [await deploy(store, image="test/hangs") for _ in range(4)]  # more than there are workers
+        await wait_for(lambda: len(backend.hanging) == 4, what="four hung applies")
+        fine = [await deploy(store) for _ in range(10)]
+        for fid, vid in fine:
+            await wait_status(store, fid, vid, "ACTIVE", timeout=5)
+        for fid, vid in stuck:
+            assert await status_of(store, fid, vid) == "DEPLOYING"
+    finally:
+        await rec.aclose()
+        await backend.aclose()
