@@ -39,6 +39,7 @@ class ServeConfig:
     samples: bool = True
     nca_id: str = "fngate"
     max_body: int = 1024 * 1024  # management API request body limit
+    drain_timeout: float = 30.0  # on stop, how long the gateway lets requests in flight finish
     sections: dict[str, Any] = field(default_factory=dict)  # inventory, catalog, backends, ...
 
     def section(self, name: str) -> dict[str, Any]:
@@ -59,12 +60,15 @@ class ServeConfig:
             raise ConfigError(f"--store must be 'sqlite' or a redis:// URL, got {self.store!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
+        if not 0 <= self.drain_timeout <= 86400:
+            raise ConfigError(f"--drain-timeout must be 0-86400 seconds, got {self.drain_timeout:g}")
         return self
 
 
 _OPTIONS = {f.name for f in fields(ServeConfig)} - {"sections"}
 _PATHS = {"data_dir", "tls_cert", "tls_key", "ready_file"}
 _INTS = {"api_port", "http_port", "grpc_port", "admin_port", "workers", "max_body"}
+_FLOATS = {"drain_timeout"}
 
 
 def load_file(path: Path) -> dict[str, Any]:
@@ -97,6 +101,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
     p.add_argument("--config", type=Path, help="YAML or TOML file: options plus inventory/catalog/backends sections")
     p.add_argument("--ready-file", type=Path, help="write a JSON file with the bound URLs/ports once listening")
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        help="on SIGTERM/SIGINT, seconds to let requests in flight finish before closing them (default 30); a second signal stops at once",
+    )
     p.add_argument("--no-samples", dest="samples", action="store_const", const=False, help="do not deploy the sample functions")
 
 
@@ -121,6 +130,11 @@ def from_args(args: argparse.Namespace) -> ServeConfig:
             values[name] = int(values[name])
         except (TypeError, ValueError):
             raise ConfigError(f"{name.replace('_', '-')} must be an integer, got {values[name]!r}") from None
+    for name in _FLOATS & values.keys():
+        try:
+            values[name] = float(values[name])
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name.replace('_', '-')} must be a number of seconds, got {values[name]!r}") from None
     try:
         cfg = replace(ServeConfig(), sections=sections, **values)
     except TypeError as exc:

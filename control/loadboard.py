@@ -73,6 +73,10 @@ class LoadBoard:
             total += v.endpoint_in_flight.get(endpoint_id, 0)
         return total if reported else None
 
+    def in_flight(self) -> int:
+        """Requests holding an instance slot, over every version and live gateway."""
+        return sum(v.in_flight for r in self._live() for v in r.versions.values())
+
     def queue_depth(self, version_id: str) -> int:
         return self.version_load(version_id).queue_depth
 

@@ -16,6 +16,7 @@ import socket
 import sqlite3
 import ssl
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -29,6 +30,7 @@ from fngate.backends.factory import build_backends
 from fngate.backends.inventory import Inventory
 from fngate.proxy.config import LOOPBACK
 from fngate.proxy.routing import LoadReport, RoutingWire, SnapshotHolder
+from fngate.proxy.server import Gateway, InFlight
 
 from . import keys
 from .api import console, make_app
@@ -55,6 +57,7 @@ class Server:
         self.leadership: Any = None  # control.leader.Leadership when the store is Redis
         self._fenced: Any = None
         self._loops: list[Callable[[], Awaitable[None]]] = []  # closers of the running control loops
+        self.gateway: Any = None  # a Gateway (one worker) or a WorkerPool, from start_gateway
 
     @property
     def open_store(self) -> StateStore:
@@ -270,10 +273,9 @@ class Server:
             workers=cfg.workers,
             tls_cert=str(cfg.tls_cert) if cfg.tls_cert else None,
             tls_key=str(cfg.tls_key) if cfg.tls_key else None,
+            grace=cfg.drain_timeout,
         )
         if cfg.workers == 1:
-            from fngate.proxy.server import Gateway
-
             gateway_id = f"gw-{os.getpid()}"
             load_sink: Callable[[LoadReport], object] = self.loadboard.update
             if self.redis is not None:
@@ -297,7 +299,7 @@ class Server:
             source = {"redis": cfg.store} if cfg.store_is_redis else {"api": self.ready["api_url"], "key": self.admin_key}
             gateway = WorkerPool(gcfg, source)
         await gateway.start()
-        self.stack.push_async_callback(gateway.stop, gcfg.grace)
+        self.stack.push_async_callback(self.drain_gateway)  # stops first: instances serve until it has drained
         self.gateway = gateway
         self.ready.update(http_port=gateway.http_port, grpc_port=gateway.grpc_port, admin_port=gateway.admin_port)
         host = _url_host(cfg.host)
@@ -379,6 +381,53 @@ class Server:
     async def stop(self) -> None:
         await self.stack.aclose()
 
+    def stop_now(self) -> None:
+        """A second signal: end the gateway's drain at once (the rest stops as usual)."""
+        self._say("fngate: stopping at once")
+        gateway = self.gateway
+        if isinstance(gateway, Gateway):
+            gateway.stop_now()
+        elif gateway is not None:  # a WorkerPool: its workers drain on their own; end them
+            for proc in gateway.procs:
+                if proc.returncode is None:
+                    proc.kill()
+
+    async def drain_gateway(self) -> None:
+        """Stop the gateway: no new connections, the requests in flight finish within
+        --drain-timeout, saying what it waits for."""
+        gateway = self.gateway
+        reporter = asyncio.create_task(self._report_drain(), name="drain-report")
+        try:
+            left = await gateway.stop(self.cfg.drain_timeout)
+        finally:
+            reporter.cancel()
+            await asyncio.gather(reporter, return_exceptions=True)
+        if isinstance(left, InFlight) and left.total:
+            self._say(f"fngate: gateway closed with {_describe(left)} still in flight")
+        else:
+            self._say("fngate: gateway drained; stopping the control loops and instances")
+
+    def pending(self) -> InFlight:
+        """What the gateway still serves: its own counters in this process; with --workers,
+        what the workers' load reports say is in flight."""
+        gateway = self.gateway
+        if isinstance(gateway, Gateway):
+            return gateway.pending()
+        return InFlight(self.loadboard.in_flight(), 0, 0)
+
+    async def _report_drain(self) -> None:
+        said = None
+        deadline = time.monotonic() + self.cfg.drain_timeout
+        while True:
+            left = self.pending()
+            if left != said:
+                said = left
+                if left.total:
+                    self._say(f"fngate: draining {_describe(left)} ({max(deadline - time.monotonic(), 0):.0f} s left)")
+                else:
+                    self._say("fngate: nothing in flight")
+            await asyncio.sleep(1.0)
+
     def _ssl_context(self) -> ssl.SSLContext | None:
         if self.cfg.tls_cert is None:
             return None
@@ -404,25 +453,51 @@ def _write_private_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)  # readers never see a half-written file
 
 
-STOP_TIMEOUT = 12.0  # the gateway's drain grace (10 s) plus a margin
+def _describe(left: InFlight) -> str:
+    parts = [(left.requests, "request"), (left.streams, "stream"), (left.grpc_calls, "gRPC call")]
+    return ", ".join(f"{n} {what}{'' if n == 1 else 's'}" for n, what in parts if n) or "nothing"
+
+
+STOP_MARGIN = 12.0  # after the gateway's drain: the control loops, then instances (SIGTERM, then SIGKILL)
+FORCED_STOP = 5.0  # after a second signal, what is left gets this long
 
 
 async def run(cfg: ServeConfig) -> None:
-    """Serve until SIGINT/SIGTERM, then stop every part in reverse order."""
+    """Serve until SIGINT/SIGTERM, then stop every part in reverse order: the gateway
+    first (it drains), the instances last. A second signal cuts the drain short."""
     server = Server(cfg)
     stop = asyncio.Event()
+    forced = asyncio.Event()
+    started = False
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            stop.set()
+        elif started and not forced.is_set():
+            forced.set()
+            server.stop_now()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     await server.start()
+    started = True
     try:
         await stop.wait()
     finally:
-        server._say("fngate: shutting down")
+        server._say(
+            f"fngate: shutting down: no new connections; requests in flight get up to {cfg.drain_timeout:g} s "
+            "(signal again to stop at once)"
+        )
         stopping = asyncio.create_task(server.stop())
-        done, _ = await asyncio.wait({stopping}, timeout=STOP_TIMEOUT)
-        if not done:  # asyncio.run cancels whatever is still running as we return
-            server._say(f"fngate: some parts did not stop within {STOP_TIMEOUT:.0f} s; exiting anyway")
+        cut_short = asyncio.create_task(forced.wait())
+        bound = cfg.drain_timeout + STOP_MARGIN
+        await asyncio.wait({stopping, cut_short}, timeout=bound, return_when=asyncio.FIRST_COMPLETED)
+        if not stopping.done() and cut_short.done():
+            await asyncio.wait({stopping}, timeout=FORCED_STOP)
+        cut_short.cancel()
+        if not stopping.done():  # asyncio.run cancels whatever is still running as we return
+            server._say("fngate: some parts did not stop in time; exiting anyway")
         elif stopping.exception() is not None:
             server._say(f"fngate: error while stopping: {stopping.exception()!r}")
 

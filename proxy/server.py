@@ -17,7 +17,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from aiohttp import web
 
@@ -86,6 +86,16 @@ def tune_malloc() -> bool:
         return False
 
 
+class InFlight(NamedTuple):
+    requests: int  # HTTP requests other than SSE streams and gRPC calls
+    streams: int  # SSE responses open
+    grpc_calls: int
+
+    @property
+    def total(self) -> int:
+        return self.requests + self.streams + self.grpc_calls
+
+
 class Gateway:
     """`siblings`: the other workers of a `--workers N` gateway (proxy/workers.py); this
     worker then also listens on its private loopback port for their pexec status polls."""
@@ -110,6 +120,7 @@ class Gateway:
         self.forwarder.pexec.siblings = self.siblings = siblings
         self.grpc = self._grpc_handler()
         self.serving = False
+        self._stop_now = asyncio.Event()  # set by stop_now(): a stop in progress drains no longer
         self._servers: list[asyncio.AbstractServer] = []
         self._admin: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -183,17 +194,30 @@ class Gateway:
             self._tasks.append(loop.create_task(self._report_loop()))
         self.serving = True
 
-    async def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting, let in-flight requests finish for up to `grace` seconds, close."""
+    def pending(self) -> InFlight:
+        """What a stop waits for: HTTP requests, SSE streams and gRPC calls being served
+        (metrics.in_flight counts all three)."""
+        streams = self.metrics.sse_open
+        calls = len(self.grpc.calls) if self.grpc is not None else 0
+        return InFlight(max(self.metrics.in_flight - streams - calls, 0), streams, calls)
+
+    def stop_now(self) -> None:
+        """Cut short the drain of a `stop` in progress (or the next one): close at once."""
+        self._stop_now.set()
+
+    async def stop(self, grace: float = 10.0) -> InFlight:
+        """Stop accepting, let in-flight requests finish for up to `grace` seconds (or until
+        `stop_now`), close. Returns what was still in flight when the drain ended (cut)."""
         self.serving = False
         for s in self._servers:
             s.close()
         for conn in list(self.forwarder.connections):
             conn.shutdown()
         deadline = time.monotonic() + grace
-        # polling (ASYNC110): the two counters have no event to wait on; the grace bounds it
-        while (self.metrics.in_flight > 0 or (self.grpc is not None and self.grpc.calls)) and time.monotonic() < deadline:  # noqa: ASYNC110
+        # polling (ASYNC110): the counters have no event to wait on; the grace bounds it
+        while self.pending().total and time.monotonic() < deadline and not self._stop_now.is_set():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+        cut = self.pending()
         if self.grpc is not None and self.grpc.calls:
             # calls still running past the grace: UNAVAILABLE to their clients and a reset to
             # their instances, written before the connections close
@@ -227,6 +251,7 @@ class Gateway:
             except (TimeoutError, Exception):
                 pass
         self._servers.clear()
+        return cut
 
     # -- load reports ---------------------------------------------------------------------
     def load_report(self) -> LoadReport:

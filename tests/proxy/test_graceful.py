@@ -36,3 +36,29 @@ async def test_stop_lets_requests_in_progress_finish(echo_up):
     except OSError:
         refused = True
     assert refused and not gw.forwarder.connections
+
+
+async def test_pending_counts_what_a_stop_waits_for_and_stop_now_cuts_the_drain(echo_up):
+    holder = SnapshotHolder()
+    gw = Gateway(GatewayConfig(http_port=0, grpc_port=None, admin_port=None), holder, "gw-stop-now")
+    await gw.start()
+    env = Env(gw, holder)
+    env.publish([route(echo_up.port)])
+    async with httpx.AsyncClient(timeout=30) as client:
+        slow = asyncio.create_task(client.get(f"{env.url}/?delay=20", headers=env.headers()))
+        for _ in range(100):
+            if gw.pending().total:
+                break
+            await asyncio.sleep(0.02)
+        assert gw.pending() == (1, 0, 0)
+        stopping = asyncio.create_task(gw.stop(grace=30))
+        await asyncio.sleep(0.3)
+        assert not stopping.done(), "the stop did not wait for the request in flight"
+        gw.stop_now()
+        cut = await asyncio.wait_for(stopping, 3)
+        assert cut.requests == 1, "stop returns what it cut"
+        try:
+            r = await slow
+            assert r.status_code != 200
+        except httpx.HTTPError:
+            pass

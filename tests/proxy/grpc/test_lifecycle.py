@@ -328,3 +328,13 @@ async def test_malformed_frame_gets_goaway_and_other_connections_carry_on(gatewa
     finally:
         writer.close()
         await bystander.close()
+
+
+async def test_a_stop_reports_a_grpc_call_as_a_call_not_a_request(instances):
+    async with running_gateway(instances) as gw, grpcio_channel(gw.port) as ch:
+        call = grpcio_stub(ch).Echo(pb.EchoRequest(message="counted", delay_s=0.6), metadata=metadata(F_IO))
+        await asyncio.sleep(0.3)
+        assert gw.gw.pending() == (0, 0, 1)
+        cut = await gw.gw.stop(grace=5.0)
+        assert (await call).message == "counted"
+    assert cut.total == 0
