@@ -35,6 +35,8 @@ from fngate.control.workqueue import KeyedQueue
 
 log = logging.getLogger("fngate.reconciler")
 
+DRAIN_TIMEOUT = 3600.0  # an hour, the longest poll window NVCF allows; reconciler.drainTimeout
+
 
 class HealthItem(TypedDict):
     """One entry of a deployment's healthInfo (why it failed)."""
@@ -54,7 +56,7 @@ class Reconciler:
         loadboard: LoadBoard | None = None,
         *,
         resync_interval: float = 5.0,
-        drain_timeout: float = 30.0,
+        drain_timeout: float = DRAIN_TIMEOUT,
         drain_settle: float = 1.0,
         drain_poll: float = 0.2,
         error_ttl: float = 7 * 86400,  # NVCF cleans up errored deployments after 7 days
@@ -68,7 +70,8 @@ class Reconciler:
         self.default_backend = next(iter(self.backends))
         self.loadboard = loadboard
         self.resync_interval = resync_interval
-        self.drain_timeout = drain_timeout
+        self.drain_timeout = drain_timeout  # 0: a drain waits as long as requests run
+        self.drain_timeouts = 0  # drains that hit drain_timeout and stopped instances with work in flight
         self.drain_settle = drain_settle  # gateways report load every ~0.5 s: wait for a fresh report
         self.drain_poll = drain_poll
         self.error_ttl = error_ttl
@@ -80,6 +83,7 @@ class Reconciler:
         self._specs: dict[tuple[str, str], InstanceSpec] = {}  # (vid, gpu spec id) -> what the backend runs
         self._draining_ids: set[str] = set()
         self._drains: dict[str, asyncio.Task[None]] = {}  # vid -> scale-down / undeploy drain
+        self._scaling_down: set[str] = set()  # the vids among _drains whose drain is a scale-down
         self._queue: KeyedQueue[str] = KeyedQueue()
         self._passes: set[asyncio.Task[None]] = set()  # running passes, detached ones included
         self._closing = False
@@ -284,14 +288,22 @@ class Reconciler:
             return
         for gs, name, backend, spec in placed:
             self._specs[(vid, spec.gpu_spec_id)] = spec
-            if vid in self._drains:
-                continue  # a scale-down is draining; it applies the new count when done
+            if vid in self._drains and vid not in self._scaling_down:
+                continue  # an undeploy is draining
             scale = await self.store.get(R.SCALE, R.scale_key(vid, spec.gpu_spec_id))
             replicas = gs.clamp(ScaleDecision.parse(scale.value).replicas if scale else gs.min_instances)
-            mine = [e for b, e in self._observed.get(vid, {}).values() if e.gpu_spec_id == spec.gpu_spec_id and b == name]
+            here = [e for b, e in self._observed.get(vid, {}).values() if e.gpu_spec_id == spec.gpu_spec_id and b == name]
+            # drained instances are out of routing and on their way out: they do not count
+            mine = [e for e in here if e.instance_id not in self._draining_ids]
             try:
-                if replicas < len(mine):
-                    self._drains[vid] = asyncio.create_task(self._drain_scale_down(vid, backend, spec, replicas, mine))
+                if vid in self._drains:
+                    # a scale-down is draining (it may take as long as a stream runs): the
+                    # version still scales up meanwhile, the draining instances counted in
+                    if replicas > len(mine):
+                        await backend.apply(spec, replicas + len(here) - len(mine))
+                elif replicas < len(mine):
+                    self._scaling_down.add(vid)
+                    self._drains[vid] = asyncio.create_task(self._drain_scale_down(vid, backend, replicas, mine))
                 else:
                     await backend.apply(spec, replicas)
             except BackendError as exc:
@@ -415,12 +427,14 @@ class Reconciler:
                 await self.store.put(R.INSTANCES, rec.key, replace(InstanceRecord.parse(rec.value), draining=True).to_doc())
 
     async def _wait_idle(self, vid: str, instance_ids: list[str] | None) -> None:
-        """Until no gateway reports in-flight work on the instances (or the version),
-        bounded by drain_timeout. Waits drain_settle first so reports postdate the drain."""
+        """Until no gateway reports in-flight work on the instances (or the version): every
+        request on them ended, or reached its own limit (the gateway ends those). Bounded
+        only by drain_timeout (0: unbounded). Waits drain_settle first so reports postdate
+        the drain."""
         if self.loadboard is None:
             return
         await asyncio.sleep(self.drain_settle)
-        deadline = time.monotonic() + self.drain_timeout
+        deadline = time.monotonic() + self.drain_timeout if self.drain_timeout > 0 else float("inf")
         while time.monotonic() < deadline:
             load = self.loadboard.version_load(vid)
             if instance_ids is not None:
@@ -434,7 +448,16 @@ class Reconciler:
             if load.in_flight == 0 and (instance_ids is not None or load.queue_depth == 0):
                 return
             await asyncio.sleep(self.drain_poll)
-        log.warning("version %s: drain timed out after %.0fs with work in flight", vid, self.drain_timeout)
+        self.drain_timeouts += 1
+        load = self.loadboard.version_load(vid)
+        busy = {i: load.endpoint_in_flight.get(i, 0) for i in instance_ids} if instance_ids is not None else {}
+        log.warning(
+            "version %s: drain timed out after %.0fs (reconciler.drainTimeout) with %d request(s) in flight%s; stopping anyway",
+            vid,
+            self.drain_timeout,
+            sum(busy.values()) if busy else load.in_flight,
+            "".join(f", {n} on {i}" for i, n in busy.items() if n),
+        )
 
     async def _drain_undeploy(self, vid: str, key: str) -> None:
         try:
@@ -452,10 +475,15 @@ class Reconciler:
             self._drains.pop(vid, None)
             self._mark(vid)
 
-    async def _drain_scale_down(self, vid: str, backend: Backend, spec: InstanceSpec, replicas: int, current: list[InstanceEvent]) -> None:
+    def _in_flight_on(self, vid: str, instance_id: str) -> int:
+        n = self.loadboard.endpoint_in_flight(vid, instance_id) if self.loadboard is not None else None
+        return n or 0
+
+    async def _drain_scale_down(self, vid: str, backend: Backend, replicas: int, current: list[InstanceEvent]) -> None:
         try:
-            # not-ready instances first, then the newest ready ones
-            order = sorted(current, key=lambda e: (e.kind is K.READY, -current.index(e)))
+            # not-ready instances first, then the ready ones with the fewest requests in
+            # flight (an idle one goes at once), the newest among equals
+            order = sorted(current, key=lambda e: (e.kind is K.READY, self._in_flight_on(vid, e.instance_id), -current.index(e)))
             victims = order[: len(current) - replicas]
             starting = [e.instance_id for e in victims if e.kind is not K.READY]
             ready = [e.instance_id for e in victims if e.kind is K.READY]
@@ -465,9 +493,9 @@ class Reconciler:
                 await self._mark_draining(vid, ready)
                 await self._wait_idle(vid, ready)
                 await backend.stop_instances(vid, ready, graceful=True)
-            await backend.apply(spec, replicas)
         except Exception:
             log.exception("scale-down of %s", vid)
         finally:
             self._drains.pop(vid, None)
-            self._mark(vid)
+            self._scaling_down.discard(vid)
+            self._mark(vid)  # the next pass applies the count wanted now (it may have changed meanwhile)

@@ -220,7 +220,7 @@ class Server:
     async def _start_loops(self, store: StateStore) -> None:
         from .autoscaler import Autoscaler, AutoscalerConfig
         from .publisher import RoutingPublisher
-        from .reconciler import Reconciler
+        from .reconciler import DRAIN_TIMEOUT, Reconciler
 
         knobs = self.cfg.section("reconciler")
         try:
@@ -232,7 +232,7 @@ class Server:
             self.backends,
             self.loadboard,
             resync_interval=float(knobs.get("resyncInterval", 5.0)),
-            drain_timeout=float(knobs.get("drainTimeout", 30.0)),
+            drain_timeout=float(knobs.get("drainTimeout", DRAIN_TIMEOUT)),
             error_ttl=float(knobs.get("errorTtl", 7 * 86400)),
         )
         publisher = RoutingPublisher(store, admin_key=self.admin_key, wire=self.routing_wire)

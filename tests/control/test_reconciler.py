@@ -322,3 +322,73 @@ async def test_many_versions_deploy_side_by_side_while_several_hang():
     finally:
         await rec.aclose()
         await backend.aclose()
+
+
+async def _two_ready(store, fake, spec):
+    fid, vid = await deploy(store, specs=[spec])
+    key = R.scale_key(vid, spec["gpuSpecificationId"])
+    await store.put(R.SCALE, key, {"replicas": 2})
+    await wait_for(lambda: _n(fake, vid, 2))
+    for i in fake.instance_ids(vid):
+        fake.make_ready(i)
+    await wait_status(store, fid, vid, "ACTIVE")
+    return fid, vid, key
+
+
+def _report(board, vid, busy):
+    board.update(LoadReport("gw", time.time() + 3600, {vid: VersionLoad(in_flight=sum(busy.values()), endpoint_in_flight=busy)}))
+
+
+async def test_scale_down_stops_an_idle_instance_rather_than_drain_a_busy_one(fake_world):
+    store, fake, _, board = fake_world
+    _fid, vid, key = await _two_ready(store, fake, gpu_spec(1, 2))
+    older, newest = fake.instance_ids(vid)
+    _report(board, vid, {older: 0, newest: 1})  # a long stream runs on the newest
+    await store.put(R.SCALE, key, {"replicas": 1})
+    await wait_for(lambda: _n(fake, vid, 1), what="one instance stopped", timeout=3)
+    assert fake.instance_ids(vid) == [newest], "the busy instance was chosen while an idle one could go"
+
+
+async def test_the_version_scales_up_while_a_scale_down_drains():
+    store = MemoryStore()
+    fake = FakeBackend("fake", auto_ready=False, inventory=Inventory({"L40S": 8, "H100": 1, "A100": 1}))
+    board = LoadBoard()
+    rec = Reconciler(store, {"fake": fake}, board, resync_interval=0.2, drain_settle=0.05)
+    await rec.start()
+    try:
+        _fid, vid, key = await _two_ready(store, fake, gpu_spec(1, 4))
+        a, b = fake.instance_ids(vid)
+        _report(board, vid, {a: 1, b: 1})  # both busy: the drain has to wait
+        await store.put(R.SCALE, key, {"replicas": 1})
+        await wait_for(lambda: _docs(store, vid, draining=1), what="victim draining")
+        [victim] = [r.value["instanceId"] for r in await store.list(R.INSTANCES, vid + "/") if r.value.get("draining")]
+        await store.put(R.SCALE, key, {"replicas": 3})  # load came back while the victim drains
+        await wait_for(lambda: _n(fake, vid, 4), what="two more instances placed during the drain", timeout=3)
+        assert victim in fake.instance_ids(vid), "the draining instance must stay until it is idle"
+        _report(board, vid, {a: 1 if victim != a else 0, b: 1 if victim != b else 0})
+        await wait_for(lambda: _n(fake, vid, 3), what="victim stopped once idle")
+        assert victim not in fake.instance_ids(vid)
+        await asyncio.sleep(0.5)
+        assert len(fake.instance_ids(vid)) == 3, "the target after the drain is the newest one (3)"
+    finally:
+        await rec.aclose()
+        await fake.aclose()
+
+
+async def test_a_drain_that_hits_its_deadline_is_logged_and_counted(fake_world, caplog):
+    store, fake, rec, board = fake_world  # drain_timeout=2
+    _fid, vid, key = await _two_ready(store, fake, gpu_spec(1, 2))
+    a, b = fake.instance_ids(vid)
+    _report(board, vid, {a: 1, b: 1})  # never idle
+    await store.put(R.SCALE, key, {"replicas": 1})
+    await wait_for(lambda: _docs(store, vid, draining=1), what="victim draining")
+    await asyncio.sleep(1.0)
+    assert len(fake.instance_ids(vid)) == 2 and rec.drain_timeouts == 0
+    await wait_for(lambda: _n(fake, vid, 1), what="victim stopped at the deadline", timeout=5)
+    assert rec.drain_timeouts == 1
+    assert any("drain timed out after 2s" in r.getMessage() and "1 request(s) in flight" in r.getMessage() for r in caplog.records)
+
+
+def test_the_drain_deadline_defaults_to_an_hour():
+    rec = Reconciler(MemoryStore(), {"fake": FakeBackend("fake")})
+    assert rec.drain_timeout == 3600
