@@ -97,11 +97,7 @@ class Reconciler:
         if stale:
             await self.store.commit([Delete(R.INSTANCES, r.key) for r in stale])
         since = await self.store.revision()
-        for rec in await self.store.list(R.FUNCTIONS):
-            fid, vid = rec.key.split("/", 1)
-            self._function_of[vid] = fid
-        for rec in await self.store.list(R.DEPLOYMENTS):
-            self._mark(rec.key.split("/", 1)[1])
+        await self._mark_stored()
         for name, backend in self.backends.items():
             self._tasks.append(asyncio.create_task(self._pump(name, backend), name=f"reconciler-events-{name}"))
         self._tasks.append(asyncio.create_task(self._watch(since), name="reconciler-watch"))
@@ -143,16 +139,26 @@ class Reconciler:
                         for vid in list(self._function_of):
                             self._mark(vid)
             except Compacted:
-                pass
-            except Exception as exc:  # the store went away for a moment: resync covers the gap
+                log.warning("store change feed compacted (a store restart?); reading everything again")
+            except Exception as exc:  # the store went away for a moment
                 log.warning("store watch failed (%s); retrying", exc)
                 await asyncio.sleep(1.0)
+            # changes were missed: read the whole state, as at start, then follow from here
             try:
                 since = await self.store.revision()
+                await self._mark_stored()
             except Exception:
                 continue
             for vid in list(self._function_of):
                 self._mark(vid)
+
+    async def _mark_stored(self) -> None:
+        """Mark every stored function version and deployment (new ones included)."""
+        for rec in await self.store.list(R.FUNCTIONS):
+            fid, vid = rec.key.split("/", 1)
+            self._function_of[vid] = fid
+        for rec in await self.store.list(R.DEPLOYMENTS):
+            self._mark(rec.key.split("/", 1)[1])
 
     async def _resync(self) -> None:
         while not self._closing:
