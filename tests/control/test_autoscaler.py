@@ -104,3 +104,67 @@ async def test_passes_scale_up_on_busy_seconds_and_down_to_zero_when_idle():
             await store.delete(R.INSTANCES, R.instance_key(vid, "i1"))
     doc = (await store.get(R.SCALE, key)).value
     assert doc["replicas"] == 0 and "scale to zero" in doc["reason"]
+
+
+async def test_no_scale_down_within_the_stabilization_window_after_a_change():
+    now = [1000.0]
+    store, board = MemoryStore(), LoadBoard(clock=lambda: now[0])
+    scaler = Autoscaler(store, board, AutoscalerConfig(window=4, down_stabilization=30, idle_timeout=3600), clock=lambda: now[0])
+    spec = gpu_spec(1, 4, maxRequestConcurrency=1)
+    _fid, vid = await deploy(store, specs=[spec])
+    gsid = spec["gpuSpecificationId"]
+    key = R.scale_key(vid, gsid)
+    await _ready_instances(store, vid, gsid, 1)
+    busy = 0.0
+    while (rec := await store.get(R.SCALE, key)) is None or rec.value["replicas"] < 2:  # one slot, always busy
+        now[0] += 1
+        busy += 1.0
+        board.update(LoadReport("gw", now[0], {vid: VersionLoad(busy_seconds=busy, in_flight=1, last_request_at=now[0])}))
+        await scaler.tick()
+        assert now[0] < 1010, "never scaled up"
+    scaled_up_at = now[0]
+    await _ready_instances(store, vid, gsid, 2)
+    replicas = []
+    while now[0] < scaled_up_at + 40:  # idle from here: 0 % utilisation
+        now[0] += 1
+        board.update(LoadReport("gw", now[0], {vid: VersionLoad(busy_seconds=busy, last_request_at=scaled_up_at)}))
+        await scaler.tick()
+        replicas.append((now[0] - scaled_up_at, (await store.get(R.SCALE, key)).value["replicas"]))
+    assert all(n == 2 for t, n in replicas if t < 30), "scaled down within the stabilization window"
+    first_down = next(t for t, n in replicas if n == 1)
+    assert 30 <= first_down <= 31
+
+
+async def test_a_scale_write_that_conflicts_is_decided_again_on_the_next_pass():
+    now = [1000.0]
+    inner, board = MemoryStore(), LoadBoard(clock=lambda: now[0])
+    store = _ConflictOnce(inner)
+    scaler = Autoscaler(store, board, AutoscalerConfig(window=4, down_stabilization=0), clock=lambda: now[0])
+    spec = gpu_spec(1, 4, maxRequestConcurrency=1)
+    _fid, vid = await deploy(inner, specs=[spec])
+    key = R.scale_key(vid, spec["gpuSpecificationId"])
+    await _ready_instances(inner, vid, spec["gpuSpecificationId"], 1)
+    board.update(LoadReport("gw", now[0], {vid: VersionLoad(queue_depth=3, in_flight=1, last_request_at=now[0])}))
+    await scaler.tick()  # its write loses to another writer (an undeploy, a second replica)
+    assert (await inner.get(R.SCALE, key)).value["reason"] == "someone else"
+    now[0] += 1
+    await scaler.tick()
+    doc = (await inner.get(R.SCALE, key)).value
+    assert doc["replicas"] == 2 and "queued" in doc["reason"]
+
+
+class _ConflictOnce:
+    """A store whose first scale write meets another writer's write to the same key."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        self.inner = inner
+        self.interfered = False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def put(self, kind, key, value, *, expect=None):
+        if kind == R.SCALE and not self.interfered:
+            self.interfered = True
+            await self.inner.put(kind, key, {"replicas": 1, "reason": "someone else"})
+        return await self.inner.put(kind, key, value, expect=expect)

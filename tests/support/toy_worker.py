@@ -12,6 +12,7 @@ def main() -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--health-status", type=int, default=200)
+    ap.add_argument("--ignore-sigterm", action="store_true", help="a worker that does not stop on SIGTERM")
     args = ap.parse_args()
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -28,7 +29,7 @@ def main() -> None:
 
     server = http.server.ThreadingHTTPServer((args.host, args.port), Handler)
     args.port = server.server_address[1]  # --port 0: the one the system chose
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if args.ignore_sigterm else lambda *_: sys.exit(0))
     print(f"toy worker listening on {args.host}:{args.port}", flush=True)
     server.serve_forever()
 

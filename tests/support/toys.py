@@ -18,6 +18,7 @@ def toy_catalog(extra: dict | None = None) -> ImageCatalog:
         {
             "test/toy": [sys.executable, TOY, "--host", "{host}", "--port", "{port}"],
             "test/unhealthy": [sys.executable, TOY, "--host", "{host}", "--port", "{port}", "--health-status", "503"],
+            "test/ignores-sigterm": [sys.executable, TOY, "--host", "{host}", "--port", "{port}", "--ignore-sigterm"],
             "test/exits": [sys.executable, "-c", "import sys; print('cannot load model weights'); sys.exit(3)"],
             **(extra or {}),
         }
