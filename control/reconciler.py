@@ -35,6 +35,7 @@ from fngate.control.workqueue import KeyedQueue
 
 log = logging.getLogger("fngate.reconciler")
 
+RETRY_FIRST = 0.5  # seconds before a failed pass runs again (doubling, up to the resync interval)
 DRAIN_TIMEOUT = 3600.0  # an hour, the longest poll window NVCF allows; reconciler.drainTimeout
 
 
@@ -86,6 +87,7 @@ class Reconciler:
         self._scaling_down: set[str] = set()  # the vids among _drains whose drain is a scale-down
         self._queue: KeyedQueue[str] = KeyedQueue()
         self._passes: set[asyncio.Task[None]] = set()  # running passes, detached ones included
+        self._failed_passes: dict[str, int] = {}  # vid -> passes that failed in a row
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -190,11 +192,18 @@ class Reconciler:
     async def _pass(self, vid: str) -> None:
         try:
             await self._reconcile(vid)
+            self._failed_passes.pop(vid, None)
         except Conflict:
             self._mark(vid)  # someone wrote in between: read again once this pass is done
             await asyncio.sleep(0.01)
         except Exception:
-            log.exception("reconciling version %s", vid)
+            # a store that just came back fails a call on each stale connection, say: try
+            # again soon (backing off), not only at the next resync
+            failures = self._failed_passes[vid] = self._failed_passes.get(vid, 0) + 1
+            delay = min(RETRY_FIRST * 2 ** (failures - 1), self.resync_interval)
+            log.exception("reconciling version %s (failed %d time(s); again in %.1fs)", vid, failures, delay)
+            if not self._closing:
+                asyncio.get_running_loop().call_later(delay, self._mark, vid)
         finally:
             self._queue.done(vid)
 

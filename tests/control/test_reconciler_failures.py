@@ -1,19 +1,22 @@
 """The reconciler's failure paths: a store watch that fails or whose history was
-compacted (a Redis restart), and a status write that loses a compare-and-set race."""
+compacted, a real Redis restart, and a status write that loses a compare-and-set race."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 
 import pytest
 
 from fngate.backends.fake import FakeBackend
 from fngate.control import records as R
 from fngate.control.reconciler import Reconciler
-from fngate.control.store.base import Compacted, Put
+from fngate.control.store.base import Compacted, Put, StoreUnavailable
 from fngate.control.store.memory import MemoryStore
-from tests.support.helpers import deploy, wait_status
-from tests.support.waiting import wait_for
+from tests.support.helpers import deploy, status_of, wait_status
+from tests.support.net import free_port
+from tests.support.redis import find_redis_server, redis_answers
+from tests.support.waiting import wait_for, wait_until
 
 
 class WatchFailsOnce(MemoryStore):
@@ -88,3 +91,61 @@ async def test_a_status_write_that_loses_a_compare_and_set_race_is_retried_on_fr
     finally:
         await rec.aclose()
         await backend.aclose()
+
+
+def _start_redis(port: int, workdir) -> subprocess.Popen:
+    binary = find_redis_server()
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"]
+    proc = subprocess.Popen([*args, "--appendfsync", "always", "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: redis_answers(port), 10, "redis-server to answer")
+    return proc
+
+
+async def _deploy_when_back(store) -> tuple[str, str]:
+    """The API's write right after the restart: its pooled connection to the old server
+    fails once (StoreUnavailable, a 503 to the API's client), and the client tries again."""
+    for _attempt in range(20):
+        try:
+            return await deploy(store)
+        except StoreUnavailable:
+            await asyncio.sleep(0.1)
+    raise AssertionError("Redis did not come back")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def test_the_reconciler_keeps_reconciling_across_a_redis_restart(tmp_path):
+    from fngate.control.store.redis import RedisStore
+
+    port = free_port()
+    redis = _start_redis(port, tmp_path)
+    url = f"redis://127.0.0.1:{port}/0"
+    store, api_store = await RedisStore.open(url), await RedisStore.open(url)  # the reconciler's, and "the API's"
+    backend = FakeBackend("fake")
+    rec = Reconciler(store, {"fake": backend}, resync_interval=3600)
+    try:
+        await rec.start()
+        fid, vid = await deploy(api_store)
+        await wait_status(api_store, fid, vid, "ACTIVE", timeout=5)
+        _stop(redis)  # the watch's connection breaks; the data is on disk (appendonly)
+        await asyncio.sleep(0.5)
+        redis = _start_redis(port, tmp_path)
+        fid2, vid2 = await _deploy_when_back(api_store)  # written as soon as Redis is back
+        await wait_status(api_store, fid2, vid2, "ACTIVE", timeout=10)
+        assert await status_of(api_store, fid, vid) == "ACTIVE"
+        assert len(backend.instance_ids(vid)) == 1 and len(backend.instance_ids(vid2)) == 1
+    finally:
+        await rec.aclose()
+        await backend.aclose()
+        await store.aclose()
+        await api_store.aclose()
+        _stop(redis)
