@@ -40,10 +40,14 @@ class ArrivalRate:
     invoke: Callable[[], None]
     arrival_name: Callable[[], str]
 
+    def arrival_rate(self) -> float:
+        """Arrivals per second this user issues (a user driving another kind of call overrides it)."""
+        return self.knobs.rate_per_user
+
     def run_arrivals(self) -> None:
-        rate = self.knobs.rate_per_user
+        rate = self.arrival_rate()
         if rate <= 0:
-            raise ValueError("open-loop scenarios need FNGATE_LT_RATE_PER_USER > 0")
+            raise ValueError(f"open-loop scenarios need a positive arrival rate ({type(self).__name__} has {rate})")
         ramp_up = self.knobs.ramp_up
         pool = Pool(max(1, min(self.knobs.max_inflight, getattr(self, "concurrency", 10))))
         started = due = time.perf_counter()

@@ -9,6 +9,8 @@ routing mode (Host or header) it used, and passes only the NVCF soak checks.
 
 from __future__ import annotations
 
+import itertools
+
 from locust import FastHttpUser, constant, task
 from locust.contrib.fasthttp import FastHttpSession
 
@@ -29,12 +31,13 @@ class _Invocations:
         self.routes = route_cycle(self.knobs)
         self.payload = body(self.knobs.body_size)
         self.path = echo_path(self.knobs)
+        self.bases = itertools.cycle(self.knobs.urls or ("",))  # "": the user's host
 
     def invoke(self) -> None:
         function_id, mode = next(self.routes)
         headers = routed_headers(self.knobs, function_id, mode)
         headers["Content-Type"] = "application/octet-stream"
-        with self.client.post(self.path, data=self.payload, headers=headers, name=INVOKE, catch_response=True) as resp:  # type: ignore[arg-type]  # bytes bodies go out as they are
+        with self.client.post(next(self.bases) + self.path, data=self.payload, headers=headers, name=INVOKE, catch_response=True) as resp:  # type: ignore[arg-type]  # bytes bodies go out as they are
             reason = invocation_failure(
                 resp.status_code or 0,
                 resp.headers.get("nvcf-status") if resp.headers else None,

@@ -28,7 +28,9 @@ class Knobs:
     function_ids: tuple[str, ...] = ()  # HTTP functions (echo-like); invocations spread over them
     sse_function_id: str = ""  # an SSE function (OpenAI-style /v1/chat/completions)
     grpc_function_id: str = ""  # a gRPC function serving fngate.echo.v1.Echo
-    grpc_target: str = ""  # host:port of the gRPC listener
+    grpc_target: str = ""  # host:port of the gRPC listener (comma-separated: calls spread over them)
+    urls: tuple[str, ...] = ()  # gateway base URLs to spread HTTP and SSE calls over (empty: Locust's host)
+    sse_urls: tuple[str, ...] = ()  # SSE calls go here instead of `urls` (with direct: the SSE instance)
     domain: str = "invocation.localhost"  # Host-routed requests use {functionId}.{domain}
     routing: str = "both"  # host | header | both (alternate)
     direct: bool = False  # the target is an instance, not a gateway: no routing, no nvcf-status check
@@ -41,6 +43,10 @@ class Knobs:
     poll_seconds: int = 0  # NVCF-POLL-SECONDS sent on invocations (0: not sent)
     # load model
     rate_per_user: float = 0.0  # open-loop arrivals per second issued by each scheduler user
+    sse_rate_per_user: float = 0.0  # soak: SSE streams opened per second by each SSE scheduler user
+    grpc_rate_per_user: float = 0.0  # soak: unary gRPC calls per second by each gRPC scheduler user
+    kinds: tuple[str, ...] = ()  # soak: which functions are driven (http, sse, grpc)
+    users_per_kind: int = 1  # soak: scheduler users of each kind
     ramp_up: float = 0.0  # open loop: seconds over which the rate rises linearly to rate_per_user (0: at once)
     max_inflight: int = 200  # arrivals in flight per scheduler user before new ones are dropped
     think_time: float = 0.0  # closed-loop users wait this long between calls
@@ -67,7 +73,7 @@ class Knobs:
             if raw is None:
                 continue
             default = field.default
-            if field.name == "function_ids":
+            if field.name in ("function_ids", "urls", "sse_urls", "kinds"):
                 values[field.name] = _ids(raw)
             elif field.name == "steps":
                 values[field.name] = tuple(int(v) for v in _ids(raw))

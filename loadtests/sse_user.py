@@ -13,27 +13,35 @@ headers), three entries of type `SSE`:
 
 from __future__ import annotations
 
+import itertools
 import time
+from typing import TYPE_CHECKING
 
-from locust import FastHttpUser, task
+from locust import FastHttpUser, constant, task
+from locust.contrib.fasthttp import FastHttpSession
 
 from .addressing import SSE_PATH, routed_headers, sse_body
+from .arrival import ArrivalRate
 from .checks import CHECK, STATUS, TRANSPORT, Failed
 from .knobs import Knobs
 
+if TYPE_CHECKING:
+    from locust.env import Environment
+
 DONE = b"[DONE]"
+STREAM = "sse: stream"
 
 
-class SseUser(FastHttpUser):
-    network_timeout = 300.0
-    connection_timeout = 10.0
+class _Streams:
+    """Mixed into a FastHttpUser: one checked, timed stream per `stream_once()`."""
 
-    def wait_time(self) -> float:
-        return self.knobs.think_time
+    client: FastHttpSession
+    environment: Environment
 
-    def on_start(self) -> None:
+    def setup_streams(self) -> None:
         self.knobs = Knobs.from_env()
         self.payload = sse_body(self.knobs)
+        self.bases = itertools.cycle(self.knobs.sse_urls or self.knobs.urls or ("",))  # "": the user's host
 
     def _record(self, name: str, seconds: float, length: int = 0, failure: str | None = None) -> None:
         self.environment.events.request.fire(
@@ -45,15 +53,14 @@ class SseUser(FastHttpUser):
             context={},
         )
 
-    @task
-    def stream(self) -> None:
+    def stream_once(self) -> None:
         headers = routed_headers(self.knobs, self.knobs.sse_function_id, "header")
         headers["Accept"] = "text/event-stream"
         started = time.perf_counter()
-        resp = self.client.post(SSE_PATH, json=self.payload, headers=headers, name="sse: open", stream=True)
+        resp = self.client.post(next(self.bases) + SSE_PATH, json=self.payload, headers=headers, name="sse: open", stream=True)
         failure = self._head_failure(resp)
         if failure:
-            self._record("sse: stream", time.perf_counter() - started, 0, failure)
+            self._record(STREAM, time.perf_counter() - started, 0, failure)
             return
         events, length, last, failure = 0, 0, started, None
         try:
@@ -72,7 +79,7 @@ class SseUser(FastHttpUser):
             failure = f"{TRANSPORT} stream broken after {events} events: {type(exc).__name__}"
         if failure is None and events == 0:
             failure = f"{CHECK} no event in the stream"
-        self._record("sse: stream", last - started, length, failure)
+        self._record(STREAM, last - started, length, failure)
 
     def _head_failure(self, resp) -> str | None:
         if not resp.status_code:
@@ -84,6 +91,48 @@ class SseUser(FastHttpUser):
         if not resp.headers.get("content-type", "").startswith("text/event-stream"):
             return f"{CHECK} content-type={resp.headers.get('content-type', 'missing')}"
         return None
+
+
+class SseUser(_Streams, FastHttpUser):
+    """Closed loop: open a stream, read it to the end, think, open the next."""
+
+    network_timeout = 300.0
+    connection_timeout = 10.0
+
+    def wait_time(self) -> float:
+        return self.knobs.think_time
+
+    def on_start(self) -> None:
+        self.setup_streams()
+
+    @task
+    def stream(self) -> None:
+        self.stream_once()
+
+
+class ArrivalSse(_Streams, ArrivalRate, FastHttpUser):
+    """Open loop (soak): `sse_rate_per_user` streams opened per second, each on its own greenlet."""
+
+    network_timeout = 300.0
+    connection_timeout = 10.0
+    concurrency = 1000
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.setup_streams()
+
+    def arrival_rate(self) -> float:
+        return self.knobs.sse_rate_per_user
+
+    def arrival_name(self) -> str:
+        return STREAM
+
+    def invoke(self) -> None:
+        self.stream_once()
+
+    @task
+    def arrivals(self) -> None:
+        self.run_arrivals()
 
 
 def _events(raw):
