@@ -32,8 +32,9 @@ class Target:
     function_ids: tuple[str, ...] = ()
     sse_function_id: str = ""
     grpc_function_id: str = ""
-    grpc_target: str = ""
+    grpc_target: str = ""  # HOST:PORT, or several comma-separated (calls alternate over them)
     sse_url: str = ""  # only when direct: the SSE instance, if not the same as url
+    urls: tuple[str, ...] = ()  # several gateways (replicas): HTTP and SSE calls alternate over them
     direct: bool = False
 
 
@@ -60,6 +61,12 @@ class Options:
     slis_file: Path | None = None
     results: Path | None = None
     parallel: bool = False  # smoke: run the scenarios at once (quicker; they share the target)
+    kinds: tuple[str, ...] | None = None  # soak: which functions to drive (default: each one the target names)
+    http_rate: float | None = None  # soak: per-kind rates (default: --rate)
+    sse_rate: float | None = None
+    grpc_rate: float | None = None
+    replicas: int = 1  # local stack: fngate serve replicas on one Redis
+    sample_interval: float | None = None  # local stack: seconds between resource samples
 
 
 def parse_duration(text: str) -> float:
@@ -82,10 +89,13 @@ class Plan:
     workers: int
     rate: float
     knobs: Knobs
+    rates: dict[str, float] = dataclasses.field(default_factory=dict)  # soak: arrivals/s per kind of function
 
     def settings(self) -> dict[str, Any]:
         k = self.knobs
         out: dict[str, Any] = {"duration_s": self.duration, "workers": self.workers}
+        if self.rates:
+            out.update(rates_per_s=dict(self.rates))
         if self.scenario.model == "open":
             out.update(rate_per_s=self.rate, ramp_up_s=k.ramp_up, scheduler_users=self.users, max_inflight_per_user=k.max_inflight)
         elif self.scenario.model == "ramp":
@@ -93,11 +103,11 @@ class Plan:
         else:
             out.update(users=self.users)
         out.update(body_size=k.body_size, response_size=k.response_size, delay_s=k.delay)
-        if self.scenario.needs in ("sse", "grpc"):
+        if self.scenario.needs in ("sse", "grpc") or "sse" in self.rates:
             out["stream_length"] = k.stream_length
         if k.poll_seconds:
             out["poll_seconds"] = k.poll_seconds
-        if self.scenario.needs in ("http", "pexec"):
+        if self.scenario.needs in ("http", "pexec") and (not self.rates or "http" in self.rates):
             out["functions"] = len(k.function_ids)
             out["routing"] = "instance (direct)" if k.direct else k.routing
         return out
@@ -115,6 +125,8 @@ def make_plan(scenario: Scenario, target: Target, opts: Options, *, smoke: bool 
     duration = opts.duration or (SMOKE_SECONDS if smoke else scenario.duration)
     duration = max(duration, float(overrides.get("min_duration", 0)))
     ids = target.function_ids
+    if scenario.kinds:
+        return _plan_kinds(scenario, target, opts, knob_values, duration, smoke=smoke)
     if scenario.needs in ("http", "pexec") and not ids and not target.direct:
         raise LoadTestError(f"scenario {scenario.name} needs --function-id (an HTTP function such as the echo sample)")
     if scenario.needs == "sse" and not (target.sse_function_id or target.direct):
@@ -150,13 +162,66 @@ def make_plan(scenario: Scenario, target: Target, opts: Options, *, smoke: bool 
             raise LoadTestError("--users must be positive")
         workers = workers or min(os.cpu_count() or 1, math.ceil(users / USERS_PER_PROCESS))
         spawn_rate = float(users)
-    knobs = Knobs(
+    knobs = _knobs(target, knob_values)
+    return Plan(scenario, users, spawn_rate, duration, max(workers, 1), rate, knobs)
+
+
+def _knobs(target: Target, knob_values: dict[str, Any]) -> Knobs:
+    return Knobs(
         key=target.key,
-        function_ids=ids,
+        function_ids=target.function_ids,
         sse_function_id=target.sse_function_id,
         grpc_function_id=target.grpc_function_id,
         grpc_target=target.grpc_target,
+        urls=target.urls,
+        sse_urls=(target.sse_url,) if target.direct and target.sse_url else (),
         direct=target.direct,
         **knob_values,
     )
-    return Plan(scenario, users, spawn_rate, duration, max(workers, 1), rate, knobs)
+
+
+def available_kinds(target: Target) -> tuple[str, ...]:
+    """The kinds of function the target names: HTTP with --function-id, SSE, gRPC with a target and id."""
+    kinds = []
+    if target.function_ids or target.direct:
+        kinds.append("http")
+    if target.sse_function_id or (target.direct and target.sse_url):
+        kinds.append("sse")
+    if target.grpc_target and (target.grpc_function_id or target.direct):
+        kinds.append("grpc")
+    return tuple(kinds)
+
+
+def _plan_kinds(scenario: Scenario, target: Target, opts: Options, knob_values: dict[str, Any], duration: float,
+                *, smoke: bool) -> Plan:  # fmt: skip
+    """Open loop over several kinds of function at once: one scheduler user per kind and Locust process."""
+    known = available_kinds(target)
+    kinds = tuple(opts.kinds) if opts.kinds else known
+    unknown = sorted(set(kinds) - set(scenario.kinds))
+    if unknown:
+        raise LoadTestError(f"unknown --kinds {', '.join(unknown)}: choose from {', '.join(scenario.kinds)}")
+    needs = {"http": "--function-id", "sse": "--sse-function-id", "grpc": "--grpc-target HOST:PORT and --grpc-function-id"}
+    missing = [k for k in kinds if k not in known]
+    if missing or not kinds:
+        wanted = ", ".join(needs[k] for k in missing or scenario.kinds)
+        raise LoadTestError(f"scenario {scenario.name} needs {wanted} (or --kinds without the functions it lacks)")
+    overrides = SMOKE_OVERRIDES.get(scenario.name, {}) if smoke else {}
+    rate = float(opts.rate if opts.rate is not None else overrides.get("rate", scenario.rate))
+    given = {"http": opts.http_rate, "sse": opts.sse_rate, "grpc": opts.grpc_rate}
+    rates = {k: rate if (own := given[k]) is None else float(own) for k in kinds}
+    if "http" in rates and scenario.per_function:
+        rates["http"] *= max(len(target.function_ids), 1)
+    if min(rates.values()) <= 0:
+        raise LoadTestError("--rate (and each --http-rate, --sse-rate, --grpc-rate) must be positive")
+    total = sum(rates.values())
+    workers = opts.workers or min(os.cpu_count() or 1, math.ceil(total / RATE_PER_PROCESS))
+    workers = max(workers, 1)
+    knob_values.update(
+        kinds=kinds,
+        users_per_kind=workers,
+        rate_per_user=rates.get("http", 0.0) / workers,
+        sse_rate_per_user=rates.get("sse", 0.0) / workers,
+        grpc_rate_per_user=rates.get("grpc", 0.0) / workers,
+    )
+    users = workers * len(kinds)
+    return Plan(scenario, users, float(users), duration, workers, total, _knobs(target, knob_values), rates)

@@ -3,7 +3,9 @@
 Files in the results folder (`<name>` is the scenario):
 - `<name>_stats.csv`, `<name>_stats_history.csv`, `<name>_failures.csv`, `<name>.html` (Locust's own);
 - `summary.json` / `summary.md`: the run's settings, every entry's SLIs, each threshold's verdict;
-- `latency.png` (p50/p95/p99 over time) and `throughput.png` (requests/s, failures/s and users).
+- `latency.png` (p50/p95/p99 over time) and `throughput.png` (requests/s, failures/s and users);
+- with resource samples (soak on the local stack): `rss.png` and `fds.png`, one line per process,
+  and in the summary a table of each process's first and last value and least-squares slope.
 """
 
 from __future__ import annotations
@@ -40,9 +42,18 @@ def machine() -> dict[str, Any]:
     }
 
 
-def summary(scenario: str, settings: Mapping[str, Any], entries: Iterable[EntryStats], verdicts: Iterable[Verdict]) -> dict[str, Any]:
+MIB = 1024 * 1024
+
+
+def summary(
+    scenario: str,
+    settings: Mapping[str, Any],
+    entries: Iterable[EntryStats],
+    verdicts: Iterable[Verdict],
+    resources: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     verdicts = list(verdicts)
-    return {
+    doc = {
         "scenario": scenario,
         "passed": bool(verdicts) and all(v.passed for v in verdicts),
         "settings": dict(settings),
@@ -50,6 +61,38 @@ def summary(scenario: str, settings: Mapping[str, Any], entries: Iterable[EntryS
         "entries": [{"type": e.type, "name": e.name, **e.metrics()} for e in entries],
         "thresholds": [v.as_dict() for v in verdicts],
     }
+    if resources is not None:
+        doc["resources"] = dict(resources)
+    return doc
+
+
+def resource_line(p: Mapping[str, Any]) -> str:
+    """One process's figures on one line: RSS and descriptors, first -> last, slope per hour."""
+    return (
+        f"{p['label']} (pid {p['pid']}): RSS {_mib(p['rss_start_bytes'])} -> {_mib(p['rss_end_bytes'])} MiB "
+        f"({p['rss_slope_bytes_per_h'] / MIB:+.2f} MiB/h), fds {p['fds_start']} -> {p['fds_end']} ({p['fds_slope_per_h']:+.1f}/h)"
+    )
+
+
+def _mib(value: int | None) -> str:
+    return "?" if value is None else f"{value / MIB:.1f}"
+
+
+def _resource_table(resources: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "## Resources per process",
+        "",
+        f"Sampled from /proc every {resources['interval_s']:g} s; slope: least squares over the run, per hour.",
+        "",
+        "| process | pid | samples | RSS start MiB | RSS end MiB | RSS slope MiB/h | fds start | fds end | fds slope /h |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in resources["processes"]:
+        lines.append(
+            f"| {p['label']} | {p['pid']} | {p['samples']} | {_mib(p['rss_start_bytes'])} | {_mib(p['rss_end_bytes'])} "
+            f"| {p['rss_slope_bytes_per_h'] / MIB:+.2f} | {p['fds_start']} | {p['fds_end']} | {p['fds_slope_per_h']:+.1f} |"
+        )
+    return [*lines, ""]
 
 
 def markdown(doc: Mapping[str, Any]) -> str:
@@ -73,7 +116,12 @@ def markdown(doc: Mapping[str, Any]) -> str:
     for t in doc["thresholds"]:
         value = "no requests" if t["value"] is None else f"{t['value']:.6g}"
         lines.append(f"| {'PASS' if t['passed'] else 'FAIL'} | {t['entry']} | {t['metric']} | {value} | {t['op']} {t['limit']:g} |")
-    lines += ["", "Plots: `latency.png`, `throughput.png`. Locust's report: the `.html` file; raw data: the CSV files.", ""]
+    lines.append("")
+    plots = "`latency.png`, `throughput.png`"
+    if doc.get("resources"):
+        lines += _resource_table(doc["resources"])
+        plots += ", `rss.png`, `fds.png`"
+    lines += [f"Plots: {plots}. Locust's report: the `.html` file; raw data: the CSV files.", ""]
     return "\n".join(lines)
 
 
@@ -157,4 +205,27 @@ def plot(history_csv: Path, results: Path, title: str) -> list[Path]:
     written.append(results / "throughput.png")
     fig.savefig(written[-1], dpi=100)
     plt.close(fig)
+    return written
+
+
+def plot_resources(resources: Mapping[str, Any], results: Path, title: str) -> list[Path]:
+    """rss.png and fds.png: one line per sampled process over the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for key, scale, ylabel, name in (("rss_bytes", MIB, "RSS MiB", "rss.png"), ("fds", 1, "open descriptors", "fds.png")):
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        for p in resources["processes"]:
+            series = p["series"]
+            ax.plot(series["seconds"], [v / scale for v in series[key]], label=f"{p['label']} ({p['pid']})")
+        ax.set(title=f"{title}: {ylabel} per process", xlabel="seconds", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        fig.tight_layout()
+        written.append(results / name)
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
     return written

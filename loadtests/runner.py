@@ -22,6 +22,7 @@ from pathlib import Path
 from . import report, slis
 from .localstack import LocalStack
 from .plan import LoadTestError, Options, Plan, Target, make_plan
+from .resources import DEFAULT_INTERVAL, ResourceSampler
 from .scenarios import SCENARIOS, Scenario
 
 __all__ = ["EXIT_RUN_FAILED", "EXIT_SLI_FAILED", "LoadTestError", "Options", "Target", "run", "run_locust"]
@@ -30,6 +31,7 @@ STOP_TIMEOUT = 10.0  # at the end, calls in flight may finish (and be counted) f
 EXIT_SLI_FAILED = 1
 EXIT_RUN_FAILED = 2
 _PLOT_LOCK = threading.Lock()  # pyplot keeps global state: one figure at a time
+USER_CLASSES = {"http": "ArrivalInvoker", "sse": "ArrivalSse", "grpc": "ArrivalGrpc"}  # soak.py's, per kind
 
 
 def locust_command(plan: Plan, host: str, prefix: Path) -> list[str]:
@@ -39,7 +41,7 @@ def locust_command(plan: Plan, host: str, prefix: Path) -> list[str]:
            "--exit-code-on-error", "0", "--stop-timeout", f"{STOP_TIMEOUT:g}", "--loglevel", "WARNING"]  # fmt: skip
     if plan.workers > 1:
         cmd += ["--processes", str(plan.workers)]
-    return cmd
+    return cmd + [USER_CLASSES[kind] for kind in plan.rates]  # only the kinds this run drives
 
 
 def locust_host(plan: Plan, target: Target) -> str:
@@ -47,7 +49,7 @@ def locust_host(plan: Plan, target: Target) -> str:
     if plan.scenario.needs == "sse" and target.sse_url:
         return target.sse_url
     if plan.scenario.needs == "grpc":
-        return f"http://{target.grpc_target}"
+        return f"http://{target.grpc_target.split(',')[0]}"
     return target.url
 
 
@@ -77,20 +79,39 @@ def run_locust(plan: Plan, target: Target, results: Path) -> Path:
     return prefix
 
 
-def run_scenario(scenario: Scenario, target: Target, opts: Options, results: Path, *, smoke: bool = False) -> dict:
-    """Plan, run, evaluate and report one scenario; the summary document."""
+def run_scenario(scenario: Scenario, target: Target, opts: Options, results: Path, *, smoke: bool = False,
+                 stack: LocalStack | None = None) -> dict:  # fmt: skip
+    """Plan, run, evaluate and report one scenario; the summary document.
+
+    With a local `stack` and a scenario over several kinds (soak), the stack's processes'
+    resources are sampled for the whole run and reported beside the SLIs.
+    """
     rules = slis.load_rules(opts.slis_file, scenario.name)  # a bad thresholds file fails before any load
     plan = make_plan(scenario, target, opts, smoke=smoke)
+    rules = slis.for_kinds(rules, tuple(plan.rates)) if plan.rates else rules
     started = time.time()
-    prefix = run_locust(plan, target, results)
+    sampler = None
+    if stack is not None and plan.rates:
+        sampler = ResourceSampler(stack.processes(), opts.sample_interval or DEFAULT_INTERVAL)
+        sampler.start()
+    try:
+        prefix = run_locust(plan, target, results)
+    finally:
+        if sampler is not None:
+            sampler.stop()
     entries = slis.load_stats(prefix)
     verdicts = slis.evaluate(entries, rules)
     settings = {"target": locust_host(plan, target), **plan.settings(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}  # fmt: skip
-    doc = report.summary(scenario.name, settings, entries, verdicts)
+    if stack is not None and stack.replicas > 1:
+        settings["replicas"] = stack.replicas
+        settings["requests_per_replica"] = stack.requests_served()
+    doc = report.summary(scenario.name, settings, entries, verdicts, sampler.report() if sampler else None)
     report.write(results, doc)
     with _PLOT_LOCK:
         report.plot(Path(f"{prefix}_stats_history.csv"), results, scenario.name)
+        if doc.get("resources"):
+            report.plot_resources(doc["resources"], results, scenario.name)
     return doc
 
 
@@ -101,7 +122,8 @@ def target_from_stack(stack: LocalStack) -> Target:
         function_ids=(stack.function_id("http"),),
         sse_function_id=stack.function_id("sse"),
         grpc_function_id=stack.function_id("grpc"),
-        grpc_target=stack.grpc_target,
+        grpc_target=",".join(stack.grpc_targets),
+        urls=tuple(stack.http_urls) if stack.replicas > 1 else (),
     )
 
 
@@ -121,15 +143,18 @@ def run(name: str, target: Target | None, opts: Options, out=sys.stdout) -> int:
         names = [n for n in names if SCENARIOS[n].needs != "pexec"]  # polling is a gateway feature
     if target is None:
         print("fngate loadtest: starting a local fngate with the sample functions ...", file=out, flush=True)
-        with LocalStack(log_dir=results) as stack:
-            return _run_all(names, target_from_stack(stack), opts, results, name == "smoke", out)
+        with LocalStack(log_dir=results, replicas=opts.replicas) as stack:
+            return _run_all(names, target_from_stack(stack), opts, results, name == "smoke", out, stack)
+    if opts.replicas > 1:
+        raise LoadTestError("--replicas is for the local stack: without --target")
     return _run_all(names, target, opts, results, name == "smoke", out)
 
 
-def _run_all(names: list[str], target: Target, opts: Options, results: Path, smoke: bool, out) -> int:
+def _run_all(names: list[str], target: Target, opts: Options, results: Path, smoke: bool, out,
+             stack: LocalStack | None = None) -> int:  # fmt: skip
     def one(scenario_name: str) -> dict:
         folder = results / scenario_name if smoke else results
-        return run_scenario(SCENARIOS[scenario_name], target, opts, folder, smoke=smoke)
+        return run_scenario(SCENARIOS[scenario_name], target, opts, folder, smoke=smoke, stack=stack)
 
     if opts.parallel:
         for scenario_name in names:
@@ -163,6 +188,8 @@ def _print_summary(doc: dict, out) -> None:
             f"success rate {e['success_rate']:.2%}" + (f", dropped {e['dropped']}" if e["dropped"] else ""),
             file=out,
         )
+    for p in (doc.get("resources") or {}).get("processes", []):
+        print(f"  {report.resource_line(p)}", file=out)
     for t in doc["thresholds"]:
         print("  " + slis.Verdict(**t).describe(), file=out)
     out.flush()

@@ -28,6 +28,7 @@ class Scenario:
     per_function: bool = False
     ramps: bool = False  # open loop: the rate rises over the whole run (NVCF's hammer) unless --ramp-up says otherwise
     knobs: tuple[tuple[str, object], ...] = ()  # Knobs field defaults for this scenario
+    kinds: tuple[str, ...] = ()  # open loop over several kinds of function at once (each at `rate`), soak
     about: str = ""
 
     @property
@@ -65,7 +66,9 @@ SCENARIOS: dict[str, Scenario] = {
             600,
             rate=125,
             per_function=True,
-            about="constant arrival rate per function held for a long time (NVCF: 125/s for 48 h)",
+            kinds=("http", "sse", "grpc"),
+            knobs=(("stream_length", 4),),
+            about="constant arrival rate per function (HTTP, SSE, gRPC at once) held for a long time (NVCF: 125/s for 48 h)",
         ),
         Scenario(
             "large-request",

@@ -31,7 +31,8 @@ METRICS = (
 )  # fmt: skip
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
 _THRESHOLD = re.compile(r"^\s*(<=|>=|==|<|>)\s*([-+0-9.eE]+)\s*$")
-_RULE_KEYS = {"entry", "type"}
+_RULE_KEYS = {"entry", "type", "kind"}
+KINDS = ("http", "sse", "grpc")  # what a rule's `kind` may name: the kind of function a soak drives
 
 
 class SliConfigError(ValueError):
@@ -157,10 +158,17 @@ def load_rules(path: str | Path | None, scenario: str) -> list[dict[str, Any]]:
     return rules
 
 
+def for_kinds(rules: Iterable[Mapping[str, Any]], kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The rules that apply to a run over `kinds`: a rule with a `kind` only when that kind ran."""
+    return [dict(r) for r in rules if r.get("kind") is None or r["kind"] in kinds]
+
+
 def _validate(path: Path, scenario: str, rule: Any) -> None:
     where = f"{path}: scenario {scenario!r}"
     if not isinstance(rule, dict) or "entry" not in rule:
         raise SliConfigError(f"{where}: each rule needs an 'entry' (a request name, globs allowed)")
+    if rule.get("kind") not in (None, *KINDS):
+        raise SliConfigError(f"{where}: kind {rule['kind']!r} is not one of {', '.join(KINDS)}")
     for key, value in rule.items():
         if key in _RULE_KEYS:
             continue

@@ -42,6 +42,14 @@ def _steps(text: str) -> tuple[int, ...]:
     return steps
 
 
+def _kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = sorted(set(kinds) - {"http", "sse", "grpc"})
+    if not kinds or unknown:
+        raise argparse.ArgumentTypeError(f"bad kinds {text!r}: use some of http,sse,grpc")
+    return kinds
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from fngate.loadtests.scenarios import SCENARIOS
 
@@ -64,9 +72,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument("--direct", action="store_true", help="the targets are instances, not a gateway (baselines)")
     t.add_argument("--domain", help="Host-routed requests use {function-id}.DOMAIN (default invocation.localhost)")
     t.add_argument("--routing", choices=("host", "header", "both"), help="HTTP routing mode (default both)")
+    t.add_argument("--replicas", type=int, default=1, help="local stack: N fngate serve replicas on a Redis of its own (default 1)")
     load = p.add_argument_group("load")
     load.add_argument("--users", type=int, help="closed-loop users")
     load.add_argument("--rate", type=float, help="open-loop arrivals/s (soak: per function)")
+    load.add_argument("--kinds", type=_kinds, help="soak: functions to drive, e.g. http,sse,grpc (default: each one the target names)")
+    load.add_argument("--http-rate", type=float, help="soak: HTTP arrivals/s per function (default --rate)")
+    load.add_argument("--sse-rate", type=float, help="soak: SSE streams opened per second (default --rate)")
+    load.add_argument("--grpc-rate", type=float, help="soak: unary gRPC calls per second (default --rate)")
     load.add_argument("--duration", type=_duration, help="e.g. 30s, 10m, 1h")
     load.add_argument("--steps", type=_steps, help="ramp: users per step, e.g. 5,25,100,500,1000")
     load.add_argument("--think-time", type=float, help="closed-loop pause between calls, seconds (default 0)")
@@ -83,6 +96,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     out = p.add_argument_group("report")
     out.add_argument("--results", type=Path, help="results folder (default loadtests/results/tmp-SCENARIO-TIME)")
     out.add_argument("--parallel", action="store_true", help="smoke: run the scenarios at once (quicker)")
+    out.add_argument("--sample-interval", type=float, help="local stack: seconds between RSS/descriptor samples (default 5)")
     out.add_argument("--slis", dest="slis_file", type=Path, help="thresholds file (default loadtests/slis.yaml)")
     p.set_defaults(func=_run)
 

@@ -35,14 +35,35 @@ def test_bad_durations_are_refused(text):
 def test_soak_rate_is_per_function_and_split_over_the_generators(monkeypatch):
     monkeypatch.setattr(planning.os, "cpu_count", lambda: 4)
     plan = make_plan(SCENARIOS["soak"], GATEWAY, Options())
-    assert plan.rate == 250.0 and plan.workers == 1 and plan.duration == 600
-    assert plan.knobs.rate_per_user * plan.users == 250.0
+    # HTTP: 125/s for each of the two functions; SSE and gRPC: 125/s each
+    assert plan.rates == {"http": 250.0, "sse": 125.0, "grpc": 125.0}
+    assert plan.rate == 500.0 and plan.workers == 1 and plan.duration == 600
+    assert plan.users == 3 and plan.knobs.users_per_kind == 1  # one scheduler per kind and process
+    assert (plan.knobs.rate_per_user, plan.knobs.sse_rate_per_user, plan.knobs.grpc_rate_per_user) == (250.0, 125.0, 125.0)
+    assert locust_command(plan, "http://h", Path("/tmp/x"))[-3:] == ["ArrivalInvoker", "ArrivalSse", "ArrivalGrpc"]
+    split = make_plan(SCENARIOS["soak"], GATEWAY, Options(rate=4000))
+    assert split.workers == 4 and split.knobs.users_per_kind == 4 and split.users == 12
+    assert split.knobs.sse_rate_per_user * split.knobs.users_per_kind == 4000.0
     big = make_plan(SCENARIOS["hammer"], GATEWAY, Options(rate=7000))
     assert big.workers == 3 and big.users == 3  # one Locust process per 3000 arrivals/s
     assert "--processes" in locust_command(big, "http://h", Path("/tmp/x"))
     capped = make_plan(SCENARIOS["hammer"], GATEWAY, Options(rate=100_000))
     assert capped.workers == 4  # never more processes than cores
     assert make_plan(SCENARIOS["hammer"], GATEWAY, Options(rate=100, workers=2)).workers == 2
+
+
+def test_soak_drives_the_kinds_asked_for_each_at_its_own_rate():
+    plan = make_plan(SCENARIOS["soak"], GATEWAY, Options(kinds=("sse", "grpc"), rate=20, grpc_rate=7))
+    assert plan.rates == {"sse": 20.0, "grpc": 7.0} and plan.users == 2
+    assert plan.knobs.kinds == ("sse", "grpc") and plan.knobs.rate_per_user == 0
+    assert locust_command(plan, "http://h", Path("/tmp/x"))[-2:] == ["ArrivalSse", "ArrivalGrpc"]
+    assert plan.settings()["rates_per_s"] == {"sse": 20.0, "grpc": 7.0}
+    http_only = Target(url="http://h", key="k", function_ids=("f1",))
+    assert make_plan(SCENARIOS["soak"], http_only, Options(http_rate=3)).rates == {"http": 3.0}  # what the target names
+    with pytest.raises(LoadTestError, match="needs --sse-function-id"):
+        make_plan(SCENARIOS["soak"], http_only, Options(kinds=("http", "sse")))
+    with pytest.raises(LoadTestError, match="must be positive"):
+        make_plan(SCENARIOS["soak"], GATEWAY, Options(sse_rate=0))
 
 
 def test_hammer_ramps_its_arrival_rate_over_the_run_unless_told_otherwise():

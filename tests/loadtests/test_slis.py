@@ -114,6 +114,21 @@ def test_every_scenario_has_default_thresholds():
         assert slis.load_rules(None, name), name
 
 
+def test_the_soak_asks_zero_failures_of_each_function_it_drives_and_nothing_of_the_others():
+    rules = slis.load_rules(None, "soak")
+    assert {r["kind"]: r["entry"] for r in rules} == {"http": "invoke", "sse": "sse: stream", "grpc": "Echo"}
+    assert all(r["failures"] == "<= 0" and r["p95_ms"] == "< 5000" and r["success_rate"] == "> 0.999" for r in rules)
+    assert [r["entry"] for r in slis.for_kinds(rules, ("http", "grpc"))] == ["invoke", "Echo"]
+    unkinded = {"entry": "x", "p95_ms": "< 1"}
+    assert slis.for_kinds([unkinded], ()) == [unkinded]  # a rule without a kind always applies
+
+
+def test_one_failed_request_fails_the_soak():
+    one_failed = slis.EntryStats("POST", "invoke", requests=100_000, failures=1, p95_ms=3.0)
+    verdicts = slis.evaluate([one_failed], slis.for_kinds(slis.load_rules(None, "soak"), ("http",)))
+    assert {v.metric: v.passed for v in verdicts} == {"p95_ms": True, "success_rate": True, "dropped_ratio": True, "failures": False}
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -121,6 +136,7 @@ def test_every_scenario_has_default_thresholds():
         ("soak:\n  - entry: invoke\n    p95_ms: 'below 5'\n", "is not a comparison"),
         ("soak:\n  - p95_ms: '< 5'\n", "needs an 'entry'"),
         ("ramp:\n  - entry: invoke\n    p95_ms: '< 5'\n", "no thresholds for scenario 'soak'"),
+        ("soak:\n  - entry: invoke\n    kind: websocket\n    p95_ms: '< 5'\n", "kind 'websocket' is not one of"),
     ],
 )
 def test_a_malformed_thresholds_file_is_refused_with_the_reason(tmp_path: Path, text: str, message: str):

@@ -28,7 +28,7 @@ from .conftest import REPO
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # a bound no run can miss for each kind of metric the default rules use
-LENIENT = {"_ms": "< 1e12", "success_rate": ">= 0", "error_rate": "<= 1", "dropped_ratio": "<= 1"}
+LENIENT = {"_ms": "< 1e12", "success_rate": ">= 0", "error_rate": "<= 1", "dropped_ratio": "<= 1", "failures": ">= 0"}
 IMPOSSIBLE = {"entry": "invoke", "type": "POST", "p50_ms": "< 0.001"}
 
 
@@ -40,7 +40,7 @@ def lenient_rules() -> dict[str, list[dict]]:
     """The default rules of every scenario (same entries, same metrics), with bounds any run meets."""
     rules = yaml.safe_load(DEFAULT_SLIS.read_text())
     return {
-        scenario: [{k: (v if k in ("entry", "type") else lenient(k)) for k, v in rule.items()} for rule in scenario_rules]
+        scenario: [{k: (v if k in ("entry", "type", "kind") else lenient(k)) for k, v in rule.items()} for rule in scenario_rules]
         for scenario, scenario_rules in rules.items()
     }
 
@@ -70,9 +70,10 @@ def soak(target_args: list[str], slis_file: Path, results: Path) -> tuple[subpro
 def test_thresholds_every_run_meets_pass_and_exit_0(target_args, tmp_path: Path):
     done, doc = soak(target_args, write_slis(tmp_path / "slis.yaml", lenient_rules()), tmp_path / "soak")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert doc["passed"] is True and doc["settings"]["rate_per_s"] == 10.0
-    # the default rule's three SLIs, each computed from what Locust measured, and reported
-    assert {t["metric"] for t in doc["thresholds"]} == {"p95_ms", "success_rate", "dropped_ratio"}
+    assert doc["passed"] is True and doc["settings"]["rates_per_s"] == {"http": 10.0, "sse": 10.0, "grpc": 10.0}
+    # the default rules' four SLIs for each of the three functions, each computed from what Locust measured
+    assert {t["metric"] for t in doc["thresholds"]} == {"p95_ms", "success_rate", "dropped_ratio", "failures"}
+    assert {t["entry"] for t in doc["thresholds"]} == {"POST invoke", "SSE sse: stream", "gRPC Echo"}
     assert all(t["value"] is not None and t["passed"] for t in doc["thresholds"]), doc["thresholds"]
     invoke = next(e for e in doc["entries"] if (e["type"], e["name"]) == ("POST", "invoke"))
     assert invoke["requests"] > 0
@@ -93,6 +94,42 @@ def test_an_impossible_threshold_fails_the_run_and_names_the_sli(target_args, tm
     assert "FAIL" in failing_line, done.stdout
     assert "# Load test `soak`: FAIL" in (tmp_path / "soak" / "summary.md").read_text()
     assert "fngate loadtest: FAIL" in done.stdout
+
+
+def test_soak_on_two_local_replicas_reports_every_function_and_every_process(tmp_path: Path):
+    """No --target, --replicas 2: redis-server and two fngate serve on it, HTTP, SSE and gRPC
+    driven at once over both gateways, and RSS/descriptors of every process in the report."""
+    results = tmp_path / "soak"
+    done = fngate_loadtest("soak", "--replicas", "2", "--rate", "4", "--duration", "4s", "--sample-interval", "1",
+                           "--slis", str(write_slis(tmp_path / "slis.yaml", lenient_rules())), "--results", str(results))  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads((results / "summary.json").read_text())
+    assert doc["settings"]["replicas"] == 2
+    per_replica = doc["settings"]["requests_per_replica"]  # each gateway's own fngate_requests_total
+    assert set(per_replica) == {"serve-a", "serve-b"}
+    for replica, served in per_replica.items():
+        assert served.get("http", 0) > 0 and served.get("sse", 0) > 0, (replica, per_replica)
+    served = {(e["type"], e["name"]): e["requests"] for e in doc["entries"]}
+    for entry in (("POST", "invoke"), ("SSE", "sse: stream"), ("SSE", "sse: ttft"), ("gRPC", "Echo")):
+        assert served.get(entry, 0) > 0, (entry, served)
+    assert {t["entry"] for t in doc["thresholds"]} == {"POST invoke", "SSE sse: stream", "gRPC Echo"}
+    processes = doc["resources"]["processes"]
+    labels = [p["label"] for p in processes]
+    assert {"redis", "serve-a", "serve-b"} <= set(labels), labels
+    for instance in ("/echo", "/sse", "/grpc_echo"):  # the sample instances, under the leading replica
+        assert any(la.startswith("serve-") and la.endswith(instance) for la in labels), labels
+    for p in processes:
+        assert p["samples"] >= 2 and p["rss_end_bytes"] > 0 and p["fds_end"] > 0, p
+        assert isinstance(p["rss_slope_bytes_per_h"], float) and isinstance(p["fds_slope_per_h"], float)
+        assert len(p["series"]["seconds"]) == p["samples"]
+    summary_md = (results / "summary.md").read_text()
+    assert "## Resources per process" in summary_md and "RSS slope MiB/h" in summary_md
+    for label in ("redis", "serve-a", "serve-b"):
+        assert f"| {label} |" in summary_md
+    for plot in ("latency.png", "throughput.png", "rss.png", "fds.png"):
+        assert (results / plot).read_bytes().startswith(PNG)
+    for log in ("serve-a.log", "serve-b.log"):
+        assert "Traceback" not in (results / log).read_text()
 
 
 def test_a_malformed_thresholds_file_stops_the_run_before_any_load(target_args, tmp_path: Path):
