@@ -35,7 +35,8 @@ from fngate.proxy.config import LOOPBACK
 
 SAMPLE_IMAGES = {"http": "fngate/echo", "sse": "fngate/sse", "grpc": "fngate/grpc-echo"}
 INVOKABLE = {"ACTIVE", "DEGRADING"}
-_REQUESTS_TOTAL = re.compile(r'^fngate_requests_total\{function_id="(?P<fid>[^"]*)",[^}]*\} (?P<n>\S+)$', re.M)
+# one series of the counter; with --workers N it also carries a `worker` label
+_REQUESTS_TOTAL = re.compile(r'^fngate_requests_total\{[^}]*?function_id="(?P<fid>[^"]*)"[^}]*\} (?P<n>\S+)$', re.M)
 
 
 class StackError(RuntimeError):

@@ -66,6 +66,7 @@ class Options:
     sse_rate: float | None = None
     grpc_rate: float | None = None
     replicas: int = 1  # local stack: fngate serve replicas on one Redis
+    gateway_workers: int = 1  # local stack: `fngate serve --workers` of each replica
     sample_interval: float | None = None  # local stack: seconds between resource samples
 
 

@@ -98,8 +98,11 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
+GATEWAY_WORKER = "fngate.proxy.workers"  # the module `fngate serve --workers N` runs each gateway worker as
+
+
 def describe(pid: int) -> str:
-    """A short name for a descendant: `python -m X` -> X's last part, a multiprocessing child -> worker."""
+    """A short name for a descendant: a gateway worker, `python -m X` -> X's last part, else the program."""
     try:
         argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
     except OSError:
@@ -107,7 +110,7 @@ def describe(pid: int) -> str:
     args = [a.decode(errors="replace") for a in argv if a]
     if not args:
         return "?"
-    if any("multiprocessing" in a for a in args):
+    if "-m" in args[:-1] and args[args.index("-m") + 1] == GATEWAY_WORKER:
         return "gateway worker"
     if "-m" in args[:-1]:
         return args[args.index("-m") + 1].rsplit(".", 1)[-1]

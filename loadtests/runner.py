@@ -143,10 +143,10 @@ def run(name: str, target: Target | None, opts: Options, out=sys.stdout) -> int:
         names = [n for n in names if SCENARIOS[n].needs != "pexec"]  # polling is a gateway feature
     if target is None:
         print("fngate loadtest: starting a local fngate with the sample functions ...", file=out, flush=True)
-        with LocalStack(log_dir=results, replicas=opts.replicas) as stack:
+        with LocalStack(log_dir=results, replicas=opts.replicas, workers=opts.gateway_workers) as stack:
             return _run_all(names, target_from_stack(stack), opts, results, name == "smoke", out, stack)
-    if opts.replicas > 1:
-        raise LoadTestError("--replicas is for the local stack: without --target")
+    if opts.replicas > 1 or opts.gateway_workers > 1:
+        raise LoadTestError("--replicas and --gateway-workers are for the local stack: without --target")
     return _run_all(names, target, opts, results, name == "smoke", out)
 
 

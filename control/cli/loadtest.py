@@ -73,6 +73,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument("--domain", help="Host-routed requests use {function-id}.DOMAIN (default invocation.localhost)")
     t.add_argument("--routing", choices=("host", "header", "both"), help="HTTP routing mode (default both)")
     t.add_argument("--replicas", type=int, default=1, help="local stack: N fngate serve replicas on a Redis of its own (default 1)")
+    t.add_argument("--gateway-workers", type=int, default=1, help="local stack: gateway worker processes per replica (default 1)")
     load = p.add_argument_group("load")
     load.add_argument("--users", type=int, help="closed-loop users")
     load.add_argument("--rate", type=float, help="open-loop arrivals/s (soak: per function)")

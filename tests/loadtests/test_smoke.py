@@ -97,10 +97,11 @@ def test_an_impossible_threshold_fails_the_run_and_names_the_sli(target_args, tm
 
 
 def test_soak_on_two_local_replicas_reports_every_function_and_every_process(tmp_path: Path):
-    """No --target, --replicas 2: redis-server and two fngate serve on it, HTTP, SSE and gRPC
-    driven at once over both gateways, and RSS/descriptors of every process in the report."""
+    """No --target, --replicas 2: redis-server and two fngate serve on it (two gateway workers
+    each), HTTP, SSE and gRPC driven at once over both gateways, and RSS/descriptors of every
+    process in the report."""
     results = tmp_path / "soak"
-    done = fngate_loadtest("soak", "--replicas", "2", "--rate", "4", "--duration", "4s", "--sample-interval", "1",
+    done = fngate_loadtest("soak", "--replicas", "2", "--gateway-workers", "2", "--rate", "4", "--duration", "4s", "--sample-interval", "1",
                            "--slis", str(write_slis(tmp_path / "slis.yaml", lenient_rules())), "--results", str(results))  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     doc = json.loads((results / "summary.json").read_text())
@@ -116,6 +117,8 @@ def test_soak_on_two_local_replicas_reports_every_function_and_every_process(tmp
     processes = doc["resources"]["processes"]
     labels = [p["label"] for p in processes]
     assert {"redis", "serve-a", "serve-b"} <= set(labels), labels
+    for replica in ("serve-a", "serve-b"):
+        assert labels.count(f"{replica}/gateway worker") == 2, labels
     for instance in ("/echo", "/sse", "/grpc_echo"):  # the sample instances, under the leading replica
         assert any(la.startswith("serve-") and la.endswith(instance) for la in labels), labels
     for p in processes:
