@@ -2,20 +2,20 @@
 
 Each round pushes BATCH requests through one connection on a real event loop; the
 exchange is answered at once (a 2-byte 200), so the figure is the driver's own cost
-per request: parsing, the Exchange, response framing (h1: httptools; h2: ngh2, libnghttp2). Requests
-without a body go to the forwarder's no-task entry `start`, as in the gateway.
+per request: parsing, the Exchange, response framing (h1: httptools; h2: ngh2, libnghttp2).
+Each request goes to the handler's `start`, as in the gateway.
 Divide the mean by BATCH for the cost of one request.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar
 
 import uvloop
 from ngh2 import Configuration, Connection, Role
 
 from fngate.proxy.config import LOOPBACK, GatewayConfig
+from fngate.proxy.exchange import OpenConnections
 from fngate.proxy.h1 import H1Server
 from fngate.proxy.h2 import H2Server
 
@@ -50,17 +50,12 @@ class _Transport(asyncio.Transport):
 
 
 class _Answer:
-    """Stands where the Forwarder is: answers every exchange at once."""
+    """Stands where the gateway's handler is: answers every exchange at once."""
 
-    connections: ClassVar[set[object]] = set()
-
-    def start(self, ex) -> None:  # a complete request (the forwarder's no-task entry)
+    def start(self, ex) -> None:
         ex.start_response(200, [(b"content-length", b"2")])
-        ex.write_nowait(b"ok")
+        ex.send(b"ok")
         ex.end()
-
-    async def handle(self, ex) -> None:  # a request whose body still streams (the task entry)
-        self.start(ex)
 
 
 def test_h1_driver_1000_keepalive_requests(benchmark):
@@ -69,7 +64,7 @@ def test_h1_driver_1000_keepalive_requests(benchmark):
     transport = _Transport()
 
     async def setup() -> H1Server:
-        proto = H1Server(GatewayConfig(), _Answer())  # type: ignore[arg-type]  # a stand-in for the forwarder
+        proto = H1Server(GatewayConfig(), _Answer(), OpenConnections())
         proto.connection_made(transport)
         return proto
 
@@ -117,7 +112,7 @@ def test_h2_driver_1000_streams(benchmark):
     batches = [frames[i : i + BATCH] for i in range(0, len(frames), BATCH)]
 
     async def setup() -> H2Server:
-        proto = H2Server(GatewayConfig(), _Answer())  # type: ignore[arg-type]  # a stand-in for the forwarder
+        proto = H2Server(GatewayConfig(), _Answer(), OpenConnections())
         proto.connection_made(transport)
         proto.data_received(preface)
         return proto

@@ -8,7 +8,7 @@ then measures what arrived in each window. A window in which the gateway's body 
 filled up does not count: then the instance, not the client, set the pace.
 
 Shared by both drivers and the gRPC relay: it reads only a body's progress (the
-BodyBuffer the drivers feed, proxy/exchange.py; a counter of the relay's).
+RequestBody the drivers feed, proxy/exchange.py; a counter of the relay's).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Protocol
 
 
 class BodyProgress(Protocol):
-    """What the guard reads of a request body (proxy.exchange.BodyBuffer has it all)."""
+    """What the guard reads of a request body (proxy.exchange.RequestBody has it all)."""
 
     received: int  # bytes the client sent so far
     eof: bool  # the body is complete

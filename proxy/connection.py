@@ -5,25 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fngate.proxy.h1 import H1Server
 from fngate.proxy.h2 import H2Server
 
 if TYPE_CHECKING:
-    from fngate.proxy.forward import Forwarder
-    from fngate.proxy.server import Gateway
+    from fngate.proxy.config import GatewayConfig
+    from fngate.proxy.exchange import OpenConnections, RequestHandler
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 class ClientConnection(asyncio.Protocol):
-    __slots__ = ("_buf", "_timer", "forwarder", "gateway", "h2_only", "transport")
+    __slots__ = ("_buf", "_timer", "config", "connections", "grpc", "h2_only", "handler", "transport")
 
-    def __init__(self, gateway: Gateway, h2_only: bool = False, forwarder: Forwarder | None = None) -> None:
-        self.gateway = gateway
+    def __init__(
+        self, config: GatewayConfig, handler: RequestHandler, connections: OpenConnections, grpc: Any = None, h2_only: bool = False
+    ) -> None:
+        self.config = config
+        self.handler = handler
+        self.connections = connections
+        self.grpc = grpc  # the gRPC stream handler (proxy/h2.py); None: gRPC is not served here
         self.h2_only = h2_only
-        self.forwarder = forwarder or gateway.forwarder  # another one on the workers' private listener
         self.transport: asyncio.Transport | None = None
         self._buf = b""
         self._timer: asyncio.TimerHandle | None = None
@@ -44,7 +48,7 @@ class ClientConnection(asyncio.Protocol):
         if self.h2_only:
             self._switch(True)
             return
-        self._timer = asyncio.get_running_loop().call_later(self.gateway.config.client_header_timeout, transport.close)
+        self._timer = asyncio.get_running_loop().call_later(self.config.client_header_timeout, transport.close)
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf + data
@@ -66,9 +70,11 @@ class ClientConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        gw = self.gateway
-        fw = self.forwarder
-        driver: asyncio.Protocol = H2Server(gw.config, fw, gw.grpc) if h2 else H1Server(gw.config, fw)
+        driver: asyncio.Protocol = (
+            H2Server(self.config, self.handler, self.connections, self.grpc)
+            if h2
+            else H1Server(self.config, self.handler, self.connections)
+        )
         transport = self.transport
         assert transport is not None  # connection_made ran
         transport.set_protocol(driver)

@@ -1,4 +1,4 @@
-"""Coarse deadlines for the fast path: one event-loop timer per tick, not one per request.
+"""Coarse deadlines for calls (proxy/call.py): one event-loop timer per tick, not one per request.
 
 Creating and cancelling a loop timer for every request was the single largest cost
 of the fast path after the socket writes (py-spy: ~6% of a small request). A request
@@ -21,11 +21,11 @@ class Expiring(Protocol):
 class Deadlines:
     __slots__ = ("_done", "_timer", "buckets", "loop", "tick")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, tick: float = 0.25) -> None:
-        self.loop = loop
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None, tick: float = 0.25) -> None:
+        self.loop = loop  # None: the running loop, taken at the first `add`
         self.tick = tick
         self.buckets: dict[int, set[Expiring]] = {}
-        self._done = int(loop.time() / tick)  # every bucket up to this one has fired
+        self._done = int(loop.time() / tick) if loop is not None else 0  # every bucket up to this one has fired
         self._timer: asyncio.TimerHandle | None = None
 
     def add(self, when: float, item: Expiring) -> int:
@@ -35,8 +35,11 @@ class Deadlines:
         bucket = self.buckets.get(key)
         if bucket is None:
             if self._timer is None:  # idle until now: nothing older can be due
-                self._done = int(self.loop.time() / self.tick)
-                self._timer = self.loop.call_at((self._done + 1) * self.tick, self._fire)
+                loop = self.loop
+                if loop is None:
+                    loop = self.loop = asyncio.get_running_loop()
+                self._done = int(loop.time() / self.tick)
+                self._timer = loop.call_at((self._done + 1) * self.tick, self._fire)
             if key <= self._done:
                 key = self._done + 1
                 bucket = self.buckets.get(key)
@@ -52,7 +55,9 @@ class Deadlines:
 
     def _fire(self) -> None:
         self._timer = None
-        now = int(self.loop.time() / self.tick)
+        loop = self.loop
+        assert loop is not None  # set with the timer
+        now = int(loop.time() / self.tick)
         buckets = self.buckets
         for key in range(self._done + 1, now + 1):
             due = buckets.pop(key, None)
@@ -62,7 +67,7 @@ class Deadlines:
                     item.on_deadline()
         self._done = max(self._done, now)
         if buckets:
-            self._timer = self.loop.call_at((self._done + 1) * self.tick, self._fire)
+            self._timer = loop.call_at((self._done + 1) * self.tick, self._fire)
 
     def close(self) -> None:
         if self._timer is not None:

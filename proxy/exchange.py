@@ -1,34 +1,38 @@
-"""The protocol-neutral request/response exchange: the seam between the client-side
-drivers (h1.py, h2.py) and the forwarder (forward.py).
+"""The client side of one request, as the call (proxy/call.py) and the handlers see it:
+the one seam between the client-side drivers (h1.py, h2.py + h2_stream.py) and
+everything that answers requests. Drivers implement it; the call never imports a driver.
 
-A driver parses bytes and creates one Exchange per request; the forwarder then runs
-`Forwarder.handle(exchange)` as one task and only uses what is defined here:
+A driver parses bytes, makes one Exchange per request and hands it to the
+RequestHandler it was constructed with (`handler.start(exchange)`):
 
 - request head: `method`, `target` (raw path + query), `headers` (lower-case names,
-  bytes), `authority`, `client_addr`, `http2`, `scheme`;
-- request body: `await read()` -> next chunk, b"" at the end. The driver buffers at
-  most `max_body_buffer` bytes and applies backpressure (h1: pause reading, h2: send
-  WINDOW_UPDATE only once a chunk was consumed). The buffer counts what arrived
-  (`received`, `filled`), which the minimum body rate reads (proxy/body_rate.py);
-- `conn`: the client connection the request came on (its identity only: requests of
-  one multiplexed connection share a slot cap, proxy/limiter.py);
-- response: `start_response(status, headers)`, `await write(chunk)` (returns once the
-  client can take more: backpressure to the instance), `write_nowait(small)`, `end()`, or `abort()` to reset
-  the stream / close the connection mid-response;
-- `on_disconnect`: set by the forwarder; the driver calls it once if the client goes
-  away before `end()`, so the upstream leg can be closed at once.
+  bytes), `authority`, `client_addr`, `http2`, `scheme`, `expect_continue`;
+- request body, pushed: `body` is a RequestBody the driver feeds. A consumer
+  `attach`es a BodyListener and gets `on_request_data(data)` and `on_request_end()`;
+  it acknowledges what it passed on with `body.consumed(n)`, and only then does the
+  driver read more (HTTP/1.1: resume reading; HTTP/2: WINDOW_UPDATE). A complete
+  body can be taken at once with `take_whole()` (kept for a retry);
+- response: `start_response(status, headers)` (a header list, for the gateway's own
+  answers) or `start_response_block(status, lines, framed, request_id, nvcf_status)`
+  (an instance's header lines, already rewritten, passed on without a per-field step);
+  `send(data)` queues body bytes and never blocks, `flush()` writes what was queued
+  (one socket write for a batch), `end()` ends the response (and flushes), `abort()`
+  resets the stream / drops the connection mid-response;
+- backpressure: `backlogged()` says the client is not taking bytes for now, and
+  `when_writable(cb)` calls `cb` once it takes more (or went away);
+- `on_disconnect`: set by the consumer; the driver calls it once when the client goes
+  away before `end()`, so the instance's side can be closed at once.
 
-gRPC (HTTP/2, content-type application/grpc*) does not go through Exchange: the
-h2 driver hands those streams to a `GrpcStreamHandler` (see proxy/h2.py).
+gRPC (HTTP/2, content-type application/grpc*) does not use Exchange: the HTTP/2
+driver hands those streams to the gRPC handler (see proxy/h2.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -37,92 +41,139 @@ class ClientGone(Exception):
     """The client closed the connection or reset the stream."""
 
 
-class BodyBuffer:
-    """Request body chunks between a driver (producer) and the forwarder (consumer).
+class RequestHandler(Protocol):
+    """What a client driver hands each request to (given to it at construction)."""
 
-    `on_consumed(n)` tells the driver n bytes left the buffer, so it can resume reading
-    or acknowledge flow-control credit."""
+    def start(self, ex: Exchange) -> None: ...
 
-    __slots__ = ("_chunks", "_on_consumed", "_taken", "_waiter", "eof", "error", "filled", "limit", "received", "size")
+
+class Closable(Protocol):
+    def shutdown(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class OpenConnections:
+    """The open client connections of a listener (drivers add and discard themselves),
+    for a graceful stop: `shutdown` each, then `close` what is left."""
+
+    __slots__ = ("_open",)
+
+    def __init__(self) -> None:
+        self._open: set[Closable] = set()
+
+    def add(self, conn: Closable) -> None:
+        self._open.add(conn)
+
+    def discard(self, conn: Closable) -> None:
+        self._open.discard(conn)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __iter__(self) -> Iterator[Closable]:
+        return iter(list(self._open))
+
+
+class BodyListener(Protocol):
+    def on_request_data(self, data: bytes) -> None: ...
+    def on_request_end(self) -> None: ...
+
+
+class RequestBody:
+    """Request body bytes from a driver (producer) to one listener (consumer).
+
+    Bytes count in `size` from `feed` until the consumer acknowledges them with
+    `consumed` (then `on_consumed(n)` lets the driver read on); `full` tells the driver
+    to stop reading. Until a listener is attached the bytes wait here. `received` and
+    `filled` are read by the minimum body rate (proxy/body_rate.py)."""
+
+    __slots__ = ("_chunks", "_kept", "_listener", "_on_consumed", "eof", "error", "filled", "limit", "received", "size")
 
     def __init__(self, limit: int, on_consumed: Callable[[int], None]) -> None:
         self._chunks: deque[bytes] = deque()
+        self._listener: BodyListener | None = None
+        self._on_consumed = on_consumed
+        self._kept = b""
         self.size = 0
         self.received = 0  # bytes fed so far
-        self.filled = False  # the buffer reached `limit` (reading paused) since a reader last cleared this
+        self.filled = False  # the buffer reached `limit` since a reader last cleared this
         self.eof = False
         self.error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._on_consumed = on_consumed
         self.limit = limit
-        self._taken = b""
 
     @property
     def full(self) -> bool:
         return self.size >= self.limit
 
     def feed(self, data: bytes) -> None:
-        self._chunks.append(data)
         self.size += len(data)
         self.received += len(data)
         if self.size >= self.limit:
             self.filled = True
-        self._wake()
+        listener = self._listener
+        if listener is None:
+            self._chunks.append(data)
+        else:
+            listener.on_request_data(data)
 
     def feed_eof(self) -> None:
+        if self.eof:
+            return
         self.eof = True
-        self._wake()
+        listener = self._listener
+        if listener is not None:
+            listener.on_request_end()
 
     def fail(self, exc: BaseException) -> None:
+        """The client went away mid-body (its consumer hears it through on_disconnect)."""
         if not self.eof:
             self.error = exc
-            self._wake()
+        self._listener = None
 
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
+    def consumed(self, n: int) -> None:
+        if n > 0:
+            self.size -= n
+            self._on_consumed(n)
 
     def take_whole(self) -> bytes:
-        """The whole body of an ended request at once, marked consumed (so the driver
-        returns its flow-control credit); a later call returns the same bytes again,
-        for a retry on another instance."""
+        """The whole body of an ended request at once, acknowledged; a later call returns
+        the same bytes again (a retry on another instance)."""
         chunks = self._chunks
         if chunks:
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             chunks.clear()
-            n, self.size = self.size, 0
-            self._taken += data
-            self._on_consumed(n)
-        return self._taken
+            self._kept += data
+            self.consumed(self.size)
+        return self._kept
 
-    async def read(self) -> bytes:
-        while not self._chunks:
-            if self.error is not None:
-                # a fresh exception each time: the stored one never gets a traceback, whose
-                # frames would refer back to this buffer (a cycle only the collector frees)
-                raise type(self.error)(*self.error.args)
-            if self.eof:
-                return b""
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-        data = self._chunks.popleft()
-        self.size -= len(data)
-        self._on_consumed(len(data))
-        return data
+    def attach(self, listener: BodyListener) -> None:
+        """Deliver the body to `listener`: what waits here now, the rest as it comes."""
+        self._listener = listener
+        chunks = self._chunks
+        while chunks and self._listener is listener:
+            listener.on_request_data(chunks.popleft())
+        if self.eof and self._listener is listener:
+            listener.on_request_end()
+
+    def detach(self) -> None:
+        self._listener = None
 
 
-class _EndedEmpty(BodyBuffer):
+class _EndedEmpty(RequestBody):
     """The body of every request that has none (HTTP/1.1 without Content-Length or
     Transfer-Encoding, RFC 9112 6.3; an HTTP/2 HEADERS frame with END_STREAM): ended
-    and empty, so one shared buffer serves them all, and nothing may feed it."""
+    and empty, so one shared object serves them all, and nothing may feed it."""
 
     __slots__ = ()
 
     def feed(self, data: bytes) -> None:
         raise RuntimeError("a request without a body received body bytes")
+
+    def fail(self, exc: BaseException) -> None:
+        pass
+
+    def attach(self, listener: BodyListener) -> None:
+        listener.on_request_end()
 
 
 ENDED_EMPTY = _EndedEmpty(1 << 62, lambda n: None)
@@ -130,14 +181,15 @@ ENDED_EMPTY.eof = True
 
 
 class Exchange(ABC):
-    """Base for one request/response on a client connection (see the module docstring)."""
+    """One request/response on a client connection (see the module docstring)."""
 
-    conn: object  # set by each driver's exchange (its own slot)
+    conn: object  # the client connection it came on (each driver's exchange has its own slot)
 
     __slots__ = (
         "authority",
         "body",
         "client_addr",
+        "expect_continue",
         "finished",
         "headers",
         "http2",
@@ -149,7 +201,7 @@ class Exchange(ABC):
     )
 
     def __init__(
-        self, method: str, target: bytes, headers: Headers, authority: bytes, client_addr: str, http2: bool, body: BodyBuffer
+        self, method: str, target: bytes, headers: Headers, authority: bytes, client_addr: str, http2: bool, body: RequestBody
     ) -> None:
         self.method = method
         self.target = target
@@ -161,34 +213,39 @@ class Exchange(ABC):
         self.on_disconnect: Callable[[], None] | None = None
         self.response_started = False
         self.finished = False
+        self.expect_continue = False  # HTTP/1.1 `Expect: 100-continue`: read_body sends the 100
         self.scheme = b"http"  # b"https" behind TLS
 
-    async def read(self) -> bytes:
-        return await self.body.read()
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run the forwarder's task for this exchange (a driver may wrap it)."""
-        asyncio.get_running_loop().create_task(coro)
+    def read_body(self, listener: BodyListener) -> None:
+        """Start delivering the request body to `listener` (see RequestBody.attach)."""
+        self.body.attach(listener)
 
     @abstractmethod
-    def start_response(self, status: int, headers: Headers, flush: bool = True) -> None:
-        """`flush=False`: the driver may hold the head back to send it with the first
-        body bytes (the forwarder passes it when those are already at hand)."""
-        ...
+    def start_response(self, status: int, headers: Headers) -> None: ...
 
     @abstractmethod
-    async def write(self, data: bytes) -> None: ...
+    def start_response_block(self, status: int, lines: bytes, framed: bool, request_id: bytes, nvcf_status: bytes) -> None:
+        """`lines`: header lines (each ending CRLF) without nvcf-reqid/nvcf-status, which
+        the driver adds from `request_id` and `nvcf_status`; `framed`: they hold a
+        content-length."""
 
     @abstractmethod
-    def write_nowait(self, data: bytes) -> None:
-        """Queue a small body part without waiting for the client (gateway-made answers)."""
-        ...
+    def send(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    def flush(self) -> None: ...
 
     @abstractmethod
     def end(self) -> None: ...
 
     @abstractmethod
     def abort(self) -> None: ...
+
+    @abstractmethod
+    def backlogged(self) -> bool: ...
+
+    @abstractmethod
+    def when_writable(self, callback: Callable[[], None]) -> None: ...
 
     def client_gone(self) -> None:
         """Called by the driver when the client went away before the exchange ended."""

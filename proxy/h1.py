@@ -1,9 +1,9 @@
 """HTTP/1.1 server driver on asyncio.Protocol + httptools.
 
-Bytes in -> one H1Exchange per request, handed to the forwarder: a request with no
-body or a small one (`whole_body`) once it has fully arrived, so the forwarder can
-answer it from callbacks without a task; any other as soon as its head is parsed,
-as one task that streams the body.
+Bytes in -> one H1Exchange per request (the seam of proxy/exchange.py), handed to the
+RequestHandler the driver was made with: a request with no body or a small one
+(`whole_body`) once it has fully arrived, so the call can send it in one write; any
+other as soon as its head is parsed, its body then pushed as it arrives.
 Keep-alive and pipelining (requests answered strictly in order), request bodies
 streamed with backpressure (reading pauses while `max_body_buffer` bytes wait),
 responses framed by Content-Length, chunked, or close. Slow clients are cut by
@@ -24,21 +24,18 @@ from typing import TYPE_CHECKING
 import httptools
 
 from fngate.proxy.errors import BadRequest, HeadersTooLarge, ProxyError, RequestTimeout
-from fngate.proxy.exchange import ENDED_EMPTY, BodyBuffer, ClientGone, Exchange, Headers
-from fngate.proxy.headers import check_target
+from fngate.proxy.exchange import ENDED_EMPTY, BodyListener, Exchange, Headers, OpenConnections, RequestBody, RequestHandler
+from fngate.proxy.flow import WriteFlow
+from fngate.proxy.headers import check_target, valid_host
 
 if TYPE_CHECKING:
     from fngate.proxy.config import GatewayConfig
-    from fngate.proxy.forward import Forwarder
 
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 _NO_BODY_STATUS = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 WHOLE_BODY_MAX = 64 * 1024  # request bodies up to this size are received before forwarding
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
-# Host (RFC 9110 7.2 / RFC 3986 3.2.2): a reg-name or an IP literal, then maybe a port;
-# llhttp takes any visible octet there. Empty is allowed (a URI without authority).
-_VALID_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?").fullmatch
 # absolute-form (RFC 9112 3.2.2): its authority replaces Host, the rest is the target
 _ABSOLUTE_FORM = re.compile(rb"(?i:https?)://([^/?#]*)(.*)", re.S).fullmatch
 
@@ -49,16 +46,7 @@ def status_line(status: int) -> bytes:
 
 
 class H1Exchange(Exchange):
-    __slots__ = (
-        "_head",
-        "chunked",
-        "conn",
-        "expect_continue",
-        "keep_alive",
-        "no_body",
-        "request_done",
-        "whole_body",
-    )
+    __slots__ = ("_head", "_out", "chunked", "conn", "keep_alive", "no_body", "request_done", "whole_body")
     conn: H1Server  # the base names it `object`; here it is the HTTP/1.1 driver
 
     def __init__(
@@ -71,7 +59,7 @@ class H1Exchange(Exchange):
         keep_alive: bool,
         expect_continue: bool,
         whole_body: bool,
-        body: BodyBuffer,
+        body: RequestBody,
     ) -> None:
         # Exchange's fields, set here rather than through super().__init__: once per request
         self.method = method
@@ -91,47 +79,28 @@ class H1Exchange(Exchange):
         self.no_body = method == "HEAD"
         self.request_done = False
         self.scheme = conn.scheme
-        self._head = b""  # a response head held back to go out with the first body bytes
-        self.whole_body = whole_body  # forwarded once complete (see the module docstring)
+        self._head = b""  # the response head, held back to go out with the first body bytes
+        self._out: list[bytes] = []  # framed body bytes queued by send, written by flush
+        self.whole_body = whole_body  # handed over once complete (see the module docstring)
 
-    async def read(self) -> bytes:
+    def read_body(self, listener: BodyListener) -> None:
         if self.expect_continue:
             self.expect_continue = False
-            if not self.body.eof and not self.response_started:
+            if not self.body.eof and not self.response_started and not self.conn.closed:
                 self.conn.transport.write(_CONTINUE)
-        return await self.body.read()
+        self.body.attach(listener)
 
-    def start_response(self, status: int, headers: Headers, flush: bool = True) -> None:
-        self.response_started = True
-        no_body = self.no_body or status in _NO_BODY_STATUS or status < 200
-        parts = [status_line(status)]
-        framed = no_body
-        for n, v in headers:
-            if n == b"content-length":
-                framed = True
-            parts.append(b"%s: %s\r\n" % (n, v))
-        if not framed:
-            if self.conn.http11:
-                self.chunked = True
-                parts.append(b"transfer-encoding: chunked\r\n")
-            else:
-                self.keep_alive = False
-        if not self.keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
-        if no_body:
-            self.no_body = True
-        if flush:
-            self.conn.transport.write(b"".join(parts))
-        else:
-            self._head = b"".join(parts)  # one write (one syscall) for head and body
+    def start_response(self, status: int, headers: Headers) -> None:
+        lines = b"".join([b"%s: %s\r\n" % hv for hv in headers])
+        framed = any(n == b"content-length" for n, _ in headers)
+        self._start(status, lines, framed)
 
-    def start_response_block(self, status: int, lines: bytes, framed: bool) -> None:
-        """start_response for header lines already rendered (proxy.headers.client_head_block);
-        `framed`: they carry a content-length. The head is held for `frame`."""
+    def start_response_block(self, status: int, lines: bytes, framed: bool, request_id: bytes, nvcf_status: bytes) -> None:
+        self._start(status, lines + b"nvcf-reqid: %s\r\nnvcf-status: %s\r\n" % (request_id, nvcf_status), framed)
+
+    def _start(self, status: int, lines: bytes, framed: bool) -> None:
         self.response_started = True
-        no_body = self.no_body or status in _NO_BODY_STATUS or status < 200
-        if no_body:
+        if self.no_body or status in _NO_BODY_STATUS or status < 200:
             self.no_body = True
         elif not framed:
             if self.conn.http11:
@@ -143,58 +112,53 @@ class H1Exchange(Exchange):
             lines += b"connection: close\r\n"
         self._head = status_line(status) + lines + b"\r\n"
 
-    async def write(self, data: bytes) -> None:
-        conn = self.conn
-        if conn.closed:
-            raise ClientGone()
-        if not data or self.no_body:
-            return
+    def send(self, data: bytes) -> None:
+        if data and not self.no_body:
+            self._out.append(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+
+    def flush(self) -> None:
         head, self._head = self._head, b""
-        if self.chunked:
-            conn.transport.write(b"%s%x\r\n%s\r\n" % (head, len(data), data))
+        out = self._out
+        if out:
+            data = head + out[0] if len(out) == 1 else head + b"".join(out)
+            out.clear()
         else:
-            conn.transport.write(head + data if head else data)
-        if conn.write_paused:
-            await conn.drain()
-
-    def write_nowait(self, data: bytes) -> None:
-        if data and not self.no_body and not self.conn.closed:
-            head, self._head = self._head, b""
-            self.conn.transport.write(head + (b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data))
-
-    # -- the fast path writes what one batch of instance bytes produced in one go ----
-    def frame(self, data: bytes) -> bytes:
-        """The bytes that carry `data` to the client, a held head first."""
-        head, self._head = self._head, b""
-        if self.no_body or not data:
-            return head
-        return b"%s%x\r\n%s\r\n" % (head, len(data), data) if self.chunked else head + data
-
-    def frame_end(self) -> bytes:
-        """The last bytes of the response; after writing them call `conn.exchange_done`."""
-        self.finished = True
-        head, self._head = self._head, b""
-        return head + b"0\r\n\r\n" if self.chunked else head
+            data = head
+        if data and not self.conn.closed:
+            self.conn.transport.write(data)
 
     def end(self) -> None:
         if self.finished:
             return
         self.finished = True
-        head, self._head = self._head, b""
-        if not self.conn.closed and (head or self.chunked):
-            self.conn.transport.write(head + b"0\r\n\r\n" if self.chunked else head)
+        if self.chunked:
+            self._out.append(b"0\r\n\r\n")
+        self.flush()
         self.conn.exchange_done(self)
 
     def abort(self) -> None:
         self.finished = True
+        self._out.clear()
         self.conn.abort()
+
+    def backlogged(self) -> bool:
+        # The client's transport may hold up to max_body_buffer first: pausing at every
+        # high-water mark would cost two epoll calls per 64 KiB.
+        conn = self.conn
+        return conn.closed or (conn.flow.paused and conn.transport.get_write_buffer_size() >= conn.config.max_body_buffer)
+
+    def when_writable(self, callback: Callable[[], None]) -> None:
+        if self.conn.closed:
+            callback()
+        else:
+            self.conn.flow.when_writable(callback)
 
 
 class H1Server(asyncio.Protocol):
     __slots__ = (
         "_current",
         "_deadline",
-        "_drain",
+        "_feeding",
         "_good_host",
         "_head_bytes",
         "_headers",
@@ -203,31 +167,32 @@ class H1Server(asyncio.Protocol):
         "_parsing",
         "_pending",
         "_read_paused",
+        "_ready",
         "_timer",
         "_timer_at",
         "_url",
         "client_addr",
         "closed",
         "config",
+        "connections",
         "draining",
-        "forwarder",
+        "flow",
+        "handler",
         "http11",
-        "on_writable",
         "parser",
         "scheme",
         "transport",
-        "write_paused",
     )
 
-    def __init__(self, config: GatewayConfig, forwarder: Forwarder) -> None:
+    def __init__(self, config: GatewayConfig, handler: RequestHandler, connections: OpenConnections) -> None:
         self.config = config
-        self.forwarder = forwarder
+        self.handler = handler
+        self.connections = connections
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made sets it; asyncio calls it first
         self.parser = httptools.HttpRequestParser(self)
         self.client_addr = ""
         self.closed = False
-        self.write_paused = False
-        self._drain: asyncio.Future[None] | None = None
+        self.flow = WriteFlow()
         self._url = b""
         self._headers: Headers = []
         self._head_bytes = 0
@@ -241,16 +206,17 @@ class H1Server(asyncio.Protocol):
         self._deadline = 0.0
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set with transport, in connection_made
         self._read_paused = False
+        self._feeding = False  # inside parser.feed_data
+        self._ready: H1Exchange | None = None  # the request to hand over once the batch is parsed
         self.http11 = True
         self.scheme = b"http"
         self.draining = False  # the gateway is stopping: close after the current answer
-        self.on_writable: Callable[[], None] | None = None  # the fast path's resume callback while the client is slow
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream connection's transport is a Transport
         self._loop = asyncio.get_running_loop()
-        self.forwarder.connections.add(self)
+        self.connections.add(self)
         if transport.get_extra_info("ssl_object") is not None:
             self.scheme = b"https"
         peer = transport.get_extra_info("peername")
@@ -258,6 +224,9 @@ class H1Server(asyncio.Protocol):
         self._arm(self.config.client_header_timeout)
 
     def data_received(self, data: bytes) -> None:
+        # A request opened by this batch starts once the whole batch is parsed, so bytes
+        # after its head that break the protocol get their 400 before any answer.
+        self._feeding = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -267,10 +236,22 @@ class H1Server(asyncio.Protocol):
                 self._reject(exc.__cause__ or exc.__context__)  # type: ignore[arg-type]  # a ProxyError, checked above
             else:
                 self._reject(BadRequest(f"malformed HTTP/1.1 request: {exc}"))
+        self._feeding = False
+        ex = self._ready
+        if ex is not None:
+            self._ready = None
+            if not self.closed and ex is self._current:
+                self.handler.start(ex)
+
+    def _hand_over(self, ex: H1Exchange) -> None:
+        if self._feeding:
+            self._ready = ex
+        else:
+            self.handler.start(ex)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.forwarder.connections.discard(self)
+        self.connections.discard(self)
         self._disarm()
         if self._timer is not None:
             self._timer.cancel()
@@ -278,30 +259,13 @@ class H1Server(asyncio.Protocol):
         for ex in (self._current, self._parsing, *self._pending):
             if ex is not None and not ex.finished:
                 ex.client_gone()
-        d = self._drain
-        if d is not None and not d.done():
-            d.set_exception(ClientGone())
+        self.flow.connection_lost()
 
     def pause_writing(self) -> None:
-        self.write_paused = True
+        self.flow.pause_writing()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
-        cb = self.on_writable
-        if cb is not None:
-            self.on_writable = None
-            cb()
-        d = self._drain
-        if d is not None:
-            self._drain = None
-            if not d.done():
-                d.set_result(None)
-
-    async def drain(self) -> None:
-        if self.write_paused:
-            if self._drain is None:
-                self._drain = asyncio.get_running_loop().create_future()
-            await self._drain
+        self.flow.resume_writing()
 
     # -- httptools callbacks ------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -352,7 +316,7 @@ class H1Server(asyncio.Protocol):
             if hosts or http11:
                 raise BadRequest("an HTTP/1.1 request needs exactly one Host field")
         elif authority != self._good_host:
-            if authority and _VALID_HOST(authority) is None:
+            if authority and not valid_host(authority):
                 raise BadRequest("invalid Host field")
             self._good_host = authority
         whole = not te and not expect and (not cl or (length.isdigit() and int(length) <= WHOLE_BODY_MAX))
@@ -363,7 +327,7 @@ class H1Server(asyncio.Protocol):
             absolute = _ABSOLUTE_FORM(target)
             if absolute is not None:
                 authority, target = absolute.groups()
-                if not authority or _VALID_HOST(authority) is None:
+                if not authority or not valid_host(authority):
                     raise BadRequest("invalid authority in the request target")
                 if target[:1] != b"/":
                     target = b"/" + target
@@ -377,7 +341,7 @@ class H1Server(asyncio.Protocol):
             p.should_keep_alive(),
             expect,
             whole,
-            BodyBuffer(self.config.max_body_buffer, self.body_consumed) if cl or te else ENDED_EMPTY,
+            RequestBody(self.config.max_body_buffer, self.body_consumed) if cl or te else ENDED_EMPTY,
         )
         self._parsing = ex
         if self._current is None:
@@ -404,7 +368,7 @@ class H1Server(asyncio.Protocol):
             if ex is self._current:
                 self._disarm()
                 if ex.whole_body:
-                    self.forwarder.start(ex)
+                    self._hand_over(ex)
 
     # -- exchanges ----------------------------------------------------------------------
     def _start(self, ex: H1Exchange) -> None:
@@ -413,10 +377,8 @@ class H1Server(asyncio.Protocol):
             self._disarm()
         else:
             self._arm(self.config.client_body_idle_timeout)
-        if not ex.whole_body:
-            self._loop.create_task(self.forwarder.handle(ex))
-        elif ex.request_done:  # else on_message_complete starts it
-            self.forwarder.start(ex)
+        if not ex.whole_body or ex.request_done:  # else on_message_complete starts it
+            self._hand_over(ex)
 
     def exchange_done(self, ex: H1Exchange) -> None:
         if self.closed:
@@ -494,7 +456,7 @@ class H1Server(asyncio.Protocol):
     def _timed_out(self) -> None:
         ex = self._current
         if ex is not None and ex.request_done:
-            return  # the instance is working: its timeouts are the forwarder's business
+            return  # the instance is working: its timeouts are the call's business
         if ex is None and self._parsing is None and not self._in_head:
             self.close()  # idle keep-alive connection, or nothing arrived: just close
         elif ex is not None and ex.response_started:
@@ -514,9 +476,6 @@ class H1Server(asyncio.Protocol):
         """Drop the connection now, unsent bytes included (a response cut mid-way)."""
         self.close()
         self.transport.abort()
-        d = self._drain
-        if d is not None and not d.done():
-            d.set_exception(ClientGone())
 
     def close(self) -> None:
         if not self.closed:

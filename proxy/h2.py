@@ -1,6 +1,7 @@
 """HTTP/2 server driver on libnghttp2 (ngh2; cleartext prior knowledge, or TLS with ALPN h2).
 
-Bytes in -> ngh2 events -> the same protocol-neutral Exchange as HTTP/1.1. The engine
+Bytes in -> ngh2 events -> the same Exchange as HTTP/1.1 (the seam of proxy/exchange.py),
+handed to the RequestHandler the driver was made with. The engine
 and its protections (frame size, reset and glitch budgets, control-frame floods,
 CONTINUATION and header-list limits) are configured in proxy/h2_engine.py; a
 malformed request never becomes an event (nghttp2 resets its stream).
@@ -9,10 +10,12 @@ One batch of bytes is handled in three steps: feed it to the engine and write wh
 engine answers (SETTINGS and PING acknowledgements, GOAWAY); dispatch its events;
 then start the requests the batch opened, except those the same batch already reset
 (a rapid-reset client sends HEADERS and RST_STREAM together: such a request never
-reaches the forwarder, the limiter's queue or an instance).
+reaches the handler, the limiter's queue or an instance). A request line an HTTP/1.1
+instance could not take as it is (a :path that is not origin-form, an :authority that
+is not a host) is answered 400 on its stream, as HTTP/1.1 answers it.
 
 Flow control is end to end. Request DATA is acknowledged (WINDOW_UPDATE) only once
-the forwarder consumed it. Response DATA is queued in the engine, which frames it as
+the call passed it on. Response DATA is queued in the engine, which frames it as
 the client's windows allow; a sender waits (`send_data`, `when_writable`) while more
 than QUEUE_HIGH bytes of its stream wait there. While the socket's buffer is over its
 high-water mark nothing more is taken from the engine, so a client that never reads
@@ -38,17 +41,18 @@ import ngh2
 from ngh2 import ErrorCode
 from ngh2 import events as ev
 
-from fngate.proxy.errors import HeadersTooLarge
-from fngate.proxy.exchange import ClientGone
+from fngate.proxy.errors import BadRequest, HeadersTooLarge, ProxyError
+from fngate.proxy.exchange import ClientGone, OpenConnections, RequestHandler
+from fngate.proxy.flow import WriteFlow
 from fngate.proxy.grpc import Status as GrpcStatus
 from fngate.proxy.grpc import trailers_only
 from fngate.proxy.h2_engine import fatal_code, goaway_frame, server_connection, server_settings
 from fngate.proxy.h2_request import Malformed, read_request
 from fngate.proxy.h2_stream import H2Downstream, H2Exchange
+from fngate.proxy.headers import check_target, valid_host
 
 if TYPE_CHECKING:
     from fngate.proxy.config import GatewayConfig
-    from fngate.proxy.forward import Forwarder
 
 _WINDOW = 1 << 20  # per-stream receive window we advertise
 QUEUE_HIGH = 1 << 16  # response bytes of one stream the engine may hold before its sender waits
@@ -65,12 +69,10 @@ def _wake_future(fut: asyncio.Future[None]) -> None:
 class H2Server(asyncio.Protocol):
     __slots__ = (
         "__weakref__",  # tests check a closed connection is freed
-        "_drain",
         "_flush_pending",
         "_idle",
         "_idle_since",
         "_loop",
-        "_paused",
         "_stall",
         "_stall_seen",
         "_starts",
@@ -79,18 +81,21 @@ class H2Server(asyncio.Protocol):
         "client_addr",
         "closed",
         "config",
+        "connections",
         "draining",
-        "forwarder",
+        "flow",
         "grpc",
         "h2",
+        "handler",
         "scheme",
         "streams",
         "transport",
     )
 
-    def __init__(self, config: GatewayConfig, forwarder: Forwarder, grpc: Any = None) -> None:
+    def __init__(self, config: GatewayConfig, handler: RequestHandler, connections: OpenConnections, grpc: Any = None) -> None:
         self.config = config
-        self.forwarder = forwarder
+        self.handler = handler
+        self.connections = connections
         self.grpc = grpc
         self.transport: asyncio.Transport | None = None
         self.h2 = server_connection(config.max_header_bytes)
@@ -100,11 +105,10 @@ class H2Server(asyncio.Protocol):
         self.closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.streams: dict[int, Any] = {}  # stream id -> H2Exchange or gRPC call
-        self._starts: list[Any] = []  # requests this batch opened, started once it is dispatched
+        self._starts: list[H2Exchange] = []  # requests this batch opened, started once it is dispatched
         self._writable: dict[int, list[Callable[[], None]]] = {}  # senders waiting for their stream's queue
-        self._paused = False  # the transport's buffer is over its high-water mark
+        self.flow = WriteFlow()  # paused: the transport's buffer is over its high-water mark
         self._stop_after_answer: list[int] = []  # streams answered early, reset once the answer is out
-        self._drain: list[Callable[[], None]] = []
         self._flush_pending = False
         self._idle: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
@@ -115,7 +119,7 @@ class H2Server(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self._loop = asyncio.get_running_loop()
-        self.forwarder.connections.add(self)
+        self.connections.add(self)
         peer = transport.get_extra_info("peername")
         self.client_addr = peer[0] if peer else ""
         if transport.get_extra_info("ssl_object") is not None:
@@ -141,15 +145,16 @@ class H2Server(asyncio.Protocol):
         starts = self._starts
         if starts:
             self._starts = []
-            for start in starts:
-                if not self.closed:
-                    start()
+            streams = self.streams
+            for ex in starts:
+                if not self.closed and streams.get(ex.sid) is ex:  # else reset by the batch that opened it
+                    self.handler.start(ex)
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._starts = []
-        self.forwarder.connections.discard(self)
+        self.connections.discard(self)
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
@@ -162,14 +167,12 @@ class H2Server(asyncio.Protocol):
         self._wake_all()
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self.flow.pause_writing()
 
     def resume_writing(self) -> None:
-        self._paused = False
-        self._flush()
-        drain, self._drain = self._drain, []
-        for cb in drain:
-            cb()
+        self.flow.paused = False
+        self._flush()  # what the engine held back, before the waiting senders add more
+        self.flow.resume_writing()
 
     # -- events -------------------------------------------------------------------------
     def _dispatch(self, events: Sequence[ev.Event]) -> None:
@@ -196,35 +199,36 @@ class H2Server(asyncio.Protocol):
             self.reset(sid, ErrorCode.PROTOCOL_ERROR)
             return
         if size > self.config.max_header_bytes:
-            self._refuse_oversized(sid, grpc, ended)
+            self._refuse(sid, grpc, ended, HeadersTooLarge(f"Request headers exceed {self.config.max_header_bytes} bytes"))
+            return
+        verb = method.decode("ascii", "replace")
+        try:
+            check_target(verb, target)
+            if not valid_host(authority):
+                raise BadRequest("invalid :authority")
+        except BadRequest as err:
+            self._refuse(sid, grpc, ended, err)
             return
         if grpc and self.grpc is not None:
             # the call's task starts after this batch: a reset in the batch cancels it first
             self.streams[sid] = self.grpc.open(list(e.headers), H2Downstream(self, sid), ended)
             return
-        ex = H2Exchange(self, sid, method.decode("ascii", "replace"), target, headers, authority, ended)
+        ex = H2Exchange(self, sid, verb, target, headers, authority, ended)
         self.streams[sid] = ex
-        self._starts.append(lambda: self._start(ex, ended))
+        self._starts.append(ex)
 
-    def _start(self, ex: H2Exchange, ended: bool) -> None:
-        if self.streams.get(ex.sid) is not ex:
-            return  # reset by the same batch that opened it
-        if ended:  # a request without a body: the forwarder may answer it without a task
-            self.forwarder.start(ex)
-        else:
-            ex.spawn(self.forwarder.handle(ex))
-
-    def _refuse_oversized(self, sid: int, grpc: bool, ended: bool) -> None:
-        """Answer one stream whose headers exceed the advertised limit: 431, or for gRPC
-        a trailers-only RESOURCE_EXHAUSTED; the connection's other streams go on."""
-        err = HeadersTooLarge(f"Request headers exceed {self.config.max_header_bytes} bytes")
+    def _refuse(self, sid: int, grpc: bool, ended: bool, err: ProxyError) -> None:
+        """Answer one stream the driver cannot hand on (headers over the advertised
+        limit: 431; a request line an HTTP/1.1 instance cannot take: 400), or for gRPC a
+        trailers-only status; the connection's other streams go on."""
         h2 = self.h2
         try:
             if grpc:
-                h2.send_response(sid, trailers_only(GrpcStatus.RESOURCE_EXHAUSTED, err.detail), end_stream=True)
+                h2.send_response(sid, trailers_only(GrpcStatus(err.grpc_status), err.detail), end_stream=True)
             else:
                 ctype, body = err.body()
-                h2.send_response(sid, [(b":status", b"431"), (b"content-type", ctype), (b"content-length", b"%d" % len(body))])
+                status = b"%d" % err.http_status
+                h2.send_response(sid, [(b":status", status), (b"content-type", ctype), (b"content-length", b"%d" % len(body))])
                 h2.send_data(sid, body, end_stream=True)
         except _GONE:
             return
@@ -279,7 +283,7 @@ class H2Server(asyncio.Protocol):
             transport.write(goaway_frame(fatal_code(exc)))
             transport.close()
 
-    # -- used by exchanges, the fast path and the gRPC relay --------------------------------
+    # -- used by exchanges and the gRPC relay ---------------------------------------------
     def send_headers(self, sid: int, headers: Sequence[Header], end_stream: bool) -> None:
         if self.closed:
             raise ClientGone()
@@ -312,7 +316,7 @@ class H2Server(asyncio.Protocol):
 
     def backlogged(self, sid: int) -> bool:
         """The client is not taking this stream's bytes (windows closed or socket full)."""
-        return self._paused or self.h2.queued_body_size(sid) > QUEUE_HIGH
+        return self.flow.paused or self.h2.queued_body_size(sid) > QUEUE_HIGH
 
     def when_writable(self, sid: int, callback: Callable[[], None]) -> None:
         """Call `callback` once the stream may take more (or is gone)."""
@@ -320,8 +324,8 @@ class H2Server(asyncio.Protocol):
             callback()
         elif self.h2.queued_body_size(sid) > QUEUE_HIGH:
             self._writable.setdefault(sid, []).append(callback)
-        elif self._paused:
-            self._drain.append(callback)
+        elif self.flow.paused:
+            self.flow.when_writable(callback)
         else:
             self._loop.call_soon(callback)  # type: ignore[union-attr]
 
@@ -375,12 +379,10 @@ class H2Server(asyncio.Protocol):
 
     def _wake_all(self) -> None:
         waiting, self._writable = self._writable, {}
-        drain, self._drain = self._drain, []
         for cbs in waiting.values():
             for cb in cbs:
                 cb()
-        for cb in drain:
-            cb()
+        self.flow.connection_lost()
 
     def _stream_done(self) -> None:
         if self.draining and not self.streams:
@@ -423,13 +425,13 @@ class H2Server(asyncio.Protocol):
                 self.h2.send_goaway(ErrorCode.NO_ERROR)
             except _GONE:
                 pass
-            self._paused = False
+            self.flow.paused = False
             self._flush()
             self.close()
 
     def _flush(self) -> None:
         self._flush_pending = False
-        if self.closed or self._paused:
+        if self.closed or self.flow.paused:
             return  # resume_writing flushes
         h2 = self.h2
         answered, self._stop_after_answer = self._stop_after_answer, []
@@ -504,7 +506,7 @@ class H2Server(asyncio.Protocol):
             self.flush_soon()
 
     def flush_soon(self) -> None:
-        """Frames produced outside data_received (by exchanges and tasks) go out once per
+        """Frames produced outside data_received (by exchanges and the relay) go out once per
         loop iteration: a response's HEADERS and DATA, and many streams' frames, in one write."""
         if not self._flush_pending and self._loop is not None:
             self._flush_pending = True

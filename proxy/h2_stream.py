@@ -1,26 +1,33 @@
-"""One client HTTP/2 stream as the forwarder sees it (H2Exchange) and as the gRPC relay
-sees it (H2Downstream). Both only call back into their H2Server (proxy/h2.py)."""
+"""One client HTTP/2 stream as the call sees it (H2Exchange, the seam of
+proxy/exchange.py) and as the gRPC relay sees it (H2Downstream). Both only call back
+into their H2Server (proxy/h2.py)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ngh2 import ErrorCode, NeverIndexedHeader
 
-from fngate.proxy.exchange import ENDED_EMPTY, BodyBuffer, ClientGone, Exchange, Headers
-from fngate.proxy.headers import HOP_BY_HOP
+from fngate.proxy.exchange import ENDED_EMPTY, ClientGone, Exchange, Headers, RequestBody
+from fngate.proxy.headers import HOP_BY_HOP, client_head_fields
 
 if TYPE_CHECKING:
     from fngate.proxy.h2 import H2Server
+
+Header = tuple[bytes, bytes] | NeverIndexedHeader
 
 STATUS_VALUES = {s: b"%d" % s for s in range(100, 600)}
 _UNIQUE = frozenset({b"nvcf-reqid", b"date"})  # a new value per response: kept out of the HPACK table
 
 
 class H2Exchange(Exchange):
-    __slots__ = ("__weakref__", "_pending", "conn", "no_body", "sid")
+    """One client stream as an Exchange. What the call sends between two flushes leaves
+    at `flush`: the head (HEADERS, with END_STREAM when the response turned out empty),
+    then the body bytes, queued in the engine, which frames them as the client's
+    windows allow."""
+
+    __slots__ = ("__weakref__", "_head", "_out", "conn", "no_body", "sid")
 
     conn: H2Server
 
@@ -34,48 +41,77 @@ class H2Exchange(Exchange):
             authority,
             conn.client_addr,
             True,
-            ENDED_EMPTY if ended else BodyBuffer(conn.config.max_body_buffer, lambda n: conn.ack(sid, n)),
+            ENDED_EMPTY if ended else RequestBody(conn.config.max_body_buffer, lambda n: conn.ack(sid, n)),
         )
         self.conn = conn
         self.sid = sid
-        self._pending: list[bytes] = []
+        self._head: list[Header] | None = None
+        self._out: list[bytes] = []
         self.no_body = method == "HEAD"
         self.scheme = conn.scheme
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        asyncio.get_running_loop().create_task(coro)
-
-    def start_response(self, status: int, headers: Headers, flush: bool = True) -> None:
-        self.response_started = True
-        out: list[tuple[bytes, bytes]] = [(b":status", STATUS_VALUES.get(status) or b"%d" % status)]
+    def start_response(self, status: int, headers: Headers) -> None:
+        out: list[Header] = [(b":status", STATUS_VALUES.get(status) or b"%d" % status)]
         for n, v in headers:
             if n in _UNIQUE:
                 out.append(NeverIndexedHeader(n, v))
             elif n not in HOP_BY_HOP:
                 out.append((n, v))
+        self._started(status, out)
+
+    def start_response_block(self, status: int, lines: bytes, framed: bool, request_id: bytes, nvcf_status: bytes) -> None:
+        out: list[Header] = [(b":status", STATUS_VALUES.get(status) or b"%d" % status), *client_head_fields(lines)]
+        out.append(NeverIndexedHeader(b"nvcf-reqid", request_id))  # new every time: not indexed
+        out.append((b"nvcf-status", nvcf_status))
+        self._started(status, out)
+
+    def _started(self, status: int, head: list[Header]) -> None:
+        self.response_started = True
         if status in (204, 304):
             self.no_body = True
-        self.conn.send_headers(self.sid, out, False)
+        self._head = head
 
-    async def write(self, data: bytes) -> None:
+    def send(self, data: bytes) -> None:
         if data and not self.no_body:
-            await self.conn.send_data(self.sid, data, False)
+            self._out.append(data)
 
-    def write_nowait(self, data: bytes) -> None:
-        if data and not self.no_body:
-            self._pending.append(data)
+    def flush(self) -> None:
+        self._write(False)
 
     def end(self) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        data = b"".join(self._pending)
-        self._pending = []
-        self.conn.queue_data(self.sid, data, True)
+        if not self.finished:
+            self.finished = True
+            self._write(True)
+
+    def _write(self, end: bool) -> None:
+        conn = self.conn
+        sid = self.sid
+        out = self._out
+        head = self._head
+        try:
+            if head is not None:
+                self._head = None
+                conn.send_headers(sid, head, end and not out)
+                if end and not out:  # END_STREAM went with the head
+                    return
+            if out or end:
+                data = out[0] if len(out) == 1 else b"".join(out)
+                out.clear()
+                if not conn.queue_data(sid, data, end):
+                    raise ClientGone()
+        except ClientGone:
+            self.client_gone()  # the stream is gone: the call stops (once: it clears on_disconnect)
 
     def abort(self) -> None:
         self.finished = True
+        self._out.clear()
         self.conn.reset(self.sid, ErrorCode.CANCEL if not self.response_started else ErrorCode.INTERNAL_ERROR)
+
+    def backlogged(self) -> bool:
+        return self.conn.closed or self.conn.backlogged(self.sid)
+
+    def when_writable(self, callback: Callable[[], None]) -> None:
+        self.conn.when_writable(self.sid, callback)
 
 
 class H2Downstream:

@@ -119,6 +119,17 @@ MAX_RESPONSE_SIZE = b"5242880"
 _BAD_TARGET_OCTET = re.compile(rb"[^\x21-\x7e]|#").search
 
 
+# Host / :authority (RFC 9110 7.2 / RFC 3986 3.2.2): a reg-name or an IP literal, then
+# maybe a port; llhttp and nghttp2 take any visible octet there. Empty is allowed (a URI
+# without authority).
+_VALID_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?").fullmatch
+
+
+def valid_host(authority: bytes) -> bool:
+    """`authority` can be the instance request's Host as it is (both client drivers check it)."""
+    return not authority or _VALID_HOST(authority) is not None
+
+
 def check_target(method: str, target: bytes) -> None:
     """Raise BadRequest unless `target` can go on an HTTP/1.1 request line as it is. The
     HTTP/1.1 driver calls it for targets that do not start with "/" or hold a "#"

@@ -15,19 +15,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 import orjson
 
+from fngate.proxy.call import Call, Engine, answer_error
 from fngate.proxy.errors import NotFound, PollTimeout, ProxyError, UpstreamUnavailable, status_for_nvcf
-from fngate.proxy.exchange import ClientGone, Exchange, Headers
-from fngate.proxy.headers import client_headers
-from fngate.proxy.lookup import poll_seconds, resolve
+from fngate.proxy.exchange import BodyListener, Exchange, Headers
+from fngate.proxy.headers import client_headers, parse_header_block
+from fngate.proxy.lookup import poll_seconds
+from fngate.proxy.metrics import UNKNOWN_FUNCTION
 
 if TYPE_CHECKING:
-    from fngate.proxy.forward import Call, Forwarder
-    from fngate.proxy.routing import KeyGrant, VersionRoute
+    from fngate.proxy.metrics import Metrics
     from fngate.proxy.siblings import Siblings
 
 
@@ -55,7 +57,7 @@ def _inference_problem(status: int, body: bytes) -> tuple[Headers, bytes]:
 
 
 class Job:
-    __slots__ = ("body", "call", "done", "expires", "function_id", "headers", "request_id", "status", "task", "version_id")
+    __slots__ = ("body", "call", "done", "expires", "function_id", "headers", "request_id", "status", "version_id")
 
     def __init__(self, request_id: bytes, function_id: str, version_id: str | None = None) -> None:
         self.request_id = request_id
@@ -66,124 +68,212 @@ class Job:
         self.headers: Headers = []
         self.body = b""
         self.expires = float("inf")
-        self.call: Call | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.call: Call | None = None  # while it runs
+
+
+class ResultCollector(Exchange):
+    """The client side of a pexec job's call: the same seam a client driver implements,
+    collecting the answer in memory (at most `limit` body bytes) for the poll that
+    fetches it. The request is the client's; the call's answer goes into the job."""
+
+    __slots__ = ("client", "conn", "from_instance", "job", "limit", "parts", "size", "ttl")
+
+    def __init__(self, client: Exchange, job: Job, limit: int, ttl: float) -> None:
+        super().__init__(client.method, client.target, client.headers, client.authority, client.client_addr, client.http2, client.body)
+        self.scheme = client.scheme
+        self.expect_continue = client.expect_continue
+        self.conn = client.conn  # the slot owner of the request (proxy/request_ids.py)
+        self.client: Exchange | None = client
+        self.job = job
+        self.limit = limit
+        self.ttl = ttl
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.from_instance = False
+
+    def read_body(self, listener: BodyListener) -> None:
+        client = self.client
+        if client is not None:
+            client.read_body(listener)
+
+    def start_response(self, status: int, headers: Headers) -> None:
+        """The gateway's own answer (an error): kept as it is."""
+        self.response_started = True
+        self.job.status, self.job.headers = status, headers
+
+    def start_response_block(self, status: int, lines: bytes, framed: bool, request_id: bytes, nvcf_status: bytes) -> None:
+        self.response_started = True
+        self.from_instance = True
+        self.job.status, self.job.headers = status, parse_header_block(lines)
+
+    def send(self, data: bytes) -> None:
+        if self.finished:
+            return
+        self.size += len(data)
+        if self.size > self.limit:  # too large to hold: the job fails, the instance's side is closed
+            err = UpstreamUnavailable(f"the result is larger than {self.limit} bytes")
+            ctype, body = err.body()
+            self._result(err.http_status, [(b"content-type", ctype)], body)
+            stop = self.on_disconnect
+            self.on_disconnect = None
+            if stop is not None:
+                stop()
+            return
+        self.parts.append(data)
+
+    def flush(self) -> None:
+        pass
+
+    def end(self) -> None:
+        if self.finished:
+            return
+        job = self.job
+        body = b"".join(self.parts)
+        if job.status >= 400 and self.from_instance:  # the instance's error (the gateway's own stay as they are)
+            job.headers, body = _inference_problem(job.status, body)
+        self._result(job.status, job.headers, body)
+
+    def abort(self) -> None:
+        if not self.finished:
+            self._result(502, [], b"")
+
+    def backlogged(self) -> bool:
+        return False
+
+    def when_writable(self, callback: Callable[[], None]) -> None:
+        callback()
+
+    def _result(self, status: int, headers: Headers, body: bytes) -> None:
+        self.finished = True
+        job = self.job
+        job.status, job.headers, job.body = status, headers, body
+        job.call = None
+        self.client = None  # the client connection is not held for the result's lifetime
+        self.parts = []
+        if job.expires != float("inf"):
+            job.expires = time.monotonic() + self.ttl
+        job.done.set()
+
+
+def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
 
 
 class Pexec:
-    def __init__(self, forwarder: Forwarder) -> None:
-        self.fw = forwarder
-        self.jobs: OrderedDict[bytes, Job] = OrderedDict()
-        self.siblings: Siblings | None = None  # the other workers, with --workers N > 1
+    """The pexec handler: invocations by path and status polls (see the module docstring)."""
 
-    async def handle(self, ex: Exchange, request_id: bytes, auth: bytes | None, poll_h: bytes | None, call: Call) -> int:
+    def __init__(self, engine: Engine, siblings: Siblings | None = None) -> None:
+        self.engine = engine
+        self.jobs: OrderedDict[bytes, Job] = OrderedDict()
+        self.siblings = siblings  # the other workers, with --workers N > 1
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, ex: Exchange, request_id: bytes, started: float, metrics: Metrics | None = None) -> None:
+        """Answer a /v2/nvcf/pexec/ request; `metrics`: where it counts (the gateway's)."""
+        if self.siblings is not None:  # --workers N: the id names its worker
+            request_id = self.siblings.tag(request_id)
+        task = asyncio.get_running_loop().create_task(self._handle(ex, request_id, started, metrics or self.engine.metrics))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        ex.on_disconnect = lambda: _cancel(task)  # until a call takes the exchange over
+
+    async def _handle(self, ex: Exchange, request_id: bytes, started: float, metrics: Metrics) -> None:
+        metrics.in_flight += 1
+        status = 0
+        auth = poll_h = None
+        for n, v in ex.headers:
+            if n == b"authorization":
+                auth = v
+            elif n == b"nvcf-poll-seconds":
+                poll_h = v
+        try:
+            status = await self._route(ex, request_id, auth, poll_h, started)
+        except ProxyError as err:
+            status = err.http_status
+            answer_error(ex, err, request_id)
+        except asyncio.CancelledError:  # the client went away while it waited
+            status = 499
+            metrics.client_disconnects += 1
+        finally:
+            metrics.in_flight -= 1
+            if status:  # (0: a call took the exchange over, and counts it)
+                metrics.observe(UNKNOWN_FUNCTION, status, time.monotonic() - started)
+
+    async def _route(self, ex: Exchange, request_id: bytes, auth: bytes | None, poll_h: bytes | None, started: float) -> int:
         path = ex.target.split(b"?", 1)[0].decode("latin-1").rstrip("/").split("/")
         # ['', 'v2', 'nvcf', 'pexec', 'functions', fid, ('versions', vid)] | [..., 'status', reqId]
         if len(path) == 6 and path[4] == "status" and ex.method == "GET":
-            return await self._status(ex, path[5].encode(), auth, poll_h, call)
+            return await self._status(ex, path[5].encode(), auth, poll_h, started)
         if path[4:5] == ["functions"] and ex.method == "POST" and (len(path) == 6 or (len(path) == 8 and path[6] == "versions")):
-            return await self._invoke(ex, path[5].lower(), path[7].lower() if len(path) == 8 else None, request_id, auth, poll_h, call)
+            return await self._invoke(ex, path[5].lower(), path[7].lower() if len(path) == 8 else None, request_id, auth, poll_h, started)
         raise NotFound("unknown pexec path")
 
     async def _invoke(
-        self, ex: Exchange, fid: str, vid: str | None, request_id: bytes, auth: bytes | None, poll_h: bytes | None, call: Call
+        self, ex: Exchange, fid: str, vid: str | None, request_id: bytes, auth: bytes | None, poll_h: bytes | None, started: float
     ) -> int:
-        fw = self.fw
-        table = fw.holder.table
-        grant = fw.keys.check(table, auth, fid, vid)
-        route = resolve(table, fid, vid, grant)
+        engine = self.engine
+        cfg = engine.config
         accept = next((v for n, v in ex.headers if n == b"accept"), b"")
         sse = accept == b"text/event-stream"
-        cfg = fw.config
         poll = poll_seconds(poll_h, cfg.sse_pexec_poll_seconds if sse else cfg.default_poll_seconds)
+        route, grant, deadline = engine.authorize(fid, vid, auth, poll_h, started, poll)
         query = ex.target.partition(b"?")[2]
         target = route.inference_url.encode() + (b"?" + query if query else b"")
-        now = time.monotonic()
-        if sse:
-            return await fw.forward(ex, route, grant, request_id, now + poll + cfg.header_grace, call, target, False)
+        if sse:  # streams straight through
+            Call(engine, ex, route, grant, request_id, started, deadline, target, host_routed=False).run()
+            return 0
         self._prune()
+        now = time.monotonic()
         job = Job(request_id, route.function_id, route.version_id)
-        job.task = asyncio.get_running_loop().create_task(self._run(job, ex, route, grant, target, now + cfg.pexec_result_ttl))
+        collector = ResultCollector(ex, job, cfg.pexec_max_result_bytes, cfg.pexec_result_ttl)
+        call = job.call = Call(
+            engine, collector, route, grant, request_id, now, now + cfg.pexec_result_ttl, target, host_routed=False, tracked=False
+        )
+        call.run()
         try:
             await asyncio.wait_for(asyncio.shield(job.done.wait()), poll)
         except TimeoutError:
-            if job.call is None or job.call.conn is None:  # nobody took it: 504, forget it
-                job.task.cancel()
+            if not call.sent:  # nobody took it: 504, forget it
+                call.cancel()
                 raise PollTimeout("no instance took the request within the poll window") from None
             job.expires = time.monotonic() + cfg.pexec_result_ttl
             self.jobs[request_id] = job
             ex.on_disconnect = None  # the client may go now; the job runs on
-            body = b""
             ex.start_response(202, [(b"content-length", b"0"), (b"nvcf-reqid", request_id), (b"nvcf-status", b"in-progress")])
-            ex.write_nowait(body)
             ex.end()
             return 202
         except asyncio.CancelledError:
-            job.task.cancel()
+            call.cancel()
             raise
         return self._answer(ex, job)
 
-    async def _run(self, job: Job, ex: Exchange, route: VersionRoute, grant: KeyGrant, target: bytes, deadline: float) -> None:
-        from fngate.proxy.forward import Call
-
-        fw = self.fw
-        call = job.call = Call()
-        try:
-            status, headers = await fw.call_instance(ex, route, grant, job.request_id, deadline, call, target, False)
-            parts, size, limit = [], 0, fw.config.pexec_max_result_bytes
-            conn = call.conn
-            assert conn is not None and conn.body is not None  # call_instance returned: a response is in
-            response_body = conn.body
-            while True:
-                chunk = await response_body.read()
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > limit:
-                    raise UpstreamUnavailable(f"the result is larger than {limit} bytes")
-                parts.append(chunk)
-            job.status, job.headers, job.body = status, headers, b"".join(parts)
-            if status >= 400:
-                job.headers, job.body = _inference_problem(status, job.body)
-        except ProxyError as err:
-            ctype, body = err.body()
-            job.status, job.body = err.http_status, body
-            job.headers = [(b"content-type", ctype)] if ctype else []
-        except (ClientGone, ConnectionError, OSError) as exc:
-            job.status, job.body = 502, b""
-            job.headers = []
-            fw.metrics.upstream_error(type(exc).__name__)
-        finally:
-            call.done(fw.pool)
-            job.done.set()
-            if job.expires != float("inf"):
-                job.expires = time.monotonic() + fw.config.pexec_result_ttl
-
     def _answer(self, ex: Exchange, job: Job) -> int:
+        ex.on_disconnect = None
         headers = [(n, v) for n, v in job.headers if n != b"content-length" and n != b"transfer-encoding"]
         headers.append((b"content-length", b"%d" % len(job.body)))
-        ex.start_response(job.status, client_headers(headers, job.request_id, status_for_nvcf(job.status)), flush=False)
-        ex.write_nowait(job.body)
+        ex.start_response(job.status, client_headers(headers, job.request_id, status_for_nvcf(job.status)))
+        ex.send(job.body)
         ex.end()
         return job.status
 
-    async def _status(self, ex: Exchange, request_id: bytes, auth: bytes | None, poll_h: bytes | None, call: Call) -> int:
-        fw = self.fw
+    async def _status(self, ex: Exchange, request_id: bytes, auth: bytes | None, poll_h: bytes | None, started: float) -> int:
+        engine = self.engine
         job = self.jobs.get(request_id)
+        poll = poll_seconds(poll_h, engine.config.default_poll_seconds)
         if job is None or job.expires < time.monotonic():
-            fw.keys.check(fw.holder.table, auth, None)
+            engine.keys.check(engine.holder.table, auth, None)
             siblings = self.siblings
             owner = siblings.owner_port(request_id) if siblings is not None else None
             if siblings is not None and owner is not None:  # another worker ran it: it answers
-                poll = poll_seconds(poll_h, fw.config.default_poll_seconds)
-                return await siblings.relay(fw, ex, call, owner, poll)
+                siblings.relay(engine, ex, request_id, started, owner, poll)
+                return 0
             raise NotFound(f"Request '{request_id.decode('latin-1')}' not found")
-        fw.keys.check(fw.holder.table, auth, job.function_id, job.version_id)
+        engine.keys.check(engine.holder.table, auth, job.function_id, job.version_id)
         if not job.done.is_set():
-            poll = poll_seconds(poll_h, fw.config.default_poll_seconds)
             try:
                 await asyncio.wait_for(asyncio.shield(job.done.wait()), poll)
             except TimeoutError:
+                ex.on_disconnect = None
                 ex.start_response(202, [(b"content-length", b"0"), (b"nvcf-reqid", request_id), (b"nvcf-status", b"in-progress")])
                 ex.end()
                 return 202
@@ -194,13 +284,15 @@ class Pexec:
         jobs = self.jobs
         for rid in [r for r, j in jobs.items() if j.expires < now]:
             del jobs[rid]
-        while len(jobs) >= self.fw.config.pexec_max_results:
+        while len(jobs) >= self.engine.config.pexec_max_results:
             _, old = jobs.popitem(last=False)
-            if old.task is not None:
-                old.task.cancel()
+            if old.call is not None:
+                old.call.cancel()
 
     def close(self) -> None:
         for job in self.jobs.values():
-            if job.task is not None:
-                job.task.cancel()
+            if job.call is not None:
+                job.call.cancel()
         self.jobs.clear()
+        for task in list(self._tasks):
+            task.cancel()

@@ -1,5 +1,7 @@
 """The Gateway: listeners (invocation, gRPC, admin), the shared hot-path parts
-(limiter, upstream pool, forwarder, metrics), the LoadReporter, graceful stop.
+(limiter, upstream pool, the call engine and its handlers, metrics), the LoadReporter,
+graceful stop. The composition root of the data plane: the one place that wires the
+drivers (through ClientConnection) to the handlers.
 
     gw = Gateway(GatewayConfig(http_port=0, ...), holder, "gw-1", load_sink)
     await gw.start(); gw.http_port ...; await gw.stop(grace=5)
@@ -22,14 +24,16 @@ from typing import TYPE_CHECKING, NamedTuple
 from aiohttp import web
 
 from fngate.proxy.admin import make_admin_app
+from fngate.proxy.call import Engine
 from fngate.proxy.config import LOOPBACK, GatewayConfig
 from fngate.proxy.connection import ClientConnection
-from fngate.proxy.forward import Forwarder
+from fngate.proxy.dispatch import Invocations
+from fngate.proxy.exchange import OpenConnections
 from fngate.proxy.limiter import Limiter
 from fngate.proxy.metrics import Metrics
 from fngate.proxy.pexec import Pexec
 from fngate.proxy.routing import LoadReport, SnapshotHolder
-from fngate.proxy.siblings import PeerForwarder, Siblings
+from fngate.proxy.siblings import PeerHandler, Siblings
 from fngate.proxy.upstream.pool import H1Pool
 
 if TYPE_CHECKING:
@@ -114,10 +118,12 @@ class Gateway:
         self.load_sink = load_sink
         self.metrics = Metrics()
         self.limiter = Limiter(holder, config.max_slots_per_connection)
-        self.pool = H1Pool(config.upstream_keepalive, config.upstream_pool_size, config.connect_timeout, config.max_body_buffer)
-        self.forwarder = Forwarder(config, holder, self.limiter, self.pool, self.metrics)
-        self.forwarder.pexec = Pexec(self.forwarder)
-        self.forwarder.pexec.siblings = self.siblings = siblings
+        self.pool = H1Pool(config.upstream_keepalive, config.upstream_pool_size, config.connect_timeout)
+        self.engine = Engine(config, holder, self.limiter, self.pool, self.metrics)
+        self.siblings = siblings
+        self.pexec = Pexec(self.engine, siblings)
+        self.handler = Invocations(self.engine, self.pexec)
+        self.connections = OpenConnections()  # every listener's client connections, for a graceful stop
         self.grpc = self._grpc_handler()
         self.serving = False
         self._stop_now = asyncio.Event()  # set by stop_now(): a stop in progress drains no longer
@@ -128,7 +134,7 @@ class Gateway:
 
     def _grpc_handler(self) -> GrpcHandler:
         """gRPC streams on HTTP/2 go to the relay (see proxy/h2.py), which shares the key
-        check, the instance slots and the request metrics with the forwarder."""
+        check, the instance slots and the request metrics with the HTTP calls (proxy/call.py)."""
         from fngate.proxy.grpc_relay import GrpcHandler
         from fngate.proxy.upstream.h2_client import H2UpstreamPool
 
@@ -137,7 +143,7 @@ class Gateway:
         return GrpcHandler(
             self.holder,
             self.limiter,
-            self.forwarder.keys,
+            self.engine.keys,
             pool,
             request_metrics=self.metrics,
             queue_timeout=float(cfg.default_poll_seconds),
@@ -170,18 +176,23 @@ class Gateway:
             tls.load_cert_chain(cfg.tls_cert, cfg.tls_key)
             tls.set_alpn_protocols(["h2", "http/1.1"])
         sock = _listen_socket(cfg.host, cfg.http_port, reuse)
-        self._servers.append(await loop.create_server(lambda: ClientConnection(self), sock=sock, ssl=tls, backlog=cfg.backlog))
+        handler, conns, grpc = self.handler, self.connections, self.grpc
+        self._servers.append(
+            await loop.create_server(lambda: ClientConnection(cfg, handler, conns, grpc), sock=sock, ssl=tls, backlog=cfg.backlog)
+        )
         self._ports["http"] = sock.getsockname()[1]
         if cfg.grpc_port is not None:
             gsock = _listen_socket(cfg.host, cfg.grpc_port, reuse)
             self._servers.append(
-                await loop.create_server(lambda: ClientConnection(self, h2_only=True), sock=gsock, ssl=tls, backlog=cfg.backlog)
+                await loop.create_server(
+                    lambda: ClientConnection(cfg, handler, conns, grpc, h2_only=True), sock=gsock, ssl=tls, backlog=cfg.backlog
+                )
             )
             self._ports["grpc"] = gsock.getsockname()[1]
         if self.siblings is not None:
-            peer = PeerForwarder(self.forwarder)
+            peer = PeerHandler(self.pexec)
             psock = _listen_socket(LOOPBACK, self.siblings.port, True)
-            self._servers.append(await loop.create_server(lambda: ClientConnection(self, forwarder=peer), sock=psock))
+            self._servers.append(await loop.create_server(lambda: ClientConnection(cfg, peer, conns, grpc), sock=psock))
         if cfg.admin_port is not None:
             self._admin = web.AppRunner(make_admin_app(self), access_log=None, handle_signals=False)
             await self._admin.setup()
@@ -211,7 +222,7 @@ class Gateway:
         self.serving = False
         for s in self._servers:
             s.close()
-        for conn in list(self.forwarder.connections):
+        for conn in self.connections:
             conn.shutdown()
         deadline = time.monotonic() + grace
         # polling (ASYNC110): the counters have no event to wait on; the grace bounds it
@@ -223,7 +234,7 @@ class Gateway:
             # their instances, written before the connections close
             self.grpc.abort_all()
             await asyncio.sleep(0)
-        for conn in list(self.forwarder.connections):  # the grace is over
+        for conn in self.connections:  # the grace is over
             conn.close()
         for t in self._tasks:
             t.cancel()
@@ -238,10 +249,8 @@ class Gateway:
         if self.grpc is not None:
             await self.grpc.aclose()
         self.pool.close()
-        if self.forwarder.deadlines is not None:
-            self.forwarder.deadlines.close()
-        if self.forwarder.pexec is not None:
-            self.forwarder.pexec.close()
+        self.engine.close()
+        self.pexec.close()
         if self._admin is not None:
             await self._admin.cleanup()
             self._admin = None

@@ -12,18 +12,20 @@ poll is forwarded at most once.
 
 from __future__ import annotations
 
-import asyncio
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
+from fngate.proxy.call import Call, Engine, answer_error
 from fngate.proxy.config import LOOPBACK
-from fngate.proxy.errors import NotFound, UpstreamTimeout, UpstreamUnavailable
+from fngate.proxy.errors import NotFound, ProxyError, UpstreamTimeout
 from fngate.proxy.exchange import Exchange
-from fngate.proxy.forward import Call, Forwarder
 from fngate.proxy.headers import HOP_BY_HOP
 from fngate.proxy.metrics import Metrics
 from fngate.proxy.request_ids import new_request_id
-from fngate.proxy.upstream.h1_client import UpstreamLost
-from fngate.proxy.upstream.pool import ConnectFailed
+
+if TYPE_CHECKING:
+    from fngate.proxy.pexec import Pexec
 
 STATUS_PREFIX = b"/v2/nvcf/pexec/status/"
 _NOT_SENT_ON = HOP_BY_HOP | {b"host", b"content-length"}
@@ -54,53 +56,62 @@ class Siblings:
         or no worker's."""
         return self._owners.get(request_id[:2])
 
-    async def relay(self, fw: Forwarder, ex: Exchange, call: Call, port: int, wait: float) -> int:
+    def relay(self, engine: Engine, ex: Exchange, request_id: bytes, started: float, port: int, wait: float) -> None:
         """Send the poll to the owner and relay its answer (202, the result, or an error)."""
-        head = [b"GET %s HTTP/1.1\r\nhost: %s:%d\r\n" % (ex.target, LOOPBACK.encode(), port)]
+        RelayCall(engine, ex, request_id, started, port, wait).run()
+
+
+class RelayCall(Call):
+    """A Call whose instance is the sibling worker on `port` (no slot, no route): the
+    poll goes on unchanged, the owner's answer comes back as it is."""
+
+    __slots__ = ("port",)
+
+    def __init__(self, engine: Engine, ex: Exchange, request_id: bytes, started: float, port: int, wait: float) -> None:
+        super().__init__(engine, ex, None, None, request_id, started, started + wait + engine.config.header_grace)
+        self.port = port
+
+    def _take_slot(self) -> None:
+        conn = self.engine.pool.take_idle(LOOPBACK, self.port)
+        if conn is None:
+            self.task = self.loop.create_task(self._obtain(False))
+        else:
+            self._send(conn)
+
+    def _address(self) -> tuple[str, int]:
+        return LOOPBACK, self.port
+
+    def _retry(self) -> None:
+        self.engine.metrics.retries += 1
+        self.retried = True
+        self._take_slot()
+
+    def _request_head(self, body_line: bytes | None) -> bytes:
+        ex = self.ex
+        head = [b"GET %s HTTP/1.1\r\nhost: %s:%d\r\n" % (ex.target, LOOPBACK.encode(), self.port)]
         head += [b"%s: %s\r\n" % (n, v) for n, v in ex.headers if n not in _NOT_SENT_ON]
         head.append(b"\r\n")
-        head_bytes = b"".join(head)
-        for attempt in (0, 1):
-            try:
-                conn, reused = await fw.pool.acquire(LOOPBACK, port)
-            except ConnectFailed:  # the owner is gone, and its results with it
-                raise NotFound("Request not found: the gateway worker that ran it is gone") from None
-            call.conn = conn
-            conn.start(head_bytes, False)
-            try:
-                status, headers = await asyncio.wait_for(conn.response(), wait + fw.config.header_grace)
-                break
-            except TimeoutError:
-                raise UpstreamTimeout("the gateway worker holding the request did not answer") from None
-            except UpstreamLost as exc:
-                call.conn = None
-                conn.abort()
-                if attempt or not reused or not exc.before_response:  # a stale pooled connection: once more
-                    raise UpstreamUnavailable(f"the gateway worker holding the request failed: {exc}") from None
-        body = conn.body
-        assert body is not None  # a response head came: its body buffer exists
-        ex.start_response(status, [(n, v) for n, v in headers if n not in HOP_BY_HOP], flush=not (body.size or body.eof))
-        await fw.relay_body(ex, conn)
-        ex.end()
-        return status
+        return b"".join(head)
+
+    def _connect_error(self, detail: str) -> ProxyError:
+        return NotFound("Request not found: the gateway worker that ran it is gone")
+
+    def _timeout_error(self) -> ProxyError:
+        return UpstreamTimeout("the gateway worker holding the request did not answer")
 
 
-class PeerForwarder(Forwarder):
+class PeerHandler:
     """Serves the private listener: pexec status polls from siblings only, and not
     counted in this worker's metrics (the worker the client reached counts them)."""
 
-    __slots__ = ()
+    __slots__ = ("metrics", "pexec")
 
-    def __init__(self, main: Forwarder) -> None:
-        super().__init__(main.config, main.holder, main.limiter, main.pool, Metrics())
-        self.pexec = main.pexec
-        self.connections = main.connections  # a graceful stop closes these too
+    def __init__(self, pexec: Pexec) -> None:
+        self.pexec = pexec
+        self.metrics = Metrics()
 
     def start(self, ex: Exchange) -> None:
-        asyncio.get_running_loop().create_task(self.handle(ex))
-
-    async def handle(self, ex: Exchange, *args: object, **kwargs: object) -> None:
         if ex.method == "GET" and ex.target.startswith(STATUS_PREFIX):
-            await super().handle(ex)
+            self.pexec.start(ex, new_request_id(), time.monotonic(), self.metrics)
             return
-        self._send_error(ex, NotFound("the private listener serves pexec status polls only"), new_request_id())
+        answer_error(ex, NotFound("the private listener serves pexec status polls only"), new_request_id())

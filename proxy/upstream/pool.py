@@ -16,14 +16,13 @@ class ConnectFailed(Exception):
 
 
 class H1Pool:
-    __slots__ = ("_sweeper", "connect_timeout", "idle", "keepalive", "max_buffer", "max_idle", "opened")
+    __slots__ = ("_sweeper", "connect_timeout", "idle", "keepalive", "max_idle", "opened")
 
-    def __init__(self, keepalive: float, max_idle: int, connect_timeout: float, max_buffer: int) -> None:
+    def __init__(self, keepalive: float, max_idle: int, connect_timeout: float) -> None:
         self.idle: dict[tuple[str, int], list[H1Upstream]] = {}
         self.keepalive = keepalive
         self.max_idle = max_idle
         self.connect_timeout = connect_timeout
-        self.max_buffer = max_buffer
         self._sweeper: asyncio.TimerHandle | None = None
         self.opened = 0  # connections opened (a counter, for metrics and tests)
 
@@ -47,9 +46,7 @@ class H1Pool:
         key = (host, port)
         loop = asyncio.get_running_loop()
         try:
-            _, made = await asyncio.wait_for(
-                loop.create_connection(lambda: H1Upstream(key, self.max_buffer), host, port), self.connect_timeout
-            )
+            _, made = await asyncio.wait_for(loop.create_connection(lambda: H1Upstream(key), host, port), self.connect_timeout)
         except (TimeoutError, OSError) as exc:
             raise ConnectFailed(f"cannot connect to the instance at {host}:{port}: {exc or 'timeout'}") from None
         self.opened += 1

@@ -35,7 +35,7 @@ async def test_stop_lets_requests_in_progress_finish(echo_up):
         refused = False
     except OSError:
         refused = True
-    assert refused and not gw.forwarder.connections
+    assert refused and not gw.connections
 
 
 async def test_pending_counts_what_a_stop_waits_for_and_stop_now_cuts_the_drain(echo_up):

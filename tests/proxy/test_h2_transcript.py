@@ -1,5 +1,5 @@
 """The HTTP/2 server driver (proxy/h2.py) without sockets: hand-written bytes in, bytes
-and forwarder calls out. Each attack from the hardening issue is replayed here byte for
+and handler calls out. Each attack from the hardening issue is replayed here byte for
 byte; tests/proxy/test_h2_attacks.py replays them against a running gateway."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import hpack
 import pytest
 
 from fngate.proxy.config import GatewayConfig
+from fngate.proxy.exchange import OpenConnections
 from fngate.proxy.h2 import H2Server
 from fngate.proxy.h2_engine import MAX_CONTINUATIONS, MAX_HEADER_COUNT, RESET_BURST
 
@@ -63,23 +64,19 @@ class Transport:
         return data
 
 
-class Forwarder:
+class Handler:
     """Records the exchanges the driver hands over; answers none of them by itself."""
 
     def __init__(self) -> None:
-        self.connections: set = set()
         self.started: list = []
 
     def start(self, ex) -> None:
         self.started.append(ex)
 
-    async def handle(self, ex) -> None:
-        self.started.append(ex)
 
-
-def connect(**config) -> tuple[H2Server, Transport, Forwarder]:
-    fw = Forwarder()
-    server = H2Server(GatewayConfig(**config), fw)  # type: ignore[arg-type]
+def connect(**config) -> tuple[H2Server, Transport, Handler]:
+    fw = Handler()
+    server = H2Server(GatewayConfig(**config), fw, OpenConnections())
     transport = Transport()
     server.connection_made(transport)  # type: ignore[arg-type]
     return server, transport, fw
@@ -108,14 +105,14 @@ async def test_a_request_becomes_one_exchange_and_its_answer_one_write():
     (ex,) = fw.started
     assert (ex.method, ex.target, ex.authority, ex.headers) == ("GET", b"/v1/x?a=1", b"fn.example", [(b"x-a", b"1")])
     ex.start_response(200, [(b"content-length", b"2")])
-    ex.write_nowait(b"ok")
+    ex.send(b"ok")
     ex.end()
     out = await settle(server, transport)
     assert response_heads(out)[1][b":status"] == b"200"
     assert [(k, f & 1, p) for k, f, sid, p in parse(out) if k == DATA] == [(DATA, 1, b"ok")]
 
 
-async def test_a_stream_reset_in_the_batch_that_opened_it_never_reaches_the_forwarder():
+async def test_a_stream_reset_in_the_batch_that_opened_it_never_reaches_the_handler():
     server, transport, fw = connect()
     burst = b"".join(headers(2 * i + 1, request_fields(path=b"/x?delay=5")) + rst_stream(2 * i + 1) for i in range(100))
     feed(server, transport, HELLO + burst + headers(201, request_fields(path=b"/kept")))
@@ -229,10 +226,10 @@ async def test_a_closed_connection_is_freed_by_reference_counting_alone():
         server, transport, fw = connect()
         feed(server, transport, HELLO + headers(1, request_fields(), end_stream=False) + frame(DATA, 0, 1, b"x" * 1000))
         feed(server, transport, headers(3, request_fields()))
-        await asyncio.sleep(0)  # the body's task ran (the fake forwarder returns at once)
+        await asyncio.sleep(0)  # the body's task ran (the fake handler returns at once)
         gone = weakref.ref(server)
         exchanges = [weakref.ref(ex) for ex in fw.started]
-        fw.started.clear()  # (the real forwarder keeps no exchange)
+        fw.started.clear()  # (the real handler keeps no exchange)
         server.connection_lost(None)
         del server, fw
         assert gone() is None
