@@ -265,9 +265,6 @@ class Call:
                 self._retry()
             return
         self.task = None
-        if self.closed:  # (cannot happen: closing cancels this task)
-            conn.close()
-            return
         self._send(conn)
 
     def _connect_error(self, detail: str) -> ProxyError:
