@@ -3,15 +3,33 @@ path, so aiohttp.web is fine here."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from fngate.proxy.server import Gateway
+    from fngate.proxy.grpc_relay import GrpcHandler
+    from fngate.proxy.limiter import Limiter
+    from fngate.proxy.metrics import Metrics
+    from fngate.proxy.routing import SnapshotHolder
 
 
-def make_admin_app(gateway: Gateway) -> web.Application:
+class AdminView(Protocol):
+    """What the admin listener reads of the gateway (proxy/server.py passes itself)."""
+
+    @property
+    def limiter(self) -> Limiter: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def grpc(self) -> GrpcHandler | None: ...
+    @property
+    def holder(self) -> SnapshotHolder: ...
+    @property
+    def serving(self) -> bool: ...
+
+
+def make_admin_app(gateway: AdminView) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
         depth = {vid: len(st.queue) for vid, st in gateway.limiter.versions.items()}
         body = gateway.metrics.render(depth)

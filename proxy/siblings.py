@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from fngate.proxy.call import Call, Engine, answer_error
 from fngate.proxy.config import LOOPBACK
@@ -24,8 +24,12 @@ from fngate.proxy.headers import HOP_BY_HOP
 from fngate.proxy.metrics import Metrics
 from fngate.proxy.request_ids import new_request_id
 
-if TYPE_CHECKING:
-    from fngate.proxy.pexec import Pexec
+
+class PollHandler(Protocol):
+    """What the private listener hands a poll to (proxy/pexec.py's Pexec)."""
+
+    def start(self, ex: Exchange, request_id: bytes, started: float, metrics: Metrics | None = None) -> None: ...
+
 
 STATUS_PREFIX = b"/v2/nvcf/pexec/status/"
 _NOT_SENT_ON = HOP_BY_HOP | {b"host", b"content-length"}
@@ -106,7 +110,7 @@ class PeerHandler:
 
     __slots__ = ("metrics", "pexec")
 
-    def __init__(self, pexec: Pexec) -> None:
+    def __init__(self, pexec: PollHandler) -> None:
         self.pexec = pexec
         self.metrics = Metrics()
 

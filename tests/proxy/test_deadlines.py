@@ -1,4 +1,4 @@
-"""The fast path's coarse deadlines: never early, at most one tick late, removable."""
+"""The calls' coarse deadlines: never early, at most one tick late, removable."""
 
 from __future__ import annotations
 

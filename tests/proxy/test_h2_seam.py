@@ -32,7 +32,7 @@ async def settle(transport) -> bytes:
 
 
 async def test_what_is_sent_between_two_flushes_leaves_together_and_end_stream_rides_the_head():
-    server, transport, ex = open_stream()
+    _server, transport, ex = open_stream()
     ex.start_response_block(200, b"content-type: text/plain\r\n", False, b"rid-1", b"fulfilled")
     ex.send(b"a")
     ex.send(b"b")
@@ -44,7 +44,7 @@ async def test_what_is_sent_between_two_flushes_leaves_together_and_end_stream_r
     assert head[b":status"] == b"200" and head[b"nvcf-reqid"] == b"rid-1" and head[b"content-type"] == b"text/plain"
     assert b"".join(p for _, _, p in data_frames(out)) == b"abc" and data_frames(out)[-1][1] == END_STREAM
     # an empty answer: END_STREAM on the HEADERS frame itself, no DATA
-    server2, transport2, ex2 = open_stream()
+    _server2, transport2, ex2 = open_stream()
     ex2.start_response(204, [(b"x-a", b"1"), (b"connection", b"close")])
     ex2.send(b"ignored: 204 has no body")
     ex2.end()
@@ -99,7 +99,7 @@ async def test_a_client_whose_window_is_shut_backlogs_its_stream_until_a_window_
 
 
 async def test_a_full_socket_holds_every_stream_until_it_drains():
-    server, transport, ex = open_stream()
+    server, _transport, ex = open_stream()
     server.pause_writing()
     assert ex.backlogged()
     woken = []
@@ -129,7 +129,7 @@ async def test_request_trailers_end_the_body_of_an_exchange():
 
 
 async def test_stream_operations_on_an_ended_stream_or_a_closed_connection_are_refused_quietly():
-    server, transport, ex = open_stream()
+    server, _transport, _ex = open_stream()
     for fn in (lambda: server.send_headers(99, [(b":status", b"200")], False), lambda: server.send_trailers(99, [(b"x", b"1")])):
         try:
             fn()
@@ -161,7 +161,7 @@ async def test_stream_operations_on_an_ended_stream_or_a_closed_connection_are_r
 
 
 async def test_send_data_waits_for_the_window_and_fails_when_the_connection_closes():
-    server, transport, ex = open_stream()
+    server, transport, _ex = open_stream()
     server.send_headers(1, [(b":status", b"200")], False)
     sending = asyncio.ensure_future(server.send_data(1, b"y" * (QUEUE_HIGH * 3), False))
     await settle(transport)
