@@ -70,6 +70,7 @@ class H2Server(asyncio.Protocol):
     __slots__ = (
         "__weakref__",  # tests check a closed connection is freed
         "_flush_pending",
+        "_good_authority",
         "_idle",
         "_idle_since",
         "_loop",
@@ -110,6 +111,7 @@ class H2Server(asyncio.Protocol):
         self.flow = WriteFlow()  # paused: the transport's buffer is over its high-water mark
         self._stop_after_answer: list[int] = []  # streams answered early, reset once the answer is out
         self._flush_pending = False
+        self._good_authority = b""  # the last :authority found valid
         self._idle: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
         self._stall: asyncio.TimerHandle | None = None  # armed while response bytes wait for the client
@@ -204,8 +206,10 @@ class H2Server(asyncio.Protocol):
         verb = method.decode("ascii", "replace")
         try:
             check_target(verb, target)
-            if not valid_host(authority):
-                raise BadRequest("invalid :authority")
+            if authority != self._good_authority:  # a client repeats its authority: checked once
+                if not valid_host(authority):
+                    raise BadRequest("invalid :authority")
+                self._good_authority = authority
         except BadRequest as err:
             self._refuse(sid, grpc, ended, err)
             return
