@@ -21,6 +21,7 @@ from .test_h2_transcript import HELLO, connect, feed, response_heads
 
 PROTOCOLS = pytest.mark.parametrize("http2", [False, True], ids=["http1", "http2"])
 KEEPALIVE = 0.1
+IDLE = 0.5
 
 
 def client(http2: bool) -> httpx.AsyncClient:
@@ -29,13 +30,16 @@ def client(http2: bool) -> httpx.AsyncClient:
 
 class SlowInstance:
     """An HTTP/1.1 instance on a raw socket. `/late-json` answers JSON after 0.6 s;
-    `/slow-reader` reads its request head, waits 1 s before it reads the body (so the
-    gateway's writes to it back up), then answers with the body's size."""
+    `/trickle` sends a chunk every 0.1 s for 1.5 s; `/vanish` runs `on_vanish` and closes
+    the connection without a byte; `/slow-reader` reads its request head, waits 1 s
+    before it reads the body (so the gateway's writes to it back up), then answers with
+    the body's size."""
 
     def __init__(self) -> None:
         self.port = 0
         self.server: asyncio.Server | None = None
         self.bodies: list[int] = []
+        self.on_vanish = lambda: None
 
     async def start(self) -> SlowInstance:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -53,6 +57,18 @@ class SlowInstance:
                 head = await reader.readuntil(b"\r\n\r\n")
                 target = head.split(b" ", 2)[1]
                 lower = head.lower()
+                if target.startswith(b"/vanish"):
+                    self.on_vanish()
+                    return
+                if target.startswith(b"/trickle"):
+                    writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    for i in range(15):
+                        writer.write(b"2\r\n%02d\r\n" % i)
+                        await writer.drain()
+                        await asyncio.sleep(0.1)
+                    writer.write(b"0\r\n\r\n")
+                    await writer.drain()
+                    continue
                 if target.startswith(b"/late-json"):
                     await asyncio.sleep(0.6)
                     writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
@@ -89,7 +105,7 @@ async def slow():
 
 @pytest.fixture
 def gateway_config(gateway_config):
-    return replace(gateway_config, sse_queue_keepalive=KEEPALIVE, header_grace=0.2)
+    return replace(gateway_config, sse_queue_keepalive=KEEPALIVE, header_grace=0.2, idle_timeout=IDLE)
 
 
 async def sse_lines(c: httpx.AsyncClient, url: str, headers: dict[str, str]) -> tuple[int, str, list[str]]:
@@ -127,6 +143,27 @@ async def test_a_non_sse_answer_after_the_keepalive_head_arrives_as_an_error_eve
         assert error_of(lines) == {"status": 200, "detail": "the instance answered without an event stream"}
         r = await c.get(f"{env.url}/late-json", headers=env.headers())  # without Accept: the JSON as it is
     assert r.status_code == 200 and r.json() == {}
+
+
+# -- the idle timeout counts from the last byte; a retry finds the function gone --------
+
+
+@PROTOCOLS
+async def test_a_stream_longer_than_the_idle_timeout_is_not_cut_while_bytes_flow(env, slow, http2):
+    env.publish([route(slow.port)])
+    async with client(http2) as c:
+        r = await c.get(f"{env.url}/trickle", headers=env.headers())
+    assert r.status_code == 200 and r.content == b"".join(b"%02d" % i for i in range(15))  # 1.5 s, three idle timeouts
+
+
+@PROTOCOLS
+async def test_a_retry_that_finds_the_function_gone_answers_as_the_snapshot_says(env, slow, http2):
+    env.publish([route(slow.port)])
+    slow.on_vanish = lambda: env.publish([])  # the function is undeployed while its instance fails
+    async with client(http2) as c:
+        r = await c.get(f"{env.url}/vanish", headers=env.headers())
+    assert r.status_code == 404 and r.headers["nvcf-status"] == "errored"
+    assert env.gw.metrics.retries == 1
 
 
 # -- a request body faster than the instance reads it ----------------------------------
