@@ -5,7 +5,7 @@ into their H2Server (proxy/h2.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ngh2 import ErrorCode, NeverIndexedHeader
 
@@ -13,9 +13,28 @@ from fngate.proxy.exchange import ENDED_EMPTY, ClientGone, Exchange, Headers, Re
 from fngate.proxy.headers import HOP_BY_HOP, client_head_fields
 
 if TYPE_CHECKING:
-    from fngate.proxy.h2 import H2Server
+    from fngate.proxy.config import GatewayConfig
 
 Header = tuple[bytes, bytes] | NeverIndexedHeader
+
+
+class StreamHost(Protocol):
+    """What a stream needs of its connection (proxy/h2.py's H2Server)."""
+
+    closed: bool
+    config: GatewayConfig
+    client_addr: str
+    scheme: bytes
+
+    def send_headers(self, sid: int, headers: Sequence[Header], end_stream: bool) -> None: ...
+    def send_trailers(self, sid: int, headers: Sequence[Header]) -> None: ...
+    def queue_data(self, sid: int, data: bytes, end_stream: bool) -> bool: ...
+    async def send_data(self, sid: int, data: bytes, end_stream: bool) -> None: ...
+    def backlogged(self, sid: int) -> bool: ...
+    def when_writable(self, sid: int, callback: Callable[[], None]) -> None: ...
+    def reset(self, sid: int, code: int) -> None: ...
+    def ack(self, sid: int, n: int) -> None: ...
+
 
 STATUS_VALUES = {s: b"%d" % s for s in range(100, 600)}
 _UNIQUE = frozenset({b"nvcf-reqid", b"date"})  # a new value per response: kept out of the HPACK table
@@ -29,10 +48,10 @@ class H2Exchange(Exchange):
 
     __slots__ = ("__weakref__", "_head", "_out", "conn", "no_body", "sid")
 
-    conn: H2Server
+    conn: StreamHost
 
     def __init__(
-        self, conn: H2Server, sid: int, method: str, target: bytes, headers: Headers, authority: bytes, ended: bool = False
+        self, conn: StreamHost, sid: int, method: str, target: bytes, headers: Headers, authority: bytes, ended: bool = False
     ) -> None:
         super().__init__(
             method,
@@ -123,7 +142,7 @@ class H2Downstream:
 
     http2 = True  # its connection multiplexes calls (proxy.request_ids.slot_owner)
 
-    def __init__(self, conn: H2Server, sid: int) -> None:
+    def __init__(self, conn: StreamHost, sid: int) -> None:
         self.conn = conn
         self.sid = sid
 
