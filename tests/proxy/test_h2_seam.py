@@ -9,7 +9,7 @@ import asyncio
 from fngate.proxy.exchange import ClientGone
 from fngate.proxy.h2 import QUEUE_HIGH
 
-from .h2frames import DATA, END_STREAM, HEADERS, frame, headers, parse, request_fields, resets_of, rst_stream, window_update
+from .h2frames import DATA, END_STREAM, HEADERS, frame, goaway_of, headers, parse, request_fields, resets_of, rst_stream, window_update
 from .test_h2_transcript import HELLO, connect, feed, response_heads
 
 
@@ -176,3 +176,36 @@ async def test_send_data_waits_for_the_window_and_fails_when_the_connection_clos
         raise AssertionError("expected ClientGone")
     except ClientGone:
         pass
+
+
+async def test_a_grpc_request_line_http1_would_refuse_gets_a_trailers_only_status():
+    server, transport, handler = connect()
+    transport.take()
+    grpc = request_fields(method=b"POST", path=b"/pkg.Svc/M#x", extra=[(b"content-type", b"application/grpc")])
+    out = feed(server, transport, HELLO + headers(1, grpc))
+    out += await settle(transport)
+    head = response_heads(out)[1]
+    assert head[b":status"] == b"200" and head[b"grpc-status"] == b"3"  # INVALID_ARGUMENT
+    assert handler.started == []
+
+
+async def test_a_refused_stream_whose_body_is_still_coming_is_stopped_after_the_answer():
+    server, transport, handler = connect()
+    transport.take()
+    refused = headers(1, request_fields(method=b"POST", path=b"/a#b"), end_stream=False)
+    out = feed(server, transport, HELLO + refused + frame(DATA, 0, 1, b"x" * 1000))  # its body in the same batch
+    out += await settle(transport)
+    assert response_heads(out)[1][b":status"] == b"400"
+    assert resets_of(out) == {1: 0}  # NO_ERROR once the answer is out (RFC 9113 8.1)
+    assert handler.started == []
+
+
+async def test_a_graceful_stop_waits_for_the_open_stream_then_goes_away():
+    server, transport, ex = open_stream()
+    server.shutdown()
+    assert goaway_of(await settle(transport)) is None  # a stream is still open
+    ex.start_response(200, [(b"content-length", b"0")])
+    ex.end()
+    out = await settle(transport)
+    assert response_heads(out)[1][b":status"] == b"200"
+    assert goaway_of(out) == (1, 0) and transport.closed
