@@ -362,6 +362,16 @@ class Call:
             conn.send_body(_LAST_CHUNK)
         self.chunked = False
 
+    def on_request_gone(self) -> None:
+        """The client went away mid-body: the request can never be complete."""
+        if self.closed:
+            return
+        if self.tracked:
+            self.engine.metrics.client_disconnects += 1
+        self._finish(499)
+        # heard only by a client side that outlives its client (pexec's ResultCollector)
+        answer_error(self.ex, UpstreamUnavailable("the client went away before its request body arrived"), self.request_id)
+
     def _guard_body_rate(self) -> None:
         """The request holds a slot while its body streams in: hold the client to the
         minimum body rate."""

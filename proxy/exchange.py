@@ -21,7 +21,9 @@ RequestHandler it was constructed with (`handler.start(exchange)`):
 - backpressure: `backlogged()` says the client is not taking bytes for now, and
   `when_writable(cb)` calls `cb` once it takes more (or went away);
 - `on_disconnect`: set by the consumer; the driver calls it once when the client goes
-  away before `end()`, so the instance's side can be closed at once.
+  away before `end()`, so the instance's side can be closed at once. A body still on
+  its way then fails (`on_request_gone`), also after `end()` (a pexec job that runs on
+  after its 202 needs the rest of its body).
 
 gRPC (HTTP/2, content-type application/grpc*) does not use Exchange: the HTTP/2
 driver hands those streams to the gRPC handler (see proxy/h2.py).
@@ -77,6 +79,8 @@ class OpenConnections:
 class BodyListener(Protocol):
     def on_request_data(self, data: bytes) -> None: ...
     def on_request_end(self) -> None: ...
+    def on_request_gone(self) -> None:
+        """The client went away before the body was complete: it never will be."""
 
 
 class RequestBody:
@@ -125,10 +129,13 @@ class RequestBody:
             listener.on_request_end()
 
     def fail(self, exc: BaseException) -> None:
-        """The client went away mid-body (its consumer hears it through on_disconnect)."""
-        if not self.eof:
-            self.error = exc
-        self._listener = None
+        """The client went away mid-body: the listener hears it (once)."""
+        if self.eof:
+            return
+        self.error = exc
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.on_request_gone()
 
     def consumed(self, n: int) -> None:
         if n > 0:
@@ -248,7 +255,8 @@ class Exchange(ABC):
     def when_writable(self, callback: Callable[[], None]) -> None: ...
 
     def client_gone(self) -> None:
-        """Called by the driver when the client went away before the exchange ended."""
+        """Called by the driver when the client went away (or its stream was reset): a
+        body still on its way fails, and a consumer of an exchange not yet ended hears it."""
         self.body.fail(ClientGone())
         cb = self.on_disconnect
         if cb is not None and not self.finished:

@@ -257,7 +257,7 @@ class H1Server(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         for ex in (self._current, self._parsing, *self._pending):
-            if ex is not None and not ex.finished:
+            if ex is not None:
                 ex.client_gone()
         self.flow.connection_lost()
 
@@ -486,5 +486,5 @@ class H1Server(asyncio.Protocol):
                 self._timer = None
             self.transport.close()
             for ex in (self._current, self._parsing, *self._pending):
-                if ex is not None and not ex.finished:
+                if ex is not None:
                     ex.client_gone()

@@ -270,8 +270,7 @@ class H2Server(asyncio.Protocol):
     def _gone(self, s: Any, code: int) -> None:
         if isinstance(s, H2Exchange):
             unread = s.body.size
-            if not s.finished:
-                s.client_gone()
+            s.client_gone()
             if unread:  # credit for request bytes nobody will read
                 self.ack(s.sid, unread)
         else:

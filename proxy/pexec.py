@@ -113,11 +113,7 @@ class ResultCollector(Exchange):
         if self.size > self.limit:  # too large to hold: the job fails, the instance's side is closed
             err = UpstreamUnavailable(f"the result is larger than {self.limit} bytes")
             ctype, body = err.body()
-            self._result(err.http_status, [(b"content-type", ctype)], body)
-            stop = self.on_disconnect
-            self.on_disconnect = None
-            if stop is not None:
-                stop()
+            self._stop(err.http_status, [(b"content-type", ctype)], body)
             return
         self.parts.append(data)
 
@@ -142,6 +138,14 @@ class ResultCollector(Exchange):
 
     def when_writable(self, callback: Callable[[], None]) -> None:
         callback()
+
+    def _stop(self, status: int, headers: Headers, body: bytes) -> None:
+        """End the job with this result and stop its call (the instance's side is closed)."""
+        self._result(status, headers, body)
+        stop = self.on_disconnect
+        self.on_disconnect = None
+        if stop is not None:
+            stop()
 
     def _result(self, status: int, headers: Headers, body: bytes) -> None:
         self.finished = True
@@ -238,7 +242,7 @@ class Pexec:
                 raise PollTimeout("no instance took the request within the poll window") from None
             job.expires = time.monotonic() + cfg.pexec_result_ttl
             self.jobs[request_id] = job
-            ex.on_disconnect = None  # the client may go now; the job runs on
+            ex.on_disconnect = None  # the client may go now; the job runs on (a body still on its way fails it)
             ex.start_response(202, [(b"content-length", b"0"), (b"nvcf-reqid", request_id), (b"nvcf-status", b"in-progress")])
             ex.end()
             return 202
