@@ -18,6 +18,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from fngate.control import records as R
 from fngate.control.authorizations import Authority
 from fngate.control.key_owners import suspended_owners
@@ -94,12 +96,19 @@ def build_routes(
                 backend=backend,
                 endpoints=endpoints,
                 authorized=(sharing or {}).get(fn.function_id, _NOT_SHARED).parties(vid),
+                rate_limit=_rate_limit_text(fn),
             )
         )
     return routes
 
 
 _NOT_SHARED = Sharing()
+
+
+def _rate_limit_text(fn: FunctionVersion) -> str:
+    """The `rateLimit` object as canonical JSON (sorted keys): equal settings give equal
+    routes, so an unchanged limit adds nothing to a routing delta."""
+    return orjson.dumps(fn.rate_limit, option=orjson.OPT_SORT_KEYS).decode() if fn.rate_limit else ""
 
 
 def build_grants(

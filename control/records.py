@@ -192,6 +192,7 @@ class FunctionVersion:
     health_uri: str = ""  # "" when absent
     health: Mapping[str, Any] | None = None  # the `health` object, when given
     telemetry_ids: tuple[str, ...] = ()  # the telemetries it sends logs, metrics or traces to
+    rate_limit: Mapping[str, Any] | None = None  # the `rateLimit` object, when set
 
     @property
     def grpc(self) -> bool:
@@ -214,6 +215,7 @@ class FunctionVersion:
             health_uri=_text(doc, "healthUri"),
             health=dict(health) if isinstance(health, dict) else None,
             telemetry_ids=_telemetry_ids(doc.get("telemetries")),
+            rate_limit=dict(rate_limit) if isinstance(rate_limit := doc.get("rateLimit"), dict) and rate_limit else None,
         )
 
 

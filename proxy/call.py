@@ -43,6 +43,7 @@ from fngate.proxy.errors import PollTimeout, ProxyError, RequestTimeout, Upstrea
 from fngate.proxy.headers import RouteHeaders, client_head_block, upstream_head
 from fngate.proxy.lookup import KeyChecker, poll_seconds, resolve
 from fngate.proxy.metrics import UNKNOWN_FUNCTION
+from fngate.proxy.rate_limits import RateLimits
 from fngate.proxy.request_ids import slot_owner
 from fngate.proxy.sse import COMMENT, error_event, sse_head, wants_sse
 from fngate.proxy.upstream.pool import ConnectFailed
@@ -66,7 +67,7 @@ class Engine:
     """What every call shares: configuration, the routing snapshot, the key check, the
     limiter, the instance pool, metrics, cached header bytes and the coarse deadlines."""
 
-    __slots__ = ("config", "deadlines", "holder", "keys", "limiter", "metrics", "pool", "route_headers")
+    __slots__ = ("config", "deadlines", "holder", "keys", "limiter", "metrics", "pool", "rate_limits", "route_headers")
 
     def __init__(self, config: GatewayConfig, holder: SnapshotHolder, limiter: Limiter, pool: H1Pool, metrics: Metrics) -> None:
         self.config = config
@@ -75,18 +76,22 @@ class Engine:
         self.pool = pool
         self.metrics = metrics
         self.keys = KeyChecker()
+        self.rate_limits = RateLimits(metrics.rate_limited)
         self.route_headers = RouteHeaders(config.region)
         self.deadlines = Deadlines()
 
     def authorize(
         self, fid: str, vid: str | None, auth: bytes | None, poll_h: bytes | None, started: float, default_poll: int | None = None
     ) -> tuple[VersionRoute, KeyGrant, float]:
-        """(route, grant, head deadline) against the current snapshot. Raises ProxyError."""
+        """(route, grant, head deadline) against the current snapshot, in NVCF's order:
+        key, version, poll window, then the function's rate limit. Raises ProxyError."""
         table = self.holder.table
         grant = self.keys.check(table, auth, fid, vid)
         route = resolve(table, fid, vid, grant)
         cfg = self.config
         poll = poll_seconds(poll_h, cfg.default_poll_seconds if default_poll is None else default_poll)
+        if route.rate_limit:
+            self.rate_limits.check(route, grant)
         return route, grant, started + poll + cfg.header_grace
 
     def close(self) -> None:

@@ -102,6 +102,13 @@ class QueueFull(ProxyError):
     http_status, grpc_status = 429, 8  # RESOURCE_EXHAUSTED
 
 
+class RateLimited(ProxyError):
+    """A function rate limit (proxy/rate_limits.py): NVCF's bare 429 problem, plus the
+    `Retry-After` NVCF does not send."""
+
+    http_status, grpc_status = 429, 8  # RESOURCE_EXHAUSTED
+
+
 class PollTimeout(ProxyError):
     """No response headers within NVCF-POLL-SECONDS + grace: 504, empty body."""
 

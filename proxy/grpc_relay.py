@@ -42,6 +42,7 @@ from fngate.proxy.headers import is_protected
 from fngate.proxy.lookup import KeyChecker, resolve
 from fngate.proxy.metrics import UNKNOWN_FUNCTION, Metrics
 from fngate.proxy.request_ids import new_request_id, slot_owner
+from fngate.proxy.rate_limits import RateLimits
 from fngate.proxy.routing import Endpoint, SnapshotHolder, VersionRoute
 from fngate.proxy.upstream.h2_client import H2Upstream, H2UpstreamPool, UpstreamLost
 
@@ -132,10 +133,12 @@ class GrpcHandler:
         queue_timeout: float = 60.0,
         max_message: int = 1 << 30,
         body_rate: BodyRate | None = None,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self.holder = holder
         self.slots = slots
         self.keys = keys
+        self.rate_limits = rate_limits  # the HTTP side's buckets (proxy/rate_limits.py): one limit for both
         self.pool = pool or H2UpstreamPool()
         self.metrics = metrics or GrpcMetrics()
         self.request_metrics = request_metrics or Metrics()
@@ -431,7 +434,7 @@ class GrpcCall:
                 raise BadRequest(str(exc)) from None
             self.deadline = time.monotonic() + seconds
             self._deadline_timer = asyncio.get_running_loop().call_later(seconds, self._deadline_passed)
-        route = route_call(self.handler.holder.table, meta, self.handler.keys)
+        route = route_call(self.handler.holder.table, meta, self.handler.keys, self.handler.rate_limits)
         self.function_id = route.function_id
         self.handler.metrics.started(self.function_id)
         return route

@@ -7,14 +7,17 @@ and the version choice are HTTP's (proxy.lookup: the gateway's one KeyChecker, a
 `resolve`); only the answers for versions that exist but cannot be invoked differ,
 since a gRPC client expects UNAVAILABLE (retry later) or FAILED_PRECONDITION rather
 than HTTP's 404. Every refusal is a ProxyError, which carries its grpc_status.
+fngate routes call by call, so the rate limit NVCF checks at session start is checked
+per call here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fngate.proxy.errors import BadRequest, NotFound, NotInvokable, NotReady, WrongProtocol
+from fngate.proxy.errors import BadRequest, NotFound, NotInvokable, NotReady, RateLimited, WrongProtocol
 from fngate.proxy.lookup import KeyChecker, resolve, target_from_host
+from fngate.proxy.rate_limits import RateLimits
 from fngate.proxy.routing import KeyGrant, RoutingTable, VersionRoute
 
 _TRANSIENT_STATES = frozenset({"DEPLOYING"})  # not invokable yet, but soon: retrying makes sense
@@ -56,12 +59,18 @@ def _not_invokable(routes: tuple[VersionRoute, ...]) -> NotInvokable:
     return NotInvokable(what + ": not invokable")
 
 
-def route_call(table: RoutingTable, metadata: Mapping[str, str], keys: KeyChecker) -> VersionRoute:
-    """Authenticate and resolve one call from its request headers (lower-case names)."""
+def route_call(table: RoutingTable, metadata: Mapping[str, str], keys: KeyChecker, rate_limits: RateLimits | None = None) -> VersionRoute:
+    """Authenticate and resolve one call from its request headers (lower-case names),
+    then apply the function's rate limit (account tier only, as NVCF's gRPC proxy)."""
     function_id, version_id = target_from(metadata.get("function-id"), metadata.get("function-version-id"), metadata.get(":authority"))
     authorization = metadata.get("authorization")
     grant = keys.check(table, None if authorization is None else authorization.encode("latin-1"), function_id, version_id)
     route = resolve_call(table, function_id, version_id, grant)
     if not route.grpc:
         raise WrongProtocol(f"function {function_id} is not a gRPC function")
+    if rate_limits is not None and route.rate_limit:
+        try:
+            rate_limits.check(route, grant, callers=False)
+        except RateLimited:
+            raise RateLimited("exceeded rate limit") from None  # NVCF's grpc-message
     return route

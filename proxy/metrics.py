@@ -20,6 +20,7 @@ class Metrics:
         "latency",
         "latency_count",
         "latency_sum",
+        "limited",
         "requests",
         "retries",
         "sse_open",
@@ -36,6 +37,7 @@ class Metrics:
         self.sse_open = 0
         self.retries = 0
         self.client_disconnects = 0
+        self.limited: dict[str, int] = {}  # function id -> requests refused by its rate limit
 
     def observe(self, function_id: str, status: int, seconds: float) -> None:
         """`function_id`: a routed, authenticated function's id, else UNKNOWN_FUNCTION."""
@@ -44,6 +46,10 @@ class Metrics:
         self.latency[bisect.bisect_left(BUCKETS, seconds)] += 1
         self.latency_sum += seconds
         self.latency_count += 1
+
+    def rate_limited(self, function_id: str) -> None:
+        """A request refused by its function's rate limit (after its key check)."""
+        self.limited[function_id] = self.limited.get(function_id, 0) + 1
 
     def upstream_error(self, kind: str) -> None:
         self.upstream_errors[kind] = self.upstream_errors.get(kind, 0) + 1
@@ -91,5 +97,9 @@ class Metrics:
             "# HELP fngate_client_disconnects_total Clients that went away before the response ended.",
             "# TYPE fngate_client_disconnects_total counter",
             f"fngate_client_disconnects_total {self.client_disconnects}",
+            "# HELP fngate_rate_limited_total Invocations refused by their function's rate limit (429).",
+            "# TYPE fngate_rate_limited_total counter",
         ]
+        for fid, n in sorted(self.limited.items()):
+            out.append(f'fngate_rate_limited_total{{function_id="{fid}"}} {n}')
         return ("\n".join(out) + "\n").encode()

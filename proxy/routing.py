@@ -72,6 +72,8 @@ class VersionRoute:
     endpoints: tuple[Endpoint, ...] = ()
     # NCA ids this version is shared with (function- and version-level lists; "*": public)
     authorized: frozenset[str] = frozenset()
+    # the version's `rateLimit` object as JSON text ("" when none), read by proxy/rate_limits.py
+    rate_limit: str = ""
 
     @property
     def invokable(self) -> bool:
@@ -273,6 +275,7 @@ def _route_to_dict(r: VersionRoute) -> dict[str, Any]:
         "env": r.env,
         "endpoints": [_endpoint_values(e) for e in r.endpoints],
         "authorized": sorted(r.authorized),
+        "rate_limit": r.rate_limit,
     }
 
 

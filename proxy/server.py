@@ -148,6 +148,7 @@ class Gateway:
             request_metrics=self.metrics,
             queue_timeout=float(cfg.default_poll_seconds),
             body_rate=cfg,
+            rate_limits=self.engine.rate_limits,
         )
 
     # -- ports ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -219,5 +220,24 @@ async def test_a_suspended_owners_keys_leave_the_table_and_come_back():
         await store.put(R.KEY_OWNERS, "bob@example.com", {**owner, "status": "ACTIVE"})
         await wait_for(lambda: bob <= set(gateway.table.keys))
         assert gateway.table.keys[key_digest("nvapi-bob-1")].allows("invoke_function", fid, 0)
+    finally:
+        await pub.aclose()
+
+
+async def test_a_versions_rate_limit_reaches_its_route():
+    store = MemoryStore()
+    limit = {"rateLimit": "10-S,500-M", "perUserRate": "1-S", "exemptedNcaIds": ["nca-x"], "syncCheck": False}
+    fid, vid = await deploy(store, fn_extra={"rateLimit": limit})
+    other_fid, other_vid = await deploy(store)
+    pub = RoutingPublisher(store, admin_key=ADMIN)
+    gateway = SnapshotHolder()
+    pub.add_sink(gateway.publish)
+    await pub.start()
+    try:
+        assert orjson.loads(gateway.table.functions[fid][vid].rate_limit) == limit
+        assert gateway.table.functions[other_fid][other_vid].rate_limit == ""
+        fn = (await store.get(R.FUNCTIONS, R.version_key(fid, vid))).value
+        await store.put(R.FUNCTIONS, R.version_key(fid, vid), {k: v for k, v in fn.items() if k != "rateLimit"})  # DELETE .../ratelimit/...
+        await wait_for(lambda: gateway.table.functions[fid][vid].rate_limit == "")
     finally:
         await pub.aclose()
