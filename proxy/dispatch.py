@@ -6,6 +6,8 @@
 - `/health`, `/v2/health/ready`: the gateway's own answer (proxy/health.py);
 - anything else: 404.
 
+The path routes (the last three) answer CORS as NVCF does (proxy/cors.py).
+
 The client drivers receive this object through their constructor; it imports none of them.
 """
 
@@ -15,6 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 from fngate.proxy.call import Call, Engine, answer_error
+from fngate.proxy.cors import apply_cors, pexec_allow
 from fngate.proxy.errors import NotFound, ProxyError
 from fngate.proxy.health import HEALTH_PATHS, answer_health
 from fngate.proxy.lookup import target_from_host
@@ -56,13 +59,21 @@ class Invocations:
             else:
                 target = ex.target
                 if target[:15] == PEXEC_PREFIX and self.pexec is not None:
+                    if apply_cors(ex, pexec_allow(target)):  # a preflight, answered
+                        engine.metrics.observe(UNKNOWN_FUNCTION, 200, time.monotonic() - started)
+                        return
                     self.pexec.start(ex, request_id, started)
                     return
                 if target in HEALTH_PATHS:
-                    engine.metrics.observe(UNKNOWN_FUNCTION, answer_health(ex), time.monotonic() - started)
+                    if not apply_cors(ex, b"GET,HEAD"):
+                        answer_health(ex)
+                    engine.metrics.observe(UNKNOWN_FUNCTION, 200, time.monotonic() - started)
                     return
                 hit = target_from_host(ex.authority.decode("latin-1"))
                 if hit is None:
+                    if apply_cors(ex, None):
+                        engine.metrics.observe(UNKNOWN_FUNCTION, 200, time.monotonic() - started)
+                        return
                     raise NotFound("No function matches the request's Host or function-id header")
                 fid, vid = hit
             route, grant, deadline = engine.authorize(fid, vid, auth, poll_h, started)

@@ -20,6 +20,8 @@ RequestHandler it was constructed with (`handler.start(exchange)`):
   resets the stream / drops the connection mid-response;
 - backpressure: `backlogged()` says the client is not taking bytes for now, and
   `when_writable(cb)` calls `cb` once it takes more (or went away);
+- `extra_headers`: fields a handler adds to whatever response head the exchange sends
+  (CORS on the path routes, proxy/cors.py); None for most requests;
 - `on_disconnect`: set by the consumer; the driver calls it once when the client goes
   away before `end()`, so the instance's side can be closed at once. A body still on
   its way then fails (`on_request_gone`), also after `end()` (a pexec job that runs on
@@ -197,6 +199,7 @@ class Exchange(ABC):
         "body",
         "client_addr",
         "expect_continue",
+        "extra_headers",
         "finished",
         "headers",
         "http2",
@@ -220,6 +223,7 @@ class Exchange(ABC):
         self.on_disconnect: Callable[[], None] | None = None
         self.response_started = False
         self.finished = False
+        self.extra_headers: Headers | None = None
         self.expect_continue = False  # HTTP/1.1 `Expect: 100-continue`: read_body sends the 100
         self.scheme = b"http"  # b"https" behind TLS
 

@@ -72,6 +72,7 @@ class H1Exchange(Exchange):
         self.on_disconnect = None
         self.response_started = False
         self.finished = False
+        self.extra_headers = None
         self.conn = conn
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
@@ -100,6 +101,8 @@ class H1Exchange(Exchange):
 
     def _start(self, status: int, lines: bytes, framed: bool) -> None:
         self.response_started = True
+        if self.extra_headers:
+            lines += b"".join([b"%s: %s\r\n" % hv for hv in self.extra_headers])
         if self.no_body or status in _NO_BODY_STATUS or status < 200:
             self.no_body = True
         elif not framed:

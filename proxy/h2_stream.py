@@ -86,6 +86,8 @@ class H2Exchange(Exchange):
 
     def _started(self, status: int, head: list[Header]) -> None:
         self.response_started = True
+        if self.extra_headers:
+            head.extend(self.extra_headers)
         if status in (204, 304):
             self.no_body = True
         self._head = head
