@@ -129,14 +129,22 @@ def _missing_resource(fid: str, vid: str | None) -> str:
     return f"Function id '{fid}', version '{vid}': Missing resource entry in ApiKey for the function"
 
 
+POLL_PARSE_ERROR = "failed to parse poll duration"
+MAX_POLL_SECONDS = 3600
+
+
 def poll_seconds(value: bytes | None, default: int) -> int:
-    """NVCF-POLL-SECONDS: integer, raised to 1, at most 3600, else 400 (spec 5.3)."""
-    if value is None:
-        return default
-    try:
-        n = int(value)
-    except ValueError:
-        raise BadRequest("NVCF-POLL-SECONDS must be <= 3600") from None
-    if n > 3600:
-        raise BadRequest("NVCF-POLL-SECONDS must be <= 3600")
+    """NVCF-POLL-SECONDS as NVCF parses it (spec part 2, 0.2 item 3; NVCF's poll_duration):
+    an unsigned decimal integer (an optional leading `+`, as Rust's u64 parse takes), raised
+    to 1, at most 3600; anything else (`-1`, `abc`, `1.5`, `3601`, empty) is 400 with the
+    detail NVCF sends, `failed to parse poll duration`. A value that is not ASCII counts
+    as absent, as NVCF reads the header only when it is visible ASCII."""
+    if value is None or not value.isascii():
+        return max(default, 1)
+    digits = value[1:] if value[:1] == b"+" else value
+    if not digits.isdigit():  # ASCII digits only; b"" is not
+        raise BadRequest(POLL_PARSE_ERROR)
+    n = int(digits)
+    if n > MAX_POLL_SECONDS:
+        raise BadRequest(POLL_PARSE_ERROR)
     return max(n, 1)

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from fngate.proxy.siblings import Siblings
 
 
+_NO_COMPAT = b"nvcf-feature-disable-worker-compatibility"
+
+
 def _inference_problem(status: int, body: bytes) -> tuple[Headers, bytes]:
     """Compat mode rewrites an instance's 4xx/5xx into problem+json (spec 3.3), with the
     instance's JSON `error` field as detail when it has one."""
@@ -76,9 +79,9 @@ class ResultCollector(Exchange):
     collecting the answer in memory (at most `limit` body bytes) for the poll that
     fetches it. The request is the client's; the call's answer goes into the job."""
 
-    __slots__ = ("client", "conn", "from_instance", "job", "limit", "parts", "size", "ttl")
+    __slots__ = ("client", "compat", "conn", "from_instance", "job", "limit", "parts", "size", "ttl")
 
-    def __init__(self, client: Exchange, job: Job, limit: int, ttl: float) -> None:
+    def __init__(self, client: Exchange, job: Job, limit: int, ttl: float, compat: bool = True) -> None:
         super().__init__(client.method, client.target, client.headers, client.authority, client.client_addr, client.http2, client.body)
         self.scheme = client.scheme
         self.expect_continue = client.expect_continue
@@ -90,6 +93,7 @@ class ResultCollector(Exchange):
         self.parts: list[bytes] = []
         self.size = 0
         self.from_instance = False
+        self.compat = compat  # worker compatibility mode: the instance's errors become problem+json
 
     def read_body(self, listener: BodyListener) -> None:
         client = self.client
@@ -125,7 +129,7 @@ class ResultCollector(Exchange):
             return
         job = self.job
         body = b"".join(self.parts)
-        if job.status >= 400 and self.from_instance:  # the instance's error (the gateway's own stay as they are)
+        if job.status >= 400 and self.from_instance and self.compat:  # the instance's error (the gateway's own stay as they are)
             job.headers, body = _inference_problem(job.status, body)
         self._result(job.status, job.headers, body)
 
@@ -223,15 +227,18 @@ class Pexec:
         route, grant, deadline = engine.authorize(fid, vid, auth, poll_h, started, poll)
         query = ex.target.partition(b"?")[2]
         target = route.inference_url.encode() + (b"?" + query if query else b"")
+        # `nvcf-feature-disable-worker-compatibility: true` (spec part 2, 1.10): the instance's
+        # answer passes as it is, and the instance is told so, as for host-routed calls
+        compat = not any(n == _NO_COMPAT and v == b"true" for n, v in ex.headers)
         if sse:  # streams straight through
-            Call(engine, ex, route, grant, request_id, started, deadline, target, host_routed=False).run()
+            Call(engine, ex, route, grant, request_id, started, deadline, target, host_routed=not compat).run()
             return 0
         self._prune()
         now = time.monotonic()
         job = Job(request_id, route.function_id, route.version_id)
-        collector = ResultCollector(ex, job, cfg.pexec_max_result_bytes, cfg.pexec_result_ttl)
+        collector = ResultCollector(ex, job, cfg.pexec_max_result_bytes, cfg.pexec_result_ttl, compat)
         call = job.call = Call(
-            engine, collector, route, grant, request_id, now, now + cfg.pexec_result_ttl, target, host_routed=False, tracked=False
+            engine, collector, route, grant, request_id, now, now + cfg.pexec_result_ttl, target, host_routed=not compat, tracked=False
         )
         call.run()
         try:

@@ -46,18 +46,23 @@ def test_hosts_that_do_not_route(host):
 
 @given(st.integers(-(10**6), 10**6))
 def test_poll_seconds_range(n):
-    if n > 3600:
-        with pytest.raises(BadRequest):
+    """NVCF parses an unsigned integer: negatives and values over 3600 are 400, 0 is 1 s."""
+    if n > 3600 or n < 0:
+        with pytest.raises(BadRequest) as err:
             poll_seconds(str(n).encode(), 60)
+        assert err.value.detail == "failed to parse poll duration"
     else:
         assert poll_seconds(str(n).encode(), 60) == max(n, 1)
 
 
 def test_poll_seconds_default_and_garbage():
     assert poll_seconds(None, 60) == 60
-    for bad in (b"", b"1.5", b"ten", b"1e3"):
-        with pytest.raises(BadRequest):
+    assert poll_seconds(b"+5", 60) == 5 and poll_seconds(b"0005", 60) == 5  # as Rust's u64 parse
+    assert poll_seconds("ü".encode(), 60) == 60  # not visible ASCII: NVCF reads no header
+    for bad in (b"", b"+", b"-0", b"1.5", b"ten", b"1e3", b"1_0", b"1 0", b"99999999999999999999999"):
+        with pytest.raises(BadRequest) as err:
             poll_seconds(bad, 60)
+        assert err.value.detail == "failed to parse poll duration"
 
 
 def test_resolve_rules():
