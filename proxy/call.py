@@ -43,6 +43,7 @@ from fngate.proxy.errors import PollTimeout, ProxyError, RequestTimeout, Upstrea
 from fngate.proxy.headers import RouteHeaders, client_head_block, upstream_head
 from fngate.proxy.lookup import KeyChecker, poll_seconds, resolve
 from fngate.proxy.metrics import UNKNOWN_FUNCTION
+from fngate.proxy.nvcf_metrics import TLB
 from fngate.proxy.rate_limits import RateLimits
 from fngate.proxy.request_ids import slot_owner
 from fngate.proxy.sse import COMMENT, error_event, sse_head, wants_sse
@@ -90,6 +91,7 @@ class Engine:
         route = resolve(table, fid, vid, grant)
         cfg = self.config
         poll = poll_seconds(poll_h, cfg.default_poll_seconds if default_poll is None else default_poll)
+        self.metrics.nvcf.invocation(route.function_id, route.version_id, grant.nca_id)
         if route.rate_limit:
             self.rate_limits.check(route, grant)
         return route, grant, started + poll + cfg.header_grace
@@ -135,6 +137,7 @@ class Call:
         "due_at",
         "due_key",
         "ended",
+        "endpoint",
         "engine",
         "ex",
         "exclude",
@@ -173,6 +176,7 @@ class Call:
         target: bytes | None = None,
         host_routed: bool = True,
         tracked: bool = True,
+        endpoint: str = TLB,
     ) -> None:
         self.engine = engine
         self.ex = ex
@@ -184,6 +188,7 @@ class Call:
         self.target = ex.target if target is None else target
         self.host_routed = host_routed
         self.tracked = tracked
+        self.endpoint = endpoint  # NVCF's route label (proxy/nvcf_metrics.py)
         self.loop = asyncio.get_running_loop()
         self.lease: Lease | None = None
         self.conn: H1Upstream | None = None
@@ -373,6 +378,7 @@ class Call:
             return
         if self.tracked:
             self.engine.metrics.client_disconnects += 1
+            self._app_error(499)
         self._finish(499)
         # heard only by a client side that outlives its client (pexec's ResultCollector)
         answer_error(self.ex, UpstreamUnavailable("the client went away before its request body arrived"), self.request_id)
@@ -510,6 +516,7 @@ class Call:
         if not self.closed:
             if self.tracked:
                 self.engine.metrics.client_disconnects += 1
+                self._app_error(499)
             self._finish(499)
 
     def cancel(self) -> None:
@@ -517,8 +524,14 @@ class Call:
         self._finish(499)
 
     def _fail(self, err: ProxyError) -> None:
+        if self.tracked and not self.closed:
+            self._app_error(err.http_status)
         self._finish(err.http_status)
         answer_error(self.ex, err, self.request_id, self.ka_started)
+
+    def _app_error(self, status: int) -> None:
+        route = self.route
+        self.engine.metrics.nvcf.app_error(status, route.function_id if route is not None else "")
 
     def _finish(self, status: int) -> None:
         if self.closed:
@@ -558,4 +571,7 @@ class Call:
                 metrics.sse_open -= 1
             metrics.in_flight -= 1
             route = self.route
-            metrics.observe(route.function_id if route is not None else UNKNOWN_FUNCTION, status, time.monotonic() - self.started)
+            seconds = time.monotonic() - self.started
+            metrics.observe(route.function_id if route is not None else UNKNOWN_FUNCTION, status, seconds, ex.method, self.endpoint)
+            if route is not None:
+                metrics.nvcf.invocation_ended(route.function_id, route.version_id, seconds)

@@ -22,6 +22,7 @@ from fngate.proxy.errors import NotFound, ProxyError
 from fngate.proxy.health import HEALTH_PATHS, answer_health
 from fngate.proxy.lookup import target_from_host
 from fngate.proxy.metrics import UNKNOWN_FUNCTION
+from fngate.proxy.nvcf_metrics import TLB, UNKNOWN_ENDPOINT, path_endpoint
 from fngate.proxy.request_ids import new_request_id
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class Invocations:
                 vid_h = v
             elif n == b"nvcf-poll-seconds":
                 poll_h = v
+        endpoint = TLB  # NVCF's route label (proxy/nvcf_metrics.py)
         try:
             if fid_h is not None:
                 fid = fid_h.decode("latin-1").strip().lower()
@@ -60,25 +62,27 @@ class Invocations:
                 target = ex.target
                 if target[:15] == PEXEC_PREFIX and self.pexec is not None:
                     if apply_cors(ex, pexec_allow(target)):  # a preflight, answered
-                        engine.metrics.observe(UNKNOWN_FUNCTION, 200, time.monotonic() - started)
+                        engine.metrics.observe(UNKNOWN_FUNCTION, 200, time.monotonic() - started, ex.method, path_endpoint(target))
                         return
                     self.pexec.start(ex, request_id, started)
                     return
                 if target in HEALTH_PATHS:
                     if not apply_cors(ex, b"GET,HEAD"):
                         answer_health(ex)
-                    engine.metrics.observe(UNKNOWN_FUNCTION, 200, time.monotonic() - started)
+                    engine.metrics.observe(UNKNOWN_FUNCTION, 200, time.monotonic() - started, ex.method, path_endpoint(target))
                     return
                 hit = target_from_host(ex.authority.decode("latin-1"))
                 if hit is None:
+                    endpoint = UNKNOWN_ENDPOINT
                     if apply_cors(ex, None):
-                        engine.metrics.observe(UNKNOWN_FUNCTION, 200, time.monotonic() - started)
+                        engine.metrics.observe(UNKNOWN_FUNCTION, 200, time.monotonic() - started, ex.method, endpoint)
                         return
                     raise NotFound("No function matches the request's Host or function-id header")
                 fid, vid = hit
             route, grant, deadline = engine.authorize(fid, vid, auth, poll_h, started)
         except ProxyError as err:  # not routed, or not authenticated: no label of its own
             answer_error(ex, err, request_id)
-            engine.metrics.observe(UNKNOWN_FUNCTION, err.http_status, time.monotonic() - started)
+            engine.metrics.nvcf.app_error(err.http_status)
+            engine.metrics.observe(UNKNOWN_FUNCTION, err.http_status, time.monotonic() - started, ex.method, endpoint)
             return
         Call(engine, ex, route, grant, request_id, started, deadline).run()

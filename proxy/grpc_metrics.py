@@ -4,6 +4,10 @@ Prometheus text exposition, beside the HTTP metrics on the admin listener:
   fngate_grpc_calls_total{function_id, grpc_status}   counter
   fngate_grpc_call_duration_seconds{function_id}      histogram (call start to end)
   fngate_grpc_active_streams{function_id}             gauge
+and NVCF's gRPC proxy names (spec part 2, 10.2) for the same calls:
+  function_request_total{function_id, function_version_id, nca_id}   counter, calls started
+  nvcf_grpc_proxy_service_active_http_requests_total                 gauge, calls in progress
+(ids only once the call's key was checked and its version chosen).
 """
 
 from __future__ import annotations
@@ -33,9 +37,12 @@ class GrpcMetrics:
         self.calls: dict[tuple[str, Status], int] = {}
         self.active: dict[str, int] = {}
         self.latency: dict[str, _Histogram] = {}
+        self.function_requests: dict[tuple[str, str, str], int] = {}  # (function, version, caller's account)
 
-    def started(self, function_id: str) -> None:
+    def started(self, function_id: str, version_id: str = "", nca_id: str = "") -> None:
         self.active[function_id] = self.active.get(function_id, 0) + 1
+        key = (function_id, version_id, nca_id)
+        self.function_requests[key] = self.function_requests.get(key, 0) + 1
 
     def finished(self, function_id: str, status: Status, seconds: float) -> None:
         """A call ended; function_id "" for calls refused before a function was routed and
@@ -75,4 +82,12 @@ class GrpcMetrics:
         ]
         for fid, n in sorted(self.active.items()):
             lines.append(f'fngate_grpc_active_streams{{function_id="{fid}"}} {n}')
+        lines += ["# HELP function_request_total gRPC calls started (NVCF gRPC proxy name).", "# TYPE function_request_total counter"]
+        for (fid, vid, nca), n in sorted(self.function_requests.items()):
+            lines.append(f'function_request_total{{function_id="{fid}",function_version_id="{vid}",nca_id="{nca}"}} {n}')
+        lines += [
+            "# HELP nvcf_grpc_proxy_service_active_http_requests_total gRPC calls in progress (NVCF gRPC proxy name).",
+            "# TYPE nvcf_grpc_proxy_service_active_http_requests_total gauge",
+            f"nvcf_grpc_proxy_service_active_http_requests_total {sum(self.active.values())}",
+        ]
         return "\n".join(lines) + "\n"

@@ -37,12 +37,12 @@ from fngate.proxy.errors import BadRequest, Draining, ProxyError, RequestTimeout
 from fngate.proxy.exchange import ClientGone
 from fngate.proxy.grpc import FramingError, MessageFraming, Status, format_timeout, parse_timeout, status_of, status_trailers, trailers_only
 from fngate.proxy.grpc_metrics import GrpcMetrics
-from fngate.proxy.grpc_route import route_call
+from fngate.proxy.grpc_route import route_and_grant
 from fngate.proxy.headers import is_protected
 from fngate.proxy.lookup import KeyChecker, resolve
 from fngate.proxy.metrics import UNKNOWN_FUNCTION, Metrics
-from fngate.proxy.request_ids import new_request_id, slot_owner
 from fngate.proxy.rate_limits import RateLimits
+from fngate.proxy.request_ids import new_request_id, slot_owner
 from fngate.proxy.routing import Endpoint, SnapshotHolder, VersionRoute
 from fngate.proxy.upstream.h2_client import H2Upstream, H2UpstreamPool, UpstreamLost
 
@@ -434,9 +434,9 @@ class GrpcCall:
                 raise BadRequest(str(exc)) from None
             self.deadline = time.monotonic() + seconds
             self._deadline_timer = asyncio.get_running_loop().call_later(seconds, self._deadline_passed)
-        route = route_call(self.handler.holder.table, meta, self.handler.keys, self.handler.rate_limits)
+        route, grant = route_and_grant(self.handler.holder.table, meta, self.handler.keys, self.handler.rate_limits)
         self.function_id = route.function_id
-        self.handler.metrics.started(self.function_id)
+        self.handler.metrics.started(self.function_id, route.version_id, grant.nca_id)
         return route
 
     def _watch_body_rate(self) -> None:

@@ -62,6 +62,13 @@ def _not_invokable(routes: tuple[VersionRoute, ...]) -> NotInvokable:
 def route_call(table: RoutingTable, metadata: Mapping[str, str], keys: KeyChecker, rate_limits: RateLimits | None = None) -> VersionRoute:
     """Authenticate and resolve one call from its request headers (lower-case names),
     then apply the function's rate limit (account tier only, as NVCF's gRPC proxy)."""
+    return route_and_grant(table, metadata, keys, rate_limits)[0]
+
+
+def route_and_grant(
+    table: RoutingTable, metadata: Mapping[str, str], keys: KeyChecker, rate_limits: RateLimits | None = None
+) -> tuple[VersionRoute, KeyGrant]:
+    """route_call, with the caller's grant (its account labels NVCF's metrics)."""
     function_id, version_id = target_from(metadata.get("function-id"), metadata.get("function-version-id"), metadata.get(":authority"))
     authorization = metadata.get("authorization")
     grant = keys.check(table, None if authorization is None else authorization.encode("latin-1"), function_id, version_id)
@@ -73,4 +80,4 @@ def route_call(table: RoutingTable, metadata: Mapping[str, str], keys: KeyChecke
             rate_limits.check(route, grant, callers=False)
         except RateLimited:
             raise RateLimited("exceeded rate limit") from None  # NVCF's grpc-message
-    return route
+    return route, grant

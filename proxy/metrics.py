@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import bisect
 
+from fngate.proxy.nvcf_metrics import UNKNOWN_ENDPOINT, NvcfMetrics
+
 # The function label of a request not routed to a function its key may invoke (no key,
 # a bad key, an unknown function, pexec polls, the gateway's own health): label values
 # never come from what an unauthenticated client sent, or anyone could add series.
@@ -21,6 +23,7 @@ class Metrics:
         "latency_count",
         "latency_sum",
         "limited",
+        "nvcf",
         "requests",
         "retries",
         "sse_open",
@@ -38,9 +41,12 @@ class Metrics:
         self.retries = 0
         self.client_disconnects = 0
         self.limited: dict[str, int] = {}  # function id -> requests refused by its rate limit
+        self.nvcf = NvcfMetrics()  # NVCF's names for the same requests (proxy/nvcf_metrics.py)
 
-    def observe(self, function_id: str, status: int, seconds: float) -> None:
-        """`function_id`: a routed, authenticated function's id, else UNKNOWN_FUNCTION."""
+    def observe(self, function_id: str, status: int, seconds: float, method: str = "", endpoint: str = UNKNOWN_ENDPOINT) -> None:
+        """`function_id`: a routed, authenticated function's id, else UNKNOWN_FUNCTION;
+        `method` and `endpoint` label NVCF's axum_http_requests_* series."""
+        self.nvcf.http_request(method, endpoint, status, seconds)
         key = (function_id, status)
         self.requests[key] = self.requests.get(key, 0) + 1
         self.latency[bisect.bisect_left(BUCKETS, seconds)] += 1
@@ -102,4 +108,4 @@ class Metrics:
         ]
         for fid, n in sorted(self.limited.items()):
             out.append(f'fngate_rate_limited_total{{function_id="{fid}"}} {n}')
-        return ("\n".join(out) + "\n").encode()
+        return ("\n".join(out) + "\n" + self.nvcf.render()).encode()

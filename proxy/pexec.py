@@ -27,9 +27,11 @@ from fngate.proxy.exchange import BodyListener, Exchange, Headers
 from fngate.proxy.headers import client_headers, parse_header_block
 from fngate.proxy.lookup import poll_seconds
 from fngate.proxy.metrics import UNKNOWN_FUNCTION
+from fngate.proxy.nvcf_metrics import path_endpoint
 
 if TYPE_CHECKING:
     from fngate.proxy.metrics import Metrics
+    from fngate.proxy.routing import KeyGrant, VersionRoute
     from fngate.proxy.siblings import Siblings
 
 
@@ -199,13 +201,16 @@ class Pexec:
         except ProxyError as err:
             status = err.http_status
             answer_error(ex, err, request_id)
+            if not isinstance(err, PollTimeout):  # (counted with its function id where it is raised)
+                metrics.nvcf.app_error(status)
         except asyncio.CancelledError:  # the client went away while it waited
             status = 499
             metrics.client_disconnects += 1
+            metrics.nvcf.app_error(status)
         finally:
             metrics.in_flight -= 1
             if status:  # (0: a call took the exchange over, and counts it)
-                metrics.observe(UNKNOWN_FUNCTION, status, time.monotonic() - started)
+                metrics.observe(UNKNOWN_FUNCTION, status, time.monotonic() - started, ex.method, path_endpoint(ex.target))
 
     async def _route(self, ex: Exchange, request_id: bytes, auth: bytes | None, poll_h: bytes | None, started: float) -> int:
         path = ex.target.split(b"?", 1)[0].decode("latin-1").rstrip("/").split("/")
@@ -231,8 +236,21 @@ class Pexec:
         # answer passes as it is, and the instance is told so, as for host-routed calls
         compat = not any(n == _NO_COMPAT and v == b"true" for n, v in ex.headers)
         if sse:  # streams straight through
-            Call(engine, ex, route, grant, request_id, started, deadline, target, host_routed=not compat).run()
+            Call(
+                engine, ex, route, grant, request_id, started, deadline, target, host_routed=not compat, endpoint=path_endpoint(ex.target)
+            ).run()
             return 0
+        try:
+            return await self._collect(ex, route, grant, request_id, poll, target, compat)
+        finally:  # NVCF's latency series: from the version's choice to the answer (200, 202 or 504)
+            engine.metrics.nvcf.invocation_ended(route.function_id, route.version_id, time.monotonic() - started)
+
+    async def _collect(
+        self, ex: Exchange, route: VersionRoute, grant: KeyGrant, request_id: bytes, poll: int, target: bytes, compat: bool
+    ) -> int:
+        """The result within the poll window (200), else 202 while an instance has it, else 504."""
+        engine = self.engine
+        cfg = engine.config
         self._prune()
         now = time.monotonic()
         job = Job(request_id, route.function_id, route.version_id)
@@ -246,6 +264,7 @@ class Pexec:
         except TimeoutError:
             if not call.sent:  # nobody took it: 504, forget it
                 call.cancel()
+                engine.metrics.nvcf.app_error(504, route.function_id)
                 raise PollTimeout("no instance took the request within the poll window") from None
             job.expires = time.monotonic() + cfg.pexec_result_ttl
             self.jobs[request_id] = job

@@ -22,6 +22,7 @@ from fngate.proxy.errors import NotFound, ProxyError, UpstreamTimeout
 from fngate.proxy.exchange import Exchange
 from fngate.proxy.headers import HOP_BY_HOP
 from fngate.proxy.metrics import Metrics
+from fngate.proxy.nvcf_metrics import PEXEC_STATUS
 from fngate.proxy.request_ids import new_request_id
 
 
@@ -72,7 +73,7 @@ class RelayCall(Call):
     __slots__ = ("port",)
 
     def __init__(self, engine: Engine, ex: Exchange, request_id: bytes, started: float, port: int, wait: float) -> None:
-        super().__init__(engine, ex, None, None, request_id, started, started + wait + engine.config.header_grace)
+        super().__init__(engine, ex, None, None, request_id, started, started + wait + engine.config.header_grace, endpoint=PEXEC_STATUS)
         self.port = port
 
     def _take_slot(self) -> None:
