@@ -16,8 +16,9 @@ bucket per (version, account[, caller]): it holds at most `count` tokens and ref
 `count` per period. NVCF counts in fixed windows instead; a bucket never lets through
 the 2 x count a fixed window allows across a window edge, and refills smoothly.
 
-The buckets are local to the process: with `--workers N` or several replicas each
-process enforces the full limit on the requests it sees (see the README).
+The buckets are local to the process by default; with the store on Redis they are local
+allowances leased in batches from buckets in Redis (proxy/rate_lease.py), so one limit
+holds across `--workers N` and replicas. Either way a request makes no I/O.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 
@@ -97,7 +99,23 @@ class RatePolicy:
         return () if nca_id in self.exempted else self.rates
 
 
+class TokenBucket(Protocol):
+    """What RateLimits needs of a bucket: `refill(now)` -> whole tokens available now,
+    `wait()` -> seconds until one is back; it takes a token with `tokens -= 1`."""
+
+    tokens: float
+    size: float
+
+    def refill(self, now: float) -> float: ...
+    def wait(self) -> float: ...
+
+
+BucketFactory = Callable[[tuple[str, ...], Rate, float], TokenBucket]
+
+
 class Bucket:
+    """A token bucket in this process."""
+
     __slots__ = ("at", "per_second", "size", "tokens")
 
     def __init__(self, rate: Rate, now: float) -> None:
@@ -120,13 +138,24 @@ class RateLimits:
     """The gateway's buckets. `check` raises RateLimited (429 with Retry-After) when a
     bucket of any applicable tier is empty; a refused request takes no token from any."""
 
-    __slots__ = ("_buckets", "_clock", "_policies", "on_limited")
+    __slots__ = ("_buckets", "_clock", "_make", "_policies", "on_limited")
 
-    def __init__(self, on_limited: Callable[[str], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        on_limited: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        buckets: BucketFactory | None = None,
+    ) -> None:
         self._policies: dict[str, RatePolicy | None] = {}
-        self._buckets: dict[tuple[str, ...], Bucket] = {}
+        self._buckets: dict[tuple[str, ...], TokenBucket] = {}
         self._clock = clock
+        self._make: BucketFactory = buckets or _local_bucket
         self.on_limited = on_limited  # called with the function id of each refused request
+
+    def use_buckets(self, make: BucketFactory) -> None:
+        """From now on, new buckets come from `make` (the Redis-leased ones)."""
+        self._make = make
+        self._buckets.clear()
 
     def policy(self, text: str) -> RatePolicy | None:
         try:
@@ -159,7 +188,7 @@ class RateLimits:
             if bucket is None:
                 if len(buckets) >= MAX_BUCKETS:
                     self._prune(now)
-                bucket = buckets[key] = Bucket(rate, now)
+                bucket = buckets[key] = self._make(key, rate, now)
             if bucket.refill(now) < 1.0:
                 wait = max(wait, bucket.wait())
             taken.append(bucket)
@@ -174,3 +203,7 @@ class RateLimits:
         buckets = self._buckets
         for key in [k for k, b in buckets.items() if b.refill(now) >= b.size]:
             del buckets[key]
+
+
+def _local_bucket(key: tuple[str, ...], rate: Rate, now: float) -> TokenBucket:
+    return Bucket(rate, now)

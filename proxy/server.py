@@ -38,6 +38,7 @@ from fngate.proxy.upstream.pool import H1Pool
 
 if TYPE_CHECKING:
     from fngate.proxy.grpc_relay import GrpcHandler
+    from fngate.proxy.rate_lease import RedisLeaser
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class Gateway:
         self.limiter = Limiter(holder, config.max_slots_per_connection)
         self.pool = H1Pool(config.upstream_keepalive, config.upstream_pool_size, config.connect_timeout)
         self.engine = Engine(config, holder, self.limiter, self.pool, self.metrics)
+        self.rate_leaser = self._rate_leaser()
         self.siblings = siblings
         self.pexec = Pexec(self.engine, siblings)
         self.handler = Invocations(self.engine, self.pexec)
@@ -131,6 +133,19 @@ class Gateway:
         self._admin: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ports: dict[str, int | None] = {"http": None, "grpc": None, "admin": None}
+
+    def _rate_leaser(self) -> RedisLeaser | None:
+        """With a Redis URL, rate-limit buckets lease from Redis (one limit for all processes)."""
+        url = self.config.rate_limit_redis
+        if not url:
+            return None
+        import redis.asyncio as aioredis
+
+        from fngate.proxy.rate_lease import RedisLeaser
+
+        leaser = RedisLeaser(aioredis.from_url(url))
+        self.engine.rate_limits.use_buckets(leaser.bucket)
+        return leaser
 
     def _grpc_handler(self) -> GrpcHandler:
         """gRPC streams on HTTP/2 go to the relay (see proxy/h2.py), which shares the key
@@ -202,6 +217,8 @@ class Gateway:
             await site.start()
             self._ports["admin"] = asock.getsockname()[1]
         self._tasks.append(loop.create_task(self.limiter.watch()))
+        if self.rate_leaser is not None:
+            self.rate_leaser.start()
         if self.load_sink is not None:
             self._tasks.append(loop.create_task(self._report_loop()))
         self.serving = True
@@ -249,6 +266,8 @@ class Gateway:
             await self._report_once()  # the final state, so the control plane sees zero
         if self.grpc is not None:
             await self.grpc.aclose()
+        if self.rate_leaser is not None:
+            await self.rate_leaser.aclose()
         self.pool.close()
         self.engine.close()
         self.pexec.close()
