@@ -68,12 +68,13 @@ class LeasedBucket:
     """The bucket interface RateLimits uses (`refill`, `wait`, `tokens`, `size`), over a
     leased allowance."""
 
-    __slots__ = ("batch", "charge", "key", "leaser", "pending", "per_second", "retry_at", "size", "tokens")
+    __slots__ = ("batch", "capacity", "charge", "key", "leaser", "pending", "per_second", "retry_at", "size", "tokens")
 
     def __init__(self, leaser: RedisLeaser, key: str, rate: Rate) -> None:
         self.leaser = leaser
         self.key = key
-        self.size = float(rate.count)
+        self.capacity = float(rate.count)  # the shared bucket's size, in Redis
+        self.size = float("inf")  # never dropped by RateLimits' pruning: it would come back with credit
         self.per_second = rate.count / rate.period
         self.batch = batch_for(rate)
         self.tokens = float(self.batch)  # credit until the first lease returns
@@ -145,7 +146,7 @@ class RedisLeaser:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for b in due:
                     want = max(0, math.ceil(b.batch - b.tokens)) if b.tokens < b.batch else 0
-                    await self._script(keys=[b.key], args=[b.size, b.per_second, b.charge, want], client=pipe)
+                    await self._script(keys=[b.key], args=[b.capacity, b.per_second, b.charge, want], client=pipe)
                 results = await pipe.execute()
         except Exception as exc:  # Redis away: fail open, each process limits alone meanwhile
             log.debug("rate lease failed: %s", exc)
