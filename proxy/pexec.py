@@ -228,8 +228,9 @@ class Pexec:
         cfg = engine.config
         accept = next((v for n, v in ex.headers if n == b"accept"), b"")
         sse = accept == b"text/event-stream"
-        poll = poll_seconds(poll_h, cfg.sse_pexec_poll_seconds if sse else cfg.default_poll_seconds)
-        route, grant, deadline = engine.authorize(fid, vid, auth, poll_h, started, poll)
+        default = cfg.sse_pexec_poll_seconds if sse else cfg.default_poll_seconds
+        route, grant, deadline = engine.authorize(fid, vid, auth, poll_h, started, default)  # key first, then the window, as NVCF
+        poll = poll_seconds(poll_h, default)
         query = ex.target.partition(b"?")[2]
         target = route.inference_url.encode() + (b"?" + query if query else b"")
         # `nvcf-feature-disable-worker-compatibility: true` (spec part 2, 1.10): the instance's

@@ -24,6 +24,11 @@ async def test_bad_values_are_400_with_nvcfs_detail(env, echo_up, http2):
             assert (r.status_code, r.json()) == (400, BAD), bad
             r = await c.get(f"{env.url}/v2/nvcf/pexec/status/00000000-0000-0000-0000-000000000000", headers={**auth, **poll})
             assert (r.status_code, r.json()) == (400, BAD), bad
+        # the key is checked first, as NVCF does: no key and a bad window is 401
+        r = await c.post(f"{env.url}/v2/nvcf/pexec/functions/{FID}", content=b"{}", headers={"NVCF-POLL-SECONDS": "abc"})
+        assert r.status_code == 401
+        r = await c.get(f"{env.url}/", headers={"Host": env.host(), "NVCF-POLL-SECONDS": "abc"})
+        assert r.status_code == 401
         # 0 is a valid u64, raised to 1 s as NVCF does; a leading + parses as in Rust
         for value, sent in (("0", "1"), ("+7", "7"), ("3600", "3600")):
             r = await c.get(f"{env.url}/", headers=env.headers(**{"NVCF-POLL-SECONDS": value}))
