@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if "grpc" in only:
             doc["notes"].append(
-                "gRPC: the instance keeps cpu1 to itself in both rows and the gateway shares cpu0 with "
+                "gRPC: the instance keeps cpu1 to itself in every row; nginx grpc_pass and the gateway share cpu0 with "
                 "h2load; h2load cannot read grpc-status, so one grpcio call per target checked status OK first"
             )
         json_path, md_path = write(doc, args.out)
