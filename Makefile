@@ -63,11 +63,13 @@ TEST_TOOLS := redis-server:redis-server curl:curl chromium:chromium chromedriver
 # as pure Python (FNGATE_PURE_PYTHON=1). Line coverage of proxy/ and control/ ([tool.coverage] in
 # pyproject.toml; fully covered files are left out): compiled modules are not traced, so their lines
 # count from the pure pass, which appends to the first pass's data.
+# The pure pass adds ~2.7 min (mostly the tests' own timeouts and waits); PURE_TESTS= narrows it.
+PURE_TESTS ?= tests/proxy
 test: install
 	$(call ensure-tools,$(TEST_TOOLS))
 	$(PY) -m pytest -q --cov --cov-report= $(PYTEST_ARGS)
-	@echo "fngate: tests/proxy once more as pure Python (FNGATE_PURE_PYTHON=1)"
-	FNGATE_PURE_PYTHON=1 $(PY) -m pytest -q --cov --cov-append --cov-report=term tests/proxy $(PYTEST_ARGS)
+	@echo "fngate: $(PURE_TESTS) once more as pure Python (FNGATE_PURE_PYTHON=1)"
+	FNGATE_PURE_PYTHON=1 $(PY) -m pytest -q --cov --cov-append --cov-report=term $(PURE_TESTS) $(PYTEST_ARGS)
 
 test-all: install
 	$(call ensure-tools,$(TEST_TOOLS))
