@@ -67,6 +67,16 @@ def _interrupted(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _data_plane() -> str:
+    """The build the gateway rows run (proxy/build_mode.py), as a gateway process loads it."""
+    try:
+        import fngate.proxy.server  # noqa: F401 every per-request module
+        from fngate.proxy.build_mode import describe_build
+    except ImportError as e:
+        return f"not importable ({e})"
+    return describe_build()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM (timeout, CI) unwinds like Ctrl-C, so every started server is stopped
@@ -140,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
                 "http1-workers: on a 2-core machine wrk and the upstream share both cores with the "
                 "gateway's workers, so 2 workers cannot reach 2× here; compare req/s per SUT core"
             )
+        if settings.fngate:  # the gateway processes run what this interpreter loads (same files, same environment)
+            doc["notes"].append(f"fngate data plane: {_data_plane()}; FNGATE_PURE_PYTHON=1 measures it as pure Python")
         if "grpc" in only:
             doc["notes"].append(
-                "gRPC: the instance keeps cpu1 to itself in both rows and the gateway shares cpu0 with "
+                "gRPC: the instance keeps cpu1 to itself in every row; nginx grpc_pass and the gateway share cpu0 with "
                 "h2load; h2load cannot read grpc-status, so one grpcio call per target checked status OK first"
             )
         json_path, md_path = write(doc, args.out)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fngate.bench.procs import PYTHON, Proc, free_port, wait_port
+from fngate.bench.runner import say
 from fngate.proxy.config import LOOPBACK
 
 BENCH_KEY = "nvapi-bench-" + "k" * 40
@@ -113,6 +114,8 @@ class GatewayProcess:
             time.sleep(0.05)
         ports = json.loads(ready.read_text())
         self.port, self.grpc_port = ports["http_port"], ports["grpc_port"]
+        self.build = ports["build"]  # the data plane it runs: compiled, pure or mixed (proxy/build_mode.py)
+        say(f"{self.name}: data plane {self.build}")
         wait_port(self.port, proc=self.proc)
 
     def stop(self) -> None:
@@ -171,7 +174,9 @@ async def _serve(table_path: Path, ready_file: Path, workers: int, redis_url: st
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    ports = {"http_port": _bound_port(gateway, "http"), "grpc_port": _bound_port(gateway, "grpc")}
+    from fngate.proxy.build_mode import loaded_build
+
+    ports = {"http_port": _bound_port(gateway, "http"), "grpc_port": _bound_port(gateway, "grpc"), "build": loaded_build()[0]}
     tmp = ready_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(ports))
     tmp.rename(ready_file)

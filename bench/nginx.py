@@ -1,4 +1,5 @@
-"""nginx in two roles: the static upstream (the physical limit) and the reverse proxy (the anchor).
+"""nginx in two roles: the static upstream (the physical limit) and the reverse proxy (the anchor),
+the latter also as a gRPC proxy (`grpc_pass`) in front of the gRPC instance.
 
 Both run in the foreground (`daemon off`) from a private prefix directory, with one
 worker unless told otherwise, access logs off, and the upstream keep-alive the
@@ -110,6 +111,27 @@ def proxy_conf(prefix: Path, port: int, h2c_port: int, upstream_port: int, worke
     )
 
 
+def grpc_proxy_conf(prefix: Path, port: int, upstream_port: int) -> str:
+    """nginx's own gRPC proxy: h2c on `port`, `grpc_pass` to the instance at upstream_port over
+    kept-alive HTTP/2 connections (nginx runs one call per upstream connection at a time)."""
+    return (
+        _common(prefix, 1)
+        + f"""http {{
+{_http_common(prefix)}    upstream grpc_up {{
+        server {LOOPBACK}:{upstream_port};
+        keepalive 256;
+        keepalive_requests 10000000;
+    }}
+    server {{
+        listen {LOOPBACK}:{port} http2 reuseport backlog=4096;
+        http2_max_concurrent_streams 256;
+        location / {{ grpc_pass grpc://grpc_up; }}
+    }}
+}}
+"""
+    )
+
+
 class Nginx:
     """One nginx (upstream or proxy) in its own prefix directory."""
 
@@ -138,6 +160,13 @@ class Nginx:
         port, h2c_port = free_port(), free_port()
         conf = proxy_conf(prefix, port, h2c_port, upstream_port, workers)
         return cls(name, prefix, conf, port, h2c_port, cpus, log_dir)
+
+    @classmethod
+    def grpc_proxy(cls, work: Path, upstream_port: int, cpus: str | None, log_dir: Path) -> Nginx:
+        """The gRPC anchor: one port (h2c), so `port` and `h2c_port` are the same."""
+        prefix = work / "nginx-grpc-proxy"
+        port = free_port()
+        return cls("nginx-grpc-proxy", prefix, grpc_proxy_conf(prefix, port, upstream_port), port, port, cpus, log_dir)
 
     def stop(self) -> None:
         self.proc.stop()

@@ -134,6 +134,7 @@ def targets(doc: dict) -> list[dict]:
     add("h2c: req/s per core vs nginx", h2 and h2["ratios"].get("vs_nginx_per_core"), 0.35, "×")
     g = _row(rows, "grpc-unary")
     add("gRPC unary: calls/s vs the instance directly", g and g["ratios"].get("vs_direct"), 0.9, "×")
+    add("gRPC unary: calls/s per core vs nginx grpc_pass", g and g["ratios"].get("vs_nginx_per_core"), 0.8, "×")
     latency = (doc.get("sse") or {}).get("latency") or []
     through = next((x for x in latency if "added_p50_ms" in x), None)
     add("SSE: added latency per event (p50)", through and through["added_p50_ms"], 1.0, "ms", False)

@@ -27,6 +27,7 @@ MINIMAL = "minimal Python proxy (no features)"
 MINIMAL_H2 = "minimal Python h2 proxy (ngh2, no features)"
 NGHTTPX = "nghttpx h2c→h1"
 HAPROXY = "haproxy h2c→h1"
+NGINX_GRPC = "nginx grpc_pass"
 
 
 def _wrk(settings: Settings, connections: int | None = None) -> Callable[[Target, float], loadgen.Sample]:
@@ -221,18 +222,21 @@ def h2(settings: Settings, skipped: dict) -> list[Row]:
 
 
 def grpc(settings: Settings, skipped: dict) -> list[Row]:
-    """gRPC unary and server streaming: the grpcio instance directly vs through fngate.
+    """gRPC unary and server streaming: the grpcio instance directly, through nginx's own
+    gRPC proxy (`grpc_pass`, the C anchor the per-core ratio uses) and through fngate.
 
     The instance is the slow part (a few thousand calls/s per core), so it keeps a
-    core to itself in both layouts; the gateway shares the load generator's core
-    (h2load needs ~0.2 core here).
+    core to itself in every layout; nginx and the gateway each share the load
+    generator's core (h2load needs ~0.2 core here), pinned alike.
     """
     lay = layouts()
     with contextlib.ExitStack() as stack:
         echo = GrpcEcho(lay["shared"].upstream, settings.logs)
         stack.callback(echo.stop)
         direct = Target("grpcio instance (direct)", DIRECT, echo.proc, lay["direct"], f"http://{LOOPBACK}:{echo.port}")
-        targets = [direct]
+        nginx = Nginx.grpc_proxy(settings.work / "grpc", echo.port, lay["shared"].sut, settings.logs)
+        stack.callback(nginx.stop)
+        targets = [direct, Target(NGINX_GRPC, NGINX, nginx.proc, lay["shared"], f"http://{LOOPBACK}:{nginx.port}")]
         gateway = None
         if _fngate_or_skip(settings, skipped, "grpc"):
             gateway = GatewayProcess([Upstream("grpc-echo", LOOPBACK, echo.port, "h2c")], lay["shared"].sut, settings.work, settings.logs)

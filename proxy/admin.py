@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
+from fngate.proxy.build_mode import build_info_metric
+
 if TYPE_CHECKING:
     from fngate.proxy.grpc_relay import GrpcHandler
     from fngate.proxy.limiter import Limiter
@@ -35,6 +37,7 @@ def make_admin_app(gateway: AdminView) -> web.Application:
         body = gateway.metrics.render(depth)
         if gateway.grpc is not None:  # gRPC calls beside the HTTP ones (proxy/grpc_metrics.py)
             body += gateway.grpc.metrics.render().encode()
+        body += build_info_metric()
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def healthz(_: web.Request) -> web.Response:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from aiohttp import web
 
 from fngate.proxy.admin import make_admin_app
+from fngate.proxy.build_mode import describe_build
 from fngate.proxy.call import Engine
 from fngate.proxy.config import LOOPBACK, GatewayConfig
 from fngate.proxy.connection import ClientConnection
@@ -222,6 +223,7 @@ class Gateway:
         if self.load_sink is not None:
             self._tasks.append(loop.create_task(self._report_loop()))
         self.serving = True
+        log.info("gateway %s serving, data plane %s", self.gateway_id, describe_build())
 
     def pending(self) -> InFlight:
         """What a stop waits for: HTTP requests, SSE streams and gRPC calls being served

@@ -117,3 +117,13 @@ def test_installed_wheel_serves_as_script_and_as_module(wheel: Path, tmp_path: P
         data_dir.mkdir()
         ready = _start(cmd, data_dir, env)
         assert str(ready["api_url"]).startswith("http://127.0.0.1:")
+
+
+def test_the_build_and_the_compile_extra_pin_one_cython_and_list_existing_files() -> None:
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    build = [r for r in config["build-system"]["requires"] if r.lower().startswith("cython")]
+    extra = [r for r in config["project"]["optional-dependencies"]["compile"] if r.lower().startswith("cython")]
+    assert build == extra and len(build) == 1
+    compiled = config["tool"]["fngate"]["compiled"]
+    assert len(compiled) == len(set(compiled))
+    assert [p for p in compiled if not (REPO / p).is_file()] == []
