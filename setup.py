@@ -24,7 +24,7 @@ DIRECTIVES = {"language_level": 3, "annotation_typing": False, "binding": True}
 
 
 def module_name(path: str, package_dir: dict[str, str]) -> str:
-    """'proxy/upstream/pool.py' -> 'fngate.proxy.upstream.pool', through [tool.setuptools.package-dir]."""
+    """'proxy/instances/pool.py' -> 'fngate.proxy.instances.pool', through [tool.setuptools.package-dir]."""
     parts = Path(path).with_suffix("").parts
     for n in range(len(parts) - 1, 0, -1):
         folder = "/".join(parts[:n])

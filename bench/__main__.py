@@ -68,10 +68,10 @@ def _interrupted(signum, frame) -> None:
 
 
 def _data_plane() -> str:
-    """The build the gateway rows run (proxy/build_mode.py), as a gateway process loads it."""
+    """The build the gateway rows run (proxy/ops/build_mode.py), as a gateway process loads it."""
     try:
         import fngate.proxy.server  # noqa: F401 every per-request module
-        from fngate.proxy.build_mode import describe_build
+        from fngate.proxy.ops.build_mode import describe_build
     except ImportError as e:
         return f"not importable ({e})"
     return describe_build()

@@ -14,10 +14,10 @@ import asyncio
 import uvloop
 from ngh2 import Configuration, Connection, Role
 
+from fngate.proxy.calls.exchange import OpenConnections
 from fngate.proxy.config import LOOPBACK, GatewayConfig
-from fngate.proxy.exchange import OpenConnections
-from fngate.proxy.h1 import H1Server
-from fngate.proxy.h2 import H2Server
+from fngate.proxy.drivers.h1 import H1Server
+from fngate.proxy.drivers.h2 import H2Server
 
 BATCH = 1000
 REQUEST = (

@@ -2,8 +2,8 @@
 
     .venv/bin/python -m pytest bench/bench_grpc_relay.py --benchmark-only
 
-The relay (proxy/grpc_relay.py) runs with its real upstream HTTP/2 client
-(proxy/upstream/h2_client.py) against an in-memory ngh2 instance, and an in-memory
+The relay (proxy/grpc/relay.py) runs with its real upstream HTTP/2 client
+(proxy/instances/h2.py) against an in-memory ngh2 instance, and an in-memory
 client side, so the numbers are the gateway's own per-call and per-frame cost:
 routing and auth on the snapshot, admission, header rewriting, the relay callbacks, HTTP/2
 framing towards the instance, flow-control acknowledgements.
@@ -18,11 +18,11 @@ import pytest
 from ngh2 import Configuration, Connection, Role, Setting
 from ngh2.events import DataReceived, RequestReceived
 
-from fngate.proxy.grpc import MessageFraming
-from fngate.proxy.grpc_relay import GrpcHandler
-from fngate.proxy.lookup import KeyChecker
-from fngate.proxy.routing import Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
-from fngate.proxy.upstream.h2_client import H2UpstreamPool
+from fngate.proxy.grpc.protocol import MessageFraming
+from fngate.proxy.grpc.relay import GrpcHandler
+from fngate.proxy.instances.h2 import H2UpstreamPool
+from fngate.proxy.routing.lookup import KeyChecker
+from fngate.proxy.routing.snapshot import Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
 
 FID = "50000000-0000-4000-8000-000000000001"
 VID = "60000000-0000-4000-8000-000000000001"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fngate.bench.fngate import Upstream, build_table, function_id
 from fngate.proxy.config import LOOPBACK
-from fngate.proxy.headers import RouteHeaders, client_headers, upstream_head
+from fngate.proxy.wire.headers import RouteHeaders, client_headers, upstream_head
 
 ROUTE = next(iter(build_table([Upstream("fn", LOOPBACK, 9000)]).functions[function_id("fn")].values()))
 REQUEST = [

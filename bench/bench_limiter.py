@@ -6,8 +6,8 @@ import pytest
 
 from fngate.bench.fngate import Upstream, build_table, function_id
 from fngate.proxy.config import LOOPBACK
-from fngate.proxy.limiter import Limiter
-from fngate.proxy.routing import Endpoint, SnapshotHolder
+from fngate.proxy.routing.limiter import Limiter
+from fngate.proxy.routing.snapshot import Endpoint, SnapshotHolder
 
 
 def _route(instances: int):

@@ -14,9 +14,9 @@ import pytest
 
 from fngate.bench.fngate import BENCH_KEY, Upstream, build_table, function_id
 from fngate.proxy.config import LOOPBACK
-from fngate.proxy.grpc_route import route_call
-from fngate.proxy.lookup import KeyChecker, resolve, target_from_host
-from fngate.proxy.routing import RoutingTable, key_digest
+from fngate.proxy.grpc.route import route_call
+from fngate.proxy.routing.lookup import KeyChecker, resolve, target_from_host
+from fngate.proxy.routing.snapshot import RoutingTable, key_digest
 
 SIZES = (10, 1_000, 100_000)
 _tables: dict[int, RoutingTable] = {}

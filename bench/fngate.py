@@ -54,7 +54,7 @@ def function_id(name: str) -> str:
 
 
 def build_table(upstreams: list[Upstream], max_concurrency: int = 4096):
-    from fngate.proxy.routing import Endpoint, KeyGrant, RoutingTable, VersionRoute, key_digest
+    from fngate.proxy.routing.snapshot import Endpoint, KeyGrant, RoutingTable, VersionRoute, key_digest
 
     routes = []
     for u in upstreams:
@@ -114,7 +114,7 @@ class GatewayProcess:
             time.sleep(0.05)
         ports = json.loads(ready.read_text())
         self.port, self.grpc_port = ports["http_port"], ports["grpc_port"]
-        self.build = ports["build"]  # the data plane it runs: compiled, pure or mixed (proxy/build_mode.py)
+        self.build = ports["build"]  # the data plane it runs: compiled, pure or mixed (proxy/ops/build_mode.py)
         say(f"{self.name}: data plane {self.build}")
         wait_port(self.port, proc=self.proc)
 
@@ -143,8 +143,8 @@ async def _start_workers(config, table_json: bytes, redis_url: str):
     """N worker processes (proxy.workers) fed from Redis, where the table is published first."""
     import redis.asyncio as aioredis
 
-    from fngate.proxy.routing import ROUTING_KEY
-    from fngate.proxy.workers import WorkerPool
+    from fngate.proxy.ops.workers import WorkerPool
+    from fngate.proxy.routing.snapshot import ROUTING_KEY
 
     client = aioredis.from_url(redis_url)
     await client.set(ROUTING_KEY, table_json)
@@ -157,7 +157,7 @@ async def _start_workers(config, table_json: bytes, redis_url: str):
 
 async def _serve(table_path: Path, ready_file: Path, workers: int, redis_url: str | None) -> None:
     from fngate.proxy.config import GatewayConfig
-    from fngate.proxy.routing import RoutingTable, SnapshotHolder
+    from fngate.proxy.routing.snapshot import RoutingTable, SnapshotHolder
     from fngate.proxy.server import Gateway
 
     config = GatewayConfig(host=LOOPBACK, http_port=0, grpc_port=0, admin_port=0, workers=workers)
@@ -174,7 +174,7 @@ async def _serve(table_path: Path, ready_file: Path, workers: int, redis_url: st
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    from fngate.proxy.build_mode import loaded_build
+    from fngate.proxy.ops.build_mode import loaded_build
 
     ports = {"http_port": _bound_port(gateway, "http"), "grpc_port": _bound_port(gateway, "grpc"), "build": loaded_build()[0]}
     tmp = ready_file.with_suffix(".tmp")

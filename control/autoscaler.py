@@ -28,7 +28,7 @@ from fngate.control.loadboard import LoadBoard
 from fngate.control.records import Deployment, FunctionVersion, GpuSpec, InstanceRecord, ScaleDecision
 from fngate.control.states import State
 from fngate.control.store.base import Conflict, StateStore
-from fngate.proxy.routing import VersionLoad
+from fngate.proxy.routing.snapshot import VersionLoad
 
 log = logging.getLogger("fngate.autoscaler")
 

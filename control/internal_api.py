@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from fngate.control.loadboard import LoadBoard
-from fngate.proxy.routing import LOAD_PREFIX, LoadReport, RoutingWire, SnapshotHolder, key_digest
+from fngate.proxy.routing.snapshot import LOAD_PREFIX, LoadReport, RoutingWire, SnapshotHolder, key_digest
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fngate.control.store.base import StateStore
-from fngate.proxy.routing import key_digest
+from fngate.proxy.routing.snapshot import key_digest
 
 from . import records
 from .authorizations import NVCF_SERVICE_ID, admin_authorizations

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from fngate.proxy.routing import LoadReport, VersionLoad
+from fngate.proxy.routing.snapshot import LoadReport, VersionLoad
 
 
 class LoadBoard:

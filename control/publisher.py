@@ -27,7 +27,7 @@ from fngate.control.keys import ACTIVE, SCOPES, StoredKey
 from fngate.control.records import NO_GPU_SPEC, Deployment, FunctionVersion, InstanceRecord, parse_iso
 from fngate.control.sharing import Sharing, load_all_sharing
 from fngate.control.store.base import Compacted, StateStore
-from fngate.proxy.routing import (
+from fngate.proxy.routing.snapshot import (
     ROUTING_CHANNEL,
     ROUTING_DELTA_KEY,
     ROUTING_KEY,

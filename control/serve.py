@@ -29,7 +29,7 @@ from fngate.backends.catalog import ImageCatalog
 from fngate.backends.factory import build_backends
 from fngate.backends.inventory import Inventory
 from fngate.proxy.config import LOOPBACK
-from fngate.proxy.routing import LoadReport, RoutingWire, SnapshotHolder
+from fngate.proxy.routing.snapshot import LoadReport, RoutingWire, SnapshotHolder
 from fngate.proxy.server import Gateway, InFlight
 
 from . import keys
@@ -238,7 +238,7 @@ class Server:
         publisher = RoutingPublisher(store, admin_key=self.admin_key, wire=self.routing_wire)
         publisher.add_sink(self.routing_holder.publish)
         if self.redis is not None:
-            from fngate.proxy.routing import ROUTING_KEY, RoutingTable
+            from fngate.proxy.routing.snapshot import ROUTING_KEY, RoutingTable
 
             previous = await self.redis.get(ROUTING_KEY)
             if previous:  # a previous leader's: never publish a version at or below it
@@ -283,7 +283,7 @@ class Server:
                 # other replicas lead, or will: routing comes through Redis as for any gateway
                 # (the leader's publisher also hands it over directly), and load reports go
                 # there too, so whichever replica leads sees them
-                from fngate.proxy.sources import RedisSource
+                from fngate.proxy.routing.sources import RedisSource
 
                 redis_source = RedisSource(cfg.store, self.routing_holder, gateway_id)
                 redis_source.start()
@@ -295,7 +295,7 @@ class Server:
 
             gateway: Any = Gateway(gcfg, self.routing_holder, gateway_id, load_sink)
         else:
-            from fngate.proxy.workers import WorkerPool
+            from fngate.proxy.ops.workers import WorkerPool
 
             source = {"redis": cfg.store} if cfg.store_is_redis else {"api": self.ready["api_url"], "key": self.admin_key}
             gateway = WorkerPool(gcfg, source)

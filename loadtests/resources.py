@@ -98,7 +98,7 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-GATEWAY_WORKER = "fngate.proxy.workers"  # the module `fngate serve --workers N` runs each gateway worker as
+GATEWAY_WORKER = "fngate.proxy.ops.workers"  # the module `fngate serve --workers N` runs each gateway worker as
 
 
 def describe(pid: int) -> str:

@@ -103,7 +103,7 @@ class QueueFull(ProxyError):
 
 
 class RateLimited(ProxyError):
-    """A function rate limit (proxy/rate_limits.py): NVCF's bare 429 problem, plus the
+    """A function rate limit (proxy/routing/rate_limits.py): NVCF's bare 429 problem, plus the
     `Retry-After` NVCF does not send."""
 
     http_status, grpc_status = 429, 8  # RESOURCE_EXHAUSTED

@@ -23,23 +23,23 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from aiohttp import web
 
-from fngate.proxy.admin import make_admin_app
-from fngate.proxy.build_mode import describe_build
-from fngate.proxy.call import Engine
+from fngate.proxy.calls.call import Engine
+from fngate.proxy.calls.dispatch import Invocations
+from fngate.proxy.calls.exchange import OpenConnections
+from fngate.proxy.calls.metrics import Metrics
+from fngate.proxy.calls.pexec import Pexec
+from fngate.proxy.calls.siblings import PeerHandler, Siblings
 from fngate.proxy.config import LOOPBACK, GatewayConfig
-from fngate.proxy.connection import ClientConnection
-from fngate.proxy.dispatch import Invocations
-from fngate.proxy.exchange import OpenConnections
-from fngate.proxy.limiter import Limiter
-from fngate.proxy.metrics import Metrics
-from fngate.proxy.pexec import Pexec
-from fngate.proxy.routing import LoadReport, SnapshotHolder
-from fngate.proxy.siblings import PeerHandler, Siblings
-from fngate.proxy.upstream.pool import H1Pool
+from fngate.proxy.drivers.sniff import ClientConnection
+from fngate.proxy.instances.pool import H1Pool
+from fngate.proxy.ops.admin import make_admin_app
+from fngate.proxy.ops.build_mode import describe_build
+from fngate.proxy.routing.limiter import Limiter
+from fngate.proxy.routing.snapshot import LoadReport, SnapshotHolder
 
 if TYPE_CHECKING:
-    from fngate.proxy.grpc_relay import GrpcHandler
-    from fngate.proxy.rate_lease import RedisLeaser
+    from fngate.proxy.grpc.relay import GrpcHandler
+    from fngate.proxy.routing.rate_lease import RedisLeaser
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class InFlight(NamedTuple):
 
 
 class Gateway:
-    """`siblings`: the other workers of a `--workers N` gateway (proxy/workers.py); this
+    """`siblings`: the other workers of a `--workers N` gateway (proxy/ops/workers.py); this
     worker then also listens on its private loopback port for their pexec status polls."""
 
     def __init__(
@@ -142,17 +142,17 @@ class Gateway:
             return None
         import redis.asyncio as aioredis
 
-        from fngate.proxy.rate_lease import RedisLeaser
+        from fngate.proxy.routing.rate_lease import RedisLeaser
 
         leaser = RedisLeaser(aioredis.from_url(url))
         self.engine.rate_limits.use_buckets(leaser.bucket)
         return leaser
 
     def _grpc_handler(self) -> GrpcHandler:
-        """gRPC streams on HTTP/2 go to the relay (see proxy/h2.py), which shares the key
-        check, the instance slots and the request metrics with the HTTP calls (proxy/call.py)."""
-        from fngate.proxy.grpc_relay import GrpcHandler
-        from fngate.proxy.upstream.h2_client import H2UpstreamPool
+        """gRPC streams on HTTP/2 go to the relay (see proxy/drivers/h2.py), which shares the key
+        check, the instance slots and the request metrics with the HTTP calls (proxy/calls/call.py)."""
+        from fngate.proxy.grpc.relay import GrpcHandler
+        from fngate.proxy.instances.h2 import H2UpstreamPool
 
         cfg = self.config
         pool = H2UpstreamPool(connect_timeout=cfg.connect_timeout, idle_timeout=cfg.upstream_keepalive)

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from fngate.proxy.routing import key_digest
+from fngate.proxy.routing.snapshot import key_digest
 
 from .. import keys
 from ..accounts import ensure_default_account

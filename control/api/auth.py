@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
-from fngate.proxy.routing import key_digest
+from fngate.proxy.routing.snapshot import key_digest
 
 from .. import keys
 from ..authorizations import Authority, FunctionAccess

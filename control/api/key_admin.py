@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fngate.proxy.routing import key_digest
+from fngate.proxy.routing.snapshot import key_digest
 
 from .. import keys, records
 from ..key_owners import OWNER_NOT_FOUND, STATUSES, load_owner, set_status

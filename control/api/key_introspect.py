@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fngate.proxy.routing import key_digest
+from fngate.proxy.routing.snapshot import key_digest
 
 from .. import keys
 from ..key_owners import owner_active

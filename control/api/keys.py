@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from fngate.proxy.routing import key_digest
+from fngate.proxy.routing.snapshot import key_digest
 
 from .. import keys, records
 from ..accounts import account_exists, account_not_found

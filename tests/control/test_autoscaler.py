@@ -9,7 +9,7 @@ from fngate.control.autoscaler import Autoscaler, AutoscalerConfig, Policy, deci
 from fngate.control.loadboard import LoadBoard
 from fngate.control.records import GpuSpec
 from fngate.control.store.memory import MemoryStore
-from fngate.proxy.routing import LoadReport, VersionLoad
+from fngate.proxy.routing.snapshot import LoadReport, VersionLoad
 from tests.support.helpers import deploy, gpu_spec
 
 NVCF = Policy(70, 1.2, 30, 0.8)

@@ -1,5 +1,5 @@
-"""The console's numbers, from the text the gateway's real renderers produce (proxy/metrics.py,
-proxy/grpc_metrics.py, and the --workers parent's merge in proxy/worker_admin.py)."""
+"""The console's numbers, from the text the gateway's real renderers produce (proxy/calls/metrics.py,
+proxy/grpc/metrics.py, and the --workers parent's merge in proxy/ops/worker_admin.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 
 from fngate.control.gateway_stats import GatewayStats
 from fngate.control.promtext import Exposition, ExpositionError, parse_line, quantile
-from fngate.proxy.grpc import Status
-from fngate.proxy.grpc_metrics import GrpcMetrics
-from fngate.proxy.metrics import Metrics
-from fngate.proxy.worker_admin import merge_metrics
+from fngate.proxy.calls.metrics import Metrics
+from fngate.proxy.grpc.metrics import GrpcMetrics
+from fngate.proxy.grpc.protocol import Status
+from fngate.proxy.ops.worker_admin import merge_metrics
 
 FID, OTHER = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
 

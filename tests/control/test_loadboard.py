@@ -1,5 +1,5 @@
 from fngate.control.loadboard import LoadBoard
-from fngate.proxy.routing import LoadReport, VersionLoad
+from fngate.proxy.routing.snapshot import LoadReport, VersionLoad
 
 
 def test_board_sums_gateways_and_forgets_stale_ones():

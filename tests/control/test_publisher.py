@@ -17,7 +17,7 @@ from fngate.control.keys import StoredKey
 from fngate.control.loadboard import LoadBoard
 from fngate.control.publisher import RoutingPublisher
 from fngate.control.store.memory import MemoryStore
-from fngate.proxy.routing import (
+from fngate.proxy.routing.snapshot import (
     ROUTING_CHANNEL,
     ROUTING_KEY,
     LoadReport,

@@ -16,7 +16,7 @@ from fngate.control.loadboard import LoadBoard
 from fngate.control.reconciler import Reconciler
 from fngate.control.store.base import Delete, Put
 from fngate.control.store.memory import MemoryStore
-from fngate.proxy.routing import LoadReport, VersionLoad
+from fngate.proxy.routing.snapshot import LoadReport, VersionLoad
 from tests.support.helpers import deploy, gpu_spec, status_of, wait_status
 from tests.support.toys import toy_catalog
 from tests.support.waiting import wait_for

@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from fngate.proxy.routing import RoutingTable
+from fngate.proxy.routing.snapshot import RoutingTable
 from tests.e2e.helpers import alive, instance_pid, write_config
 from tests.support.serve_api import ServeApi
 

@@ -135,7 +135,7 @@ def _worker_pids(parent: int) -> list[int]:
                 cmdline = f.read()
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == parent and b"fngate.proxy.workers" in cmdline:
+        if ppid == parent and b"fngate.proxy.ops.workers" in cmdline:
             pids.append(int(entry))
     return sorted(pids)
 

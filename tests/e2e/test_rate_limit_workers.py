@@ -1,4 +1,4 @@
-"""One rate limit across gateway workers on Redis (proxy/rate_lease.py): `fngate serve
+"""One rate limit across gateway workers on Redis (proxy/routing/rate_lease.py): `fngate serve
 --workers 2 --store redis://...`, requests on new connections (so both workers serve
 them), and the count of 200s stays within the stated accuracy."""
 

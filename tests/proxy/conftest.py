@@ -12,7 +12,7 @@ from aiohttp import web
 
 from fngate.backends.samples import echo, sse
 from fngate.proxy.config import GatewayConfig
-from fngate.proxy.routing import Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
+from fngate.proxy.routing.snapshot import Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
 from fngate.proxy.server import Gateway
 
 KEY = "nvapi-test-key"

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from fngate.proxy.routing import KeyGrant, key_digest
+from fngate.proxy.routing.snapshot import KeyGrant, key_digest
 
 from .conftest import FID, KEY, OTHER_KEY, VID, route
 

@@ -20,9 +20,9 @@ import tomllib
 import httpx
 import pytest
 
-from fngate.proxy.build_mode import loaded_build
 from fngate.proxy.config import GatewayConfig
-from fngate.proxy.routing import SnapshotHolder
+from fngate.proxy.ops.build_mode import loaded_build
+from fngate.proxy.routing.snapshot import SnapshotHolder
 from fngate.proxy.server import Gateway
 from tests.conftest import REPO
 
@@ -51,7 +51,7 @@ def expected_mode() -> str:
 
 def test_the_compile_list_names_real_modules():
     names = compile_list()
-    assert "fngate.proxy.call" in names and "fngate.proxy.upstream.h1_client" in names
+    assert "fngate.proxy.calls.call" in names and "fngate.proxy.instances.h1" in names
     for name in names:
         assert importlib.util.find_spec(name) is not None, name
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fngate.proxy.call import Engine
+from fngate.proxy.calls.call import Engine
+from fngate.proxy.calls.dispatch import Invocations
+from fngate.proxy.calls.exchange import OpenConnections
+from fngate.proxy.calls.metrics import Metrics
 from fngate.proxy.config import GatewayConfig
-from fngate.proxy.dispatch import Invocations
-from fngate.proxy.exchange import OpenConnections
-from fngate.proxy.h1 import H1Server
-from fngate.proxy.limiter import Limiter
-from fngate.proxy.metrics import Metrics
-from fngate.proxy.routing import KeyGrant, RoutingTable, SnapshotHolder, key_digest
-from fngate.proxy.upstream.h1_client import H1Upstream
-from fngate.proxy.upstream.pool import H1Pool
+from fngate.proxy.drivers.h1 import H1Server
+from fngate.proxy.instances.h1 import H1Upstream
+from fngate.proxy.instances.pool import H1Pool
+from fngate.proxy.routing.limiter import Limiter
+from fngate.proxy.routing.snapshot import KeyGrant, RoutingTable, SnapshotHolder, key_digest
 
 from .conftest import FID, KEY, VID, route
 

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from fngate.proxy.errors import PollTimeout
-from fngate.proxy.limiter import Limiter
-from fngate.proxy.routing import RoutingTable, SnapshotHolder
+from fngate.proxy.routing.limiter import Limiter
+from fngate.proxy.routing.snapshot import RoutingTable, SnapshotHolder
 
 from .conftest import route
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fngate.proxy.deadlines import Deadlines
+from fngate.proxy.calls.deadlines import Deadlines
 from tests.support.waiting import wait_for
 
 

@@ -1,4 +1,4 @@
-"""Paths of the one forwarding engine (proxy/call.py) that other tests do not take:
+"""Paths of the one forwarding engine (proxy/calls/call.py) that other tests do not take:
 the SSE keep-alive's error events after the gateway's own 200, a request body that
 streams faster than the instance reads it (backpressure both ways), a request line an
 HTTP/1.1 instance could not take over HTTP/2, and the handler/driver seam itself.
@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from fngate.proxy.headers import valid_host
+from fngate.proxy.wire.headers import valid_host
 
 from .conftest import route
 from .h2frames import headers, request_fields, resets_of

@@ -1,4 +1,4 @@
-"""The fast case of a call (proxy/call.py): a complete request that finds a free slot
+"""The fast case of a call (proxy/calls/call.py): a complete request that finds a free slot
 and an idle pooled instance connection is answered from protocol callbacks, no task.
 Each test first warms the pool with one request, so the request under test takes that
 case, and checks it behaves exactly like a call that had to connect: headers, retries,
@@ -361,7 +361,7 @@ async def test_bytes_from_an_idle_pooled_connection_retire_it(env):
         await up.stop()
 
 
-# -- HTTP/2 clients (proxy/h2_stream.py as the call's client side) -----------------------------
+# -- HTTP/2 clients (proxy/drivers/h2_stream.py as the call's client side) -----------------------------
 
 
 async def test_http2_both_paths_return_the_same_headers_and_body(env, echo_up):

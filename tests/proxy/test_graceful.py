@@ -7,7 +7,7 @@ import asyncio
 import httpx
 
 from fngate.proxy.config import GatewayConfig
-from fngate.proxy.routing import SnapshotHolder
+from fngate.proxy.routing.snapshot import SnapshotHolder
 from fngate.proxy.server import Gateway
 
 from .conftest import Env, route

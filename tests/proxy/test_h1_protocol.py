@@ -126,7 +126,7 @@ async def test_early_answer_before_the_body_is_read_does_not_poison_the_pool(env
 async def test_client_that_stops_reading_is_cut_after_the_idle_timeout(echo_up):
     """A stalled reader cannot hold an instance slot forever."""
     from fngate.proxy.config import GatewayConfig
-    from fngate.proxy.routing import SnapshotHolder
+    from fngate.proxy.routing.snapshot import SnapshotHolder
     from fngate.proxy.server import Gateway
 
     from .conftest import Env

@@ -1,4 +1,4 @@
-"""Inbound HTTP/2 header checks: nghttp2 (proxy/h2_engine.py) and proxy/h2_request.py
+"""Inbound HTTP/2 header checks: nghttp2 (proxy/wire/h2_engine.py) and proxy/drivers/h2_request.py
 give RFC 9110/9113's verdict for every octet of names and values and every
 pseudo-header rule, fed as raw bytes to the server driver; a malformed stream is
 refused alone (RST_STREAM PROTOCOL_ERROR) while its connection carries on."""
@@ -11,7 +11,7 @@ import orjson
 import pytest
 from h2.errors import ErrorCodes
 
-from fngate.proxy.h2_request import read_request
+from fngate.proxy.drivers.h2_request import read_request
 
 from .conftest import route
 from .h2client import RawH2Client

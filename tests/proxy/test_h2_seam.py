@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from fngate.proxy.exchange import ClientGone
-from fngate.proxy.h2 import QUEUE_HIGH
+from fngate.proxy.calls.exchange import ClientGone
+from fngate.proxy.drivers.h2 import QUEUE_HIGH
 
 from .h2frames import DATA, END_STREAM, HEADERS, frame, goaway_of, headers, parse, request_fields, resets_of, rst_stream, window_update
 from .test_h2_transcript import HELLO, connect, feed, response_heads

@@ -1,4 +1,4 @@
-"""The HTTP/2 server driver (proxy/h2.py) without sockets: hand-written bytes in, bytes
+"""The HTTP/2 server driver (proxy/drivers/h2.py) without sockets: hand-written bytes in, bytes
 and handler calls out. Each attack from the hardening issue is replayed here byte for
 byte; tests/proxy/test_h2_attacks.py replays them against a running gateway."""
 
@@ -11,10 +11,10 @@ import weakref
 import hpack
 import pytest
 
+from fngate.proxy.calls.exchange import OpenConnections
 from fngate.proxy.config import GatewayConfig
-from fngate.proxy.exchange import OpenConnections
-from fngate.proxy.h2 import H2Server
-from fngate.proxy.h2_engine import MAX_CONTINUATIONS, MAX_HEADER_COUNT, RESET_BURST
+from fngate.proxy.drivers.h2 import H2Server
+from fngate.proxy.wire.h2_engine import MAX_CONTINUATIONS, MAX_HEADER_COUNT, RESET_BURST
 
 from .h2frames import (
     CONTINUATION,

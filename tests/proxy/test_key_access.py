@@ -8,8 +8,8 @@ import uuid
 import pytest
 
 from fngate.proxy.errors import Forbidden, NotFound, PaymentRequired, Unauthorized
-from fngate.proxy.lookup import KeyChecker, resolve
-from fngate.proxy.routing import Endpoint, KeyGrant, RoutingTable, VersionRoute, key_digest
+from fngate.proxy.routing.lookup import KeyChecker, resolve
+from fngate.proxy.routing.snapshot import Endpoint, KeyGrant, RoutingTable, VersionRoute, key_digest
 
 FID, V1, V2 = (str(uuid.uuid4()) for _ in range(3))
 INVOKE = frozenset({"invoke_function"})
@@ -90,7 +90,7 @@ def test_grants_and_sharing_survive_the_wire_form():
 
 
 def test_grpc_calls_take_the_same_check():
-    from fngate.proxy.grpc_route import route_call
+    from fngate.proxy.grpc.route import route_call
 
     routes = [
         VersionRoute(

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fngate.proxy.errors import BadRequest, Degraded, NotFound
-from fngate.proxy.lookup import poll_seconds, resolve, target_from_host
-from fngate.proxy.routing import RoutingTable
+from fngate.proxy.routing.lookup import poll_seconds, resolve, target_from_host
+from fngate.proxy.routing.snapshot import RoutingTable
 
 from .conftest import FID, VID, VID2, route
 

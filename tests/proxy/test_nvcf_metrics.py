@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from fngate.proxy.nvcf_metrics import NvcfMetrics, path_endpoint
+from fngate.proxy.calls.nvcf_metrics import NvcfMetrics, path_endpoint
 
 from .conftest import FID, KEY, VID, route
 

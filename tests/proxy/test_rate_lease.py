@@ -1,4 +1,4 @@
-"""Rate limits across processes through Redis (proxy/rate_lease.py): local allowances
+"""Rate limits across processes through Redis (proxy/routing/rate_lease.py): local allowances
 leased in batches from a bucket in a real redis-server, so two gateways (as two workers
 or replicas) hold one limit between them, with no Redis call per request."""
 
@@ -12,9 +12,9 @@ import redis.asyncio as aioredis
 
 from fngate.proxy.config import GatewayConfig
 from fngate.proxy.errors import RateLimited
-from fngate.proxy.rate_lease import RedisLeaser
-from fngate.proxy.rate_limits import RateLimits
-from fngate.proxy.routing import KeyGrant, RoutingTable, SnapshotHolder, key_digest
+from fngate.proxy.routing.rate_lease import RedisLeaser
+from fngate.proxy.routing.rate_limits import RateLimits
+from fngate.proxy.routing.snapshot import KeyGrant, RoutingTable, SnapshotHolder, key_digest
 from fngate.proxy.server import Gateway
 from tests.support.net import free_port
 

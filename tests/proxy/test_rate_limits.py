@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from fngate.proxy.errors import RateLimited
-from fngate.proxy.rate_limits import RateLimits, RatePolicy, parse_rates
-from fngate.proxy.routing import KeyGrant, RoutingTable, key_digest
+from fngate.proxy.routing.rate_limits import RateLimits, RatePolicy, parse_rates
+from fngate.proxy.routing.snapshot import KeyGrant, RoutingTable, key_digest
 
 from .conftest import FID, KEY, VID, route
 

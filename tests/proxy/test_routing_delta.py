@@ -12,7 +12,7 @@ from aiohttp import web
 
 from fngate.control.internal_api import make_internal_app
 from fngate.control.loadboard import LoadBoard
-from fngate.proxy.routing import (
+from fngate.proxy.routing.snapshot import (
     ROUTING_DELTA_KEY,
     ROUTING_KEY,
     ROUTING_VERSION_KEY,
@@ -24,7 +24,7 @@ from fngate.proxy.routing import (
     VersionRoute,
     key_digest,
 )
-from fngate.proxy.sources import ControlHttpSource, RedisSource
+from fngate.proxy.routing.sources import ControlHttpSource, RedisSource
 from tests.support.waiting import wait_for
 
 ADMIN = "nvapi-admin-for-tests"

@@ -6,7 +6,7 @@ import dataclasses
 import orjson
 import pytest
 
-from fngate.proxy.routing import (
+from fngate.proxy.routing.snapshot import (
     EMPTY_TABLE,
     Endpoint,
     KeyGrant,

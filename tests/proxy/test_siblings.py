@@ -1,6 +1,6 @@
 """The --workers N pexec relay in one process: two gateways that are each other's
 siblings share one routing snapshot; a result held by one is polled through the
-other (proxy/siblings.py), and the private listener serves status polls only.
+other (proxy/calls/siblings.py), and the private listener serves status polls only.
 (tests/e2e/test_multiprocess.py runs the same with real worker processes, marked slow.)"""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import asyncio
 
 import httpx
 
+from fngate.proxy.calls.siblings import Siblings
 from fngate.proxy.config import GatewayConfig
-from fngate.proxy.routing import SnapshotHolder
+from fngate.proxy.routing.snapshot import SnapshotHolder
 from fngate.proxy.server import Gateway
-from fngate.proxy.siblings import Siblings
 from tests.support.net import free_port
 
 from .conftest import FID, KEY, Env, route

@@ -13,7 +13,8 @@ from aiohttp import web
 from fngate.control.internal_api import make_internal_app
 from fngate.control.loadboard import LoadBoard
 from fngate.proxy.config import GatewayConfig
-from fngate.proxy.routing import (
+from fngate.proxy.ops.workers import WorkerPool
+from fngate.proxy.routing.snapshot import (
     ROUTING_CHANNEL,
     ROUTING_KEY,
     KeyGrant,
@@ -24,8 +25,7 @@ from fngate.proxy.routing import (
     VersionLoad,
     key_digest,
 )
-from fngate.proxy.sources import ControlHttpSource, RedisSource
-from fngate.proxy.workers import WorkerPool
+from fngate.proxy.routing.sources import ControlHttpSource, RedisSource
 from tests.support.waiting import wait_for
 
 from .conftest import KEY, VID, route
@@ -148,7 +148,7 @@ async def test_a_worker_whose_parent_is_gone_stops(redis_url, echo_up):
         "parent": 1,  # not this test's pid: as if the real parent had died and init adopted it
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fngate.proxy.workers", json.dumps(spec), stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
+        sys.executable, "-m", "fngate.proxy.ops.workers", json.dumps(spec), stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
     )
     try:
         assert (await asyncio.wait_for(proc.stdout.readline(), 30)).startswith(b"ready")

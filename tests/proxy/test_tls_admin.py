@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from fngate.proxy.config import GatewayConfig
-from fngate.proxy.routing import SnapshotHolder
+from fngate.proxy.routing.snapshot import SnapshotHolder
 from fngate.proxy.server import Gateway
 
 from .conftest import Env, route

@@ -3,7 +3,7 @@ HELP/TYPE per family, each with its worker label."""
 
 from __future__ import annotations
 
-from fngate.proxy.worker_admin import merge_metrics
+from fngate.proxy.ops.worker_admin import merge_metrics
 
 W0 = """# HELP fngate_requests_total Invocations answered.
 # TYPE fngate_requests_total counter

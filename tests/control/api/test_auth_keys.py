@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fngate.control import records
-from fngate.proxy.routing import key_digest
+from fngate.proxy.routing.snapshot import key_digest
 from tests.support.keys import WILDCARDS, function_resource, key_body, key_headers, policy
 
 from .conftest import ADMIN_KEY, EXAMPLE_FUNCTION

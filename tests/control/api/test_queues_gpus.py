@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from fngate.proxy.routing import LoadReport, VersionLoad
+from fngate.proxy.routing.snapshot import LoadReport, VersionLoad
 
 from .conftest import SPEC
 

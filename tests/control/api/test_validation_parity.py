@@ -8,7 +8,7 @@ import time
 import pytest
 
 from fngate.control import records
-from fngate.proxy.routing import LoadReport, VersionLoad
+from fngate.proxy.routing.snapshot import LoadReport, VersionLoad
 
 from .conftest import EXAMPLE_FUNCTION, SPEC
 

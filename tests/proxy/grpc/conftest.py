@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from fngate.proxy.config import GatewayConfig
-from fngate.proxy.routing import SnapshotHolder
+from fngate.proxy.routing.snapshot import SnapshotHolder
 from fngate.proxy.server import Gateway
 from tests.proxy.grpc.gateway import build_table
 from tests.support.net import free_port

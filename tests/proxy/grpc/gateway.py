@@ -9,7 +9,7 @@ from grpclib.client import Channel
 
 from fngate.backends.samples import grpc_echo_pb2_grpc as pb_grpc
 from fngate.backends.samples.grpc_echo_grpc import EchoStub
-from fngate.proxy.routing import Endpoint, KeyGrant, RoutingTable, VersionRoute, key_digest
+from fngate.proxy.routing.snapshot import Endpoint, KeyGrant, RoutingTable, VersionRoute, key_digest
 
 F_IO = "10000000-0000-4000-8000-000000000001"  # served by the grpcio instance
 F_LIB = "10000000-0000-4000-8000-000000000002"  # served by the grpclib instance

@@ -1,4 +1,4 @@
-"""The gRPC rules the gateway applies without decoding protobuf (proxy/grpc.py)."""
+"""The gRPC rules the gateway applies without decoding protobuf (proxy/grpc/protocol.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fngate.proxy import errors
-from fngate.proxy.grpc import (
+from fngate.proxy.grpc.protocol import (
     FramingError,
     MessageFraming,
     Status,
@@ -19,7 +19,7 @@ from fngate.proxy.grpc import (
     parse_timeout,
     status_of,
 )
-from fngate.proxy.upstream.h2_client import UpstreamLost
+from fngate.proxy.instances.h2 import UpstreamLost
 
 
 @pytest.mark.parametrize(

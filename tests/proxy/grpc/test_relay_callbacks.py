@@ -13,14 +13,14 @@ import pytest
 from ngh2 import Configuration, Connection, ErrorCode, Role, Setting
 from ngh2 import events as ev
 
-from fngate.proxy.exchange import ClientGone
-from fngate.proxy.grpc import Status
-from fngate.proxy.grpc_relay import GrpcHandler
-from fngate.proxy.limiter import Limiter
-from fngate.proxy.lookup import KeyChecker
-from fngate.proxy.metrics import Metrics
-from fngate.proxy.routing import Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
-from fngate.proxy.upstream.h2_client import H2UpstreamPool
+from fngate.proxy.calls.exchange import ClientGone
+from fngate.proxy.calls.metrics import Metrics
+from fngate.proxy.grpc.protocol import Status
+from fngate.proxy.grpc.relay import GrpcHandler
+from fngate.proxy.instances.h2 import H2UpstreamPool
+from fngate.proxy.routing.limiter import Limiter
+from fngate.proxy.routing.lookup import KeyChecker
+from fngate.proxy.routing.snapshot import Endpoint, KeyGrant, RoutingTable, SnapshotHolder, VersionRoute, key_digest
 from tests.proxy.grpc.rawh2 import grpc_frame
 
 FID = "70000000-0000-4000-8000-000000000001"

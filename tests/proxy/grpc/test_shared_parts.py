@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from fngate.backends.samples import grpc_echo_pb2 as pb
-from fngate.proxy.routing import Endpoint, VersionRoute
+from fngate.proxy.routing.snapshot import Endpoint, VersionRoute
 from tests.proxy.grpc.conftest import running_gateway
 from tests.proxy.grpc.gateway import (
     F_IO,

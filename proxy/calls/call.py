@@ -1,0 +1,577 @@
+"""The forwarding engine: one Call per request, from the client's exchange to an
+HTTP/1.1 instance and back, driven by callbacks. Read this file to follow any request.
+
+    handler (dispatch.py) -> Call.run -> slot (limiter) -> connection (pool) -> _send
+        -> the instance's response pushed to on_head / on_body / on_end, one flush per
+           batch of socket bytes -> the client's exchange -> _finish
+
+The common case (a complete request, a free slot, an idle pooled connection) runs
+from `run` to `_finish` without a coroutine, a future or a task: one socket write to
+the instance, one to the client. Only a real wait takes a small task (`_obtain`):
+a place in the limiter's queue (busy instances, cold start) or a TCP connect.
+
+What can happen to a call, and where:
+- queueing, cold start, connect: `_obtain` (then `_send`);
+- a stale pooled connection or an instance that failed before answering: one retry
+  on another instance (`_retry`, a state change of this call) while the request body
+  is still at hand; a connect failure likewise;
+- a request body that streams in (`on_request_data` / `on_request_end`): written to
+  the instance as it comes, acknowledged to the client's driver (which then reads
+  more) only once the instance's socket takes it; held to a minimum rate
+  (proxy/calls/body_rate.py) while it holds the slot;
+- the response: passed on as it arrives (SSE events are never held); a client that
+  takes nothing pauses reading from the instance until it drains (`flush`);
+- the head deadline (NVCF-POLL-SECONDS + grace: 504) and, once the head is in, the
+  idle timeout (no byte either way for `idle_timeout`), both on the coarse
+  deadlines of proxy/calls/deadlines.py (`on_deadline`);
+- SSE keep-alive comments while a streaming request waits (`_keepalive`), the head
+  of which makes the gateway's errors `event: error` afterwards;
+- the client going away at any stage (`client_gone`), errors (`_fail`).
+
+Every gateway error becomes the client's answer in one place: `answer_error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from fngate.proxy.calls.body_rate import BodyRateGuard
+from fngate.proxy.calls.deadlines import Deadlines
+from fngate.proxy.calls.metrics import UNKNOWN_FUNCTION
+from fngate.proxy.calls.nvcf_metrics import TLB
+from fngate.proxy.calls.request_ids import slot_owner
+from fngate.proxy.calls.sse import COMMENT, error_event, sse_head, wants_sse
+from fngate.proxy.errors import PollTimeout, ProxyError, RequestTimeout, UpstreamUnavailable, status_for_nvcf
+from fngate.proxy.instances.pool import ConnectFailed
+from fngate.proxy.routing.lookup import KeyChecker, poll_seconds, resolve
+from fngate.proxy.routing.rate_limits import RateLimits
+from fngate.proxy.wire.headers import RouteHeaders, client_head_block, upstream_head
+
+if TYPE_CHECKING:
+    from fngate.proxy.calls.exchange import Exchange
+    from fngate.proxy.calls.metrics import Metrics
+    from fngate.proxy.config import GatewayConfig
+    from fngate.proxy.instances.h1 import H1Upstream
+    from fngate.proxy.instances.pool import H1Pool
+    from fngate.proxy.routing.limiter import Lease, Limiter
+    from fngate.proxy.routing.snapshot import KeyGrant, SnapshotHolder, VersionRoute
+
+_TIMEOUT_DETAIL = "the instance sent no response headers within the poll window"
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # framed with content-length: 0 even when empty
+_CHUNKED = b"transfer-encoding: chunked\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+class Engine:
+    """What every call shares: configuration, the routing snapshot, the key check, the
+    limiter, the instance pool, metrics, cached header bytes and the coarse deadlines."""
+
+    __slots__ = ("config", "deadlines", "holder", "keys", "limiter", "metrics", "pool", "rate_limits", "route_headers")
+
+    def __init__(self, config: GatewayConfig, holder: SnapshotHolder, limiter: Limiter, pool: H1Pool, metrics: Metrics) -> None:
+        self.config = config
+        self.holder = holder
+        self.limiter = limiter
+        self.pool = pool
+        self.metrics = metrics
+        self.keys = KeyChecker()
+        self.rate_limits = RateLimits(metrics.rate_limited)
+        self.route_headers = RouteHeaders(config.region)
+        self.deadlines = Deadlines()
+
+    def authorize(
+        self, fid: str, vid: str | None, auth: bytes | None, poll_h: bytes | None, started: float, default_poll: int | None = None
+    ) -> tuple[VersionRoute, KeyGrant, float]:
+        """(route, grant, head deadline) against the current snapshot, in NVCF's order:
+        key, version, poll window, then the function's rate limit. Raises ProxyError."""
+        table = self.holder.table
+        grant = self.keys.check(table, auth, fid, vid)
+        route = resolve(table, fid, vid, grant)
+        cfg = self.config
+        poll = poll_seconds(poll_h, cfg.default_poll_seconds if default_poll is None else default_poll)
+        self.metrics.nvcf.invocation(route.function_id, route.version_id, grant.nca_id)
+        if route.rate_limit:
+            self.rate_limits.check(route, grant)
+        return route, grant, started + poll + cfg.header_grace
+
+    def close(self) -> None:
+        self.deadlines.close()
+
+
+def answer_error(ex: Exchange, err: ProxyError, request_id: bytes, sse_started: bool = False) -> None:
+    """The one place a gateway error becomes the client's answer: problem+json (or the
+    error's own body) while no response head went out; once one did, the exchange is
+    aborted (the client must see the answer is incomplete), except after the gateway's
+    own SSE keep-alive 200, where it arrives as one `event: error`."""
+    if sse_started and not ex.finished:
+        ex.send(error_event(err.http_status, err.detail or type(err).__name__))
+        ex.end()
+        return
+    if ex.response_started or ex.finished:
+        ex.abort()
+        return
+    ctype, body = err.body()
+    headers = [(b"content-length", b"%d" % len(body))]
+    if ctype:
+        headers.append((b"content-type", ctype))
+    headers.extend(err.headers)
+    headers.append((b"nvcf-reqid", request_id))
+    headers.append((b"nvcf-status", b"errored"))
+    ex.start_response(err.http_status, headers)
+    if body:
+        ex.send(body)
+    ex.end()
+
+
+class Call:
+    """One request to an instance (see the module docstring). `tracked`: it counts in the
+    gateway's metrics (a pexec job that runs on after its 202 does not)."""
+
+    __slots__ = (
+        "chunked",
+        "closed",
+        "conn",
+        "deadline",
+        "due_at",
+        "due_key",
+        "ended",
+        "endpoint",
+        "engine",
+        "ex",
+        "exclude",
+        "grant",
+        "host_routed",
+        "ka_started",
+        "ka_timer",
+        "last",
+        "lease",
+        "loop",
+        "rate_guard",
+        "request_id",
+        "retried",
+        "route",
+        "sent",
+        "sse",
+        "started",
+        "status",
+        "streamed",
+        "streaming",
+        "target",
+        "task",
+        "tracked",
+        "unacked",
+    )
+
+    def __init__(
+        self,
+        engine: Engine,
+        ex: Exchange,
+        route: VersionRoute | None,
+        grant: KeyGrant | None,
+        request_id: bytes,
+        started: float,
+        deadline: float,
+        target: bytes | None = None,
+        host_routed: bool = True,
+        tracked: bool = True,
+        endpoint: str = TLB,
+    ) -> None:
+        self.engine = engine
+        self.ex = ex
+        self.route = route
+        self.grant = grant
+        self.request_id = request_id
+        self.started = started
+        self.deadline = deadline  # time.monotonic() by which the response head must be in
+        self.target = ex.target if target is None else target
+        self.host_routed = host_routed
+        self.tracked = tracked
+        self.endpoint = endpoint  # NVCF's route label (proxy/calls/nvcf_metrics.py)
+        self.loop = asyncio.get_running_loop()
+        self.lease: Lease | None = None
+        self.conn: H1Upstream | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.rate_guard: BodyRateGuard | None = None
+        self.ka_timer: asyncio.TimerHandle | None = None
+        self.exclude: str | None = None  # the instance a retry avoids
+        self.status = 0
+        self.due_at = 0.0
+        self.due_key = 0
+        self.last = 0.0  # loop time of the last byte moved, once streaming
+        self.unacked = 0  # request body bytes written to the instance, not yet acknowledged
+        self.sent = False  # an instance has the request
+        self.streamed = False  # the request body streams (no retry once it started)
+        self.chunked = False  # ... re-framed as chunked
+        self.streaming = False  # the response head arrived: the idle timeout applies
+        self.sse = False
+        self.ended = False  # the instance's response is complete
+        self.closed = False
+        self.retried = False
+        self.ka_started = False  # the gateway's own SSE keep-alive 200 went out
+
+    # -- start: a slot, a connection ---------------------------------------------------
+    def run(self) -> None:
+        engine = self.engine
+        if self.tracked:
+            engine.metrics.in_flight += 1
+        ex = self.ex
+        ex.on_disconnect = self.client_gone
+        loop = self.loop
+        self.due_at = due = loop.time() + max(self.deadline - self.started, 0)
+        self.due_key = engine.deadlines.add(due, self)
+        interval = engine.config.sse_queue_keepalive
+        if interval > 0 and wants_sse(ex):
+            self.ka_timer = loop.call_later(interval, self._keepalive)
+        self._take_slot()
+
+    def _take_slot(self) -> None:
+        """A free slot and an idle connection now, or wait for them in `_obtain`."""
+        route = self.route
+        assert route is not None  # a routed call (RelayCall has its own)
+        engine = self.engine
+        lease = engine.limiter.try_acquire(route, self.exclude, slot_owner(self.ex))
+        if lease is None:
+            self.task = self.loop.create_task(self._obtain(True))
+            return
+        self.lease = lease
+        ep = lease.endpoint
+        conn = engine.pool.take_idle(ep.host, ep.port)
+        if conn is None:
+            self.task = self.loop.create_task(self._obtain(False))
+        else:
+            self._send(conn)
+
+    def _address(self) -> tuple[str, int]:
+        lease = self.lease
+        assert lease is not None  # a slot is held from here on
+        ep = lease.endpoint
+        return ep.host, ep.port
+
+    async def _obtain(self, admit: bool) -> None:
+        """The only waits: a place in the limiter's queue, a connect. A client that goes
+        away (or the head deadline) cancels this task; the limiter gives back a slot
+        granted in the same loop tick."""
+        engine = self.engine
+        try:
+            if admit:
+                assert self.route is not None  # routed calls only admit
+                self.lease = await engine.limiter.admit(
+                    self.route, self.deadline, self.request_id.decode(), self.exclude, owner=slot_owner(self.ex)
+                )
+            host, port = self._address()
+            conn, _ = await engine.pool.acquire(host, port)
+        except ProxyError as err:
+            self.task = None
+            self._fail(err)
+            return
+        except ConnectFailed as exc:
+            self.task = None
+            engine.metrics.upstream_error("connect")
+            if self.retried:
+                self._fail(self._connect_error(str(exc)))
+            else:
+                self._retry()
+            return
+        self.task = None
+        self._send(conn)
+
+    def _connect_error(self, detail: str) -> ProxyError:
+        return UpstreamUnavailable(detail)
+
+    def _retry(self) -> None:
+        """The instance failed before answering: once more, elsewhere if there is another."""
+        engine = self.engine
+        engine.metrics.retries += 1
+        self.retried = True
+        failed = self.lease
+        assert failed is not None and self.route is not None  # a routed call held a slot
+        self.lease = None
+        failed.release()
+        self.exclude = failed.endpoint.id
+        try:
+            self.route = resolve(engine.holder.table, self.route.function_id, self.route.version_id)
+        except ProxyError as err:
+            self._fail(err)
+            return
+        self._take_slot()
+
+    # -- the request ---------------------------------------------------------------------
+    def _request_head(self, body_line: bytes | None) -> bytes:
+        ex = self.ex
+        route, grant, lease = self.route, self.grant, self.lease
+        assert route is not None and grant is not None and lease is not None  # a routed call with a slot
+        wire = self.engine.route_headers
+        subject, nca_id = wire.for_grant(grant)
+        return upstream_head(
+            ex.method,
+            self.target,
+            ex.headers,
+            wire.for_route(route),
+            host=wire.for_endpoint(lease.endpoint),
+            request_id=self.request_id,
+            subject=subject,
+            nca_id=nca_id,
+            poll_left=max(round(self.deadline - self.engine.config.header_grace - time.monotonic()), 1),
+            body=body_line,
+            client_addr=ex.client_addr,
+            host_routed=self.host_routed,
+            authority=ex.authority,
+            http2=ex.http2,
+            scheme=ex.scheme,
+        )
+
+    def _send(self, conn: H1Upstream) -> None:
+        """Write the request: at once when its body is complete (kept for a retry), else
+        the head, then the body as it streams in."""
+        self.conn = conn
+        self.sent = True
+        ex = self.ex
+        body = ex.body
+        if body.eof and not ex.expect_continue:
+            data = body.take_whole()
+            line = b"content-length: %d\r\n" % len(data) if data or ex.method in _BODY_METHODS else None
+            head = self._request_head(line)
+            conn.start(head + data if data else head, ex.method == "HEAD", self)
+            return
+        length = None
+        for n, v in ex.headers:
+            if n == b"content-length":
+                length = v
+        self.streamed = True
+        self.chunked = length is None
+        conn.start(self._request_head(_CHUNKED if length is None else b"content-length: %s\r\n" % length), ex.method == "HEAD", self)
+        if self.conn is conn:  # (an instance that closed at once was handled by now)
+            self._guard_body_rate()
+            ex.read_body(self)
+
+    def on_request_data(self, data: bytes) -> None:
+        conn = self.conn
+        if conn is None or self.closed:
+            return
+        conn.send_body(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+        if self.unacked or conn.backlogged():  # the instance takes no more for now: the client waits too
+            if not self.unacked:
+                conn.when_writable(self._instance_writable)
+            self.unacked += len(data)
+        else:
+            self.ex.body.consumed(len(data))
+
+    def _instance_writable(self) -> None:
+        n, self.unacked = self.unacked, 0
+        if not self.closed:
+            self.ex.body.consumed(n)
+
+    def on_request_end(self) -> None:
+        if self.rate_guard is not None:
+            self.rate_guard.stop()
+            self.rate_guard = None
+        conn = self.conn
+        if self.chunked and conn is not None and not self.closed:
+            conn.send_body(_LAST_CHUNK)
+        self.chunked = False
+
+    def on_request_gone(self) -> None:
+        """The client went away mid-body: the request can never be complete."""
+        if self.closed:
+            return
+        if self.tracked:
+            self.engine.metrics.client_disconnects += 1
+            self._app_error(499)
+        self._finish(499)
+        # heard only by a client side that outlives its client (pexec's ResultCollector)
+        answer_error(self.ex, UpstreamUnavailable("the client went away before its request body arrived"), self.request_id)
+
+    def _guard_body_rate(self) -> None:
+        """The request holds a slot while its body streams in: hold the client to the
+        minimum body rate."""
+        cfg = self.engine.config
+        rate = cfg.client_body_min_rate
+        if rate > 0 and self.rate_guard is None and not self.ex.body.eof:
+            self.rate_guard = BodyRateGuard(
+                self.loop, self.ex.body, rate, cfg.client_body_rate_window, cfg.client_body_rate_grace, self._body_too_slow
+            )
+
+    def _body_too_slow(self) -> None:
+        self.rate_guard = None
+        rate = self.engine.config.client_body_min_rate
+        self._fail(RequestTimeout(f"the request body arrived slower than {rate:g} bytes/s"))
+
+    # -- the response (the instance connection's ResponseSink callbacks) ------------------
+    def on_head(self, status: int, block: bytes) -> None:
+        if self.closed:
+            return
+        self.status = status
+        self.streaming = True
+        if self.ka_timer is not None:
+            self.ka_timer.cancel()
+            self.ka_timer = None
+        idle_end = self.loop.time() + self.engine.config.idle_timeout
+        if idle_end < self.due_at:  # the idle timeout is the shorter one
+            self._due(idle_end)
+        lines, framed, sse = client_head_block(block)
+        if self.ka_started:  # our own 200 text/event-stream head is out already
+            if not sse or status != 200:
+                ex = self.ex
+                self._finish(status)
+                ex.send(error_event(status, "the instance answered without an event stream"))
+                ex.end()
+                return
+        else:
+            self.ex.start_response_block(status, lines, framed, self.request_id, status_for_nvcf(status))
+        if sse:
+            self.sse = True
+            if self.tracked:
+                self.engine.metrics.sse_open += 1
+
+    def on_body(self, data: bytes) -> None:
+        if not self.closed:
+            self.ex.send(data)
+
+    def on_end(self) -> None:
+        self.ended = True
+
+    def flush(self) -> None:
+        """After each batch of bytes from the instance: pass on what it produced."""
+        if self.closed:
+            return
+        ex = self.ex
+        if self.ended:
+            self._finish(self.status)
+            ex.end()
+            return
+        ex.flush()
+        if self.streaming:
+            self.last = self.loop.time()
+            conn = self.conn
+            if conn is not None and ex.backlogged():  # a slow client: stop reading the instance until it drains
+                conn.pause_reading()
+                ex.when_writable(self._client_writable)
+
+    def _client_writable(self) -> None:
+        conn = self.conn
+        if not self.closed and conn is not None:
+            self.last = self.loop.time()
+            conn.resume_reading()
+
+    def on_lost(self, msg: str, before_response: bool) -> None:
+        """The instance closed or reset the connection before the response was complete."""
+        if self.closed:
+            return
+        self.conn = None  # dead: neither reused nor aborted
+        metrics = self.engine.metrics
+        if self.streaming:
+            metrics.upstream_error("reset_mid_response")
+            self.ex.abort()  # the client must see the response is incomplete
+            self._finish(self.status)
+            return
+        metrics.upstream_error("reset")
+        if before_response and not self.streamed and not self.retried:
+            self._retry()  # a stale pooled connection, or an instance that just died
+            return
+        self._fail(UpstreamUnavailable(f"the instance failed: {msg}"))
+
+    # -- timers --------------------------------------------------------------------------
+    def _due(self, when: float) -> None:
+        deadlines = self.engine.deadlines
+        deadlines.remove(self.due_key, self)
+        self.due_at = when
+        self.due_key = deadlines.add(when, self)
+
+    def on_deadline(self) -> None:
+        if self.closed:
+            return
+        if not self.streaming:
+            self._fail(self._timeout_error())
+            return
+        idle = self.engine.config.idle_timeout
+        if self.loop.time() - self.last < idle:
+            self.due_at = self.last + idle
+            self.due_key = self.engine.deadlines.add(self.due_at, self)
+            return
+        self.ex.abort()  # no byte from the instance, or none taken by the client, for too long
+        self._finish(self.status)
+
+    def _timeout_error(self) -> ProxyError:
+        return PollTimeout(_TIMEOUT_DETAIL)
+
+    def _keepalive(self) -> None:
+        """A streaming request still waits for its head: the gateway's own 200
+        text/event-stream (once), then a comment; skipped while the client is slow."""
+        self.ka_timer = None
+        if self.closed or self.streaming:
+            return
+        ex = self.ex
+        if not self.ka_started:
+            self.ka_started = True
+            ex.start_response(200, sse_head(self.request_id))
+        if not ex.backlogged():
+            ex.send(COMMENT)
+            ex.flush()
+        self.ka_timer = self.loop.call_later(self.engine.config.sse_queue_keepalive, self._keepalive)
+
+    # -- endings -------------------------------------------------------------------------
+    def client_gone(self) -> None:
+        if not self.closed:
+            if self.tracked:
+                self.engine.metrics.client_disconnects += 1
+                self._app_error(499)
+            self._finish(499)
+
+    def cancel(self) -> None:
+        """Stop this call without answering (its owner answers, or nobody waits)."""
+        self._finish(499)
+
+    def _fail(self, err: ProxyError) -> None:
+        if self.tracked and not self.closed:
+            self._app_error(err.http_status)
+        self._finish(err.http_status)
+        answer_error(self.ex, err, self.request_id, self.ka_started)
+
+    def _app_error(self, status: int) -> None:
+        route = self.route
+        self.engine.metrics.nvcf.app_error(status, route.function_id if route is not None else "")
+
+    def _finish(self, status: int) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        engine = self.engine
+        engine.deadlines.remove(self.due_key, self)
+        if self.ka_timer is not None:
+            self.ka_timer.cancel()
+            self.ka_timer = None
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        if self.rate_guard is not None:
+            self.rate_guard.stop()
+            self.rate_guard = None  # its callback refers back to this call: no cycle left behind
+        ex = self.ex
+        ex.on_disconnect = None
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            if self.ended:
+                if self.streamed and not ex.body.eof:  # answered before the whole body went: not reusable
+                    conn.reusable_body = False
+                engine.pool.release(conn)
+            else:
+                conn.abort()  # an unfinished exchange: the connection cannot be reused
+        if self.streamed:
+            ex.body.detach()
+        lease = self.lease
+        if lease is not None:
+            self.lease = None
+            lease.release()
+        if self.tracked:
+            metrics = engine.metrics
+            if self.sse:
+                metrics.sse_open -= 1
+            metrics.in_flight -= 1
+            route = self.route
+            seconds = time.monotonic() - self.started
+            metrics.observe(route.function_id if route is not None else UNKNOWN_FUNCTION, status, seconds, ex.method, self.endpoint)
+            if route is not None:
+                metrics.nvcf.invocation_ended(route.function_id, route.version_id, seconds)

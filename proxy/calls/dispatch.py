@@ -1,0 +1,88 @@
+"""The gateway's RequestHandler: which handler answers a request, from its head alone.
+
+- a `function-id` header, or a Host of the form `{fid}.invocation.<domain>`: a Call
+  to one of the function's instances (proxy/calls/call.py), once the key check passed;
+- `/v2/nvcf/pexec/...` (path-routed, polled: proxy/calls/pexec.py);
+- `/health`, `/v2/health/ready`: the gateway's own answer (proxy/calls/health.py);
+- anything else: 404.
+
+The path routes (the last three) answer CORS as NVCF does (proxy/calls/cors.py).
+
+The client drivers receive this object through their constructor; it imports none of them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from fngate.proxy.calls.call import Call, Engine, answer_error
+from fngate.proxy.calls.cors import apply_cors, pexec_allow
+from fngate.proxy.calls.health import HEALTH_PATHS, answer_health
+from fngate.proxy.calls.metrics import UNKNOWN_FUNCTION
+from fngate.proxy.calls.nvcf_metrics import TLB, UNKNOWN_ENDPOINT, path_endpoint
+from fngate.proxy.calls.request_ids import new_request_id
+from fngate.proxy.errors import NotFound, ProxyError
+from fngate.proxy.routing.lookup import target_from_host
+
+if TYPE_CHECKING:
+    from fngate.proxy.calls.exchange import Exchange
+    from fngate.proxy.calls.pexec import Pexec
+
+PEXEC_PREFIX = b"/v2/nvcf/pexec/"
+
+
+class Invocations:
+    __slots__ = ("engine", "pexec")
+
+    def __init__(self, engine: Engine, pexec: Pexec | None = None) -> None:
+        self.engine = engine
+        self.pexec = pexec
+
+    def start(self, ex: Exchange) -> None:
+        started = time.monotonic()
+        request_id = new_request_id()
+        engine = self.engine
+        fid_h = vid_h = auth = poll_h = None
+        for n, v in ex.headers:
+            if n == b"authorization":
+                auth = v
+            elif n == b"function-id":
+                fid_h = v
+            elif n == b"function-version-id":
+                vid_h = v
+            elif n == b"nvcf-poll-seconds":
+                poll_h = v
+        endpoint = TLB  # NVCF's route label (proxy/calls/nvcf_metrics.py)
+        try:
+            if fid_h is not None:
+                fid = fid_h.decode("latin-1").strip().lower()
+                vid = vid_h.decode("latin-1").strip().lower() if vid_h is not None else None
+            else:
+                target = ex.target
+                if target[:15] == PEXEC_PREFIX and self.pexec is not None:
+                    if apply_cors(ex, pexec_allow(target)):  # a preflight, answered
+                        engine.metrics.observe(UNKNOWN_FUNCTION, 200, time.monotonic() - started, ex.method, path_endpoint(target))
+                        return
+                    self.pexec.start(ex, request_id, started)
+                    return
+                if target in HEALTH_PATHS:
+                    if not apply_cors(ex, b"GET,HEAD"):
+                        answer_health(ex)
+                    engine.metrics.observe(UNKNOWN_FUNCTION, 200, time.monotonic() - started, ex.method, path_endpoint(target))
+                    return
+                hit = target_from_host(ex.authority.decode("latin-1"))
+                if hit is None:
+                    endpoint = UNKNOWN_ENDPOINT
+                    if apply_cors(ex, None):
+                        engine.metrics.observe(UNKNOWN_FUNCTION, 200, time.monotonic() - started, ex.method, endpoint)
+                        return
+                    raise NotFound("No function matches the request's Host or function-id header")
+                fid, vid = hit
+            route, grant, deadline = engine.authorize(fid, vid, auth, poll_h, started)
+        except ProxyError as err:  # not routed, or not authenticated: no label of its own
+            answer_error(ex, err, request_id)
+            engine.metrics.nvcf.app_error(err.http_status)
+            engine.metrics.observe(UNKNOWN_FUNCTION, err.http_status, time.monotonic() - started, ex.method, endpoint)
+            return
+        Call(engine, ex, route, grant, request_id, started, deadline).run()

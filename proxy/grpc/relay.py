@@ -1,0 +1,629 @@
+"""Relay of one gRPC call between a client stream and an instance stream, at the HTTP/2 level.
+
+Headers, DATA and trailers go through unchanged (protobuf is never decoded); the
+gateway adds `nvcf-reqid` to the response headers, rewrites `grpc-timeout` to the
+time left, and drops the caller's `authorization` and every field that names
+something only the gateway may say (proxy.headers.is_protected: forwarding headers,
+NVCF-* in any spelling). A reset on either side resets the other; a deadline ends both.
+
+The call is driven by callbacks, in the order the frames arrive: the HTTP/2 server
+driver calls `on_data`/`on_trailers`/`on_reset`, the instance connection calls the
+StreamSink methods. The only awaits are where something truly waits: the limiter's
+queue (or the connection's turn under the per-connection cap) and connecting to the
+instance; a call that finds a free slot and an open connection has no task at all.
+
+Flow control is end to end, without buffering in the call: client DATA is queued in
+the instance connection's engine and acknowledged to the client (WINDOW_UPDATE) only
+once the engine holds little of the stream (`backlogged()` false, else on
+`when_writable`); instance DATA is queued in the client connection's engine and
+acknowledged to the instance only once the client takes it. So each direction holds
+at most about one stream window.
+
+The driver's seam: `GrpcHandler.open(headers, downstream, end_stream) -> call`, the
+downstream being an H2Downstream (proxy/drivers/h2_stream.py); see proxy/drivers/h2.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from ngh2 import ErrorCode, NeverIndexedHeader
+
+from fngate.proxy.calls.body_rate import BodyRateGuard
+from fngate.proxy.calls.exchange import ClientGone
+from fngate.proxy.calls.metrics import UNKNOWN_FUNCTION, Metrics
+from fngate.proxy.calls.request_ids import new_request_id, slot_owner
+from fngate.proxy.errors import BadRequest, Draining, ProxyError, RequestTimeout, UpstreamTimeout, UpstreamUnavailable
+from fngate.proxy.grpc.metrics import GrpcMetrics
+from fngate.proxy.grpc.protocol import (
+    FramingError,
+    MessageFraming,
+    Status,
+    format_timeout,
+    parse_timeout,
+    status_of,
+    status_trailers,
+    trailers_only,
+)
+from fngate.proxy.grpc.route import route_and_grant
+from fngate.proxy.instances.h2 import H2Upstream, H2UpstreamPool, UpstreamLost
+from fngate.proxy.routing.lookup import KeyChecker, resolve
+from fngate.proxy.routing.rate_limits import RateLimits
+from fngate.proxy.routing.snapshot import Endpoint, SnapshotHolder, VersionRoute
+from fngate.proxy.wire.headers import is_protected
+
+Headers = list[tuple[bytes, bytes]]
+
+# the request headers routing reads (proxy.grpc_route.route_call), and the deadline
+_ROUTING = frozenset({b":authority", b"function-id", b"function-version-id", b"authorization", b"grpc-timeout"})
+# pseudo-headers an instance's gRPC server reads; `:protocol` (extended CONNECT) is not gRPC
+_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
+# set by the gateway for each call, whatever the client sent
+_OWN = frozenset({b"grpc-timeout", b"nvcf-reqid"})
+
+
+class Downstream(Protocol):
+    """The client side of one stream, provided by the HTTP/2 server driver (H2Downstream)."""
+
+    @property
+    def http2(self) -> bool: ...
+    @property
+    def conn(self) -> object: ...  # the client connection: whose per-connection slot count the call joins
+
+    def send_headers(self, headers: Headers, end_stream: bool = False) -> None: ...  # ClientGone when gone
+    def queue_data(self, data: bytes, end_stream: bool = False) -> bool: ...  # False when the stream is gone
+    def backlogged(self) -> bool: ...  # the client does not take the stream's bytes now
+    def when_writable(self, callback: Callable[[], None]) -> None: ...  # once it may take more (or is gone)
+    def send_trailers(self, headers: Headers) -> None: ...  # ClientGone when gone
+    def reset(self, error_code: int) -> None: ...
+    def stop_after_answer(self) -> None: ...  # RST_STREAM NO_ERROR once the answer is out (the client may still send)
+    def ack(self, n: int) -> None: ...  # flow-control credit for n bytes of request DATA
+
+
+class Lease(Protocol):
+    @property
+    def endpoint(self) -> Endpoint: ...
+
+    def release(self) -> None: ...
+
+
+class Slots(Protocol):
+    """Instance slots, shared with HTTP: proxy.limiter.Limiter."""
+
+    def try_acquire(self, route: VersionRoute, exclude: str | None = None, owner: object = None) -> Lease | None: ...
+    async def admit(
+        self, route: VersionRoute, deadline: float | None, request_id: str = "", exclude: str | None = None, *, owner: object = None
+    ) -> Lease: ...
+
+
+class BodyRate(Protocol):
+    """The minimum request-body rate (proxy.config.GatewayConfig has these fields)."""
+
+    @property
+    def client_body_min_rate(self) -> float: ...  # bytes/s; 0: off
+    @property
+    def client_body_rate_window(self) -> float: ...
+    @property
+    def client_body_rate_grace(self) -> float: ...
+
+
+def send_status(down: Downstream, exc: BaseException, request_id: bytes, responded: bool) -> Status:
+    """Answer a gateway error on a gRPC stream, and return its status: a trailers-only
+    response before the response head, trailers after it. The one place a gateway
+    error becomes gRPC bytes (proxy.errors carries each error's grpc_status)."""
+    status, message = status_of(exc)
+    try:
+        if responded:
+            down.send_trailers(status_trailers(status, message))
+        else:
+            down.send_headers(trailers_only(status, message, (NeverIndexedHeader(b"nvcf-reqid", request_id),)), True)
+    except ClientGone:
+        pass
+    return status
+
+
+class GrpcHandler:
+    """Entry point for gRPC streams: route, admit, then relay to an instance. Routing,
+    the key check (`keys`: the gateway's one KeyChecker), the instance slots and the
+    request metrics are the ones HTTP uses."""
+
+    def __init__(
+        self,
+        holder: SnapshotHolder,
+        slots: Slots,
+        keys: KeyChecker,
+        pool: H2UpstreamPool | None = None,
+        metrics: GrpcMetrics | None = None,
+        request_metrics: Metrics | None = None,
+        *,
+        queue_timeout: float = 60.0,
+        max_message: int = 1 << 30,
+        body_rate: BodyRate | None = None,
+        rate_limits: RateLimits | None = None,
+    ) -> None:
+        self.holder = holder
+        self.slots = slots
+        self.keys = keys
+        self.rate_limits = rate_limits  # the HTTP side's buckets (proxy/routing/rate_limits.py): one limit for both
+        self.pool = pool or H2UpstreamPool()
+        self.metrics = metrics or GrpcMetrics()
+        self.request_metrics = request_metrics or Metrics()
+        self.queue_timeout = queue_timeout  # the poll window when the call has no grpc-timeout
+        self.max_message = max_message
+        self.body_rate = body_rate
+        self.calls: set[GrpcCall] = set()
+        self._idle = asyncio.Event()  # set while no call is in progress
+        self._idle.set()
+
+    def open(self, headers: Headers, downstream: Downstream, end_stream: bool = False) -> GrpcCall:
+        """Take a new client stream; the driver then feeds the returned call. The call
+        starts from the loop, after the driver's batch of frames: a stream that batch
+        also reset is over before it takes a slot or reaches an instance."""
+        call = GrpcCall(self, headers, downstream, end_stream)
+        self.calls.add(call)
+        self._idle.clear()
+        self.request_metrics.in_flight += 1
+        asyncio.get_running_loop().call_soon(call.start)
+        return call
+
+    def forget(self, call: GrpcCall) -> None:
+        """A call ended (GrpcCall._finish)."""
+        self.calls.discard(call)
+        self.request_metrics.in_flight -= 1
+        if not self.calls:
+            self._idle.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait up to `timeout` for the calls in progress to end; True when none is left."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            pass
+        return not self.calls
+
+    def abort_all(self) -> None:
+        """End what is still running: UNAVAILABLE to the client, a reset to the instance."""
+        for call in list(self.calls):
+            call.abort(Draining("the gateway is shutting down"))
+
+    async def aclose(self) -> None:
+        """End what is still running and close the instance connections."""
+        self.abort_all()
+        self.pool.close()
+
+
+class RequestProgress:
+    """How far the client got with its request stream, as the minimum body rate guard
+    reads it (proxy.body_rate.BodyProgress)."""
+
+    __slots__ = ("eof", "error", "filled", "held", "received")
+
+    def __init__(self, ended: bool) -> None:
+        self.received = 0
+        self.eof = ended
+        self.error: BaseException | None = None
+        self.filled = False
+        self.held = 0  # request bytes not acknowledged to the client: the instance is the slow side
+
+    @property
+    def full(self) -> bool:
+        return self.held > 0
+
+
+class GrpcCall:
+    """One relayed call, from its request headers to the end of both streams."""
+
+    __slots__ = (
+        "_body_rate",
+        "_conn",
+        "_deadline_timer",
+        "_finished",
+        "_framing",
+        "_lease",
+        "_pending",
+        "_request",
+        "_request_waits",
+        "_resp_held",
+        "_resp_waits",
+        "_responded",
+        "_sid",
+        "_waiting",
+        "deadline",
+        "down",
+        "function_id",
+        "handler",
+        "headers",
+        "request_id",
+        "started",
+        "status",
+    )
+
+    def __init__(self, handler: GrpcHandler, headers: Headers, down: Downstream, end_stream: bool) -> None:
+        self.handler = handler
+        self.headers = headers
+        self.down = down
+        self.request_id = new_request_id()
+        self.function_id = ""  # set once the key check and the route passed
+        self.started = time.monotonic()
+        self.deadline: float | None = None
+        self.status: Status | None = None  # the call's final status, once finished
+        self._request = RequestProgress(end_stream)
+        self._pending: list[tuple[bytes, int, bool] | Headers] = []  # request items before the instance stream opens
+        self._request_waits = False  # a when_writable of the instance stream is pending
+        self._resp_held = 0  # instance DATA not yet acknowledged to the instance (the client is slow)
+        self._resp_waits = False  # a when_writable of the client stream is pending
+        self._conn: H2Upstream | None = None
+        self._sid = 0
+        self._lease: Lease | None = None
+        self._waiting: asyncio.Task[None] | None = None  # only while waiting for a slot or a connection
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._body_rate: BodyRateGuard | None = None
+        self._framing = MessageFraming(handler.max_message)
+        self._responded = False  # response headers sent to the client
+        self._finished = False
+
+    @property
+    def held_response_bytes(self) -> int:
+        """Instance DATA the gateway took but the client has not (at most about a window)."""
+        return self._resp_held
+
+    # -- fed by the server driver ----------------------------------------------------------
+    def on_data(self, data: bytes, flow_len: int, end_stream: bool) -> None:
+        if self._finished:
+            self.down.ack(flow_len)
+            return
+        request = self._request
+        request.received += len(data)
+        request.eof = end_stream
+        try:
+            self._framing.feed(data)
+            if end_stream and not self._framing.at_boundary():
+                raise FramingError("request ended inside a gRPC message")
+        except FramingError:
+            self.down.ack(flow_len)
+            self._bad_framing()
+            return
+        if self._conn is None:
+            self._pending.append((data, flow_len, end_stream))
+        else:
+            self._send_request(data, flow_len, end_stream)
+
+    def on_trailers(self, headers: Headers) -> None:
+        if self._finished:
+            return
+        self._request.eof = True
+        if self._conn is None:
+            self._pending.append(headers)
+        else:
+            self._conn.send_trailers(self._sid, headers)
+
+    def on_reset(self, error_code: int) -> None:
+        """The client reset the stream (or its connection went away): cancel upstream."""
+        if self._finished:
+            return
+        self.handler.request_metrics.client_disconnects += 1
+        self._upstream_reset(ErrorCode.CANCEL)
+        self._finish(Status.CANCELLED, 499)
+
+    # -- fed by the instance connection (StreamSink, through _Sink) -------------------------
+    def on_response(self, headers: Headers, end_stream: bool) -> None:
+        if self._finished:
+            return
+        self._responded = True
+        try:
+            self.down.send_headers(headers + [NeverIndexedHeader(b"nvcf-reqid", self.request_id)], end_stream)
+        except ClientGone:
+            self.on_reset(ErrorCode.CANCEL)
+            return
+        if end_stream:  # trailers-only: the status is in these headers
+            self._complete(headers)
+
+    def on_data_up(self, data: bytes, flow_len: int, end_stream: bool) -> None:
+        if self._finished:
+            return
+        down = self.down
+        if not down.queue_data(data, end_stream):
+            self.on_reset(ErrorCode.CANCEL)
+            return
+        if end_stream:  # DATA with END_STREAM and no trailers: not valid gRPC, but pass it on
+            self._complete(())
+            return
+        if self._resp_held or down.backlogged():
+            self._resp_held += flow_len
+            if not self._resp_waits:
+                self._resp_waits = True
+                down.when_writable(self._response_writable)
+        elif self._conn is not None:
+            self._conn.ack(self._sid, flow_len)
+
+    def on_trailers_up(self, headers: Headers) -> None:
+        if self._finished:
+            return
+        try:
+            self.down.send_trailers(headers)
+        except ClientGone:
+            self.on_reset(ErrorCode.CANCEL)
+            return
+        self._complete(headers)
+
+    def on_reset_up(self, error_code: int) -> None:
+        """The instance reset the stream: pass the reset on to the client."""
+        if self._finished:
+            return
+        self._conn = None
+        self.down.reset(error_code)
+        if error_code == ErrorCode.CANCEL:
+            self._finish(Status.CANCELLED, 499)
+        else:
+            self._finish(Status.UNAVAILABLE, 502)
+
+    def on_lost(self, exc: Exception) -> None:
+        self._conn = None
+        self._fail(UpstreamUnavailable(f"instance unreachable: {exc}"))
+
+    # -- the call --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Route, authenticate and take a slot; open the instance stream at once when a
+        slot and a connection are free, else wait for them in a small task."""
+        if self._finished:  # reset in the batch that opened it
+            return
+        try:
+            route = self._route()
+        except ProxyError as err:
+            self._fail(err)
+            return
+        handler = self.handler
+        lease = handler.slots.try_acquire(route, None, slot_owner(self.down))
+        if lease is not None:
+            self._lease = lease
+            ep = lease.endpoint
+            conn = handler.pool.take(ep.host, ep.port)
+            if conn is not None:
+                self._open_upstream(conn)
+                return
+        self._waiting = asyncio.get_running_loop().create_task(self._wait_for_instance(route))
+
+    async def _wait_for_instance(self, route: VersionRoute) -> None:
+        """Wait for a slot (unless start took one) and a connection to its instance. An
+        instance that cannot be reached is tried no further: the call takes a slot on
+        another instance of the version, once, as HTTP requests do."""
+        handler = self.handler
+        wait_until = time.monotonic() + handler.queue_timeout
+        if self.deadline is not None and self.deadline < wait_until:
+            wait_until = self.deadline
+        request_id, owner = self.request_id.decode(), slot_owner(self.down)
+        exclude: str | None = None  # the instance that could not be reached
+        try:
+            for attempt in (0, 1):
+                lease = self._lease
+                if lease is None:
+                    lease = self._lease = await handler.slots.admit(route, wait_until, request_id, exclude, owner=owner)
+                ep = lease.endpoint
+                try:
+                    conn = await handler.pool.acquire(ep.host, ep.port)
+                    break
+                except UpstreamLost:
+                    handler.request_metrics.upstream_error("connect")
+                    if attempt:
+                        raise
+                    handler.request_metrics.retries += 1
+                    exclude, self._lease = ep.id, None
+                    lease.release()
+                    route = resolve(handler.holder.table, route.function_id, route.version_id)  # the instances now
+        except asyncio.CancelledError:  # the call ended while it waited (_finish), or the loop stops
+            self._waiting = None
+            self._finish(Status.CANCELLED, 499)
+            return
+        except UpstreamLost as exc:
+            self._waiting = None
+            self._fail(UpstreamUnavailable(f"instance unreachable: {exc}"))
+            return
+        except ProxyError as err:  # the queue is full, the poll window passed, the version is gone
+            self._waiting = None
+            self._fail(err)
+            return
+        self._waiting = None
+        if not self._finished:
+            self._open_upstream(conn)
+
+    def _route(self) -> VersionRoute:
+        meta = {}
+        for name, value in self.headers:
+            if name in _ROUTING:
+                meta[name.decode("latin-1")] = value.decode("latin-1")
+        timeout = meta.get("grpc-timeout")
+        if timeout is not None:
+            try:
+                seconds = parse_timeout(timeout)
+            except ValueError as exc:
+                raise BadRequest(str(exc)) from None
+            self.deadline = time.monotonic() + seconds
+            self._deadline_timer = asyncio.get_running_loop().call_later(seconds, self._deadline_passed)
+        route, grant = route_and_grant(self.handler.holder.table, meta, self.handler.keys, self.handler.rate_limits)
+        self.function_id = route.function_id
+        self.handler.metrics.started(self.function_id, route.version_id, grant.nca_id)
+        return route
+
+    def _watch_body_rate(self) -> None:
+        """The call is about to hold a slot while its request still streams in: hold the
+        client to the minimum body rate (proxy/calls/body_rate.py), as HTTP does."""
+        cfg = self.handler.body_rate
+        if cfg is None or cfg.client_body_min_rate <= 0:
+            return
+        rate = cfg.client_body_min_rate
+        detail = f"the request stream arrived slower than {rate:g} bytes/s"
+        self._body_rate = BodyRateGuard(
+            asyncio.get_running_loop(),
+            self._request,
+            rate,
+            cfg.client_body_rate_window,
+            cfg.client_body_rate_grace,
+            lambda: self._fail(RequestTimeout(detail)),
+        )
+
+    def _open_upstream(self, conn: H2Upstream) -> None:
+        pending, self._pending = self._pending, []
+        ended_bare = self._request.eof and not pending  # HEADERS with END_STREAM: no message at all
+        self._conn = conn
+        self._sid = conn.open_stream(self._instance_headers(), _Sink(self), end_stream=ended_bare)
+        if not self._request.eof:  # the call holds its slot while the request still streams in
+            self._watch_body_rate()
+        for item in pending:
+            if isinstance(item, tuple):
+                self._send_request(*item)
+            else:
+                conn.send_trailers(self._sid, item)
+            if self._finished:
+                return
+
+    def _instance_headers(self) -> Headers:
+        """The client's headers minus what only the gateway may say, plus the time left
+        and the request id (both unique to the call: kept out of the HPACK table)."""
+        out: Headers = []
+        for name, value in self.headers:  # (nghttp2 refused connection-specific fields already)
+            if name[:1] == b":":
+                if name in _PSEUDO:
+                    out.append((name, value))
+            elif name == b"te":
+                if value == b"trailers":  # the one TE value HTTP/2 allows, and gRPC requires
+                    out.append((name, value))
+            elif name not in _OWN and not is_protected(name):
+                out.append((name, value))
+        if self.deadline is not None:
+            out.append(NeverIndexedHeader(b"grpc-timeout", format_timeout(self.deadline - time.monotonic()).encode()))
+        out.append(NeverIndexedHeader(b"nvcf-reqid", self.request_id))
+        return out
+
+    def _send_request(self, data: bytes, flow_len: int, end_stream: bool) -> None:
+        conn = self._conn
+        assert conn is not None  # called once the instance stream is open
+        if (data or end_stream) and not conn.queue_data(self._sid, data, end_stream):
+            self.down.ack(flow_len)  # the instance already ended or reset the stream
+            return
+        request = self._request
+        if request.held or conn.backlogged(self._sid):
+            request.held += flow_len
+            request.filled = True  # the instance, not the client, sets the pace now
+            if not self._request_waits:
+                self._request_waits = True
+                conn.when_writable(self._sid, self._request_writable)
+        else:
+            self.down.ack(flow_len)
+
+    def _request_writable(self) -> None:
+        self._request_waits = False
+        conn = self._conn
+        if self._finished or conn is None:
+            return
+        if conn.backlogged(self._sid):
+            self._request_waits = True
+            conn.when_writable(self._sid, self._request_writable)
+            return
+        held, self._request.held = self._request.held, 0
+        self.down.ack(held)
+
+    def _response_writable(self) -> None:
+        self._resp_waits = False
+        if self._finished:
+            return
+        down = self.down
+        if down.backlogged():
+            self._resp_waits = True
+            down.when_writable(self._response_writable)
+            return
+        held, self._resp_held = self._resp_held, 0
+        if self._conn is not None:
+            self._conn.ack(self._sid, held)
+
+    def _complete(self, headers: Headers | tuple[()]) -> None:
+        """The instance ended its response (the call's status is in `headers`)."""
+        status = Status.UNKNOWN
+        for name, value in headers:
+            if name == b"grpc-status":
+                try:
+                    status = Status(int(value))
+                except ValueError:
+                    pass
+                break
+        if not self._request.eof:
+            # the instance ended the call before the client finished sending: stop both
+            self._upstream_reset(ErrorCode.NO_ERROR)
+            self.down.stop_after_answer()
+        self._conn = None
+        self._finish(status, 200)
+
+    # -- endings ---------------------------------------------------------------------------
+    def _deadline_passed(self) -> None:
+        self._deadline_timer = None
+        self._fail(UpstreamTimeout("deadline exceeded"))
+
+    def _bad_framing(self) -> None:
+        self._upstream_reset(ErrorCode.CANCEL)
+        self.down.reset(ErrorCode.PROTOCOL_ERROR)
+        self._finish(Status.INTERNAL, 400)
+
+    def abort(self, exc: BaseException) -> None:
+        """End the call now with the gRPC status of `exc`."""
+        self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """End the call with a gRPC status the gateway produced."""
+        if self._finished:
+            return
+        self._upstream_reset(ErrorCode.CANCEL)
+        status = send_status(self.down, exc, self.request_id, self._responded)
+        self._responded = True
+        if not self._request.eof:  # the client may still be sending: stop it once the answer is out
+            self.down.stop_after_answer()
+        self._finish(status, getattr(exc, "http_status", 500))
+
+    def _upstream_reset(self, code: int) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.reset(self._sid, code)
+
+    def _finish(self, status: Status, http_status: int) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self.status = status
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        if self._body_rate is not None:
+            self._body_rate.stop()
+            self._body_rate = None  # its callback refers back to this call: no cycle left behind
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and waiting is not asyncio.current_task():
+            waiting.cancel()  # the limiter gives back a slot granted in the same tick
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+        # credit for request data that will never be forwarded
+        unacked = self._request.held + sum(item[1] for item in self._pending if isinstance(item, tuple))
+        self._request.held = 0
+        self._pending = []
+        if unacked:
+            self.down.ack(unacked)
+        handler = self.handler
+        handler.forget(self)
+        seconds = time.monotonic() - self.started
+        handler.metrics.finished(self.function_id, status, seconds)
+        handler.request_metrics.observe(self.function_id or UNKNOWN_FUNCTION, http_status, seconds)
+
+
+class _Sink:
+    """Adapts the instance connection's StreamSink calls to the call's methods."""
+
+    __slots__ = ("on_data", "on_lost", "on_reset", "on_response", "on_trailers")
+
+    def __init__(self, call: GrpcCall) -> None:
+        self.on_response = call.on_response
+        self.on_data = call.on_data_up
+        self.on_trailers = call.on_trailers_up
+        self.on_reset = call.on_reset_up
+        self.on_lost = call.on_lost

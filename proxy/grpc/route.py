@@ -1,0 +1,83 @@
+"""Which function version a gRPC call is for, and whether its key may invoke it.
+
+Reads only the routing snapshot (a plain attribute read): metadata `function-id` and
+optional `function-version-id` first, then the `:authority` host as for HTTP
+(`{function}.invocation.…` or `{version}.{function}.invocation.…`). The key check
+and the version choice are HTTP's (proxy.lookup: the gateway's one KeyChecker, and
+`resolve`); only the answers for versions that exist but cannot be invoked differ,
+since a gRPC client expects UNAVAILABLE (retry later) or FAILED_PRECONDITION rather
+than HTTP's 404. Every refusal is a ProxyError, which carries its grpc_status.
+fngate routes call by call, so the rate limit NVCF checks at session start is checked
+per call here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fngate.proxy.errors import BadRequest, NotFound, NotInvokable, NotReady, RateLimited, WrongProtocol
+from fngate.proxy.routing.lookup import KeyChecker, resolve, target_from_host
+from fngate.proxy.routing.rate_limits import RateLimits
+from fngate.proxy.routing.snapshot import KeyGrant, RoutingTable, VersionRoute
+
+_TRANSIENT_STATES = frozenset({"DEPLOYING"})  # not invokable yet, but soon: retrying makes sense
+
+
+def target_from(function_id: str | None, version_id: str | None, authority: str | None) -> tuple[str, str | None]:
+    """(function id, version id or None) from metadata, else from the host labels; ids
+    lower-case (UUIDs are case-insensitive; the routing table keys them lower-case)."""
+    if function_id:
+        return function_id.strip().lower(), version_id.strip().lower() if version_id else None
+    hit = target_from_host(authority) if authority else None
+    if hit is None:
+        raise BadRequest("missing function-id metadata")
+    return hit
+
+
+def resolve_call(table: RoutingTable, function_id: str, version_id: str | None, grant: KeyGrant | None = None) -> VersionRoute:
+    """lookup.resolve, with gRPC's answers for a function or pinned version that exists
+    but is not invokable."""
+    try:
+        return resolve(table, function_id, version_id, grant)
+    except NotFound:
+        versions = table.functions.get(function_id)
+        if not versions:
+            raise
+        if version_id is None:
+            raise _not_invokable(tuple(versions.values())) from None
+        pinned = versions.get(version_id)
+        if pinned is None:
+            raise
+        raise _not_invokable((pinned,)) from None
+
+
+def _not_invokable(routes: tuple[VersionRoute, ...]) -> NotInvokable:
+    states = sorted({r.status for r in routes})
+    what = f"function {routes[0].function_id} is {'/'.join(states)}"
+    if _TRANSIENT_STATES.intersection(states):
+        return NotReady(what + ": not invokable yet")
+    return NotInvokable(what + ": not invokable")
+
+
+def route_call(table: RoutingTable, metadata: Mapping[str, str], keys: KeyChecker, rate_limits: RateLimits | None = None) -> VersionRoute:
+    """Authenticate and resolve one call from its request headers (lower-case names),
+    then apply the function's rate limit (account tier only, as NVCF's gRPC proxy)."""
+    return route_and_grant(table, metadata, keys, rate_limits)[0]
+
+
+def route_and_grant(
+    table: RoutingTable, metadata: Mapping[str, str], keys: KeyChecker, rate_limits: RateLimits | None = None
+) -> tuple[VersionRoute, KeyGrant]:
+    """route_call, with the caller's grant (its account labels NVCF's metrics)."""
+    function_id, version_id = target_from(metadata.get("function-id"), metadata.get("function-version-id"), metadata.get(":authority"))
+    authorization = metadata.get("authorization")
+    grant = keys.check(table, None if authorization is None else authorization.encode("latin-1"), function_id, version_id)
+    route = resolve_call(table, function_id, version_id, grant)
+    if not route.grpc:
+        raise WrongProtocol(f"function {function_id} is not a gRPC function")
+    if rate_limits is not None and route.rate_limit:
+        try:
+            rate_limits.check(route, grant, callers=False)
+        except RateLimited:
+            raise RateLimited("exceeded rate limit") from None  # NVCF's grpc-message
+    return route, grant
