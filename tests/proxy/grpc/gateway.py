@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import grpc
 from grpclib.client import Channel
 
+from fngate.backends.samples import grpc_echo_pb2 as pb
 from fngate.backends.samples import grpc_echo_pb2_grpc as pb_grpc
 from fngate.backends.samples.grpc_echo_grpc import EchoStub
 from fngate.proxy.routing.snapshot import Endpoint, KeyGrant, RoutingTable, VersionRoute, key_digest
@@ -94,3 +96,17 @@ def grpc_route(function_id: str, version_id: str, port: int, **kw) -> VersionRou
     kw.setdefault("max_concurrency", 1000)
     endpoint = Endpoint(f"ep-{port}", "127.0.0.1", port)
     return VersionRoute(function_id, version_id, "raw", "ACTIVE", inference_url="/grpc", grpc=True, endpoints=(endpoint,), **kw)
+
+
+async def instance_stats(port: int) -> pb.StatsReply:
+    """The grpcio sample instance's own counters, asked straight, not through the gateway."""
+    async with grpcio_channel(port) as ch:
+        return await grpcio_stub(ch).Stats(pb.StatsRequest())
+
+
+async def wait_for_stats(port: int, predicate, timeout: float = 5.0) -> pb.StatsReply:
+    """The instance's counters once `predicate` holds for them (TimeoutError after `timeout`)."""
+    async with asyncio.timeout(timeout):
+        while not predicate(stats := await instance_stats(port)):
+            await asyncio.sleep(0.05)
+    return stats

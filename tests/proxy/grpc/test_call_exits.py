@@ -15,25 +15,13 @@ from h2.events import DataReceived, RequestReceived, StreamEnded
 
 from fngate.backends.samples import grpc_echo_pb2 as pb
 from tests.proxy.grpc.conftest import running_gateway
-from tests.proxy.grpc.gateway import F_IO, grpc_route, grpcio_channel, grpcio_stub, metadata, publish_routes
+from tests.proxy.grpc.gateway import F_IO, grpc_route, grpcio_channel, grpcio_stub, instance_stats, metadata, publish_routes, wait_for_stats
 from tests.proxy.grpc.rawh2 import grpc_frame
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 F_GOAWAY = "30000000-0000-4000-8000-0000000000aa"
 V_GOAWAY = "40000000-0000-4000-8000-0000000000aa"
-
-
-async def instance_stats(port: int) -> pb.StatsReply:
-    async with grpcio_channel(port) as ch:  # straight to the instance, not through the gateway
-        return await grpcio_stub(ch).Stats(pb.StatsRequest())
-
-
-async def wait_for_stats(port: int, predicate, timeout: float = 5.0) -> pb.StatsReply:
-    async with asyncio.timeout(timeout):
-        while not predicate(stats := await instance_stats(port)):
-            await asyncio.sleep(0.05)
-    return stats
 
 
 async def test_stop_past_the_grace_period_resets_the_instance_stream(instances):

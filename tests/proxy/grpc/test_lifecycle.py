@@ -10,7 +10,18 @@ from grpclib.client import Channel
 
 from fngate.backends.samples import grpc_echo_pb2 as pb
 from tests.proxy.grpc.conftest import running_gateway, start_echo
-from tests.proxy.grpc.gateway import F_IO, FUNCTION_OF, grpc_route, grpcio_channel, grpcio_stub, grpclib_stub, metadata, publish_routes
+from tests.proxy.grpc.gateway import (
+    F_IO,
+    FUNCTION_OF,
+    grpc_route,
+    grpcio_channel,
+    grpcio_stub,
+    grpclib_stub,
+    instance_stats,
+    metadata,
+    publish_routes,
+    wait_for_stats,
+)
 from tests.proxy.grpc.rawh2 import RawClient, RawUpstream, grpc_frame, grpc_headers
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -18,18 +29,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 F_RAW = "30000000-0000-4000-8000-000000000001"
 V_RAW = "40000000-0000-4000-8000-000000000001"
 ECHO = "/fngate.echo.v1.Echo/Echo"
-
-
-async def instance_stats(port: int) -> pb.StatsReply:
-    async with grpcio_channel(port) as ch:  # straight to the instance, not through the gateway
-        return await grpcio_stub(ch).Stats(pb.StatsRequest())
-
-
-async def wait_for_stats(port: int, predicate, timeout: float = 5.0) -> pb.StatsReply:
-    async with asyncio.timeout(timeout):
-        while not predicate(stats := await instance_stats(port)):
-            await asyncio.sleep(0.05)
-    return stats
 
 
 @pytest.mark.parametrize("server", ["grpcio", "grpclib"])
