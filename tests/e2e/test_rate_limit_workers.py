@@ -31,8 +31,10 @@ def test_a_limit_holds_across_two_workers(fngate_serve, tmp_path, redis_url):
         time.sleep(0.05)  # the leases run in the background
     per_worker = _requests_by_worker(httpx.get(f"http://127.0.0.1:{api.sp.ready['admin_port']}/metrics", timeout=10).text)
     assert len(per_worker) == 2, per_worker  # both workers answered
-    # one bucket of 5 for both (a worker's first token is on credit, charged to Redis after)
-    assert 4 <= codes.count(200) <= 5, codes
+    # one bucket of 5 for both, within the accuracy rate_lease.py states: each of the 2
+    # workers may admit its first batch (1 here) on credit before its first lease returns,
+    # and a token leased but unspent by one worker may be missing to the other
+    assert 5 - 1 <= codes.count(200) <= 5 + 2 * 1, codes
     assert set(codes) == {200, 429}
 
 
