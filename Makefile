@@ -65,11 +65,16 @@ TEST_TOOLS := redis-server:redis-server curl:curl chromium:chromium chromedriver
 # count from the pure pass, which appends to the first pass's data.
 # The pure pass adds ~2.7 min (mostly the tests' own timeouts and waits); PURE_TESTS= narrows it.
 PURE_TESTS ?= tests/proxy
+# Most tests wait on real processes (servers starting, timeouts running out) rather than
+# compute, so two worker processes finish the suite sooner even on two cores. A file stays
+# on one worker (its module fixtures are built once); TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: install
 	$(call ensure-tools,$(TEST_TOOLS))
-	$(PY) -m pytest -q --cov --cov-report= $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) --cov --cov-report= $(PYTEST_ARGS)
 	@echo "fngate: $(PURE_TESTS) once more as pure Python (FNGATE_PURE_PYTHON=1)"
-	FNGATE_PURE_PYTHON=1 $(PY) -m pytest -q --cov --cov-append --cov-report=term $(PURE_TESTS) $(PYTEST_ARGS)
+	FNGATE_PURE_PYTHON=1 $(PY) -m pytest -q $(XDIST) --cov --cov-append --cov-report=term $(PURE_TESTS) $(PYTEST_ARGS)
 
 test-all: install
 	$(call ensure-tools,$(TEST_TOOLS))

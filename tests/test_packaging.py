@@ -28,12 +28,15 @@ FOLDERS = ("proxy", "control", "backends", "loadtests", "bench")
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
+    # pip builds a local directory in place (build/ keeps the compiled objects, so this is incremental);
+    # make test's workers take a test file each, so no other test process builds here at the same time
+    build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(REPO)],
-        check=True,
         capture_output=True,
+        text=True,
         timeout=300,
     )
+    assert build.returncode == 0, f"pip wheel failed:\n{build.stdout}\n{build.stderr}"
     [built] = out.glob("fngate-*.whl")
     return built
 
