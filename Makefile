@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run lint test test-all chaos bench loadtest-smoke clean
+.PHONY: install run lint test test-all chaos bench bench-instr loadtest-smoke clean
 
 # ensure-tools: make sure system tools exist (as "tool:debian-package" pairs);
 # install the missing ones with apt-get when root, else say how and stop.
@@ -88,6 +88,13 @@ chaos: install
 bench: install
 	$(call ensure-tools,nginx:nginx wrk:wrk h2load:nghttp2-client nghttpx:nghttp2-proxy haproxy:haproxy redis-server:redis-server taskset:util-linux)
 	$(PY) -m fngate.bench $(ARGS)
+
+# Instructions per request of the gateway process under callgrind (bench/instructions.py): the
+# figure to compare changes of the hot path with on a shared, loaded machine, where wall-clock
+# benchmarks mean nothing. ARGS: --requests N, --protocols h1,h2, --top K.
+bench-instr: install
+	$(call ensure-tools,valgrind:valgrind callgrind_control:valgrind h2load:nghttp2-client)
+	$(PY) -m fngate.bench.instructions $(ARGS)
 
 loadtest-smoke: install
 	$(VENV)/bin/fngate loadtest smoke $(ARGS)
