@@ -47,7 +47,7 @@ from fngate.proxy.errors import PollTimeout, ProxyError, RequestTimeout, Upstrea
 from fngate.proxy.instances.pool import ConnectFailed
 from fngate.proxy.routing.lookup import KeyChecker, poll_seconds, resolve
 from fngate.proxy.routing.rate_limits import RateLimits
-from fngate.proxy.wire.headers import RouteHeaders, client_head_block, upstream_head
+from fngate.proxy.wire.headers import RouteHeaders, call_head, client_head_block
 
 if TYPE_CHECKING:
     from fngate.proxy.calls.exchange import Exchange
@@ -302,23 +302,16 @@ class Call:
         ex = self.ex
         route, grant, lease = self.route, self.grant, self.lease
         assert route is not None and grant is not None and lease is not None  # a routed call with a slot
-        wire = self.engine.route_headers
-        subject, nca_id = wire.for_grant(grant)
-        return upstream_head(
+        return call_head(
             ex.method,
             self.target,
             ex.headers,
-            wire.for_route(route),
-            host=wire.for_endpoint(lease.endpoint),
+            self.engine.route_headers.for_call(route, lease.endpoint, grant, self.host_routed, ex.http2),
             request_id=self.request_id,
-            subject=subject,
-            nca_id=nca_id,
             poll_left=max(round(self.deadline - self.engine.config.header_grace - time.monotonic()), 1),
             body=body_line,
             client_addr=ex.client_addr,
-            host_routed=self.host_routed,
             authority=ex.authority,
-            http2=ex.http2,
             scheme=ex.scheme,
         )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from fngate.proxy.errors import BadRequest
 from fngate.proxy.routing.snapshot import Endpoint, KeyGrant, VersionRoute
@@ -154,14 +154,30 @@ def connection_tokens(headers: Headers) -> frozenset[bytes]:
     return frozenset(names)
 
 
+def _literal(value: bytes) -> bytes:
+    """`value` as it stands in a %-template."""
+    return value.replace(b"%", b"%%")
+
+
+class RequestLines(NamedTuple):
+    """What RouteHeaders.for_call keeps per (route, endpoint, key): the `host` line; the
+    NVCF-* lines as a template with the request id (three times, `%s`) and the poll
+    seconds left (`%d`) to fill in; the closing `via` line and blank line."""
+
+    host: bytes
+    nvcf: bytes
+    via: bytes
+
+
 class RouteHeaders:
     """Per-route constant NVCF-* header bytes, cached by route identity; likewise an
     endpoint's `host` value and a key grant's NVCF-SUB / NVCF-NCAID values."""
 
-    __slots__ = ("_cache", "_wire", "region")
+    __slots__ = ("_cache", "_calls", "_wire", "region")
 
     def __init__(self, region: str) -> None:
         self._cache: dict[int, tuple[VersionRoute, bytes]] = {}
+        self._calls: dict[tuple[int, int, int, bool, bool], tuple[VersionRoute, Endpoint, KeyGrant, RequestLines]] = {}
         self.region = region.encode()
         self._wire: dict[int, tuple[object, tuple[bytes, ...]]] = {}
 
@@ -183,6 +199,31 @@ class RouteHeaders:
             self._wire.clear()
         self._wire[id(obj)] = (obj, value)  # holding obj keeps its id from being reused
         return value
+
+    def for_call(self, route: VersionRoute, ep: Endpoint, grant: KeyGrant, host_routed: bool, http2: bool) -> RequestLines:
+        """The instance request's lines that are the same for every request of this route,
+        endpoint and key (see RequestLines), built once and kept."""
+        key = (id(route), id(ep), id(grant), host_routed, http2)
+        hit = self._calls.get(key)
+        if hit is not None and hit[0] is route and hit[1] is ep and hit[2] is grant:
+            return hit[3]
+        if len(self._calls) > 8192:
+            self._calls.clear()
+        subject, nca_id = self.for_grant(grant)
+        fixed = RequestLines(
+            b"host: %s\r\n" % self.for_endpoint(ep),
+            b"%sNVCF-REQID: %%s\r\nNVCF-SUB: %s\r\nNVCF-NCAID: %s\r\nNVCF-ASSET-DIR: /var/inf/inputAssets/%%s\r\n"
+            b"NVCF-LARGE-OUTPUT-DIR: /var/inf/response/%%s\r\nnvcf-poll-seconds: %%d\r\n%s"
+            % (
+                _literal(self.for_route(route)),
+                _literal(subject),
+                _literal(nca_id),
+                b"nvcf-feature-disable-worker-compatibility: true\r\n" if host_routed else b"",
+            ),
+            b"via: %s fngate\r\n\r\n" % (b"2" if http2 else b"1.1"),
+        )
+        self._calls[key] = (route, ep, grant, fixed)  # holding them keeps their ids from being reused
+        return fixed
 
     def for_route(self, route: VersionRoute) -> bytes:
         hit = self._cache.get(id(route))
@@ -290,6 +331,53 @@ def upstream_head(
             b"nvcf-feature-disable-worker-compatibility: true\r\n" if host_routed else b"",
             forwarding,
             b"2" if http2 else b"1.1",
+        )
+    )
+
+
+def call_head(
+    method: str,
+    target: bytes,
+    headers: Headers,
+    fixed: RequestLines,
+    *,
+    request_id: bytes,
+    poll_left: int,
+    body: bytes | None,
+    client_addr: str,
+    authority: bytes,
+    scheme: bytes,
+) -> bytes:
+    """upstream_head's bytes from the lines RouteHeaders.for_call kept: only the request
+    line, the client's own fields, the framing line, the request id, the poll seconds and
+    the forwarding lines are put together per request."""
+    has_ct = False
+    plain = True
+    for n, _ in headers:
+        if n == b"connection":
+            plain = False
+        elif n == b"content-type":
+            has_ct = True
+    if plain:  # the common case: a name that passed once passes again
+        kept = [b"%s: %s\r\n" % hv for hv in headers if hv[0] in _PASSING or _passes(hv[0])]
+    else:
+        drop = _DROP_TO_INSTANCE | connection_tokens(headers)
+        kept = [b"%s: %s\r\n" % hv for hv in headers if hv[0] not in drop and not is_protected(hv[0])]
+    forwarding = _FORWARDING.get((client_addr, authority, scheme))
+    if forwarding is None:
+        forwarding = _forwarding_lines(client_addr, authority, scheme)
+    if not has_ct:
+        kept.append(b"content-type: application/json\r\n")
+    if body:
+        kept.append(body)
+    return b"".join(
+        (
+            b"%s %s HTTP/1.1\r\n" % (method.encode(), target),
+            fixed.host,
+            *kept,
+            fixed.nvcf % (request_id, request_id, request_id, poll_left),
+            forwarding,
+            fixed.via,
         )
     )
 
