@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml setup.py
 # [build-system], but from scratch every time.) An extension older than its source runs as Python
 # until rebuilt (fngate/pure_python.py). Without a C compiler the modules stay Python.
 BUILT := $(VENV)/.compiled
-$(BUILT): $(STAMP) $(shell find proxy -name '*.py')
+$(BUILT): $(STAMP) $(shell find proxy -name '*.py' -o -name '*.pxd')
 	$(PY) setup.py -q build_ext --inplace
 	@touch $(BUILT)
 

@@ -34,6 +34,25 @@ def module_name(path: str, package_dir: dict[str, str]) -> str:
     raise ValueError(f"{path}: not under a folder of [tool.setuptools.package-dir]")
 
 
+def import_layout(package_dir: dict[str, str]) -> str:
+    """A folder where the import names resolve to the source folders (build/pxd/fngate/proxy ->
+    proxy/, ...), for Cython: it finds a module's .pxd companion, and what it cimports, by
+    the module's import name (fngate.proxy.calls.call -> fngate/proxy/calls/call.pxd)."""
+    root = HERE / "build" / "pxd"
+    for package, folder in package_dir.items():
+        link = root.joinpath(*package.split("."))
+        if package == "fngate":  # the top package's own folder holds none of the others
+            link.mkdir(parents=True, exist_ok=True)
+            init = link / "__init__.py"
+            if not init.exists():
+                init.symlink_to(HERE / folder / "__init__.py")
+            continue
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(HERE / folder, target_is_directory=True)
+    return str(root)
+
+
 def extensions() -> list[Extension]:
     if os.environ.get("FNGATE_PURE_PYTHON") == "1":
         return []
@@ -43,7 +62,9 @@ def extensions() -> list[Extension]:
     from Cython.Build import cythonize  # a build requirement ([build-system]); not needed at run time
 
     wanted = [Extension(module_name(p, package_dir), [p]) for p in paths]
-    built = cythonize(wanted, build_dir="build/cython", compiler_directives=DIRECTIVES, quiet=True)
+    built = cythonize(
+        wanted, build_dir="build/cython", compiler_directives=DIRECTIVES, include_path=[import_layout(package_dir)], quiet=True
+    )
     for ext in built:
         ext.optional = True  # no compiler, or it failed: the module runs as Python
     return built

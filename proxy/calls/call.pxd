@@ -1,0 +1,68 @@
+# Cython declarations for call.py (pure-Python mode: call.py stays plain Python and runs
+# uncompiled with FNGATE_PURE_PYTHON=1). Compiled, Engine and Call are extension types:
+# their fields are C struct members and the calls between Call's own methods are C calls.
+#
+# Every name in a class's __slots__ must be declared here (an extension type has no
+# __dict__: an undeclared attribute fails at run time, compiled only);
+# tests/proxy/test_compiled_declarations.py checks the two lists agree.
+# Methods a subclass overrides (RelayCall, proxy/calls/siblings.py) are cpdef, so the
+# override still wins; callbacks other modules call stay def.
+
+cdef class Engine:
+    cdef public object config
+    cdef public object deadlines
+    cdef public object holder
+    cdef public object keys
+    cdef public object limiter
+    cdef public object metrics
+    cdef public object pool
+    cdef public object rate_limits
+    cdef public object route_headers
+
+
+cdef class Call:
+    cdef public Engine engine
+    cdef public object ex
+    cdef public object route
+    cdef public object grant
+    cdef public object request_id
+    cdef public double started
+    cdef public double deadline
+    cdef public object target
+    cdef public bint host_routed
+    cdef public bint tracked
+    cdef public object endpoint
+    cdef public object loop
+    cdef public object lease
+    cdef public object conn
+    cdef public object task
+    cdef public object rate_guard
+    cdef public object ka_timer
+    cdef public object exclude
+    cdef public Py_ssize_t status
+    cdef public double due_at
+    cdef public object due_key
+    cdef public double last
+    cdef public Py_ssize_t unacked
+    cdef public bint sent
+    cdef public bint streamed
+    cdef public bint chunked
+    cdef public bint streaming
+    cdef public bint sse
+    cdef public bint ended
+    cdef public bint closed
+    cdef public bint retried
+    cdef public bint ka_started
+
+    cpdef _take_slot(self)
+    cpdef _address(self)
+    cpdef _connect_error(self, detail)
+    cpdef _retry(self)
+    cpdef _request_head(self, body_line)
+    cpdef _send(self, conn)
+    cpdef _guard_body_rate(self)
+    cpdef _due(self, when)
+    cpdef _timeout_error(self)
+    cpdef _fail(self, err)
+    cpdef _app_error(self, status)
+    cpdef _finish(self, status)
