@@ -31,7 +31,10 @@ class ResponseSink(Protocol):
     def flush(self) -> None: ...
 
 
-class H1Upstream(asyncio.Protocol):
+class H1Upstream:
+    """An asyncio protocol (not derived from asyncio.Protocol, so that compiled it is an
+    extension type: h1.pxd; asyncio only calls its methods)."""
+
     __slots__ = (
         "_any_byte",
         "_block",

@@ -7,8 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import cast
 
 from fngate.proxy.instances.h1 import H1Upstream
+
+
+def _factory(key: tuple[str, int]) -> Callable[[], asyncio.Protocol]:
+    """H1Upstream is an asyncio protocol without deriving from asyncio.Protocol (instances/h1.py)."""
+    return cast("Callable[[], asyncio.Protocol]", lambda: H1Upstream(key))
 
 
 class ConnectFailed(Exception):
@@ -46,11 +53,11 @@ class H1Pool:
         key = (host, port)
         loop = asyncio.get_running_loop()
         try:
-            _, made = await asyncio.wait_for(loop.create_connection(lambda: H1Upstream(key), host, port), self.connect_timeout)
+            _, made = await asyncio.wait_for(loop.create_connection(_factory(key), host, port), self.connect_timeout)
         except (TimeoutError, OSError) as exc:
             raise ConnectFailed(f"cannot connect to the instance at {host}:{port}: {exc or 'timeout'}") from None
         self.opened += 1
-        return made, False
+        return cast(H1Upstream, made), False
 
     def release(self, conn: H1Upstream) -> None:
         if not conn.reusable():
