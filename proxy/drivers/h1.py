@@ -157,7 +157,10 @@ class H1Exchange(Exchange):
             self.conn.flow.when_writable(callback)
 
 
-class H1Server(asyncio.Protocol):
+class H1Server:
+    """An asyncio protocol (not derived from asyncio.Protocol, so that compiled it is an
+    extension type: h1.pxd; asyncio only calls its methods)."""
+
     __slots__ = (
         "_current",
         "_deadline",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fngate.proxy.drivers.h1 import H1Server
 from fngate.proxy.drivers.h2 import H2Server
@@ -73,7 +73,7 @@ class ClientConnection(asyncio.Protocol):
         driver: asyncio.Protocol = (
             H2Server(self.config, self.handler, self.connections, self.grpc)
             if h2
-            else H1Server(self.config, self.handler, self.connections)
+            else cast(asyncio.Protocol, H1Server(self.config, self.handler, self.connections))  # a protocol by its methods (drivers/h1.py)
         )
         transport = self.transport
         assert transport is not None  # connection_made ran
