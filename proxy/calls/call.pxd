@@ -8,9 +8,12 @@
 # Methods a subclass overrides (RelayCall, proxy/calls/siblings.py) are cpdef, so the
 # override still wins; callbacks other modules call stay def.
 
+from fngate.proxy.calls.deadlines cimport Deadlines
+
+
 cdef class Engine:
     cdef public object config
-    cdef public object deadlines
+    cdef public Deadlines deadlines
     cdef public object holder
     cdef public object keys
     cdef public object limiter
@@ -41,7 +44,7 @@ cdef class Call:
     cdef public object exclude
     cdef public Py_ssize_t status
     cdef public double due_at
-    cdef public object due_key
+    cdef public Py_ssize_t due_key
     cdef public double last
     cdef public Py_ssize_t unacked
     cdef public bint sent
