@@ -107,7 +107,13 @@ class Limiter:
     def _pick(self, route: VersionRoute, exclude: str | None) -> Endpoint | None:
         limit = route.max_concurrency if route.max_concurrency > 0 else 1
         inflight = self.in_flight
-        free = [e for e in route.endpoints if not e.draining and e.id != exclude and inflight.get(e.id, 0) < limit]
+        endpoints = route.endpoints
+        if len(endpoints) == 1:  # the common case, without a list per request
+            e = endpoints[0]
+            if not e.draining and e.id != exclude and inflight.get(e.id, 0) < limit:
+                return e
+            return self._pick(route, None) if exclude is not None else None
+        free = [e for e in endpoints if not e.draining and e.id != exclude and inflight.get(e.id, 0) < limit]
         if not free:
             if exclude is not None:  # a retry may fall back to the same instance
                 return self._pick(route, None)
