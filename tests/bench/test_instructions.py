@@ -63,6 +63,7 @@ def test_short_names_drop_paths_but_keep_the_library():
 
 @needs_valgrind
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # the gateway starts under valgrind: minutes on a loaded machine
 @pytest.mark.skipif(not shutil.which("h2load"), reason="needs h2load (nghttp2-client)")
 def test_the_gateway_under_callgrind_gives_instructions_per_request_of_both_protocols(tmp_path):
     cmd = [sys.executable, "-m", "fngate.bench.instructions", "--requests", "40", "--warmup", "10", "--top", "5", "--out", str(tmp_path)]
