@@ -11,6 +11,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +19,8 @@ import openai
 import pytest
 
 from tests.conftest import ServeProcess, start_serve
-from tests.e2e.helpers import instance_port
+from tests.e2e.helpers import instance_port, write_config
+from tests.e2e.test_multiprocess import _requests_by_worker
 from tests.support.keys import INVOCATION_SCOPES, function_resource, key_body, key_headers
 from tests.support.serve_api import ServeApi, gpu_spec
 
@@ -388,3 +390,38 @@ def test_client_disconnect_cancels_the_instance_request(world: World) -> None:
         assert next(lines).startswith("data: ")
     world.api.wait(lambda: cancelled() == before + 1, "the instance's request cancelled", 10)
     assert sum(s["active"] for s in world.instance_stats()) == 0
+
+
+def test_a_token_budget_holds_across_two_workers_on_redis(fngate_serve: Any, tmp_path: Path, redis_url: str) -> None:
+    """`--workers 2 --store redis://`: the token counter of (account, function) is one for
+    both workers (leased from Redis, no Redis call per request). 200 tokens an hour, ~42
+    a request: one shared budget admits 4 to 7 (rate_lease.py's accuracy: a batch of 20
+    unspent per worker, one request's overshoot per worker); two separate ones would
+    admit 5 each."""
+    config = write_config(tmp_path / "fngate.yaml", backends=[{"name": "local", "type": "local", "probeInterval": 0.2}])
+    sp = fngate_serve("--config", str(config), "--workers", "2", "--store", redis_url)
+    api = ServeApi(sp)
+    fid, vid = api.create_function(
+        {
+            "name": "llm-shared-budget",
+            "containerImage": "fngate/llm",
+            "functionType": "LLM",
+            "inferenceUrl": "/",
+            "inferencePort": 8000,
+            "health": {"protocol": "HTTP", "uri": "/health", "port": 8000, "timeout": "PT5S", "expectedStatusCode": 200},
+            "models": [{"name": "m", "llmConfig": {"uris": URIS, "tokenRateLimit": "200-H"}}],
+        }
+    )
+    api.deploy_specs(fid, vid, gpu_spec(min_i=1, max_i=1, concurrency=8))
+    api.wait_status(fid, vid, "ACTIVE", 90)
+    base = f"http://127.0.0.1:{sp.ready['http_port']}"
+    body = json.dumps({"model": f"{fid}/m", "messages": [{"role": "user", "content": "a b"}], "max_tokens": 40}).encode()
+    headers = {"Host": HOST, "Authorization": f"Bearer {sp.admin_key}"}
+    api.wait(lambda: httpx.get(base + "/v1/models", headers=headers).text.count(fid) == 1, "the gateway knows the function", 30)
+    codes = []
+    for _ in range(24):  # a new connection each: the kernel spreads them over both workers
+        codes.append(httpx.post(base + "/v1/chat/completions", content=body, headers=headers, timeout=30).status_code)
+        time.sleep(0.1)  # the leases run in the background
+    per_worker = _requests_by_worker(httpx.get(f"http://127.0.0.1:{sp.ready['admin_port']}/metrics", timeout=10).text)
+    assert len(per_worker) == 2, per_worker
+    assert 4 <= codes.count(200) <= 7 and set(codes) == {200, 429}, codes
