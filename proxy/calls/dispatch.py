@@ -43,7 +43,8 @@ class Invocations:
         self.llm = llm  # `Host: llm.<domain>`: the LLM gateway (proxy/llm/gateway.py)
 
     def start(self, ex: Exchange) -> None:
-        if self.llm is not None and ex.authority[:4].lower() == b"llm.":
+        authority = ex.authority
+        if self.llm is not None and authority[:1] in b"lL" and authority[:4].lower() == b"llm.":  # (one-byte slices are cached)
             self.llm.start(ex)
             return
         started = time.monotonic()

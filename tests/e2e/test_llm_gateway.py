@@ -425,3 +425,32 @@ def test_a_token_budget_holds_across_two_workers_on_redis(fngate_serve: Any, tmp
     per_worker = _requests_by_worker(httpx.get(f"http://127.0.0.1:{sp.ready['admin_port']}/metrics", timeout=10).text)
     assert len(per_worker) == 2, per_worker
     assert 4 <= codes.count(200) <= 7 and set(codes) == {200, 429}, codes
+
+
+def test_the_uris_allow_list_on_chat_and_embeddings_when_switched_on(fngate_serve: Any) -> None:
+    """FNGATE_LLM_URI_ALLOWLIST=1 (NVCF's MODEL_URI_ALLOWLIST_ENABLED): a model's `uris`
+    hold for every endpoint, not only /v1/responses."""
+    sp = fngate_serve(env={"FNGATE_LLM_URI_ALLOWLIST": "1"})
+    api = ServeApi(sp)
+    fid, vid = api.create_function(
+        {
+            "name": "llm-allow",
+            "containerImage": "fngate/llm",
+            "functionType": "LLM",
+            "inferenceUrl": "/",
+            "inferencePort": 8000,
+            "health": {"protocol": "HTTP", "uri": "/health", "port": 8000, "timeout": "PT5S", "expectedStatusCode": 200},
+            "models": [{"name": "emb", "llmConfig": {"uris": ["/v1/embeddings"]}}],
+        }
+    )
+    api.deploy_specs(fid, vid, gpu_spec(min_i=1, max_i=1, concurrency=4))
+    api.wait_status(fid, vid, "ACTIVE", 90)
+    base = f"http://127.0.0.1:{sp.ready['http_port']}"
+    headers = {"Host": HOST, "Authorization": f"Bearer {sp.admin_key}"}
+    api.wait(lambda: httpx.get(base + "/v1/models", headers=headers).text.count(fid) == 1, "the gateway knows the function", 30)
+    chat = httpx.post(
+        base + "/v1/chat/completions", json={"model": f"{fid}/emb", "messages": [{"role": "user", "content": "x"}]}, headers=headers
+    )
+    assert (chat.status_code, chat.json()) == (400, {"message": 'model "emb" does not support /v1/chat/completions'})
+    emb = httpx.post(base + "/v1/embeddings", json={"model": f"{fid}/emb", "input": "x"}, headers=headers)
+    assert emb.status_code == 200 and emb.json()["usage"]["prompt_tokens"] == 1
