@@ -1,4 +1,4 @@
-"""Start-up bootstrap of `fngate serve`: register and deploy the three sample
+"""Start-up bootstrap of `fngate serve`: register and deploy the four sample
 functions (idempotently: an existing sample is reused, and redeployed only when
 INACTIVE), wait until they are ACTIVE, and print ready-to-paste commands."""
 
@@ -48,6 +48,21 @@ SAMPLES: list[dict[str, Any]] = [
         "inferencePort": 8000,
         "health": _health("gRPC", "/"),
         "description": "fngate sample: gRPC Echo service",
+    },
+    {
+        "name": "llm",
+        "containerImage": "fngate/llm",
+        "functionType": "LLM",
+        "inferenceUrl": "/",
+        "inferencePort": 8000,
+        "health": _health("HTTP", "/health"),
+        "models": [
+            {
+                "name": "fngate-llm",
+                "llmConfig": {"uris": ["/v1/chat/completions", "/v1/responses", "/v1/embeddings"]},
+            }
+        ],
+        "description": "fngate sample: an OpenAI-compatible LLM behind the LLM gateway (Host llm.<domain>)",
     },
 ]
 
@@ -133,6 +148,12 @@ class SampleBootstrap:
             "  # grpc-echo (gRPC through the gateway):",
             f"  {cli_cmd} invoke {ids['grpc-echo']} --grpc --grpc-target {self.host}:{self.grpc_port} --method Echo --message hello",
         ]
+        if "llm" in ids:
+            lines += [
+                "  # llm (OpenAI-compatible, routed by `model`; OpenAI SDK: base_url=<this>/v1, model=<fid>/fngate-llm):",
+                f'  curl -s {base}/v1/chat/completions -H "Host: llm.fngate.local" -H "Authorization: Bearer $FNGATE_KEY"'
+                f' -H \'Content-Type: application/json\' -d \'{{"model":"{ids["llm"]}/fngate-llm","messages":[{{"role":"user","content":"hi"}}]}}\'',
+            ]
         for name, state in states.items():
             if state != "ACTIVE":
                 lines.append(f"  note: sample {name} is {state}; see `fngate instance logs <version-id>`")

@@ -97,6 +97,8 @@ def build_routes(
                 endpoints=endpoints,
                 authorized=(sharing or {}).get(fn.function_id, _NOT_SHARED).parties(vid),
                 rate_limit=_rate_limit_text(fn),
+                function_type=fn.function_type,
+                llm_models=_llm_models_text(fn),
             )
         )
     return routes
@@ -109,6 +111,15 @@ def _rate_limit_text(fn: FunctionVersion) -> str:
     """The `rateLimit` object as canonical JSON (sorted keys): equal settings give equal
     routes, so an unchanged limit adds nothing to a routing delta."""
     return orjson.dumps(fn.rate_limit, option=orjson.OPT_SORT_KEYS).decode() if fn.rate_limit else ""
+
+
+def _llm_models_text(fn: FunctionVersion) -> str:
+    """An LLM function's models as the gateway's LLM endpoints read them (proxy/llm/models.py):
+    each model's `name` and `llmConfig`, canonical JSON so equal settings give equal routes."""
+    if fn.function_type != "LLM" or not fn.models:
+        return ""
+    models = [{"name": str(m.get("name", "")), "llmConfig": m.get("llmConfig") or {}} for m in fn.models]
+    return orjson.dumps(models, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def build_grants(

@@ -275,6 +275,7 @@ class Server:
             tls_key=str(cfg.tls_key) if cfg.tls_key else None,
             grace=cfg.drain_timeout,
             rate_limit_redis=cfg.store if cfg.store_is_redis else None,  # one rate limit for every worker and replica
+            llm_uri_allowlist=os.environ.get("FNGATE_LLM_URI_ALLOWLIST") == "1",  # NVCF's MODEL_URI_ALLOWLIST_ENABLED
         )
         if cfg.workers == 1:
             gateway_id = f"gw-{os.getpid()}"

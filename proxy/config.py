@@ -49,6 +49,9 @@ class GatewayConfig:
     upstream_pool_size: int = 256  # idle connections kept per instance
     sse_queue_keepalive: float = 0.0  # >0: `: keep-alive` comments to queued SSE requests
     rate_limit_redis: str | None = None  # redis:// URL: rate-limit buckets shared through Redis (proxy/routing/rate_lease.py)
+    # the LLM gateway enforces a model's `llmConfig.uris` on chat and embeddings too (NVCF's
+    # MODEL_URI_ALLOWLIST_ENABLED); on /v1/responses it always does
+    llm_uri_allowlist: bool = False
     pexec_result_ttl: float = 3600.0  # pexec results kept for polling this long
     pexec_max_results: int = 10_000
     pexec_max_result_bytes: int = 5 * 1024 * 1024

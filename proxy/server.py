@@ -32,6 +32,7 @@ from fngate.proxy.calls.siblings import PeerHandler, Siblings
 from fngate.proxy.config import LOOPBACK, GatewayConfig
 from fngate.proxy.drivers.sniff import ClientConnection
 from fngate.proxy.instances.pool import H1Pool
+from fngate.proxy.llm.gateway import LlmGateway
 from fngate.proxy.ops.admin import make_admin_app
 from fngate.proxy.ops.build_mode import describe_build
 from fngate.proxy.routing.limiter import Limiter
@@ -125,7 +126,9 @@ class Gateway:
         self.rate_leaser = self._rate_leaser()
         self.siblings = siblings
         self.pexec = Pexec(self.engine, siblings)
-        self.handler = Invocations(self.engine, self.pexec)
+        self.llm = LlmGateway(self.engine, config.llm_uri_allowlist)
+        self.metrics.extra.append(self.llm.render_metrics)
+        self.handler = Invocations(self.engine, self.pexec, self.llm)
         self.connections = OpenConnections()  # every listener's client connections, for a graceful stop
         self.grpc = self._grpc_handler()
         self.serving = False

@@ -3,6 +3,7 @@
 - a `function-id` header, or a Host of the form `{fid}.invocation.<domain>`: a Call
   to one of the function's instances (proxy/calls/call.py), once the key check passed;
 - `/v2/nvcf/pexec/...` (path-routed, polled: proxy/calls/pexec.py);
+- a Host of the form `llm.<domain>`: the LLM gateway (proxy/llm/), given by the server;
 - `/health`, `/v2/health/ready`: the gateway's own answer (proxy/calls/health.py);
 - anything else: 404.
 
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from fngate.proxy.calls.call import Call, Engine, answer_error
 from fngate.proxy.calls.cors import apply_cors, pexec_allow
+from fngate.proxy.calls.exchange import RequestHandler
 from fngate.proxy.calls.health import HEALTH_PATHS, answer_health
 from fngate.proxy.calls.metrics import UNKNOWN_FUNCTION
 from fngate.proxy.calls.nvcf_metrics import TLB, UNKNOWN_ENDPOINT, path_endpoint
@@ -33,13 +35,18 @@ PEXEC_PREFIX = b"/v2/nvcf/pexec/"
 
 
 class Invocations:
-    __slots__ = ("engine", "pexec")
+    __slots__ = ("engine", "llm", "pexec")
 
-    def __init__(self, engine: Engine, pexec: Pexec | None = None) -> None:
+    def __init__(self, engine: Engine, pexec: Pexec | None = None, llm: RequestHandler | None = None) -> None:
         self.engine = engine
         self.pexec = pexec
+        self.llm = llm  # `Host: llm.<domain>`: the LLM gateway (proxy/llm/gateway.py)
 
     def start(self, ex: Exchange) -> None:
+        authority = ex.authority
+        if self.llm is not None and authority[:1] in b"lL" and authority[:4].lower() == b"llm.":  # (one-byte slices are cached)
+            self.llm.start(ex)
+            return
         started = time.monotonic()
         request_id = new_request_id()
         engine = self.engine

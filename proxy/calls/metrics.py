@@ -4,6 +4,7 @@ by the admin listener. Never a network call from the request path."""
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 
 from fngate.proxy.calls.nvcf_metrics import UNKNOWN_ENDPOINT, NvcfMetrics
 
@@ -18,6 +19,7 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 class Metrics:
     __slots__ = (
         "client_disconnects",
+        "extra",
         "in_flight",
         "latency",
         "latency_count",
@@ -42,6 +44,7 @@ class Metrics:
         self.client_disconnects = 0
         self.limited: dict[str, int] = {}  # function id -> requests refused by its rate limit
         self.nvcf = NvcfMetrics()  # NVCF's names for the same requests (proxy/calls/nvcf_metrics.py)
+        self.extra: list[Callable[[], str]] = []  # more Prometheus text, rendered after these (the LLM gateway's)
 
     def observe(self, function_id: str, status: int, seconds: float, method: str = "", endpoint: str = UNKNOWN_ENDPOINT) -> None:
         """`function_id`: a routed, authenticated function's id, else UNKNOWN_FUNCTION;
@@ -108,4 +111,4 @@ class Metrics:
         ]
         for fid, n in sorted(self.limited.items()):
             out.append(f'fngate_rate_limited_total{{function_id="{fid}"}} {n}')
-        return ("\n".join(out) + "\n" + self.nvcf.render()).encode()
+        return ("\n".join(out) + "\n" + self.nvcf.render() + "".join(f() for f in self.extra)).encode()

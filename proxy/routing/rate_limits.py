@@ -157,6 +157,10 @@ class RateLimits:
         self._make = make
         self._buckets.clear()
 
+    def bucket(self, key: tuple[str, ...], rate: Rate, now: float) -> TokenBucket:
+        """A new bucket from the current factory (the LLM token limits share it: proxy/llm/)."""
+        return self._make(key, rate, now)
+
     def policy(self, text: str) -> RatePolicy | None:
         try:
             return self._policies[text]

@@ -74,6 +74,10 @@ class VersionRoute:
     authorized: frozenset[str] = frozenset()
     # the version's `rateLimit` object as JSON text ("" when none), read by proxy/routing/rate_limits.py
     rate_limit: str = ""
+    # NVCF's `functionType` ("DEFAULT", "STREAMING", "LLM"), and for LLM functions the
+    # `models` list ([{name, llmConfig}]) as JSON text ("" when none), read by proxy/llm/
+    function_type: str = "DEFAULT"
+    llm_models: str = ""
 
     @property
     def invokable(self) -> bool:
@@ -276,6 +280,8 @@ def _route_to_dict(r: VersionRoute) -> dict[str, Any]:
         "endpoints": [_endpoint_values(e) for e in r.endpoints],
         "authorized": sorted(r.authorized),
         "rate_limit": r.rate_limit,
+        "function_type": r.function_type,
+        "llm_models": r.llm_models,
     }
 
 

@@ -19,10 +19,15 @@ def write_config(path: Path, **sections) -> Path:
     return path
 
 
+def instance_port(data_dir: Path, version_id: str, instance_id: str) -> int:
+    """The port a local instance was started on, as its log says."""
+    log = (data_dir / "instances" / version_id / f"{instance_id}.log").read_text()
+    return int([ln for ln in log.splitlines() if ln.startswith("--- fngate: starting")][-1].split(" on port ")[1].split(":")[0])
+
+
 def instance_pid(data_dir: Path, version_id: str, instance_id: str) -> int:
     """The pid of a local instance, from the port its log says it was started on."""
-    log = (data_dir / "instances" / version_id / f"{instance_id}.log").read_text()
-    port = int([ln for ln in log.splitlines() if ln.startswith("--- fngate: starting")][-1].split(" on port ")[1].split(":")[0])
+    port = instance_port(data_dir, version_id, instance_id)
     pid = pid_listening_on(port)
     assert pid, f"nothing listens on port {port} for instance {instance_id}"
     return pid

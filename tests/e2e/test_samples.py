@@ -1,4 +1,4 @@
-"""What `make run` gives a user: the three samples deployed and ACTIVE, and the
+"""What `make run` gives a user: the four samples deployed and ACTIVE, and the
 printed commands work when pasted (curl for echo and SSE, fngate invoke for gRPC)."""
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ def test_printed_commands_invoke_each_sample(fngate_serve):
     time.sleep(0.3)
     out = sp.output()
     summary = re.search(r"fngate: sample functions: (.*)", out).group(1)
-    assert summary.count("ACTIVE") == 3, summary
+    assert summary.count("ACTIVE") == 4, summary
     block = out[out.index("fngate: sample functions:") :]
     commands = [ln.strip() for ln in block.splitlines()[1:] if ln.startswith("  ") and not ln.strip().startswith("#")]
-    export, echo, sse, grpc = commands[:4]
+    export, echo, sse, grpc, llm = commands[:5]
     env = {**os.environ, "FNGATE_KEY": sp.admin_key, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     assert export.startswith("export FNGATE_KEY=")
 
@@ -43,10 +43,11 @@ def test_printed_commands_invoke_each_sample(fngate_serve):
     events = sh(sse)
     assert events.count("data: ") > 2 and "data: [DONE]" in events
     assert "hello" in sh(grpc)
+    assert '"object":"chat.completion"' in sh(llm).replace(" ", "")
 
     # fngate invoke over HTTP and SSE, and the instance logs of a version
     gateway = f"--gateway http://127.0.0.1:{sp.ready['http_port']}"
-    ids = dict(re.findall(r"(echo|sse|grpc-echo) ([0-9a-f-]{36}) ACTIVE", summary))
+    ids = dict(re.findall(r"(echo|sse|grpc-echo|llm) ([0-9a-f-]{36}) ACTIVE", summary))
     assert '"method": "POST"' in sh(f"fngate invoke {ids['echo']} {gateway} --path /echo -d hi").replace(
         '"method":"POST"', '"method": "POST"'
     )
@@ -76,4 +77,4 @@ def test_printed_commands_invoke_each_sample(fngate_serve):
         assert time.monotonic() < deadline, again.output()
         time.sleep(0.2)
     listed = httpx.get(again.api_url + "/v2/nvcf/functions", headers={"Authorization": f"Bearer {again.admin_key}"}).json()
-    assert sorted(f["name"] for f in listed["functions"]) == ["echo", "grpc-echo", "sse"]
+    assert sorted(f["name"] for f in listed["functions"]) == ["echo", "grpc-echo", "llm", "sse"]

@@ -20,12 +20,14 @@ PREFIX = "fngate.proxy."
 
 # package -> packages it must never import
 FORBIDDEN = {
-    "wire": {"drivers", "calls", "instances", "grpc", "ops"},
-    "routing": {"drivers", "calls", "instances", "grpc", "ops"},
-    "instances": {"drivers", "calls", "grpc", "ops"},
-    "calls": {"drivers", "grpc", "ops"},
-    "grpc": {"drivers", "ops"},
-    "drivers": {"instances", "ops"},
+    "wire": {"drivers", "calls", "instances", "grpc", "ops", "llm"},
+    "routing": {"drivers", "calls", "instances", "grpc", "ops", "llm"},
+    "instances": {"drivers", "calls", "grpc", "ops", "llm"},
+    "calls": {"drivers", "grpc", "ops", "llm"},
+    "grpc": {"drivers", "ops", "llm"},
+    "drivers": {"instances", "ops", "llm"},
+    # the LLM gateway sits on the call (its Exchange seam and Call) and the routing rules
+    "llm": {"drivers", "instances", "grpc", "ops"},
 }
 
 

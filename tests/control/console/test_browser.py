@@ -15,7 +15,7 @@ from tests.support.serve_api import ServeApi
 
 from .conftest import Browser
 
-SAMPLES = ("echo", "grpc-echo", "sse")
+SAMPLES = ("echo", "grpc-echo", "llm", "sse")
 
 
 def _statuses(browser: Browser) -> dict[str, str]:
@@ -57,7 +57,7 @@ def test_login_list_and_one_sse_invocation(browser: Browser, console_serve) -> N
     browser.wait(lambda: "403 Forbidden: Authorization failed" in browser.error(), "the refusal")
     assert browser.css("#login").is_displayed() and browser.driver.execute_script("return sessionStorage.length") == 0
     browser.login(console_serve.admin_key)
-    browser.wait(lambda: _statuses(browser) == dict.fromkeys(SAMPLES, "ACTIVE"), "the three samples ACTIVE", timeout=60)
+    browser.wait(lambda: _statuses(browser) == dict.fromkeys(SAMPLES, "ACTIVE"), "the four samples ACTIVE", timeout=60)
     assert "nvapi" not in browser.driver.current_url and console_serve.admin_key not in browser.driver.current_url
     stored = browser.driver.execute_script("return [sessionStorage.getItem('fngate.console.key'), localStorage.length, document.cookie]")
     assert stored == [console_serve.admin_key, 0, ""]
