@@ -34,6 +34,7 @@ from fngate.proxy.routing.snapshot import (
     ROUTING_VERSION_KEY,
     Endpoint,
     KeyGrant,
+    ModelSpec,
     RoutingTable,
     RoutingWire,
     SnapshotHolder,
@@ -97,12 +98,33 @@ def build_routes(
                 endpoints=endpoints,
                 authorized=(sharing or {}).get(fn.function_id, _NOT_SHARED).parties(vid),
                 rate_limit=_rate_limit_text(fn),
+                function_type=fn.function_type,
+                models=_model_specs(fn),
             )
         )
     return routes
 
 
 _NOT_SHARED = Sharing()
+
+
+def _model_specs(fn: FunctionVersion) -> tuple[ModelSpec, ...]:
+    """The models with an llmConfig, as the LLM gateway routes and limits them."""
+    specs = []
+    for m in fn.models:
+        cfg = m.get("llmConfig")
+        if not isinstance(cfg, dict):
+            continue
+        specs.append(
+            ModelSpec(
+                name=str(m["name"]),
+                uris=tuple(str(u) for u in cfg.get("uris") or ()),
+                token_rate_limit=str(cfg.get("tokenRateLimit") or ""),
+                routing_method=str(cfg.get("routingMethod") or ""),
+                tokenizer=str(cfg.get("tokenizer") or ""),
+            )
+        )
+    return tuple(specs)
 
 
 def _rate_limit_text(fn: FunctionVersion) -> str:

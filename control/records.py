@@ -193,6 +193,8 @@ class FunctionVersion:
     health: Mapping[str, Any] | None = None  # the `health` object, when given
     telemetry_ids: tuple[str, ...] = ()  # the telemetries it sends logs, metrics or traces to
     rate_limit: Mapping[str, Any] | None = None  # the `rateLimit` object, when set
+    function_type: str = "DEFAULT"  # functionType: DEFAULT, STREAMING or LLM
+    models: tuple[Mapping[str, Any], ...] = ()  # the `models` items, as stored (name, llmConfig, ...)
 
     @property
     def grpc(self) -> bool:
@@ -216,6 +218,8 @@ class FunctionVersion:
             health=dict(health) if isinstance(health, dict) else None,
             telemetry_ids=_telemetry_ids(doc.get("telemetries")),
             rate_limit=dict(rate_limit) if isinstance(rate_limit := doc.get("rateLimit"), dict) and rate_limit else None,
+            function_type=_text(doc, "functionType", "DEFAULT"),
+            models=tuple(dict(m) for m in doc.get("models") or () if isinstance(m, dict) and m.get("name")),
         )
 
 

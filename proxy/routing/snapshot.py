@@ -53,6 +53,39 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One model of an LLM function: its `models[].llmConfig` (NVCF's modelSpecs{name ->
+    uris, tokenRateLimit, tokenizer, routingMethod}), values as the management API stored
+    them ("" when not set). Read by the LLM gateway (proxy/llm/)."""
+
+    name: str
+    uris: tuple[str, ...] = ()  # the endpoints the model serves, e.g. /v1/chat/completions ((): no allow-list)
+    token_rate_limit: str = ""  # tokenRateLimit, e.g. "100000-S" or "10-M,5-S"
+    routing_method: str = ""  # routingMethod, e.g. "round-robin" ("": the router's default)
+    tokenizer: str = ""
+
+    def to_wire(self) -> dict[str, Any]:
+        # NVCF's field names on the wire, so the snapshot reads like the function it came from
+        return {
+            "name": self.name,
+            "uris": list(self.uris),
+            "tokenRateLimit": self.token_rate_limit,
+            "routingMethod": self.routing_method,
+            "tokenizer": self.tokenizer,
+        }
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> ModelSpec:
+        return cls(
+            str(d["name"]),
+            tuple(d.get("uris") or ()),
+            d.get("tokenRateLimit") or "",
+            d.get("routingMethod") or "",
+            d.get("tokenizer") or "",
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class VersionRoute:
     function_id: str
     version_id: str
@@ -74,10 +107,26 @@ class VersionRoute:
     authorized: frozenset[str] = frozenset()
     # the version's `rateLimit` object as JSON text ("" when none), read by proxy/routing/rate_limits.py
     rate_limit: str = ""
+    # Optional fields, last and left out of the wire form while they hold their defaults:
+    # a table without them (an older publisher's) decodes to the defaults, and a gateway
+    # that does not know them still reads every route that does not use them.
+    function_type: str = "DEFAULT"  # functionType: DEFAULT, STREAMING or LLM
+    models: tuple[ModelSpec, ...] = ()  # an LLM function's models with their llmConfig
 
     @property
     def invokable(self) -> bool:
         return self.status in INVOKABLE_STATES
+
+    @property
+    def llm(self) -> bool:
+        return self.function_type == "LLM"
+
+    def model(self, name: str) -> ModelSpec | None:
+        """The model called `name` (exact match), None when the version has no such model."""
+        for m in self.models:
+            if m.name == name:
+                return m
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +295,8 @@ def _fill_twin(cls: type) -> type:
     return make_dataclass(f"_{cls.__name__}Fill", spec, slots=True, eq=False, repr=False, match_args=False)
 
 
-_ROUTE_FIELDS = tuple(f.name for f in fields(VersionRoute))
+_OPTIONAL_ROUTE_FIELDS = ("function_type", "models")  # on the wire only when not the default
+_ROUTE_FIELDS = tuple(f.name for f in fields(VersionRoute) if f.name not in _OPTIONAL_ROUTE_FIELDS)
 _ENDPOINT_FIELDS = tuple(f.name for f in fields(Endpoint))
 _endpoint_values = attrgetter(*_ENDPOINT_FIELDS)
 _route_items = itemgetter(*_ROUTE_FIELDS)  # raises KeyError when a field is left out
@@ -276,7 +326,14 @@ def _route_to_dict(r: VersionRoute) -> dict[str, Any]:
         "endpoints": [_endpoint_values(e) for e in r.endpoints],
         "authorized": sorted(r.authorized),
         "rate_limit": r.rate_limit,
+        **_optional_route_fields(r),
     }
+
+
+def _optional_route_fields(r: VersionRoute) -> dict[str, Any]:
+    if r.function_type == "DEFAULT" and not r.models:
+        return {}
+    return {"function_type": r.function_type, "models": [m.to_wire() for m in r.models]}
 
 
 def _endpoint_from_list(values: list[Any]) -> Endpoint:
@@ -290,11 +347,15 @@ def _route_from_dict(d: dict[str, Any]) -> VersionRoute:
         values = _route_items(d)
     except KeyError:  # fields left out take their defaults; keyword construction sorts that out
         return _route_from_partial_dict(d)
-    if len(d) != len(values):  # a field this version does not know: let __init__ reject it
-        return _route_from_partial_dict(d)
-    r = _RouteFill(*values)
+    optional = len(d) - len(values)
+    if optional and not (optional == len(_OPTIONAL_ROUTE_FIELDS) and all(k in d for k in _OPTIONAL_ROUTE_FIELDS)):
+        return _route_from_partial_dict(d)  # a field this version does not know: let __init__ reject it
+    r = _RouteFill(*values)  # the optional fields, last, take their defaults
     r.endpoints = tuple([_endpoint_from_list(e) for e in r.endpoints])
     r.authorized = frozenset(r.authorized)
+    if optional:
+        r.function_type = d["function_type"]
+        r.models = tuple([ModelSpec.from_wire(m) for m in d["models"]])
     r.__class__ = VersionRoute
     route: VersionRoute = r
     return route
@@ -304,6 +365,8 @@ def _route_from_partial_dict(d: dict[str, Any]) -> VersionRoute:
     d = dict(d)
     d["endpoints"] = tuple(Endpoint(*e) for e in d.get("endpoints", ()))
     d["authorized"] = frozenset(d.get("authorized", ()))
+    if "models" in d:
+        d["models"] = tuple(ModelSpec.from_wire(m) for m in d["models"])
     return VersionRoute(**d)
 
 
