@@ -106,7 +106,7 @@ class LlmUser(FastHttpUser):
 
     def complete_once(self) -> None:
         started = time.perf_counter()
-        resp = self.client.post(SSE_PATH, data=orjson.dumps(chat_body(self.knobs, False)), headers=self.headers,
+        resp = self.client.post(SSE_PATH, json=chat_body(self.knobs, False), headers=self.headers,
                                 name="chat: request", stream=False)  # fmt: skip
         elapsed = time.perf_counter() - started
         if not resp.status_code:
@@ -122,8 +122,8 @@ class LlmUser(FastHttpUser):
         if not isinstance(doc, dict) or not doc.get("choices"):
             self._record(COMPLETION, elapsed, 0, f"{CHECK} no choices in the completion")
             return
-        usage = doc.get("usage") or {}
-        tokens = usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else len(doc["choices"])
+        reported = (doc.get("usage") or {}).get("completion_tokens")
+        tokens: int = reported if isinstance(reported, int) else len(doc["choices"])
         self._record(COMPLETION, elapsed, tokens)
         if tokens > 0:
             self._record("chat: tpot", elapsed / tokens, tokens)
@@ -131,7 +131,7 @@ class LlmUser(FastHttpUser):
     def stream_once(self) -> None:
         headers = {**self.headers, "Accept": "text/event-stream"}
         started = time.perf_counter()
-        resp = self.client.post(SSE_PATH, data=orjson.dumps(chat_body(self.knobs, True)), headers=headers,
+        resp = self.client.post(SSE_PATH, json=chat_body(self.knobs, True), headers=headers,
                                 name="chat: open", stream=True)  # fmt: skip
         failure = self._head_failure(resp)
         if failure:

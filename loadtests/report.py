@@ -320,7 +320,7 @@ def plot_server(server: Mapping[str, Any], results: Path, title: str, history_cs
     if rows and server.get("started_at"):
         users = axes[0].twinx()
         users.plot([int(r["Timestamp"]) - server["started_at"] for r in rows], [_num(r["User Count"]) for r in rows],
-                   color="grey", linestyle=":", label="Locust users")  # type: ignore[arg-type]  # fmt: skip
+                   color="grey", linestyle=":", label="Locust users")  # fmt: skip
         users.set_ylabel("users")
         users.legend(loc="upper right", fontsize="small")
     axes[0].set(title=f"{title}: server-side series (fngate /metrics)", ylabel="requests")
