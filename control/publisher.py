@@ -34,7 +34,6 @@ from fngate.proxy.routing.snapshot import (
     ROUTING_VERSION_KEY,
     Endpoint,
     KeyGrant,
-    ModelSpec,
     RoutingTable,
     RoutingWire,
     SnapshotHolder,
@@ -99,7 +98,7 @@ def build_routes(
                 authorized=(sharing or {}).get(fn.function_id, _NOT_SHARED).parties(vid),
                 rate_limit=_rate_limit_text(fn),
                 function_type=fn.function_type,
-                models=_model_specs(fn),
+                llm_models=_llm_models_text(fn),
             )
         )
     return routes
@@ -108,29 +107,19 @@ def build_routes(
 _NOT_SHARED = Sharing()
 
 
-def _model_specs(fn: FunctionVersion) -> tuple[ModelSpec, ...]:
-    """The models with an llmConfig, as the LLM gateway routes and limits them."""
-    specs = []
-    for m in fn.models:
-        cfg = m.get("llmConfig")
-        if not isinstance(cfg, dict):
-            continue
-        specs.append(
-            ModelSpec(
-                name=str(m["name"]),
-                uris=tuple(str(u) for u in cfg.get("uris") or ()),
-                token_rate_limit=str(cfg.get("tokenRateLimit") or ""),
-                routing_method=str(cfg.get("routingMethod") or ""),
-                tokenizer=str(cfg.get("tokenizer") or ""),
-            )
-        )
-    return tuple(specs)
-
-
 def _rate_limit_text(fn: FunctionVersion) -> str:
     """The `rateLimit` object as canonical JSON (sorted keys): equal settings give equal
     routes, so an unchanged limit adds nothing to a routing delta."""
     return orjson.dumps(fn.rate_limit, option=orjson.OPT_SORT_KEYS).decode() if fn.rate_limit else ""
+
+
+def _llm_models_text(fn: FunctionVersion) -> str:
+    """An LLM function's models as the gateway's LLM endpoints read them (proxy/llm/models.py):
+    each model's `name` and `llmConfig`, canonical JSON so equal settings give equal routes."""
+    if fn.function_type != "LLM" or not fn.models:
+        return ""
+    models = [{"name": str(m.get("name", "")), "llmConfig": m.get("llmConfig") or {}} for m in fn.models]
+    return orjson.dumps(models, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def build_grants(

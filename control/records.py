@@ -193,8 +193,8 @@ class FunctionVersion:
     health: Mapping[str, Any] | None = None  # the `health` object, when given
     telemetry_ids: tuple[str, ...] = ()  # the telemetries it sends logs, metrics or traces to
     rate_limit: Mapping[str, Any] | None = None  # the `rateLimit` object, when set
-    function_type: str = "DEFAULT"  # functionType: DEFAULT, STREAMING or LLM
-    models: tuple[Mapping[str, Any], ...] = ()  # the `models` items, as stored (name, llmConfig, ...)
+    function_type: str = "DEFAULT"  # functionType
+    models: tuple[Mapping[str, Any], ...] = ()  # `models` entries that are objects
 
     @property
     def grpc(self) -> bool:
@@ -219,7 +219,7 @@ class FunctionVersion:
             telemetry_ids=_telemetry_ids(doc.get("telemetries")),
             rate_limit=dict(rate_limit) if isinstance(rate_limit := doc.get("rateLimit"), dict) and rate_limit else None,
             function_type=_text(doc, "functionType", "DEFAULT"),
-            models=tuple(dict(m) for m in doc.get("models") or () if isinstance(m, dict) and m.get("name")),
+            models=tuple(dict(m) for m in doc.get("models") or () if isinstance(m, dict)),
         )
 
 

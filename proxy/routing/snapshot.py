@@ -53,39 +53,6 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """One model of an LLM function: its `models[].llmConfig` (NVCF's modelSpecs{name ->
-    uris, tokenRateLimit, tokenizer, routingMethod}), values as the management API stored
-    them ("" when not set). Read by the LLM gateway (proxy/llm/)."""
-
-    name: str
-    uris: tuple[str, ...] = ()  # the endpoints the model serves, e.g. /v1/chat/completions ((): no allow-list)
-    token_rate_limit: str = ""  # tokenRateLimit, e.g. "100000-S" or "10-M,5-S"
-    routing_method: str = ""  # routingMethod, e.g. "round-robin" ("": the router's default)
-    tokenizer: str = ""
-
-    def to_wire(self) -> dict[str, Any]:
-        # NVCF's field names on the wire, so the snapshot reads like the function it came from
-        return {
-            "name": self.name,
-            "uris": list(self.uris),
-            "tokenRateLimit": self.token_rate_limit,
-            "routingMethod": self.routing_method,
-            "tokenizer": self.tokenizer,
-        }
-
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> ModelSpec:
-        return cls(
-            str(d["name"]),
-            tuple(d.get("uris") or ()),
-            d.get("tokenRateLimit") or "",
-            d.get("routingMethod") or "",
-            d.get("tokenizer") or "",
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class VersionRoute:
     function_id: str
     version_id: str
@@ -107,26 +74,17 @@ class VersionRoute:
     authorized: frozenset[str] = frozenset()
     # the version's `rateLimit` object as JSON text ("" when none), read by proxy/routing/rate_limits.py
     rate_limit: str = ""
-    # Optional fields, last and left out of the wire form while they hold their defaults:
-    # a table without them (an older publisher's) decodes to the defaults, and a gateway
-    # that does not know them still reads every route that does not use them.
-    function_type: str = "DEFAULT"  # functionType: DEFAULT, STREAMING or LLM
-    models: tuple[ModelSpec, ...] = ()  # an LLM function's models with their llmConfig
+    # NVCF's `functionType` ("DEFAULT", "STREAMING", "LLM"), and for LLM functions the
+    # `models` list ([{name, llmConfig}]) as JSON text ("" when none), read by proxy/llm/.
+    # Last, and left out of the wire form while they hold their defaults: a table without
+    # them (an older publisher's) decodes to the defaults, and a gateway that does not know
+    # them still reads every route of a function that is not an LLM.
+    function_type: str = "DEFAULT"
+    llm_models: str = ""
 
     @property
     def invokable(self) -> bool:
         return self.status in INVOKABLE_STATES
-
-    @property
-    def llm(self) -> bool:
-        return self.function_type == "LLM"
-
-    def model(self, name: str) -> ModelSpec | None:
-        """The model called `name` (exact match), None when the version has no such model."""
-        for m in self.models:
-            if m.name == name:
-                return m
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +253,7 @@ def _fill_twin(cls: type) -> type:
     return make_dataclass(f"_{cls.__name__}Fill", spec, slots=True, eq=False, repr=False, match_args=False)
 
 
-_OPTIONAL_ROUTE_FIELDS = ("function_type", "models")  # on the wire only when not the default
+_OPTIONAL_ROUTE_FIELDS = ("function_type", "llm_models")  # on the wire only when not the default
 _ROUTE_FIELDS = tuple(f.name for f in fields(VersionRoute) if f.name not in _OPTIONAL_ROUTE_FIELDS)
 _ENDPOINT_FIELDS = tuple(f.name for f in fields(Endpoint))
 _endpoint_values = attrgetter(*_ENDPOINT_FIELDS)
@@ -331,9 +289,9 @@ def _route_to_dict(r: VersionRoute) -> dict[str, Any]:
 
 
 def _optional_route_fields(r: VersionRoute) -> dict[str, Any]:
-    if r.function_type == "DEFAULT" and not r.models:
+    if r.function_type == "DEFAULT" and not r.llm_models:
         return {}
-    return {"function_type": r.function_type, "models": [m.to_wire() for m in r.models]}
+    return {"function_type": r.function_type, "llm_models": r.llm_models}
 
 
 def _endpoint_from_list(values: list[Any]) -> Endpoint:
@@ -355,7 +313,7 @@ def _route_from_dict(d: dict[str, Any]) -> VersionRoute:
     r.authorized = frozenset(r.authorized)
     if optional:
         r.function_type = d["function_type"]
-        r.models = tuple([ModelSpec.from_wire(m) for m in d["models"]])
+        r.llm_models = d["llm_models"]
     r.__class__ = VersionRoute
     route: VersionRoute = r
     return route
@@ -365,8 +323,6 @@ def _route_from_partial_dict(d: dict[str, Any]) -> VersionRoute:
     d = dict(d)
     d["endpoints"] = tuple(Endpoint(*e) for e in d.get("endpoints", ()))
     d["authorized"] = frozenset(d.get("authorized", ()))
-    if "models" in d:
-        d["models"] = tuple(ModelSpec.from_wire(m) for m in d["models"])
     return VersionRoute(**d)
 
 

@@ -11,7 +11,6 @@ from fngate.proxy.routing.snapshot import (
     Endpoint,
     KeyGrant,
     LoadReport,
-    ModelSpec,
     RoutingTable,
     SnapshotHolder,
     VersionLoad,
@@ -64,7 +63,7 @@ def test_every_field_survives_the_wire():
         authorized=frozenset({"nca-b"}),
         rate_limit='{"rateLimit":"1-S"}',
         function_type="LLM",
-        models=(ModelSpec("meta/llama-3", ("/v1/chat/completions",), "100-S", "round-robin", "tok"), ModelSpec("m2")),
+        llm_models='[{"llmConfig":{"uris":["/v1/chat/completions"]},"name":"meta/llama-3"}]',
     )
     grant = KeyGrant("k9", frozenset({"a", "b"}), frozenset({"f9"}), 123.0, "org", "bob")
     t = RoutingTable.build(3, [route], [("d9", grant)])
@@ -95,22 +94,20 @@ def test_llm_fields_are_on_the_wire_only_when_set():
     existed, so a gateway of that build still reads it; a table from such a build (no LLM
     fields anywhere) decodes with the defaults."""
     plain = VersionRoute("f1", "v1", "echo", "ACTIVE")
-    llm = VersionRoute("f2", "v2", "llm", "ACTIVE", function_type="LLM", models=(ModelSpec("m", ("/v1/embeddings",)),))
+    llm = VersionRoute("f2", "v2", "llm", "ACTIVE", function_type="LLM", llm_models='[{"llmConfig":{"uris":[]},"name":"m"}]')
     wire = orjson.loads(RoutingTable.build(1, [plain, llm], []).to_json())
     by_fid = {r["function_id"]: r for r in wire["routes"]}
-    assert "function_type" not in by_fid["f1"] and "models" not in by_fid["f1"]
-    assert by_fid["f2"]["function_type"] == "LLM"
-    assert by_fid["f2"]["models"] == [{"name": "m", "uris": ["/v1/embeddings"], "tokenRateLimit": "", "routingMethod": "", "tokenizer": ""}]
+    assert "function_type" not in by_fid["f1"] and "llm_models" not in by_fid["f1"]
+    assert (by_fid["f2"]["function_type"], by_fid["f2"]["llm_models"]) == ("LLM", llm.llm_models)
     back = RoutingTable.from_json(orjson.dumps(wire))
     assert back.functions["f1"]["v1"] == plain and back.functions["f2"]["v2"] == llm
-    assert back.functions["f2"]["v2"].model("m") == ModelSpec("m", ("/v1/embeddings",)) and back.functions["f2"]["v2"].llm
 
 
 def test_a_route_with_only_some_optional_fields_decodes_too():
     doc = orjson.loads(_table().to_json())
-    doc["routes"][0]["function_type"] = "STREAMING"  # no models: the slower keyword path takes it
+    doc["routes"][0]["function_type"] = "STREAMING"  # no llm_models: the slower keyword path takes it
     route = RoutingTable.from_json(orjson.dumps(doc)).functions["f1"]["v1"]
-    assert route.function_type == "STREAMING" and route.models == ()
+    assert route.function_type == "STREAMING" and route.llm_models == ""
 
 
 def test_a_route_with_an_unknown_field_is_refused():

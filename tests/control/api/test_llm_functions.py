@@ -9,7 +9,7 @@ import pytest
 
 from fngate.control import records
 from fngate.control.publisher import RoutingPublisher
-from fngate.proxy.routing.snapshot import ModelSpec, RoutingTable
+from fngate.proxy.routing.snapshot import RoutingTable
 
 from .conftest import ADMIN_KEY, EXAMPLE_FUNCTION
 
@@ -227,30 +227,22 @@ async def test_llm_fields_reach_the_routing_snapshot_and_survive_the_wire(api):
     publisher = RoutingPublisher(api.store, admin_key=ADMIN_KEY)
     table = await publisher.build()
     route = table.functions[fn["id"]][fn["versionId"]]
-    assert route.llm and route.function_type == "LLM"
-    assert route.models == (
-        ModelSpec("meta/llama-3", (CHAT, "/v1/responses"), token_rate_limit="1000-S,50000-M", routing_method="round-robin"),
-        ModelSpec("embed", ("/v1/embeddings",)),
-    )
-    assert route.model("meta/llama-3") is route.models[0] and route.model("META/llama-3") is None
+    assert route.function_type == "LLM"
+    # NVCF's names, canonical JSON: what proxy/llm/ parses (name -> uris, tokenRateLimit, routingMethod)
+    assert orjson.loads(route.llm_models) == [{"name": m["name"], "llmConfig": m["llmConfig"]} for m in LLM_FUNCTION["models"]]
     other = table.functions[plain["id"]][plain["versionId"]]
-    assert not other.llm and other.models == ()
-    wire = orjson.loads(table.to_json())
-    by_fid = {r["function_id"]: r for r in wire["routes"]}
-    assert by_fid[fn["id"]]["models"][0] == {
-        "name": "meta/llama-3",
-        "uris": [CHAT, "/v1/responses"],
-        "tokenRateLimit": "1000-S,50000-M",
-        "routingMethod": "round-robin",
-        "tokenizer": "",
-    }
-    assert "models" not in by_fid[plain["id"]] and "function_type" not in by_fid[plain["id"]]  # older gateways read it as before
+    assert (other.function_type, other.llm_models) == ("DEFAULT", "")
+    by_fid = {r["function_id"]: r for r in orjson.loads(table.to_json())["routes"]}
+    assert by_fid[fn["id"]]["llm_models"] == route.llm_models
+    assert "llm_models" not in by_fid[plain["id"]] and "function_type" not in by_fid[plain["id"]]  # older gateways read it as before
     back = RoutingTable.from_json(table.to_json())
-    assert back == table and back.functions[fn["id"]][fn["versionId"]].models == route.models
+    assert back == table and back.functions[fn["id"]][fn["versionId"]].llm_models == route.llm_models
     # a model update is a delta for that function alone
     await api.call("PUT", path(fn), {"modelUpdates": [{"modelName": "embed", "llmConfig": {"tokenRateLimit": "5-S"}}]})
     newer = await publisher.build()
     delta = orjson.loads(table.delta_json(newer))
     assert [r["function_id"] for r in delta["routes"]] == [fn["id"]]
     applied = table.apply_json(table.delta_json(newer))
-    assert applied is not None and applied.functions[fn["id"]][fn["versionId"]].model("embed").token_rate_limit == "5-S"
+    assert applied is not None
+    models = orjson.loads(applied.functions[fn["id"]][fn["versionId"]].llm_models)
+    assert models[1] == {"name": "embed", "llmConfig": {"uris": ["/v1/embeddings"], "tokenRateLimit": "5-S"}}
