@@ -36,7 +36,7 @@ class Knobs:
     direct: bool = False  # the target is an instance, not a gateway: no routing, no nvcf-status check
     path: str = "/echo"  # HTTP invocations POST here (Host- and header-routed requests keep the path)
     llm_function_id: str = ""  # an LLM function: chat calls send model "<llm_function_id>/<llm_model>"
-    llm_model: str = "fngate/llm"  # the model name the function's instance serves
+    llm_model: str = "fngate-llm"  # the model name the function declares (the fngate/llm sample's)
     llm_stream: str = "both"  # true | false | both (alternate streamed and non-streamed calls)
     llm_host: str = ""  # Host of LLM calls (default llm.<domain without "invocation.">, NVCF's llm.<domain>)
     # request shape

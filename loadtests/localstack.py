@@ -35,12 +35,13 @@ from fngate.proxy.config import LOOPBACK
 
 SAMPLE_IMAGES = {"http": "fngate/echo", "sse": "fngate/sse", "grpc": "fngate/grpc-echo"}
 LLM_IMAGE = "fngate/llm"  # the OpenAI-compatible sample behind the LLM gateway (issue 18)
-LLM_MODEL = "fngate/llm"
+LLM_MODEL = "fngate-llm"  # the model the llmgw branch's sample declares
 LLM_FUNCTION = {
     "name": "loadtest-llm",
     "inferenceUrl": "/",
     "containerImage": LLM_IMAGE,
     "functionType": "LLM",
+    "health": {"protocol": "HTTP", "uri": "/health", "port": 8000, "timeout": "PT10S", "expectedStatusCode": 200},
     "models": [{"name": LLM_MODEL, "llmConfig": {"uris": ["/v1/chat/completions", "/v1/responses", "/v1/embeddings"]}}],
 }
 LLM_DEPLOYMENT = {"deploymentSpecifications": [{"gpu": "H100", "instanceType": "NCP.GPU.H100_1x", "minInstances": 1,
@@ -271,10 +272,14 @@ class LocalStack:
             return json.loads(resp.read() or b"null")
 
     def _deploy_llm(self, deadline: float) -> dict[str, Any]:
-        """An LLM function on the fngate/llm sample, deployed and ACTIVE: what `loadtest llm` calls
-        through the gateway's llm.<domain> endpoints."""
-        fn = self._api("/v2/nvcf/functions", LLM_FUNCTION)["function"]
-        self._api(f"/v2/nvcf/deployments/functions/{fn['id']}/versions/{fn['versionId']}", LLM_DEPLOYMENT)
+        """An LLM function on the fngate/llm sample, ACTIVE: what `loadtest llm` calls through the
+        gateway's llm.<domain> endpoints. The one `fngate serve` deploys with its samples when it
+        has it (the llmgw branch does), else one deployed here."""
+        listed = self._api("/v2/nvcf/functions").get("functions", [])
+        fn = next((f for f in listed if f.get("containerImage", "").split(":")[0] == LLM_IMAGE and f.get("functionType") == "LLM"), None)
+        if fn is None:
+            fn = self._api("/v2/nvcf/functions", LLM_FUNCTION)["function"]
+            self._api(f"/v2/nvcf/deployments/functions/{fn['id']}/versions/{fn['versionId']}", LLM_DEPLOYMENT)
         while True:
             self._check_alive()
             got = self._api(f"/v2/nvcf/functions/{fn['id']}/versions/{fn['versionId']}")["function"]

@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument("--grpc-target", default="", help="HOST:PORT of the gateway's gRPC listener")
     t.add_argument("--sse-target", default="", help="with --direct: URL of the SSE instance")
     t.add_argument("--llm-function-id", default="", help="llm: the LLM function (chat calls send model FUNCTION_ID/MODEL)")
-    t.add_argument("--model", default="", help="llm: the model name the function serves (default fngate/llm)")
+    t.add_argument("--model", default="", help="llm: the model name the function serves (default fngate-llm, the fngate/llm sample's)")
     t.add_argument("--metrics-url", action="append", default=[], help="a gateway's admin /metrics, scraped during the run (repeatable)")
     t.add_argument("--api-metrics-url", default="", help="the control plane's /metrics (ready instances; sent with --key)")
     t.add_argument("--direct", action="store_true", help="the targets are instances, not a gateway (baselines)")

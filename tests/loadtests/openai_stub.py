@@ -102,6 +102,6 @@ if __name__ == "__main__":
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--function-id", default="00000000-0000-4000-8000-000000000001")
-    p.add_argument("--model", default="fngate/llm")
+    p.add_argument("--model", default="fngate-llm")
     a = p.parse_args()
     asyncio.run(main(a.host, a.port, a.function_id, a.model))

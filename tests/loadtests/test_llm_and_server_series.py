@@ -38,7 +38,7 @@ def openai_stub(tmp_path_factory):
 def test_llm_scenario_reports_ttft_gaps_and_tokens_with_the_server_series(openai_stub, tmp_path: Path):
     results = tmp_path / "llm"
     slis = write_slis(tmp_path / "slis.yaml", lenient_rules())
-    done = fngate_loadtest("llm", "--target", openai_stub.url, "--llm-function-id", FID, "--model", "fngate/llm",
+    done = fngate_loadtest("llm", "--target", openai_stub.url, "--llm-function-id", FID, "--model", "fngate-llm",
                            "--users", "2", "--stream-length", "12", "--duration", "3s", "--metrics-url", f"{openai_stub.url}/metrics",
                            "--scrape-interval", "0.5", "--slis", str(slis), "--results", str(results))  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -53,7 +53,7 @@ def test_llm_scenario_reports_ttft_gaps_and_tokens_with_the_server_series(openai
     tokens = doc["tokens"]
     assert tokens["output_tokens"] == 12 * (stream["requests"] + completion["requests"])  # usage.completion_tokens
     assert tokens["tokens_per_s"] > 0 and tokens["stream_tokens_per_s_p50"] > 0 and tokens["ttft_p95_ms"] > 0
-    assert doc["settings"]["model"] == f"{FID}/fngate/llm" and doc["settings"]["stream"] == "both"
+    assert doc["settings"]["model"] == f"{FID}/fngate-llm" and doc["settings"]["stream"] == "both"
     server = doc["server"]
     assert len(server["seconds"]) >= 4 and server["scrape_errors"] == 0
     assert server["stats"]["requests_per_s"]["total"] > 0 and server["stats"]["in_flight"]["max"] >= 1
