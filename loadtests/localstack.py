@@ -16,6 +16,7 @@ their resources can be sampled.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import os
 import re
@@ -35,6 +36,13 @@ from fngate.proxy.config import LOOPBACK
 
 SAMPLE_IMAGES = {"http": "fngate/echo", "sse": "fngate/sse", "grpc": "fngate/grpc-echo"}
 LLM_IMAGE = "fngate/llm"  # the OpenAI-compatible sample behind the LLM gateway (issue 18)
+
+
+def has_llm_sample() -> bool:
+    """Whether this build has the fngate/llm sample (and so the gateway's LLM endpoints)."""
+    return importlib.util.find_spec("fngate.backends.samples.llm") is not None
+
+
 LLM_MODEL = "fngate-llm"  # the model the llmgw branch's sample declares
 LLM_FUNCTION = {
     "name": "loadtest-llm",

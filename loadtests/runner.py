@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import report, slis
-from .localstack import LocalStack
+from .localstack import LocalStack, has_llm_sample
 from .plan import LoadTestError, Options, Plan, Target, make_plan
 from .resources import DEFAULT_INTERVAL, ResourceSampler
 from .scenarios import SCENARIOS, Scenario
@@ -206,15 +206,15 @@ def run(name: str, target: Target | None, opts: Options, out=sys.stdout) -> int:
     names = list(SCENARIOS) if name == "smoke" else [name]
     if name == "smoke" and target is not None and target.direct:
         names = [n for n in names if SCENARIOS[n].needs != "pexec"]  # polling is a gateway feature
-    if name == "smoke" and (target is None or not target.llm_function_id):
-        # the local stack deploys no LLM function until the fngate/llm sample exists (issue 18)
+    if name == "smoke" and (not target.llm_function_id if target is not None else not has_llm_sample()):
+        # the local stack has no LLM function until the fngate/llm sample exists (issue 18)
         skipped = [n for n in names if SCENARIOS[n].needs == "llm"]
         names = [n for n in names if n not in skipped]
         print(f"fngate loadtest: skipped: {', '.join(skipped)} (no LLM function: --target with --llm-function-id)", file=out)
     if target is None:
         print("fngate loadtest: starting a local fngate with the sample functions ...", file=out, flush=True)
         config = stack_config(names, opts)
-        llm = any(SCENARIOS[n].needs == "llm" for n in names) and name != "smoke"
+        llm = any(SCENARIOS[n].needs == "llm" for n in names)
         with LocalStack(log_dir=results, replicas=opts.replicas, workers=opts.gateway_workers, config=config, llm=llm) as stack:
             return _run_all(names, target_from_stack(stack), opts, results, name == "smoke", out, stack)
     if opts.replicas > 1 or opts.gateway_workers > 1:

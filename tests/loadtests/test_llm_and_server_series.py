@@ -17,6 +17,7 @@ from typing import ClassVar
 import pytest
 
 from fngate.loadtests import server_metrics as sm
+from fngate.loadtests.localstack import has_llm_sample
 from fngate.loadtests.slis import evaluate_series
 
 from .conftest import _start
@@ -76,6 +77,22 @@ def test_llm_scenario_streaming_only_needs_no_completion_entry(openai_stub, tmp_
     assert "LLM chat: completion" not in {t["entry"] for t in doc["thresholds"]}
     assert doc["server"]["seconds"] == [] and "no metrics source" in doc["server"]["note"]  # no --metrics-url: said so
     assert "Server-side SLIs not checked" in (results / "summary.md").read_text()
+
+
+@pytest.mark.skipif(not has_llm_sample(), reason="the fngate/llm sample and the gateway's LLM endpoints come with the llmgw branch")
+def test_llm_scenario_on_the_local_stack_calls_the_gateways_llm_endpoints(tmp_path: Path):
+    results = tmp_path / "llm"
+    done = fngate_loadtest("llm", "--duration", "6s", "--users", "2", "--stream-length", "8", "--scrape-interval", "0.5",
+                           "--slis", str(write_slis(tmp_path / "s.yaml", lenient_rules())), "--results", str(results), timeout=240)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads((results / "summary.json").read_text())
+    entries = {e["name"]: e for e in doc["entries"] if e["type"] == "LLM"}
+    assert entries["chat: stream"]["requests"] > 0 and entries["chat: stream"]["success_rate"] == 1.0
+    assert entries["chat: completion"]["requests"] > 0 and entries["chat: completion"]["success_rate"] == 1.0
+    assert doc["tokens"]["output_tokens"] > 0 and doc["settings"]["model"].endswith("/fngate-llm")
+    # the gateway counted the calls: the server-side series see the LLM traffic
+    assert doc["server"]["stats"]["requests_per_s"]["total"] >= entries["chat: stream"]["requests"]
+    assert doc["server"]["stats"]["ready_instances"]["max"] >= 1
 
 
 def test_llm_scenario_without_a_function_is_a_run_error(tmp_path: Path):
