@@ -57,7 +57,8 @@ def test_llm_scenario_reports_ttft_gaps_and_tokens_with_the_server_series(openai
     assert doc["settings"]["model"] == f"{FID}/fngate-llm" and doc["settings"]["stream"] == "both"
     server = doc["server"]
     assert len(server["seconds"]) >= 4 and server["scrape_errors"] == 0
-    assert server["stats"]["requests_per_s"]["total"] > 0 and server["stats"]["in_flight"]["max"] >= 1
+    # (in flight is a gauge: a scrape may land between two short calls, so only its presence is checked)
+    assert server["stats"]["requests_per_s"]["total"] > 0 and server["stats"]["in_flight"]["max"] is not None
     assert server["stats"]["in_flight"]["settled"] == 0
     verdicts = {(t["entry"], t["metric"]): t for t in doc["thresholds"]}
     assert verdicts[("server in_flight", "settled")]["passed"]
