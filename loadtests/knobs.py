@@ -35,6 +35,10 @@ class Knobs:
     routing: str = "both"  # host | header | both (alternate)
     direct: bool = False  # the target is an instance, not a gateway: no routing, no nvcf-status check
     path: str = "/echo"  # HTTP invocations POST here (Host- and header-routed requests keep the path)
+    llm_function_id: str = ""  # an LLM function: chat calls send model "<llm_function_id>/<llm_model>"
+    llm_model: str = "fngate-llm"  # the model name the function declares (the fngate/llm sample's)
+    llm_stream: str = "both"  # true | false | both (alternate streamed and non-streamed calls)
+    llm_host: str = ""  # Host of LLM calls (default llm.<domain without "invocation.">, NVCF's llm.<domain>)
     # request shape
     body_size: int = 64  # request body bytes
     response_size: int = 0  # response body bytes asked of the instance (0: the echo's default JSON)
@@ -51,7 +55,8 @@ class Knobs:
     max_inflight: int = 200  # arrivals in flight per scheduler user before new ones are dropped
     think_time: float = 0.0  # closed-loop users wait this long between calls
     steps: tuple[int, ...] = (5, 25, 100)  # ramp: user count per step
-    step_seconds: float = 60.0  # ramp: time per step (a third ramping, the rest holding)
+    step_seconds: float = 60.0  # ramp: time per step (ramp_fraction of it ramping, the rest holding)
+    ramp_fraction: float = 1 / 3  # ramp: the share of each step spent ramping (NVCF's ramp: 1 of 3 min; long scaling: 5 of 20)
 
     def env(self) -> dict[str, str]:
         out = {}

@@ -16,6 +16,7 @@ their resources can be sampled.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import os
 import re
@@ -34,6 +35,25 @@ from typing import Any, BinaryIO
 from fngate.proxy.config import LOOPBACK
 
 SAMPLE_IMAGES = {"http": "fngate/echo", "sse": "fngate/sse", "grpc": "fngate/grpc-echo"}
+LLM_IMAGE = "fngate/llm"  # the OpenAI-compatible sample behind the LLM gateway (issue 18)
+
+
+def has_llm_sample() -> bool:
+    """Whether this build has the fngate/llm sample (and so the gateway's LLM endpoints)."""
+    return importlib.util.find_spec("fngate.backends.samples.llm") is not None
+
+
+LLM_MODEL = "fngate-llm"  # the model the llmgw branch's sample declares
+LLM_FUNCTION = {
+    "name": "loadtest-llm",
+    "inferenceUrl": "/",
+    "containerImage": LLM_IMAGE,
+    "functionType": "LLM",
+    "health": {"protocol": "HTTP", "uri": "/health", "port": 8000, "timeout": "PT10S", "expectedStatusCode": 200},
+    "models": [{"name": LLM_MODEL, "llmConfig": {"uris": ["/v1/chat/completions", "/v1/responses", "/v1/embeddings"]}}],
+}
+LLM_DEPLOYMENT = {"deploymentSpecifications": [{"gpu": "H100", "instanceType": "NCP.GPU.H100_1x", "minInstances": 1,
+                                                "maxInstances": 1, "maxRequestConcurrency": 16}]}  # fmt: skip
 INVOKABLE = {"ACTIVE", "DEGRADING"}
 # one series of the counter; with --workers N it also carries a `worker` label
 _REQUESTS_TOTAL = re.compile(r'^fngate_requests_total\{[^}]*?function_id="(?P<fid>[^"]*)"[^}]*\} (?P<n>\S+)$', re.M)
@@ -44,9 +64,12 @@ class StackError(RuntimeError):
 
 
 class LocalStack:
-    def __init__(self, *, workers: int = 1, replicas: int = 1, startup_timeout: float = 90.0, log_dir: Path | None = None) -> None:
+    def __init__(self, *, workers: int = 1, replicas: int = 1, startup_timeout: float = 90.0, log_dir: Path | None = None,
+                 config: dict[str, Any] | None = None, llm: bool = False) -> None:  # fmt: skip
         if replicas < 1:
             raise StackError("--replicas must be at least 1")
+        self.config = config  # written to a --config file for every replica (e.g. autoscaler knobs)
+        self.llm = llm  # also deploy an LLM function on the fngate/llm sample
         self.workers = workers
         self.replicas = replicas
         self.startup_timeout = startup_timeout
@@ -79,6 +102,16 @@ class LocalStack:
     @property
     def grpc_targets(self) -> list[str]:
         return [f"{LOOPBACK}:{r['grpc_port']}" for r in self.replica_ready if r.get("grpc_port")]
+
+    @property
+    def metrics_urls(self) -> list[str]:
+        """Each replica's gateway admin /metrics (queue depth, in flight, requests by status)."""
+        return [f"http://{LOOPBACK}:{r['admin_port']}/metrics" for r in self.replica_ready if r.get("admin_port")]
+
+    @property
+    def api_metrics_url(self) -> str:
+        """The control plane's /metrics (ready instances); it takes the admin key."""
+        return self.ready["api_url"] + "/metrics" if self.ready.get("api_url") else ""
 
     def function_id(self, kind: str) -> str:
         return self.functions.get(kind, {}).get("id", "")
@@ -125,6 +158,10 @@ class LocalStack:
         deadline = time.monotonic() + self.startup_timeout
         env = {**os.environ, "FNGATE_ADMIN_KEY": secrets.token_urlsafe(24)}
         store: list[str] = []
+        if self.config:
+            config_file = root / "fngate.json"  # JSON is YAML: `--config` reads it
+            config_file.write_text(json.dumps(self.config))
+            store += ["--config", str(config_file)]
         if self.replicas > 1:
             env["FNGATE_SECRETS_KEY"] = base64.b64encode(os.urandom(32)).decode()
             store = ["--store", self._start_redis(root, deadline)]
@@ -136,6 +173,8 @@ class LocalStack:
         self._wait_for_samples(deadline, self._procs[-self.replicas][2])
         for url in self.http_urls[1:]:
             self._wait_for_gateway(url, deadline)
+        if self.llm:
+            self.functions["llm"] = self._deploy_llm(deadline)
 
     def _wait_for_gateway(self, url: str, deadline: float) -> None:
         """Until another replica's gateway serves the echo sample (its routing comes through Redis)."""
@@ -231,10 +270,37 @@ class LocalStack:
                 tail = path.read_text(errors="replace")[-2000:]
                 raise StackError(f"{name} exited with {proc.returncode} (log: {path}):\n{tail}")
 
-    def _api(self, path: str) -> Any:
-        req = urllib.request.Request(self.ready["api_url"] + path, headers={"Authorization": f"Bearer {self.admin_key}"})
+    def _api(self, path: str, body: Any = None) -> Any:
+        headers = {"Authorization": f"Bearer {self.admin_key}"}
+        data = None
+        if body is not None:
+            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+        req = urllib.request.Request(self.ready["api_url"] + path, data=data, headers=headers)
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read() or b"null")
+
+    def _deploy_llm(self, deadline: float) -> dict[str, Any]:
+        """An LLM function on the fngate/llm sample, ACTIVE: what `loadtest llm` calls through the
+        gateway's llm.<domain> endpoints. The one `fngate serve` deploys with its samples when it
+        has it (the llmgw branch does), else one deployed here."""
+        listed = self._api("/v2/nvcf/functions").get("functions", [])
+        fn = next((f for f in listed if f.get("containerImage", "").split(":")[0] == LLM_IMAGE and f.get("functionType") == "LLM"), None)
+        if fn is None:
+            fn = self._api("/v2/nvcf/functions", LLM_FUNCTION)["function"]
+            self._api(f"/v2/nvcf/deployments/functions/{fn['id']}/versions/{fn['versionId']}", LLM_DEPLOYMENT)
+        while True:
+            self._check_alive()
+            got = self._api(f"/v2/nvcf/functions/{fn['id']}/versions/{fn['versionId']}")["function"]
+            if got.get("status") in INVOKABLE:
+                return dict(got)
+            if got.get("status") == "ERROR" or time.monotonic() > deadline:
+                raise StackError(
+                    f"the LLM function on {LLM_IMAGE} did not become ACTIVE ({got.get('status')}: {got.get('healthInfo', '')}); "
+                    f"the {LLM_IMAGE} sample and the gateway's LLM endpoints come with issue 18's gateway work. "
+                    "Meanwhile run `fngate loadtest llm --target URL --llm-function-id ID --model NAME` against an "
+                    "OpenAI-compatible endpoint"
+                )
+            time.sleep(0.25)
 
     def _wait_for_samples(self, deadline: float, log_path: Path) -> None:
         """Poll the function list until each sample image has an invokable version."""

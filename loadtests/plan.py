@@ -36,6 +36,11 @@ class Target:
     sse_url: str = ""  # only when direct: the SSE instance, if not the same as url
     urls: tuple[str, ...] = ()  # several gateways (replicas): HTTP and SSE calls alternate over them
     direct: bool = False
+    llm_function_id: str = ""  # the llm scenario's function (model "<id>/<llm_model>")
+    llm_model: str = ""  # "" : the knobs' default
+    # fngate's /metrics, scraped during the run for the server-side series (server_metrics.py)
+    metrics_urls: tuple[str, ...] = ()  # each gateway's admin /metrics
+    api_metrics_url: str = ""  # the control plane's /metrics (ready instances; takes the key)
 
 
 @dataclasses.dataclass
@@ -68,6 +73,8 @@ class Options:
     replicas: int = 1  # local stack: fngate serve replicas on one Redis
     gateway_workers: int = 1  # local stack: `fngate serve --workers` of each replica
     sample_interval: float | None = None  # local stack: seconds between resource samples
+    stream: str | None = None  # llm: true | false | both
+    scrape_interval: float | None = None  # seconds between /metrics scrapes (default 1)
 
 
 def parse_duration(text: str) -> float:
@@ -108,6 +115,10 @@ class Plan:
             out["stream_length"] = k.stream_length
         if k.poll_seconds:
             out["poll_seconds"] = k.poll_seconds
+        if self.scenario.needs == "llm":
+            out.update(model=f"{k.llm_function_id}/{k.llm_model}", stream=k.llm_stream, max_tokens=k.stream_length)
+        if self.scenario.model == "ramp" and k.ramp_fraction != Knobs.ramp_fraction:
+            out["ramp_fraction"] = k.ramp_fraction
         if self.scenario.needs in ("http", "pexec") and (not self.rates or "http" in self.rates):
             out["functions"] = len(k.function_ids)
             out["routing"] = "instance (direct)" if k.direct else k.routing
@@ -134,6 +145,12 @@ def make_plan(scenario: Scenario, target: Target, opts: Options, *, smoke: bool 
         raise LoadTestError("scenario sse needs --sse-function-id (a streaming function such as the SSE sample)")
     if scenario.needs == "grpc" and not (target.grpc_target and (target.grpc_function_id or target.direct)):
         raise LoadTestError("scenario grpc needs --grpc-target HOST:PORT and --grpc-function-id")
+    if scenario.needs == "llm" and not (target.llm_function_id or target.direct):
+        raise LoadTestError("scenario llm needs --llm-function-id (an LLM function; the model is --model)")
+    if opts.stream is not None:
+        knob_values["llm_stream"] = opts.stream
+    if target.llm_model:
+        knob_values["llm_model"] = target.llm_model
     if scenario.needs == "pexec" and target.direct:
         raise LoadTestError("scenario pexec needs a gateway: pexec polling is the gateway's, not an instance's")
 
@@ -174,6 +191,7 @@ def _knobs(target: Target, knob_values: dict[str, Any]) -> Knobs:
         sse_function_id=target.sse_function_id,
         grpc_function_id=target.grpc_function_id,
         grpc_target=target.grpc_target,
+        llm_function_id=target.llm_function_id,
         urls=target.urls,
         sse_urls=(target.sse_url,) if target.direct and target.sse_url else (),
         direct=target.direct,

@@ -5,7 +5,12 @@ Files in the results folder (`<name>` is the scenario):
 - `summary.json` / `summary.md`: the run's settings, every entry's SLIs, each threshold's verdict;
 - `latency.png` (p50/p95/p99 over time) and `throughput.png` (requests/s, failures/s and users);
 - with resource samples (soak on the local stack): `rss.png` and `fds.png`, one line per process,
-  and in the summary a table of each process's first and last value and least-squares slope.
+  and in the summary a table of each process's first and last value and least-squares slope;
+- with fngate's /metrics scraped during the run (server_metrics.py; every scenario on the local
+  stack, or `--metrics-url`): `server.png`, the server-side series on Locust's time axis
+  (queue depth, in-flight requests, ready instances, requests/s and 429s/s), and in the summary
+  each series' figures and the verdicts of the server-side SLIs;
+- for the LLM scenario, the token figures: time to first token, inter-token gaps, tokens/s.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ def summary(
     entries: Iterable[EntryStats],
     verdicts: Iterable[Verdict],
     resources: Mapping[str, Any] | None = None,
+    server: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     verdicts = list(verdicts)
     doc = {
@@ -63,6 +70,10 @@ def summary(
     }
     if resources is not None:
         doc["resources"] = dict(resources)
+    if server is not None:
+        doc["server"] = dict(server)
+    for key, value in (extra or {}).items():
+        doc[key] = value
     return doc
 
 
@@ -95,6 +106,52 @@ def _resource_table(resources: Mapping[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+SERIES_LABELS = {
+    "queue_depth": "queue depth",
+    "in_flight": "in-flight requests",
+    "ready_instances": "ready instances",
+    "requests_per_s": "requests/s (server)",
+    "responses_429_per_s": "429s/s",
+}
+
+
+def _fig(value: Any) -> str:
+    return "–" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _server_table(server: Mapping[str, Any]) -> list[str]:
+    lines = ["## Server-side series (fngate /metrics)", ""]
+    if not server.get("seconds"):
+        return [*lines, server.get("note") or "No server-side series: no metrics source (local stack, or `--metrics-url`).", ""]
+    lines += [
+        f"Scraped every {server['interval_s']:g} s ({len(server['seconds'])} readings, {server.get('scrape_errors', 0)} failed); "
+        "`settled`: in flight once the load stopped (NVCF: pending above 0 at steady state means pressure); "
+        "`total`: the counter's increase over the run.",
+        "",
+        "| series | max | min | mean | last | rises | falls | total / settled |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, st in server["stats"].items():
+        tail = st.get("total", st.get("settled"))
+        lines.append(
+            f"| {SERIES_LABELS.get(name, name)} | {_fig(st['max'])} | {_fig(st['min'])} | {_fig(st['mean'])} | {_fig(st['last'])} "
+            f"| {st['rises']} | {st['falls']} | {_fig(tail)} |"
+        )
+    return [*lines, ""]
+
+
+def _token_lines(tokens: Mapping[str, Any]) -> list[str]:
+    return [
+        "## Tokens",
+        "",
+        f"- output tokens: {tokens['output_tokens']} over {tokens['responses']} responses ({tokens['streams']} streamed)",
+        f"- throughput: {tokens['tokens_per_s']:.1f} tokens/s over the run",
+        f"- per stream: p50 {_fig(tokens.get('stream_tokens_per_s_p50'))} tokens/s, p95 time to first token "
+        f"{_fig(tokens.get('ttft_p95_ms'))} ms, p95 inter-token gap {_fig(tokens.get('itl_p95_ms'))} ms",
+        "",
+    ]
+
+
 def markdown(doc: Mapping[str, Any]) -> str:
     verdict = "PASS" if doc["passed"] else "FAIL"
     lines = [f"# Load test `{doc['scenario']}`: {verdict}", ""]
@@ -118,6 +175,12 @@ def markdown(doc: Mapping[str, Any]) -> str:
         lines.append(f"| {'PASS' if t['passed'] else 'FAIL'} | {t['entry']} | {t['metric']} | {value} | {t['op']} {t['limit']:g} |")
     lines.append("")
     plots = "`latency.png`, `throughput.png`"
+    if doc.get("tokens"):
+        lines += _token_lines(doc["tokens"])
+    if doc.get("server") is not None:
+        lines += _server_table(doc["server"])
+        if doc["server"].get("seconds"):
+            plots += ", `server.png`"
     if doc.get("resources"):
         lines += _resource_table(doc["resources"])
         plots += ", `rss.png`, `fds.png`"
@@ -229,3 +292,42 @@ def plot_resources(resources: Mapping[str, Any], results: Path, title: str) -> l
         fig.savefig(written[-1], dpi=100)
         plt.close(fig)
     return written
+
+
+def plot_server(server: Mapping[str, Any], results: Path, title: str, history_csv: Path | None = None) -> Path | None:
+    """server.png: the server-side series in three panels, with Locust's users (from its
+    history CSV, aligned on wall-clock time) beside the first, so client and server views of
+    the run read together."""
+    if not server.get("seconds"):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seconds, series = server["seconds"], server["series"]
+    fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
+    panels = (("queue_depth", "in_flight"), ("ready_instances",), ("requests_per_s", "responses_429_per_s"))
+    for ax, names in zip(axes, panels, strict=True):
+        for name in names:
+            if name in series:
+                ax.plot(
+                    seconds, series[name], label=SERIES_LABELS[name], drawstyle="steps-post" if name == "ready_instances" else "default"
+                )
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize="small")
+    rows = _history(history_csv) if history_csv is not None else []
+    if rows and server.get("started_at"):
+        users = axes[0].twinx()
+        users.plot([int(r["Timestamp"]) - server["started_at"] for r in rows], [_num(r["User Count"]) for r in rows],
+                   color="grey", linestyle=":", label="Locust users")  # fmt: skip
+        users.set_ylabel("users")
+        users.legend(loc="upper right", fontsize="small")
+    axes[0].set(title=f"{title}: server-side series (fngate /metrics)", ylabel="requests")
+    axes[1].set(ylabel="instances")
+    axes[2].set(ylabel="per second", xlabel="seconds")
+    fig.tight_layout()
+    path = results / "server.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -21,7 +21,7 @@ class Scenario:
     name: str
     locustfile: str  # file in loadtests/locustfiles/
     model: str  # "closed" (users), "open" (arrival rate), "ramp" (stepped users)
-    needs: str  # which function it calls: "http", "sse", "grpc", "pexec"
+    needs: str  # which function it calls: "http", "sse", "grpc", "pexec", "llm"
     duration: float  # seconds
     users: int = 0  # closed loop
     rate: float = 0.0  # open loop: arrivals per second (per function when per_function)
@@ -30,6 +30,9 @@ class Scenario:
     knobs: tuple[tuple[str, object], ...] = ()  # Knobs field defaults for this scenario
     kinds: tuple[str, ...] = ()  # open loop over several kinds of function at once (each at `rate`), soak
     about: str = ""
+    # the local stack's autoscaler follows the run's steps (window and stabilisation scaled to
+    # them), so a short run sees it scale up and down too
+    scales: bool = False
 
     @property
     def path(self) -> Path:
@@ -47,6 +50,28 @@ SCENARIOS: dict[str, Scenario] = {
             180,
             knobs=(("steps", (5, 25, 100)),),
             about="stepped closed-loop users (NVCF: 5 → 25 → 100 → 500 → 1000), each step ramping then holding",
+        ),
+        Scenario(
+            "scaling-ramp",
+            "scaling_ramp.py",
+            "ramp",
+            "http",
+            600,
+            # NVCF's long scaling test: 100 -> 500 -> 200 -> 50 -> 1000 VUs, each stage a 5 min ramp and a
+            # 15 min hold, 2 KiB requests, 50 ms replies; here 1/50th of the users, 2 min per stage
+            knobs=(("steps", (2, 10, 4, 1, 20)), ("ramp_fraction", 0.25), ("body_size", 2 * KIB), ("delay", 0.05)),
+            scales=True,
+            about="NVCF's long scaling ramp (users 100 → 500 → 200 → 50 → 1000, scaled 1/50) driving the autoscaler up and down",
+        ),
+        Scenario(
+            "llm",
+            "llm_chat.py",
+            "closed",
+            "llm",
+            60,
+            users=8,
+            knobs=(("stream_length", 64), ("body_size", 256)),
+            about="OpenAI-compatible chat (streamed and not) on llm.<domain>: time to first token, inter-token gaps, tokens/s",
         ),
         Scenario(
             "hammer",
@@ -127,6 +152,8 @@ SCENARIOS: dict[str, Scenario] = {
 SMOKE_SECONDS = 4.0
 SMOKE_OVERRIDES: dict[str, dict[str, Any]] = {
     "ramp": {"steps": (1, 2, 4)},
+    "scaling-ramp": {"steps": (1, 4, 2, 1, 4)},
+    "llm": {"users": 2, "stream_length": 8},
     "hammer": {"rate": 40.0},
     "soak": {"rate": 20.0},
     "large-request": {"users": 2, "body_size": 256 * KIB},

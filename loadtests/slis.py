@@ -32,6 +32,8 @@ METRICS = (
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
 _THRESHOLD = re.compile(r"^\s*(<=|>=|==|<|>)\s*([-+0-9.eE]+)\s*$")
 _RULE_KEYS = {"entry", "type", "kind"}
+# a rule with `series` bounds a server-side series (server_metrics.py) instead of a Locust entry
+SERIES_METRICS = ("max", "min", "mean", "last", "rises", "falls", "total", "settled")
 KINDS = ("http", "sse", "grpc")  # what a rule's `kind` may name: the kind of function a soak drives
 
 
@@ -53,6 +55,7 @@ class EntryStats:
     p99_ms: float = 0.0
     max_ms: float = 0.0
     dropped: int = 0
+    avg_size: float = 0.0  # Locust's average content size (LLM entries: output tokens per response)
 
     @property
     def error_rate(self) -> float:
@@ -109,6 +112,7 @@ def load_stats(prefix: str | Path) -> list[EntryStats]:
                     p95_ms=_number(row["95%"]),
                     p99_ms=_number(row["99%"]),
                     max_ms=_number(row["Max Response Time"]),
+                    avg_size=_number(row.get("Average Content Size", "")),
                 )
             )
     if any(e.name == "Aggregated" for e in entries):
@@ -165,6 +169,9 @@ def for_kinds(rules: Iterable[Mapping[str, Any]], kinds: tuple[str, ...]) -> lis
 
 def _validate(path: Path, scenario: str, rule: Any) -> None:
     where = f"{path}: scenario {scenario!r}"
+    if isinstance(rule, dict) and "series" in rule:
+        _validate_series(where, rule)
+        return
     if not isinstance(rule, dict) or "entry" not in rule:
         raise SliConfigError(f"{where}: each rule needs an 'entry' (a request name, globs allowed)")
     if rule.get("kind") not in (None, *KINDS):
@@ -178,6 +185,50 @@ def _validate(path: Path, scenario: str, rule: Any) -> None:
             raise SliConfigError(f"{where}: {key}: {value!r} is not a comparison like '< 5000'")
 
 
+def _validate_series(where: str, rule: dict[str, Any]) -> None:
+    from .server_metrics import SERIES
+
+    if rule["series"] not in SERIES:
+        raise SliConfigError(f"{where}: series {rule['series']!r} is not one of {', '.join(SERIES)}")
+    for key, value in rule.items():
+        if key in ("series", "kind"):
+            continue
+        if key not in SERIES_METRICS:
+            raise SliConfigError(f"{where}: series {rule['series']}: unknown metric {key!r} (known: {', '.join(SERIES_METRICS)})")
+        if not _THRESHOLD.match(str(value)):
+            raise SliConfigError(f"{where}: {key}: {value!r} is not a comparison like '< 5000'")
+
+
+def entry_rules(rules: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [r for r in rules if "series" not in r]
+
+
+def series_rules(rules: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [r for r in rules if "series" in r]
+
+
+def evaluate_series(server: Mapping[str, Any], rules: Iterable[Mapping[str, Any]]) -> list[Verdict]:
+    """Verdicts of the server-side rules over a run's series (server_metrics.series_report):
+    a series the run did not record fails its rules, as an entry with no requests does."""
+    verdicts = []
+    stats = server.get("stats") or {}
+    for rule in rules:
+        figures = stats.get(rule["series"])
+        for metric, spec in rule.items():
+            if metric in ("series", "kind"):
+                continue
+            match = _THRESHOLD.match(str(spec))
+            assert match is not None  # rules were validated when loaded
+            op, limit = match.groups()
+            value = None if figures is None else figures.get(metric)
+            label = f"server {rule['series']}"
+            if value is None:
+                verdicts.append(Verdict(label, metric, op, float(limit), None, False))
+            else:
+                verdicts.append(Verdict(label, metric, op, float(limit), float(value), _OPS[op](float(value), float(limit))))
+    return verdicts
+
+
 def _matches(rule: Mapping[str, Any], entry: EntryStats) -> bool:
     if entry.type == "DROPPED" and rule.get("type") != "DROPPED":
         return False
@@ -189,7 +240,7 @@ def _matches(rule: Mapping[str, Any], entry: EntryStats) -> bool:
 def evaluate(entries: Iterable[EntryStats], rules: Iterable[Mapping[str, Any]]) -> list[Verdict]:
     entries = list(entries)
     verdicts: list[Verdict] = []
-    for rule in rules:
+    for rule in entry_rules(rules):
         matched = [e for e in entries if _matches(rule, e) and e.requests + e.dropped > 0]
         for metric, spec in rule.items():
             if metric in _RULE_KEYS:

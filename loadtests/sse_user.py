@@ -64,7 +64,7 @@ class _Streams:
             return
         events, length, last, failure = 0, 0, started, None
         try:
-            for event in _events(resp._response):
+            for event in sse_events(resp._response):
                 now = time.perf_counter()
                 length += len(event)
                 if event == DONE:
@@ -135,7 +135,7 @@ class ArrivalSse(_Streams, ArrivalRate, FastHttpUser):
         self.run_arrivals()
 
 
-def _events(raw):
+def sse_events(raw):
     """The `data` payload of each event of an SSE body, as each event completes."""
     data: list[bytes] = []
     while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +18,7 @@ from .access import function_owner_for, owner_of, version_for, versions_for
 from .auth import Principal, require
 from .context import ctx, json_response, read_json_object
 from .errors import BadRequest, Conflict, Forbidden, NotFound
+from .llm_models import LLM, NOT_LLM_INVOCATION_CONFIG, apply_model_updates, check_new_version, overrides_of, with_overrides
 from .params import query_bool
 from .validation import validate_function, validate_function_update
 
@@ -92,7 +94,7 @@ def _visibility(request: web.Request) -> set[str]:
     return values or set(VISIBILITIES)
 
 
-async def _create(request: web.Request, fid: str, nca_id: str) -> web.Response:
+async def _create(request: web.Request, fid: str, nca_id: str, siblings: Sequence[Record] = ()) -> web.Response:
     c = ctx(request)
     body = await read_json_object(request)
     fields, secret_values = validate_function(body)
@@ -100,10 +102,37 @@ async def _create(request: web.Request, fid: str, nca_id: str) -> web.Response:
     doc = {"id": fid, "versionId": vid, "ncaId": nca_id, **fields, "status": State.INACTIVE.value, "createdAt": now_iso()}
     key = records.version_key(fid, vid)
     ops: list[Op] = [Put(records.FUNCTIONS, key, doc, expect=0)]
+    if siblings:
+        check_new_version(fid, doc, [r.value for r in siblings])
+        if doc.get("functionType") == LLM:
+            ops += _llm_family_writes(doc, siblings, overrides_of(doc.get("models") or ()))
     if secret_values:
         ops.append(Put(records.SECRETS, key, {"secrets": secret_values}, expect=0))
     await c.store.commit(ops)
     return json_response({"function": doc})
+
+
+def _llm_family_writes(doc: dict[str, Any], siblings: Sequence[Record], overrides: dict[str, dict[str, str]]) -> list[Op]:
+    """NVCF keeps one source of truth per LLM function id: a version's tokenRateLimit and
+    routingMethod, and its llmInvocationConfig, reach every other version (a new version
+    without an llmInvocationConfig inherits the one they share). The writes for the others,
+    each at the revision read, so a concurrent change fails the whole commit."""
+    if "llmInvocationConfig" not in doc:
+        inherited = next((r.value["llmInvocationConfig"] for r in siblings if r.value.get("llmInvocationConfig")), None)
+        if inherited is not None:
+            doc["llmInvocationConfig"] = inherited
+    ops: list[Op] = []
+    for r in siblings:
+        if r.value["versionId"] == doc["versionId"]:
+            continue
+        other = dict(r.value)
+        if other.get("models"):
+            other["models"] = with_overrides(other["models"], overrides)
+        if doc.get("llmInvocationConfig") is not None:
+            other["llmInvocationConfig"] = doc["llmInvocationConfig"]
+        if other != r.value:
+            ops.append(Put(records.FUNCTIONS, r.key, other, expect=r.revision))
+    return ops
 
 
 @routes.post("/v2/nvcf/functions")
@@ -132,8 +161,12 @@ async def _check_function_limit(store: StateStore, nca_id: str) -> None:
 async def create_version(request: web.Request) -> web.Response:
     fid = request.match_info["functionId"]
     principal = await function_owner_for(request, fid, "register_function")
-    owner = owner_of((await load_versions(ctx(request).store, fid))[0].value)
-    return await _create(request, fid, owner if principal.all_accounts else principal.nca_id)
+    siblings = await load_versions(ctx(request).store, fid)
+    owner = owner_of(siblings[0].value)
+    try:
+        return await _create(request, fid, owner if principal.all_accounts else principal.nca_id, siblings)
+    except StoreConflict:
+        raise Conflict("The function changed while the version was being created; retry") from None
 
 
 def listed(principal: Principal, doc: dict[str, Any], sharing: Sharing, visibility: set[str]) -> bool:
@@ -213,23 +246,21 @@ async def update_version(request: web.Request) -> web.Response:
     updates = validate_function_update(await read_json_object(request))
     model_updates = updates.pop("modelUpdates", None)
     doc = {**rec.value, **updates}
+    if "llmInvocationConfig" in updates and rec.value.get("functionType") != LLM:
+        raise BadRequest(NOT_LLM_INVOCATION_CONFIG)
     if model_updates:
-        doc["models"] = _apply_model_updates(doc.get("models") or [], model_updates)
+        doc["models"] = apply_model_updates(doc, model_updates)
+    ops: list[Op] = [Put(records.FUNCTIONS, rec.key, doc, expect=rec.revision)]
+    if doc.get("functionType") == LLM and (model_updates or "llmInvocationConfig" in updates):
+        siblings = await load_versions(store, fid)
+        check_new_version(fid, doc, [r.value for r in siblings if r.key != rec.key])  # a mixed family is refused, as NVCF
+        overrides = overrides_of([{"name": u["modelName"], "llmConfig": u["llmConfig"]} for u in model_updates or ()])
+        ops += _llm_family_writes({**doc, "llmInvocationConfig": updates.get("llmInvocationConfig")}, siblings, overrides)
     try:
-        await store.put(records.FUNCTIONS, records.version_key(fid, vid), doc, expect=rec.revision)
+        await store.commit(ops)
     except StoreConflict:
         raise Conflict("The function version changed while it was being updated; retry") from None
     return json_response({"function": await function_view(store, doc)})
-
-
-def _apply_model_updates(models: list[dict[str, Any]], updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    by_name = {m["name"]: dict(m) for m in models}
-    for i, mu in enumerate(updates):
-        model = by_name.get(mu["modelName"])
-        if model is None:
-            raise BadRequest(f"Validation failed: field 'modelUpdates[{i}].modelName' names no model of this version: '{mu['modelName']}'")
-        model["llmConfig"] = {**(model.get("llmConfig") or {}), **mu["llmConfig"]}
-    return list(by_name.values())
 
 
 @routes.delete("/v2/nvcf/functions/{functionId}/versions/{functionVersionId}")

@@ -10,7 +10,8 @@ import re
 from collections.abc import Iterable
 from typing import Any, Literal, overload
 
-from .errors import invalid
+from .errors import BadRequest, invalid
+from .llm_models import MISSING_LLM_MODELS, NOT_LLM_INVOCATION_CONFIG, validate_model_updates, validate_models
 from .secret_rules import check_secret
 
 NAME_RE = re.compile(r"^[a-z0-9A-Z][a-z0-9A-Z\-_]*$")
@@ -23,6 +24,9 @@ BODY_FORMATS = ("CUSTOM", "PREDICT_V2")
 HEALTH_PROTOCOLS = ("HTTP", "gRPC")
 DEFAULT_HEALTH_URI = "/v2/health/ready"
 UPDATABLE = ("tags", "rateLimit", "llmInvocationConfig", "modelUpdates")
+FUNCTION_UPDATE_REQUIRED = (
+    "Invalid request: at least one of 'tags', 'rateLimit', 'modelUpdates', or 'llmInvocationConfig' must be specified"
+)
 
 
 def _name(where: str, field: str) -> str:
@@ -214,28 +218,6 @@ def _environment(body: dict[str, Any]) -> list[dict[str, Any]] | None:
     return [{"key": e["key"], "value": e["value"]} for e in env]
 
 
-def _models(body: dict[str, Any], function_type: str | None) -> list[dict[str, Any]] | None:
-    models = list_field(body, "models")
-    if models is None:
-        return None
-    seen: set[str] = set()
-    for i, m in enumerate(models):
-        if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not m["name"]:
-            raise invalid(f"models[{i}].name", "is required")
-        if m["name"] in seen:
-            raise invalid(f"models[{i}].name", f"'{m['name']}' is not unique")
-        seen.add(m["name"])
-        if function_type == "LLM":
-            uris = (m.get("llmConfig") or {}).get("uris") if isinstance(m.get("llmConfig"), dict) else None
-            if not isinstance(uris, list) or not uris:
-                raise invalid(f"models[{i}].llmConfig.uris", "is required for LLM functions")
-        else:
-            for field in ("version", "uri"):
-                if not isinstance(m.get(field), str) or not m[field]:
-                    raise invalid(f"models[{i}].{field}", "is required")
-    return models
-
-
 def _resources(body: dict[str, Any]) -> list[dict[str, Any]] | None:
     resources = list_field(body, "resources")
     for i, r in enumerate(resources or ()):
@@ -258,6 +240,12 @@ def _secrets(body: dict[str, Any]) -> dict[str, Any] | None:
     return out
 
 
+def _llm_only(config: dict[str, Any] | None, function_type: str | None) -> dict[str, Any] | None:
+    if config is not None and function_type != "LLM":
+        raise BadRequest(NOT_LLM_INVOCATION_CONFIG)  # NVCF's FunctionLlmService, after the request checks
+    return config
+
+
 def validate_function(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """CreateFunctionRequest -> (function fields to store, secret values or None)."""
     name = string_field(body, "name", required=True, max_len=128)
@@ -269,7 +257,7 @@ def validate_function(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     image = string_field(body, "containerImage")
     helm = string_field(body, "helmChart")
     helm_service = string_field(body, "helmChartServiceName")
-    models = _models(body, function_type)
+    models = validate_models(body, function_type)
     if image is None and helm is None and not models:
         raise invalid("containerImage", "is required unless models or helmChart is given")
     if image is not None and helm is not None:
@@ -281,7 +269,7 @@ def validate_function(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
             if body.get(field) is not None:
                 raise invalid(field, "is not allowed with helmChart")
     if function_type == "LLM" and not models:
-        raise invalid("models", "is required for LLM functions")
+        raise BadRequest(MISSING_LLM_MODELS)
     health, health_uri = _health(body, inference_url, inference_port)
     telemetries = object_field(body, "telemetries")
     if telemetries is not None and not any(telemetries.get(k) for k in ("logsTelemetryId", "metricsTelemetryId", "tracesTelemetryId")):
@@ -304,7 +292,7 @@ def validate_function(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
         "models": models,
         "resources": _resources(body),
         "rateLimit": validate_rate_limit(body),
-        "llmInvocationConfig": validate_llm_invocation_config(body),
+        "llmInvocationConfig": _llm_only(validate_llm_invocation_config(body), function_type),
         "telemetries": telemetries,
         "helmChart": helm,
         "helmChartServiceName": helm_service,
@@ -317,8 +305,8 @@ def validate_function_update(body: dict[str, Any]) -> dict[str, Any]:
     for field in body:
         if field not in UPDATABLE:
             raise invalid(field, "cannot be changed; create a new function version instead")
-    if not any(body.get(f) is not None for f in UPDATABLE):
-        raise invalid("tags", "or one of rateLimit, llmInvocationConfig, modelUpdates is required")
+    if all(body.get(f) is None for f in ("tags", "rateLimit", "llmInvocationConfig")) and not body.get("modelUpdates"):
+        raise BadRequest(FUNCTION_UPDATE_REQUIRED)
     updates: dict[str, Any] = {}
     if body.get("tags") is not None:
         updates["tags"] = validate_tags(body)
@@ -326,12 +314,7 @@ def validate_function_update(body: dict[str, Any]) -> dict[str, Any]:
         updates["rateLimit"] = validate_rate_limit(body)
     if body.get("llmInvocationConfig") is not None:
         updates["llmInvocationConfig"] = validate_llm_invocation_config(body)
-    model_updates = list_field(body, "modelUpdates")
-    for i, mu in enumerate(model_updates or ()):
-        if not isinstance(mu, dict) or not isinstance(mu.get("modelName"), str):
-            raise invalid(f"modelUpdates[{i}].modelName", "is required")
-        if not isinstance(mu.get("llmConfig"), dict):
-            raise invalid(f"modelUpdates[{i}].llmConfig", "must be an object")
-    if model_updates is not None:
+    model_updates = validate_model_updates(body)
+    if model_updates:
         updates["modelUpdates"] = model_updates
     return updates

@@ -69,6 +69,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument("--grpc-function-id", default="", help="gRPC Echo function for the grpc scenario")
     t.add_argument("--grpc-target", default="", help="HOST:PORT of the gateway's gRPC listener")
     t.add_argument("--sse-target", default="", help="with --direct: URL of the SSE instance")
+    t.add_argument("--llm-function-id", default="", help="llm: the LLM function (chat calls send model FUNCTION_ID/MODEL)")
+    t.add_argument("--model", default="", help="llm: the model name the function serves (default fngate-llm, the fngate/llm sample's)")
+    t.add_argument("--metrics-url", action="append", default=[], help="a gateway's admin /metrics, scraped during the run (repeatable)")
+    t.add_argument("--api-metrics-url", default="", help="the control plane's /metrics (ready instances; sent with --key)")
     t.add_argument("--direct", action="store_true", help="the targets are instances, not a gateway (baselines)")
     t.add_argument("--domain", help="Host-routed requests use {function-id}.DOMAIN (default invocation.localhost)")
     t.add_argument("--routing", choices=("host", "header", "both"), help="HTTP routing mode (default both)")
@@ -94,11 +98,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     shape.add_argument("--delay", type=float, help="instance delay before answering / between SSE events, seconds")
     shape.add_argument("--stream-length", type=int, help="SSE events or gRPC stream replies per call")
     shape.add_argument("--poll-seconds", type=int, help="NVCF-POLL-SECONDS sent with invocations")
+    shape.add_argument("--stream", choices=("true", "false", "both"), help="llm: streamed calls, non-streamed, or both alternating")
     out = p.add_argument_group("report")
     out.add_argument("--results", type=Path, help="results folder (default loadtests/results/tmp-SCENARIO-TIME)")
     out.add_argument("--parallel", action="store_true", help="smoke: run the scenarios at once (quicker)")
     out.add_argument("--sample-interval", type=float, help="local stack: seconds between RSS/descriptor samples (default 5)")
     out.add_argument("--slis", dest="slis_file", type=Path, help="thresholds file (default loadtests/slis.yaml)")
+    out.add_argument("--scrape-interval", type=float, help="seconds between scrapes of fngate's /metrics (default 1)")
     p.set_defaults(func=_run)
 
 
@@ -108,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
     from fngate.loadtests.slis import SliConfigError
 
     target = None
-    if args.target or args.direct or args.grpc_target:
+    if args.target or args.direct or args.grpc_target or args.llm_function_id:
         target = runner.Target(
             url=(args.target or "").rstrip("/"),
             key=args.key or "",
@@ -118,6 +124,10 @@ def _run(args: argparse.Namespace) -> int:
             grpc_target=args.grpc_target,
             sse_url=args.sse_target.rstrip("/"),
             direct=args.direct,
+            llm_function_id=args.llm_function_id,
+            llm_model=args.model,
+            metrics_urls=tuple(args.metrics_url),
+            api_metrics_url=args.api_metrics_url,
         )
     opts = runner.Options(**{f.name: getattr(args, f.name) for f in dataclasses.fields(runner.Options)})
     try:

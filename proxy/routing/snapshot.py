@@ -75,7 +75,10 @@ class VersionRoute:
     # the version's `rateLimit` object as JSON text ("" when none), read by proxy/routing/rate_limits.py
     rate_limit: str = ""
     # NVCF's `functionType` ("DEFAULT", "STREAMING", "LLM"), and for LLM functions the
-    # `models` list ([{name, llmConfig}]) as JSON text ("" when none), read by proxy/llm/
+    # `models` list ([{name, llmConfig}]) as JSON text ("" when none), read by proxy/llm/.
+    # Last, and left out of the wire form while they hold their defaults: a table without
+    # them (an older publisher's) decodes to the defaults, and a gateway that does not know
+    # them still reads every route of a function that is not an LLM.
     function_type: str = "DEFAULT"
     llm_models: str = ""
 
@@ -250,7 +253,8 @@ def _fill_twin(cls: type) -> type:
     return make_dataclass(f"_{cls.__name__}Fill", spec, slots=True, eq=False, repr=False, match_args=False)
 
 
-_ROUTE_FIELDS = tuple(f.name for f in fields(VersionRoute))
+_OPTIONAL_ROUTE_FIELDS = ("function_type", "llm_models")  # on the wire only when not the default
+_ROUTE_FIELDS = tuple(f.name for f in fields(VersionRoute) if f.name not in _OPTIONAL_ROUTE_FIELDS)
 _ENDPOINT_FIELDS = tuple(f.name for f in fields(Endpoint))
 _endpoint_values = attrgetter(*_ENDPOINT_FIELDS)
 _route_items = itemgetter(*_ROUTE_FIELDS)  # raises KeyError when a field is left out
@@ -280,9 +284,14 @@ def _route_to_dict(r: VersionRoute) -> dict[str, Any]:
         "endpoints": [_endpoint_values(e) for e in r.endpoints],
         "authorized": sorted(r.authorized),
         "rate_limit": r.rate_limit,
-        "function_type": r.function_type,
-        "llm_models": r.llm_models,
+        **_optional_route_fields(r),
     }
+
+
+def _optional_route_fields(r: VersionRoute) -> dict[str, Any]:
+    if r.function_type == "DEFAULT" and not r.llm_models:
+        return {}
+    return {"function_type": r.function_type, "llm_models": r.llm_models}
 
 
 def _endpoint_from_list(values: list[Any]) -> Endpoint:
@@ -296,11 +305,15 @@ def _route_from_dict(d: dict[str, Any]) -> VersionRoute:
         values = _route_items(d)
     except KeyError:  # fields left out take their defaults; keyword construction sorts that out
         return _route_from_partial_dict(d)
-    if len(d) != len(values):  # a field this version does not know: let __init__ reject it
-        return _route_from_partial_dict(d)
-    r = _RouteFill(*values)
+    optional = len(d) - len(values)
+    if optional and not (optional == len(_OPTIONAL_ROUTE_FIELDS) and all(k in d for k in _OPTIONAL_ROUTE_FIELDS)):
+        return _route_from_partial_dict(d)  # a field this version does not know: let __init__ reject it
+    r = _RouteFill(*values)  # the optional fields, last, take their defaults
     r.endpoints = tuple([_endpoint_from_list(e) for e in r.endpoints])
     r.authorized = frozenset(r.authorized)
+    if optional:
+        r.function_type = d["function_type"]
+        r.llm_models = d["llm_models"]
     r.__class__ = VersionRoute
     route: VersionRoute = r
     return route

@@ -60,6 +60,10 @@ def test_every_field_survives_the_wire():
         region="eu",
         env="prod",
         endpoints=(Endpoint("i1", "10.0.0.1", 9100, draining=True), Endpoint("i2", "10.0.0.2", 9101)),
+        authorized=frozenset({"nca-b"}),
+        rate_limit='{"rateLimit":"1-S"}',
+        function_type="LLM",
+        llm_models='[{"llmConfig":{"uris":["/v1/chat/completions"]},"name":"meta/llama-3"}]',
     )
     grant = KeyGrant("k9", frozenset({"a", "b"}), frozenset({"f9"}), 123.0, "org", "bob")
     t = RoutingTable.build(3, [route], [("d9", grant)])
@@ -83,6 +87,27 @@ def test_a_snapshot_without_defaulted_fields_decodes_with_the_defaults():
     }
     route = RoutingTable.from_json(orjson.dumps(doc)).invokable["f1"][0]
     assert route == VersionRoute("f1", "v1", "echo", "ACTIVE", endpoints=(Endpoint("i1", "127.0.0.1", 9001),))
+
+
+def test_llm_fields_are_on_the_wire_only_when_set():
+    """A route of a DEFAULT function has exactly the wire form of the tables before LLM fields
+    existed, so a gateway of that build still reads it; a table from such a build (no LLM
+    fields anywhere) decodes with the defaults."""
+    plain = VersionRoute("f1", "v1", "echo", "ACTIVE")
+    llm = VersionRoute("f2", "v2", "llm", "ACTIVE", function_type="LLM", llm_models='[{"llmConfig":{"uris":[]},"name":"m"}]')
+    wire = orjson.loads(RoutingTable.build(1, [plain, llm], []).to_json())
+    by_fid = {r["function_id"]: r for r in wire["routes"]}
+    assert "function_type" not in by_fid["f1"] and "llm_models" not in by_fid["f1"]
+    assert (by_fid["f2"]["function_type"], by_fid["f2"]["llm_models"]) == ("LLM", llm.llm_models)
+    back = RoutingTable.from_json(orjson.dumps(wire))
+    assert back.functions["f1"]["v1"] == plain and back.functions["f2"]["v2"] == llm
+
+
+def test_a_route_with_only_some_optional_fields_decodes_too():
+    doc = orjson.loads(_table().to_json())
+    doc["routes"][0]["function_type"] = "STREAMING"  # no llm_models: the slower keyword path takes it
+    route = RoutingTable.from_json(orjson.dumps(doc)).functions["f1"]["v1"]
+    assert route.function_type == "STREAMING" and route.llm_models == ""
 
 
 def test_a_route_with_an_unknown_field_is_refused():

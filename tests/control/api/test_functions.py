@@ -89,8 +89,8 @@ async def test_update_changes_only_updatable_fields(api):
     assert "tags" in p["detail"]
     p = await api.problem("PUT", path, {"rateLimit": {"rateLimit": "fast"}}, status=400)
     assert "rateLimit.rateLimit" in p["detail"]
-    p = await api.problem("PUT", path, {"modelUpdates": [{"modelName": "nope", "llmConfig": {}}]}, status=400)
-    assert "modelUpdates[0].modelName" in p["detail"]
+    p = await api.problem("PUT", path, {"modelUpdates": [{"modelName": "nope", "llmConfig": {"routingMethod": "random"}}]}, status=400)
+    assert "Only LLM functions support model config updates" in p["detail"]
     after = (await api.call("GET", path))["function"]
     assert after["tags"] == ["z"]
 
@@ -187,10 +187,10 @@ BAD_BODIES = [
     ({**EXAMPLE_FUNCTION, "secrets": [{"name": "a", "value": ""}]}, "secrets[0].value"),
     ({**EXAMPLE_FUNCTION, "secrets": [{"name": "a", "value": 3}]}, "secrets[0].value"),
     ({**EXAMPLE_FUNCTION, "secrets": [{"name": "a", "value": "1"}, {"name": "a", "value": "2"}]}, "secrets[1].name"),
-    ({**EXAMPLE_FUNCTION, "models": [{"name": "m"}]}, "models[0].version"),
+    ({**EXAMPLE_FUNCTION, "models": [{"name": "m"}]}, "non-LLM function models must specify both 'version' and 'uri'"),
     (
         {**EXAMPLE_FUNCTION, "models": [{"name": "m", "version": "1", "uri": "u"}, {"name": "m", "version": "1", "uri": "u"}]},
-        "models[1].name",
+        "duplicate model names are not allowed in 'models'",
     ),
     ({**EXAMPLE_FUNCTION, "resources": [{"name": "r"}]}, "resources[0].version"),
     ({**EXAMPLE_FUNCTION, "rateLimit": {}}, "rateLimit"),

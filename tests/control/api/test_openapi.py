@@ -61,6 +61,9 @@ async def test_real_responses_match_the_documented_schemas(api):
         schema = (content.get("application/json") or content["application/problem+json"])["schema"]
         validate(body, schema, doc)
 
+    llm = {"name": "llm", "inferenceUrl": "/", "containerImage": "i", "functionType": "LLM",
+           "models": [{"name": "m", "llmConfig": {"uris": ["/v1/chat/completions"], "tokenRateLimit": "1-S"}}]}  # fmt: skip
+    check("/v2/nvcf/functions", "post", 200, {"function": await api.create_function(llm)})
     fn = await api.create_function()
     check("/v2/nvcf/functions", "post", 200, {"function": fn})
     fv = "/v2/nvcf/functions/{functionId}/versions/{functionVersionId}"
