@@ -275,6 +275,7 @@ class Server:
             tls_key=str(cfg.tls_key) if cfg.tls_key else None,
             grace=cfg.drain_timeout,
             rate_limit_redis=cfg.store if cfg.store_is_redis else None,  # one rate limit for every worker and replica
+            pexec_results_redis=cfg.store if cfg.store_is_redis else None,  # a pexec poll answered on any replica
         )
         if cfg.workers == 1:
             gateway_id = f"gw-{os.getpid()}"

@@ -49,6 +49,7 @@ class GatewayConfig:
     upstream_pool_size: int = 256  # idle connections kept per instance
     sse_queue_keepalive: float = 0.0  # >0: `: keep-alive` comments to queued SSE requests
     rate_limit_redis: str | None = None  # redis:// URL: rate-limit buckets shared through Redis (proxy/routing/rate_lease.py)
+    pexec_results_redis: str | None = None  # redis:// URL: pexec results any gateway on it can poll (proxy/calls/pexec_results.py)
     pexec_result_ttl: float = 3600.0  # pexec results kept for polling this long
     pexec_max_results: int = 10_000
     pexec_max_result_bytes: int = 5 * 1024 * 1024

@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import os
 import time
+import uuid
 
+import httpx
 import pytest
 
 from tests.e2e.helpers import write_config
@@ -60,3 +62,42 @@ def test_one_leader_serves_both_replicas_and_another_takes_over(replicas):
     api_follower.wait(lambda: api_follower.invoke(fid, timeout=10).status_code == 200, "the function served again", timeout=60)
     assert api_follower.status(fid, vid) == "ACTIVE"
     assert api_follower.call("GET", "/v2/nvcf/functions")["functions"]
+
+
+def test_a_pexec_request_taken_by_one_replica_is_polled_on_the_other(replicas):
+    """The result of a pexec request outlives the replica's memory: replica A takes it (202
+    after a 1 s window), replica B's gateway answers the poll, in progress first, then the
+    result. Before, B answered 404 (the result lived only in A)."""
+    api_a, api_b = ServeApi(replicas[0]), ServeApi(replicas[1])
+    fid, vid = api_a.create("replicas-pexec")
+    api_a.deploy(fid, vid, min_i=1, max_i=1, concurrency=4)
+    api_a.wait_status(fid, vid, "ACTIVE")
+    for api in (api_a, api_b):
+        api.wait(lambda api=api: api.invoke(fid).status_code == 200, "the function served by this replica's gateway")
+
+    auth = {"Authorization": f"Bearer {api_a.sp.admin_key}"}
+    taken = httpx.post(
+        f"{api_a.gateway}/v2/nvcf/pexec/functions/{fid}?delay=3&size=5000",
+        headers={**auth, "NVCF-POLL-SECONDS": "1"},
+        content=b"{}",
+        timeout=30,
+    )
+    assert taken.status_code == 202, taken.text
+    rid = taken.headers["nvcf-reqid"]
+    status_url = f"{api_b.gateway}/v2/nvcf/pexec/status/{rid}"
+
+    running = httpx.get(status_url, headers={**auth, "NVCF-POLL-SECONDS": "1"}, timeout=30)
+    assert running.status_code == 202 and running.headers["nvcf-status"] == "in-progress", running.text
+    assert running.headers["nvcf-reqid"] == rid
+
+    assert httpx.get(status_url, headers={"Authorization": "Bearer nvapi-nobody"}, timeout=30).status_code == 401
+
+    done = httpx.get(status_url, headers={**auth, "NVCF-POLL-SECONDS": "10"}, timeout=30)
+    assert done.status_code == 200, done.text
+    assert len(done.content) == 5000, done.content[:100]
+    assert done.headers["nvcf-reqid"] == rid and done.headers["nvcf-status"] == "fulfilled"
+    # A answers the same from its memory
+    assert httpx.get(f"{api_a.gateway}/v2/nvcf/pexec/status/{rid}", headers=auth, timeout=30).content == done.content
+
+    missing = httpx.get(f"{api_b.gateway}/v2/nvcf/pexec/status/{uuid.uuid4()}", headers=auth, timeout=30)
+    assert missing.status_code == 404
