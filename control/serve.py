@@ -35,6 +35,7 @@ from fngate.proxy.server import Gateway, InFlight
 from . import keys
 from .api import console, make_app
 from .config import ConfigError, ServeConfig
+from .counters import ControlCounters
 from .loadboard import LoadBoard
 from .store.base import StateStore
 
@@ -48,6 +49,7 @@ class Server:
         self.store: StateStore | None = None
         self.admin_key = ""
         self.loadboard = LoadBoard()
+        self.counters = ControlCounters()  # the control loops', across leaderships (API /metrics)
         self.inventory = Inventory.from_config(cfg.section("inventory"))
         self.backend_name = "local"
         self.backends: dict[str, Any] = {}  # name -> Backend, from the config file (start_backends)
@@ -121,6 +123,9 @@ class Server:
             backends=frozenset(self.backends),
             preflight=self.preflight,
         )
+        from .api.context import CONTEXT
+
+        app[CONTEXT].counters = self.counters
         from .api.assets import AssetSettings
         from .api.assets import enable as enable_assets
 
@@ -234,6 +239,7 @@ class Server:
             resync_interval=float(knobs.get("resyncInterval", 5.0)),
             drain_timeout=float(knobs.get("drainTimeout", DRAIN_TIMEOUT)),
             error_ttl=float(knobs.get("errorTtl", 7 * 86400)),
+            counters=self.counters,
         )
         publisher = RoutingPublisher(store, admin_key=self.admin_key, wire=self.routing_wire)
         publisher.add_sink(self.routing_holder.publish)
