@@ -32,6 +32,7 @@ from fngate.control.loadboard import LoadBoard
 from fngate.control.records import Deployment, FunctionVersion, GpuSpec, InstanceRecord, ScaleDecision, now_iso, parse_iso
 from fngate.control.states import DEPLOYED, Event, InvalidTransition, State, fact_event, next_state
 from fngate.control.store.base import Compacted, Conflict, Delete, Op, Put, Record, StateStore
+from fngate.control.tasks import cancel_until_done
 from fngate.control.workqueue import KeyedQueue
 
 log = logging.getLogger("fngate.reconciler")
@@ -123,15 +124,9 @@ class Reconciler:
         # The loops also check _closing: a cancel that lands inside a client library
         # (redis-py turns some into ordinary errors) must not leave a loop running.
         self._closing = True
-        # A cancel can also be swallowed whole (redis-py's blocking XREAD under the store
-        # watch, which then reads on with nothing to yield): cancel again until every task ended.
-        tasks = self._tasks + list(self._drains.values()) + list(self._scale_downs.values()) + list(self._passes) + list(self._letting_go)
-        pending = set(tasks)
-        while pending:
-            for t in pending:
-                t.cancel()
-            _, pending = await asyncio.wait(pending, timeout=0.5)
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_until_done(
+            self._tasks + list(self._drains.values()) + list(self._scale_downs.values()) + list(self._passes) + list(self._letting_go)
+        )
         self._tasks.clear()
 
     @property
