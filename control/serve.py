@@ -59,6 +59,8 @@ class Server:
         self.leadership: Any = None  # control.leader.Leadership when the store is Redis
         self._fenced: Any = None
         self._loops: list[Callable[[], Awaitable[None]]] = []  # closers of the running control loops
+        self.reconciler: Any = None  # the running Reconciler, while this replica leads (or on SQLite)
+        self._hand_over: asyncio.Task[None] | None = None  # local instances a deposed leader hands over
         self.gateway: Any = None  # a Gateway (one worker) or a WorkerPool, from start_gateway
 
     @property
@@ -204,7 +206,7 @@ class Server:
                     self.open_store,
                     f"{socket.gethostname()}-{os.getpid()}",
                     self._lead,
-                    self._stop_loops,
+                    self._deposed,
                     ttl=float(knobs.get("ttl", 10.0)),
                     renew_every=float(knobs.get("renewInterval", 3.0)),
                 )
@@ -213,6 +215,7 @@ class Server:
             self._fenced = FencedStore(self.open_store, self.leadership)
             await self.leadership.step()  # the first replica up leads before it serves
             self.leadership.start()
+            self.stack.push_async_callback(self._cancel_hand_over)
             self.stack.push_async_callback(self.leadership.aclose)
         else:
             await self._start_loops(self.open_store)
@@ -220,9 +223,39 @@ class Server:
 
     async def _lead(self, token: int) -> None:
         self._say(f"fngate: this replica leads the control loops (fencing token {token})")
-        await self._start_loops(self._fenced)
+        await self._cancel_hand_over()  # the new reconciler adopts what still runs here
+        await self._start_loops(self._fenced, inherit_grace=self._inherit_grace)
 
-    async def _start_loops(self, store: StateStore) -> None:
+    async def _deposed(self) -> None:
+        """No longer the leader: stop the loops, then hand this replica's local instances over
+        (control/handover.py) in the background; the new leader drains them first."""
+        from .handover import HandOver
+
+        reconciler = self.reconciler
+        running = reconciler.running() if reconciler is not None else []
+        await self._stop_loops()
+        self.reconciler = None
+        hand_over = HandOver(self.open_store, self.backends, running, deadline=self._drain_timeout + self._inherit_grace + 30)
+        if hand_over.left:
+            self._hand_over = asyncio.create_task(hand_over.run(), name="hand-over")
+
+    async def _cancel_hand_over(self) -> None:
+        task, self._hand_over = self._hand_over, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    @property
+    def _drain_timeout(self) -> float:
+        from .reconciler import DRAIN_TIMEOUT
+
+        return float(self.cfg.section("reconciler").get("drainTimeout", DRAIN_TIMEOUT)) or 3600.0
+
+    @property
+    def _inherit_grace(self) -> float:
+        return float(self.cfg.section("reconciler").get("inheritGrace", 2.0))
+
+    async def _start_loops(self, store: StateStore, inherit_grace: float = 0.0) -> None:
         from .autoscaler import Autoscaler, AutoscalerConfig
         from .publisher import RoutingPublisher
         from .reconciler import DRAIN_TIMEOUT, Reconciler
@@ -240,6 +273,7 @@ class Server:
             drain_timeout=float(knobs.get("drainTimeout", DRAIN_TIMEOUT)),
             error_ttl=float(knobs.get("errorTtl", 7 * 86400)),
             counters=self.counters,
+            inherit_grace=inherit_grace,
         )
         publisher = RoutingPublisher(store, admin_key=self.admin_key, wire=self.routing_wire)
         publisher.add_sink(self.routing_holder.publish)

@@ -97,7 +97,7 @@ async def test_instances_no_backend_of_the_new_leader_runs_are_drained_then_let_
     """The previous leader's instances on its own local backend: the new leader keeps their
     docs draining while requests run on them, then deletes them (their replica then stops
     them, control/handover.py)."""
-    store, backend, board, reconciler = world
+    store, _backend, board, reconciler = world
     spec = gpu_spec(1, 1)
     fid, vid = await deploy(store, specs=[spec])
     foreign = R.InstanceRecord(
@@ -149,7 +149,7 @@ async def test_each_gpu_spec_scales_and_drains_on_its_own(world):
     assert len(by_spec[l40s["gpuSpecificationId"]]) == 3 and len(by_spec[h100["gpuSpecificationId"]]) == 2
 
     # every L40S instance busy: its scale-down drains; the idle H100 one goes at once meanwhile
-    _report(board, vid, {i: 1 for i in by_spec[l40s["gpuSpecificationId"]]})
+    _report(board, vid, dict.fromkeys(by_spec[l40s["gpuSpecificationId"]], 1))
     await store.put(R.SCALE, s_l40s, {"replicas": 1})
     await wait_for(lambda: _count_draining(store, vid, 2), what="two L40S instances draining")
     await store.put(R.SCALE, s_h100, {"replicas": 1})
@@ -158,7 +158,7 @@ async def test_each_gpu_spec_scales_and_drains_on_its_own(world):
     )
     assert len(_running(backend, vid)) == 4, "the draining L40S instances still run"
 
-    _report(board, vid, {i: 0 for i in by_spec[l40s["gpuSpecificationId"]]})
+    _report(board, vid, dict.fromkeys(by_spec[l40s["gpuSpecificationId"]], 0))
     await wait_for(lambda: _spec_count(store, vid, l40s["gpuSpecificationId"], 1), what="L40S drained down to one", timeout=15)
     await asyncio.sleep(1.0)
     by_spec = await _by_spec(store, vid)

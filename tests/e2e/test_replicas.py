@@ -4,15 +4,17 @@ within the lease's time and keeps the functions running."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
+import signal
 import time
 import uuid
 
 import httpx
 import pytest
 
-from tests.e2e.helpers import write_config
+from tests.e2e.helpers import alive, instance_pid, write_config
 from tests.support.serve_api import ServeApi
 
 LEADS = "this replica leads the control loops"
@@ -101,3 +103,41 @@ def test_a_pexec_request_taken_by_one_replica_is_polled_on_the_other(replicas):
 
     missing = httpx.get(f"{api_b.gateway}/v2/nvcf/pexec/status/{uuid.uuid4()}", headers=auth, timeout=30)
     assert missing.status_code == 404
+
+
+async def test_a_deposed_leader_hands_its_local_instances_over_without_cutting_a_request(replicas):
+    """The leader is paused past its lease (SIGSTOP) and another replica takes over. The old
+    leader's local instance cannot be adopted: the new leader runs its own, keeps the old
+    one draining while a request runs on it, and when that request has ended the old
+    leader, awake again and deposed, stops it. Before, it ran on, unrouted, until that
+    replica stopped."""
+    leader = _leaders(replicas)[0]
+    follower = next(sp for sp in replicas if sp is not leader)
+    api_leader, api_follower = ServeApi(leader), ServeApi(follower)
+    fid, vid = api_follower.create("replicas-handover")
+    api_follower.deploy(fid, vid, min_i=1, max_i=1, concurrency=4)
+    api_follower.wait_status(fid, vid, "ACTIVE")
+    [inst] = api_follower.ready_instances(fid, vid)
+    old_pid = instance_pid(leader.data_dir, vid, inst["instanceId"])
+    api_follower.wait(lambda: api_follower.invoke(fid).status_code == 200, "the follower's gateway serving it")
+
+    async with httpx.AsyncClient() as client:
+        slow = asyncio.ensure_future(api_follower.ainvoke(client, fid, "/echo?delay=8"))
+        await asyncio.sleep(1.0)
+        os.kill(leader.proc.pid, signal.SIGSTOP)
+        try:
+            await asyncio.to_thread(api_follower.wait, lambda: LEADS in follower.output(), "the follower leading", TTL + 10)
+            await asyncio.to_thread(
+                api_follower.wait, lambda: len(api_follower.ready_instances(fid, vid)) >= 2, "the new leader's own instance", 60
+            )
+        finally:
+            os.kill(leader.proc.pid, signal.SIGCONT)
+        await asyncio.to_thread(api_leader.wait, lambda: "no longer leads" in leader.output(), "the old leader deposed", 20)
+        assert alive(old_pid), "the old instance must run while its request does"
+        r = await slow
+    assert r.status_code == 200, "the request on the handed-over instance must finish"
+    await asyncio.to_thread(api_leader.wait, lambda: not alive(old_pid), "the handed-over instance stopped", 20)
+    [new] = api_follower.ready_instances(fid, vid)
+    assert new["instanceId"] != inst["instanceId"]
+    for api in (api_leader, api_follower):
+        assert api.invoke(fid, timeout=20).status_code == 200
