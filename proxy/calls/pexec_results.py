@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import orjson
 
@@ -96,7 +96,8 @@ class SharedResults:
 
     async def find(self, request_id: bytes) -> SharedResult | None:
         try:
-            raw = await self.redis.hgetall(KEY_PREFIX + request_id.decode("latin-1"))
+            # a client without decode_responses: field names and values are bytes
+            raw = cast("dict[bytes, bytes]", await self.redis.hgetall(KEY_PREFIX + request_id.decode("latin-1")))
         except Exception as exc:
             log.debug("looking up pexec result %r: %s", request_id, exc)
             return None
@@ -105,9 +106,10 @@ class SharedResults:
         try:
             status = int(raw[b"status"])
             headers: Headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in orjson.loads(raw.get(b"headers", b"[]"))]
-        except (ValueError, TypeError, orjson.JSONDecodeError):
+            function_id, version_id = raw[b"fid"].decode(), raw[b"vid"].decode()
+        except (KeyError, ValueError, TypeError, orjson.JSONDecodeError):  # not a document this module wrote
             return None
-        return SharedResult(raw[b"fid"].decode(), raw[b"vid"].decode() or None, status, headers, raw.get(b"body", b""))
+        return SharedResult(function_id, version_id or None, status, headers, raw.get(b"body", b""))
 
     async def wait(self, request_id: bytes, seconds: float) -> SharedResult | None:
         """The result once stored, within `seconds`; None if it is not there by then."""
