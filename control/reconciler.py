@@ -153,7 +153,8 @@ class Reconciler:
             inst = InstanceRecord.parse(rec.value)
             self._inherited[inst.instance_id] = (inst.version_id, inst.draining)
             if not inst.draining:
-                ops.append(Put(R.INSTANCES, rec.key, replace(inst, draining=True).to_doc(), expect=rec.revision))
+                # no expect: only the leader writes instance docs, and a conflict must not stop its start
+                ops.append(Put(R.INSTANCES, rec.key, replace(inst, draining=True).to_doc()))
         if ops:
             await self.store.commit(ops)
 
@@ -180,7 +181,7 @@ class Reconciler:
             for iid in instance_ids:
                 rec = await self.store.get(R.INSTANCES, R.instance_key(vid, iid))
                 if rec is not None and iid not in self._observed.get(vid, {}):
-                    ops.append(Delete(R.INSTANCES, rec.key, expect=rec.revision))
+                    ops.append(Delete(R.INSTANCES, rec.key))
             if ops:
                 await self.store.commit(ops)
             log.info("version %s: let go of %d instance(s) a previous leader ran", vid, len(ops))
