@@ -85,6 +85,8 @@ class _Instance:
 
 
 class LocalBackend:
+    per_replica = True  # its instances die with this process: another replica cannot adopt them (control/handover.py)
+
     def __init__(
         self,
         name: str = "local",

@@ -28,6 +28,7 @@ from fngate.control.loadboard import LoadBoard
 from fngate.control.records import Deployment, FunctionVersion, GpuSpec, InstanceRecord, ScaleDecision
 from fngate.control.states import State
 from fngate.control.store.base import Conflict, StateStore
+from fngate.control.tasks import cancel_until_done
 from fngate.proxy.routing.snapshot import VersionLoad
 
 log = logging.getLogger("fngate.autoscaler")
@@ -137,8 +138,7 @@ class Autoscaler:
 
     async def aclose(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_until_done([self._task])
 
     async def _run(self) -> None:
         while True:

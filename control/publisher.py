@@ -27,6 +27,7 @@ from fngate.control.keys import ACTIVE, SCOPES, StoredKey
 from fngate.control.records import NO_GPU_SPEC, Deployment, FunctionVersion, InstanceRecord, parse_iso
 from fngate.control.sharing import Sharing, load_all_sharing
 from fngate.control.store.base import Compacted, StateStore
+from fngate.control.tasks import cancel_until_done
 from fngate.proxy.routing.snapshot import (
     ROUTING_CHANNEL,
     ROUTING_DELTA_KEY,
@@ -215,9 +216,7 @@ class RoutingPublisher:
         ]
 
     async def aclose(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_until_done(self._tasks)
 
     async def build(self) -> RoutingTable:
         functions = [FunctionVersion.parse(r.value) for r in await self.store.list(R.FUNCTIONS)]

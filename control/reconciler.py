@@ -26,11 +26,13 @@ from typing import Any, TypedDict
 from fngate.backends.base import Backend, BackendError, InstanceEvent, InstanceSpec
 from fngate.backends.base import InstanceEventKind as K
 from fngate.control import records as R
+from fngate.control.counters import ControlCounters
 from fngate.control.instance_spec import instance_spec
 from fngate.control.loadboard import LoadBoard
 from fngate.control.records import Deployment, FunctionVersion, GpuSpec, InstanceRecord, ScaleDecision, now_iso, parse_iso
 from fngate.control.states import DEPLOYED, Event, InvalidTransition, State, fact_event, next_state
 from fngate.control.store.base import Compacted, Conflict, Delete, Op, Put, Record, StateStore
+from fngate.control.tasks import cancel_until_done
 from fngate.control.workqueue import KeyedQueue
 
 log = logging.getLogger("fngate.reconciler")
@@ -63,6 +65,8 @@ class Reconciler:
         error_ttl: float = 7 * 86400,  # NVCF cleans up errored deployments after 7 days
         workers: int = 8,
         slow_pass: float = 1.0,
+        counters: ControlCounters | None = None,
+        inherit_grace: float = 0.0,
     ) -> None:
         if not backends:
             raise ValueError("the reconciler needs at least one backend")
@@ -72,7 +76,7 @@ class Reconciler:
         self.loadboard = loadboard
         self.resync_interval = resync_interval
         self.drain_timeout = drain_timeout  # 0: a drain waits as long as requests run
-        self.drain_timeouts = 0  # drains that hit drain_timeout and stopped instances with work in flight
+        self.counters = counters or ControlCounters()  # drain_timeouts: drains that hit drain_timeout
         self.drain_settle = drain_settle  # gateways report load every ~0.5 s: wait for a fresh report
         self.drain_poll = drain_poll
         self.error_ttl = error_ttl
@@ -83,8 +87,13 @@ class Reconciler:
         self._function_of: dict[str, str] = {}  # vid -> fid
         self._specs: dict[tuple[str, str], InstanceSpec] = {}  # (vid, gpu spec id) -> what the backend runs
         self._draining_ids: set[str] = set()
-        self._drains: dict[str, asyncio.Task[None]] = {}  # vid -> scale-down / undeploy drain
-        self._scaling_down: set[str] = set()  # the vids among _drains whose drain is a scale-down
+        self._drains: dict[str, asyncio.Task[None]] = {}  # vid -> graceful undeploy drain
+        self._scale_downs: dict[tuple[str, str], asyncio.Task[None]] = {}  # (vid, gpu spec id) -> scale-down drain
+        # instance docs a previous leader left: iid -> (vid, draining); see start()
+        self.inherit_grace = inherit_grace
+        self._inherited: dict[str, tuple[str, bool]] = {}
+        self._resumed: set[str] = set()  # inherited instances that were draining, whose drain goes on here
+        self._letting_go: set[asyncio.Task[None]] = set()  # drains of instances another replica runs
         self._queue: KeyedQueue[str] = KeyedQueue()
         self._passes: set[asyncio.Task[None]] = set()  # running passes, detached ones included
         self._failed_passes: dict[str, int] = {}  # vid -> passes that failed in a row
@@ -96,7 +105,9 @@ class Reconciler:
         # Instance docs from a previous run describe processes that may be gone; the
         # backends replay what really runs (a READY per live instance) on subscribe.
         stale = await self.store.list(R.INSTANCES)
-        if stale:
+        if stale and self.inherit_grace > 0:
+            await self._inherit(stale)
+        elif stale:
             await self.store.commit([Delete(R.INSTANCES, r.key) for r in stale])
         since = await self.store.revision()
         await self._mark_stored()
@@ -106,19 +117,76 @@ class Reconciler:
         self._tasks.append(asyncio.create_task(self._resync(), name="reconciler-resync"))
         for n in range(self.workers):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"reconciler-worker-{n}"))
+        if self._inherited:
+            self._tasks.append(asyncio.create_task(self._let_go_foreign(), name="reconciler-inherited"))
 
     async def aclose(self) -> None:
         # The loops also check _closing: a cancel that lands inside a client library
         # (redis-py turns some into ordinary errors) must not leave a loop running.
         self._closing = True
-        tasks = self._tasks + list(self._drains.values()) + list(self._passes)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_until_done(
+            self._tasks + list(self._drains.values()) + list(self._scale_downs.values()) + list(self._passes) + list(self._letting_go)
+        )
         self._tasks.clear()
+
+    @property
+    def drain_timeouts(self) -> int:
+        return self.counters.drain_timeouts
 
     def observed(self, version_id: str) -> list[InstanceEvent]:
         return [e for _, e in self._observed.get(version_id, {}).values()]
+
+    def running(self) -> list[tuple[str, InstanceEvent]]:
+        """(backend name, last fact) of every instance the backends run, as last seen."""
+        return [entry for seen in self._observed.values() for entry in seen.values()]
+
+    # -- what a previous leader left ---------------------------------------------------------
+    async def _inherit(self, stale: list[Record]) -> None:
+        """With several replicas (inherit_grace > 0), the instance docs in the store at start
+        are a previous leader's: instances this replica's backends run too (a shared backend,
+        Kubernetes) are replayed as READY and adopted, a drain in progress on one going on
+        here; the others run on another replica's local backend, or died with it. Those are
+        marked draining at once (no new requests), kept while requests run on them, then
+        their docs are deleted, which tells their replica to stop them (control/handover.py)."""
+        ops: list[Op] = []
+        for rec in stale:
+            inst = InstanceRecord.parse(rec.value)
+            self._inherited[inst.instance_id] = (inst.version_id, inst.draining)
+            if not inst.draining:
+                # no expect: only the leader writes instance docs, and a conflict must not stop its start
+                ops.append(Put(R.INSTANCES, rec.key, replace(inst, draining=True).to_doc()))
+        if ops:
+            await self.store.commit(ops)
+
+    async def _let_go_foreign(self) -> None:
+        """After inherit_grace, the inherited instances no backend of this replica replayed
+        are another replica's: drain them (their docs stay, draining, so gateways report
+        what runs on them), then delete their docs."""
+        await asyncio.sleep(self.inherit_grace)
+        ours = {iid for seen in self._observed.values() for iid in seen}
+        by_version: dict[str, list[str]] = {}
+        for iid, (vid, _) in self._inherited.items():
+            if iid not in ours:
+                by_version.setdefault(vid, []).append(iid)
+        self._inherited.clear()
+        for vid, ids in by_version.items():
+            task = asyncio.create_task(self._let_go(vid, ids), name=f"reconciler-let-go-{vid}")
+            self._letting_go.add(task)
+            task.add_done_callback(self._letting_go.discard)
+
+    async def _let_go(self, vid: str, instance_ids: list[str]) -> None:
+        try:
+            await self._wait_idle(vid, instance_ids)
+            ops: list[Op] = []
+            for iid in instance_ids:
+                rec = await self.store.get(R.INSTANCES, R.instance_key(vid, iid))
+                if rec is not None and iid not in self._observed.get(vid, {}):
+                    ops.append(Delete(R.INSTANCES, rec.key))
+            if ops:
+                await self.store.commit(ops)
+            log.info("version %s: let go of %d instance(s) a previous leader ran", vid, len(ops))
+        except Exception:
+            log.exception("letting go of a previous leader's instances of %s", vid)
 
     # -- triggers -----------------------------------------------------------------------------
     def _mark(self, version_id: str) -> None:
@@ -213,11 +281,16 @@ class Reconciler:
         seen = self._observed.setdefault(vid, {})
         key = R.instance_key(vid, ev.instance_id)
         if ev.kind in (K.STARTING, K.READY):
+            inherited = self._inherited.pop(ev.instance_id, None)
+            if inherited is not None and inherited[1]:  # a previous leader was draining it: go on
+                self._draining_ids.add(ev.instance_id)
+                self._resumed.add(ev.instance_id)
             seen[ev.instance_id] = (backend_name, ev)
             await self.store.put(R.INSTANCES, key, await self._instance_doc(backend_name, ev))
         else:
             seen.pop(ev.instance_id, None)
             self._draining_ids.discard(ev.instance_id)
+            self._resumed.discard(ev.instance_id)
             if await self.store.get(R.INSTANCES, key) is not None:
                 await self.store.delete(R.INSTANCES, key)
             if ev.kind is K.FAILED:
@@ -279,9 +352,9 @@ class Reconciler:
         if fn_rec is None or fn is None or dep_rec is None or dep is None or status not in DEPLOYED:
             self._failures.pop(vid, None)
             if status is State.INACTIVE and dep is not None and dep.graceful:
-                if vid not in self._drains:
+                if vid not in self._drains and not self._scaling_down(vid):
                     self._drains[vid] = asyncio.create_task(self._drain_undeploy(vid, key))
-            elif vid not in self._drains:
+            elif vid not in self._drains and not self._scaling_down(vid):
                 await self._teardown(vid, graceful=False)
             return
         assert fn_rec is not None  # the status came from it
@@ -303,22 +376,27 @@ class Reconciler:
             return
         for gs, name, backend, spec in placed:
             self._specs[(vid, spec.gpu_spec_id)] = spec
-            if vid in self._drains and vid not in self._scaling_down:
+            if vid in self._drains:
                 continue  # an undeploy is draining
             scale = await self.store.get(R.SCALE, R.scale_key(vid, spec.gpu_spec_id))
             replicas = gs.clamp(ScaleDecision.parse(scale.value).replicas if scale else gs.min_instances)
             here = [e for b, e in self._observed.get(vid, {}).values() if e.gpu_spec_id == spec.gpu_spec_id and b == name]
             # drained instances are out of routing and on their way out: they do not count
             mine = [e for e in here if e.instance_id not in self._draining_ids]
+            drain_key = (vid, spec.gpu_spec_id)  # each GPU spec scales and drains on its own
+            resumed = [e.instance_id for e in here if e.instance_id in self._resumed]
+            if resumed and drain_key not in self._scale_downs:  # a previous leader's drain goes on
+                self._resumed.difference_update(resumed)
+                log.info("version %s: resuming the drain of %d instance(s) a previous leader began", vid, len(resumed))
+                self._scale_downs[drain_key] = asyncio.create_task(self._drain_chosen(drain_key, backend, [], resumed))
             try:
-                if vid in self._drains:
+                if drain_key in self._scale_downs:
                     # a scale-down is draining (it may take as long as a stream runs): the
                     # version still scales up meanwhile, the draining instances counted in
                     if replicas > len(mine):
                         await backend.apply(spec, replicas + len(here) - len(mine))
                 elif replicas < len(mine):
-                    self._scaling_down.add(vid)
-                    self._drains[vid] = asyncio.create_task(self._drain_scale_down(vid, backend, replicas, mine))
+                    self._scale_downs[drain_key] = asyncio.create_task(self._drain_scale_down(drain_key, backend, replicas, mine))
                 else:
                     await backend.apply(spec, replicas)
             except BackendError as exc:
@@ -463,7 +541,7 @@ class Reconciler:
             if load.in_flight == 0 and (instance_ids is not None or load.queue_depth == 0):
                 return
             await asyncio.sleep(self.drain_poll)
-        self.drain_timeouts += 1
+        self.counters.drain_timeouts += 1
         load = self.loadboard.version_load(vid)
         busy = {i: load.endpoint_in_flight.get(i, 0) for i in instance_ids} if instance_ids is not None else {}
         log.warning(
@@ -494,14 +572,23 @@ class Reconciler:
         n = self.loadboard.endpoint_in_flight(vid, instance_id) if self.loadboard is not None else None
         return n or 0
 
-    async def _drain_scale_down(self, vid: str, backend: Backend, replicas: int, current: list[InstanceEvent]) -> None:
+    def _scaling_down(self, vid: str) -> bool:
+        return any(k[0] == vid for k in self._scale_downs)
+
+    async def _drain_scale_down(self, key: tuple[str, str], backend: Backend, replicas: int, current: list[InstanceEvent]) -> None:
+        vid = key[0]
+        # not-ready instances first, then the ready ones with the fewest requests in
+        # flight (an idle one goes at once), the newest among equals
+        order = sorted(current, key=lambda e: (e.kind is K.READY, self._in_flight_on(vid, e.instance_id), -current.index(e)))
+        victims = order[: len(current) - replicas]
+        starting = [e.instance_id for e in victims if e.kind is not K.READY]
+        ready = [e.instance_id for e in victims if e.kind is K.READY]
+        await self._drain_chosen(key, backend, starting, ready)
+
+    async def _drain_chosen(self, key: tuple[str, str], backend: Backend, starting: list[str], ready: list[str]) -> None:
+        """Stop `starting` at once; take `ready` out of routing, wait until they are idle, stop them."""
+        vid = key[0]
         try:
-            # not-ready instances first, then the ready ones with the fewest requests in
-            # flight (an idle one goes at once), the newest among equals
-            order = sorted(current, key=lambda e: (e.kind is K.READY, self._in_flight_on(vid, e.instance_id), -current.index(e)))
-            victims = order[: len(current) - replicas]
-            starting = [e.instance_id for e in victims if e.kind is not K.READY]
-            ready = [e.instance_id for e in victims if e.kind is K.READY]
             if starting:
                 await backend.stop_instances(vid, starting, graceful=False)
             if ready:
@@ -511,6 +598,5 @@ class Reconciler:
         except Exception:
             log.exception("scale-down of %s", vid)
         finally:
-            self._drains.pop(vid, None)
-            self._scaling_down.discard(vid)
+            self._scale_downs.pop(key, None)
             self._mark(vid)  # the next pass applies the count wanted now (it may have changed meanwhile)

@@ -35,6 +35,7 @@ from fngate.proxy.server import Gateway, InFlight
 from . import keys
 from .api import console, make_app
 from .config import ConfigError, ServeConfig
+from .counters import ControlCounters
 from .loadboard import LoadBoard
 from .store.base import StateStore
 
@@ -48,6 +49,7 @@ class Server:
         self.store: StateStore | None = None
         self.admin_key = ""
         self.loadboard = LoadBoard()
+        self.counters = ControlCounters()  # the control loops', across leaderships (API /metrics)
         self.inventory = Inventory.from_config(cfg.section("inventory"))
         self.backend_name = "local"
         self.backends: dict[str, Any] = {}  # name -> Backend, from the config file (start_backends)
@@ -57,6 +59,8 @@ class Server:
         self.leadership: Any = None  # control.leader.Leadership when the store is Redis
         self._fenced: Any = None
         self._loops: list[Callable[[], Awaitable[None]]] = []  # closers of the running control loops
+        self.reconciler: Any = None  # the running Reconciler, while this replica leads (or on SQLite)
+        self._hand_over: asyncio.Task[None] | None = None  # local instances a deposed leader hands over
         self.gateway: Any = None  # a Gateway (one worker) or a WorkerPool, from start_gateway
 
     @property
@@ -121,6 +125,9 @@ class Server:
             backends=frozenset(self.backends),
             preflight=self.preflight,
         )
+        from .api.context import CONTEXT
+
+        app[CONTEXT].counters = self.counters
         from .api.assets import AssetSettings
         from .api.assets import enable as enable_assets
 
@@ -199,7 +206,7 @@ class Server:
                     self.open_store,
                     f"{socket.gethostname()}-{os.getpid()}",
                     self._lead,
-                    self._stop_loops,
+                    self._deposed,
                     ttl=float(knobs.get("ttl", 10.0)),
                     renew_every=float(knobs.get("renewInterval", 3.0)),
                 )
@@ -208,6 +215,7 @@ class Server:
             self._fenced = FencedStore(self.open_store, self.leadership)
             await self.leadership.step()  # the first replica up leads before it serves
             self.leadership.start()
+            self.stack.push_async_callback(self._cancel_hand_over)
             self.stack.push_async_callback(self.leadership.aclose)
         else:
             await self._start_loops(self.open_store)
@@ -215,9 +223,39 @@ class Server:
 
     async def _lead(self, token: int) -> None:
         self._say(f"fngate: this replica leads the control loops (fencing token {token})")
-        await self._start_loops(self._fenced)
+        await self._cancel_hand_over()  # the new reconciler adopts what still runs here
+        await self._start_loops(self._fenced, inherit_grace=self._inherit_grace)
 
-    async def _start_loops(self, store: StateStore) -> None:
+    async def _deposed(self) -> None:
+        """No longer the leader: stop the loops, then hand this replica's local instances over
+        (control/handover.py) in the background; the new leader drains them first."""
+        from .handover import HandOver
+
+        reconciler = self.reconciler
+        running = reconciler.running() if reconciler is not None else []
+        await self._stop_loops()
+        self.reconciler = None
+        hand_over = HandOver(self.open_store, self.backends, running, deadline=self._drain_timeout + self._inherit_grace + 30)
+        if hand_over.left:
+            self._hand_over = asyncio.create_task(hand_over.run(), name="hand-over")
+
+    async def _cancel_hand_over(self) -> None:
+        task, self._hand_over = self._hand_over, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    @property
+    def _drain_timeout(self) -> float:
+        from .reconciler import DRAIN_TIMEOUT
+
+        return float(self.cfg.section("reconciler").get("drainTimeout", DRAIN_TIMEOUT)) or 3600.0
+
+    @property
+    def _inherit_grace(self) -> float:
+        return float(self.cfg.section("reconciler").get("inheritGrace", 2.0))
+
+    async def _start_loops(self, store: StateStore, inherit_grace: float = 0.0) -> None:
         from .autoscaler import Autoscaler, AutoscalerConfig
         from .publisher import RoutingPublisher
         from .reconciler import DRAIN_TIMEOUT, Reconciler
@@ -234,6 +272,8 @@ class Server:
             resync_interval=float(knobs.get("resyncInterval", 5.0)),
             drain_timeout=float(knobs.get("drainTimeout", DRAIN_TIMEOUT)),
             error_ttl=float(knobs.get("errorTtl", 7 * 86400)),
+            counters=self.counters,
+            inherit_grace=inherit_grace,
         )
         publisher = RoutingPublisher(store, admin_key=self.admin_key, wire=self.routing_wire)
         publisher.add_sink(self.routing_holder.publish)
@@ -276,6 +316,7 @@ class Server:
             grace=cfg.drain_timeout,
             rate_limit_redis=cfg.store if cfg.store_is_redis else None,  # one rate limit for every worker and replica
             llm_uri_allowlist=os.environ.get("FNGATE_LLM_URI_ALLOWLIST") == "1",  # NVCF's MODEL_URI_ALLOWLIST_ENABLED
+            pexec_results_redis=cfg.store if cfg.store_is_redis else None,  # a pexec poll answered on any replica
         )
         if cfg.workers == 1:
             gateway_id = f"gw-{os.getpid()}"

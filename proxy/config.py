@@ -52,6 +52,7 @@ class GatewayConfig:
     # the LLM gateway enforces a model's `llmConfig.uris` on chat and embeddings too (NVCF's
     # MODEL_URI_ALLOWLIST_ENABLED); on /v1/responses it always does
     llm_uri_allowlist: bool = False
+    pexec_results_redis: str | None = None  # redis:// URL: pexec results any gateway on it can poll (proxy/calls/pexec_results.py)
     pexec_result_ttl: float = 3600.0  # pexec results kept for polling this long
     pexec_max_results: int = 10_000
     pexec_max_result_bytes: int = 5 * 1024 * 1024

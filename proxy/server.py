@@ -28,6 +28,7 @@ from fngate.proxy.calls.dispatch import Invocations
 from fngate.proxy.calls.exchange import OpenConnections
 from fngate.proxy.calls.metrics import Metrics
 from fngate.proxy.calls.pexec import Pexec
+from fngate.proxy.calls.pexec_results import SharedResults
 from fngate.proxy.calls.siblings import PeerHandler, Siblings
 from fngate.proxy.config import LOOPBACK, GatewayConfig
 from fngate.proxy.drivers.sniff import ClientConnection
@@ -125,7 +126,10 @@ class Gateway:
         self.engine = Engine(config, holder, self.limiter, self.pool, self.metrics)
         self.rate_leaser = self._rate_leaser()
         self.siblings = siblings
-        self.pexec = Pexec(self.engine, siblings)
+        self.pexec_results = (
+            SharedResults.from_url(config.pexec_results_redis, config.pexec_result_ttl) if config.pexec_results_redis else None
+        )
+        self.pexec = Pexec(self.engine, siblings, self.pexec_results)
         self.llm = LlmGateway(self.engine, config.llm_uri_allowlist)
         self.metrics.extra.append(self.llm.render_metrics)
         self.handler = Invocations(self.engine, self.pexec, self.llm)
@@ -276,6 +280,8 @@ class Gateway:
         self.pool.close()
         self.engine.close()
         self.pexec.close()
+        if self.pexec_results is not None:
+            await self.pexec_results.aclose()
         if self._admin is not None:
             await self._admin.cleanup()
             self._admin = None

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from fngate.control.counters import ControlCounters
 from fngate.control.loadboard import LoadBoard
 from fngate.control.store.base import StateStore
 
@@ -26,6 +27,7 @@ class ApiContext:
     max_body: int = 1024 * 1024
     # (function doc, GPU spec) -> why no backend can run it, or None; asked before a deploy is recorded
     preflight: Callable[[dict[str, Any], dict[str, Any]], str | None] = field(default=lambda _fn, _spec: None)
+    counters: ControlCounters = field(default_factory=ControlCounters)  # the control loops' (this replica's)
 
 
 CONTEXT = web.AppKey("fngate.api.context", ApiContext)

@@ -16,6 +16,7 @@ fngate's own:
   fngate_api_requests_total{method, route, status}                      management API calls (route = the template)
   fngate_api_request_duration_seconds                                   their duration (histogram)
   fngate_store_up                                                       1 while the store answers
+  fngate_drain_timeouts_total                                           drains cut by reconciler.drainTimeout (this replica's)
 """
 
 from __future__ import annotations
@@ -221,6 +222,12 @@ async def metrics(request: web.Request) -> web.Response:
         f"fngate_api_request_duration_seconds_sum {api.latency_sum:.6f}",
         f"fngate_api_request_duration_seconds_count {api.latency_count}",
     ]
+    out.family(
+        "fngate_drain_timeouts_total",
+        "counter",
+        "Drains that reached reconciler.drainTimeout and stopped instances with requests in flight (on this replica, while it led).",
+        [({}, c.counters.drain_timeouts)],
+    )
     out.family("fngate_store_up", "gauge", "1 while the state store answers.", [({}, 1 if await _store_up(request) else 0)])
     return web.Response(body=out.render(), headers={"Content-Type": CONTENT_TYPE})
 

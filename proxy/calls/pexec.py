@@ -31,6 +31,7 @@ from fngate.proxy.wire.headers import client_headers, parse_header_block
 
 if TYPE_CHECKING:
     from fngate.proxy.calls.metrics import Metrics
+    from fngate.proxy.calls.pexec_results import SharedResults
     from fngate.proxy.calls.siblings import Siblings
     from fngate.proxy.routing.snapshot import KeyGrant, VersionRoute
 
@@ -172,10 +173,11 @@ def _cancel(task: asyncio.Task[None]) -> None:
 class Pexec:
     """The pexec handler: invocations by path and status polls (see the module docstring)."""
 
-    def __init__(self, engine: Engine, siblings: Siblings | None = None) -> None:
+    def __init__(self, engine: Engine, siblings: Siblings | None = None, shared: SharedResults | None = None) -> None:
         self.engine = engine
         self.jobs: OrderedDict[bytes, Job] = OrderedDict()
         self.siblings = siblings  # the other workers, with --workers N > 1
+        self.shared = shared  # results other gateways on the same Redis may poll (proxy/calls/pexec_results.py)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, ex: Exchange, request_id: bytes, started: float, metrics: Metrics | None = None) -> None:
@@ -269,6 +271,8 @@ class Pexec:
                 raise PollTimeout("no instance took the request within the poll window") from None
             job.expires = time.monotonic() + cfg.pexec_result_ttl
             self.jobs[request_id] = job
+            if self.shared is not None:  # polls may reach another replica or worker
+                self.shared.hold(job)
             ex.on_disconnect = None  # the client may go now; the job runs on (a body still on its way fails it)
             ex.start_response(202, [(b"content-length", b"0"), (b"nvcf-reqid", request_id), (b"nvcf-status", b"in-progress")])
             ex.end()
@@ -298,6 +302,8 @@ class Pexec:
             if siblings is not None and owner is not None:  # another worker ran it: it answers
                 siblings.relay(engine, ex, request_id, started, owner, poll)
                 return 0
+            if self.shared is not None:
+                return await self._shared_status(ex, request_id, auth, poll)
             raise NotFound(f"Request '{request_id.decode('latin-1')}' not found")
         engine.keys.check(engine.holder.table, auth, job.function_id, job.version_id)
         if not job.done.is_set():
@@ -308,6 +314,24 @@ class Pexec:
                 ex.start_response(202, [(b"content-length", b"0"), (b"nvcf-reqid", request_id), (b"nvcf-status", b"in-progress")])
                 ex.end()
                 return 202
+        return self._answer(ex, job)
+
+    async def _shared_status(self, ex: Exchange, request_id: bytes, auth: bytes | None, poll: int) -> int:
+        """A poll for a request another gateway on the same Redis ran."""
+        assert self.shared is not None
+        found = await self.shared.find(request_id)
+        if found is None:
+            raise NotFound(f"Request '{request_id.decode('latin-1')}' not found")
+        self.engine.keys.check(self.engine.holder.table, auth, found.function_id, found.version_id)
+        if not found.status:
+            found = await self.shared.wait(request_id, poll)
+        if found is None:
+            ex.on_disconnect = None
+            ex.start_response(202, [(b"content-length", b"0"), (b"nvcf-reqid", request_id), (b"nvcf-status", b"in-progress")])
+            ex.end()
+            return 202
+        job = Job(request_id, found.function_id, found.version_id)
+        job.status, job.headers, job.body = found.status, found.headers, found.body
         return self._answer(ex, job)
 
     def _prune(self) -> None:

@@ -75,9 +75,16 @@ def test_promtool_accepts_the_rules_and_the_config(tmp_path: Path) -> None:
     promtool = _tool("promtool")
     checked = subprocess.run([promtool, "check", "rules", str(PROMETHEUS / "alerts.yaml")], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 8 rules found" in checked.stdout
+    assert "SUCCESS: 9 rules found" in checked.stdout
     alerts = {r["alert"] for g in yaml.safe_load((PROMETHEUS / "alerts.yaml").read_text())["groups"] for r in g["rules"]}
-    assert {"FngateHigh5xxRate", "FngateQueueGrowing", "FngateFunctionDegraded", "FngateNoReadyInstance", "FngateP99OverSLO"} <= alerts
+    assert {
+        "FngateHigh5xxRate",
+        "FngateQueueGrowing",
+        "FngateFunctionDegraded",
+        "FngateNoReadyInstance",
+        "FngateP99OverSLO",
+        "FngateDrainCutByTimeout",
+    } <= alerts
     # the shipped scrape config, with a key file where it expects one
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     (tmp_path / "fngate.key").write_text("nvapi-example")

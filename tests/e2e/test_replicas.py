@@ -4,13 +4,17 @@ within the lease's time and keeps the functions running."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
+import signal
 import time
+import uuid
 
+import httpx
 import pytest
 
-from tests.e2e.helpers import write_config
+from tests.e2e.helpers import alive, instance_pid, write_config
 from tests.support.serve_api import ServeApi
 
 LEADS = "this replica leads the control loops"
@@ -60,3 +64,80 @@ def test_one_leader_serves_both_replicas_and_another_takes_over(replicas):
     api_follower.wait(lambda: api_follower.invoke(fid, timeout=10).status_code == 200, "the function served again", timeout=60)
     assert api_follower.status(fid, vid) == "ACTIVE"
     assert api_follower.call("GET", "/v2/nvcf/functions")["functions"]
+
+
+def test_a_pexec_request_taken_by_one_replica_is_polled_on_the_other(replicas):
+    """The result of a pexec request outlives the replica's memory: replica A takes it (202
+    after a 1 s window), replica B's gateway answers the poll, in progress first, then the
+    result. Before, B answered 404 (the result lived only in A)."""
+    api_a, api_b = ServeApi(replicas[0]), ServeApi(replicas[1])
+    fid, vid = api_a.create("replicas-pexec")
+    api_a.deploy(fid, vid, min_i=1, max_i=1, concurrency=4)
+    api_a.wait_status(fid, vid, "ACTIVE")
+    for api in (api_a, api_b):
+        api.wait(lambda api=api: api.invoke(fid).status_code == 200, "the function served by this replica's gateway")
+
+    auth = {"Authorization": f"Bearer {api_a.sp.admin_key}"}
+    taken = httpx.post(
+        f"{api_a.gateway}/v2/nvcf/pexec/functions/{fid}?delay=3&size=5000",
+        headers={**auth, "NVCF-POLL-SECONDS": "1"},
+        content=b"{}",
+        timeout=30,
+    )
+    assert taken.status_code == 202, taken.text
+    rid = taken.headers["nvcf-reqid"]
+    status_url = f"{api_b.gateway}/v2/nvcf/pexec/status/{rid}"
+
+    running = httpx.get(status_url, headers={**auth, "NVCF-POLL-SECONDS": "1"}, timeout=30)
+    assert running.status_code == 202 and running.headers["nvcf-status"] == "in-progress", running.text
+    assert running.headers["nvcf-reqid"] == rid
+
+    assert httpx.get(status_url, headers={"Authorization": "Bearer nvapi-nobody"}, timeout=30).status_code == 401
+
+    done = httpx.get(status_url, headers={**auth, "NVCF-POLL-SECONDS": "10"}, timeout=30)
+    assert done.status_code == 200, done.text
+    assert len(done.content) == 5000, done.content[:100]
+    assert done.headers["nvcf-reqid"] == rid and done.headers["nvcf-status"] == "fulfilled"
+    # A answers the same from its memory
+    assert httpx.get(f"{api_a.gateway}/v2/nvcf/pexec/status/{rid}", headers=auth, timeout=30).content == done.content
+
+    missing = httpx.get(f"{api_b.gateway}/v2/nvcf/pexec/status/{uuid.uuid4()}", headers=auth, timeout=30)
+    assert missing.status_code == 404
+
+
+async def test_a_deposed_leader_hands_its_local_instances_over_without_cutting_a_request(replicas):
+    """The leader is paused past its lease (SIGSTOP) and another replica takes over. The old
+    leader's local instance cannot be adopted: the new leader runs its own, keeps the old
+    one draining while a request runs on it, and when that request has ended the old
+    leader, awake again and deposed, stops it. Before, it ran on, unrouted, until that
+    replica stopped."""
+    leader = _leaders(replicas)[0]
+    follower = next(sp for sp in replicas if sp is not leader)
+    api_leader, api_follower = ServeApi(leader), ServeApi(follower)
+    fid, vid = api_follower.create("replicas-handover")
+    api_follower.deploy(fid, vid, min_i=1, max_i=1, concurrency=4)
+    api_follower.wait_status(fid, vid, "ACTIVE")
+    [inst] = api_follower.ready_instances(fid, vid)
+    old_pid = instance_pid(leader.data_dir, vid, inst["instanceId"])
+    api_follower.wait(lambda: api_follower.invoke(fid).status_code == 200, "the follower's gateway serving it")
+
+    async with httpx.AsyncClient() as client:
+        slow = asyncio.ensure_future(api_follower.ainvoke(client, fid, "/echo?delay=8"))
+        await asyncio.sleep(1.0)
+        os.kill(leader.proc.pid, signal.SIGSTOP)
+        try:
+            await asyncio.to_thread(api_follower.wait, lambda: LEADS in follower.output(), "the follower leading", TTL + 10)
+            await asyncio.to_thread(
+                api_follower.wait, lambda: len(api_follower.ready_instances(fid, vid)) >= 2, "the new leader's own instance", 60
+            )
+        finally:
+            os.kill(leader.proc.pid, signal.SIGCONT)
+        await asyncio.to_thread(api_leader.wait, lambda: "no longer leads" in leader.output(), "the old leader deposed", 20)
+        assert alive(old_pid), "the old instance must run while its request does"
+        r = await slow
+    assert r.status_code == 200, "the request on the handed-over instance must finish"
+    await asyncio.to_thread(api_leader.wait, lambda: not alive(old_pid), "the handed-over instance stopped", 20)
+    [new] = api_follower.ready_instances(fid, vid)
+    assert new["instanceId"] != inst["instanceId"]
+    for api in (api_leader, api_follower):
+        assert api.invoke(fid, timeout=20).status_code == 200
