@@ -38,15 +38,15 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import ngh2
-from ngh2 import ErrorCode
+from ngh2 import ErrorCode, NeverIndexedHeader
 from ngh2 import events as ev
 
 from fngate.proxy.calls.exchange import ClientGone, OpenConnections, RequestHandler
+from fngate.proxy.calls.request_ids import new_request_id
 from fngate.proxy.drivers.h2_request import Malformed, read_request
-from fngate.proxy.drivers.h2_stream import H2Downstream, H2Exchange
-from fngate.proxy.errors import BadRequest, HeadersTooLarge, ProxyError
-from fngate.proxy.grpc.protocol import Status as GrpcStatus
-from fngate.proxy.grpc.protocol import trailers_only
+from fngate.proxy.drivers.h2_stream import STATUS_VALUES, H2Downstream, H2Exchange
+from fngate.proxy.errors import BadRequest, HeadersTooLarge, ProxyError, error_fields
+from fngate.proxy.grpc.protocol import error_headers
 from fngate.proxy.wire.h2_engine import fatal_code, goaway_frame, server_connection, server_settings
 from fngate.proxy.wire.headers import check_target, valid_host
 from fngate.proxy.wire.stream_flow import GONE as _GONE
@@ -226,14 +226,18 @@ class H2Server(asyncio.Protocol):
         limit: 431; a request line an HTTP/1.1 instance cannot take: 400), or for gRPC a
         trailers-only status; the connection's other streams go on."""
         h2 = self.h2
+        request_id = new_request_id()  # the answer is built by the error root every answer shares
         try:
             if grpc:
-                h2.send_response(sid, trailers_only(GrpcStatus(err.grpc_status), err.detail), end_stream=True)
+                h2.send_response(sid, error_headers(err, request_id, False)[1], end_stream=True)
             else:
-                ctype, body = err.body()
-                status = b"%d" % err.http_status
-                h2.send_response(sid, [(b":status", status), (b"content-type", ctype), (b"content-length", b"%d" % len(body))])
-                h2.send_data(sid, body, end_stream=True)
+                fields, body = error_fields(err, request_id)
+                head: list[Header] = [(b":status", STATUS_VALUES[err.http_status])]
+                for name, value in fields:
+                    head.append(NeverIndexedHeader(name, value) if name == b"nvcf-reqid" else (name, value))
+                h2.send_response(sid, head, end_stream=not body)
+                if body:
+                    h2.send_data(sid, body, end_stream=True)
         except _GONE:
             return
         if not ended:  # the client may still be sending: stop it once the answer is out (RFC 9113 8.1)
