@@ -339,6 +339,8 @@ class H2UpstreamPool:
                 return conn
         return None
 
+    take_idle = take  # the name the call's admission path uses (proxy/calls/call.Routed), as for H1Pool
+
     async def acquire(self, host: str, port: int) -> H2Upstream:
         """A connection with room for one more stream (open it at once: no await in between)."""
         key = (host, port)
