@@ -624,6 +624,8 @@ class Call(Routed):
             if self.sse:
                 metrics.sse_open -= 1
             metrics.in_flight -= 1
+            if not metrics.in_flight and metrics.on_drained is not None:
+                metrics.on_drained()  # the last one: a graceful stop waits for this
             route = self.route
             seconds = time.monotonic() - self.started
             metrics.observe(route.function_id if route is not None else UNKNOWN_FUNCTION, status, seconds, ex.method, self.endpoint)

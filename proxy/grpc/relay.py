@@ -184,6 +184,8 @@ class GrpcHandler:
         self.calls.discard(call)
         metrics = self.request_metrics
         metrics.in_flight -= 1
+        if not metrics.in_flight and metrics.on_drained is not None:
+            metrics.on_drained()  # the last one: a graceful stop waits for this
         if not self.calls:
             self._idle.set()
 
