@@ -84,6 +84,10 @@ class Shared:
         self.metrics = metrics
         self.deadlines = deadlines
 
+    def with_slots(self, limiter: Limiter) -> Shared:
+        """The same parts with slots from elsewhere (a gRPC session's seat holds its own)."""
+        return Shared(self.holder, limiter, self.pool, self.metrics, self.deadlines)
+
 
 class Engine(Shared):
     """The HTTP side's Shared, plus configuration, the key check, rate limits and cached
