@@ -1,7 +1,7 @@
 """Every error the gateway itself produces, with its HTTP and gRPC status, and the one
-place that turns it into bytes for HTTP: problem+json `{status, title, detail}` (spec 3.2).
-On a gRPC stream the same error is a grpc-status (proxy/grpc.status_of reads
-`grpc_status`; proxy/grpc_relay.send_status writes it).
+place that turns it into an HTTP answer (`error_fields`): problem+json `{status, title,
+detail}` (spec 3.2). On a gRPC stream the same error is a grpc-status, built in one place
+too (proxy/grpc/protocol.error_headers, from `grpc_status`).
 
 Missing or unparseable `Authorization` is the spec's exception: a plain-text 401."""
 
@@ -125,6 +125,21 @@ class UpstreamTimeout(ProxyError):
 
 class Draining(ProxyError):
     http_status, grpc_status = 503, 14  # UNAVAILABLE
+
+
+def error_fields(err: ProxyError, request_id: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """(header fields, body) of the HTTP answer to a gateway error: the one place they are
+    built, for the call (proxy/calls/call.answer_error) and for the drivers' refusals of
+    requests they cannot hand on. Every answer names its request (nvcf-reqid) and says it
+    errored (nvcf-status), as NVCF's do."""
+    ctype, body = err.body()
+    headers = [(b"content-length", b"%d" % len(body))]
+    if ctype:
+        headers.append((b"content-type", ctype))
+    headers.extend(err.headers)
+    headers.append((b"nvcf-reqid", request_id))
+    headers.append((b"nvcf-status", b"errored"))
+    return headers, body
 
 
 def status_for_nvcf(status: int) -> bytes:

@@ -172,6 +172,7 @@ class Gateway:
             queue_timeout=float(cfg.default_poll_seconds),
             body_rate=cfg,
             rate_limits=self.engine.rate_limits,
+            deadlines=self.engine.deadlines,
         )
 
     # -- ports ----------------------------------------------------------------------------
@@ -251,10 +252,7 @@ class Gateway:
             s.close()
         for conn in self.connections:
             conn.shutdown()
-        deadline = time.monotonic() + grace
-        # polling (ASYNC110): the counters have no event to wait on; the grace bounds it
-        while self.pending().total and time.monotonic() < deadline and not self._stop_now.is_set():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+        await self._drain(grace)
         cut = self.pending()
         if self.grpc is not None and self.grpc.calls:
             # calls still running past the grace: UNAVAILABLE to their clients and a reset to
@@ -292,6 +290,22 @@ class Gateway:
                 pass
         self._servers.clear()
         return cut
+
+    async def _drain(self, grace: float) -> None:
+        """Wait until nothing is in flight (the last invocation to end calls
+        metrics.on_drained), `stop_now`, or the end of the grace, whichever comes first."""
+        metrics = self.metrics
+        if not metrics.in_flight or self._stop_now.is_set():
+            return
+        drained = asyncio.Event()
+        metrics.on_drained = drained.set
+        waits = [asyncio.ensure_future(drained.wait()), asyncio.ensure_future(self._stop_now.wait())]
+        try:
+            await asyncio.wait(waits, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            metrics.on_drained = None
+            for w in waits:
+                w.cancel()
 
     # -- load reports ---------------------------------------------------------------------
     def load_report(self) -> LoadReport:

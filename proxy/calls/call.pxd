@@ -11,40 +11,58 @@
 from fngate.proxy.calls.deadlines cimport Deadlines
 
 
-cdef class Engine:
-    cdef public object config
+cdef class Shared:
     cdef public Deadlines deadlines
     cdef public object holder
-    cdef public object keys
     cdef public object limiter
     cdef public object metrics
     cdef public object pool
+
+
+cdef class Engine(Shared):
+    cdef public object config
+    cdef public object keys
     cdef public object rate_limits
     cdef public object route_headers
 
 
-cdef class Call:
-    cdef public Engine engine
-    cdef public object ex
+# the admission path an HTTP Call and a gRPC call (proxy/grpc/relay.py) share; `engine` is a
+# Shared for gRPC, an Engine for Call; `deadline` None for a gRPC call without a limit
+cdef class Routed:
+    cdef public object engine
     cdef public object route
-    cdef public object grant
     cdef public object request_id
+    cdef public object deadline
+    cdef public object owner
+    cdef public object loop
+    cdef public object lease
+    cdef public object task
+    cdef public object exclude
+    cdef public Py_ssize_t due_key
+    cdef public bint retried
+    cdef public bint closed
+
+    cpdef _take_slot(self)
+    cpdef _address(self)
+    cpdef _retry(self)
+    cpdef _send(self, conn)
+    cpdef _connect_error(self, detail)
+    cpdef _fail(self, err)
+
+
+cdef class Call(Routed):
+    cdef public object ex
+    cdef public object grant
     cdef public double started
-    cdef public double deadline
     cdef public object target
     cdef public bint host_routed
     cdef public bint tracked
     cdef public object endpoint
-    cdef public object loop
-    cdef public object lease
     cdef public object conn
-    cdef public object task
     cdef public object rate_guard
     cdef public object ka_timer
-    cdef public object exclude
     cdef public Py_ssize_t status
     cdef public double due_at
-    cdef public Py_ssize_t due_key
     cdef public double last
     cdef public Py_ssize_t unacked
     cdef public bint sent
@@ -53,19 +71,11 @@ cdef class Call:
     cdef public bint streaming
     cdef public bint sse
     cdef public bint ended
-    cdef public bint closed
-    cdef public bint retried
     cdef public bint ka_started
 
-    cpdef _take_slot(self)
-    cpdef _address(self)
-    cpdef _connect_error(self, detail)
-    cpdef _retry(self)
     cpdef _request_head(self, body_line)
-    cpdef _send(self, conn)
     cpdef _guard_body_rate(self)
     cpdef _due(self, when)
     cpdef _timeout_error(self)
-    cpdef _fail(self, err)
     cpdef _app_error(self, status)
     cpdef _finish(self, status)

@@ -28,14 +28,20 @@ What can happen to a call, and where:
   of which makes the gateway's errors `event: error` afterwards;
 - the client going away at any stage (`client_gone`), errors (`_fail`).
 
-Every gateway error becomes the client's answer in one place: `answer_error`.
+Every gateway error becomes the client's answer in one place: `answer_error` (its fields
+from proxy/errors.error_fields, which the drivers' refusals use too).
+
+gRPC is a mode of the same engine: `Routed` below is the one admission path (slot,
+queue, connect, one retry elsewhere) for an HTTP Call and for a gRPC call
+(proxy/grpc/relay.py, which adds only what is gRPC's: the stream relay to an HTTP/2
+instance, trailers, grpc-timeout on the same coarse deadlines, grpc-status answers).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fngate.proxy.calls.body_rate import BodyRateGuard
 from fngate.proxy.calls.deadlines import Deadlines
@@ -43,7 +49,7 @@ from fngate.proxy.calls.metrics import UNKNOWN_FUNCTION
 from fngate.proxy.calls.nvcf_metrics import TLB
 from fngate.proxy.calls.request_ids import slot_owner
 from fngate.proxy.calls.sse import COMMENT, error_event, sse_head, wants_sse
-from fngate.proxy.errors import PollTimeout, ProxyError, RequestTimeout, UpstreamUnavailable, status_for_nvcf
+from fngate.proxy.errors import PollTimeout, ProxyError, RequestTimeout, UpstreamUnavailable, error_fields, status_for_nvcf
 from fngate.proxy.instances.pool import ConnectFailed
 from fngate.proxy.routing.lookup import KeyChecker, poll_seconds, resolve
 from fngate.proxy.routing.rate_limits import RateLimits
@@ -64,22 +70,39 @@ _CHUNKED = b"transfer-encoding: chunked\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
-class Engine:
-    """What every call shares: configuration, the routing snapshot, the key check, the
-    limiter, the instance pool, metrics, cached header bytes and the coarse deadlines."""
+class Shared:
+    """What every call to an instance shares, whatever its protocol (an HTTP Call here, a
+    gRPC call in proxy/grpc/relay.py): the routing snapshot, the limiter, the instance
+    pool of the call's protocol, the request metrics and the coarse deadlines."""
 
-    __slots__ = ("config", "deadlines", "holder", "keys", "limiter", "metrics", "pool", "rate_limits", "route_headers")
+    __slots__ = ("deadlines", "holder", "limiter", "metrics", "pool")
 
-    def __init__(self, config: GatewayConfig, holder: SnapshotHolder, limiter: Limiter, pool: H1Pool, metrics: Metrics) -> None:
-        self.config = config
+    def __init__(self, holder: SnapshotHolder, limiter: Limiter, pool: InstancePool, metrics: Metrics, deadlines: Deadlines) -> None:
         self.holder = holder
         self.limiter = limiter
         self.pool = pool
         self.metrics = metrics
+        self.deadlines = deadlines
+
+    def with_slots(self, limiter: Limiter) -> Shared:
+        """The same parts with slots from elsewhere (a gRPC session's seat holds its own)."""
+        return Shared(self.holder, limiter, self.pool, self.metrics, self.deadlines)
+
+
+class Engine(Shared):
+    """The HTTP side's Shared, plus configuration, the key check, rate limits and cached
+    header bytes (gRPC uses the same key check, rate limits and deadlines)."""
+
+    __slots__ = ("config", "keys", "rate_limits", "route_headers")
+
+    pool: H1Pool
+
+    def __init__(self, config: GatewayConfig, holder: SnapshotHolder, limiter: Limiter, pool: H1Pool, metrics: Metrics) -> None:
+        super().__init__(holder, limiter, pool, metrics, Deadlines())
+        self.config = config
         self.keys = KeyChecker()
         self.rate_limits = RateLimits(metrics.rate_limited)
         self.route_headers = RouteHeaders(config.region)
-        self.deadlines = Deadlines()
 
     def authorize(
         self, fid: str, vid: str | None, auth: bytes | None, poll_h: bytes | None, started: float, default_poll: int | None = None
@@ -112,126 +135,50 @@ def answer_error(ex: Exchange, err: ProxyError, request_id: bytes, sse_started: 
     if ex.response_started or ex.finished:
         ex.abort()
         return
-    ctype, body = err.body()
-    headers = [(b"content-length", b"%d" % len(body))]
-    if ctype:
-        headers.append((b"content-type", ctype))
-    headers.extend(err.headers)
-    headers.append((b"nvcf-reqid", request_id))
-    headers.append((b"nvcf-status", b"errored"))
+    headers, body = error_fields(err, request_id)
     ex.start_response(err.http_status, headers)
     if body:
         ex.send(body)
     ex.end()
 
 
-class Call:
-    """One request to an instance (see the module docstring). `tracked`: it counts in the
-    gateway's metrics (a pexec job that runs on after its 202 does not)."""
+class InstancePool(Protocol):
+    """An instance pool as the admission path sees it: H1Pool, or the gRPC side's HTTP/2 pool."""
 
-    __slots__ = (
-        "chunked",
-        "closed",
-        "conn",
-        "deadline",
-        "due_at",
-        "due_key",
-        "ended",
-        "endpoint",
-        "engine",
-        "ex",
-        "exclude",
-        "grant",
-        "host_routed",
-        "ka_started",
-        "ka_timer",
-        "last",
-        "lease",
-        "loop",
-        "rate_guard",
-        "request_id",
-        "retried",
-        "route",
-        "sent",
-        "sse",
-        "started",
-        "status",
-        "streamed",
-        "streaming",
-        "target",
-        "task",
-        "tracked",
-        "unacked",
-    )
+    def take_idle(self, host: str, port: int) -> Any: ...  # an open connection with room, or None
 
-    def __init__(
-        self,
-        engine: Engine,
-        ex: Exchange,
-        route: VersionRoute | None,
-        grant: KeyGrant | None,
-        request_id: bytes,
-        started: float,
-        deadline: float,
-        target: bytes | None = None,
-        host_routed: bool = True,
-        tracked: bool = True,
-        endpoint: str = TLB,
-    ) -> None:
+
+class Routed:
+    """A call to one of a function version's instances, whatever the protocol: the one
+    admission path (a slot now, or in the limiter's queue; a connection now, or a
+    connect; one retry on another instance when the first cannot be reached). The
+    protocol's side says how a connection is made (`_connect`), how the request goes
+    out on it (`_send`) and how a failure is answered (`_fail`)."""
+
+    __slots__ = ("closed", "deadline", "due_key", "engine", "exclude", "lease", "loop", "owner", "request_id", "retried", "route", "task")
+
+    engine: Shared
+
+    def __init__(self, engine: Shared, route: VersionRoute | None, request_id: bytes, deadline: float | None, owner: object) -> None:
         self.engine = engine
-        self.ex = ex
         self.route = route
-        self.grant = grant
         self.request_id = request_id
-        self.started = started
-        self.deadline = deadline  # time.monotonic() by which the response head must be in
-        self.target = ex.target if target is None else target
-        self.host_routed = host_routed
-        self.tracked = tracked
-        self.endpoint = endpoint  # NVCF's route label (proxy/calls/nvcf_metrics.py)
+        self.deadline = deadline  # time.monotonic() by which a slot must be granted (None: no limit)
+        self.owner = owner  # whose per-connection slot count the call joins (request_ids.slot_owner)
         self.loop = asyncio.get_running_loop()
         self.lease: Lease | None = None
-        self.conn: H1Upstream | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.rate_guard: BodyRateGuard | None = None
-        self.ka_timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None  # only while waiting for a slot or a connection
         self.exclude: str | None = None  # the instance a retry avoids
-        self.status = 0
-        self.due_at = 0.0
-        self.due_key = 0
-        self.last = 0.0  # loop time of the last byte moved, once streaming
-        self.unacked = 0  # request body bytes written to the instance, not yet acknowledged
-        self.sent = False  # an instance has the request
-        self.streamed = False  # the request body streams (no retry once it started)
-        self.chunked = False  # ... re-framed as chunked
-        self.streaming = False  # the response head arrived: the idle timeout applies
-        self.sse = False
-        self.ended = False  # the instance's response is complete
-        self.closed = False
+        self.due_key = 0  # the call's key in engine.deadlines, 0 while it has none
         self.retried = False
-        self.ka_started = False  # the gateway's own SSE keep-alive 200 went out
-
-    # -- start: a slot, a connection ---------------------------------------------------
-    def run(self) -> None:
-        engine = self.engine
-        if self.tracked:
-            engine.metrics.in_flight += 1
-        ex = self.ex
-        ex.on_disconnect = self.client_gone
-        loop = self.loop
-        self.due_at = due = loop.time() + max(self.deadline - self.started, 0)
-        self.due_key = engine.deadlines.add(due, self)
-        interval = engine.config.sse_queue_keepalive
-        if interval > 0 and wants_sse(ex):
-            self.ka_timer = loop.call_later(interval, self._keepalive)
-        self._take_slot()
+        self.closed = False
 
     def _take_slot(self) -> None:
         """A free slot and an idle connection now, or wait for them in `_obtain`."""
         route = self.route
-        assert route is not None  # a routed call (RelayCall has its own)
+        assert route is not None  # a routed call
         engine = self.engine
-        lease = engine.limiter.try_acquire(route, self.exclude, slot_owner(self.ex))
+        lease = engine.limiter.try_acquire(route, self.exclude, self.owner)
         if lease is None:
             self.task = self.loop.create_task(self._obtain(True))
             return
@@ -251,17 +198,14 @@ class Call:
 
     async def _obtain(self, admit: bool) -> None:
         """The only waits: a place in the limiter's queue, a connect. A client that goes
-        away (or the head deadline) cancels this task; the limiter gives back a slot
-        granted in the same loop tick."""
+        away (or a deadline) cancels this task; the limiter gives back a slot granted in
+        the same loop tick."""
         engine = self.engine
         try:
             if admit:
                 assert self.route is not None  # routed calls only admit
-                self.lease = await engine.limiter.admit(
-                    self.route, self.deadline, self.request_id.decode(), self.exclude, owner=slot_owner(self.ex)
-                )
-            host, port = self._address()
-            conn, _ = await engine.pool.acquire(host, port)
+                self.lease = await engine.limiter.admit(self.route, self.deadline, self.request_id.decode(), self.exclude, owner=self.owner)
+            conn = await self._connect(*self._address())
         except ProxyError as err:
             self.task = None
             self._fail(err)
@@ -274,11 +218,14 @@ class Call:
             else:
                 self._retry()
             return
+        except asyncio.CancelledError:
+            self.task = None
+            if not self.closed:  # the loop stops under a waiting call
+                self.cancel()
+            raise
         self.task = None
-        self._send(conn)
-
-    def _connect_error(self, detail: str) -> ProxyError:
-        return UpstreamUnavailable(detail)
+        if not self.closed:
+            self._send(conn)
 
     def _retry(self) -> None:
         """The instance failed before answering: once more, elsewhere if there is another."""
@@ -291,11 +238,129 @@ class Call:
         failed.release()
         self.exclude = failed.endpoint.id
         try:
-            self.route = resolve(engine.holder.table, self.route.function_id, self.route.version_id)
+            self.route = resolve(engine.holder.table, self.route.function_id, self.route.version_id)  # the instances now
         except ProxyError as err:
             self._fail(err)
             return
         self._take_slot()
+
+    # -- what the protocol's side provides ---------------------------------------------------
+    async def _connect(self, host: str, port: int) -> Any:
+        """A new connection to the instance; ConnectFailed when it cannot be reached."""
+        raise NotImplementedError
+
+    def _send(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    def _connect_error(self, detail: str) -> ProxyError:
+        return UpstreamUnavailable(detail)
+
+    def _fail(self, err: ProxyError) -> None:
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        """Stop this call without answering (its owner answers, or nobody waits)."""
+        raise NotImplementedError
+
+
+class Call(Routed):
+    """One request to an instance (see the module docstring). `tracked`: it counts in the
+    gateway's metrics (a pexec job that runs on after its 202 does not)."""
+
+    __slots__ = (
+        "chunked",
+        "conn",
+        "due_at",
+        "ended",
+        "endpoint",
+        "ex",
+        "grant",
+        "host_routed",
+        "ka_started",
+        "ka_timer",
+        "last",
+        "rate_guard",
+        "sent",
+        "sse",
+        "started",
+        "status",
+        "streamed",
+        "streaming",
+        "target",
+        "tracked",
+        "unacked",
+    )
+
+    engine: Engine
+    deadline: float
+
+    def __init__(
+        self,
+        engine: Engine,
+        ex: Exchange,
+        route: VersionRoute | None,
+        grant: KeyGrant | None,
+        request_id: bytes,
+        started: float,
+        deadline: float,
+        target: bytes | None = None,
+        host_routed: bool = True,
+        tracked: bool = True,
+        endpoint: str = TLB,
+    ) -> None:
+        # Routed's fields, set here rather than through super().__init__: one call less per request
+        self.engine = engine
+        self.route = route
+        self.request_id = request_id
+        self.deadline = deadline  # time.monotonic() by which the response head must be in (and a slot granted)
+        self.owner = slot_owner(ex)
+        self.loop = asyncio.get_running_loop()
+        self.lease = None
+        self.task = None
+        self.exclude = None
+        self.due_key = 0
+        self.retried = False
+        self.closed = False
+        self.ex = ex
+        self.grant = grant
+        self.started = started
+        self.target = ex.target if target is None else target
+        self.host_routed = host_routed
+        self.tracked = tracked
+        self.endpoint = endpoint  # NVCF's route label (proxy/calls/nvcf_metrics.py)
+        self.conn: H1Upstream | None = None
+        self.rate_guard: BodyRateGuard | None = None
+        self.ka_timer: asyncio.TimerHandle | None = None
+        self.status = 0
+        self.due_at = 0.0
+        self.last = 0.0  # loop time of the last byte moved, once streaming
+        self.unacked = 0  # request body bytes written to the instance, not yet acknowledged
+        self.sent = False  # an instance has the request
+        self.streamed = False  # the request body streams (no retry once it started)
+        self.chunked = False  # ... re-framed as chunked
+        self.streaming = False  # the response head arrived: the idle timeout applies
+        self.sse = False
+        self.ended = False  # the instance's response is complete
+        self.ka_started = False  # the gateway's own SSE keep-alive 200 went out
+
+    # -- start: a slot, a connection (Routed), then _send ---------------------------------
+    def run(self) -> None:
+        engine = self.engine
+        if self.tracked:
+            engine.metrics.in_flight += 1
+        ex = self.ex
+        ex.on_disconnect = self.client_gone
+        loop = self.loop
+        self.due_at = due = loop.time() + max(self.deadline - self.started, 0)
+        self.due_key = engine.deadlines.add(due, self)
+        interval = engine.config.sse_queue_keepalive
+        if interval > 0 and wants_sse(ex):
+            self.ka_timer = loop.call_later(interval, self._keepalive)
+        self._take_slot()
+
+    async def _connect(self, host: str, port: int) -> H1Upstream:
+        conn, _ = await self.engine.pool.acquire(host, port)
+        return conn
 
     # -- the request ---------------------------------------------------------------------
     def _request_head(self, body_line: bytes | None) -> bytes:
@@ -563,6 +628,8 @@ class Call:
             if self.sse:
                 metrics.sse_open -= 1
             metrics.in_flight -= 1
+            if not metrics.in_flight and metrics.on_drained is not None:
+                metrics.on_drained()  # the last one: a graceful stop waits for this
             route = self.route
             seconds = time.monotonic() - self.started
             metrics.observe(route.function_id if route is not None else UNKNOWN_FUNCTION, status, seconds, ex.method, self.endpoint)

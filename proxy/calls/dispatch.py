@@ -25,7 +25,7 @@ from fngate.proxy.calls.metrics import UNKNOWN_FUNCTION
 from fngate.proxy.calls.nvcf_metrics import TLB, UNKNOWN_ENDPOINT, path_endpoint
 from fngate.proxy.calls.request_ids import new_request_id
 from fngate.proxy.errors import NotFound, ProxyError
-from fngate.proxy.routing.lookup import target_from_host
+from fngate.proxy.routing.lookup import target_from_headers, target_from_host
 
 if TYPE_CHECKING:
     from fngate.proxy.calls.exchange import Exchange
@@ -63,8 +63,7 @@ class Invocations:
         endpoint = TLB  # NVCF's route label (proxy/calls/nvcf_metrics.py)
         try:
             if fid_h is not None:
-                fid = fid_h.decode("latin-1").strip().lower()
-                vid = vid_h.decode("latin-1").strip().lower() if vid_h is not None else None
+                fid, vid = target_from_headers(fid_h, vid_h)
             else:
                 target = ex.target
                 if target[:15] == PEXEC_PREFIX and self.pexec is not None:

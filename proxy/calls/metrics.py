@@ -26,6 +26,7 @@ class Metrics:
         "latency_sum",
         "limited",
         "nvcf",
+        "on_drained",
         "requests",
         "retries",
         "sse_open",
@@ -38,6 +39,9 @@ class Metrics:
         self.latency_sum = 0.0
         self.latency_count = 0
         self.in_flight = 0
+        # called when in_flight falls to 0 (a graceful stop waits on it, proxy/server.py); whoever
+        # lowers in_flight calls it, inline on the hot path: `if not in_flight and on_drained`
+        self.on_drained: Callable[[], None] | None = None
         self.upstream_errors: dict[str, int] = {}  # kind -> count
         self.sse_open = 0
         self.retries = 0
@@ -59,6 +63,12 @@ class Metrics:
     def rate_limited(self, function_id: str) -> None:
         """A request refused by its function's rate limit (after its key check)."""
         self.limited[function_id] = self.limited.get(function_id, 0) + 1
+
+    def left(self) -> None:
+        """One invocation less in flight (off the hot path; the call does this inline)."""
+        self.in_flight -= 1
+        if not self.in_flight and self.on_drained is not None:
+            self.on_drained()
 
     def upstream_error(self, kind: str) -> None:
         self.upstream_errors[kind] = self.upstream_errors.get(kind, 0) + 1

@@ -210,7 +210,7 @@ class Pexec:
             metrics.client_disconnects += 1
             metrics.nvcf.app_error(status)
         finally:
-            metrics.in_flight -= 1
+            metrics.left()
             if status:  # (0: a call took the exchange over, and counts it)
                 metrics.observe(UNKNOWN_FUNCTION, status, time.monotonic() - started, ex.method, path_endpoint(ex.target))
 

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 import httptools
 
 from fngate.proxy.calls.exchange import ENDED_EMPTY, BodyListener, Exchange, Headers, OpenConnections, RequestBody, RequestHandler
-from fngate.proxy.errors import BadRequest, HeadersTooLarge, ProxyError, RequestTimeout
+from fngate.proxy.calls.request_ids import new_request_id
+from fngate.proxy.errors import BadRequest, HeadersTooLarge, ProxyError, RequestTimeout, error_fields
 from fngate.proxy.wire.flow import WriteFlow
 from fngate.proxy.wire.headers import check_target, valid_host
 
@@ -425,11 +426,11 @@ class H1Server:
         if self.closed:
             return
         if self._current is None or not self._current.response_started:
-            ctype, body = err.body()
-            self.transport.write(
-                status_line(err.http_status) + b"content-type: %s\r\ncontent-length: %d\r\n"
-                b"connection: close\r\n\r\n%s" % (ctype, len(body), body)
-            )
+            headers, body = error_fields(err, new_request_id())  # the error root every answer shares
+            fields = b""
+            for name, value in headers:  # (a loop: no closure in a compiled cpdef method)
+                fields += b"%s: %s\r\n" % (name, value)
+            self.transport.write(status_line(err.http_status) + fields + b"connection: close\r\n\r\n" + body)
         self.close()
 
     # One timer per connection, moved by setting a deadline: re-arming per request costs

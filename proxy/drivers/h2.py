@@ -38,25 +38,25 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import ngh2
-from ngh2 import ErrorCode
+from ngh2 import ErrorCode, NeverIndexedHeader
 from ngh2 import events as ev
 
 from fngate.proxy.calls.exchange import ClientGone, OpenConnections, RequestHandler
+from fngate.proxy.calls.request_ids import new_request_id
 from fngate.proxy.drivers.h2_request import Malformed, read_request
-from fngate.proxy.drivers.h2_stream import H2Downstream, H2Exchange
-from fngate.proxy.errors import BadRequest, HeadersTooLarge, ProxyError
-from fngate.proxy.grpc.protocol import Status as GrpcStatus
-from fngate.proxy.grpc.protocol import trailers_only
-from fngate.proxy.wire.flow import WriteFlow
+from fngate.proxy.drivers.h2_stream import STATUS_VALUES, H2Downstream, H2Exchange
+from fngate.proxy.errors import BadRequest, HeadersTooLarge, ProxyError, error_fields
+from fngate.proxy.grpc.protocol import error_headers
 from fngate.proxy.wire.h2_engine import fatal_code, goaway_frame, server_connection, server_settings
 from fngate.proxy.wire.headers import check_target, valid_host
+from fngate.proxy.wire.stream_flow import GONE as _GONE
+from fngate.proxy.wire.stream_flow import QUEUE_HIGH as QUEUE_HIGH
+from fngate.proxy.wire.stream_flow import StreamFlow
 
 if TYPE_CHECKING:
     from fngate.proxy.config import GatewayConfig
 
 _WINDOW = 1 << 20  # per-stream receive window we advertise
-QUEUE_HIGH = 1 << 16  # response bytes of one stream the engine may hold before its sender waits
-_GONE = (ngh2.NGH2Error, ValueError)  # the stream (or the connection) can no longer take this
 
 Header = tuple[bytes, bytes] | ngh2.NeverIndexedHeader
 
@@ -78,7 +78,6 @@ class H2Server(asyncio.Protocol):
         "_stall_seen",
         "_starts",
         "_stop_after_answer",
-        "_writable",
         "client_addr",
         "closed",
         "config",
@@ -88,6 +87,7 @@ class H2Server(asyncio.Protocol):
         "grpc",
         "h2",
         "handler",
+        "out",
         "scheme",
         "streams",
         "transport",
@@ -107,8 +107,8 @@ class H2Server(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.streams: dict[int, Any] = {}  # stream id -> H2Exchange or gRPC call
         self._starts: list[H2Exchange] = []  # requests this batch opened, started once it is dispatched
-        self._writable: dict[int, list[Callable[[], None]]] = {}  # senders waiting for their stream's queue
-        self.flow = WriteFlow()  # paused: the transport's buffer is over its high-water mark
+        self.out = StreamFlow(self.h2, None, soon=False)  # response bytes queued per stream, and their senders
+        self.flow = self.out.flow  # paused: the transport's buffer is over its high-water mark
         self._stop_after_answer: list[int] = []  # streams answered early, reset once the answer is out
         self._flush_pending = False
         self._good_authority = b""  # the last :authority found valid
@@ -120,7 +120,7 @@ class H2Server(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self._loop = asyncio.get_running_loop()
+        self._loop = self.out.loop = asyncio.get_running_loop()
         self.connections.add(self)
         peer = transport.get_extra_info("peername")
         self.client_addr = peer[0] if peer else ""
@@ -166,7 +166,7 @@ class H2Server(asyncio.Protocol):
         streams, self.streams = self.streams, {}
         for s in streams.values():
             self._gone(s, ErrorCode.CANCEL)
-        self._wake_all()
+        self.out.wake_all()
 
     def pause_writing(self) -> None:
         self.flow.pause_writing()
@@ -226,14 +226,18 @@ class H2Server(asyncio.Protocol):
         limit: 431; a request line an HTTP/1.1 instance cannot take: 400), or for gRPC a
         trailers-only status; the connection's other streams go on."""
         h2 = self.h2
+        request_id = new_request_id()  # the answer is built by the error root every answer shares
         try:
             if grpc:
-                h2.send_response(sid, trailers_only(GrpcStatus(err.grpc_status), err.detail), end_stream=True)
+                h2.send_response(sid, error_headers(err, request_id, False)[1], end_stream=True)
             else:
-                ctype, body = err.body()
-                status = b"%d" % err.http_status
-                h2.send_response(sid, [(b":status", status), (b"content-type", ctype), (b"content-length", b"%d" % len(body))])
-                h2.send_data(sid, body, end_stream=True)
+                fields, body = error_fields(err, request_id)
+                head: list[Header] = [(b":status", STATUS_VALUES[err.http_status])]
+                for name, value in fields:
+                    head.append(NeverIndexedHeader(name, value) if name == b"nvcf-reqid" else (name, value))
+                h2.send_response(sid, head, end_stream=not body)
+                if body:
+                    h2.send_data(sid, body, end_stream=True)
         except _GONE:
             return
         if not ended:  # the client may still be sending: stop it once the answer is out (RFC 9113 8.1)
@@ -262,7 +266,7 @@ class H2Server(asyncio.Protocol):
 
     def _on_closed(self, sid: int, code: int) -> None:
         s = self.streams.pop(sid, None)
-        self._wake(sid)
+        self.out.wake(sid)
         if s is not None:
             self._gone(s, code or ErrorCode.CANCEL)
             self._stream_done()
@@ -308,29 +312,21 @@ class H2Server(asyncio.Protocol):
     def queue_data(self, sid: int, data: bytes, end_stream: bool) -> bool:
         """Queue body bytes in the engine (framed as the windows allow); False when the
         stream is gone. True does not mean the client can take more: see `backlogged`."""
-        if self.closed:
-            return False
-        try:
-            self.h2.send_data(sid, data, end_stream=end_stream)
-        except _GONE:
+        if self.closed or not self.out.queue(sid, data, end_stream):
             return False
         self.flush_soon()
         return True
 
     def backlogged(self, sid: int) -> bool:
         """The client is not taking this stream's bytes (windows closed or socket full)."""
-        return self.flow.paused or self.h2.queued_body_size(sid) > QUEUE_HIGH
+        return self.out.backlogged(sid)
 
     def when_writable(self, sid: int, callback: Callable[[], None]) -> None:
         """Call `callback` once the stream may take more (or is gone)."""
         if self.closed:
             callback()
-        elif self.h2.queued_body_size(sid) > QUEUE_HIGH:
-            self._writable.setdefault(sid, []).append(callback)
-        elif self.flow.paused:
-            self.flow.when_writable(callback)
         else:
-            self._loop.call_soon(callback)  # type: ignore[union-attr]
+            self.out.when_writable(sid, callback)
 
     async def send_data(self, sid: int, data: bytes, end_stream: bool) -> None:
         if not self.queue_data(sid, data, end_stream):
@@ -349,7 +345,7 @@ class H2Server(asyncio.Protocol):
         s = self.streams.pop(sid, None)
         if s is not None:
             self._stream_done()
-        self._wake(sid)
+        self.out.wake(sid)
         if self.closed:
             return
         try:
@@ -368,25 +364,6 @@ class H2Server(asyncio.Protocol):
         self.flush_soon()
 
     # -- housekeeping ---------------------------------------------------------------------
-    def _wake(self, sid: int) -> None:
-        cbs = self._writable.pop(sid, None)
-        if cbs is not None:
-            for cb in cbs:
-                cb()
-
-    def _wake_ready(self) -> None:
-        """After the engine framed more: wake the senders whose stream queue drained."""
-        h2 = self.h2
-        for sid in [sid for sid in self._writable if h2.queued_body_size(sid) <= QUEUE_HIGH]:
-            self._wake(sid)
-
-    def _wake_all(self) -> None:
-        waiting, self._writable = self._writable, {}
-        for cbs in waiting.values():
-            for cb in cbs:
-                cb()
-        self.flow.connection_lost()
-
     def _stream_done(self) -> None:
         if self.draining and not self.streams:
             self._idle_close()
@@ -448,8 +425,8 @@ class H2Server(asyncio.Protocol):
         events = h2.events()
         if events:
             self._dispatch(events)
-        if self._writable:
-            self._wake_ready()
+        if self.out.waiting:
+            self.out.wake_ready()
         if self._stall is None and h2.queued_body_size():
             self._arm_stall()
         if answered:
@@ -480,7 +457,7 @@ class H2Server(asyncio.Protocol):
                 seen[sid] = (waiting, since)
                 continue
             del self.streams[sid]
-            self._wake(sid)
+            self.out.wake(sid)
             self._gone(s, ErrorCode.CANCEL)
             try:
                 h2.reset_stream(sid, ErrorCode.CANCEL)

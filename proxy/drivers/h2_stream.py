@@ -14,6 +14,7 @@ from fngate.proxy.wire.headers import HOP_BY_HOP, client_head_fields
 
 if TYPE_CHECKING:
     from fngate.proxy.config import GatewayConfig
+    from fngate.proxy.wire.stream_flow import StreamFlow
 
 Header = tuple[bytes, bytes] | NeverIndexedHeader
 
@@ -23,6 +24,7 @@ class StreamHost(Protocol):
 
     closed: bool
     config: GatewayConfig
+    out: StreamFlow  # the connection's queued response bytes per stream (proxy/wire/stream_flow.py)
     client_addr: str
     scheme: bytes
 
@@ -129,7 +131,8 @@ class H2Exchange(Exchange):
         self.conn.reset(self.sid, ErrorCode.CANCEL if not self.response_started else ErrorCode.INTERNAL_ERROR)
 
     def backlogged(self) -> bool:
-        return self.conn.closed or self.conn.backlogged(self.sid)
+        conn = self.conn
+        return conn.closed or conn.out.backlogged(self.sid)
 
     def when_writable(self, callback: Callable[[], None]) -> None:
         self.conn.when_writable(self.sid, callback)
@@ -156,7 +159,7 @@ class H2Downstream:
 
     def backlogged(self) -> bool:
         conn = self.conn
-        return not conn.closed and conn.backlogged(self.sid)  # a closed connection takes nothing, and wakes every waiter
+        return not conn.closed and conn.out.backlogged(self.sid)  # a closed connection takes nothing, and wakes every waiter
 
     def when_writable(self, callback: Callable[[], None]) -> None:
         self.conn.when_writable(self.sid, callback)

@@ -10,7 +10,10 @@ prefixes as they stream past.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from enum import IntEnum
+
+from ngh2 import NeverIndexedHeader
 
 
 class Status(IntEnum):
@@ -107,6 +110,19 @@ def status_trailers(status: Status, message: str) -> list[tuple[bytes, bytes]]:
 def trailers_only(status: Status, message: str, extra: tuple[tuple[bytes, bytes], ...] = ()) -> list[tuple[bytes, bytes]]:
     """A complete trailers-only response: one HEADERS frame, sent with END_STREAM."""
     return [(b":status", b"200"), (b"content-type", b"application/grpc"), *status_trailers(status, message), *extra]
+
+
+def error_headers(
+    exc: BaseException, request_id: bytes, responded: bool, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> tuple[Status, list[tuple[bytes, bytes]]]:
+    """The one place a gateway error becomes a gRPC answer (for the relay and for the HTTP/2
+    driver's refusals): its status, and the fields to send, a trailers-only response
+    (HEADERS with END_STREAM, naming the request in nvcf-reqid, plus `extra`) before the
+    response head, trailers after it."""
+    status, message = status_of(exc)
+    if responded:
+        return status, status_trailers(status, message)
+    return status, trailers_only(status, message, (NeverIndexedHeader(b"nvcf-reqid", request_id), *extra))
 
 
 # -- message framing -----------------------------------------------------------------------

@@ -6,6 +6,12 @@ time left, and drops the caller's `authorization` and every field that names
 something only the gateway may say (proxy.headers.is_protected: forwarding headers,
 NVCF-* in any spelling). A reset on either side resets the other; a deadline ends both.
 
+The call is a mode of the one forwarding engine: its slot, its connection and its one
+retry on another instance are the admission path every call takes (proxy/calls/call.py,
+`Routed`), its grpc-timeout is on the engine's coarse deadlines (proxy/calls/deadlines.py:
+it fires at most one tick late), its target is parsed as HTTP parses it. What is here is
+what only gRPC has: the stream relay, trailers, grpc-timeout, grpc-status answers.
+
 The call is driven by callbacks, in the order the frames arrive: the HTTP/2 server
 driver calls `on_data`/`on_trailers`/`on_reset`, the instance connection calls the
 StreamSink methods. The only awaits are where something truly waits: the limiter's
@@ -33,6 +39,8 @@ from typing import Protocol
 from ngh2 import ErrorCode, NeverIndexedHeader
 
 from fngate.proxy.calls.body_rate import BodyRateGuard
+from fngate.proxy.calls.call import Routed, Shared
+from fngate.proxy.calls.deadlines import Deadlines
 from fngate.proxy.calls.exchange import ClientGone
 from fngate.proxy.calls.metrics import UNKNOWN_FUNCTION, Metrics
 from fngate.proxy.calls.request_ids import new_request_id, slot_owner
@@ -42,23 +50,20 @@ from fngate.proxy.grpc.protocol import (
     FramingError,
     MessageFraming,
     Status,
+    error_headers,
     format_timeout,
     parse_timeout,
-    status_of,
-    status_trailers,
-    trailers_only,
 )
-from fngate.proxy.grpc.route import route_and_grant
+from fngate.proxy.grpc.route import authorize_call, call_target
 from fngate.proxy.instances.h2 import H2Upstream, H2UpstreamPool, UpstreamLost
-from fngate.proxy.routing.lookup import KeyChecker, resolve
+from fngate.proxy.instances.pool import ConnectFailed
+from fngate.proxy.routing.lookup import KeyChecker
 from fngate.proxy.routing.rate_limits import RateLimits
 from fngate.proxy.routing.snapshot import Endpoint, SnapshotHolder, VersionRoute
 from fngate.proxy.wire.headers import is_protected
 
 Headers = list[tuple[bytes, bytes]]
 
-# the request headers routing reads (proxy.grpc_route.route_call), and the deadline
-_ROUTING = frozenset({b":authority", b"function-id", b"function-version-id", b"authorization", b"grpc-timeout"})
 # pseudo-headers an instance's gRPC server reads; `:protocol` (extended CONNECT) is not gRPC
 _PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
 # set by the gateway for each call, whatever the client sent
@@ -114,12 +119,12 @@ def send_status(down: Downstream, exc: BaseException, request_id: bytes, respond
     """Answer a gateway error on a gRPC stream, and return its status: a trailers-only
     response before the response head, trailers after it. The one place a gateway
     error becomes gRPC bytes (proxy.errors carries each error's grpc_status)."""
-    status, message = status_of(exc)
+    status, fields = error_headers(exc, request_id, responded)
     try:
         if responded:
-            down.send_trailers(status_trailers(status, message))
+            down.send_trailers(fields)
         else:
-            down.send_headers(trailers_only(status, message, (NeverIndexedHeader(b"nvcf-reqid", request_id),)), True)
+            down.send_headers(fields, True)
     except ClientGone:
         pass
     return status
@@ -143,6 +148,7 @@ class GrpcHandler:
         max_message: int = 1 << 30,
         body_rate: BodyRate | None = None,
         rate_limits: RateLimits | None = None,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self.holder = holder
         self.slots = slots
@@ -151,6 +157,10 @@ class GrpcHandler:
         self.pool = pool or H2UpstreamPool()
         self.metrics = metrics or GrpcMetrics()
         self.request_metrics = request_metrics or Metrics()
+        self._own_deadlines = deadlines is None
+        # what the call's admission path (proxy/calls/call.Routed) uses: HTTP's limiter, metrics
+        # and coarse deadlines (the gateway passes the engine's), with the HTTP/2 instance pool
+        self.shared = Shared(holder, slots, self.pool, self.request_metrics, deadlines or Deadlines())  # type: ignore[arg-type]
         self.queue_timeout = queue_timeout  # the poll window when the call has no grpc-timeout
         self.max_message = max_message
         self.body_rate = body_rate
@@ -166,13 +176,16 @@ class GrpcHandler:
         self.calls.add(call)
         self._idle.clear()
         self.request_metrics.in_flight += 1
-        asyncio.get_running_loop().call_soon(call.start)
+        call.loop.call_soon(call.start)
         return call
 
     def forget(self, call: GrpcCall) -> None:
         """A call ended (GrpcCall._finish)."""
         self.calls.discard(call)
-        self.request_metrics.in_flight -= 1
+        metrics = self.request_metrics
+        metrics.in_flight -= 1
+        if not metrics.in_flight and metrics.on_drained is not None:
+            metrics.on_drained()  # the last one: a graceful stop waits for this
         if not self.calls:
             self._idle.set()
 
@@ -194,6 +207,8 @@ class GrpcHandler:
         """End what is still running and close the instance connections."""
         self.abort_all()
         self.pool.close()
+        if self._own_deadlines:
+            self.shared.deadlines.close()
 
 
 class RequestProgress:
@@ -214,16 +229,15 @@ class RequestProgress:
         return self.held > 0
 
 
-class GrpcCall:
-    """One relayed call, from its request headers to the end of both streams."""
+class GrpcCall(Routed):
+    """One relayed call, from its request headers to the end of both streams. Its slot,
+    connection and retry are the admission path every call shares (Routed); its
+    grpc-timeout is on the same coarse deadlines as HTTP's poll window."""
 
     __slots__ = (
         "_body_rate",
         "_conn",
-        "_deadline_timer",
-        "_finished",
         "_framing",
-        "_lease",
         "_pending",
         "_request",
         "_request_waits",
@@ -231,25 +245,23 @@ class GrpcCall:
         "_resp_waits",
         "_responded",
         "_sid",
-        "_waiting",
-        "deadline",
         "down",
         "function_id",
         "handler",
         "headers",
-        "request_id",
         "started",
         "status",
+        "timeout_at",
     )
 
     def __init__(self, handler: GrpcHandler, headers: Headers, down: Downstream, end_stream: bool) -> None:
+        super().__init__(handler.shared, None, new_request_id(), None, slot_owner(down))
         self.handler = handler
         self.headers = headers
         self.down = down
-        self.request_id = new_request_id()
         self.function_id = ""  # set once the key check and the route passed
         self.started = time.monotonic()
-        self.deadline: float | None = None
+        self.timeout_at: float | None = None  # time.monotonic() of the client's grpc-timeout
         self.status: Status | None = None  # the call's final status, once finished
         self._request = RequestProgress(end_stream)
         self._pending: list[tuple[bytes, int, bool] | Headers] = []  # request items before the instance stream opens
@@ -258,13 +270,9 @@ class GrpcCall:
         self._resp_waits = False  # a when_writable of the client stream is pending
         self._conn: H2Upstream | None = None
         self._sid = 0
-        self._lease: Lease | None = None
-        self._waiting: asyncio.Task[None] | None = None  # only while waiting for a slot or a connection
-        self._deadline_timer: asyncio.TimerHandle | None = None
         self._body_rate: BodyRateGuard | None = None
         self._framing = MessageFraming(handler.max_message)
         self._responded = False  # response headers sent to the client
-        self._finished = False
 
     @property
     def held_response_bytes(self) -> int:
@@ -273,7 +281,7 @@ class GrpcCall:
 
     # -- fed by the server driver ----------------------------------------------------------
     def on_data(self, data: bytes, flow_len: int, end_stream: bool) -> None:
-        if self._finished:
+        if self.closed:
             self.down.ack(flow_len)
             return
         request = self._request
@@ -293,7 +301,7 @@ class GrpcCall:
             self._send_request(data, flow_len, end_stream)
 
     def on_trailers(self, headers: Headers) -> None:
-        if self._finished:
+        if self.closed:
             return
         self._request.eof = True
         if self._conn is None:
@@ -303,7 +311,7 @@ class GrpcCall:
 
     def on_reset(self, error_code: int) -> None:
         """The client reset the stream (or its connection went away): cancel upstream."""
-        if self._finished:
+        if self.closed:
             return
         self.handler.request_metrics.client_disconnects += 1
         self._upstream_reset(ErrorCode.CANCEL)
@@ -311,7 +319,7 @@ class GrpcCall:
 
     # -- fed by the instance connection (StreamSink, through _Sink) -------------------------
     def on_response(self, headers: Headers, end_stream: bool) -> None:
-        if self._finished:
+        if self.closed:
             return
         self._responded = True
         try:
@@ -323,7 +331,7 @@ class GrpcCall:
             self._complete(headers)
 
     def on_data_up(self, data: bytes, flow_len: int, end_stream: bool) -> None:
-        if self._finished:
+        if self.closed:
             return
         down = self.down
         if not down.queue_data(data, end_stream):
@@ -341,7 +349,7 @@ class GrpcCall:
             self._conn.ack(self._sid, flow_len)
 
     def on_trailers_up(self, headers: Headers) -> None:
-        if self._finished:
+        if self.closed:
             return
         try:
             self.down.send_trailers(headers)
@@ -352,7 +360,7 @@ class GrpcCall:
 
     def on_reset_up(self, error_code: int) -> None:
         """The instance reset the stream: pass the reset on to the client."""
-        if self._finished:
+        if self.closed:
             return
         self._conn = None
         self.down.reset(error_code)
@@ -367,85 +375,56 @@ class GrpcCall:
 
     # -- the call --------------------------------------------------------------------------
     def start(self) -> None:
-        """Route, authenticate and take a slot; open the instance stream at once when a
-        slot and a connection are free, else wait for them in a small task."""
-        if self._finished:  # reset in the batch that opened it
+        """Route, authenticate and take a slot (Routed); the instance stream opens at once
+        when a slot and a connection are free, else once they are (in a small task)."""
+        if self.closed:  # reset in the batch that opened it
             return
         try:
-            route = self._route()
+            self.route = self._route()
         except ProxyError as err:
             self._fail(err)
             return
-        handler = self.handler
-        lease = handler.slots.try_acquire(route, None, slot_owner(self.down))
-        if lease is not None:
-            self._lease = lease
-            ep = lease.endpoint
-            conn = handler.pool.take(ep.host, ep.port)
-            if conn is not None:
-                self._open_upstream(conn)
-                return
-        self._waiting = asyncio.get_running_loop().create_task(self._wait_for_instance(route))
+        self._take_slot()
 
-    async def _wait_for_instance(self, route: VersionRoute) -> None:
-        """Wait for a slot (unless start took one) and a connection to its instance. An
-        instance that cannot be reached is tried no further: the call takes a slot on
-        another instance of the version, once, as HTTP requests do."""
-        handler = self.handler
-        wait_until = time.monotonic() + handler.queue_timeout
-        if self.deadline is not None and self.deadline < wait_until:
-            wait_until = self.deadline
-        request_id, owner = self.request_id.decode(), slot_owner(self.down)
-        exclude: str | None = None  # the instance that could not be reached
+    async def _connect(self, host: str, port: int) -> H2Upstream:
         try:
-            for attempt in (0, 1):
-                lease = self._lease
-                if lease is None:
-                    lease = self._lease = await handler.slots.admit(route, wait_until, request_id, exclude, owner=owner)
-                ep = lease.endpoint
-                try:
-                    conn = await handler.pool.acquire(ep.host, ep.port)
-                    break
-                except UpstreamLost:
-                    handler.request_metrics.upstream_error("connect")
-                    if attempt:
-                        raise
-                    handler.request_metrics.retries += 1
-                    exclude, self._lease = ep.id, None
-                    lease.release()
-                    route = resolve(handler.holder.table, route.function_id, route.version_id)  # the instances now
-        except asyncio.CancelledError:  # the call ended while it waited (_finish), or the loop stops
-            self._waiting = None
-            self._finish(Status.CANCELLED, 499)
-            return
+            return await self.handler.pool.acquire(host, port)
         except UpstreamLost as exc:
-            self._waiting = None
-            self._fail(UpstreamUnavailable(f"instance unreachable: {exc}"))
-            return
-        except ProxyError as err:  # the queue is full, the poll window passed, the version is gone
-            self._waiting = None
-            self._fail(err)
-            return
-        self._waiting = None
-        if not self._finished:
-            self._open_upstream(conn)
+            raise ConnectFailed(str(exc)) from None
+
+    def _connect_error(self, detail: str) -> ProxyError:
+        return UpstreamUnavailable(f"instance unreachable: {detail}")
 
     def _route(self) -> VersionRoute:
-        meta = {}
+        """The target, the key check and the deadlines, from the request headers."""
+        fid = vid = authority = auth = timeout = None
         for name, value in self.headers:
-            if name in _ROUTING:
-                meta[name.decode("latin-1")] = value.decode("latin-1")
-        timeout = meta.get("grpc-timeout")
+            if name == b"function-id":
+                fid = value
+            elif name == b"function-version-id":
+                vid = value
+            elif name == b":authority":
+                authority = value
+            elif name == b"authorization":
+                auth = value
+            elif name == b"grpc-timeout":
+                timeout = value
+        handler = self.handler
+        poll_end = self.started + handler.queue_timeout  # the poll window, for a slot
+        self.deadline = poll_end
         if timeout is not None:
             try:
                 seconds = parse_timeout(timeout)
             except ValueError as exc:
                 raise BadRequest(str(exc)) from None
-            self.deadline = time.monotonic() + seconds
-            self._deadline_timer = asyncio.get_running_loop().call_later(seconds, self._deadline_passed)
-        route, grant = route_and_grant(self.handler.holder.table, meta, self.handler.keys, self.handler.rate_limits)
+            self.timeout_at = timeout_at = time.monotonic() + seconds
+            self.due_key = self.engine.deadlines.add(self.loop.time() + seconds, self)
+            if timeout_at <= poll_end:
+                self.deadline = None  # the call's own deadline ends the wait (on_deadline)
+        function_id, version_id = call_target(fid, vid, authority)
+        route, grant = authorize_call(handler.holder.table, function_id, version_id, auth, handler.keys, handler.rate_limits)
         self.function_id = route.function_id
-        self.handler.metrics.started(self.function_id, route.version_id, grant.nca_id)
+        handler.metrics.started(self.function_id, route.version_id, grant.nca_id)
         return route
 
     def _watch_body_rate(self) -> None:
@@ -457,7 +436,7 @@ class GrpcCall:
         rate = cfg.client_body_min_rate
         detail = f"the request stream arrived slower than {rate:g} bytes/s"
         self._body_rate = BodyRateGuard(
-            asyncio.get_running_loop(),
+            self.loop,
             self._request,
             rate,
             cfg.client_body_rate_window,
@@ -465,7 +444,8 @@ class GrpcCall:
             lambda: self._fail(RequestTimeout(detail)),
         )
 
-    def _open_upstream(self, conn: H2Upstream) -> None:
+    def _send(self, conn: H2Upstream) -> None:
+        """Open the instance stream on `conn` and pass on what the client sent so far."""
         pending, self._pending = self._pending, []
         ended_bare = self._request.eof and not pending  # HEADERS with END_STREAM: no message at all
         self._conn = conn
@@ -477,7 +457,7 @@ class GrpcCall:
                 self._send_request(*item)
             else:
                 conn.send_trailers(self._sid, item)
-            if self._finished:
+            if self.closed:
                 return
 
     def _instance_headers(self) -> Headers:
@@ -493,8 +473,8 @@ class GrpcCall:
                     out.append((name, value))
             elif name not in _OWN and not is_protected(name):
                 out.append((name, value))
-        if self.deadline is not None:
-            out.append(NeverIndexedHeader(b"grpc-timeout", format_timeout(self.deadline - time.monotonic()).encode()))
+        if self.timeout_at is not None:
+            out.append(NeverIndexedHeader(b"grpc-timeout", format_timeout(self.timeout_at - time.monotonic()).encode()))
         out.append(NeverIndexedHeader(b"nvcf-reqid", self.request_id))
         return out
 
@@ -517,7 +497,7 @@ class GrpcCall:
     def _request_writable(self) -> None:
         self._request_waits = False
         conn = self._conn
-        if self._finished or conn is None:
+        if self.closed or conn is None:
             return
         if conn.backlogged(self._sid):
             self._request_waits = True
@@ -528,7 +508,7 @@ class GrpcCall:
 
     def _response_writable(self) -> None:
         self._resp_waits = False
-        if self._finished:
+        if self.closed:
             return
         down = self.down
         if down.backlogged():
@@ -557,9 +537,13 @@ class GrpcCall:
         self._finish(status, 200)
 
     # -- endings ---------------------------------------------------------------------------
-    def _deadline_passed(self) -> None:
-        self._deadline_timer = None
+    def on_deadline(self) -> None:
+        """The client's grpc-timeout passed (engine.deadlines)."""
+        self.due_key = 0
         self._fail(UpstreamTimeout("deadline exceeded"))
+
+    def cancel(self) -> None:
+        self._finish(Status.CANCELLED, 499)
 
     def _bad_framing(self) -> None:
         self._upstream_reset(ErrorCode.CANCEL)
@@ -570,9 +554,9 @@ class GrpcCall:
         """End the call now with the gRPC status of `exc`."""
         self._fail(exc)
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException) -> None:  # any error (status_of answers a bug INTERNAL)
         """End the call with a gRPC status the gateway produced."""
-        if self._finished:
+        if self.closed:
             return
         self._upstream_reset(ErrorCode.CANCEL)
         status = send_status(self.down, exc, self.request_id, self._responded)
@@ -587,22 +571,21 @@ class GrpcCall:
             conn.reset(self._sid, code)
 
     def _finish(self, status: Status, http_status: int) -> None:
-        if self._finished:
+        if self.closed:
             return
-        self._finished = True
+        self.closed = True
         self.status = status
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-            self._deadline_timer = None
+        if self.due_key:
+            self.engine.deadlines.remove(self.due_key, self)
         if self._body_rate is not None:
             self._body_rate.stop()
             self._body_rate = None  # its callback refers back to this call: no cycle left behind
-        waiting, self._waiting = self._waiting, None
+        waiting, self.task = self.task, None
         if waiting is not None and waiting is not asyncio.current_task():
             waiting.cancel()  # the limiter gives back a slot granted in the same tick
-        if self._lease is not None:
-            self._lease.release()
-            self._lease = None
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
         # credit for request data that will never be forwarded
         unacked = self._request.held + sum(item[1] for item in self._pending if isinstance(item, tuple))
         self._request.held = 0

@@ -16,22 +16,31 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from fngate.proxy.errors import BadRequest, NotFound, NotInvokable, NotReady, RateLimited, WrongProtocol
-from fngate.proxy.routing.lookup import KeyChecker, resolve, target_from_host
+from fngate.proxy.routing.lookup import KeyChecker, resolve, target_from_headers, target_from_host
 from fngate.proxy.routing.rate_limits import RateLimits
 from fngate.proxy.routing.snapshot import KeyGrant, RoutingTable, VersionRoute
 
 _TRANSIENT_STATES = frozenset({"DEPLOYING"})  # not invokable yet, but soon: retrying makes sense
 
 
-def target_from(function_id: str | None, version_id: str | None, authority: str | None) -> tuple[str, str | None]:
-    """(function id, version id or None) from metadata, else from the host labels; ids
-    lower-case (UUIDs are case-insensitive; the routing table keys them lower-case)."""
+def call_target(function_id: bytes | None, version_id: bytes | None, authority: bytes | None) -> tuple[str, str | None]:
+    """(function id, version id or None) from metadata, else from the host labels, parsed
+    as HTTP parses them (proxy/routing/lookup.py); an empty function-id names none."""
     if function_id:
-        return function_id.strip().lower(), version_id.strip().lower() if version_id else None
-    hit = target_from_host(authority) if authority else None
+        return target_from_headers(function_id, version_id)
+    hit = target_from_host(authority.decode("latin-1")) if authority else None
     if hit is None:
         raise BadRequest("missing function-id metadata")
     return hit
+
+
+def target_from(function_id: str | None, version_id: str | None, authority: str | None) -> tuple[str, str | None]:
+    """call_target for metadata already decoded to text."""
+    return call_target(
+        function_id.encode("latin-1") if function_id else None,
+        version_id.encode("latin-1") if version_id is not None else None,
+        authority.encode("latin-1") if authority else None,
+    )
 
 
 def resolve_call(table: RoutingTable, function_id: str, version_id: str | None, grant: KeyGrant | None = None) -> VersionRoute:
@@ -71,7 +80,22 @@ def route_and_grant(
     """route_call, with the caller's grant (its account labels NVCF's metrics)."""
     function_id, version_id = target_from(metadata.get("function-id"), metadata.get("function-version-id"), metadata.get(":authority"))
     authorization = metadata.get("authorization")
-    grant = keys.check(table, None if authorization is None else authorization.encode("latin-1"), function_id, version_id)
+    return authorize_call(
+        table, function_id, version_id, None if authorization is None else authorization.encode("latin-1"), keys, rate_limits
+    )
+
+
+def authorize_call(
+    table: RoutingTable,
+    function_id: str,
+    version_id: str | None,
+    authorization: bytes | None,
+    keys: KeyChecker,
+    rate_limits: RateLimits | None = None,
+) -> tuple[VersionRoute, KeyGrant]:
+    """(route, grant) of a call whose target is known: HTTP's key check, version choice and
+    rate limit (Engine.authorize's order), with gRPC's answers."""
+    grant = keys.check(table, authorization, function_id, version_id)
     route = resolve_call(table, function_id, version_id, grant)
     if not route.grpc:
         raise WrongProtocol(f"function {function_id} is not a gRPC function")

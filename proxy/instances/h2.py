@@ -19,14 +19,12 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-import ngh2
 from ngh2 import ErrorCode, Setting
 from ngh2 import events as ev
 
 from fngate.proxy.wire.h2_engine import client_connection
-
-QUEUE_HIGH = 1 << 16  # request bytes of one stream the engine may hold before its sender waits
-_GONE = (ngh2.NGH2Error, ValueError)
+from fngate.proxy.wire.stream_flow import GONE as _GONE
+from fngate.proxy.wire.stream_flow import StreamFlow
 
 
 class UpstreamLost(ConnectionError):
@@ -51,18 +49,16 @@ class H2Upstream(asyncio.Protocol):
 
     __slots__ = (
         "_conn_window",
-        "_drain",
         "_flush_pending",
         "_loop",
         "_max_streams",
         "_on_idle",
-        "_paused",
         "_stream_window",
-        "_writable",
         "closed",
         "goaway",
         "h2",
         "key",
+        "out",
         "ready",
         "sinks",
         "transport",
@@ -79,9 +75,7 @@ class H2Upstream(asyncio.Protocol):
         self.closed = False
         self.goaway = False
         self._loop = asyncio.get_running_loop()
-        self._writable: dict[int, list[Callable[[], None]]] = {}  # stream id -> senders waiting for its queue to drain
-        self._drain: list[Callable[[], None]] = []  # senders waiting for the socket's buffer to drain
-        self._paused = False  # the socket's buffer is over its high-water mark
+        self.out = StreamFlow(self.h2, self._loop, soon=True)  # request bytes queued per stream, and their senders
         self._stream_window = stream_window
         self._conn_window = conn_window
         self._on_idle = on_idle
@@ -113,14 +107,13 @@ class H2Upstream(asyncio.Protocol):
         self._fail(UpstreamLost(f"connection to instance lost: {exc or 'closed by peer'}"))
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self.out.flow.pause_writing()
 
     def resume_writing(self) -> None:
-        self._paused = False
+        flow = self.out.flow
+        flow.paused = False
         self._flush()
-        drain, self._drain = self._drain, []
-        for cb in drain:
-            cb()
+        flow.resume_writing()
 
     # -- events ----------------------------------------------------------------------------
     def _dispatch(self, events: list[ev.Event]) -> None:
@@ -199,11 +192,7 @@ class H2Upstream(asyncio.Protocol):
         """Queue `data` in the engine (framed as the instance's windows allow); False when
         the stream can no longer be written (reset, answered, or the connection is gone).
         True does not mean the instance takes more: see `backlogged`."""
-        if self.closed or sid not in self.sinks:
-            return False
-        try:
-            self.h2.send_data(sid, data, end_stream=end_stream)
-        except _GONE:
+        if self.closed or sid not in self.sinks or not self.out.queue(sid, data, end_stream):
             return False
         self._flush_soon()
         return True
@@ -212,19 +201,15 @@ class H2Upstream(asyncio.Protocol):
         """The instance is not taking this stream's bytes (windows closed or socket full)."""
         if self.closed or sid not in self.sinks:
             return False
-        return self._paused or self.h2.queued_body_size(sid) > QUEUE_HIGH
+        return self.out.backlogged(sid)
 
     def when_writable(self, sid: int, callback: Callable[[], None]) -> None:
         """Call `callback` (from the loop, never from inside this call) once the stream
         may take more, or is gone."""
         if self.closed or sid not in self.sinks:
             self._loop.call_soon(callback)
-        elif self.h2.queued_body_size(sid) > QUEUE_HIGH:
-            self._writable.setdefault(sid, []).append(callback)
-        elif self._paused:
-            self._drain.append(callback)
         else:
-            self._loop.call_soon(callback)
+            self.out.when_writable(sid, callback)
 
     def send_trailers(self, sid: int, headers: Sequence[tuple[bytes, bytes]]) -> None:
         try:
@@ -271,34 +256,13 @@ class H2Upstream(asyncio.Protocol):
     # -- internals -------------------------------------------------------------------------
     def _forget(self, sid: int) -> None:
         self.sinks.pop(sid, None)
-        self._wake(sid)
+        self.out.wake(sid)
         if not self.sinks and self._on_idle is not None:
             self._on_idle(self)
 
-    def _wake(self, sid: int) -> None:
-        cbs = self._writable.pop(sid, None)
-        if cbs is not None:
-            for cb in cbs:
-                self._loop.call_soon(cb)
-
-    def _wake_ready(self) -> None:
-        """After the engine framed more: wake the senders whose stream queue drained."""
-        h2 = self.h2
-        for sid in [sid for sid in self._writable if h2.queued_body_size(sid) <= QUEUE_HIGH]:
-            self._wake(sid)
-
-    def _wake_all(self) -> None:
-        waiting, self._writable = self._writable, {}
-        drain, self._drain = self._drain, []
-        for cbs in waiting.values():
-            for cb in cbs:
-                self._loop.call_soon(cb)
-        for cb in drain:
-            self._loop.call_soon(cb)
-
     def _flush(self) -> None:
         self._flush_pending = False
-        if self.closed or self._paused:
+        if self.closed or self.out.flow.paused:
             return  # resume_writing flushes
         try:
             out = self.h2.data_to_send()
@@ -310,8 +274,8 @@ class H2Upstream(asyncio.Protocol):
         events = self.h2.events()
         if events:
             self._dispatch(events)
-        if self._writable:
-            self._wake_ready()
+        if self.out.waiting:
+            self.out.wake_ready()
 
     def _flush_soon(self) -> None:
         """Frames produced by the relay go out once per loop iteration: a call's HEADERS
@@ -330,7 +294,7 @@ class H2Upstream(asyncio.Protocol):
         sinks, self.sinks = self.sinks, {}
         for sink in sinks.values():
             sink.on_lost(exc)
-        self._wake_all()
+        self.out.wake_all()
         if self.transport is not None:
             self.transport.close()
         if self._on_idle is not None:
@@ -374,6 +338,8 @@ class H2UpstreamPool:
                 self._touch(conn)
                 return conn
         return None
+
+    take_idle = take  # the name the call's admission path uses (proxy/calls/call.Routed), as for H1Pool
 
     async def acquire(self, host: str, port: int) -> H2Upstream:
         """A connection with room for one more stream (open it at once: no await in between)."""

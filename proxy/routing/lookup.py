@@ -35,6 +35,15 @@ def target_from_host(host: str) -> tuple[str, str | None] | None:
     return None
 
 
+def target_from_headers(function_id: bytes, version_id: bytes | None) -> tuple[str, str | None]:
+    """`function-id` / `function-version-id` header values -> (fid, vid): trimmed and
+    lower-case (UUIDs are case-insensitive; the table keys them lower-case). An empty
+    version header names no version, and no version means every version the key may
+    invoke (KeyChecker.check then checks the key against the function)."""
+    vid = version_id.decode("latin-1").strip().lower() if version_id is not None else None
+    return function_id.decode("latin-1").strip().lower(), vid or None
+
+
 def resolve(table: RoutingTable, function_id: str | None, version_id: str | None, grant: KeyGrant | None = None) -> VersionRoute:
     """The version to invoke: the pinned one, else a uniformly random invokable one (for a
     key of another account, one of the versions shared with it: KeyChecker.check let it in)."""

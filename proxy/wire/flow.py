@@ -1,5 +1,5 @@
 """Write-side flow control of one transport, for every protocol class that writes:
-the client drivers (h1.py, h2.py) and the instance connections (upstream/h1_client.py).
+the client drivers (h1.py, h2.py) and the instance connections (proxy/instances/), and per stream proxy/wire/stream_flow.py.
 
 asyncio tells a protocol when its transport's buffer crossed the high-water mark
 (`pause_writing`) and when it drained (`resume_writing`). Whoever wants to write more
@@ -33,6 +33,11 @@ class WriteFlow:
             self._waiting.append(callback)
         else:
             callback()
+
+    def take_waiting(self) -> list[Callable[[], None]]:
+        """The callbacks waiting now, for an owner that runs them its own way (soon)."""
+        waiting, self._waiting = self._waiting, []
+        return waiting
 
     def connection_lost(self) -> None:
         self.paused = False

@@ -62,3 +62,30 @@ async def test_pending_counts_what_a_stop_waits_for_and_stop_now_cuts_the_drain(
             assert r.status_code != 200
         except httpx.HTTPError:
             pass
+
+
+async def test_stop_waits_on_the_last_request_to_end_not_on_a_poll(echo_up):
+    """The drain is woken by the request that ends it (metrics.on_drained), so stop goes
+    on in the same loop turn as that request's end, whatever the grace."""
+    holder = SnapshotHolder()
+    gw = Gateway(GatewayConfig(http_port=0, grpc_port=None, admin_port=None), holder, "gw-stop-event")
+    await gw.start()
+    env = Env(gw, holder)
+    env.publish([route(echo_up.port)])
+    async with httpx.AsyncClient(timeout=10) as client:
+        slow = asyncio.create_task(client.get(f"{env.url}/?delay=0.5", headers=env.headers()))
+        for _ in range(100):
+            if gw.pending().total:
+                break
+            await asyncio.sleep(0.02)
+        stopping = asyncio.create_task(gw.stop(grace=60))
+        await asyncio.sleep(0.1)
+        assert gw.metrics.on_drained is not None and not stopping.done()  # waiting on the drain
+        ended = asyncio.Event()
+        drained = gw.metrics.on_drained
+        gw.metrics.on_drained = lambda: (ended.set(), drained())  # the same wake-up, observed
+        await ended.wait()
+        assert gw.pending().total == 0
+        cut = await asyncio.wait_for(stopping, 5)
+        assert cut.total == 0 and gw.metrics.on_drained is None
+        assert (await slow).status_code == 200

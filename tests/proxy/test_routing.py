@@ -95,3 +95,21 @@ async def test_host_and_ids_match_case_insensitively(env, echo_up):
             assert r.json()["headers"]["NVCF-FUNCTION-ID"] == FID
         r = await c.get(f"{env.url}/x", headers={"function-id": FID.upper(), "function-version-id": VID.upper(), **auth})
         assert r.status_code == 200 and r.json()["headers"]["NVCF-FUNCTION-VERSION-ID"] == VID
+
+
+@pytest.mark.parametrize("http2", [False, True])
+async def test_an_empty_version_header_names_no_version_and_the_key_is_still_checked(env, echo_up, http2):
+    """`function-version-id:` with an empty value is no pin (HTTP now parses the target as
+    gRPC did): the key's resource entries are checked against the whole function. Before,
+    HTTP took the empty value for a version, found no route to check the key against, and
+    let a key restricted to another function invoke this one."""
+    from .conftest import OTHER_KEY  # a key whose only resource entry is another function
+
+    env.publish([route(echo_up.port)])
+    async with httpx.AsyncClient(http1=not http2, http2=http2) as c:
+        refused = await c.get(
+            f"{env.url}/x", headers={"Authorization": f"Bearer {OTHER_KEY}", "function-id": FID, "function-version-id": ""}
+        )
+        allowed = await c.get(f"{env.url}/x", headers={"Authorization": f"Bearer {KEY}", "function-id": FID, "function-version-id": ""})
+    assert refused.status_code == 403 and "Missing resource entry" in refused.json()["detail"]
+    assert allowed.status_code == 200 and allowed.json()["headers"]["NVCF-FUNCTION-VERSION-ID"] == VID
