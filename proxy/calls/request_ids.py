@@ -24,9 +24,16 @@ def slot_owner(stream: ClientStream) -> object:
     return stream.conn if stream.http2 else None
 
 
+# A version 4 UUID's fixed bits in a 128-bit draw: the version nibble (4) and the variant's top two bits (10).
+_FIXED_CLEAR = ((1 << 128) - 1) ^ (0xF << 76 | 0xC << 60)
+_FIXED_SET = 0x4 << 76 | 0x8 << 60
+
+
 def new_request_id(_bits: Callable[[int], int] = random.getrandbits) -> bytes:
     """A random (version 4) UUID; `random` rather than os.urandom: no syscall per request,
     and the id is not a secret (pexec results are still bound to the caller's key).
-    One draw and one format: this runs for every request."""
-    n = _bits(122)
-    return b"%08x-%04x-4%03x-%04x-%012x" % (n >> 90, n >> 74 & 0xFFFF, n >> 62 & 0xFFF, 0x8000 | n >> 48 & 0x3FFF, n & 0xFFFFFFFFFFFF)
+    This runs for every request: one draw, one hex conversion (grouped by 4 digits,
+    8-4-4-4-12 is those groups with three dashes left out) and no %-formatting, which
+    cost half again as much."""
+    h = (_bits(128) & _FIXED_CLEAR | _FIXED_SET).to_bytes(16, "big").hex("-", 2).encode()
+    return h[:4] + h[5:29] + h[30:34] + h[35:]

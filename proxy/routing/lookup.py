@@ -72,12 +72,19 @@ class KeyChecker:
     """Bearer token -> KeyGrant through `table.keys` (sha256 digests).
 
     Digests of recently seen tokens are cached in a bounded dict, so a request costs
-    one dict lookup, not a hash."""
+    one dict lookup, not a hash. So are the grants that passed a whole check, per
+    (authorization, function, version), for one routing snapshot only: a check's
+    outcome depends on nothing but the snapshot, those three and the clock, so the
+    cache is emptied when a new snapshot comes (a revoked key or a changed share is a
+    new snapshot), and a cached grant's expiry is still checked per request. Refusals
+    are never cached: each is checked (and answered) afresh."""
 
-    __slots__ = ("_digests", "limit")
+    __slots__ = ("_digests", "_passed", "_passed_table", "limit")
 
     def __init__(self, limit: int = 4096) -> None:
         self._digests: dict[bytes, str] = {}
+        self._passed: dict[tuple[bytes, str | None, str | None], KeyGrant] = {}
+        self._passed_table: RoutingTable | None = None  # the snapshot `_passed` holds the checks of
         self.limit = limit
 
     def digest(self, token: bytes) -> str:
@@ -91,6 +98,22 @@ class KeyChecker:
     def check(self, table: RoutingTable, authorization: bytes | None, function_id: str | None, version_id: str | None = None) -> KeyGrant:
         if authorization is None:
             raise MissingAuth("Header of type `authorization` was missing")
+        key = (authorization, function_id, version_id)
+        if table is self._passed_table:
+            grant = self._passed.get(key)
+            if grant is not None and (grant.expires_at is None or time.time() < grant.expires_at):
+                return grant
+        else:
+            self._passed.clear()
+            self._passed_table = table
+        grant = self._check(table, authorization, function_id, version_id)
+        if len(self._passed) >= self.limit:
+            self._passed.clear()
+        self._passed[key] = grant
+        return grant
+
+    def _check(self, table: RoutingTable, authorization: bytes, function_id: str | None, version_id: str | None) -> KeyGrant:
+        """The whole check, in NVCF's order."""
         scheme, _, token = authorization.strip().partition(b" ")
         if scheme.lower() != b"bearer" or not token.strip():
             raise MissingAuth("Unauthorized access")
