@@ -52,6 +52,7 @@ from fngate.proxy.wire.headers import RouteHeaders, client_head_block, upstream_
 if TYPE_CHECKING:
     from fngate.proxy.calls.exchange import Exchange
     from fngate.proxy.calls.metrics import Metrics
+    from fngate.proxy.calls.observation import CallRecord, Observers
     from fngate.proxy.config import GatewayConfig
     from fngate.proxy.instances.h1 import H1Upstream
     from fngate.proxy.instances.pool import H1Pool
@@ -68,7 +69,7 @@ class Engine:
     """What every call shares: configuration, the routing snapshot, the key check, the
     limiter, the instance pool, metrics, cached header bytes and the coarse deadlines."""
 
-    __slots__ = ("config", "deadlines", "holder", "keys", "limiter", "metrics", "pool", "rate_limits", "route_headers")
+    __slots__ = ("config", "deadlines", "holder", "keys", "limiter", "metrics", "observers", "pool", "rate_limits", "route_headers")
 
     def __init__(self, config: GatewayConfig, holder: SnapshotHolder, limiter: Limiter, pool: H1Pool, metrics: Metrics) -> None:
         self.config = config
@@ -80,6 +81,7 @@ class Engine:
         self.rate_limits = RateLimits(metrics.rate_limited)
         self.route_headers = RouteHeaders(config.region)
         self.deadlines = Deadlines()
+        self.observers: Observers | None = None  # traces and the access log, when on (proxy/calls/observation.py)
 
     def authorize(
         self, fid: str, vid: str | None, auth: bytes | None, poll_h: bytes | None, started: float, default_poll: int | None = None
@@ -148,6 +150,7 @@ class Call:
         "last",
         "lease",
         "loop",
+        "obs",
         "rate_guard",
         "request_id",
         "retried",
@@ -210,13 +213,16 @@ class Call:
         self.closed = False
         self.retried = False
         self.ka_started = False  # the gateway's own SSE keep-alive 200 went out
+        self.obs: CallRecord | None = None  # set only while tracing or the access log is on
 
     # -- start: a slot, a connection ---------------------------------------------------
     def run(self) -> None:
         engine = self.engine
+        ex = self.ex
         if self.tracked:
             engine.metrics.in_flight += 1
-        ex = self.ex
+            if engine.observers is not None:
+                self.obs = engine.observers.begin_call(ex, self.route, self.grant, self.request_id, self.started)
         ex.on_disconnect = self.client_gone
         loop = self.loop
         self.due_at = due = loop.time() + max(self.deadline - self.started, 0)
@@ -260,6 +266,8 @@ class Call:
                 self.lease = await engine.limiter.admit(
                     self.route, self.deadline, self.request_id.decode(), self.exclude, owner=slot_owner(self.ex)
                 )
+            if self.obs is not None:
+                self.obs.slot()
             host, port = self._address()
             conn, _ = await engine.pool.acquire(host, port)
         except ProxyError as err:
@@ -307,7 +315,7 @@ class Call:
         return upstream_head(
             ex.method,
             self.target,
-            ex.headers,
+            ex.headers if self.obs is None else self.obs.sent(ex.headers),
             wire.for_route(route),
             host=wire.for_endpoint(lease.endpoint),
             request_id=self.request_id,
@@ -404,6 +412,8 @@ class Call:
             return
         self.status = status
         self.streaming = True
+        if self.obs is not None:
+            self.obs.head()
         if self.ka_timer is not None:
             self.ka_timer.cancel()
             self.ka_timer = None
@@ -428,6 +438,8 @@ class Call:
     def on_body(self, data: bytes) -> None:
         if not self.closed:
             self.ex.send(data)
+            if self.obs is not None:
+                self.obs.bytes_out += len(data)
 
     def on_end(self) -> None:
         self.ended = True
@@ -575,3 +587,5 @@ class Call:
             metrics.observe(route.function_id if route is not None else UNKNOWN_FUNCTION, status, seconds, ex.method, self.endpoint)
             if route is not None:
                 metrics.nvcf.invocation_ended(route.function_id, route.version_id, seconds)
+            if self.obs is not None:
+                self.obs.end(status, ex.body.received)

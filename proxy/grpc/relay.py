@@ -35,6 +35,7 @@ from ngh2 import ErrorCode, NeverIndexedHeader
 from fngate.proxy.calls.body_rate import BodyRateGuard
 from fngate.proxy.calls.exchange import ClientGone
 from fngate.proxy.calls.metrics import UNKNOWN_FUNCTION, Metrics
+from fngate.proxy.calls.observation import CallRecord, Observers
 from fngate.proxy.calls.request_ids import new_request_id, slot_owner
 from fngate.proxy.errors import BadRequest, Draining, ProxyError, RequestTimeout, UpstreamTimeout, UpstreamUnavailable
 from fngate.proxy.grpc.metrics import GrpcMetrics
@@ -155,6 +156,7 @@ class GrpcHandler:
         self.max_message = max_message
         self.body_rate = body_rate
         self.calls: set[GrpcCall] = set()
+        self.observers: Observers | None = None  # traces and the access log, when on (proxy/calls/observation.py)
         self._idle = asyncio.Event()  # set while no call is in progress
         self._idle.set()
 
@@ -224,6 +226,7 @@ class GrpcCall:
         "_finished",
         "_framing",
         "_lease",
+        "_obs",
         "_pending",
         "_request",
         "_request_waits",
@@ -265,6 +268,8 @@ class GrpcCall:
         self._framing = MessageFraming(handler.max_message)
         self._responded = False  # response headers sent to the client
         self._finished = False
+        obs = handler.observers
+        self._obs: CallRecord | None = None if obs is None else obs.begin_grpc(headers, down.conn, self.request_id, self.started)
 
     @property
     def held_response_bytes(self) -> int:
@@ -314,6 +319,8 @@ class GrpcCall:
         if self._finished:
             return
         self._responded = True
+        if self._obs is not None:
+            self._obs.head()
         try:
             self.down.send_headers(headers + [NeverIndexedHeader(b"nvcf-reqid", self.request_id)], end_stream)
         except ClientGone:
@@ -329,6 +336,8 @@ class GrpcCall:
         if not down.queue_data(data, end_stream):
             self.on_reset(ErrorCode.CANCEL)
             return
+        if self._obs is not None:
+            self._obs.bytes_out += len(data)
         if end_stream:  # DATA with END_STREAM and no trailers: not valid gRPC, but pass it on
             self._complete(())
             return
@@ -402,6 +411,8 @@ class GrpcCall:
                 lease = self._lease
                 if lease is None:
                     lease = self._lease = await handler.slots.admit(route, wait_until, request_id, exclude, owner=owner)
+                if self._obs is not None:
+                    self._obs.slot()
                 ep = lease.endpoint
                 try:
                     conn = await handler.pool.acquire(ep.host, ep.port)
@@ -445,6 +456,8 @@ class GrpcCall:
             self._deadline_timer = asyncio.get_running_loop().call_later(seconds, self._deadline_passed)
         route, grant = route_and_grant(self.handler.holder.table, meta, self.handler.keys, self.handler.rate_limits)
         self.function_id = route.function_id
+        if self._obs is not None:
+            self._obs.routed(route, grant)
         self.handler.metrics.started(self.function_id, route.version_id, grant.nca_id)
         return route
 
@@ -496,7 +509,7 @@ class GrpcCall:
         if self.deadline is not None:
             out.append(NeverIndexedHeader(b"grpc-timeout", format_timeout(self.deadline - time.monotonic()).encode()))
         out.append(NeverIndexedHeader(b"nvcf-reqid", self.request_id))
-        return out
+        return out if self._obs is None else self._obs.sent(out)
 
     def _send_request(self, data: bytes, flow_len: int, end_stream: bool) -> None:
         conn = self._conn
@@ -614,6 +627,8 @@ class GrpcCall:
         seconds = time.monotonic() - self.started
         handler.metrics.finished(self.function_id, status, seconds)
         handler.request_metrics.observe(self.function_id or UNKNOWN_FUNCTION, http_status, seconds)
+        if self._obs is not None:
+            self._obs.end(http_status, self._request.received)
 
 
 class _Sink:
