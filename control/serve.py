@@ -275,6 +275,9 @@ class Server:
             tls_key=str(cfg.tls_key) if cfg.tls_key else None,
             grace=cfg.drain_timeout,
             rate_limit_redis=cfg.store if cfg.store_is_redis else None,  # one rate limit for every worker and replica
+            otlp_endpoint=cfg.otlp_endpoint,
+            trace_sample_ratio=cfg.trace_sample_ratio,
+            access_log=cfg.access_log,
         )
         if cfg.workers == 1:
             gateway_id = f"gw-{os.getpid()}"
