@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
+import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
@@ -60,33 +63,84 @@ class OtlpReceiver:
     async def _export(self, request: web.Request) -> web.Response:
         self.requests += 1
         self.content_types.add(request.content_type)
-        req = ExportTraceServiceRequest()
-        req.ParseFromString(await request.read())
-        for resource_spans in req.resource_spans:
-            service = ""
-            for attr in resource_spans.resource.attributes:
-                if attr.key == "service.name":
-                    service = attr.value.string_value
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    attributes: dict[str, object] = {}
-                    for attr in span.attributes:
-                        value = attr.value
-                        attributes[attr.key] = getattr(value, value.WhichOneof("value") or "string_value")
-                    self.spans.append(
-                        ReceivedSpan(
-                            span.name,
-                            span.trace_id.hex(),
-                            span.span_id.hex(),
-                            span.parent_span_id.hex(),
-                            span.kind,
-                            span.start_time_unix_nano,
-                            span.end_time_unix_nano,
-                            attributes,
-                            service,
-                        )
-                    )
+        self.spans.extend(decode(await request.read()))
         return web.Response(body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf")
+
+
+class ThreadedOtlpReceiver:
+    """The same receiver for synchronous tests (a `fngate serve` process exporting to it):
+    http.server in a thread of its own."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReceivedSpan] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                receiver.spans.extend(decode(body) if self.path == "/v1/traces" else [])
+                answer = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200 if self.path == "/v1/traces" else 404)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_for(self, predicate, timeout: float = 20.0) -> list[ReceivedSpan]:
+        deadline = time.monotonic() + timeout
+        while not predicate(self.spans):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"spans received: {[s.name for s in self.spans]}")
+            time.sleep(0.1)
+        return self.spans
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def decode(body: bytes) -> list[ReceivedSpan]:
+    """The spans of one OTLP/HTTP protobuf export request."""
+    req = ExportTraceServiceRequest()
+    req.ParseFromString(body)
+    out = []
+    for resource_spans in req.resource_spans:
+        service = ""
+        for attr in resource_spans.resource.attributes:
+            if attr.key == "service.name":
+                service = attr.value.string_value
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                attributes: dict[str, object] = {}
+                for attr in span.attributes:
+                    value = attr.value
+                    attributes[attr.key] = getattr(value, value.WhichOneof("value") or "string_value")
+                out.append(
+                    ReceivedSpan(
+                        span.name,
+                        span.trace_id.hex(),
+                        span.span_id.hex(),
+                        span.parent_span_id.hex(),
+                        span.kind,
+                        span.start_time_unix_nano,
+                        span.end_time_unix_nano,
+                        attributes,
+                        service,
+                    )
+                )
+    return out
 
 
 def tree(spans: list[ReceivedSpan]) -> dict[str, list[str]]:
