@@ -28,7 +28,7 @@ sampler). An unsampled call still passes a trace context on (flag 00) and record
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from opentelemetry.context import Context
@@ -40,8 +40,23 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-if TYPE_CHECKING:
-    from fngate.proxy.calls.observation import CallRecord, Headers
+Headers = list[tuple[bytes, bytes]]
+
+
+class CallRecord(Protocol):
+    """The marks of a call the spans are made from (proxy/calls/observation.py's CallRecord)."""
+
+    request_id: bytes
+    function_id: str
+    version_id: str
+    started: float
+    routed_at: float
+    slot_at: float
+    sent_at: float
+    head_at: float
+
+    def wall_ns(self, at: float) -> int: ...
+
 
 _CONTEXT_FIELDS = (b"traceparent", b"tracestate")
 _TRACES_PATH = "/v1/traces"
