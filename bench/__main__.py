@@ -44,6 +44,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-profile", action="store_true", help="skip the extra py-spy run per fngate row (whose top frames go into the report)"
     )
     p.add_argument("--no-fngate", action="store_true", help="measure only the direct and nginx rows")
+    p.add_argument(
+        "--tracing",
+        action="store_true",
+        help="http1-small gets an 'fngate (tracing on)' row: every request traced to a discarding OTLP/HTTP receiver, plus the access log",
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     args = p.parse_args(argv)
     unknown = set(args.only.split(",")) - set(SCENARIOS)
@@ -98,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         logs=logs,
         fngate=not args.no_fngate,
         profile=not args.no_profile,
+        tracing=args.tracing,
     )
     doc: dict = {
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -110,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             "connections": args.connections,
             "sse_streams": args.sse_streams,
             "idle_connections": args.idle_connections,
+            "tracing": args.tracing,
             "layouts": {k: v.describe() for k, v in layouts().items()},
         },
         "rows": [],

@@ -86,14 +86,23 @@ class GatewayProcess:
     """The gateway in its own process, pinned like any other system under test."""
 
     def __init__(
-        self, upstreams: list[Upstream], cpus: str | None, work: Path, log_dir: Path, workers: int = 1, max_concurrency: int = 4096
+        self,
+        upstreams: list[Upstream],
+        cpus: str | None,
+        work: Path,
+        log_dir: Path,
+        workers: int = 1,
+        max_concurrency: int = 4096,
+        observe: list[str] | None = None,
     ):
-        self.name = f"fngate-{workers}w"
+        """`observe`: tracing / access log options (`--otlp-endpoint URL`, `--access-log PATH`)."""
+        self.name = f"fngate-{workers}w" + ("-observed" if observe else "")
         table_path = work / f"{self.name}-table.json"
         table_path.write_bytes(build_table(upstreams, max_concurrency).to_json())
         ready = work / f"{self.name}-ready.json"
         ready.unlink(missing_ok=True)
         cmd = [PYTHON, "-m", "fngate.bench.fngate", "--table", str(table_path), "--ready-file", str(ready), "--workers", str(workers)]
+        cmd += observe or []
         self.redis: Proc | None = None
         if workers > 1:  # worker processes read the snapshot from Redis, as with `fngate serve --workers N`
             redis_port = free_port()
@@ -155,12 +164,20 @@ async def _start_workers(config, table_json: bytes, redis_url: str):
     return pool
 
 
-async def _serve(table_path: Path, ready_file: Path, workers: int, redis_url: str | None) -> None:
+async def _serve(table_path: Path, ready_file: Path, workers: int, redis_url: str | None, observe: dict[str, str | None]) -> None:
     from fngate.proxy.config import GatewayConfig
     from fngate.proxy.routing.snapshot import RoutingTable, SnapshotHolder
     from fngate.proxy.server import Gateway
 
-    config = GatewayConfig(host=LOOPBACK, http_port=0, grpc_port=0, admin_port=0, workers=workers)
+    config = GatewayConfig(
+        host=LOOPBACK,
+        http_port=0,
+        grpc_port=0,
+        admin_port=0,
+        workers=workers,
+        otlp_endpoint=observe["otlp_endpoint"],
+        access_log=observe["access_log"],
+    )
     table = table_path.read_bytes()  # noqa: ASYNC240 once, before anything serves
     if workers > 1:
         assert redis_url is not None  # workers read the table from Redis
@@ -190,13 +207,16 @@ def main() -> None:
     parser.add_argument("--ready-file", type=Path, required=True, help="where to write the bound ports")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--redis", help="Redis URL the worker processes read the table from (--workers > 1)")
+    parser.add_argument("--otlp-endpoint", help="trace every request (ratio 1) and export to this OTLP/HTTP receiver")
+    parser.add_argument("--access-log", help="write the JSON access log here")
     args = parser.parse_args()
+    observe = {"otlp_endpoint": args.otlp_endpoint, "access_log": args.access_log}
     try:
         import uvloop
     except ImportError:
-        asyncio.run(_serve(args.table, args.ready_file, args.workers, args.redis))
+        asyncio.run(_serve(args.table, args.ready_file, args.workers, args.redis, observe))
     else:
-        uvloop.run(_serve(args.table, args.ready_file, args.workers, args.redis))
+        uvloop.run(_serve(args.table, args.ready_file, args.workers, args.redis, observe))
 
 
 if __name__ == "__main__":

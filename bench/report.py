@@ -121,10 +121,10 @@ def targets(doc: dict) -> list[dict]:
         met = None if value is None else (value >= goal if higher_is_better else value <= goal)
         out.append({"target": name, "value": None if value is None else round(value, 3), "goal": goal, "unit": unit, "met": met})
 
-    fn, ng = _row(rows, "http1-small"), _row(rows, "http1-small", role=NGINX)
+    fn, ng = _row(rows, "http1-small", "fngate"), _row(rows, "http1-small", role=NGINX)  # not the tracing-on row
     add("HTTP/1.1 small: req/s per core vs nginx", fn and fn["ratios"].get("vs_nginx_per_core"), 0.8, "×")
     # added latency from the one-connection rows when measured (no queueing), else under load
-    lf, lg = _row(rows, "http1-latency"), _row(rows, "http1-latency", role=NGINX)
+    lf, lg = _row(rows, "http1-latency", "fngate"), _row(rows, "http1-latency", role=NGINX)
     if lf and lg:
         add("HTTP/1.1 p50 added over nginx's (one connection)", lf["p50_ms"] - lg["p50_ms"], 0.3, "ms", False)
     else:

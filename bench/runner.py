@@ -35,6 +35,7 @@ class Settings:
     idle_connections: int = 1000
     fngate: bool = True  # False: measure only direct and nginx (no gateway rows)
     profile: bool = False  # one extra run per fngate row with py-spy attached (not recorded)
+    tracing: bool = False  # http1-small also gets an "fngate (tracing on)" row (scenarios.TRACED)
     work: Path = Path("/tmp")
     logs: Path = Path("/tmp")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 from collections.abc import Callable
+from pathlib import Path
 
 from fngate.bench import h2_anchors, loadgen
 from fngate.bench.fngate import GatewayProcess, Upstream, invoke_headers
@@ -28,6 +29,7 @@ MINIMAL_H2 = "minimal Python h2 proxy (ngh2, no features)"
 NGHTTPX = "nghttpx h2c→h1"
 HAPROXY = "haproxy h2c→h1"
 NGINX_GRPC = "nginx grpc_pass"
+TRACED = "fngate (tracing on)"  # every request traced and exported over OTLP/HTTP, plus the access log (--tracing)
 
 
 def _wrk(settings: Settings, connections: int | None = None) -> Callable[[Target, float], loadgen.Sample]:
@@ -83,10 +85,12 @@ def http1(settings: Settings, skipped: dict, sizes: tuple[str, ...] = ("small", 
         # the design's ceiling: the same machinery as fngate's fast path, none of its features
         minimal, minimal_port = _python_proxy("fngate.bench.minimal_proxy", "minimal-proxy", iso_up.port, lay["iso"].sut, settings)
         stack.callback(minimal.stop)
-        gateway = None
+        gateway = traced = None
         if _fngate_or_skip(settings, skipped, "http1"):
             gateway = GatewayProcess([Upstream("static", LOOPBACK, iso_up.port)], lay["iso"].sut, settings.work, settings.logs)
             stack.callback(gateway.stop)
+            if settings.tracing:
+                traced = _traced_gateway(settings, stack, Upstream("static", LOOPBACK, iso_up.port), lay["iso"])
         for size in sizes:
             path = HTTP1_SIZES[size]
             targets = [
@@ -107,6 +111,9 @@ def http1(settings: Settings, skipped: dict, sizes: tuple[str, ...] = ("small", 
                         baseline=MINIMAL if size == "small" else None,
                     )
                 )
+            if traced and size == "small":
+                url = f"http://{LOOPBACK}:{traced.port}{path}"
+                targets.append(Target(TRACED, FNGATE, traced.proc, lay["iso"], url, invoke_headers("static"), baseline="fngate"))
             rows += alternate(f"http1-{size}", f"wrk -t1 -c{settings.connections}", targets, _wrk(settings), settings)
             if size == "small":
                 # Added latency without queueing: one connection, one request at a time. (Under
@@ -114,6 +121,24 @@ def http1(settings: Settings, skipped: dict, sizes: tuple[str, ...] = ("small", 
                 latency = [t for t in targets if t.role != DIRECT]
                 rows += alternate("http1-latency", "wrk -t1 -c1", latency, _wrk(settings, 1), settings)
     return rows
+
+
+def traced_options(otlp_port: int, work: Path) -> list[str]:
+    """The gateway's options for the tracing-on row: every new trace recorded (the default
+    ratio, 1), exported to the discarding receiver, and the access log written."""
+    return ["--otlp-endpoint", f"http://{LOOPBACK}:{otlp_port}", "--access-log", str(work / "fngate-access.log")]
+
+
+def _traced_gateway(settings: Settings, stack: contextlib.ExitStack, upstream: Upstream, layout: Layout) -> GatewayProcess:
+    """A second gateway with tracing and the access log on, and the OTLP sink it exports to
+    (on the load generator's CPUs: the sink is the collector, not the system under test)."""
+    otlp_port = free_port()
+    sink = Proc("otlp-sink", [PYTHON, "-m", "fngate.bench.otlp_sink", "--port", str(otlp_port)], layout.load, settings.logs)
+    stack.callback(sink.stop)
+    wait_port(otlp_port, proc=sink)
+    traced = GatewayProcess([upstream], layout.sut, settings.work, settings.logs, observe=traced_options(otlp_port, settings.work))
+    stack.callback(traced.stop)
+    return traced
 
 
 def http1_echo(settings: Settings, skipped: dict) -> list[Row]:

@@ -40,6 +40,9 @@ class ServeConfig:
     nca_id: str = "fngate"
     max_body: int = 1024 * 1024  # management API request body limit
     drain_timeout: float = 30.0  # on stop, how long the gateway lets requests in flight finish
+    otlp_endpoint: str | None = None  # OTLP/HTTP collector for the gateway's traces; None: no tracing
+    trace_sample_ratio: float = 1.0
+    access_log: str | None = None  # JSON access log file, or "-" (standard output); None: off
     sections: dict[str, Any] = field(default_factory=dict)  # inventory, catalog, backends, ...
 
     def section(self, name: str) -> dict[str, Any]:
@@ -62,13 +65,21 @@ class ServeConfig:
             raise ConfigError("--tls-cert and --tls-key go together")
         if not 0 <= self.drain_timeout <= 86400:
             raise ConfigError(f"--drain-timeout must be 0-86400 seconds, got {self.drain_timeout:g}")
+        if not 0.0 <= self.trace_sample_ratio <= 1.0:
+            raise ConfigError(f"--trace-sample-ratio must be within 0..1, got {self.trace_sample_ratio:g}")
+        if self.otlp_endpoint is not None:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(self.otlp_endpoint)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(f"--otlp-endpoint must be an http(s) URL (OTLP/HTTP), got {self.otlp_endpoint!r}")
         return self
 
 
 _OPTIONS = {f.name for f in fields(ServeConfig)} - {"sections"}
 _PATHS = {"data_dir", "tls_cert", "tls_key", "ready_file"}
 _INTS = {"api_port", "http_port", "grpc_port", "admin_port", "workers", "max_body"}
-_FLOATS = {"drain_timeout"}
+_FLOATS = {"drain_timeout", "trace_sample_ratio"}
 
 
 def load_file(path: Path) -> dict[str, Any]:
@@ -106,6 +117,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         help="on SIGTERM/SIGINT, seconds to let requests in flight finish before closing them (default 30); a second signal stops at once",
     )
+    p.add_argument("--otlp-endpoint", help="export the gateway's traces over OTLP/HTTP to this collector (e.g. http://127.0.0.1:4318)")
+    p.add_argument("--trace-sample-ratio", type=float, help="share of new traces recorded, 0..1 (default 1)")
+    p.add_argument("--access-log", metavar="PATH|-", help="write one JSON line per request to PATH, or - for standard output")
     p.add_argument("--no-samples", dest="samples", action="store_const", const=False, help="do not deploy the sample functions")
 
 
@@ -134,7 +148,9 @@ def from_args(args: argparse.Namespace) -> ServeConfig:
         try:
             values[name] = float(values[name])
         except (TypeError, ValueError):
-            raise ConfigError(f"{name.replace('_', '-')} must be a number of seconds, got {values[name]!r}") from None
+            raise ConfigError(
+                f"{name.replace('_', '-')} must be a number{' of seconds' if name.endswith('timeout') else ''}, got {values[name]!r}"
+            ) from None
     try:
         cfg = replace(ServeConfig(), sections=sections, **values)
     except TypeError as exc:

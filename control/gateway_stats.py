@@ -8,11 +8,11 @@ successive readings into rates and quantiles, as Prometheus' `rate()` and
 `min_interval`), so nothing runs while nobody watches, and nothing here touches the
 gateway's request path: a scrape is what Prometheus does anyway.
 
-What the gateway's counters carry decides what is per function: requests by status and
-gRPC calls (with their latency histogram) are labelled by function, queue depth by
-version; the HTTP latency histogram and the HTTP in-flight gauge are gateway-wide, and
-the answer says so (`latencyScope`, `inFlightScope`). In flight per function comes from the
-gateways' load reports when there are some (the control plane's `fngate_version_in_flight`).
+What the gateway's counters carry decides what is per function: requests by status, the
+request duration histogram (HTTP and gRPC calls) and gRPC calls are labelled by function,
+queue depth by version; the in-flight gauge is gateway-wide, and the answer says so
+(`latencyScope`, `inFlightScope`). In flight per function comes from the gateways' load
+reports when there are some (the control plane's `fngate_version_in_flight`).
 """
 
 from __future__ import annotations
@@ -141,16 +141,10 @@ class GatewayStats:
             served = sum(answered.values())
             errors = {s: round(n / dt, 3) for s, n in sorted(answered.items()) if s.isdigit() and int(s) >= 400 and n > 0}
             errors.update({f"grpc {s}": round(n / dt, 3) for s, n in sorted(grpc.items()) if s != "OK" and n > 0})
-            grpc_hist = _bucket_delta(
-                g1.buckets("fngate_grpc_call_duration_seconds", function_id=function_id),
-                g0.buckets("fngate_grpc_call_duration_seconds", function_id=function_id),
-            )
-            grpc_calls = grpc_hist[-1][1] if grpc_hist else 0.0
-            per_function = grpc_calls > 0 and grpc_calls >= served  # only gRPC calls: its own histogram
-            hist = (
-                grpc_hist
-                if per_function
-                else _bucket_delta(g1.buckets("fngate_request_duration_seconds"), g0.buckets("fngate_request_duration_seconds"))
+            # the function's own histogram: every call of it, HTTP and gRPC, head to response end
+            hist = _bucket_delta(
+                g1.buckets("fngate_request_duration_seconds", function_id=function_id),
+                g0.buckets("fngate_request_duration_seconds", function_id=function_id),
             )
             # in flight per function: the gateways' load reports (what fngate_version_in_flight on the
             # control plane's /metrics shows), else its gRPC streams, else the gateway-wide gauge
@@ -163,11 +157,10 @@ class GatewayStats:
                     "dt": round(dt, 3),
                     "rps": round(served / dt, 3),
                     "errors": errors,
-                    # no latency for an interval in which this function answered nothing, even
-                    # when the gateway-wide histogram moved
+                    # no latency for an interval in which this function answered nothing
                     "p50": _round(quantile(0.5, hist)) if served else None,
                     "p99": _round(quantile(0.99, hist)) if served else None,
-                    "latencyScope": "function" if per_function else "gateway",
+                    "latencyScope": "function",
                     "inFlight": in_flight if in_flight is not None else g1.total("fngate_in_flight_requests"),
                     "inFlightScope": "function" if in_flight is not None else "gateway",
                     "queueDepth": sum(g1.total("fngate_queue_depth", version_id=v) for v in version_ids),

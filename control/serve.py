@@ -317,6 +317,9 @@ class Server:
             rate_limit_redis=cfg.store if cfg.store_is_redis else None,  # one rate limit for every worker and replica
             llm_uri_allowlist=os.environ.get("FNGATE_LLM_URI_ALLOWLIST") == "1",  # NVCF's MODEL_URI_ALLOWLIST_ENABLED
             pexec_results_redis=cfg.store if cfg.store_is_redis else None,  # a pexec poll answered on any replica
+            otlp_endpoint=cfg.otlp_endpoint,
+            trace_sample_ratio=cfg.trace_sample_ratio,
+            access_log=cfg.access_log,
         )
         if cfg.workers == 1:
             gateway_id = f"gw-{os.getpid()}"

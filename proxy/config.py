@@ -60,6 +60,11 @@ class GatewayConfig:
     h2_max_concurrent_streams: int = 1000  # per client HTTP/2 connection; streams past it get REFUSED_STREAM
     max_body_buffer: int = 256 * 1024  # per-exchange buffered bytes before reading pauses
     load_report_interval: float = 0.5
+    # observability (proxy/ops/observability.py): each off unless set
+    otlp_endpoint: str | None = None  # OTLP/HTTP collector, e.g. http://127.0.0.1:4318 (traces)
+    trace_sample_ratio: float = 1.0  # share of new traces recorded
+    trace_service_name: str = "fngate"
+    access_log: str | None = None  # a file path, or "-" for standard output
     grace: float = 10.0
 
     def __post_init__(self) -> None:
@@ -71,5 +76,7 @@ class GatewayConfig:
             raise ValueError("default_poll_seconds must be within 1..3600")
         if self.client_body_min_rate < 0 or self.client_body_rate_window <= 0 or self.client_body_rate_grace < 0:
             raise ValueError("client_body_min_rate and client_body_rate_grace must be >= 0, client_body_rate_window > 0")
+        if not 0.0 <= self.trace_sample_ratio <= 1.0:
+            raise ValueError("trace_sample_ratio must be within 0..1")
         if self.max_slots_per_connection < 0:
             raise ValueError("max_slots_per_connection must be >= 0")

@@ -36,6 +36,7 @@ from fngate.proxy.instances.pool import H1Pool
 from fngate.proxy.llm.gateway import LlmGateway
 from fngate.proxy.ops.admin import make_admin_app
 from fngate.proxy.ops.build_mode import describe_build
+from fngate.proxy.ops.observability import Observability
 from fngate.proxy.routing.limiter import Limiter
 from fngate.proxy.routing.snapshot import LoadReport, SnapshotHolder
 
@@ -135,6 +136,9 @@ class Gateway:
         self.handler = Invocations(self.engine, self.pexec, self.llm)
         self.connections = OpenConnections()  # every listener's client connections, for a graceful stop
         self.grpc = self._grpc_handler()
+        self.observability = Observability.from_config(config)  # None: no tracing, no access log
+        if self.observability is not None:
+            self.engine.observers = self.grpc.observers = self.observability.observers
         self.serving = False
         self._stop_now = asyncio.Event()  # set by stop_now(): a stop in progress drains no longer
         self._servers: list[asyncio.AbstractServer] = []
@@ -194,6 +198,8 @@ class Gateway:
         cfg = self.config
         raise_open_files_limit()
         tune_malloc()
+        if self.observability is not None:
+            self.observability.start()
         reuse = cfg.workers > 1
         tls = None
         if cfg.tls_cert:
@@ -283,6 +289,8 @@ class Gateway:
         if self._admin is not None:
             await self._admin.cleanup()
             self._admin = None
+        if self.observability is not None:
+            await self.observability.aclose()
         for s in self._servers:
             try:
                 await asyncio.wait_for(s.wait_closed(), 1.0)

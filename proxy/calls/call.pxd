@@ -22,6 +22,7 @@ cdef class Shared:
 cdef class Engine(Shared):
     cdef public object config
     cdef public object keys
+    cdef public object observers
     cdef public object rate_limits
     cdef public object route_headers
 
@@ -41,6 +42,7 @@ cdef class Routed:
     cdef public Py_ssize_t due_key
     cdef public bint retried
     cdef public bint closed
+    cdef public object obs
 
     cpdef _take_slot(self)
     cpdef _address(self)

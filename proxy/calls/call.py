@@ -58,6 +58,7 @@ from fngate.proxy.wire.headers import RouteHeaders, call_head, client_head_block
 if TYPE_CHECKING:
     from fngate.proxy.calls.exchange import Exchange
     from fngate.proxy.calls.metrics import Metrics
+    from fngate.proxy.calls.observation import CallRecord, Observers
     from fngate.proxy.config import GatewayConfig
     from fngate.proxy.instances.h1 import H1Upstream
     from fngate.proxy.instances.pool import H1Pool
@@ -93,7 +94,7 @@ class Engine(Shared):
     """The HTTP side's Shared, plus configuration, the key check, rate limits and cached
     header bytes (gRPC uses the same key check, rate limits and deadlines)."""
 
-    __slots__ = ("config", "keys", "rate_limits", "route_headers")
+    __slots__ = ("config", "keys", "observers", "rate_limits", "route_headers")
 
     pool: H1Pool
 
@@ -103,6 +104,7 @@ class Engine(Shared):
         self.keys = KeyChecker()
         self.rate_limits = RateLimits(metrics.rate_limited)
         self.route_headers = RouteHeaders(config.region)
+        self.observers: Observers | None = None  # traces and the access log, when on (proxy/calls/observation.py)
 
     def authorize(
         self, fid: str, vid: str | None, auth: bytes | None, poll_h: bytes | None, started: float, default_poll: int | None = None
@@ -155,7 +157,7 @@ class Routed:
     protocol's side says how a connection is made (`_connect`), how the request goes
     out on it (`_send`) and how a failure is answered (`_fail`)."""
 
-    __slots__ = ("closed", "deadline", "due_key", "engine", "exclude", "lease", "loop", "owner", "request_id", "retried", "route", "task")
+    __slots__ = ("closed", "deadline", "due_key", "engine", "exclude", "lease", "loop", "obs", "owner", "request_id", "retried", "route", "task")
 
     engine: Shared
 
@@ -172,6 +174,7 @@ class Routed:
         self.due_key = 0  # the call's key in engine.deadlines, 0 while it has none
         self.retried = False
         self.closed = False
+        self.obs: CallRecord | None = None  # set only while tracing or the access log is on
 
     def _take_slot(self) -> None:
         """A free slot and an idle connection now, or wait for them in `_obtain`."""
@@ -205,6 +208,8 @@ class Routed:
             if admit:
                 assert self.route is not None  # routed calls only admit
                 self.lease = await engine.limiter.admit(self.route, self.deadline, self.request_id.decode(), self.exclude, owner=self.owner)
+            if self.obs is not None:
+                self.obs.slot()
             conn = await self._connect(*self._address())
         except ProxyError as err:
             self.task = None
@@ -346,9 +351,11 @@ class Call(Routed):
     # -- start: a slot, a connection (Routed), then _send ---------------------------------
     def run(self) -> None:
         engine = self.engine
+        ex = self.ex
         if self.tracked:
             engine.metrics.in_flight += 1
-        ex = self.ex
+            if engine.observers is not None:
+                self.obs = engine.observers.begin_call(ex, self.route, self.grant, self.request_id, self.started)
         ex.on_disconnect = self.client_gone
         loop = self.loop
         self.due_at = due = loop.time() + max(self.deadline - self.started, 0)
@@ -370,7 +377,7 @@ class Call(Routed):
         return call_head(
             ex.method,
             self.target,
-            ex.headers,
+            ex.headers if self.obs is None else self.obs.sent(ex.headers),
             self.engine.route_headers.for_call(route, lease.endpoint, grant, self.host_routed, ex.http2),
             request_id=self.request_id,
             poll_left=max(round(self.deadline - self.engine.config.header_grace - time.monotonic()), 1),
@@ -462,6 +469,8 @@ class Call(Routed):
             return
         self.status = status
         self.streaming = True
+        if self.obs is not None:
+            self.obs.head()
         if self.ka_timer is not None:
             self.ka_timer.cancel()
             self.ka_timer = None
@@ -486,6 +495,8 @@ class Call(Routed):
     def on_body(self, data: bytes) -> None:
         if not self.closed:
             self.ex.send(data)
+            if self.obs is not None:
+                self.obs.bytes_out += len(data)
 
     def on_end(self) -> None:
         self.ended = True
@@ -635,3 +646,5 @@ class Call(Routed):
             metrics.observe(route.function_id if route is not None else UNKNOWN_FUNCTION, status, seconds, ex.method, self.endpoint)
             if route is not None:
                 metrics.nvcf.invocation_ended(route.function_id, route.version_id, seconds)
+            if self.obs is not None:
+                self.obs.end(status, ex.body.received)

@@ -90,5 +90,7 @@ class Invocations:
             answer_error(ex, err, request_id)
             engine.metrics.nvcf.app_error(err.http_status)
             engine.metrics.observe(UNKNOWN_FUNCTION, err.http_status, time.monotonic() - started, ex.method, endpoint)
+            if engine.observers is not None:
+                engine.observers.refused(ex, request_id, started, err.http_status)
             return
         Call(engine, ex, route, grant, request_id, started, deadline).run()

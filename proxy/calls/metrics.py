@@ -13,6 +13,12 @@ from fngate.proxy.calls.nvcf_metrics import UNKNOWN_ENDPOINT, NvcfMetrics
 # never come from what an unauthenticated client sent, or anyone could add series.
 UNKNOWN_FUNCTION = "unknown"
 
+# The request duration histogram has one series set per function. Function ids come from
+# the routing snapshot only; this caps the sets a gateway keeps (functions deleted since it
+# started still count), the rest folding into OTHER_FUNCTIONS.
+MAX_LATENCY_FUNCTIONS = 2000
+OTHER_FUNCTIONS = "other"
+
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -35,9 +41,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, int], int] = {}  # (function id, status) -> count
-        self.latency = [0] * (len(BUCKETS) + 1)
-        self.latency_sum = 0.0
-        self.latency_count = 0
+        self.latency: dict[str, list[int]] = {}  # function id -> bucket counts
+        self.latency_sum: dict[str, float] = {}
+        self.latency_count: dict[str, int] = {}
         self.in_flight = 0
         # called when in_flight falls to 0 (a graceful stop waits on it, proxy/server.py); whoever
         # lowers in_flight calls it, inline on the hot path: `if not in_flight and on_drained`
@@ -56,9 +62,18 @@ class Metrics:
         self.nvcf.http_request(method, endpoint, status, seconds)
         key = (function_id, status)
         self.requests[key] = self.requests.get(key, 0) + 1
-        self.latency[bisect.bisect_left(BUCKETS, seconds)] += 1
-        self.latency_sum += seconds
-        self.latency_count += 1
+        buckets = self.latency.get(function_id)
+        if buckets is None:
+            if len(self.latency) >= MAX_LATENCY_FUNCTIONS:
+                function_id = OTHER_FUNCTIONS
+                buckets = self.latency.get(function_id)
+            if buckets is None:
+                buckets = self.latency[function_id] = [0] * (len(BUCKETS) + 1)
+                self.latency_sum[function_id] = 0.0
+                self.latency_count[function_id] = 0
+        buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.latency_sum[function_id] += seconds
+        self.latency_count[function_id] += 1
 
     def rate_limited(self, function_id: str) -> None:
         """A request refused by its function's rate limit (after its key check)."""
@@ -81,16 +96,18 @@ class Metrics:
         for (fid, status), n in sorted(self.requests.items()):
             out.append(f'fngate_requests_total{{function_id="{fid}",status="{status}"}} {n}')
         out += [
-            "# HELP fngate_request_duration_seconds Time from request head to response end.",
+            "# HELP fngate_request_duration_seconds Time from request head to response end, by function.",
             "# TYPE fngate_request_duration_seconds histogram",
         ]
-        acc = 0
-        for le, n in zip(BUCKETS, self.latency, strict=False):
-            acc += n
-            out.append(f'fngate_request_duration_seconds_bucket{{le="{le}"}} {acc}')
-        out.append(f'fngate_request_duration_seconds_bucket{{le="+Inf"}} {self.latency_count}')
-        out.append(f"fngate_request_duration_seconds_sum {self.latency_sum:.6f}")
-        out.append(f"fngate_request_duration_seconds_count {self.latency_count}")
+        for fid, buckets in sorted(self.latency.items()):
+            acc = 0
+            for le, n in zip(BUCKETS, buckets, strict=False):
+                acc += n
+                out.append(f'fngate_request_duration_seconds_bucket{{function_id="{fid}",le="{le}"}} {acc}')
+            count = self.latency_count[fid]
+            out.append(f'fngate_request_duration_seconds_bucket{{function_id="{fid}",le="+Inf"}} {count}')
+            out.append(f'fngate_request_duration_seconds_sum{{function_id="{fid}"}} {self.latency_sum[fid]:.6f}')
+            out.append(f'fngate_request_duration_seconds_count{{function_id="{fid}"}} {count}')
         out += [
             "# HELP fngate_in_flight_requests Invocations being served right now.",
             "# TYPE fngate_in_flight_requests gauge",

@@ -43,6 +43,7 @@ from fngate.proxy.calls.call import Routed, Shared
 from fngate.proxy.calls.deadlines import Deadlines
 from fngate.proxy.calls.exchange import ClientGone
 from fngate.proxy.calls.metrics import UNKNOWN_FUNCTION, Metrics
+from fngate.proxy.calls.observation import Observers
 from fngate.proxy.calls.request_ids import new_request_id, slot_owner
 from fngate.proxy.errors import BadRequest, Draining, ProxyError, RequestTimeout, UpstreamTimeout, UpstreamUnavailable
 from fngate.proxy.grpc.metrics import GrpcMetrics
@@ -165,6 +166,7 @@ class GrpcHandler:
         self.max_message = max_message
         self.body_rate = body_rate
         self.calls: set[GrpcCall] = set()
+        self.observers: Observers | None = None  # traces and the access log, when on (proxy/calls/observation.py)
         self._idle = asyncio.Event()  # set while no call is in progress
         self._idle.set()
 
@@ -273,6 +275,9 @@ class GrpcCall(Routed):
         self._body_rate: BodyRateGuard | None = None
         self._framing = MessageFraming(handler.max_message)
         self._responded = False  # response headers sent to the client
+        obs = handler.observers
+        if obs is not None:
+            self.obs = obs.begin_grpc(headers, down.conn, self.request_id, self.started)
 
     @property
     def held_response_bytes(self) -> int:
@@ -322,6 +327,8 @@ class GrpcCall(Routed):
         if self.closed:
             return
         self._responded = True
+        if self.obs is not None:
+            self.obs.head()
         try:
             self.down.send_headers(headers + [NeverIndexedHeader(b"nvcf-reqid", self.request_id)], end_stream)
         except ClientGone:
@@ -337,6 +344,8 @@ class GrpcCall(Routed):
         if not down.queue_data(data, end_stream):
             self.on_reset(ErrorCode.CANCEL)
             return
+        if self.obs is not None:
+            self.obs.bytes_out += len(data)
         if end_stream:  # DATA with END_STREAM and no trailers: not valid gRPC, but pass it on
             self._complete(())
             return
@@ -424,6 +433,8 @@ class GrpcCall(Routed):
         function_id, version_id = call_target(fid, vid, authority)
         route, grant = authorize_call(handler.holder.table, function_id, version_id, auth, handler.keys, handler.rate_limits)
         self.function_id = route.function_id
+        if self.obs is not None:
+            self.obs.routed(route, grant)
         handler.metrics.started(self.function_id, route.version_id, grant.nca_id)
         return route
 
@@ -476,7 +487,7 @@ class GrpcCall(Routed):
         if self.timeout_at is not None:
             out.append(NeverIndexedHeader(b"grpc-timeout", format_timeout(self.timeout_at - time.monotonic()).encode()))
         out.append(NeverIndexedHeader(b"nvcf-reqid", self.request_id))
-        return out
+        return out if self.obs is None else self.obs.sent(out)
 
     def _send_request(self, data: bytes, flow_len: int, end_stream: bool) -> None:
         conn = self._conn
@@ -597,6 +608,8 @@ class GrpcCall(Routed):
         seconds = time.monotonic() - self.started
         handler.metrics.finished(self.function_id, status, seconds)
         handler.request_metrics.observe(self.function_id or UNKNOWN_FUNCTION, http_status, seconds)
+        if self.obs is not None:
+            self.obs.end(http_status, self._request.received)
 
 
 class _Sink:

@@ -12,6 +12,7 @@ from fngate.proxy.ops.build_mode import build_info_metric
 if TYPE_CHECKING:
     from fngate.proxy.calls.metrics import Metrics
     from fngate.proxy.grpc.relay import GrpcHandler
+    from fngate.proxy.ops.observability import Observability
     from fngate.proxy.routing.limiter import Limiter
     from fngate.proxy.routing.snapshot import SnapshotHolder
 
@@ -29,6 +30,8 @@ class AdminView(Protocol):
     def holder(self) -> SnapshotHolder: ...
     @property
     def serving(self) -> bool: ...
+    @property
+    def observability(self) -> Observability | None: ...
 
 
 def make_admin_app(gateway: AdminView) -> web.Application:
@@ -38,6 +41,8 @@ def make_admin_app(gateway: AdminView) -> web.Application:
         if gateway.grpc is not None:  # gRPC calls beside the HTTP ones (proxy/grpc/metrics.py)
             body += gateway.grpc.metrics.render().encode()
         body += build_info_metric()
+        if gateway.observability is not None:  # the access log's dropped lines
+            body += gateway.observability.metrics()
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def healthz(_: web.Request) -> web.Response:

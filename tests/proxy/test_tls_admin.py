@@ -78,7 +78,8 @@ async def test_admin_metrics_health_and_ready(env, echo_up):
 
     assert f'fngate_requests_total{{function_id="{FID}",status="200"}} 1' in text
     assert 'fngate_requests_total{function_id="unknown",status="401"} 1' in text  # a bad key: no label of its own
-    assert "fngate_request_duration_seconds_count 2" in text
+    assert f'fngate_request_duration_seconds_count{{function_id="{FID}"}} 1' in text
+    assert 'fngate_request_duration_seconds_count{function_id="unknown"} 1' in text
     assert "fngate_in_flight_requests 0" in text
 
 

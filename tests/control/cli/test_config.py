@@ -44,11 +44,32 @@ def test_toml_file(tmp_path):
         (["--workers", "0"], "--workers"),
         (["--store", "mysql://x"], "--store"),
         (["--tls-cert", "c.pem"], "--tls-key"),
+        (["--trace-sample-ratio", "1.5"], "--trace-sample-ratio"),
+        (["--otlp-endpoint", "collector:4318"], "--otlp-endpoint"),
     ],
 )
 def test_bad_options(argv, message):
     with pytest.raises(ConfigError, match=message):
         parse(*argv)
+
+
+def test_traces_and_access_log_are_off_unless_set(tmp_path):
+    cfg = parse()
+    assert (cfg.otlp_endpoint, cfg.trace_sample_ratio, cfg.access_log) == (None, 1.0, None)
+    f = tmp_path / "fngate.yaml"
+    f.write_text("otlp-endpoint: http://127.0.0.1:4318\ntrace_sample_ratio: 0.25\n")
+    cfg = parse("--config", str(f), "--access-log", "-")
+    assert (cfg.otlp_endpoint, cfg.trace_sample_ratio, cfg.access_log) == ("http://127.0.0.1:4318", 0.25, "-")
+    with pytest.raises(ConfigError, match="trace-sample-ratio must be a number, got 'x'"):
+        from_args(_ns(f, "x"))
+
+
+def _ns(config: Path, ratio: str) -> argparse.Namespace:
+    """Options as a config file gives them: a ratio that is not a number reaches from_args."""
+    config.write_text(f"trace_sample_ratio: {ratio}\n")
+    p = argparse.ArgumentParser()
+    add_serve_arguments(p)
+    return p.parse_args(["--config", str(config)])
 
 
 def test_bad_files(tmp_path):

@@ -1,0 +1,207 @@
+"""What one call tells its observers (traces, the access log), and the gateway-wide
+Observers that turn it into spans and log lines.
+
+Nothing here runs unless `--otlp-endpoint` or `--access-log` is set: the engine's
+`observers` is then None, and the call and the gRPC relay make one attribute check at
+each hook (`if obs is not None`) and nothing more: no record, no span, no context.
+
+A call's record is marked at its phases, all on the event loop and cheap (a clock
+read, an addition): begin (routed and authenticated), slot (a place at an instance),
+sent (the request is on its way: the trace context the instance gets is made here),
+head (the instance's first byte), body bytes, end. At the end the record goes to
+the tracer (spans with the marked times; the SDK's batch processor exports them on
+its own thread) and to the access log (one tuple into a bounded buffer that a thread
+writes out).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from fngate.proxy.calls.exchange import Exchange
+    from fngate.proxy.calls.tracing import CallTrace, Tracing
+    from fngate.proxy.routing.snapshot import KeyGrant, VersionRoute
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[bytes, bytes]]
+
+# the access log's fields, in order (proxy/ops/access_log.py writes them as JSON keys)
+FIELDS = (
+    "time",
+    "request_id",
+    "function_id",
+    "version_id",
+    "key_id",
+    "client",
+    "protocol",
+    "status",
+    "bytes_in",
+    "bytes_out",
+    "queue_seconds",
+    "instance_seconds",
+    "total_seconds",
+)
+AccessEntry = tuple[float, str, str, str, str, str, str, int, int, int, float, float, float]
+
+
+class AccessSink(Protocol):
+    """Where finished calls' access log entries go (proxy/ops/access_log.py): `put`
+    never blocks and never fails; a full buffer drops the entry and counts it."""
+
+    def put(self, entry: AccessEntry) -> None: ...
+
+
+class CallRecord:
+    """The marks of one call (monotonic seconds; 0.0: not reached)."""
+
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "client",
+        "function_id",
+        "head_at",
+        "key_id",
+        "owner",
+        "protocol",
+        "request_id",
+        "routed_at",
+        "sent_at",
+        "slot_at",
+        "started",
+        "trace",
+        "version_id",
+        "wall",
+    )
+
+    def __init__(self, owner: Observers, protocol: str, request_id: bytes, started: float, client: str) -> None:
+        self.owner = owner
+        self.protocol = protocol
+        self.request_id = request_id
+        self.started = started  # time.monotonic() at the request head
+        self.wall = time.time() - (time.monotonic() - started)  # the same instant on the wall clock
+        self.client = client
+        self.trace: CallTrace | None = None
+        self.function_id = ""
+        self.version_id = ""
+        self.key_id = ""
+        self.routed_at = 0.0
+        self.slot_at = 0.0
+        self.sent_at = 0.0
+        self.head_at = 0.0
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def routed(self, route: VersionRoute, grant: KeyGrant) -> None:
+        """Routing and the key check passed (ids from the routing snapshot, never from the request)."""
+        self.routed_at = time.monotonic()
+        self.function_id = route.function_id
+        self.version_id = route.version_id
+        self.key_id = grant.key_id
+
+    def slot(self) -> None:
+        """A place at an instance is held (the queue wait ends; a connect may follow)."""
+        self.slot_at = time.monotonic()
+
+    def sent(self, headers: Headers) -> Headers:
+        """The request goes to an instance now: the headers it carries (the trace context
+        of the gateway's span replaces the client's)."""
+        now = self.sent_at = time.monotonic()
+        if not self.slot_at:
+            self.slot_at = now  # a free slot and an idle connection: no wait, no connect
+        trace = self.trace
+        if trace is None:
+            return headers
+        try:
+            return trace.sent(self, headers)
+        except Exception as exc:  # a tracing fault never fails the request: it goes on untraced
+            log.debug("trace context not made: %r", exc)
+            self.trace = None
+            return headers
+
+    def head(self) -> None:
+        if not self.head_at:
+            self.head_at = time.monotonic()
+
+    def end(self, status: int, bytes_in: int) -> None:
+        """The call is over: spans and the access log entry go out."""
+        self.owner.end(self, status, bytes_in)
+
+    def wall_ns(self, at: float) -> int:
+        """Monotonic seconds `at` as wall-clock nanoseconds (what spans carry)."""
+        return int((self.wall + (at - self.started)) * 1e9)
+
+
+class Observers:
+    """The gateway's tracer and access log (either may be None, not both)."""
+
+    __slots__ = ("access_log", "tracing")
+
+    def __init__(self, tracing: Tracing | None, access_log: AccessSink | None) -> None:
+        self.tracing = tracing
+        self.access_log = access_log
+
+    def begin(self, protocol: str, request_id: bytes, started: float, headers: Headers, client: str) -> CallRecord:
+        """A record for a request whose head arrived at `started` (monotonic)."""
+        rec = CallRecord(self, protocol, request_id, started, client)
+        tracing = self.tracing
+        if tracing is not None:
+            try:
+                rec.trace = tracing.begin(headers, rec.wall_ns(started), protocol)
+            except Exception as exc:  # the request goes on untraced
+                log.debug("trace not started: %r", exc)
+        return rec
+
+    def begin_call(self, ex: Exchange, route: VersionRoute | None, grant: KeyGrant | None, request_id: bytes, started: float) -> CallRecord:
+        """An HTTP call, routed and authenticated (proxy/calls/call.py)."""
+        rec = self.begin(protocol_of(ex.http2), request_id, started, ex.headers, ex.client_addr)
+        if route is not None and grant is not None:
+            rec.routed(route, grant)
+        return rec
+
+    def begin_grpc(self, headers: Headers, connection: object, request_id: bytes, started: float) -> CallRecord:
+        """A gRPC call, before its routing (proxy/grpc/relay.py marks `routed`)."""
+        return self.begin("grpc", request_id, started, headers, str(getattr(connection, "client_addr", "")))
+
+    def end(self, rec: CallRecord, status: int, bytes_in: int) -> None:
+        now = time.monotonic()
+        rec.bytes_in = bytes_in
+        trace = rec.trace
+        if trace is not None:
+            try:
+                trace.end(rec, status, now)
+            except Exception as exc:  # never into the call's ending
+                log.debug("spans not recorded: %r", exc)
+        sink = self.access_log
+        if sink is not None:
+            sent = rec.sent_at
+            queued = (rec.slot_at - rec.routed_at) if rec.slot_at and rec.routed_at else 0.0
+            instance = (now - sent) if sent else 0.0
+            sink.put(
+                (
+                    rec.wall,
+                    rec.request_id.decode(),
+                    rec.function_id,
+                    rec.version_id,
+                    rec.key_id,
+                    rec.client,
+                    rec.protocol,
+                    status,
+                    bytes_in,
+                    rec.bytes_out,
+                    queued,
+                    instance,
+                    now - rec.started,
+                )
+            )
+
+    def refused(self, ex: Exchange, request_id: bytes, started: float, status: int) -> None:
+        """An HTTP request the gateway answered before it was routed (no key, an unknown function...)."""
+        self.end(self.begin_call(ex, None, None, request_id, started), status, ex.body.received)
+
+
+def protocol_of(http2: bool) -> str:
+    return "h2" if http2 else "http/1.1"
