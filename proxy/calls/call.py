@@ -157,7 +157,21 @@ class Routed:
     protocol's side says how a connection is made (`_connect`), how the request goes
     out on it (`_send`) and how a failure is answered (`_fail`)."""
 
-    __slots__ = ("closed", "deadline", "due_key", "engine", "exclude", "lease", "loop", "obs", "owner", "request_id", "retried", "route", "task")
+    __slots__ = (
+        "closed",
+        "deadline",
+        "due_key",
+        "engine",
+        "exclude",
+        "lease",
+        "loop",
+        "obs",
+        "owner",
+        "request_id",
+        "retried",
+        "route",
+        "task",
+    )
 
     engine: Shared
 

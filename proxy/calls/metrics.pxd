@@ -8,12 +8,14 @@ from fngate.proxy.calls.nvcf_metrics cimport NvcfMetrics
 
 cdef class Metrics:
     cdef public Py_ssize_t client_disconnects
+    cdef public list extra
     cdef public Py_ssize_t in_flight
-    cdef public list latency
-    cdef public Py_ssize_t latency_count
-    cdef public double latency_sum
+    cdef public dict latency
+    cdef public dict latency_count
+    cdef public dict latency_sum
     cdef public dict limited
     cdef public NvcfMetrics nvcf
+    cdef public object on_drained
     cdef public dict requests
     cdef public Py_ssize_t retries
     cdef public Py_ssize_t sse_open
