@@ -340,6 +340,7 @@ class Call(Routed):
         self.due_key = 0
         self.retried = False
         self.closed = False
+        self.obs: CallRecord | None = None  # set only while tracing or the access log is on (run)
         self.ex = ex
         self.grant = grant
         self.started = started

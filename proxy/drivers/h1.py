@@ -256,6 +256,11 @@ class H1Server:
         else:
             self.handler.start(ex)
 
+    def eof_received(self) -> bool | None:
+        """The client half-closed: None lets the transport close, as asyncio.Protocol's
+        default did (an asyncio protocol by its methods: this one must be spelled out)."""
+        return None
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.connections.discard(self)
