@@ -78,7 +78,7 @@ class Engine:
         self.metrics = metrics
         self.keys = KeyChecker()
         self.rate_limits = RateLimits(metrics.rate_limited)
-        self.route_headers = RouteHeaders(config.region)
+        self.route_headers = RouteHeaders(config.region, config.asset_dir, config.output_dir)
         self.deadlines = Deadlines()
 
     def authorize(
@@ -320,6 +320,8 @@ class Call:
             authority=ex.authority,
             http2=ex.http2,
             scheme=ex.scheme,
+            asset_base=wire.asset_base,
+            output_base=wire.output_base,
         )
 
     def _send(self, conn: H1Upstream) -> None:
