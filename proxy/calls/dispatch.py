@@ -2,7 +2,7 @@
 
 - a `function-id` header, or a Host of the form `{fid}.invocation.<domain>`: a Call
   to one of the function's instances (proxy/calls/call.py), once the key check passed;
-- `/v2/nvcf/pexec/...` (path-routed, polled: proxy/calls/pexec.py);
+- `/v2/nvcf/pexec/...`, `/v2/nvcf/exec/...` (path-routed, polled: proxy/calls/pexec.py);
 - `/health`, `/v2/health/ready`: the gateway's own answer (proxy/calls/health.py);
 - anything else: 404.
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from fngate.proxy.calls.pexec import Pexec
 
 PEXEC_PREFIX = b"/v2/nvcf/pexec/"
+EXEC_PREFIX = b"/v2/nvcf/exec/"
 
 
 class Invocations:
@@ -60,7 +61,7 @@ class Invocations:
                 vid = vid_h.decode("latin-1").strip().lower() if vid_h is not None else None
             else:
                 target = ex.target
-                if target[:15] == PEXEC_PREFIX and self.pexec is not None:
+                if (target[:15] == PEXEC_PREFIX or target[:14] == EXEC_PREFIX) and self.pexec is not None:
                     if apply_cors(ex, pexec_allow(target)):  # a preflight, answered
                         engine.metrics.observe(UNKNOWN_FUNCTION, 200, time.monotonic() - started, ex.method, path_endpoint(target))
                         return
