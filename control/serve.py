@@ -34,6 +34,7 @@ from fngate.proxy.server import Gateway, InFlight
 
 from . import keys
 from .api import console, make_app
+from .api.context import CONTEXT
 from .config import ConfigError, ServeConfig
 from .loadboard import LoadBoard
 from .store.base import StateStore
@@ -58,6 +59,7 @@ class Server:
         self._fenced: Any = None
         self._loops: list[Callable[[], Awaitable[None]]] = []  # closers of the running control loops
         self.gateway: Any = None  # a Gateway (one worker) or a WorkerPool, from start_gateway
+        self.publisher: Any = None  # the RoutingPublisher while this process runs the control loops
 
     @property
     def open_store(self) -> StateStore:
@@ -129,6 +131,7 @@ class Server:
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"config file, assets: {exc}") from None
         enable_assets(app, asset_settings)
+        app[CONTEXT].routing_caught_up = self.routing_caught_up  # read-your-writes (control/api/routing_sync.py)
         from .internal_api import mount_internal_api
 
         mount_internal_api(app, self.routing_holder, self.routing_wire, self.loadboard, self.admin_key)
@@ -213,6 +216,12 @@ class Server:
             await self._start_loops(self.open_store)
             self.stack.push_async_callback(self._stop_loops)
 
+    async def routing_caught_up(self) -> None:
+        """The publisher's table reflects the store (when this process runs the publisher)."""
+        publisher = self.publisher
+        if publisher is not None:
+            await publisher.caught_up()
+
     async def _lead(self, token: int) -> None:
         self._say(f"fngate: this replica leads the control loops (fencing token {token})")
         await self._start_loops(self._fenced)
@@ -254,6 +263,7 @@ class Server:
         self._loops.append(autoscaler.aclose)
 
     async def _stop_loops(self) -> None:
+        self.publisher = None
         loops, self._loops = self._loops, []
         for close in reversed(loops):
             await close()
@@ -275,6 +285,10 @@ class Server:
             tls_key=str(cfg.tls_key) if cfg.tls_key else None,
             grace=cfg.drain_timeout,
             rate_limit_redis=cfg.store if cfg.store_is_redis else None,  # one rate limit for every worker and replica
+            # the pexec request directories, where the local instances (this machine) write
+            output_dir=str((cfg.data_dir / "inf" / "response").absolute()),
+            asset_dir=str((cfg.data_dir / "inf" / "inputAssets").absolute()),
+            large_results_dir=str((cfg.data_dir / "large-results").absolute()),
         )
         if cfg.workers == 1:
             gateway_id = f"gw-{os.getpid()}"
