@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from fngate.proxy.calls.call import Call, Engine, answer_error
 from fngate.proxy.calls.cors import apply_cors, pexec_allow
+from fngate.proxy.calls.fresh_routing import may_be_stale, retry_after_refresh
 from fngate.proxy.calls.health import HEALTH_PATHS, answer_health
 from fngate.proxy.calls.metrics import UNKNOWN_FUNCTION
 from fngate.proxy.calls.nvcf_metrics import TLB, UNKNOWN_ENDPOINT, path_endpoint
@@ -55,6 +56,7 @@ class Invocations:
             elif n == b"nvcf-poll-seconds":
                 poll_h = v
         endpoint = TLB  # NVCF's route label (proxy/calls/nvcf_metrics.py)
+        fid = vid = None
         try:
             if fid_h is not None:
                 fid = fid_h.decode("latin-1").strip().lower()
@@ -82,8 +84,35 @@ class Invocations:
                 fid, vid = hit
             route, grant, deadline = engine.authorize(fid, vid, auth, poll_h, started)
         except ProxyError as err:  # not routed, or not authenticated: no label of its own
-            answer_error(ex, err, request_id)
-            engine.metrics.nvcf.app_error(err.http_status)
-            engine.metrics.observe(UNKNOWN_FUNCTION, err.http_status, time.monotonic() - started, ex.method, endpoint)
+            if fid is not None and may_be_stale(engine, err):  # maybe only not here yet: fetch, try once more
+                self._after_refresh(ex, fid, vid, auth, poll_h, started, request_id, endpoint)
+                return
+            self._refused(ex, err, request_id, started, endpoint)
             return
         Call(engine, ex, route, grant, request_id, started, deadline).run()
+
+    def _refused(self, ex: Exchange, err: ProxyError, request_id: bytes, started: float, endpoint: str) -> None:
+        metrics = self.engine.metrics
+        answer_error(ex, err, request_id)
+        metrics.nvcf.app_error(err.http_status)
+        metrics.observe(UNKNOWN_FUNCTION, err.http_status, time.monotonic() - started, ex.method, endpoint)
+
+    def _after_refresh(
+        self,
+        ex: Exchange,
+        fid: str,
+        vid: str | None,
+        auth: bytes | None,
+        poll_h: bytes | None,
+        started: float,
+        request_id: bytes,
+        endpoint: str,
+    ) -> None:
+        engine = self.engine
+        retry_after_refresh(
+            engine,
+            ex,
+            lambda: engine.authorize(fid, vid, auth, poll_h, started),
+            lambda got: Call(engine, ex, got[0], got[1], request_id, started, got[2]).run(),
+            lambda err: self._refused(ex, err, request_id, started, endpoint),
+        )

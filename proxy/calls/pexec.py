@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from fngate.proxy.calls import exec_envelope
 from fngate.proxy.calls.call import Call, Engine, answer_error
+from fngate.proxy.calls.fresh_routing import authorize_fresh
 from fngate.proxy.calls.metrics import UNKNOWN_FUNCTION
 from fngate.proxy.calls.nvcf_metrics import path_endpoint
 from fngate.proxy.calls.pexec_files import LargeResults, OutputDir, Progress
@@ -193,7 +194,8 @@ class Pexec:
         accept = next((v for n, v in headers if n == b"accept"), b"")
         sse = accept == b"text/event-stream"
         default = cfg.sse_pexec_poll_seconds if sse else cfg.default_poll_seconds
-        route, grant, deadline = engine.authorize(fid, vid, auth, poll_h, started, default)  # key first, then the window, as NVCF
+        # key first, then the window, as NVCF; once more with the newest table if it refused
+        route, grant, deadline = await authorize_fresh(engine, lambda: engine.authorize(fid, vid, auth, poll_h, started, default))
         poll = poll_seconds(poll_h, default)
         target = route.inference_url.encode()  # NVCF sends the function's inferenceUrl, without the client's query
         # `nvcf-feature-disable-worker-compatibility: true` (spec part 2, 1.3): the instance's
