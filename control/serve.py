@@ -289,6 +289,8 @@ class Server:
             output_dir=str((cfg.data_dir / "inf" / "response").absolute()),
             asset_dir=str((cfg.data_dir / "inf" / "inputAssets").absolute()),
             large_results_dir=str((cfg.data_dir / "large-results").absolute()),
+            asset_lookup_url=self.ready.get("api_url"),  # NVCF-INPUT-ASSET-REFERENCES resolve through the API
+            asset_lookup_key=self.admin_key,
         )
         if cfg.workers == 1:
             gateway_id = f"gw-{os.getpid()}"

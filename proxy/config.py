@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # The default bind address, and where the parts of one fngate reach each other
 # (worker siblings, private admin ports, local instances, the CLI's default URLs).
@@ -59,6 +59,10 @@ class GatewayConfig:
     output_dir: str = "/var/inf/response"
     asset_dir: str = "/var/inf/inputAssets"
     large_results_dir: str = os.path.join(tempfile.gettempdir(), "fngate-large-results")  # zipped results behind a 302
+    # the control plane's asset lookup (NVCF-INPUT-ASSET-REFERENCES, proxy/calls/pexec_assets.py):
+    # its API URL and the admin key; None: no assets at invocation
+    asset_lookup_url: str | None = None
+    asset_lookup_key: str | None = field(default=None, repr=False)
     max_header_bytes: int = 64 * 1024  # request head larger than this -> 431
     h2_max_concurrent_streams: int = 1000  # per client HTTP/2 connection; streams past it get REFUSED_STREAM
     max_body_buffer: int = 256 * 1024  # per-exchange buffered bytes before reading pauses

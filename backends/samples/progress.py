@@ -8,7 +8,8 @@ POST (any path) with JSON `{"steps": N, "stepSeconds": S, "resultBytes": B,
 `{NVCF-LARGE-OUTPUT-DIR}/progress` = `{"id": <NVCF-REQID>, "progress": <percent>,
 "partialResponse": {"step": i, "of": N}}` and sleeps S seconds; then it writes the
 artifacts into that directory and answers B bytes (application/octet-stream) or, without
-`resultBytes`, `{"done": true, "steps": N, "path": ...}`. `/health` answers 200.
+`resultBytes`, `{"done": true, "steps": N, "path": ..., "assets": {id: text}}` (the input
+assets named by NVCF-FUNCTION-ASSET-IDS, read from NVCF-ASSET-DIR). `/health` answers 200.
 """
 
 from __future__ import annotations
@@ -42,6 +43,18 @@ def _write_artifacts(out_dir: str, artifacts: dict[str, str]) -> None:
             f.write(text)
 
 
+def _read_assets(asset_dir: str, ids: str) -> dict[str, str]:
+    """The input assets the gateway laid out, by id (their text, for a test to compare)."""
+    found = {}
+    for asset_id in filter(None, ids.split(",")):
+        try:
+            with open(os.path.join(asset_dir, asset_id), "rb") as f:
+                found[asset_id] = f.read(4096).decode("latin-1")
+        except OSError:
+            found[asset_id] = "<missing>"
+    return found
+
+
 def make_app() -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
 
@@ -58,7 +71,9 @@ def make_app() -> web.Application:
             await asyncio.sleep(float(job.get("stepSeconds", 0)))
         _write_artifacts(out_dir, job.get("artifacts") or {})
         if "resultBytes" not in job:
-            return web.json_response({"done": True, "steps": steps, "path": request.path, "query": request.query_string})
+            answer = {"done": True, "steps": steps, "path": request.path, "query": request.query_string}
+            answer["assets"] = _read_assets(request.headers.get("NVCF-ASSET-DIR", ""), request.headers.get("NVCF-FUNCTION-ASSET-IDS", ""))
+            return web.json_response(answer)
         total = int(job["resultBytes"])
         resp = web.StreamResponse()
         resp.content_type = "application/octet-stream"

@@ -22,13 +22,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fngate.proxy.calls import exec_envelope
 from fngate.proxy.calls.call import Call, Engine, answer_error
 from fngate.proxy.calls.fresh_routing import authorize_fresh
 from fngate.proxy.calls.metrics import UNKNOWN_FUNCTION
 from fngate.proxy.calls.nvcf_metrics import path_endpoint
+from fngate.proxy.calls.pexec_assets import HEADER as ASSET_HEADER
+from fngate.proxy.calls.pexec_assets import AssetResolver, parse_asset_header
 from fngate.proxy.calls.pexec_files import LargeResults, OutputDir, Progress
 from fngate.proxy.calls.pexec_jobs import Job, ResultCollector
 from fngate.proxy.errors import BadRequest, GatewayTimeout, NotFound, PollTimeout, ProxyError
@@ -38,6 +40,7 @@ from fngate.proxy.wire.headers import client_headers
 if TYPE_CHECKING:
     from fngate.proxy.calls.exchange import Exchange, Headers, RequestBody
     from fngate.proxy.calls.metrics import Metrics
+    from fngate.proxy.calls.pexec_assets import StagedAssets
     from fngate.proxy.calls.pexec_jobs import Answers
     from fngate.proxy.calls.siblings import Siblings
     from fngate.proxy.routing.snapshot import KeyGrant, VersionRoute
@@ -117,6 +120,8 @@ class Pexec:
         cfg = engine.config
         self.results = LargeResults(cfg.large_results_dir)
         self._tasks: set[asyncio.Task[None]] = set()
+        # NVCF-INPUT-ASSET-REFERENCES: resolved through the control plane (proxy/calls/pexec_assets.py)
+        self.assets = AssetResolver(cfg.asset_lookup_url, cfg.asset_lookup_key or "", cfg.asset_dir) if cfg.asset_lookup_url else None
 
     def start(self, ex: Exchange, request_id: bytes, started: float, metrics: Metrics | None = None) -> None:
         """Answer a /v2/nvcf/pexec/ or /v2/nvcf/exec/ request; `metrics`: where it counts."""
@@ -165,7 +170,7 @@ class Pexec:
             if exec_route:
                 req = await exec_envelope.read_request(ex)
                 return await self.invoke_path(
-                    ex, fid, vid, request_id, auth, req.poll, started, exec_envelope.ENVELOPE, req.headers, req.body
+                    ex, fid, vid, request_id, auth, req.poll, started, exec_envelope.ENVELOPE, req.headers, req.body, req.asset_ids
                 )
             return await self.invoke_path(ex, fid, vid, request_id, auth, poll_h, started)
         if not exec_route and len(path) == 6 and path[4] == "results" and ex.method in ("GET", "HEAD"):
@@ -184,11 +189,14 @@ class Pexec:
         answer: Answers | None = None,
         instance_headers: Headers | None = None,
         instance_body: RequestBody | None = None,
+        asset_ids: list[str] | None = None,
     ) -> int:
-        """A pexec invocation; exec passes its envelope (`answer`) and the request the
-        instance gets (`instance_headers`, `instance_body`)."""
+        """A pexec invocation; exec passes its envelope (`answer`), the request the
+        instance gets (`instance_headers`, `instance_body`) and its `asset_ids`."""
         answer = answer or PASSTHROUGH
         headers = ex.headers if instance_headers is None else instance_headers
+        if asset_ids is None:  # a bad entry fails before anything else, as NVCF's header extractor
+            asset_ids = parse_asset_header([v for n, v in ex.headers if n == ASSET_HEADER])
         engine = self.engine
         cfg = engine.config
         accept = next((v for n, v in headers if n == b"accept"), b"")
@@ -197,6 +205,11 @@ class Pexec:
         # key first, then the window, as NVCF; once more with the newest table if it refused
         route, grant, deadline = await authorize_fresh(engine, lambda: engine.authorize(fid, vid, auth, poll_h, started, default))
         poll = poll_seconds(poll_h, default)
+        staged = None
+        if asset_ids and not sse:  # the caller's own assets only: another account's are not found
+            if self.assets is None:
+                raise NotFound(f"NotFound error: failed to find asset {asset_ids[0]}")
+            staged = await self.assets.stage(grant.nca_id, asset_ids, request_id.decode())
         target = route.inference_url.encode()  # NVCF sends the function's inferenceUrl, without the client's query
         # `nvcf-feature-disable-worker-compatibility: true` (spec part 2, 1.3): the instance's
         # answer passes as it is, and the instance is told so, as for host-routed calls
@@ -208,7 +221,7 @@ class Pexec:
             ).run()
             return 0
         try:
-            return await self._collect(ex, route, grant, request_id, poll, target, compat, answer, instance_headers, instance_body)
+            return await self._collect(ex, route, grant, request_id, poll, target, compat, answer, instance_headers, instance_body, staged)
         finally:  # NVCF's latency series: from the version's choice to the answer (200, 202 or 504)
             engine.metrics.nvcf.invocation_ended(route.function_id, route.version_id, time.monotonic() - started)
 
@@ -224,6 +237,7 @@ class Pexec:
         answer: Answers,
         instance_headers: Headers | None,
         instance_body: RequestBody | None,
+        staged: StagedAssets | None,
     ) -> int:
         """The result within the poll window, else 202 while an instance has it, else 504
         once the window and its 2 s grace passed without an instance taking it."""
@@ -237,7 +251,7 @@ class Pexec:
                 outputs.create()
             except OSError:
                 outputs = None  # (no output dir on this machine: no progress, no artifacts)
-        job = Job(request_id, route.function_id, route.version_id, grant.nca_id, outputs)
+        job = Job(request_id, route.function_id, route.version_id, grant.nca_id, outputs, staged)
         collector = ResultCollector(
             ex,
             job,
@@ -247,9 +261,11 @@ class Pexec:
             body=instance_body,
             limit=cfg.pexec_max_result_bytes,
         )
-        call = job.call = Call(
+        call = job.call = PexecCall(
             engine, collector, route, grant, request_id, now, now + TRACKING_SECONDS, target, host_routed=not compat, tracked=False
         )
+        if staged is not None:
+            call.extra = staged.header_lines  # NVCF-FUNCTION-ASSET-IDS, the worker's own header
         call.run()
         try:
             progress = await self._wait(job, poll)
@@ -370,11 +386,28 @@ class Pexec:
             jobs.pop(next(iter(jobs))).abandon()
 
     def close(self) -> None:
+        if self.assets is not None:
+            self.assets.close()
         for job in self.jobs.values():
             job.abandon()
         self.jobs.clear()
         for task in list(self._tasks):
             task.cancel()
+
+
+class PexecCall(Call):
+    """A Call that adds worker-owned header lines for the instance (NVCF-FUNCTION-ASSET-IDS)."""
+
+    __slots__ = ("extra",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.extra = b""
+
+    def _request_head(self, body_line: bytes | None) -> bytes:
+        head = super()._request_head(body_line)
+        extra = self.extra
+        return head[:-2] + extra + b"\r\n" if extra else head
 
 
 def _writable(ex: Exchange) -> asyncio.Future[None]:

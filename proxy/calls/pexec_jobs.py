@@ -24,6 +24,7 @@ from fngate.proxy.wire.headers import parse_header_block
 
 if TYPE_CHECKING:
     from fngate.proxy.calls.call import Call
+    from fngate.proxy.calls.pexec_assets import StagedAssets
     from fngate.proxy.calls.pexec_files import Progress
     from fngate.proxy.errors import ProxyError
 
@@ -85,17 +86,27 @@ class Job:
         "poll_timer",
         "polled",
         "request_id",
+        "staged",
         "status",
         "tracked_until",
         "version_id",
     )
 
-    def __init__(self, request_id: bytes, function_id: str, version_id: str, nca_id: str, outputs: OutputDir | None) -> None:
+    def __init__(
+        self,
+        request_id: bytes,
+        function_id: str,
+        version_id: str,
+        nca_id: str,
+        outputs: OutputDir | None,
+        staged: StagedAssets | None = None,
+    ) -> None:
         self.request_id = request_id
         self.function_id = function_id
         self.version_id = version_id  # the version that runs it: a poll is authorized for it
         self.nca_id = nca_id
         self.outputs = outputs
+        self.staged = staged  # the input assets laid out for it, removed with its end
         self.done = asyncio.Event()
         self.status = 0
         self.headers: Headers = []
@@ -130,6 +141,8 @@ class Job:
         """The request's directories go once it ended (NVCF's worker)."""
         if self.outputs is not None:
             self.outputs.remove()
+        if self.staged is not None:
+            self.staged.remove()
 
 
 class ResultCollector(Exchange):

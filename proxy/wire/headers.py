@@ -63,6 +63,7 @@ _DROP_TO_INSTANCE = (
             b"nvcf-function-id",
             b"nvcf-function-version-id",
             b"nvcf-asset-dir",
+            b"nvcf-function-asset-ids",
             b"nvcf-large-output-dir",
             b"nvcf-max-response-size-bytes",
             b"nvcf-nspectid",
