@@ -22,6 +22,7 @@ def _sample(module: str) -> list[str]:
 DEFAULT_IMAGES: dict[str, list[str]] = {
     "fngate/echo": _sample("fngate.backends.samples.echo"),
     "fngate/sse": _sample("fngate.backends.samples.sse"),
+    "fngate/progress": _sample("fngate.backends.samples.progress"),  # pexec progress and large results
     "fngate/grpc-echo": _sample("fngate.backends.samples.grpc_echo"),
 }
 
