@@ -227,3 +227,12 @@ async def test_exec_bad_requests(penv, client):
 def test_the_request_directories_default_to_nvcfs_paths():
     cfg = GatewayConfig()
     assert (cfg.output_dir, cfg.asset_dir) == ("/var/inf/response", "/var/inf/inputAssets")
+
+
+async def test_a_client_cannot_set_the_workers_asset_ids_header(penv, client):
+    spoof = {**AUTH, "function-id": ECHO_FID, "NVCF-FUNCTION-ASSET-IDS": "x", "NVCF_FUNCTION_ASSET_IDS": "y"}
+    r = await client.post(f"{penv.url}/infer", content=b"{}", headers=spoof)
+    assert r.status_code == 200
+    assert not {k.lower().replace("_", "-") for k in r.json()["headers"]} & {"nvcf-function-asset-ids"}
+    r = await client.post(pexec(penv, ECHO_FID), content=b"{}", headers={**AUTH, "NVCF-FUNCTION-ASSET-IDS": "x"})
+    assert "nvcf-function-asset-ids" not in {k.lower() for k in r.json()["headers"]}
