@@ -23,6 +23,7 @@ DEFAULT_IMAGES: dict[str, list[str]] = {
     "fngate/echo": _sample("fngate.backends.samples.echo"),
     "fngate/sse": _sample("fngate.backends.samples.sse"),
     "fngate/llm": _sample("fngate.backends.samples.llm"),
+    "fngate/progress": _sample("fngate.backends.samples.progress"),  # pexec progress and large results
     "fngate/grpc-echo": _sample("fngate.backends.samples.grpc_echo"),
 }
 

@@ -177,6 +177,8 @@ class RoutingPublisher:
         self.wire = wire or RoutingWire()  # the wire forms (whole, delta) for gateways in other processes
         self._sinks: list[Sink] = [self.holder.publish, self.wire.publish]  # before any sink that sends the wire forms
         self._last_version = 0
+        self.published_revision = -1  # the store revision the newest published table reflects
+        self._caught_up = asyncio.Condition()
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -230,6 +232,7 @@ class RoutingPublisher:
         return RoutingTable.build(self._last_version, routes, build_grants(keys, self.admin_key, suspended))
 
     async def publish_now(self) -> RoutingTable:
+        revision = await self.store.revision()  # read before the build: its table reflects at least this
         table = await self.build()
         for sink in self._sinks:
             res = self._call(sink, table)
@@ -238,7 +241,25 @@ class RoutingPublisher:
                     await res
                 except Exception:
                     log.exception("routing sink failed; the next change or resync retries")
+        async with self._caught_up:  # every sink has it: gateways can read it now
+            self.published_revision = max(self.published_revision, revision)
+            self._caught_up.notify_all()
         return table
+
+    async def caught_up(self, timeout: float = 5.0) -> bool:
+        """Wait until a published table reflects every store write made before this call
+        (read-your-writes: the management API answers only then, so what it reports is
+        what the routing already has). False when that took longer than `timeout`."""
+        target = await self.store.revision()
+        if self.published_revision >= target:
+            return True
+        self._dirty.set()  # (the watch sets it too; this skips waiting for it)
+        try:
+            async with asyncio.timeout(timeout), self._caught_up:
+                await self._caught_up.wait_for(lambda: self.published_revision >= target)
+        except TimeoutError:
+            return False
+        return True
 
     @staticmethod
     def _call(sink: Sink, table: RoutingTable) -> object:

@@ -34,6 +34,7 @@ from fngate.proxy.server import Gateway, InFlight
 
 from . import keys
 from .api import console, make_app
+from .api.context import CONTEXT
 from .config import ConfigError, ServeConfig
 from .counters import ControlCounters
 from .loadboard import LoadBoard
@@ -62,6 +63,7 @@ class Server:
         self.reconciler: Any = None  # the running Reconciler, while this replica leads (or on SQLite)
         self._hand_over: asyncio.Task[None] | None = None  # local instances a deposed leader hands over
         self.gateway: Any = None  # a Gateway (one worker) or a WorkerPool, from start_gateway
+        self.publisher: Any = None  # the RoutingPublisher while this process runs the control loops
 
     @property
     def open_store(self) -> StateStore:
@@ -125,8 +127,6 @@ class Server:
             backends=frozenset(self.backends),
             preflight=self.preflight,
         )
-        from .api.context import CONTEXT
-
         app[CONTEXT].counters = self.counters
         from .api.assets import AssetSettings
         from .api.assets import enable as enable_assets
@@ -136,6 +136,7 @@ class Server:
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"config file, assets: {exc}") from None
         enable_assets(app, asset_settings)
+        app[CONTEXT].routing_caught_up = self.routing_caught_up  # read-your-writes (control/api/routing_sync.py)
         from .internal_api import mount_internal_api
 
         mount_internal_api(app, self.routing_holder, self.routing_wire, self.loadboard, self.admin_key)
@@ -221,6 +222,12 @@ class Server:
             await self._start_loops(self.open_store)
             self.stack.push_async_callback(self._stop_loops)
 
+    async def routing_caught_up(self) -> None:
+        """The publisher's table reflects the store (when this process runs the publisher)."""
+        publisher = self.publisher
+        if publisher is not None:
+            await publisher.caught_up()
+
     async def _lead(self, token: int) -> None:
         self._say(f"fngate: this replica leads the control loops (fencing token {token})")
         await self._cancel_hand_over()  # the new reconciler adopts what still runs here
@@ -294,6 +301,7 @@ class Server:
         self._loops.append(autoscaler.aclose)
 
     async def _stop_loops(self) -> None:
+        self.publisher = None
         loops, self._loops = self._loops, []
         for close in reversed(loops):
             await close()
@@ -320,6 +328,12 @@ class Server:
             otlp_endpoint=cfg.otlp_endpoint,
             trace_sample_ratio=cfg.trace_sample_ratio,
             access_log=cfg.access_log,
+            # the pexec request directories, where the local instances (this machine) write
+            output_dir=str((cfg.data_dir / "inf" / "response").absolute()),
+            asset_dir=str((cfg.data_dir / "inf" / "inputAssets").absolute()),
+            large_results_dir=str((cfg.data_dir / "large-results").absolute()),
+            asset_lookup_url=self.ready.get("api_url"),  # NVCF-INPUT-ASSET-REFERENCES resolve through the API
+            asset_lookup_key=self.admin_key,
         )
         if cfg.workers == 1:
             gateway_id = f"gw-{os.getpid()}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import tempfile
+from dataclasses import dataclass, field
 
 # The default bind address, and where the parts of one fngate reach each other
 # (worker siblings, private admin ports, local instances, the CLI's default URLs).
@@ -53,9 +55,18 @@ class GatewayConfig:
     # MODEL_URI_ALLOWLIST_ENABLED); on /v1/responses it always does
     llm_uri_allowlist: bool = False
     pexec_results_redis: str | None = None  # redis:// URL: pexec results any gateway on it can poll (proxy/calls/pexec_results.py)
-    pexec_result_ttl: float = 3600.0  # pexec results kept for polling this long
-    pexec_max_results: int = 10_000
-    pexec_max_result_bytes: int = 5 * 1024 * 1024
+    pexec_max_results: int = 10_000  # pexec requests tracked for polling at once (the oldest go first)
+    pexec_max_result_bytes: int = 5 * 1024 * 1024  # larger: zipped, 302 (NVCF's 5 MiB)
+    # NVCF's worker paths (spec part 2, 1.6, 6.3): each request's NVCF-LARGE-OUTPUT-DIR and
+    # NVCF-ASSET-DIR are `{dir}/{requestId}`, on the machine the instances run on (local
+    # backend); pexec/exec progress and artifacts are read there
+    output_dir: str = "/var/inf/response"
+    asset_dir: str = "/var/inf/inputAssets"
+    large_results_dir: str = os.path.join(tempfile.gettempdir(), "fngate-large-results")  # zipped results behind a 302
+    # the control plane's asset lookup (NVCF-INPUT-ASSET-REFERENCES, proxy/calls/pexec_assets.py):
+    # its API URL and the admin key; None: no assets at invocation
+    asset_lookup_url: str | None = None
+    asset_lookup_key: str | None = field(default=None, repr=False)
     max_header_bytes: int = 64 * 1024  # request head larger than this -> 431
     h2_max_concurrent_streams: int = 1000  # per client HTTP/2 connection; streams past it get REFUSED_STREAM
     max_body_buffer: int = 256 * 1024  # per-exchange buffered bytes before reading pauses

@@ -149,3 +149,9 @@ def status_for_nvcf(status: int) -> bytes:
     if status >= 400:
         return b"errored"
     return b"fulfilled"
+
+
+class GatewayTimeout(ProxyError):
+    """A 504 with a detail (a poll for a request its instance side gave up on)."""
+
+    http_status, grpc_status = 504, 4  # DEADLINE_EXCEEDED

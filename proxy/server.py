@@ -27,7 +27,7 @@ from fngate.proxy.calls.call import Engine
 from fngate.proxy.calls.dispatch import Invocations
 from fngate.proxy.calls.exchange import OpenConnections
 from fngate.proxy.calls.metrics import Metrics
-from fngate.proxy.calls.pexec import Pexec
+from fngate.proxy.calls.pexec import TRACKING_SECONDS, Pexec
 from fngate.proxy.calls.pexec_results import SharedResults
 from fngate.proxy.calls.siblings import PeerHandler, Siblings
 from fngate.proxy.config import LOOPBACK, GatewayConfig
@@ -127,9 +127,7 @@ class Gateway:
         self.engine = Engine(config, holder, self.limiter, self.pool, self.metrics)
         self.rate_leaser = self._rate_leaser()
         self.siblings = siblings
-        self.pexec_results = (
-            SharedResults.from_url(config.pexec_results_redis, config.pexec_result_ttl) if config.pexec_results_redis else None
-        )
+        self.pexec_results = SharedResults.from_url(config.pexec_results_redis, TRACKING_SECONDS) if config.pexec_results_redis else None
         self.pexec = Pexec(self.engine, siblings, self.pexec_results)
         self.llm = LlmGateway(self.engine, config.llm_uri_allowlist)
         self.metrics.extra.append(self.llm.render_metrics)

@@ -5,7 +5,9 @@
 Any method and path answers JSON {method, path, query, headers, bodySize, env}.
 The request body is counted chunk by chunk, never held, so huge uploads stay flat.
 Query knobs: `delay` (seconds before the headers), `size` (answer with that many
-body bytes instead of JSON, streamed in 64 KiB chunks), `status` (response status).
+body bytes instead of JSON, streamed in 64 KiB chunks), `status` (response status); the
+same as headers `Echo-Delay`, `Echo-Size`, `Echo-Status` (pexec sends the function's
+inferenceUrl without the client's query string, as NVCF, so a pexec client uses these).
 `/health` and `/v2/health/ready` answer 200. `/stats` reports requests started,
 finished and cancelled (the client went away), so a test can see a cancel arrive.
 """
@@ -43,7 +45,10 @@ def make_app() -> web.Application:
             size = 0
             async for chunk in request.content.iter_any():
                 size += len(chunk)
-            q = request.query
+            q = {
+                **{k: request.headers[f"Echo-{k}"] for k in ("delay", "size", "status") if f"Echo-{k}" in request.headers},
+                **request.query,
+            }
             delay = float(q.get("delay", 0) or 0)
             if delay > 0:
                 await asyncio.sleep(delay)

@@ -81,9 +81,10 @@ def make_app(
     """The /v2/nvcf + /v1/keys API over `store`. `capacity()` lists the placeable
     instance types ({name, gpu, ..., backend}); `loadboard` feeds the queue endpoints."""
     from .openapi import routes as openapi_routes
+    from .routing_sync import answer_after_routing
 
     # outermost first: the count sees the status the problem middleware answered with
-    app = web.Application(middlewares=[prometheus.count_requests, problem_middleware], client_max_size=max_body)
+    app = web.Application(middlewares=[prometheus.count_requests, problem_middleware, answer_after_routing], client_max_size=max_body)
     app[CONTEXT] = ApiContext(
         store=store,
         admin_digest=key_digest(admin_key),

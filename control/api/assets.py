@@ -28,6 +28,8 @@ from typing import Any
 
 from aiohttp import web
 
+from fngate.proxy.routing.snapshot import key_digest
+
 from .. import records
 from ..records import now_iso
 from .auth import require
@@ -247,6 +249,32 @@ async def upload_object(request: web.Request) -> web.Response:
     doc = {**rec.value, "uploaded": True, "size": size, "createdAt": now_iso(), "description": description}
     await store.put(records.ASSETS, rec.key, doc)
     return web.Response(status=200)
+
+
+GATEWAY_LOOKUP_PATH = "/fngate/internal/assets/{ncaId}/{assetId}"
+GATEWAY_DOWNLOAD_TTL = 34 * 60  # NVCF's invocation service hands its worker a 34 min GET
+
+
+class InternalUnauthorized(ControlError):
+    status = 401
+
+
+@routes.get(GATEWAY_LOOKUP_PATH)
+async def gateway_lookup(request: web.Request) -> web.Response:
+    """For a gateway resolving NVCF-INPUT-ASSET-REFERENCES (admin key only, as NVCF's
+    invocation service HEADs the caller's object): `{"contentType", "url"}`, the URL a
+    presigned GET, or 404 when the account has no such uploaded, unexpired asset."""
+    auth = request.headers.get("Authorization", "")
+    token = auth[7:] if auth[:7].lower() == "bearer " else ""
+    if not token or not hmac.compare_digest(key_digest(token), ctx(request).admin_digest):
+        raise InternalUnauthorized("the asset lookup needs the admin key as a Bearer token")
+    settings = _settings(request)
+    nca_id, asset_id = request.match_info["ncaId"], request.match_info["assetId"]
+    doc = await _uploaded(request, nca_id, asset_id)
+    if doc is None or not _file(settings, nca_id, asset_id).exists():
+        raise NotFound(f"Asset '{asset_id}' does not exist for account '{nca_id}'")
+    url = _presigned(request, settings, "GET", _object_id(nca_id, asset_id), "", GATEWAY_DOWNLOAD_TTL)
+    return json_response({"contentType": doc["contentType"], "url": url})
 
 
 @routes.get(OBJECT_PATH)

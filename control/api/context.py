@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,8 @@ class ApiContext:
     # (function doc, GPU spec) -> why no backend can run it, or None; asked before a deploy is recorded
     preflight: Callable[[dict[str, Any], dict[str, Any]], str | None] = field(default=lambda _fn, _spec: None)
     counters: ControlCounters = field(default_factory=ControlCounters)  # the control loops' (this replica's)
+    # waits until the published routing reflects the store (control/api/routing_sync.py); None: no wait
+    routing_caught_up: Callable[[], Awaitable[object]] | None = None
 
 
 CONTEXT = web.AppKey("fngate.api.context", ApiContext)

@@ -586,6 +586,15 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/v2/nvcf/assets/{assetId}/content-redirect": {
         "get": _op("A presigned download URL (JSON, no existence check)", "invoke_function", "PresignedUrl")
     },
+    "/fngate/internal/assets/{ncaId}/{assetId}": {
+        "get": {
+            "summary": "For gateways: an account's asset for NVCF-INPUT-ASSET-REFERENCES (admin key only)",
+            "responses": {
+                "200": {"description": "{contentType, url}: a presigned download valid 34 min"},
+                **{str(c): {"description": d, "content": PROBLEM} for c, d in ((401, "not the admin key"), (404, "no such asset"))},
+            },
+        }
+    },
     "/fngate/asset-objects/{objectId}": {
         "put": {
             "summary": "Presigned upload (the uploadUrl): same Content-Type as created, no bearer key",

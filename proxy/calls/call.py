@@ -103,7 +103,7 @@ class Engine(Shared):
         self.config = config
         self.keys = KeyChecker()
         self.rate_limits = RateLimits(metrics.rate_limited)
-        self.route_headers = RouteHeaders(config.region)
+        self.route_headers = RouteHeaders(config.region, config.asset_dir, config.output_dir)
         self.observers: Observers | None = None  # traces and the access log, when on (proxy/calls/observation.py)
 
     def authorize(

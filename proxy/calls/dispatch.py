@@ -2,7 +2,7 @@
 
 - a `function-id` header, or a Host of the form `{fid}.invocation.<domain>`: a Call
   to one of the function's instances (proxy/calls/call.py), once the key check passed;
-- `/v2/nvcf/pexec/...` (path-routed, polled: proxy/calls/pexec.py);
+- `/v2/nvcf/pexec/...`, `/v2/nvcf/exec/...` (path-routed, polled: proxy/calls/pexec.py);
 - a Host of the form `llm.<domain>`: the LLM gateway (proxy/llm/), given by the server;
 - `/health`, `/v2/health/ready`: the gateway's own answer (proxy/calls/health.py);
 - anything else: 404.
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from fngate.proxy.calls.call import Call, Engine, answer_error
 from fngate.proxy.calls.cors import apply_cors, pexec_allow
 from fngate.proxy.calls.exchange import RequestHandler
+from fngate.proxy.calls.fresh_routing import may_be_stale, retry_after_refresh
 from fngate.proxy.calls.health import HEALTH_PATHS, answer_health
 from fngate.proxy.calls.metrics import UNKNOWN_FUNCTION
 from fngate.proxy.calls.nvcf_metrics import TLB, UNKNOWN_ENDPOINT, path_endpoint
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from fngate.proxy.calls.pexec import Pexec
 
 PEXEC_PREFIX = b"/v2/nvcf/pexec/"
+EXEC_PREFIX = b"/v2/nvcf/exec/"
 
 
 class Invocations:
@@ -61,12 +63,13 @@ class Invocations:
             elif n == b"nvcf-poll-seconds":
                 poll_h = v
         endpoint = TLB  # NVCF's route label (proxy/calls/nvcf_metrics.py)
+        fid = vid = None
         try:
             if fid_h is not None:
                 fid, vid = target_from_headers(fid_h, vid_h)
             else:
                 target = ex.target
-                if target[:15] == PEXEC_PREFIX and self.pexec is not None:
+                if (target[:15] == PEXEC_PREFIX or target[:14] == EXEC_PREFIX) and self.pexec is not None:
                     if apply_cors(ex, pexec_allow(target)):  # a preflight, answered
                         engine.metrics.observe(UNKNOWN_FUNCTION, 200, time.monotonic() - started, ex.method, path_endpoint(target))
                         return
@@ -87,10 +90,37 @@ class Invocations:
                 fid, vid = hit
             route, grant, deadline = engine.authorize(fid, vid, auth, poll_h, started)
         except ProxyError as err:  # not routed, or not authenticated: no label of its own
-            answer_error(ex, err, request_id)
-            engine.metrics.nvcf.app_error(err.http_status)
-            engine.metrics.observe(UNKNOWN_FUNCTION, err.http_status, time.monotonic() - started, ex.method, endpoint)
-            if engine.observers is not None:
-                engine.observers.refused(ex, request_id, started, err.http_status)
+            if fid is not None and may_be_stale(engine, err):  # maybe only not here yet: fetch, try once more
+                self._after_refresh(ex, fid, vid, auth, poll_h, started, request_id, endpoint)
+                return
+            self._refused(ex, err, request_id, started, endpoint)
             return
         Call(engine, ex, route, grant, request_id, started, deadline).run()
+
+    def _refused(self, ex: Exchange, err: ProxyError, request_id: bytes, started: float, endpoint: str) -> None:
+        metrics = self.engine.metrics
+        answer_error(ex, err, request_id)
+        metrics.nvcf.app_error(err.http_status)
+        metrics.observe(UNKNOWN_FUNCTION, err.http_status, time.monotonic() - started, ex.method, endpoint)
+        if self.engine.observers is not None:
+            self.engine.observers.refused(ex, request_id, started, err.http_status)
+
+    def _after_refresh(
+        self,
+        ex: Exchange,
+        fid: str,
+        vid: str | None,
+        auth: bytes | None,
+        poll_h: bytes | None,
+        started: float,
+        request_id: bytes,
+        endpoint: str,
+    ) -> None:
+        engine = self.engine
+        retry_after_refresh(
+            engine,
+            ex,
+            lambda: engine.authorize(fid, vid, auth, poll_h, started),
+            lambda got: Call(engine, ex, got[0], got[1], request_id, started, got[2]).run(),
+            lambda err: self._refused(ex, err, request_id, started, endpoint),
+        )

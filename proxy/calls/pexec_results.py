@@ -2,8 +2,10 @@
 replicas, `--workers`) share one Redis.
 
 A pexec request still running when its poll window ends (the 202) is announced in Redis
-under its request id, and its result is stored there when it ends; both live for
-`pexec_result_ttl`. A status poll that reaches a gateway that does not hold the request
+under its request id, and its result is stored there when it ends; both live for NVCF's
+tracking window (proxy/calls/pexec.py's TRACKING_SECONDS) from the last write. A job its
+gateway gave up on (no poll in time) is marked abandoned (a poll anywhere: 504), and a
+delivered result is deleted (a later poll anywhere: 404), pexec's retention rules. A status poll that reaches a gateway that does not hold the request
 in memory finds it there: in progress (202) until the result is stored, then the result.
 
 This is the storage seam of proxy/calls/pexec.py (`Pexec(shared=...)`): the gateway that
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -54,6 +57,7 @@ class SharedResult:
     status: int  # 0 while the request runs
     headers: Headers
     body: bytes
+    abandoned: bool = False  # its gateway gave up waiting for a poll
 
 
 class SharedResults:
@@ -62,6 +66,7 @@ class SharedResults:
         self.ttl = max(1, int(ttl))
         self.interval = interval
         self._tasks: set[asyncio.Task[None]] = set()
+        self._holding: dict[bytes, asyncio.Task[None]] = {}  # request id -> its hold task
 
     @classmethod
     def from_url(cls, url: str, ttl: float) -> SharedResults:
@@ -71,9 +76,36 @@ class SharedResults:
 
     def hold(self, job: HeldJob) -> None:
         """Announce a job that outlived its first window, and store its result once it ends."""
-        task = asyncio.get_running_loop().create_task(self._hold(job), name="pexec-share")
+        task = self._spawn(self._hold(job))
+        self._holding[job.request_id] = task
+        task.add_done_callback(lambda _t, rid=job.request_id: self._holding.pop(rid, None) if self._holding.get(rid) is _t else None)
+
+    def abandon(self, job: HeldJob) -> None:
+        """Its gateway gave up on the job: polls anywhere get 504 until the record ages out."""
+        ident = {"fid": job.function_id, "vid": job.version_id or "", "status": RUNNING, "abandoned": "1"}
+        self._spawn(self._after_hold(job.request_id, lambda key: self._write(key, ident)))
+
+    def forget(self, request_id: bytes) -> None:
+        """The result was delivered: a later poll anywhere is answered 404."""
+        self._spawn(self._after_hold(request_id, lambda key: self.redis.delete(key)))
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name="pexec-share")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _after_hold(self, request_id: bytes, step: Callable[[str], Awaitable[object]]) -> None:
+        """Stop the hold task first (so its late write cannot undo this step), then run it."""
+        task = self._holding.pop(request_id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        key = KEY_PREFIX + request_id.decode("latin-1")
+        try:
+            await step(key)
+        except Exception as exc:  # Redis away: as in _hold
+            log.debug("updating pexec result %s: %s", key, exc)
 
     async def _hold(self, job: HeldJob) -> None:
         key = KEY_PREFIX + job.request_id.decode("latin-1")
@@ -109,18 +141,19 @@ class SharedResults:
             function_id, version_id = raw[b"fid"].decode(), raw[b"vid"].decode()
         except (KeyError, ValueError, TypeError, orjson.JSONDecodeError):  # not a document this module wrote
             return None
-        return SharedResult(function_id, version_id or None, status, headers, raw.get(b"body", b""))
+        return SharedResult(function_id, version_id or None, status, headers, raw.get(b"body", b""), raw.get(b"abandoned") == b"1")
 
     async def wait(self, request_id: bytes, seconds: float) -> SharedResult | None:
-        """The result once stored, within `seconds`; None if it is not there by then."""
+        """The record once it holds a result (or is abandoned), else as it stands after
+        `seconds` (status 0: still running); None once it is gone (delivered, aged out)."""
         deadline = time.monotonic() + seconds
         while True:
             found = await self.find(request_id)
-            if found is not None and found.status:
+            if found is None or found.status or found.abandoned:
                 return found
             left = deadline - time.monotonic()
             if left <= 0:
-                return None
+                return found
             await asyncio.sleep(min(self.interval, left))
 
     async def aclose(self) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, field, fields, make_dataclass
 from operator import attrgetter, itemgetter
@@ -365,11 +365,14 @@ class SnapshotHolder:
     loop, so there is no lock. `publish` ignores anything not newer than what it has.
     """
 
-    __slots__ = ("_newer", "table")
+    __slots__ = ("_newer", "refresh", "table")
 
     def __init__(self, table: RoutingTable = EMPTY_TABLE) -> None:
         self.table = table
         self._newer: asyncio.Event | None = None
+        # set by a source in another process than the publisher: fetch the newest table
+        # now, on a miss (proxy/routing/refresh.py); None when publishes arrive in-process
+        self.refresh: Callable[[], Awaitable[None]] | None = None
 
     def publish(self, table: RoutingTable) -> bool:
         if table.version <= self.table.version:

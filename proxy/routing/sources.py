@@ -17,6 +17,7 @@ import logging
 
 import aiohttp
 
+from fngate.proxy.routing.refresh import Refresher
 from fngate.proxy.routing.snapshot import (
     LOAD_PREFIX,
     LOAD_REPORT_TTL,
@@ -41,6 +42,7 @@ class ControlHttpSource:
         self._auth = {"Authorization": f"Bearer {admin_key}"}
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
+        holder.refresh = Refresher(lambda: self.fetch_once(0))
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -111,6 +113,7 @@ class RedisSource:
         self.gateway_id = gateway_id
         self.resync = resync
         self._task: asyncio.Task[None] | None = None
+        holder.refresh = Refresher(self.fetch_once)
 
     async def fetch_once(self) -> bool:
         """Read the newest table if it is newer than the one held here: through its delta

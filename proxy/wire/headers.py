@@ -63,6 +63,7 @@ _DROP_TO_INSTANCE = (
             b"nvcf-function-id",
             b"nvcf-function-version-id",
             b"nvcf-asset-dir",
+            b"nvcf-function-asset-ids",
             b"nvcf-large-output-dir",
             b"nvcf-max-response-size-bytes",
             b"nvcf-nspectid",
@@ -178,12 +179,14 @@ class RouteHeaders:
     """Per-route constant NVCF-* header bytes, cached by route identity; likewise an
     endpoint's `host` value and a key grant's NVCF-SUB / NVCF-NCAID values."""
 
-    __slots__ = ("_cache", "_calls", "_wire", "region")
+    __slots__ = ("_cache", "_calls", "_wire", "asset_base", "output_base", "region")
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, asset_dir: str = "/var/inf/inputAssets", output_dir: str = "/var/inf/response") -> None:
         self._cache: dict[int, tuple[VersionRoute, bytes]] = {}
         self._calls: dict[tuple[int, int, int, bool, bool], tuple[VersionRoute, Endpoint, KeyGrant, RequestLines]] = {}
         self.region = region.encode()
+        self.asset_base = asset_dir.encode()  # NVCF-ASSET-DIR is {asset_base}/{requestId}
+        self.output_base = output_dir.encode()  # NVCF-LARGE-OUTPUT-DIR likewise
         self._wire: dict[int, tuple[object, tuple[bytes, ...]]] = {}
 
     def for_endpoint(self, ep: Endpoint) -> bytes:
@@ -218,8 +221,8 @@ class RouteHeaders:
         fixed = RequestLines(
             b"host: %s\r\n" % self.for_endpoint(ep),
             self.for_route(route) + b"NVCF-REQID: ",
-            b"\r\nNVCF-SUB: %s\r\nNVCF-NCAID: %s\r\nNVCF-ASSET-DIR: /var/inf/inputAssets/" % (subject, nca_id),
-            b"\r\nNVCF-LARGE-OUTPUT-DIR: /var/inf/response/",
+            b"\r\nNVCF-SUB: %s\r\nNVCF-NCAID: %s\r\nNVCF-ASSET-DIR: %s/" % (subject, nca_id, self.asset_base),
+            b"\r\nNVCF-LARGE-OUTPUT-DIR: %s/" % self.output_base,
             b"\r\nnvcf-poll-seconds: ",
             b"\r\n%s" % (b"nvcf-feature-disable-worker-compatibility: true\r\n" if host_routed else b""),
             b"via: %s fngate\r\n\r\n" % (b"2" if http2 else b"1.1"),
@@ -293,6 +296,8 @@ def upstream_head(
     authority: bytes,
     http2: bool = False,
     scheme: bytes = b"http",
+    asset_base: bytes = b"/var/inf/inputAssets",
+    output_base: bytes = b"/var/inf/response",
 ) -> bytes:
     """The HTTP/1.1 request head for the instance.
 
@@ -314,7 +319,7 @@ def upstream_head(
         forwarding = _forwarding_lines(client_addr, authority, scheme)
     return (
         b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%s%s%sNVCF-REQID: %s\r\nNVCF-SUB: %s\r\nNVCF-NCAID: %s\r\n"
-        b"NVCF-ASSET-DIR: /var/inf/inputAssets/%s\r\nNVCF-LARGE-OUTPUT-DIR: /var/inf/response/%s\r\n"
+        b"NVCF-ASSET-DIR: %s/%s\r\nNVCF-LARGE-OUTPUT-DIR: %s/%s\r\n"
         b"nvcf-poll-seconds: %d\r\n%s%svia: %s fngate\r\n\r\n"
         % (
             method.encode(),
@@ -327,7 +332,9 @@ def upstream_head(
             request_id,
             subject,
             nca_id,
+            asset_base,
             request_id,
+            output_base,
             request_id,
             poll_left,
             b"nvcf-feature-disable-worker-compatibility: true\r\n" if host_routed else b"",

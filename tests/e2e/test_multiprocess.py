@@ -86,7 +86,9 @@ async def test_pexec_polls_and_metrics_span_gateway_workers(fngate_serve, tmp_pa
         ready = await c.get(f"{admin}/readyz")
         assert ready.status_code == 200 and len(ready.json()["workers"]) == 2, ready.text
         r = await c.post(
-            f"{api.gateway}/v2/nvcf/pexec/functions/{fid}?delay=6", content=b"hello", headers={**api.headers, "NVCF-POLL-SECONDS": "1"}
+            f"{api.gateway}/v2/nvcf/pexec/functions/{fid}",
+            content=b"hello",
+            headers={**api.headers, "NVCF-POLL-SECONDS": "1", "Echo-Delay": "6"},
         )
     assert r.status_code == 202, r.text
     rid = r.headers["nvcf-reqid"]

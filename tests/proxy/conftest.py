@@ -146,9 +146,18 @@ async def lockstep_up():
 
 
 @pytest.fixture
-def gateway_config() -> GatewayConfig:
+def gateway_config(tmp_path) -> GatewayConfig:
     return GatewayConfig(
-        http_port=0, grpc_port=0, admin_port=0, idle_timeout=10, client_header_timeout=2, client_body_idle_timeout=2, keepalive_timeout=5
+        http_port=0,
+        grpc_port=0,
+        admin_port=0,
+        idle_timeout=10,
+        client_header_timeout=2,
+        client_body_idle_timeout=2,
+        keepalive_timeout=5,
+        output_dir=str(tmp_path / "response"),  # the pexec request directories (not /var/inf)
+        asset_dir=str(tmp_path / "inputAssets"),
+        large_results_dir=str(tmp_path / "large"),
     )
 
 

@@ -74,7 +74,8 @@ async def test_headers_to_the_instance(env, echo_up):
     assert got["nvcf-instancetype"] == "NCP.GPU.TEST_1x"
     assert got["nvcf-sub"] == "alice"
     assert got["nvcf-reqid"] == r.headers["nvcf-reqid"]
-    assert got["nvcf-asset-dir"] == f"/var/inf/inputAssets/{got['nvcf-reqid']}"
+    assert got["nvcf-asset-dir"] == f"{env.gw.config.asset_dir}/{got['nvcf-reqid']}"  # (NVCF's /var/inf/inputAssets by default)
+    assert got["nvcf-large-output-dir"] == f"{env.gw.config.output_dir}/{got['nvcf-reqid']}"
     assert got["nvcf-max-response-size-bytes"] == "5242880"
     assert got["nvcf-invocation-region"] == "local"
     assert 28 <= int(got["nvcf-poll-seconds"]) <= 30  # the time left of the 30 s window

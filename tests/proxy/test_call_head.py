@@ -43,3 +43,20 @@ def test_call_head_is_upstream_head(method, target, headers, body, host_routed, 
         assert call_head(method, target, headers, fixed, **common) == expected
     assert wire.for_call(ROUTE, EP, GRANT, host_routed, http2) is fixed
     assert b"NVCF-SUB: sub%s\r\n" in expected and b"nvcf-poll-seconds: 7\r\n" in expected
+
+
+def test_call_head_carries_the_configured_asset_and_output_dirs():
+    """NVCF-ASSET-DIR / NVCF-LARGE-OUTPUT-DIR come from the gateway's asset_dir/output_dir
+    (pexec reads progress and artifacts there), on the kept lines as in upstream_head."""
+    wire = RouteHeaders("eu-1", "/data/inf/inputAssets", "/data/inf/response")
+    subject, nca_id = wire.for_grant(GRANT)
+    common = {"request_id": b"rid-2", "poll_left": 3, "body": None, "client_addr": "10.1.1.1", "authority": b"a", "scheme": b"http"}
+    expected = upstream_head(
+        "POST", b"/", [], wire.for_route(ROUTE), host=wire.for_endpoint(EP), subject=subject, nca_id=nca_id,
+        host_routed=False, asset_base=wire.asset_base, output_base=wire.output_base, **common,
+    )  # fmt: skip
+    got = call_head("POST", b"/", [], wire.for_call(ROUTE, EP, GRANT, False, False), **common)
+    assert got == expected
+    assert b"NVCF-ASSET-DIR: /data/inf/inputAssets/rid-2\r\n" in got
+    assert b"NVCF-LARGE-OUTPUT-DIR: /data/inf/response/rid-2\r\n" in got
+    assert b"/var/inf/" not in got

@@ -1,4 +1,4 @@
-"""Legacy pexec: 200 within the poll window, 202 + polling otherwise, 404 for unknown ids."""
+"""Legacy pexec: 200 within the poll window, 202 + polling otherwise, 404 for unknown or delivered ids."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ async def test_pexec_answers_within_the_window(env, echo_up):
 async def test_pexec_202_then_poll_for_the_result(env, echo_up):
     env.publish([route(echo_up.port, inference_url="/infer")])
     async with httpx.AsyncClient(timeout=30) as c:
-        r = await c.post(f"{env.url}/v2/nvcf/pexec/functions/{FID}?delay=1.5", content=b"abc", headers={**AUTH, "NVCF-POLL-SECONDS": "1"})
+        r = await c.post(
+            f"{env.url}/v2/nvcf/pexec/functions/{FID}", content=b"abc", headers={**AUTH, "NVCF-POLL-SECONDS": "1", "Echo-Delay": "1.5"}
+        )
         assert r.status_code == 202 and r.headers["nvcf-status"] == "in-progress"
         req_id = r.headers["nvcf-reqid"]
         # another key may not read the result
@@ -35,15 +37,15 @@ async def test_pexec_202_then_poll_for_the_result(env, echo_up):
         r = await c.get(f"{env.url}/v2/nvcf/pexec/status/{req_id}", headers={**AUTH, "NVCF-POLL-SECONDS": "5"})
         assert r.status_code == 200 and r.headers["nvcf-status"] == "fulfilled"
         assert r.json()["bodySize"] == 3 and r.headers["nvcf-reqid"] == req_id
-        # still there for a second poll
+        # delivered: gone, as at NVCF (the mapping is purged)
         again = await c.get(f"{env.url}/v2/nvcf/pexec/status/{req_id}", headers=AUTH)
-        assert again.status_code == 200 and again.content == r.content
+        assert again.status_code == 404
 
 
 async def test_pexec_status_while_running_and_unknown(env, echo_up):
     env.publish([route(echo_up.port, inference_url="/infer")])
     async with httpx.AsyncClient(timeout=30) as c:
-        r = await c.post(f"{env.url}/v2/nvcf/pexec/functions/{FID}?delay=2.5", headers={**AUTH, "NVCF-POLL-SECONDS": "1"})
+        r = await c.post(f"{env.url}/v2/nvcf/pexec/functions/{FID}", headers={**AUTH, "NVCF-POLL-SECONDS": "1", "Echo-Delay": "2.5"})
         assert r.status_code == 202
         req_id = r.headers["nvcf-reqid"]
         r = await c.get(f"{env.url}/v2/nvcf/pexec/status/{req_id}", headers={**AUTH, "NVCF-POLL-SECONDS": "1"})
@@ -64,7 +66,7 @@ async def test_pexec_queued_past_the_window_is_504(env, echo_up):
 async def test_pexec_instance_errors_become_problem_json(env, echo_up):
     env.publish([route(echo_up.port, inference_url="/infer")])
     async with httpx.AsyncClient(timeout=30) as c:
-        r = await c.post(f"{env.url}/v2/nvcf/pexec/functions/{FID}?status=422", headers=AUTH)
+        r = await c.post(f"{env.url}/v2/nvcf/pexec/functions/{FID}", headers={**AUTH, "Echo-Status": "422"})
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
     assert r.json() == {
         "type": "urn:inference-service:problem-details:unprocessable-entity",

@@ -1,5 +1,6 @@
-"""Pexec results the gateway cannot hold: larger than `pexec_max_result_bytes`, or a
-request whose client went away after the 202 but before its body was all in."""
+"""Pexec results the gateway cannot hold: larger than `pexec_max_result_bytes` with worker
+compatibility off (with it on they go large: a 302, tests/proxy/test_pexec_contract.py),
+or a request whose client went away after the 202 but before its body was all in."""
 
 from __future__ import annotations
 
@@ -20,14 +21,17 @@ def gateway_config(gateway_config):
     return replace(gateway_config, pexec_max_result_bytes=LIMIT, client_body_idle_timeout=10)
 
 
-async def test_a_result_over_the_limit_is_a_502_and_the_instance_connection_is_closed(env, echo_up):
+async def test_a_result_over_the_limit_without_compat_is_a_502(env, echo_up):
     env.publish([route(echo_up.port, inference_url="/infer")])
+    no_compat = {**AUTH, "nvcf-feature-disable-worker-compatibility": "true"}
     async with httpx.AsyncClient(timeout=30) as c:
-        r = await c.post(f"{env.url}/v2/nvcf/pexec/functions/{FID}?size={LIMIT * 5}", headers=AUTH)
+        r = await c.post(f"{env.url}/v2/nvcf/pexec/functions/{FID}", headers={**no_compat, "Echo-Size": str(LIMIT * 5)})
         assert r.status_code == 502 and r.headers["nvcf-status"] == "errored"
         assert r.json()["detail"] == f"the result is larger than {LIMIT} bytes"
-        r = await c.post(f"{env.url}/v2/nvcf/pexec/functions/{FID}?size={LIMIT}", headers=AUTH)  # at the limit: whole
+        r = await c.post(f"{env.url}/v2/nvcf/pexec/functions/{FID}", headers={**no_compat, "Echo-Size": str(LIMIT)})  # at the limit: whole
         assert r.status_code == 200 and len(r.content) == LIMIT
+        r = await c.post(f"{env.url}/v2/nvcf/pexec/functions/{FID}", headers={**AUTH, "Echo-Size": str(LIMIT + 1)})  # compat: large
+        assert r.status_code == 302 and r.headers["location"]
 
 
 async def test_a_client_gone_after_the_202_before_its_body_fails_the_job(env, echo_up):

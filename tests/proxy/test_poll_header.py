@@ -44,8 +44,8 @@ async def test_pexec_without_worker_compatibility_passes_the_instances_error(env
     auth = {"Authorization": f"Bearer {KEY}"}
     async with httpx.AsyncClient(http1=not http2, http2=http2, timeout=30) as c:
         url = f"{env.url}/v2/nvcf/pexec/functions/{FID}"
-        r = await c.post(url + "?status=422", content=b"{}", headers={**auth, "nvcf-feature-disable-worker-compatibility": "true"})
+        r = await c.post(url, content=b"{}", headers={**auth, "Echo-Status": "422", "nvcf-feature-disable-worker-compatibility": "true"})
         assert r.status_code == 422 and r.headers["content-type"].startswith("application/json")
         assert {k.lower(): v for k, v in r.json()["headers"].items()}["nvcf-feature-disable-worker-compatibility"] == "true"
-        r = await c.post(url + "?status=422", content=b"{}", headers=auth)
+        r = await c.post(url, content=b"{}", headers={**auth, "Echo-Status": "422"})
         assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"

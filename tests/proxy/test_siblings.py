@@ -31,7 +31,9 @@ async def test_a_result_held_by_one_worker_is_polled_through_the_other(echo_up):
         Env(workers[0], holder).publish([route(echo_up.port, inference_url="/infer")])
         first, second = (f"http://127.0.0.1:{gw.http_port}" for gw in workers)
         async with httpx.AsyncClient(timeout=20) as c:
-            r = await c.post(f"{first}/v2/nvcf/pexec/functions/{FID}?delay=1", content=b"abc", headers={**AUTH, "NVCF-POLL-SECONDS": "1"})
+            r = await c.post(
+                f"{first}/v2/nvcf/pexec/functions/{FID}", content=b"abc", headers={**AUTH, "NVCF-POLL-SECONDS": "1", "Echo-Delay": "2"}
+            )
             assert r.status_code == 202
             rid = r.headers["nvcf-reqid"]
             assert rid.startswith("00")  # the worker that holds it is named in the id

@@ -315,8 +315,8 @@ def test_a_key_pinned_to_a_version_polls_its_pexec_request(served):
     while served.invoke(fn["id"], pinned["value"], headers={"function-version-id": fn["versionId"]}).status_code != 200:
         assert time.monotonic() < deadline, "the pinned key never invoked its version"  # snapshot, then a cold start
         time.sleep(0.1)
-    headers = {"Authorization": f"Bearer {pinned['value']}", "NVCF-POLL-SECONDS": "1"}
-    url = f"{served.gateway}/v2/nvcf/pexec/functions/{fn['id']}/versions/{fn['versionId']}?delay=4"
+    headers = {"Authorization": f"Bearer {pinned['value']}", "NVCF-POLL-SECONDS": "1", "Echo-Delay": "4"}
+    url = f"{served.gateway}/v2/nvcf/pexec/functions/{fn['id']}/versions/{fn['versionId']}"
     r = httpx.post(url, headers=headers, content=b"{}", timeout=30)
     assert r.status_code == 202, r.text
     status = f"{served.gateway}/v2/nvcf/pexec/status/{r.headers['nvcf-reqid']}"
