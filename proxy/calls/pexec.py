@@ -353,6 +353,8 @@ class Pexec:
         if job.done.is_set():
             self.jobs.pop(request_id, None)  # delivered: NVCF purges the mapping
             if self.shared is not None:
+                if await self.shared.find(request_id) is None:  # already delivered by another replica
+                    raise NotFound()
                 self.shared.forget(request_id)
             return answer.result(ex, job)
         self._track(job, poll)

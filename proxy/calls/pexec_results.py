@@ -41,9 +41,13 @@ RUNNING = b"0"  # the status field while the request runs
 class HeldJob(Protocol):
     """What is shared of a pexec job (proxy/calls/pexec.py's Job)."""
 
-    request_id: bytes
-    function_id: str
-    version_id: str | None
+    @property
+    def request_id(self) -> bytes: ...
+    @property
+    def function_id(self) -> str: ...
+    @property
+    def version_id(self) -> str | None: ...
+
     status: int
     headers: Headers
     body: bytes
@@ -76,13 +80,19 @@ class SharedResults:
 
     def hold(self, job: HeldJob) -> None:
         """Announce a job that outlived its first window, and store its result once it ends."""
+        rid = job.request_id
         task = self._spawn(self._hold(job))
-        self._holding[job.request_id] = task
-        task.add_done_callback(lambda _t, rid=job.request_id: self._holding.pop(rid, None) if self._holding.get(rid) is _t else None)
+        self._holding[rid] = task
+
+        def release(done: asyncio.Task[None]) -> None:
+            if self._holding.get(rid) is done:
+                del self._holding[rid]
+
+        task.add_done_callback(release)
 
     def abandon(self, job: HeldJob) -> None:
         """Its gateway gave up on the job: polls anywhere get 504 until the record ages out."""
-        ident = {"fid": job.function_id, "vid": job.version_id or "", "status": RUNNING, "abandoned": "1"}
+        ident: dict[str, str | bytes] = {"fid": job.function_id, "vid": job.version_id or "", "status": RUNNING, "abandoned": "1"}
         self._spawn(self._after_hold(job.request_id, lambda key: self._write(key, ident)))
 
     def forget(self, request_id: bytes) -> None:
