@@ -106,6 +106,30 @@ def test_a_pexec_request_taken_by_one_replica_is_polled_on_the_other(replicas):
     assert missing.status_code == 404
 
 
+def test_a_pexec_request_given_up_by_its_replica_is_504_on_the_other(replicas):
+    """No poll within NVCF's max(2 x poll, 10 s) after the 202: replica A gives the job up,
+    and a poll on replica B gets the same 504 'worker did not acknowledge' as one on A
+    (before, B kept answering 202 from the shared record until the result came)."""
+    api_a, api_b = ServeApi(replicas[0]), ServeApi(replicas[1])
+    fid, vid = api_a.create("replicas-pexec-abandoned")
+    api_a.deploy(fid, vid, min_i=1, max_i=1, concurrency=4)
+    api_a.wait_status(fid, vid, "ACTIVE")
+    api_a.wait(lambda: api_a.invoke(fid).status_code == 200, "the function served by A's gateway")
+    auth = {"Authorization": f"Bearer {api_a.sp.admin_key}"}
+    taken = httpx.post(
+        f"{api_a.gateway}/v2/nvcf/pexec/functions/{fid}",
+        headers={**auth, "NVCF-POLL-SECONDS": "1", "Echo-Delay": "30"},
+        content=b"{}",
+        timeout=30,
+    )
+    assert taken.status_code == 202, taken.text
+    rid = taken.headers["nvcf-reqid"]
+    time.sleep(12)  # past the 10 s NVCF's worker waits for the next poll
+    for api in (api_b, api_a):
+        r = httpx.get(f"{api.gateway}/v2/nvcf/pexec/status/{rid}", headers={**auth, "NVCF-POLL-SECONDS": "1"}, timeout=30)
+        assert r.status_code == 504 and "did not acknowledge" in r.text, (api.gateway, r.status_code, r.text)
+
+
 async def test_a_deposed_leader_hands_its_local_instances_over_without_cutting_a_request(replicas):
     """The leader is paused past its lease (SIGSTOP) and another replica takes over. The old
     leader's local instance cannot be adopted: the new leader runs its own, keeps the old
