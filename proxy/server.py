@@ -238,7 +238,11 @@ class Gateway:
             gport = grpc if self.grpc_sessions is None else SessionPort(grpc, self.grpc_sessions)
             self._servers.append(
                 await loop.create_server(
-                    lambda: ClientConnection(cfg, ghandler, conns, gport, h2_only=True), sock=gsock, ssl=tls, backlog=cfg.backlog
+                    # HTTP/1.1 too, as NVCF's gRPC port (h2c handler): a browser's preflight arrives so
+                    lambda: ClientConnection(cfg, ghandler, conns, gport),
+                    sock=gsock,
+                    ssl=tls,
+                    backlog=cfg.backlog,
                 )
             )
             self._ports["grpc"] = gsock.getsockname()[1]

@@ -12,7 +12,6 @@ import grpc
 import httpx
 import pytest
 from grpclib.client import Channel
-from grpclib.exceptions import GRPCError
 
 from fngate.backends.samples import grpc_echo_pb2 as pb
 from fngate.proxy.routing.snapshot import Endpoint, VersionRoute
@@ -123,11 +122,10 @@ async def test_grpclib_client_keeps_its_session_and_reconnects(gateway, instance
         impls = {(await grpclib_stub(ch).Echo(pb.EchoRequest(), metadata=md)).impl for _ in range(10)}
     assert impls == {first.impl}
     for _ in range(5):
-        async with Channel("127.0.0.1", gateway.port) as ch:
-            async with grpclib_stub(ch).Echo.open(metadata={**md, "nvcf-reqid": sid}) as st:
-                await st.send_message(pb.EchoRequest(), end=True)
-                reply = await st.recv_message()
-                await st.recv_trailing_metadata()
+        async with Channel("127.0.0.1", gateway.port) as ch, grpclib_stub(ch).Echo.open(metadata={**md, "nvcf-reqid": sid}) as st:
+            await st.send_message(pb.EchoRequest(), end=True)
+            reply = await st.recv_message()
+            await st.recv_trailing_metadata()
         assert (reply.impl, st.initial_metadata["nvcf-reqid"]) == (first.impl, sid)
 
 
@@ -158,7 +156,7 @@ async def test_a_session_resumed_for_another_function_version_or_account_is_refu
     assert wrong_function[:2] == ("INTERNAL", f"existing session function ID mismatch for request id {sid}")
     assert wrong_version == ("INTERNAL", f"existing session function version ID mismatch for request id {sid}")
     async with grpcio_channel(gateway.port) as ch:  # the session is still there for its own function
-        reply, again, _ = await echo(ch, ("nvcf-reqid", sid))
+        _, again, _ = await echo(ch, ("nvcf-reqid", sid))
     assert again["nvcf-reqid"] == sid
 
 
@@ -245,3 +243,68 @@ async def test_sessions_off_routes_every_call_on_its_own(instances):
             replies = [await echo(ch) for _ in range(24)]
     assert {r.impl for r, _, _ in replies} == {"grpcio", "grpclib"}
     assert all("set-cookie" not in h for _, h, _ in replies)
+
+
+# -- CORS on the gRPC port (spec part 2, section 9; NVCF's grpc-proxy middleware and director) --
+
+
+async def test_a_preflight_on_the_grpc_port_is_answered_before_any_key_check(gateway):
+    async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as c:
+        r = await c.options(
+            f"http://127.0.0.1:{gateway.port}/fngate.echo.v1.Echo/Echo",
+            headers={
+                "Origin": "https://app.example.com",
+                "Access-Control-Request-Method": "post",
+                "Access-Control-Request-Headers": "authorization,function-id, x-grpc-web",
+            },
+        )
+        refused = await c.options(
+            f"http://127.0.0.1:{gateway.port}/any/path",
+            headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "CONNECT"},
+        )
+    assert r.status_code == 200 and r.content == b""
+    assert r.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert r.headers["access-control-allow-methods"] == "POST"
+    assert r.headers["access-control-allow-headers"] == "Authorization, Function-Id, X-Grpc-Web"
+    assert r.headers["access-control-allow-credentials"] == "true"
+    assert r.headers["access-control-max-age"] == "3600"
+    assert r.headers.get_list("vary") == ["Origin", "Access-Control-Request-Method", "Access-Control-Request-Headers"]
+    assert "access-control-expose-headers" not in r.headers
+    # a method NVCF does not allow: 200 with the Vary fields only
+    assert refused.status_code == 200 and "access-control-allow-origin" not in refused.headers
+    assert len(refused.headers.get_list("vary")) == 3
+
+
+async def test_a_browsers_http1_preflight_on_the_grpc_port_is_answered(gateway):
+    """Browsers speak HTTP/1.1 to a cleartext port; NVCF's gRPC port takes HTTP/1.1 too."""
+    async with httpx.AsyncClient(timeout=10) as c:
+        r = await c.options(
+            f"http://127.0.0.1:{gateway.port}/fngate.echo.v1.Echo/Echo",
+            headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"},
+        )
+    assert (r.http_version, r.status_code) == ("HTTP/1.1", 200)
+    assert r.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert r.headers["access-control-max-age"] == "3600"
+
+
+async def test_the_gateways_grpc_errors_carry_cors_fields_and_instance_answers_none(gateway, instances):
+    publish_routes(gateway.holder, two_instances(instances))
+    origin = ("origin", "https://app.example.com")
+    async with grpcio_channel(gateway.port) as ch:
+        call = grpcio_stub(ch).Echo(pb.EchoRequest(), metadata=[("function-id", F_TWO), ("authorization", "Bearer wrong"), origin])
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call
+        trailers = list(await call.trailing_metadata())
+        _, head, tail = await echo(ch, origin)
+        call = grpcio_stub(ch).Echo(pb.EchoRequest(), metadata=[("function-id", F_TWO), ("authorization", "Bearer wrong")])
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call
+        without_origin = list(await call.trailing_metadata())
+    assert (await call.code()).name == "UNAUTHENTICATED"
+    assert ("access-control-allow-origin", "https://app.example.com") in trailers
+    assert ("access-control-allow-credentials", "true") in trailers
+    assert ("vary", "Origin") in trailers and ("vary", "Origin") in without_origin
+    assert not any(k.startswith("access-control-") for k, _ in without_origin)
+    # NVCF exposes no header on this port, and adds none to what the instance answers
+    assert "access-control-expose-headers" not in dict(trailers)
+    assert not any(k.startswith("access-control-") for k, _ in [*head.items(), *tail])
