@@ -92,6 +92,13 @@ class Slots(Protocol):
     ) -> Lease: ...
 
 
+def add_session_field(meta: dict[str, str], name: str, value: str) -> None:
+    """Collect a session field into `meta`: HTTP/2 may split `cookie` into several
+    fields (RFC 9113 8.2.3), and a list field may come as several lines."""
+    had = meta.get(name)
+    meta[name] = value if had is None else f"{had}{'; ' if name == 'cookie' else ', '}{value}"
+
+
 def requested_session(meta: Mapping[str, str]) -> str | None:
     """The session id a call presents (header, then WebSocket protocol pair, then cookie),
     as a lower-case UUID; None when absent or not a UUID."""
@@ -352,8 +359,8 @@ class GrpcSessions:
         except ProxyError as err:
             self._start_failed(session, err)
             return
-        except asyncio.CancelledError:
-            self._start_failed(session, UpstreamUnavailable("the gateway is shutting down"))
+        except asyncio.CancelledError:  # the session ended first (its version left, the gateway stops)
+            self._start_failed(session, UpstreamUnavailable("the gRPC session ended before it had an instance"))
             raise
         if session.ended:
             lease.release()
@@ -412,7 +419,8 @@ class GrpcSessions:
     def _detach(self, attachment: Attachment) -> None:
         session = attachment.session
         if session.attachments.pop(attachment.key, None) is not None and not session.attachments:
-            session.detached_since = time.monotonic()
+            session.detached_since = now = time.monotonic()
+            self._arm(session, now + self.reconnect_grace)
         if self._attached.get(attachment.key) is attachment:
             del self._attached[attachment.key]
 

@@ -90,7 +90,7 @@ async def test_each_channel_opens_its_own_session_and_per_call_routing_stays_on_
     assert len({h["nvcf-reqid"] for _, h, _ in replies}) == 24
 
 
-@pytest.mark.parametrize("presented_as", ["metadata", "cookie", "websocket-protocol"])
+@pytest.mark.parametrize("presented_as", ["metadata", "cookie", "split-cookie", "websocket-protocol"])
 async def test_a_client_that_reconnects_with_the_session_id_reaches_the_same_instance(gateway, instances, presented_as):
     publish_routes(gateway.holder, two_instances(instances))
     async with grpcio_channel(gateway.port) as ch:
@@ -99,11 +99,13 @@ async def test_a_client_that_reconnects_with_the_session_id_reaches_the_same_ins
     presented = {
         "metadata": ("nvcf-reqid", sid),
         "cookie": ("cookie", f"other=1; nvcf-request-id={sid}"),
+        "split-cookie": ("cookie", f"nvcf-request-id={sid}"),  # followed by another cookie field, below
         "websocket-protocol": ("sec-websocket-protocol", f"function-id.{F_TWO}, nvcf-reqid.{sid}"),
     }[presented_as]
     for _ in range(6):  # channel closed and opened again, six times: by chance 1 in 64
         async with grpcio_channel(gateway.port) as ch:
-            reply, again, _ = await echo(ch, presented)
+            extra = [("cookie", "a=1")] if presented_as == "split-cookie" else []
+            reply, again, _ = await echo(ch, presented, *extra)  # the id in the first of two cookie fields
             later, later_head, _ = await echo(ch)  # later calls of the connection stay in the session
         assert (reply.impl, later.impl) == (first.impl, first.impl)
         assert again["nvcf-reqid"] == later_head["nvcf-reqid"] == sid
