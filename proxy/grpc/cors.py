@@ -14,7 +14,7 @@ NVCF's grpc-proxy proxy/middleware/middleware.go and director.go, go-chi/cors).
 - Answers that come from the instance get no CORS fields: the container adds its own.
 
 There is no grpc-web translation, at NVCF or here: a grpc-web request is not gRPC to the
-gateway and reaches the function as an HTTP call.
+gateway and is forwarded as an HTTP call.
 """
 
 from __future__ import annotations
