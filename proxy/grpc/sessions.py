@@ -275,6 +275,8 @@ class GrpcSessions:
         attachment = self._attached.get(key)
         if attachment is not None:
             if attachment.conn() is conn:
+                if attachment.session.nca_id != grant.nca_id:  # stricter than NVCF, which re-checks nothing here
+                    raise SessionMismatch(f"existing session invoker NCA ID mismatch for request id {attachment.session.id}")
                 route = self._current(table, attachment.session)
                 if route is not None:
                     return route, grant, Seat(self, attachment, False)
@@ -287,13 +289,13 @@ class GrpcSessions:
         route = resolve_call(table, function_id, sent_version, grant)
         if not route.grpc:
             raise WrongProtocol(f"function {function_id} is not a gRPC function")
+        if len(self.sessions) >= self.max_sessions:  # before the rate limit spends a token
+            raise TooManySessions(f"this gateway holds {self.max_sessions} gRPC sessions")
         if rate_limits is not None and route.rate_limit:
             try:
                 rate_limits.check(route, grant, callers=False)
             except RateLimited:
                 raise RateLimited("exceeded rate limit") from None  # NVCF's grpc-message
-        if len(self.sessions) >= self.max_sessions:
-            raise TooManySessions(f"this gateway holds {self.max_sessions} gRPC sessions")
         session = Session(str(uuid.uuid4()), route, grant.nca_id)
         self.sessions[session.id] = session
         attachment = self._attach(session, conn, key)
