@@ -18,6 +18,7 @@ from fngate.proxy.routing.snapshot import Endpoint, VersionRoute
 from tests.proxy.grpc.conftest import running_gateway
 from tests.proxy.grpc.gateway import F_IO, V_IO, grpc_route, grpcio_stub, grpclib_stub, metadata, publish_routes
 from tests.proxy.grpc.gateway import grpcio_channel as shared_subchannel_channel
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -310,3 +311,15 @@ async def test_the_gateways_grpc_errors_carry_cors_fields_and_instance_answers_n
     # NVCF exposes no header on this port, and adds none to what the instance answers
     assert "access-control-expose-headers" not in dict(trailers)
     assert not any(k.startswith("access-control-") for k, _ in [*head.items(), *tail])
+
+
+async def test_a_new_session_whose_instance_refuses_takes_another_once(gateway, instances):
+    dead = Endpoint("dead-1", "127.0.0.1", free_port())
+    publish_routes(gateway.holder, two_instances(instances, endpoints=(dead, Endpoint("live-1", "127.0.0.1", instances["grpclib"].port))))
+    before = gateway.gw.metrics.retries
+    for _ in range(8):  # eight sessions, eight picks of two: by chance none on the dead one 1 in 256
+        async with grpcio_channel(gateway.port) as ch:
+            replies = [await echo(ch) for _ in range(3)]
+        assert {r.impl for r, _, _ in replies} == {"grpclib"}
+        assert len({h["nvcf-reqid"] for _, h, _ in replies}) == 1  # the session went on on the live instance
+    assert gateway.gw.metrics.retries > before

@@ -165,6 +165,7 @@ async def test_calls_reset_in_the_packet_that_opened_them_never_reach_the_instan
     assert after.started == before.started + 1  # only the call that was not reset
 
 
+@pytest.mark.grpc_per_call  # 20 calls, 20 picks (a session picks once: test_sessions.py)
 async def test_an_unreachable_instance_is_retried_on_another(gateway, instances):
     """As for HTTP: a call whose instance refuses the connection takes a slot on another
     instance of the version, once, instead of failing UNAVAILABLE."""
