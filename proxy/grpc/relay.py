@@ -453,6 +453,8 @@ class GrpcCall(Routed):
             )
             self.engine = handler.shared.with_slots(seat)  # type: ignore[arg-type]  # a Seat answers as a Limiter does
             self.request_id, self.response_extra, new_request = seat.request_id, seat.response_headers, seat.new
+            if self.obs is not None:  # the session's id names the call in its trace and access-log line
+                self.obs.request_id = seat.request_id
         self.function_id = route.function_id
         if self.obs is not None:
             self.obs.routed(route, grant)
