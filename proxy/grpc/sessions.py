@@ -211,8 +211,8 @@ class Seat:
 
     def try_acquire(self, route: VersionRoute, exclude: str | None = None, owner: object = None) -> SeatLease | None:
         session = self.attachment.session
-        if session.lease is None or session.ended:
-            return None
+        if exclude is not None or session.lease is None or session.ended:
+            return None  # a retry (exclude: the session's instance failed) goes through admit
         return self._take(session.lease.endpoint)
 
     async def admit(
