@@ -76,6 +76,13 @@ class GatewayConfig:
     trace_sample_ratio: float = 1.0  # share of new traces recorded
     trace_service_name: str = "fngate"
     access_log: str | None = None  # a file path, or "-" for standard output
+    # gRPC sessions on the gRPC port (proxy/grpc/sessions.py; NVCF's routing unit, spec part 2,
+    # section 7); False: every call is routed on its own there too, as on the HTTP port
+    grpc_sessions: bool = True
+    grpc_session_start_timeout: float = 30.0  # wait for a slot, then DEADLINE_EXCEEDED
+    grpc_session_idle_timeout: float = 30.0  # a connection with no call of its session this long leaves it
+    grpc_session_reconnect_grace: float = 30.0  # a session no connection is attached to ends after this
+    grpc_max_sessions: int = 65536  # per gateway process
     grace: float = 10.0
 
     def __post_init__(self) -> None:

@@ -42,6 +42,7 @@ from fngate.proxy.routing.snapshot import LoadReport, SnapshotHolder
 
 if TYPE_CHECKING:
     from fngate.proxy.grpc.relay import GrpcHandler
+    from fngate.proxy.grpc.sessions import GrpcSessions
     from fngate.proxy.routing.rate_lease import RedisLeaser
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ class Gateway:
         self.observability = Observability.from_config(config)  # None: no tracing, no access log
         if self.observability is not None:
             self.engine.observers = self.grpc.observers = self.observability.observers
+        self.grpc_sessions = self._grpc_sessions()
         self.serving = False
         self._stop_now = asyncio.Event()  # set by stop_now(): a stop in progress drains no longer
         self._servers: list[asyncio.AbstractServer] = []
@@ -177,6 +179,21 @@ class Gateway:
             deadlines=self.engine.deadlines,
         )
 
+    def _grpc_sessions(self) -> GrpcSessions | None:
+        """The gRPC port's sessions (proxy/grpc/sessions.py), unless configured off."""
+        from fngate.proxy.grpc.sessions import GrpcSessions
+
+        cfg = self.config
+        if not cfg.grpc_sessions:
+            return None
+        return GrpcSessions(
+            self.limiter,
+            start_timeout=cfg.grpc_session_start_timeout,
+            idle_timeout=cfg.grpc_session_idle_timeout,
+            reconnect_grace=cfg.grpc_session_reconnect_grace,
+            max_sessions=cfg.grpc_max_sessions,
+        )
+
     # -- ports ----------------------------------------------------------------------------
     @property
     def http_port(self) -> int | None:
@@ -211,10 +228,19 @@ class Gateway:
         )
         self._ports["http"] = sock.getsockname()[1]
         if cfg.grpc_port is not None:
+            from fngate.proxy.grpc.cors import PreflightFirst
+            from fngate.proxy.grpc.sessions import SessionPort
+
             gsock = _listen_socket(cfg.host, cfg.grpc_port, reuse)
+            ghandler = PreflightFirst(handler)  # CORS preflights as NVCF's gRPC port answers them
+            gport = grpc if self.grpc_sessions is None else SessionPort(grpc, self.grpc_sessions)
             self._servers.append(
                 await loop.create_server(
-                    lambda: ClientConnection(cfg, handler, conns, grpc, h2_only=True), sock=gsock, ssl=tls, backlog=cfg.backlog
+                    # HTTP/1.1 too, as NVCF's gRPC port (h2c handler): a browser's preflight arrives so
+                    lambda: ClientConnection(cfg, ghandler, conns, gport),
+                    sock=gsock,
+                    ssl=tls,
+                    backlog=cfg.backlog,
                 )
             )
             self._ports["grpc"] = gsock.getsockname()[1]
@@ -275,6 +301,8 @@ class Gateway:
         self._tasks.clear()
         if self.load_sink is not None:
             await self._report_once()  # the final state, so the control plane sees zero
+        if self.grpc_sessions is not None:
+            self.grpc_sessions.close()  # their slots
         if self.grpc is not None:
             await self.grpc.aclose()
         if self.rate_leaser is not None:

@@ -39,8 +39,12 @@ class GrpcMetrics:
         self.latency: dict[str, _Histogram] = {}
         self.function_requests: dict[tuple[str, str, str], int] = {}  # (function, version, caller's account)
 
-    def started(self, function_id: str, version_id: str = "", nca_id: str = "") -> None:
+    def started(self, function_id: str, version_id: str = "", nca_id: str = "", new_request: bool = True) -> None:
+        """A call started; `new_request`: it counts in function_request_total (a call of an
+        existing gRPC session does not, as at NVCF)."""
         self.active[function_id] = self.active.get(function_id, 0) + 1
+        if not new_request:
+            return
         key = (function_id, version_id, nca_id)
         self.function_requests[key] = self.function_requests.get(key, 0) + 1
 

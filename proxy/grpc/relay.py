@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ngh2 import ErrorCode, NeverIndexedHeader
@@ -56,6 +56,7 @@ from fngate.proxy.grpc.protocol import (
     parse_timeout,
 )
 from fngate.proxy.grpc.route import authorize_call, call_target
+from fngate.proxy.grpc.sessions import SESSION_HEADERS, GrpcSessions, add_session_field
 from fngate.proxy.instances.h2 import H2Upstream, H2UpstreamPool, UpstreamLost
 from fngate.proxy.instances.pool import ConnectFailed
 from fngate.proxy.routing.lookup import KeyChecker
@@ -69,6 +70,7 @@ Headers = list[tuple[bytes, bytes]]
 _PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
 # set by the gateway for each call, whatever the client sent
 _OWN = frozenset({b"grpc-timeout", b"nvcf-reqid"})
+_SESSION_ROUTING = frozenset({b"function-id", b"function-version-id", b":authority", b"authorization"})
 
 
 class Downstream(Protocol):
@@ -116,11 +118,14 @@ class BodyRate(Protocol):
     def client_body_rate_grace(self) -> float: ...
 
 
-def send_status(down: Downstream, exc: BaseException, request_id: bytes, responded: bool) -> Status:
+def send_status(
+    down: Downstream, exc: BaseException, request_id: bytes, responded: bool, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> Status:
     """Answer a gateway error on a gRPC stream, and return its status: a trailers-only
     response before the response head, trailers after it. The one place a gateway
-    error becomes gRPC bytes (proxy.errors carries each error's grpc_status)."""
-    status, fields = error_headers(exc, request_id, responded)
+    error becomes gRPC bytes (proxy.errors carries each error's grpc_status); `extra`:
+    fields for the trailers-only head (the gRPC port's CORS and session cookie)."""
+    status, fields = error_headers(exc, request_id, responded, extra)
     try:
         if responded:
             down.send_trailers(fields)
@@ -170,11 +175,12 @@ class GrpcHandler:
         self._idle = asyncio.Event()  # set while no call is in progress
         self._idle.set()
 
-    def open(self, headers: Headers, downstream: Downstream, end_stream: bool = False) -> GrpcCall:
+    def open(self, headers: Headers, downstream: Downstream, end_stream: bool = False, sessions: GrpcSessions | None = None) -> GrpcCall:
         """Take a new client stream; the driver then feeds the returned call. The call
         starts from the loop, after the driver's batch of frames: a stream that batch
-        also reset is over before it takes a slot or reaches an instance."""
-        call = GrpcCall(self, headers, downstream, end_stream)
+        also reset is over before it takes a slot or reaches an instance. `sessions`:
+        the call is routed by session (the gRPC port, proxy/grpc/sessions.py)."""
+        call = GrpcCall(self, headers, downstream, end_stream, sessions)
         self.calls.add(call)
         self._idle.clear()
         self.request_metrics.in_flight += 1
@@ -251,14 +257,20 @@ class GrpcCall(Routed):
         "function_id",
         "handler",
         "headers",
+        "response_extra",
+        "sessions",
         "started",
         "status",
         "timeout_at",
     )
 
-    def __init__(self, handler: GrpcHandler, headers: Headers, down: Downstream, end_stream: bool) -> None:
+    def __init__(
+        self, handler: GrpcHandler, headers: Headers, down: Downstream, end_stream: bool, sessions: GrpcSessions | None = None
+    ) -> None:
         super().__init__(handler.shared, None, new_request_id(), None, slot_owner(down))
         self.handler = handler
+        self.sessions = sessions
+        self.response_extra: Sequence[tuple[bytes, bytes]] = ()  # fields the first response head gets (the session cookie)
         self.headers = headers
         self.down = down
         self.function_id = ""  # set once the key check and the route passed
@@ -330,7 +342,7 @@ class GrpcCall(Routed):
         if self.obs is not None:
             self.obs.head()
         try:
-            self.down.send_headers(headers + [NeverIndexedHeader(b"nvcf-reqid", self.request_id)], end_stream)
+            self.down.send_headers([*headers, NeverIndexedHeader(b"nvcf-reqid", self.request_id), *self.response_extra], end_stream)
         except ClientGone:
             self.on_reset(ErrorCode.CANCEL)
             return
@@ -430,13 +442,34 @@ class GrpcCall(Routed):
             self.due_key = self.engine.deadlines.add(self.loop.time() + seconds, self)
             if timeout_at <= poll_end:
                 self.deadline = None  # the call's own deadline ends the wait (on_deadline)
-        function_id, version_id = call_target(fid, vid, authority)
-        route, grant = authorize_call(handler.holder.table, function_id, version_id, auth, handler.keys, handler.rate_limits)
+        sessions = self.sessions
+        if sessions is None:
+            function_id, version_id = call_target(fid, vid, authority)
+            route, grant = authorize_call(handler.holder.table, function_id, version_id, auth, handler.keys, handler.rate_limits)
+            new_request = True
+        else:  # the gRPC port: the session's instance, id and cookie (proxy/grpc/sessions.py)
+            route, grant, seat = sessions.route(
+                handler.holder.table, self._session_meta(), handler.keys, handler.rate_limits, self.down.conn, self.owner
+            )
+            self.engine = handler.shared.with_slots(seat)  # type: ignore[arg-type]  # a Seat answers as a Limiter does
+            self.request_id, self.response_extra, new_request = seat.request_id, seat.response_headers, seat.new
+            if self.obs is not None:  # the session's id names the call in its trace and access-log line
+                self.obs.request_id = seat.request_id
         self.function_id = route.function_id
         if self.obs is not None:
             self.obs.routed(route, grant)
-        handler.metrics.started(self.function_id, route.version_id, grant.nca_id)
+        handler.metrics.started(self.function_id, route.version_id, grant.nca_id, new_request)
         return route
+
+    def _session_meta(self) -> dict[str, str]:
+        """The routing and session fields a session's routing reads (sessions on only)."""
+        meta: dict[str, str] = {}
+        for name, value in self.headers:
+            if name in _SESSION_ROUTING:
+                meta[name.decode("latin-1")] = value.decode("latin-1")
+            elif name in SESSION_HEADERS:
+                add_session_field(meta, name.decode("latin-1"), value.decode("latin-1"))
+        return meta
 
     def _watch_body_rate(self) -> None:
         """The call is about to hold a slot while its request still streams in: hold the
@@ -570,7 +603,8 @@ class GrpcCall(Routed):
         if self.closed:
             return
         self._upstream_reset(ErrorCode.CANCEL)
-        status = send_status(self.down, exc, self.request_id, self._responded)
+        extra = () if self.sessions is None else self.sessions.error_headers(self.headers, exc)
+        status = send_status(self.down, exc, self.request_id, self._responded, extra)
         self._responded = True
         if not self._request.eof:  # the client may still be sending: stop it once the answer is out
             self.down.stop_after_answer()

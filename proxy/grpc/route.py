@@ -7,8 +7,8 @@ and the version choice are HTTP's (proxy.lookup: the gateway's one KeyChecker, a
 `resolve`); only the answers for versions that exist but cannot be invoked differ,
 since a gRPC client expects UNAVAILABLE (retry later) or FAILED_PRECONDITION rather
 than HTTP's 404. Every refusal is a ProxyError, which carries its grpc_status.
-fngate routes call by call, so the rate limit NVCF checks at session start is checked
-per call here.
+A call routed on its own (the invocation port, or sessions off) is rate-limited here;
+on the gRPC port a session is checked when it starts (proxy/grpc/sessions.py), as NVCF.
 """
 
 from __future__ import annotations

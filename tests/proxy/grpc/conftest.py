@@ -102,8 +102,10 @@ async def running_gateway(instances, **config):
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def gateway(instances):
+async def gateway(instances, request):
     """A gateway of the test's own (tests publish routes to it); the echo instances are
-    shared by the module and only read (tests compare their stats before and after)."""
-    async with running_gateway(instances) as gw:
+    shared by the module and only read (tests compare their stats before and after).
+    Sessions on, as by default, unless the test is marked `grpc_per_call`."""
+    per_call = request.node.get_closest_marker("grpc_per_call") is not None
+    async with running_gateway(instances, **({"grpc_sessions": False} if per_call else {})) as gw:
         yield gw

@@ -132,6 +132,7 @@ async def test_many_concurrent_streams_on_one_connection(gateway, instances, cli
     assert 1 <= len(upstream) <= 3
 
 
+@pytest.mark.grpc_per_call  # calls of one channel spread: a session keeps them on one version
 async def test_version_pinning_and_spreading_by_metadata(gateway):
     async with grpcio_channel(gateway.port) as ch:
         stub = grpcio_stub(ch)

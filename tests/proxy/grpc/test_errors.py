@@ -105,6 +105,7 @@ async def _hold_slot(port, seconds):
         return await grpcio_stub(ch).Echo(pb.EchoRequest(delay_s=seconds), metadata=metadata(F_ONE))
 
 
+@pytest.mark.grpc_per_call  # each call takes a slot (in a session the calls share one)
 async def test_queue_full_is_resource_exhausted_and_queued_calls_proceed(gateway):
     busy = asyncio.create_task(_hold_slot(gateway.port, 1.0))
     await asyncio.sleep(0.3)
@@ -116,6 +117,7 @@ async def test_queue_full_is_resource_exhausted_and_queued_calls_proceed(gateway
     assert (await queued)[0] == "OK"
 
 
+@pytest.mark.grpc_per_call  # each call takes a slot (in a session the calls share one)
 async def test_poll_window_passed_while_queued_is_deadline_exceeded(gateway):
     gateway.handler.queue_timeout = 0.3
     try:
@@ -128,6 +130,7 @@ async def test_poll_window_passed_while_queued_is_deadline_exceeded(gateway):
         gateway.handler.queue_timeout = 60.0
 
 
+@pytest.mark.grpc_per_call  # each call takes a slot (in a session the calls share one)
 @pytest.mark.parametrize("client", ["grpcio", "grpclib"])
 async def test_grpc_timeout_while_queued_is_deadline_exceeded(gateway, client):
     busy = asyncio.create_task(_hold_slot(gateway.port, 1.0))

@@ -15,6 +15,7 @@ from tests.proxy.grpc.gateway import F_IO, grpcio_channel, grpcio_stub, metadata
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
+@pytest.mark.grpc_per_call  # each call counts (a session counts once: test_sessions.py)
 async def test_function_request_total_and_active_requests(gateway):
     invented = str(uuid.uuid4())
     async with grpcio_channel(gateway.port) as ch:

@@ -27,6 +27,7 @@ async def _codes(port: int, n: int) -> list[str]:
     return out
 
 
+@pytest.mark.grpc_per_call  # each call is checked (a session is checked at its start: test_sessions.py)
 async def test_grpc_calls_past_the_limit_get_resource_exhausted(gateway, instances):
     publish_routes(gateway.holder, grpc_route(F_IO, V_IO, instances["grpcio"].port, rate_limit='{"rateLimit":"2-M","perUserRate":"1-M"}'))
     codes = await _codes(gateway.port, 4)

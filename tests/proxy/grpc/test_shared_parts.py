@@ -36,7 +36,8 @@ COLLECT = "/fngate.echo.v1.Echo/EchoCollect"
 async def test_one_client_connection_cannot_take_every_slot(instances):
     """Three slots, a cap of two per connection: one client's calls over one connection
     hold two, so another client's call is served at once instead of queueing behind them."""
-    async with running_gateway(instances, max_slots_per_connection=2) as gw:
+    # each call takes a slot (calls of one session share one): the cap is about calls routed on their own
+    async with running_gateway(instances, max_slots_per_connection=2, grpc_sessions=False) as gw:
         publish_routes(gw.holder, grpc_route(F_CAPPED, V_LIB, instances["grpclib"].port, max_concurrency=3))
         ended: list[str] = []
 
@@ -62,7 +63,7 @@ async def test_a_trickling_request_stream_is_cut_and_its_slot_freed(instances):
     """A client streaming its request at 1 byte every 2 s gets DEADLINE_EXCEEDED once the
     rate windows show it, and the function's only slot serves the next call."""
     config = {"client_body_min_rate": 100, "client_body_rate_window": 1.0, "client_body_rate_grace": 1.0}
-    async with running_gateway(instances, **config) as gw:
+    async with running_gateway(instances, **config, grpc_sessions=False) as gw:  # the call holds its own slot
         client = await RawClient.connect(gw.port)
         try:
             slow = client.start(
@@ -164,6 +165,7 @@ async def test_calls_reset_in_the_packet_that_opened_them_never_reach_the_instan
     assert after.started == before.started + 1  # only the call that was not reset
 
 
+@pytest.mark.grpc_per_call  # 20 calls, 20 picks (a session picks once: test_sessions.py)
 async def test_an_unreachable_instance_is_retried_on_another(gateway, instances):
     """As for HTTP: a call whose instance refuses the connection takes a slot on another
     instance of the version, once, instead of failing UNAVAILABLE."""
