@@ -11,6 +11,11 @@ static endpoints) are left running: the new leader's backend replays and adopts 
 
 If this replica leads again before the hand-over ends, the hand-over stops and the
 new reconciler adopts what still runs (its backends replay it).
+
+A leader stopped on purpose (SIGTERM) hands over the same way (control/serve.py): it gives
+the lease up while its gateway drains, waits for another replica to take it (`successor`),
+and its local instances stop only once that replica has drained them, within the stop's
+--drain-timeout. With no other replica to take over, they stop with this one as before.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Mapping
 
 from fngate.backends.base import Backend, InstanceEvent
 from fngate.control import records as R
+from fngate.control.leader import LEASE_KEY, LEASE_KIND
 from fngate.control.store.base import StateStore
 
 log = logging.getLogger("fngate.handover")
@@ -30,6 +36,25 @@ log = logging.getLogger("fngate.handover")
 def per_replica(backend: Backend) -> bool:
     """Whether the backend's instances live and die with this replica (an optional Backend attribute)."""
     return bool(getattr(backend, "per_replica", False))
+
+
+async def successor(store: StateStore, replica_id: str, within: float, poll: float = 0.1) -> str | None:
+    """The replica that holds the lease this one gave up, once one does within `within`
+    seconds (followers look at it every few seconds), else None: no other replica runs."""
+    ends = time.monotonic() + within
+    while True:
+        try:
+            record = await store.get(LEASE_KIND, LEASE_KEY)
+        except Exception as exc:  # the store is away: ask again until the end
+            log.debug("looking for a successor: %s", exc)
+            record = None
+        if record is not None:
+            holder = str(record.value.get("holder") or "")
+            if holder and holder != replica_id and float(record.value.get("expires", 0)) > time.time():
+                return holder
+        if time.monotonic() >= ends:
+            return None
+        await asyncio.sleep(poll)
 
 
 class HandOver:

@@ -91,5 +91,9 @@ class LoadBoard:
                     continue
         return None
 
+    def gateway_ids(self) -> set[str]:
+        """The gateways (of this process, of other workers and replicas) that reported lately."""
+        return {r.gateway_id for r in self._live()}
+
     def version_ids(self) -> set[str]:
         return {vid for r in self._live() for vid in r.versions}

@@ -62,6 +62,9 @@ class Server:
         self._loops: list[Callable[[], Awaitable[None]]] = []  # closers of the running control loops
         self.reconciler: Any = None  # the running Reconciler, while this replica leads (or on SQLite)
         self._hand_over: asyncio.Task[None] | None = None  # local instances a deposed leader hands over
+        self._stepping_down: asyncio.Task[None] | None = None  # a stopping leader handing over (stop())
+        self._stop_ends: float | None = None  # when a stop's hand-over must end (monotonic), while stopping
+        self._forced = False  # a second signal: nothing waits for a hand-over any more
         self.gateway: Any = None  # a Gateway (one worker) or a WorkerPool, from start_gateway
         self.publisher: Any = None  # the RoutingPublisher while this process runs the control loops
 
@@ -216,8 +219,7 @@ class Server:
             self._fenced = FencedStore(self.open_store, self.leadership)
             await self.leadership.step()  # the first replica up leads before it serves
             self.leadership.start()
-            self.stack.push_async_callback(self._cancel_hand_over)
-            self.stack.push_async_callback(self.leadership.aclose)
+            self.stack.push_async_callback(self._stop_leading)
         else:
             await self._start_loops(self.open_store)
             self.stack.push_async_callback(self._stop_loops)
@@ -242,9 +244,61 @@ class Server:
         running = reconciler.running() if reconciler is not None else []
         await self._stop_loops()
         self.reconciler = None
-        hand_over = HandOver(self.open_store, self.backends, running, deadline=self._drain_timeout + self._inherit_grace + 30)
-        if hand_over.left:
+        if self._stop_ends is not None:  # stopping: the hand-over ends with the stop's drain
+            deadline = max(self._stop_ends - time.monotonic(), 0.0)
+        else:
+            deadline = self._drain_timeout + self._inherit_grace + 30
+        hand_over = HandOver(self.open_store, self.backends, running, deadline=deadline)
+        if hand_over.left and not self._forced:
             self._hand_over = asyncio.create_task(hand_over.run(), name="hand-over")
+
+    def _others_serve(self) -> bool:
+        """Whether gateways other than this replica's report load (other replicas run)."""
+        gateway = self.gateway
+        own = set(getattr(gateway, "gateway_ids", None) or [getattr(gateway, "gateway_id", "")])
+        return bool(self.loadboard.gateway_ids() - own)
+
+    def _begin_stepping_down(self) -> None:
+        """At a stop: a leader whose local instances other replicas' gateways may be using
+        hands the control loops over at once, while its own gateway drains, so that the
+        new leader starts replacements and drains these instances before they stop."""
+        from .handover import per_replica
+
+        lead, reconciler = self.leadership, self.reconciler
+        if lead is None or not lead.leading or reconciler is None:
+            return
+        if not any(per_replica(self.backends[name]) for name, _ in reconciler.running() if name in self.backends):
+            return
+        if not self._others_serve():
+            return  # no other replica: the instances stop with this one, after its gateway drained
+        self._stop_ends = time.monotonic() + self.cfg.drain_timeout
+        self._stepping_down = asyncio.create_task(self._step_down_at_stop(), name="step-down")
+
+    async def _step_down_at_stop(self) -> None:
+        from .handover import successor
+
+        lead = self.leadership
+        await lead.aclose()  # gives the lease up; _deposed starts the hand-over
+        task = self._hand_over
+        if task is None:
+            return
+        within = min(lead.renew_every, lead.ttl / 4) + 1.0  # how often a follower looks at the lease, and a margin
+        holder = await successor(self.open_store, lead.replica_id, within)
+        if holder is None:
+            self._say("fngate: no other replica took the control loops over; local instances stop with this one")
+            await self._cancel_hand_over()
+            return
+        self._say(f"fngate: {holder} leads now; local instances stop once it has drained them")
+        await asyncio.wait({task}, timeout=max((self._stop_ends or 0.0) - time.monotonic(), 0.0))
+
+    async def _stop_leading(self) -> None:
+        """At a stop, after the gateway drained: the hand-over begun with the stop ends (in time),
+        then the lease is given up, if it was not yet, and what is left of a hand-over is cut."""
+        task = self._stepping_down
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        await self.leadership.aclose()
+        await self._cancel_hand_over()
 
     async def _cancel_hand_over(self) -> None:
         task, self._hand_over = self._hand_over, None
@@ -439,11 +493,15 @@ class Server:
         self.start_samples()
 
     async def stop(self) -> None:
+        self._begin_stepping_down()
         await self.stack.aclose()
 
     def stop_now(self) -> None:
         """A second signal: end the gateway's drain at once (the rest stops as usual)."""
         self._say("fngate: stopping at once")
+        self._forced = True
+        if self._hand_over is not None:  # local instances stop without waiting for another replica's drain
+            self._hand_over.cancel()
         gateway = self.gateway
         if isinstance(gateway, Gateway):
             gateway.stop_now()

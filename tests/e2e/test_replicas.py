@@ -166,3 +166,43 @@ async def test_a_deposed_leader_hands_its_local_instances_over_without_cutting_a
     assert new["instanceId"] != inst["instanceId"]
     for api in (api_leader, api_follower):
         assert api.invoke(fid, timeout=20).status_code == 200
+
+
+def test_a_leader_stopped_with_sigterm_hands_its_instances_over_without_cutting_a_stream(replicas):
+    """An SSE stream runs through the follower's gateway on the leader's local instance (a
+    child process of the leader) when the leader gets SIGTERM. The leader gives the lease up
+    at once; the new leader takes the instance out of routing, starts its own, and lets go
+    of the old one once the stream ended; only then does the old leader stop it and exit.
+    Before, the old leader stopped its instances as soon as its own gateway had drained, and
+    the stream was cut."""
+    from tests.e2e.test_drain_streams import Stream
+
+    leader = _leaders(replicas)[0]
+    follower = next(sp for sp in replicas if sp is not leader)
+    api_follower = ServeApi(follower)
+    fid, vid = api_follower.create("replicas-stop", image="fngate/sse", inferenceUrl="/v1/chat/completions")
+    api_follower.deploy(fid, vid, min_i=1, max_i=1, concurrency=4)
+    api_follower.wait_status(fid, vid, "ACTIVE")
+    [inst] = api_follower.ready_instances(fid, vid)
+    old_pid = instance_pid(leader.data_dir, vid, inst["instanceId"])
+    sse = {"json": {"tokens": 2, "interval": 0}}
+    api_follower.wait(lambda: api_follower.invoke(fid, "/v1/chat/completions", **sse).status_code == 200, "the follower serving it")
+
+    tokens, interval = 60, 0.1  # a 6 s stream
+    stream = Stream(api_follower, fid, tokens, interval)
+    stream.start()
+    api_follower.wait(lambda: len(stream.seqs) >= 5, "the stream under way")
+    leader.proc.send_signal(signal.SIGTERM)
+    api_follower.wait(lambda: LEADS in follower.output(), "the follower leading", TTL + 5)
+    assert stream.is_alive(), "the stream ended before the hand-over: nothing was tested"
+    assert alive(old_pid), "the old leader stopped its instance while a stream ran on it"
+    stream.join(30)
+    assert stream.error is None, f"the stream failed: {stream.error!r}"
+    assert stream.seqs == list(range(tokens)) and stream.done_marker, f"the stream was cut after {len(stream.seqs)} of {tokens} events"
+
+    assert leader.proc.wait(30) == 0, leader.output()
+    assert not alive(old_pid), "the old leader left its instance running"
+    assert "leads now; local instances stop once it has drained them" in leader.output()
+    [new] = api_follower.ready_instances(fid, vid)
+    assert new["instanceId"] != inst["instanceId"]
+    assert api_follower.invoke(fid, "/v1/chat/completions", **sse).status_code == 200
