@@ -6,7 +6,8 @@ instance starts it, waits for its health check (FAILED with the reason when it
 exits or stays unhealthy past the startup timeout), watches it while it runs
 (LOST when it exits or fails `unhealthy_after` probes in a row, e.g. hung) and
 restarts it with exponential backoff. Output goes to
-`<data-dir>/instances/<version-id>/<instance-id>.log`.
+`<data-dir>/instances/<version-id>/<instance-id>.log`. Before its first instance starts,
+it stops the processes a killed previous fngate serve left running (backends/leftovers.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .base import InstanceEventKind as K
 from .catalog import ImageCatalog, UnknownImage
 from .hub import EventHub
 from .inventory import Inventory, PlacementError
+from .leftovers import INSTANCE_ENV, Leftovers
 from .probe import probe
 from .secret_files import ACCOUNT_ENV_VAR as ACCOUNT_SECRETS_ENV
 from .secret_files import ACCOUNT_FILE_NAME as ACCOUNT_SECRETS_FILE
@@ -120,6 +122,8 @@ class LocalBackend:
         self._groups: dict[tuple[str, str], dict[str, _Instance]] = {}
         self._hub = EventHub()
         self._secret_files = SecretFiles()  # outside data_dir, private, removed with each instance
+        self._leftovers = Leftovers(self.logs_dir / "running")
+        self._reaped: asyncio.Task[dict[int, str]] | None = None
         self._closed = False
 
     # -- Backend protocol ----------------------------------------------------------------
@@ -145,6 +149,7 @@ class LocalBackend:
             shlex.split(spec.container_args)
         except ValueError as exc:
             raise BackendError(f"containerArgs cannot be parsed: {exc}") from None
+        await self._reap_leftovers()
         key = (spec.version_id, spec.gpu_spec_id)
         group = self._groups.setdefault(key, {})
         for inst in group.values():
@@ -167,6 +172,15 @@ class LocalBackend:
             inst = _Instance(inst_id, key, spec, self.logs_dir / spec.version_id / f"{inst_id}.log")
             group[inst_id] = inst
             inst.task = asyncio.create_task(self._supervise(inst), name=f"instance-{inst_id}")
+
+    async def _reap_leftovers(self) -> None:
+        """Once, before the first instance starts: what a killed previous run left running."""
+        if self._reaped is None:
+            self._reaped = asyncio.ensure_future(self._leftovers.reap(self.stop_grace))
+        try:
+            await asyncio.shield(self._reaped)
+        except Exception as exc:  # /proc unreadable, say: start anyway
+            log.warning("could not look for instances a previous run left: %s", exc)
 
     def _refresh_secrets(self, inst: _Instance, spec: InstanceSpec) -> None:
         """New values reach a running instance in place, as NVCF's secrets sidecar
@@ -286,6 +300,7 @@ class LocalBackend:
                 self._emit(K.LOST, inst, "stopped")
             self.inventory.release(inst.id)
             self._secret_files.remove(inst.id)
+            self._leftovers.forget(inst.id)
             self._groups.get(inst.key, {}).pop(inst.id, None)
 
     async def _spawn(self, inst: _Instance) -> None:
@@ -293,13 +308,21 @@ class LocalBackend:
         inst.port = free_port(self.host)
         argv = self.catalog.command(spec.container_image, self.host, inst.port) + shlex.split(spec.container_args)
         inst.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **spec.environment, **self._nvcf_env(spec), "PORT": str(inst.port), "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            **spec.environment,
+            **self._nvcf_env(spec),
+            INSTANCE_ENV: inst.id,
+            "PORT": str(inst.port),
+            "PYTHONUNBUFFERED": "1",
+        }
         if spec.secrets:
             env[SECRETS_ENV] = str(self._secret_files.write(inst.id, spec.secrets))
         # always named: a telemetry secret set after the start appears there in place
         env[ACCOUNT_SECRETS_ENV] = str(self._secret_files.path(inst.id, ACCOUNT_SECRETS_FILE))
         if spec.account_secrets:
             self._secret_files.write(inst.id, spec.account_secrets, ACCOUNT_SECRETS_FILE)
+        self._leftovers.note(inst.id)  # before it runs: a kill -9 of fngate serve may come at any time
         with open(inst.log_path, "ab") as out:  # noqa: ASYNC230 a local log, opened once per instance start
             out.write(f"--- fngate: starting instance {inst.id} on port {inst.port}: {shlex.join(argv)}\n".encode())
             out.flush()

@@ -4,7 +4,10 @@ real gateway, and states that tell the truth when instances die."""
 from __future__ import annotations
 
 import os
+import shlex
 import signal
+import sys
+import time
 
 import pytest
 
@@ -93,3 +96,39 @@ def test_restart_restores_deployments_and_leaves_no_orphans(serve, tmp_path):
     pid = instance_pid(again.data_dir, vid, inst["instanceId"])
     again.stop(signal.SIGKILL)  # no chance to clean up: the instances must still not outlive it
     api.wait(lambda: not alive(pid), "the instance to die with a killed fngate serve", 10)
+
+
+def test_a_restart_after_kill_9_stops_what_the_killed_run_left_and_serves_again(fngate_serve, tmp_path):
+    """kill -9 of `fngate serve` on SQLite while a function runs whose image is a wrapper
+    (`sh -c 'server; cleanup'`): the wrapper dies with fngate serve, the server it started
+    does not. The restarted fngate serve stops that leftover (it would hold its port and GPU
+    for ever), drops the dead instance's record, and brings the function back ACTIVE on a new
+    instance. Before, the leftover server ran on after the restart."""
+    server = f"{shlex.quote(sys.executable)} -m fngate.backends.samples.echo --host {{host}} --port {{port}}"
+    config = write_config(
+        tmp_path / "fngate.yaml",
+        backends=[{"name": "local", "type": "local", "probeInterval": 0.2}],
+        catalog={"acme/wrapped": f"sh -c '{server}; echo the server stopped'"},
+    )
+    sp = fngate_serve("--config", str(config))
+    api = ServeApi(sp)
+    fid, vid = api.create("e2e-leftover", image="acme/wrapped")
+    api.deploy(fid, vid)
+    api.wait_status(fid, vid, "ACTIVE")
+    [old] = api.ready_instances(fid, vid)
+    leftover = instance_pid(sp.data_dir, vid, old["instanceId"])
+    sp.stop(signal.SIGKILL)
+    time.sleep(0.5)
+    assert alive(leftover), "the wrapped server died with fngate serve: nothing was tested"
+
+    again = fngate_serve("--config", str(config), data_dir=sp.data_dir)
+    api = ServeApi(again)
+    try:
+        api.wait(lambda: not alive(leftover), "the restart to stop what the killed run left", 15)
+    finally:
+        if alive(leftover):  # do not leave it behind when the test fails
+            os.kill(leftover, signal.SIGKILL)
+    api.wait_status(fid, vid, "ACTIVE")
+    assert api.invoke(fid).status_code == 200
+    [new] = api.function(fid, vid)["activeInstances"]
+    assert new["instanceId"] != old["instanceId"] and not new["draining"], new
