@@ -67,6 +67,7 @@ class Reconciler:
         slow_pass: float = 1.0,
         counters: ControlCounters | None = None,
         inherit_grace: float = 0.0,
+        sole: bool = False,
     ) -> None:
         if not backends:
             raise ValueError("the reconciler needs at least one backend")
@@ -91,7 +92,14 @@ class Reconciler:
         self._scale_downs: dict[tuple[str, str], asyncio.Task[None]] = {}  # (vid, gpu spec id) -> scale-down drain
         # instance docs a previous leader left: iid -> (vid, draining); see start()
         self.inherit_grace = inherit_grace
+        # the only replica on its store (SQLite): instances of a per-replica backend (local) a
+        # previous run left died with it (their backend stops what survived): drop their docs
+        self.sole = sole
         self._inherited: dict[str, tuple[str, bool]] = {}
+        # (vid, gpu spec id, backend) -> inherited instances a shared backend (Kubernetes) is
+        # expected to replay: no apply() for that spec until it has, or inherit_grace passed,
+        # lest a count decided without them (a drain under way) removes a busy one
+        self._awaiting_replay: dict[tuple[str, str, str], set[str]] = {}
         self._resumed: set[str] = set()  # inherited instances that were draining, whose drain goes on here
         self._letting_go: set[asyncio.Task[None]] = set()  # drains of instances another replica runs
         self._queue: KeyedQueue[str] = KeyedQueue()
@@ -151,7 +159,14 @@ class Reconciler:
         ops: list[Op] = []
         for rec in stale:
             inst = InstanceRecord.parse(rec.value)
+            backend = self.backends.get(inst.backend)
+            own = backend is not None and bool(getattr(backend, "per_replica", False))
+            if own and self.sole:  # a previous run's local instance: gone, its doc with it
+                ops.append(Delete(R.INSTANCES, rec.key))
+                continue
             self._inherited[inst.instance_id] = (inst.version_id, inst.draining)
+            if backend is not None and not own:
+                self._awaiting_replay.setdefault((inst.version_id, inst.gpu_spec_id, inst.backend), set()).add(inst.instance_id)
             if not inst.draining:
                 # no expect: only the leader writes instance docs, and a conflict must not stop its start
                 ops.append(Put(R.INSTANCES, rec.key, replace(inst, draining=True).to_doc()))
@@ -169,6 +184,9 @@ class Reconciler:
             if iid not in ours:
                 by_version.setdefault(vid, []).append(iid)
         self._inherited.clear()
+        for vid, _, _ in self._awaiting_replay:
+            self._mark(vid)  # not replayed in time: apply() the count wanted now
+        self._awaiting_replay.clear()
         for vid, ids in by_version.items():
             task = asyncio.create_task(self._let_go(vid, ids), name=f"reconciler-let-go-{vid}")
             self._letting_go.add(task)
@@ -280,6 +298,7 @@ class Reconciler:
         vid = ev.version_id
         seen = self._observed.setdefault(vid, {})
         key = R.instance_key(vid, ev.instance_id)
+        self._awaiting_replay.get((vid, ev.gpu_spec_id, backend_name), set()).discard(ev.instance_id)
         if ev.kind in (K.STARTING, K.READY):
             inherited = self._inherited.pop(ev.instance_id, None)
             if inherited is not None and inherited[1]:  # a previous leader was draining it: go on
@@ -371,6 +390,7 @@ class Reconciler:
             await self._fail(key, fn_rec, dep_rec, failures)  # before apply() would start replacements
             return
         placed, refused = self._place(fn, dep.specs, secrets, account_secrets)
+        replaying = False
         if refused:  # whatever the state: a stored deployment that can no longer run (e.g. after a restart)
             await self._fail(key, fn_rec, dep_rec, refused, Event.REFUSED)
             return
@@ -378,6 +398,9 @@ class Reconciler:
             self._specs[(vid, spec.gpu_spec_id)] = spec
             if vid in self._drains:
                 continue  # an undeploy is draining
+            if self._awaiting_replay.get((vid, spec.gpu_spec_id, name)):
+                replaying = True  # what a previous run left is not replayed yet (the event marks the version again)
+                continue
             scale = await self.store.get(R.SCALE, R.scale_key(vid, spec.gpu_spec_id))
             replicas = gs.clamp(ScaleDecision.parse(scale.value).replicas if scale else gs.min_instances)
             here = [e for b, e in self._observed.get(vid, {}).values() if e.gpu_spec_id == spec.gpu_spec_id and b == name]
@@ -407,7 +430,8 @@ class Reconciler:
                 return
             for f in failures:
                 log.warning("version %s: %s", vid, f["error"])
-        await self._set_state(key, fn_rec, self._fact(vid, dep.specs))
+        if not replaying:  # else the state would count instances that are only not replayed yet as lost
+            await self._set_state(key, fn_rec, self._fact(vid, dep.specs))
 
     async def _telemetry_secrets(self, fn: FunctionVersion) -> dict[str, Any]:
         """{name: value} of the secrets of the telemetries the function names, those of its

@@ -220,8 +220,8 @@ class Server:
             await self.leadership.step()  # the first replica up leads before it serves
             self.leadership.start()
             self.stack.push_async_callback(self._stop_leading)
-        else:
-            await self._start_loops(self.open_store)
+        else:  # the one replica: a restart adopts what its shared backends still run, and drains go on
+            await self._start_loops(self.open_store, inherit_grace=self._inherit_grace, sole=True)
             self.stack.push_async_callback(self._stop_loops)
 
     async def routing_caught_up(self) -> None:
@@ -316,7 +316,7 @@ class Server:
     def _inherit_grace(self) -> float:
         return float(self.cfg.section("reconciler").get("inheritGrace", 2.0))
 
-    async def _start_loops(self, store: StateStore, inherit_grace: float = 0.0) -> None:
+    async def _start_loops(self, store: StateStore, inherit_grace: float = 0.0, sole: bool = False) -> None:
         from .autoscaler import Autoscaler, AutoscalerConfig
         from .publisher import RoutingPublisher
         from .reconciler import DRAIN_TIMEOUT, Reconciler
@@ -335,6 +335,7 @@ class Server:
             error_ttl=float(knobs.get("errorTtl", 7 * 86400)),
             counters=self.counters,
             inherit_grace=inherit_grace,
+            sole=sole,
         )
         publisher = RoutingPublisher(store, admin_key=self.admin_key, wire=self.routing_wire)
         publisher.add_sink(self.routing_holder.publish)

@@ -200,3 +200,83 @@ async def test_replicas_sharing_redis_agree_on_the_cluster(cluster, tmp_path, re
     finally:
         for sp in replicas:
             await asyncio.to_thread(sp.stop)
+
+
+async def test_a_drain_the_dead_leader_began_is_finished_by_the_new_one(cluster, tmp_path, redis_url):
+    """Two replicas on one Redis share the cluster. A scale-down from 2 pods to 1 is draining
+    a pod that has a long request (through the follower's gateway) when the leader is killed
+    (kill -9). The new leader adopts both pods, keeps the drained one out of routing, and
+    deletes it only once its request has ended; the other pod is never touched. Before, the
+    new leader patched the Deployment to 1 replica before its pod list came in, so the
+    cluster deleted a pod while its request ran."""
+    config = write_config(cluster, tmp_path)
+    settings = yaml.safe_load(config.read_text())
+    settings["reconciler"] = {"resyncInterval": 1, "drainTimeout": 120}
+    settings["leader"] = {"ttl": 2, "renewInterval": 0.5}
+    config.write_text(yaml.safe_dump(settings))
+    env = {"FNGATE_ADMIN_KEY": "replicated-admin-key-0123456789abcdef"}
+    replicas: list[ServeProcess] = []
+    try:
+        for i in range(2):  # one after the other: the first leads
+            replicas.append(
+                await asyncio.to_thread(start_serve, tmp_path / f"fngate-{i}", "--config", str(config), "--store", redis_url, env=env)
+            )
+        leader, follower = replicas
+        assert "this replica leads the control loops" in leader.output()
+        api = ServeApi(follower).aio
+        fid, vid = await create_and_deploy(api, ECHO, 2)
+        await api.wait_status(fid, vid, "ACTIVE")
+        await wait_for(lambda: len(pods_of(cluster, vid, ready=True)) == 2, 20, what="two ready pods")
+        pods = {p["metadata"]["name"] for p in pods_of(cluster, vid)}
+        gateway = f"http://127.0.0.1:{follower.ready['http_port']}"
+        auth = {"Authorization": f"Bearer {env['FNGATE_ADMIN_KEY']}", "function-id": fid}
+        async with httpx.AsyncClient(timeout=60) as client:
+            await wait_for(lambda: _served(client, gateway, auth), 20, what="the follower's gateway serving")
+            ended: dict[str, float] = {}  # pod -> when its request ended
+            deleted: dict[str, float] = {}  # pod -> when it was first seen deleted
+
+            async def slow() -> httpx.Response:
+                r = await client.post(f"{gateway}/echo?delay=12", content=b"x", headers=auth)
+                if r.status_code == 200:
+                    ended[r.json()["env"]["NVCF_INSTANCE_ID"]] = asyncio.get_running_loop().time()
+                return r
+
+            async def watch_pods() -> None:
+                while True:
+                    live = {p["metadata"]["name"] for p in pods_of(cluster, vid)}
+                    for name in pods - live:
+                        deleted.setdefault(name, asyncio.get_running_loop().time())
+                    await asyncio.sleep(0.05)
+
+            watcher = asyncio.ensure_future(watch_pods())
+            calls = [asyncio.ensure_future(slow())]
+            await asyncio.sleep(0.3)
+            calls.append(asyncio.ensure_future(slow()))  # the less busy pod: one request on each
+            await asyncio.sleep(1.0)
+            await api.call("PUT", f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}", spec(1))
+
+            async def draining() -> list[str]:
+                fn = (await api.call("GET", f"/v2/nvcf/functions/{fid}/versions/{vid}"))["function"]
+                return [i["instanceId"] for i in fn.get("activeInstances", []) if i.get("draining")]
+
+            [victim] = await wait_for(draining, 10, what="the scale-down draining a pod")
+            leader.proc.kill()  # mid-drain, no hand-over
+            leader.proc.wait()
+            await wait_for(lambda: "this replica leads the control loops" in follower.output(), 10, what="the follower leading")
+            answers = await asyncio.gather(*calls)
+            await wait_for(lambda: victim in deleted, 30, what="the drained pod deleted")
+            watcher.cancel()
+        assert [r.status_code for r in answers] == [200, 200], [r.text for r in answers]
+        assert set(deleted) == {victim}, f"a pod that was not drained was deleted: {deleted}"
+        # a request cut by a deleted pod is retried on the other one: both would end there
+        assert set(ended) == pods, f"a pod was deleted while its request ran: {ended}"
+        assert deleted[victim] >= ended[victim], "the drained pod was deleted while its request ran"
+        assert [d["spec"]["replicas"] for d in cluster.deployments()] == [1]
+        assert await api.status(fid, vid) == "ACTIVE"
+    finally:
+        for sp in replicas:
+            await asyncio.to_thread(sp.stop)
+
+
+async def _served(client: httpx.AsyncClient, gateway: str, headers: dict[str, str]) -> bool:
+    return (await client.post(f"{gateway}/echo", content=b"hi", headers=headers)).status_code == 200
