@@ -202,6 +202,7 @@ async def test_replicas_sharing_redis_agree_on_the_cluster(cluster, tmp_path, re
             await asyncio.to_thread(sp.stop)
 
 
+@pytest.mark.slow  # two replicas and a 12 s request; test_drain_handover.py is the short version
 async def test_a_drain_the_dead_leader_began_is_finished_by_the_new_one(cluster, tmp_path, redis_url):
     """Two replicas on one Redis share the cluster. A scale-down from 2 pods to 1 is draining
     a pod that has a long request (through the follower's gateway) when the leader is killed
