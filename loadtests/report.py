@@ -81,7 +81,8 @@ def resource_line(p: Mapping[str, Any]) -> str:
     """One process's figures on one line: RSS and descriptors, first -> last, slope per hour."""
     return (
         f"{p['label']} (pid {p['pid']}): RSS {_mib(p['rss_start_bytes'])} -> {_mib(p['rss_end_bytes'])} MiB "
-        f"({p['rss_slope_bytes_per_h'] / MIB:+.2f} MiB/h), fds {p['fds_start']} -> {p['fds_end']} ({p['fds_slope_per_h']:+.1f}/h)"
+        f"({p['rss_slope_bytes_per_h'] / MIB:+.2f} MiB/h, 2nd half {p['rss_late_slope_bytes_per_h'] / MIB:+.2f}), "
+        f"fds {p['fds_start']} -> {p['fds_end']} ({p['fds_slope_per_h']:+.1f}/h, 2nd half {p['fds_late_slope_per_h']:+.1f})"
     )
 
 
@@ -93,15 +94,17 @@ def _resource_table(resources: Mapping[str, Any]) -> list[str]:
     lines = [
         "## Resources per process",
         "",
-        f"Sampled from /proc every {resources['interval_s']:g} s; slope: least squares over the run, per hour.",
+        f"Sampled from /proc every {resources['interval_s']:g} s; slope: least squares over the run, per hour; "
+        "2nd half: the same over the run's second half, once pools and caches have warmed up (a leak keeps its slope).",
         "",
-        "| process | pid | samples | RSS start MiB | RSS end MiB | RSS slope MiB/h | fds start | fds end | fds slope /h |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| process | pid | samples | RSS start MiB | RSS end MiB | RSS slope MiB/h | 2nd half | fds start | fds end | fds slope /h | 2nd half |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in resources["processes"]:
         lines.append(
             f"| {p['label']} | {p['pid']} | {p['samples']} | {_mib(p['rss_start_bytes'])} | {_mib(p['rss_end_bytes'])} "
-            f"| {p['rss_slope_bytes_per_h'] / MIB:+.2f} | {p['fds_start']} | {p['fds_end']} | {p['fds_slope_per_h']:+.1f} |"
+            f"| {p['rss_slope_bytes_per_h'] / MIB:+.2f} | {p['rss_late_slope_bytes_per_h'] / MIB:+.2f} "
+            f"| {p['fds_start']} | {p['fds_end']} | {p['fds_slope_per_h']:+.1f} | {p['fds_late_slope_per_h']:+.1f} |"
         )
     return [*lines, ""]
 

@@ -5,7 +5,8 @@ descriptors while the load stays flat. `ResourceSampler` reads /proc every `inte
 seconds for each root process it is given (a `fngate serve` replica, redis-server) and
 every descendant of it (gateway workers, function instances), in a thread of its own so
 the load generator is not involved. `slope_per_hour` is the least-squares slope of one
-series, the figure the report shows next to its first and last value.
+series, the figure the report shows next to its first and last value; `late_slope_per_hour` is
+the same over the run's second half, past the warm-up of pools and caches.
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ def slope_per_hour(seconds: Sequence[float], values: Sequence[float]) -> float:
     return covariance / spread * 3600.0
 
 
+def late_slope_per_hour(seconds: Sequence[float], values: Sequence[float]) -> float:
+    """The slope over the second half of the run only. Pools and caches grow while a run warms
+    up and then hold; a leak keeps its slope to the end, so this is the figure that tells them apart."""
+    if not seconds:
+        return 0.0
+    half = seconds[0] + (seconds[-1] - seconds[0]) / 2
+    start = next(i for i, t in enumerate(seconds) if t >= half)
+    return slope_per_hour(seconds[start:], values[start:])
+
+
 @dataclasses.dataclass
 class Series:
     """One process's samples: seconds since the sampler started, RSS bytes, open descriptors."""
@@ -57,9 +68,11 @@ class Series:
             "rss_start_bytes": self.rss_bytes[0] if self.rss_bytes else None,
             "rss_end_bytes": self.rss_bytes[-1] if self.rss_bytes else None,
             "rss_slope_bytes_per_h": slope_per_hour(self.seconds, self.rss_bytes),
+            "rss_late_slope_bytes_per_h": late_slope_per_hour(self.seconds, self.rss_bytes),
             "fds_start": self.fds[0] if self.fds else None,
             "fds_end": self.fds[-1] if self.fds else None,
             "fds_slope_per_h": slope_per_hour(self.seconds, self.fds),
+            "fds_late_slope_per_h": late_slope_per_hour(self.seconds, self.fds),
             "series": {"seconds": self.seconds, "rss_bytes": self.rss_bytes, "fds": self.fds},
         }
 

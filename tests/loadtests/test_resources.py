@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from fngate.loadtests.resources import ResourceSampler, Series, slope_per_hour
+from fngate.loadtests.resources import ResourceSampler, Series, late_slope_per_hour, slope_per_hour
 
 
 def test_slope_of_a_straight_line_is_its_rise_per_hour():
@@ -38,6 +38,16 @@ def test_series_reports_first_last_and_slope():
     assert (doc["rss_start_bytes"], doc["rss_end_bytes"], doc["rss_slope_bytes_per_h"]) == (100, 200, pytest.approx(100.0))
     assert (doc["fds_start"], doc["fds_end"], doc["fds_slope_per_h"]) == (10, 13, pytest.approx(3.0))
     assert doc["samples"] == 3 and doc["series"]["fds"] == [10, 10, 13]
+
+
+def test_late_slope_tells_a_warm_up_from_a_leak():
+    hours = [h * 600.0 for h in range(7)]  # an hour in 10-minute samples
+    warm_up = Series("pool", 1, seconds=hours, rss_bytes=[0] * 7, fds=[20, 60, 70, 70, 70, 70, 70])
+    leak = Series("leak", 2, seconds=hours, rss_bytes=[0] * 7, fds=[20, 30, 40, 50, 60, 70, 80])
+    assert warm_up.as_dict()["fds_slope_per_h"] > 30  # over the whole run both grow
+    assert warm_up.as_dict()["fds_late_slope_per_h"] == pytest.approx(0.0)
+    assert leak.as_dict()["fds_late_slope_per_h"] == pytest.approx(60.0)
+    assert late_slope_per_hour([], []) == 0.0
 
 
 def test_sampler_finds_a_root_and_its_children_with_their_rss_and_descriptors(tmp_path):
