@@ -352,10 +352,8 @@ class Pexec:
         ex.on_disconnect = None
         if job.done.is_set():
             self.jobs.pop(request_id, None)  # delivered: NVCF purges the mapping
-            if self.shared is not None:
-                if await self.shared.find(request_id) is None:  # already delivered by another replica
-                    raise NotFound()
-                self.shared.forget(request_id)
+            if self.shared is not None and not await self.shared.claim_held(request_id):
+                raise NotFound()  # a poll on another replica took it first
             return answer.result(ex, job)
         self._track(job, poll)
         return answer.in_progress(ex, request_id, progress)
@@ -411,10 +409,12 @@ class Pexec:
             if not found.status:  # still running: progress is read where it runs
                 ex.on_disconnect = None
                 return answer.in_progress(ex, request_id, None)
-        job = Job(request_id, found.function_id, found.version_id or "", "", None)
-        job.status, job.headers, job.body = found.status, found.headers, found.body
+        claimed = await shared.claim(request_id)  # exactly one poll, on any replica, gets it
+        if claimed is None:  # another poll took it meanwhile: NVCF purged the mapping
+            raise NotFound()
+        job = Job(request_id, claimed.function_id, claimed.version_id or "", "", None)
+        job.status, job.headers, job.body = claimed.status, claimed.headers, claimed.body
         ex.on_disconnect = None
-        shared.forget(request_id)  # delivered: gone everywhere, as NVCF purges the mapping
         return answer.result(ex, job)
 
     def _prune(self) -> None:
