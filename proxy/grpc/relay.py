@@ -520,7 +520,9 @@ class GrpcCall(Routed):
         if self.timeout_at is not None:
             out.append(NeverIndexedHeader(b"grpc-timeout", format_timeout(self.timeout_at - time.monotonic()).encode()))
         out.append(NeverIndexedHeader(b"nvcf-reqid", self.request_id))
-        return out if self.obs is None else self.obs.sent(out)
+        if self.obs is None:
+            return out
+        return self.obs.sent(out, None if self.lease is None else self.lease.endpoint)
 
     def _send_request(self, data: bytes, flow_len: int, end_stream: bool) -> None:
         conn = self._conn
@@ -643,7 +645,7 @@ class GrpcCall(Routed):
         handler.metrics.finished(self.function_id, status, seconds)
         handler.request_metrics.observe(self.function_id or UNKNOWN_FUNCTION, http_status, seconds)
         if self.obs is not None:
-            self.obs.end(http_status, self._request.received)
+            self.obs.end_grpc(int(status), status.name, http_status, self._request.received)
 
 
 class _Sink:
