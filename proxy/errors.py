@@ -127,6 +127,16 @@ class Draining(ProxyError):
     http_status, grpc_status = 503, 14  # UNAVAILABLE
 
 
+class StoreUnavailable(ProxyError):
+    """The shared store (Redis) a pexec poll must read cannot be reached: 503 with a
+    `Retry-After`, not the 404 that would tell the client its request is gone."""
+
+    http_status, grpc_status = 503, 14  # UNAVAILABLE
+
+    def __init__(self, detail: str = "the result store is unreachable; poll again", retry_after: int = 1) -> None:
+        super().__init__(detail, ((b"retry-after", b"%d" % retry_after),))
+
+
 def error_fields(err: ProxyError, request_id: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """(header fields, body) of the HTTP answer to a gateway error: the one place they are
     built, for the call (proxy/calls/call.answer_error) and for the drivers' refusals of

@@ -125,23 +125,26 @@ class Engine(Shared):
         self.deadlines.close()
 
 
-def answer_error(ex: Exchange, err: ProxyError, request_id: bytes, sse_started: bool = False) -> None:
+def answer_error(ex: Exchange, err: ProxyError, request_id: bytes, sse_started: bool = False) -> int:
     """The one place a gateway error becomes the client's answer: problem+json (or the
     error's own body) while no response head went out; once one did, the exchange is
     aborted (the client must see the answer is incomplete), except after the gateway's
-    own SSE keep-alive 200, where it arrives as one `event: error`."""
+    own SSE keep-alive 200, where it arrives as one `event: error`. Returns the body
+    bytes sent (the access log's bytes_out)."""
     if sse_started and not ex.finished:
-        ex.send(error_event(err.http_status, err.detail or type(err).__name__))
+        event = error_event(err.http_status, err.detail or type(err).__name__)
+        ex.send(event)
         ex.end()
-        return
+        return len(event)
     if ex.response_started or ex.finished:
         ex.abort()
-        return
+        return 0
     headers, body = error_fields(err, request_id)
     ex.start_response(err.http_status, headers)
     if body:
         ex.send(body)
     ex.end()
+    return len(body)
 
 
 class InstancePool(Protocol):
@@ -392,7 +395,7 @@ class Call(Routed):
         return call_head(
             ex.method,
             self.target,
-            ex.headers if self.obs is None else self.obs.sent(ex.headers),
+            ex.headers if self.obs is None else self.obs.sent(ex.headers, lease.endpoint),
             self.engine.route_headers.for_call(route, lease.endpoint, grant, self.host_routed, ex.http2),
             request_id=self.request_id,
             poll_left=max(round(self.deadline - self.engine.config.header_grace - time.monotonic()), 1),
@@ -608,10 +611,17 @@ class Call(Routed):
         self._finish(499)
 
     def _fail(self, err: ProxyError) -> None:
+        obs = self.obs
         if self.tracked and not self.closed:
             self._app_error(err.http_status)
+            self.obs = None  # its record ends below, once the answer's bytes are known
+        else:
+            obs = None
         self._finish(err.http_status)
-        answer_error(self.ex, err, self.request_id, self.ka_started)
+        sent = answer_error(self.ex, err, self.request_id, self.ka_started)
+        if obs is not None:
+            obs.bytes_out += sent
+            obs.end(err.http_status, self.ex.body.received)
 
     def _app_error(self, status: int) -> None:
         route = self.route

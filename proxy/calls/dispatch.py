@@ -24,12 +24,14 @@ from fngate.proxy.calls.fresh_routing import may_be_stale, retry_after_refresh
 from fngate.proxy.calls.health import HEALTH_PATHS, answer_health
 from fngate.proxy.calls.metrics import UNKNOWN_FUNCTION
 from fngate.proxy.calls.nvcf_metrics import TLB, UNKNOWN_ENDPOINT, path_endpoint
+from fngate.proxy.calls.observation import metered
 from fngate.proxy.calls.request_ids import new_request_id
 from fngate.proxy.errors import NotFound, ProxyError
 from fngate.proxy.routing.lookup import target_from_headers, target_from_host
 
 if TYPE_CHECKING:
     from fngate.proxy.calls.exchange import Exchange
+    from fngate.proxy.calls.observation import Observers
     from fngate.proxy.calls.pexec import Pexec
 
 PEXEC_PREFIX = b"/v2/nvcf/pexec/"
@@ -70,21 +72,24 @@ class Invocations:
             else:
                 target = ex.target
                 if (target[:15] == PEXEC_PREFIX or target[:14] == EXEC_PREFIX) and self.pexec is not None:
-                    if apply_cors(ex, pexec_allow(target)):  # a preflight, answered
-                        engine.metrics.observe(UNKNOWN_FUNCTION, 200, time.monotonic() - started, ex.method, path_endpoint(target))
+                    out = ex if engine.observers is None else metered(ex)
+                    if apply_cors(out, pexec_allow(target)):  # a preflight, answered
+                        self._answered(out, request_id, started, path_endpoint(target))
                         return
                     self.pexec.start(ex, request_id, started)
                     return
                 if target in HEALTH_PATHS:
-                    if not apply_cors(ex, b"GET,HEAD"):
-                        answer_health(ex)
-                    engine.metrics.observe(UNKNOWN_FUNCTION, 200, time.monotonic() - started, ex.method, path_endpoint(target))
+                    out = ex if engine.observers is None else metered(ex)
+                    if not apply_cors(out, b"GET,HEAD"):
+                        answer_health(out)
+                    self._answered(out, request_id, started, path_endpoint(target))
                     return
                 hit = target_from_host(ex.authority.decode("latin-1"))
                 if hit is None:
                     endpoint = UNKNOWN_ENDPOINT
-                    if apply_cors(ex, None):
-                        engine.metrics.observe(UNKNOWN_FUNCTION, 200, time.monotonic() - started, ex.method, endpoint)
+                    out = ex if engine.observers is None else metered(ex)
+                    if apply_cors(out, None):
+                        self._answered(out, request_id, started, endpoint)
                         return
                     raise NotFound("No function matches the request's Host or function-id header")
                 fid, vid = hit
@@ -97,13 +102,25 @@ class Invocations:
             return
         Call(engine, ex, route, grant, request_id, started, deadline).run()
 
+    @property
+    def observers(self) -> Observers | None:
+        """The gateway's observers, when on (the drivers log their refusals there)."""
+        return self.engine.observers
+
+    def _answered(self, ex: Exchange, request_id: bytes, started: float, endpoint: str) -> None:
+        """The gateway answered `ex` itself (200: health, a preflight): its metrics and line."""
+        engine = self.engine
+        engine.metrics.observe(UNKNOWN_FUNCTION, 200, time.monotonic() - started, ex.method, endpoint)
+        if engine.observers is not None:
+            engine.observers.own(ex, request_id, started, 200)
+
     def _refused(self, ex: Exchange, err: ProxyError, request_id: bytes, started: float, endpoint: str) -> None:
         metrics = self.engine.metrics
-        answer_error(ex, err, request_id)
+        sent = answer_error(ex, err, request_id)
         metrics.nvcf.app_error(err.http_status)
         metrics.observe(UNKNOWN_FUNCTION, err.http_status, time.monotonic() - started, ex.method, endpoint)
         if self.engine.observers is not None:
-            self.engine.observers.refused(ex, request_id, started, err.http_status)
+            self.engine.observers.refused(ex, request_id, started, err.http_status, sent)
 
     def _after_refresh(
         self,

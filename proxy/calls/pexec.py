@@ -29,6 +29,7 @@ from fngate.proxy.calls.call import Call, Engine, answer_error
 from fngate.proxy.calls.fresh_routing import authorize_fresh
 from fngate.proxy.calls.metrics import UNKNOWN_FUNCTION
 from fngate.proxy.calls.nvcf_metrics import path_endpoint
+from fngate.proxy.calls.observation import metered, note
 from fngate.proxy.calls.pexec_assets import HEADER as ASSET_HEADER
 from fngate.proxy.calls.pexec_assets import AssetResolver, parse_asset_header
 from fngate.proxy.calls.pexec_files import LargeResults, OutputDir, Progress
@@ -137,11 +138,14 @@ class Pexec:
     async def _handle(self, ex: Exchange, request_id: bytes, started: float, metrics: Metrics) -> None:
         metrics.in_flight += 1
         status = 0
+        observers = self.engine.observers
+        # a status poll or a large result is the gateway's own answer: its line comes from here
+        out = ex if observers is None or ex.method not in ("GET", "HEAD") else metered(ex)
         try:
-            status = await self._route(ex, request_id, started)
+            status = await self._route(out, request_id, started)
         except ProxyError as err:
             status = err.http_status
-            answer_error(ex, err, request_id)
+            answer_error(out, err, request_id)
             if not isinstance(err, PollTimeout):  # (counted with its function id where it is raised)
                 metrics.nvcf.app_error(status)
         except asyncio.CancelledError:  # the client went away while it waited
@@ -152,6 +156,8 @@ class Pexec:
             metrics.left()
             if status:  # (0: a call took the exchange over, and counts it)
                 metrics.observe(UNKNOWN_FUNCTION, status, time.monotonic() - started, ex.method, path_endpoint(ex.target))
+                if out is not ex and observers is not None:
+                    observers.own(out, request_id, started, status)
 
     async def _route(self, ex: Exchange, request_id: bytes, started: float) -> int:
         path = ex.target.split(b"?", 1)[0].decode("latin-1").rstrip("/").split("/")
@@ -338,7 +344,8 @@ class Pexec:
             if self.shared is not None:  # another replica or gateway on the same Redis may hold it
                 return await self._shared_status(ex, request_id, auth, poll, answer)
             raise NotFound()  # NVCF: {"status":404,"title":"Not Found"}, no detail
-        engine.keys.check(engine.holder.table, auth, job.function_id, job.version_id)
+        grant = engine.keys.check(engine.holder.table, auth, job.function_id, job.version_id)
+        note(ex, request_id, job.function_id, job.version_id or "", grant.key_id)
         if job.abandoned:
             raise GatewayTimeout(NOT_ACKNOWLEDGED)
         job.stop_waiting()
@@ -352,10 +359,8 @@ class Pexec:
         ex.on_disconnect = None
         if job.done.is_set():
             self.jobs.pop(request_id, None)  # delivered: NVCF purges the mapping
-            if self.shared is not None:
-                if await self.shared.find(request_id) is None:  # already delivered by another replica
-                    raise NotFound()
-                self.shared.forget(request_id)
+            if self.shared is not None and not await self.shared.claim_held(request_id):
+                raise NotFound()  # a poll on another replica took it first
             return answer.result(ex, job)
         self._track(job, poll)
         return answer.in_progress(ex, request_id, progress)
@@ -399,7 +404,8 @@ class Pexec:
         found = await shared.find(request_id)
         if found is None:
             raise NotFound()
-        self.engine.keys.check(self.engine.holder.table, auth, found.function_id, found.version_id)
+        grant = self.engine.keys.check(self.engine.holder.table, auth, found.function_id, found.version_id)
+        note(ex, request_id, found.function_id, found.version_id or "", grant.key_id)
         if found.abandoned:  # its gateway gave up waiting for a poll (NVCF's worker): 504 until it ages out
             raise GatewayTimeout(NOT_ACKNOWLEDGED)
         if not found.status:
@@ -411,10 +417,12 @@ class Pexec:
             if not found.status:  # still running: progress is read where it runs
                 ex.on_disconnect = None
                 return answer.in_progress(ex, request_id, None)
-        job = Job(request_id, found.function_id, found.version_id or "", "", None)
-        job.status, job.headers, job.body = found.status, found.headers, found.body
+        claimed = await shared.claim(request_id)  # exactly one poll, on any replica, gets it
+        if claimed is None:  # another poll took it meanwhile: NVCF purged the mapping
+            raise NotFound()
+        job = Job(request_id, claimed.function_id, claimed.version_id or "", "", None)
+        job.status, job.headers, job.body = claimed.status, claimed.headers, claimed.body
         ex.on_disconnect = None
-        shared.forget(request_id)  # delivered: gone everywhere, as NVCF purges the mapping
         return answer.result(ex, job)
 
     def _prune(self) -> None:

@@ -28,7 +28,7 @@ sampler). An unsampled call still passes a trace context on (flag 00) and record
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from opentelemetry.context import Context
@@ -42,6 +42,9 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 Headers = list[tuple[bytes, bytes]]
 
+if TYPE_CHECKING:
+    from fngate.proxy.routing.snapshot import Endpoint
+
 
 class CallRecord(Protocol):
     """The marks of a call the spans are made from (proxy/calls/observation.py's CallRecord)."""
@@ -54,11 +57,57 @@ class CallRecord(Protocol):
     slot_at: float
     sent_at: float
     head_at: float
+    grpc_status: int
 
     def wall_ns(self, at: float) -> int: ...
 
 
+Attributes = dict[str, str | int]
+
 _CONTEXT_FIELDS = (b"traceparent", b"tracestate")
+# the grpc-status codes OpenTelemetry's conventions count as a server span's error
+# (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS)
+_GRPC_SERVER_ERRORS = frozenset({2, 4, 12, 13, 14, 15})
+
+
+def server_attributes(method: str, target: bytes, authority: bytes, client: str, http2: bool, scheme: bytes) -> Attributes:
+    """A request's semantic-convention attributes (HTTP server spans; gRPC adds its own)."""
+    text = authority.decode("latin-1")
+    if text.startswith("["):  # [v6]:port
+        end = text.find("]")
+        host, rest = (text[1:end], text[end + 1 :]) if end > 0 else (text, "")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = text.partition(":")
+    path, _, query = target.decode("latin-1").partition("?")
+    out: Attributes = {
+        "http.request.method": method,
+        "url.path": path,
+        "url.scheme": scheme.decode("latin-1"),
+        "server.address": host,
+        "client.address": client,
+        "network.protocol.version": "2" if http2 else "1.1",
+    }
+    if port.isdigit():
+        out["server.port"] = int(port)
+    if query:
+        out["url.query"] = query
+    return out
+
+
+def grpc_attributes(headers: Headers, client: str) -> Attributes:
+    """A gRPC call's attributes: rpc.system/service/method beside the HTTP ones."""
+    fields = {name: value for name, value in headers if name[:1] == b":"}
+    path = fields.get(b":path", b"")
+    out = server_attributes("POST", path, fields.get(b":authority", b""), client, True, fields.get(b":scheme", b"http"))
+    out["rpc.system"] = "grpc"
+    service, _, method = path.decode("latin-1").lstrip("/").rpartition("/")
+    if service:
+        out["rpc.service"] = service
+        out["rpc.method"] = method
+    return out
+
+
 _TRACES_PATH = "/v1/traces"
 
 
@@ -88,8 +137,9 @@ class Tracing:
         self.tracer = provider.get_tracer("fngate.proxy")
         self.propagator = TraceContextTextMapPropagator()
 
-    def begin(self, headers: Headers, started_ns: int, protocol: str) -> CallTrace:
-        """The root span of a call whose head arrived at `started_ns` (wall clock)."""
+    def begin(self, headers: Headers, started_ns: int, protocol: str, attributes: Attributes | None = None) -> CallTrace:
+        """The root span of a call whose head arrived at `started_ns` (wall clock), with
+        OpenTelemetry's semantic-convention `attributes` of the request (server_attributes)."""
         carrier: dict[str, str] = {}
         for name, value in headers:
             if name in _CONTEXT_FIELDS and name.decode() not in carrier:  # a repeated field: the first
@@ -98,7 +148,9 @@ class Tracing:
         root = self.tracer.start_span(
             "fngate.invoke", context=parent, kind=SpanKind.SERVER, start_time=started_ns, attributes={"fngate.protocol": protocol}
         )
-        return CallTrace(self, root)
+        if attributes:
+            root.set_attributes(attributes)
+        return CallTrace(self, root, protocol == "grpc")
 
     def shutdown(self) -> None:
         """Export what is queued and stop the exporter's thread (blocks: call it off the loop)."""
@@ -108,16 +160,18 @@ class Tracing:
 class CallTrace:
     """The spans of one call (see the module docstring)."""
 
-    __slots__ = ("context", "instance", "root", "tracing")
+    __slots__ = ("context", "grpc", "instance", "root", "tracing")
 
-    def __init__(self, tracing: Tracing, root: Span) -> None:
+    def __init__(self, tracing: Tracing, root: Span, grpc: bool = False) -> None:
         self.tracing = tracing
         self.root = root
+        self.grpc = grpc
         self.context: Context = set_span_in_context(root)
         self.instance: Span | None = None
 
-    def sent(self, rec: CallRecord, headers: Headers) -> Headers:
-        """The instance span starts; `headers` with its trace context instead of the client's."""
+    def sent(self, rec: CallRecord, headers: Headers, endpoint: Endpoint | None = None) -> Headers:
+        """The instance span starts (`endpoint`: the instance, its server.address/port);
+        `headers` with its trace context instead of the client's."""
         previous = self.instance
         if previous is not None:  # a retry: the first attempt failed before an answer
             previous.set_status(Status(StatusCode.ERROR, "retried on another instance"))
@@ -126,6 +180,11 @@ class CallTrace:
         span = self.instance = tracing.tracer.start_span(
             "instance", context=self.context, kind=SpanKind.CLIENT, start_time=rec.wall_ns(rec.sent_at)
         )
+        if span.is_recording():
+            attributes: dict[str, str | int] = {"rpc.system": "grpc"} if self.grpc else {}
+            if endpoint is not None:
+                attributes.update({"server.address": endpoint.host, "server.port": endpoint.port, "fngate.instance_id": endpoint.id})
+            span.set_attributes(attributes)
         carrier: dict[str, str] = {}
         tracing.propagator.inject(carrier, context=set_span_in_context(span))
         out = [field for field in headers if field[0] not in _CONTEXT_FIELDS]
@@ -145,7 +204,11 @@ class CallTrace:
                     "http.response.status_code": status,
                 }
             )
-            if status >= 500:
+            if self.grpc and rec.grpc_status >= 0:
+                root.set_attribute("rpc.grpc.status_code", rec.grpc_status)
+                if rec.grpc_status in _GRPC_SERVER_ERRORS:
+                    root.set_status(Status(StatusCode.ERROR))
+            elif status >= 500:
                 root.set_status(Status(StatusCode.ERROR))
         elif self.instance is not None:
             self.instance.end(end_ns)

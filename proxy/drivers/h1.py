@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
@@ -431,11 +432,16 @@ class H1Server:
         if self.closed:
             return
         if self._current is None or not self._current.response_started:
-            headers, body = error_fields(err, new_request_id())  # the error root every answer shares
+            request_id = new_request_id()
+            headers, body = error_fields(err, request_id)  # the error root every answer shares
             fields = b""
             for name, value in headers:  # (a loop: no closure in a compiled cpdef method)
                 fields += b"%s: %s\r\n" % (name, value)
             self.transport.write(status_line(err.http_status) + fields + b"connection: close\r\n\r\n" + body)
+            # the access log's line (proxy/calls/observation.py); a request the handler has logs its own
+            observers = getattr(self.handler, "observers", None) if self._current is None else None
+            if observers is not None:
+                observers.answered("http/1.1", request_id, time.monotonic(), self.client_addr, err.http_status, 0, len(body))
         self.close()
 
     # One timer per connection, moved by setting a deadline: re-arming per request costs

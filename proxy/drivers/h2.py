@@ -33,6 +33,7 @@ with `call.on_data(data, flow_len, end_stream)`, `call.on_trailers(headers)` and
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -227,9 +228,11 @@ class H2Server(asyncio.Protocol):
         trailers-only status; the connection's other streams go on."""
         h2 = self.h2
         request_id = new_request_id()  # the answer is built by the error root every answer shares
+        body = b""
         try:
             if grpc:
-                h2.send_response(sid, error_headers(err, request_id, False)[1], end_stream=True)
+                status, trailers = error_headers(err, request_id, False)
+                h2.send_response(sid, trailers, end_stream=True)
             else:
                 fields, body = error_fields(err, request_id)
                 head: list[Header] = [(b":status", STATUS_VALUES[err.http_status])]
@@ -240,6 +243,15 @@ class H2Server(asyncio.Protocol):
                     h2.send_data(sid, body, end_stream=True)
         except _GONE:
             return
+        observers = getattr(self.handler, "observers", None)  # the access log's line (proxy/calls/observation.py)
+        if observers is not None:
+            now = time.monotonic()
+            if grpc:
+                observers.answered(
+                    "grpc", request_id, now, self.client_addr, int(status), 0, 0, http_status=err.http_status, grpc_code=status.name
+                )
+            else:
+                observers.answered("h2", request_id, now, self.client_addr, err.http_status, 0, len(body))
         if not ended:  # the client may still be sending: stop it once the answer is out (RFC 9113 8.1)
             self._stop_after_answer.append(sid)
 

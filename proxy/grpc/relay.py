@@ -45,7 +45,17 @@ from fngate.proxy.calls.exchange import ClientGone
 from fngate.proxy.calls.metrics import UNKNOWN_FUNCTION, Metrics
 from fngate.proxy.calls.observation import Observers
 from fngate.proxy.calls.request_ids import new_request_id, slot_owner
-from fngate.proxy.errors import BadRequest, Draining, ProxyError, RequestTimeout, UpstreamTimeout, UpstreamUnavailable
+from fngate.proxy.errors import (
+    BadRequest,
+    Draining,
+    NotFound,
+    NotInvokable,
+    ProxyError,
+    RequestTimeout,
+    Unauthorized,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from fngate.proxy.grpc.metrics import GrpcMetrics
 from fngate.proxy.grpc.protocol import (
     FramingError,
@@ -253,6 +263,7 @@ class GrpcCall(Routed):
         "_resp_waits",
         "_responded",
         "_sid",
+        "_target",
         "down",
         "function_id",
         "handler",
@@ -284,6 +295,7 @@ class GrpcCall(Routed):
         self._resp_waits = False  # a when_writable of the client stream is pending
         self._conn: H2Upstream | None = None
         self._sid = 0
+        self._target: tuple[bytes | None, bytes | None, bytes | None, bytes | None] = (None, None, None, None)
         self._body_rate: BodyRateGuard | None = None
         self._framing = MessageFraming(handler.max_message)
         self._responded = False  # response headers sent to the client
@@ -403,6 +415,31 @@ class GrpcCall(Routed):
         try:
             self.route = self._route()
         except ProxyError as err:
+            if not self._stale(err):
+                self._fail(err)
+                return
+            self.task = self.loop.create_task(self._route_fresh())  # _finish cancels it (the client left)
+            return
+        self._take_slot()
+
+    def _stale(self, err: ProxyError) -> bool:
+        """A refusal a newer routing table might change (read-your-writes, issue 16): an
+        unknown function or key, or a version not invokable yet, when this process can
+        fetch the newest table now (proxy/routing/refresh.py). Asked once per call."""
+        return self.handler.holder.refresh is not None and isinstance(err, NotFound | Unauthorized | NotInvokable)
+
+    async def _route_fresh(self) -> None:
+        """Route the call again once the source fetched the newest table, as HTTP does
+        (proxy/calls/fresh_routing.py), then answer as the second attempt says."""
+        refresh = self.handler.holder.refresh
+        assert refresh is not None  # _stale checked it
+        await refresh()
+        self.task = None
+        if self.closed:
+            return
+        try:
+            self.route = self._authorize(*self._target)
+        except ProxyError as err:
             self._fail(err)
             return
         self._take_slot()
@@ -442,6 +479,12 @@ class GrpcCall(Routed):
             self.due_key = self.engine.deadlines.add(self.loop.time() + seconds, self)
             if timeout_at <= poll_end:
                 self.deadline = None  # the call's own deadline ends the wait (on_deadline)
+        self._target = (fid, vid, authority, auth)
+        return self._authorize(fid, vid, authority, auth)
+
+    def _authorize(self, fid: bytes | None, vid: bytes | None, authority: bytes | None, auth: bytes | None) -> VersionRoute:
+        """The target, the key check, the session seat and the rate limit, on the held table."""
+        handler = self.handler
         sessions = self.sessions
         if sessions is None:
             function_id, version_id = call_target(fid, vid, authority)
@@ -520,7 +563,9 @@ class GrpcCall(Routed):
         if self.timeout_at is not None:
             out.append(NeverIndexedHeader(b"grpc-timeout", format_timeout(self.timeout_at - time.monotonic()).encode()))
         out.append(NeverIndexedHeader(b"nvcf-reqid", self.request_id))
-        return out if self.obs is None else self.obs.sent(out)
+        if self.obs is None:
+            return out
+        return self.obs.sent(out, None if self.lease is None else self.lease.endpoint)
 
     def _send_request(self, data: bytes, flow_len: int, end_stream: bool) -> None:
         conn = self._conn
@@ -643,7 +688,7 @@ class GrpcCall(Routed):
         handler.metrics.finished(self.function_id, status, seconds)
         handler.request_metrics.observe(self.function_id or UNKNOWN_FUNCTION, http_status, seconds)
         if self.obs is not None:
-            self.obs.end(http_status, self._request.received)
+            self.obs.end_grpc(int(status), status.name, http_status, self._request.received)
 
 
 class _Sink:

@@ -69,6 +69,13 @@ async def test_one_request_gives_the_span_tree_and_the_instance_the_gateways_tra
     assert root.attributes["http.response.status_code"] == 200
     assert root.attributes["fngate.request_id"] == r.headers["nvcf-reqid"]
     assert root.attributes["fngate.protocol"] == ("h2" if http2 else "http/1.1")
+    # OpenTelemetry's semantic conventions: what a trace backend groups and filters by
+    assert root.attributes["http.request.method"] == "POST" and root.attributes["url.path"] == "/echo"
+    assert root.attributes["server.address"] == env.host()  # the Host the client asked for (no port in it here)
+    assert root.attributes["network.protocol.version"] == ("2" if http2 else "1.1")
+    assert root.attributes["client.address"] == "127.0.0.1" and root.attributes["url.scheme"] == "http"
+    # the instance span names the instance it went to
+    assert (instance.attributes["server.address"], instance.attributes["server.port"]) == ("127.0.0.1", echo_up.port)
     # the instance saw the gateway's instance span as its parent, and the client's tracestate
     assert _traceparent(echoed) == ("00", CLIENT_TRACE, instance.span_id, "01")
     assert echoed["headers"]["tracestate"] == "vendor=abc"

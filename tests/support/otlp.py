@@ -26,6 +26,7 @@ class ReceivedSpan:
     end_ns: int
     attributes: dict[str, object]
     service: str
+    status_code: int = 0  # opentelemetry.proto.trace.v1.Status.StatusCode: 0 unset, 1 ok, 2 error
 
 
 class OtlpReceiver:
@@ -138,6 +139,7 @@ def decode(body: bytes) -> list[ReceivedSpan]:
                         span.end_time_unix_nano,
                         attributes,
                         service,
+                        span.status.code,
                     )
                 )
     return out
