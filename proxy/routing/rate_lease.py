@@ -7,17 +7,14 @@ a background task (RedisLeaser) tops up in batches, one pipelined script call pe
 for every bucket that runs low. A request only reads and decrements the allowance.
 
 Accuracy (what the README states):
-- While a lease is in flight (a round trip to Redis, longer under load) a process admits
-  on credit, at most `batch` requests below zero, when Redis's last answer left a whole
-  token in the shared bucket (never for a bucket that is dry or nearly so). A new bucket starts so: its first `batch`
-  requests go on credit before the first lease returns. The debt is charged with the
-  next lease (it asks for the debt plus a batch), and nothing more is admitted locally
-  until it is paid. Refusing instead (the earlier behaviour) under-admitted badly under
-  load: 220 of 654 requests passed where the bucket allowed 358 (`--workers 2`, Redis).
-- So over any span the whole fleet admits at most what one bucket would plus `batch`
-  per process per key (the credit not charged yet), and at least what one bucket would
-  minus (processes - 1) x batch (tokens a process leased but did not spend are not
-  used elsewhere), while traffic reaches every process.
+- Every token spent was taken from the shared bucket, except a new bucket's first batch:
+  a process that meets a key for the first time admits up to `batch` requests on
+  credit before its first lease returns, and charges them to Redis then (the shared
+  bucket may go below zero, so later requests anywhere wait for it). So over any span
+  the whole fleet admits at most what one bucket would, plus `batch` per process per
+  key it newly meets.
+- Tokens a process leased but does not spend are not used elsewhere: with uneven traffic
+  the fleet may refuse up to (processes - 1) x batch requests a single bucket would take.
 - `batch` is a tenth of the rate's count (1 to 100): "10-S" leases 1 at a time, "1000-S" 100.
 - Redis unreachable: leases are granted locally (fail open, as NVCF's limiter), each
   process then limits alone.
@@ -71,7 +68,7 @@ class LeasedBucket:
     """The bucket interface RateLimits uses (`refill`, `wait`, `tokens`, `size`), over a
     leased allowance."""
 
-    __slots__ = ("batch", "capacity", "credit", "key", "leaser", "pending", "per_second", "retry_at", "size", "tokens")
+    __slots__ = ("batch", "capacity", "charge", "key", "leaser", "pending", "per_second", "retry_at", "size", "tokens")
 
     def __init__(self, leaser: RedisLeaser, key: str, rate: Rate) -> None:
         self.leaser = leaser
@@ -80,29 +77,25 @@ class LeasedBucket:
         self.size = float("inf")  # never dropped by RateLimits' pruning: it would come back with credit
         self.per_second = rate.count / rate.period
         self.batch = batch_for(rate)
-        self.tokens = 0.0  # below zero: spent on credit (refill), charged to Redis with the next lease
+        self.tokens = float(self.batch)  # credit until the first lease returns
+        self.charge = self.batch  # ... charged to Redis with it
         self.retry_at = 0.0  # Redis said no: not before this (time.monotonic())
-        self.credit = True  # Redis had tokens to spare after its last grant (a new bucket: assumed)
         self.pending = False
         leaser.want(self)
 
     def refill(self, now: float) -> float:
-        tokens = self.tokens
-        if tokens < 1.0 + self.batch / 2 and not self.pending:  # running low: top up in the background
+        if self.tokens < 1.0 + self.batch / 2 and not self.pending:  # running low: top up in the background
             self.leaser.want(self)
-        if tokens < 1.0 and self.pending and self.credit and tokens > -self.batch:
-            return 1.0  # a lease is in flight and Redis had tokens to spare: admit on credit, at most a batch
-        return tokens
+        return self.tokens
 
     def wait(self) -> float:
         left = self.retry_at - time.monotonic()
         return left if left > 0 else 1.0 / self.per_second
 
-    def granted(self, n: int, wait: float, now: float, charged: int = 0) -> None:
-        """Redis took `charged` (the credit spent when the lease was sent) and granted `n`."""
+    def granted(self, n: int, wait: float, now: float) -> None:
         self.pending = False
-        self.tokens += charged + n
-        self.credit = wait <= 0  # a whole token was left in Redis after this grant
+        self.charge = 0
+        self.tokens += n
         self.retry_at = now + wait if n == 0 and wait > 0 else 0.0
 
 
@@ -149,24 +142,20 @@ class RedisLeaser:
         if not due:
             return
         self._wanting = [b for b in self._wanting if b.retry_at > now]
-        # credit spent so far is charged now (the shared bucket may go below zero, so requests
-        # anywhere wait for it); credit spent while this round is in flight goes with the next
-        charges = [math.ceil(-b.tokens) if b.tokens < 0 else 0 for b in due]
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for b, charge in zip(due, charges, strict=True):
-                    have = max(0.0, b.tokens)
-                    want = max(0, math.ceil(b.batch - have))
-                    await self._script(keys=[b.key], args=[b.capacity, b.per_second, charge, want], client=pipe)
+                for b in due:
+                    want = max(0, math.ceil(b.batch - b.tokens)) if b.tokens < b.batch else 0
+                    await self._script(keys=[b.key], args=[b.capacity, b.per_second, b.charge, want], client=pipe)
                 results = await pipe.execute()
         except Exception as exc:  # Redis away: fail open, each process limits alone meanwhile
             log.debug("rate lease failed: %s", exc)
-            for b, charge in zip(due, charges, strict=True):
-                b.granted(b.batch, 0.0, now, charge)
+            for b in due:
+                b.granted(b.batch, 0.0, now)
             return
         now = time.monotonic()
-        for b, charge, (granted, wait_ms) in zip(due, charges, results, strict=True):
-            b.granted(int(granted), int(wait_ms) / 1000.0, now, charge)
+        for b, (granted, wait_ms) in zip(due, results, strict=True):
+            b.granted(int(granted), int(wait_ms) / 1000.0, now)
             if b.retry_at:  # still dry: ask again once a token should be back
                 b.pending = True
                 self._wanting.append(b)
