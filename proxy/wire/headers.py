@@ -177,9 +177,12 @@ _METHOD_BYTES = {m: m.encode() for m in ("GET", "POST", "PUT", "PATCH", "DELETE"
 
 class RouteHeaders:
     """Per-route constant NVCF-* header bytes, cached by route identity; likewise an
-    endpoint's `host` value and a key grant's NVCF-SUB / NVCF-NCAID values."""
+    endpoint's `host` value and a key grant's NVCF-SUB / NVCF-NCAID values. The caches hold
+    the objects of one routing snapshot: a call routed on a newer one empties them, or they
+    would keep every superseded snapshot's routes alive until full (the leader publishes a
+    whole new table whenever an instance changes state)."""
 
-    __slots__ = ("_cache", "_calls", "_wire", "asset_base", "output_base", "region")
+    __slots__ = ("_cache", "_calls", "_table", "_wire", "asset_base", "output_base", "region")
 
     def __init__(self, region: str, asset_dir: str = "/var/inf/inputAssets", output_dir: str = "/var/inf/response") -> None:
         self._cache: dict[int, tuple[VersionRoute, bytes]] = {}
@@ -188,6 +191,7 @@ class RouteHeaders:
         self.asset_base = asset_dir.encode()  # NVCF-ASSET-DIR is {asset_base}/{requestId}
         self.output_base = output_dir.encode()  # NVCF-LARGE-OUTPUT-DIR likewise
         self._wire: dict[int, tuple[object, tuple[bytes, ...]]] = {}
+        self._table: object = None  # the routing snapshot the cached objects belong to
 
     def for_endpoint(self, ep: Endpoint) -> bytes:
         hit = self._wire.get(id(ep))
@@ -208,9 +212,17 @@ class RouteHeaders:
         self._wire[id(obj)] = (obj, value)  # holding obj keeps its id from being reused
         return value
 
-    def for_call(self, route: VersionRoute, ep: Endpoint, grant: KeyGrant, host_routed: bool, http2: bool) -> RequestLines:
+    def for_call(
+        self, table: object, route: VersionRoute, ep: Endpoint, grant: KeyGrant, host_routed: bool, http2: bool
+    ) -> RequestLines:
         """The instance request's lines that are the same for every request of this route,
-        endpoint and key (see RequestLines), built once and kept."""
+        endpoint and key (see RequestLines), built once and kept while `table` (the routing
+        snapshot the call was routed on) is the newest seen."""
+        if table is not self._table:
+            self._table = table
+            self._calls.clear()
+            self._cache.clear()
+            self._wire.clear()
         key = (id(route), id(ep), id(grant), host_routed, http2)
         hit = self._calls.get(key)
         if hit is not None and hit[0] is route and hit[1] is ep and hit[2] is grant:
