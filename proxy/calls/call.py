@@ -396,9 +396,7 @@ class Call(Routed):
             ex.method,
             self.target,
             ex.headers if self.obs is None else self.obs.sent(ex.headers, lease.endpoint),
-            self.engine.route_headers.for_call(
-                self.engine.holder.table, route, lease.endpoint, grant, self.host_routed, ex.http2
-            ),
+            self.engine.route_headers.for_call(self.engine.holder.table, route, lease.endpoint, grant, self.host_routed, ex.http2),
             request_id=self.request_id,
             poll_left=max(round(self.deadline - self.engine.config.header_grace - time.monotonic()), 1),
             body=body_line,

@@ -212,9 +212,7 @@ class RouteHeaders:
         self._wire[id(obj)] = (obj, value)  # holding obj keeps its id from being reused
         return value
 
-    def for_call(
-        self, table: object, route: VersionRoute, ep: Endpoint, grant: KeyGrant, host_routed: bool, http2: bool
-    ) -> RequestLines:
+    def for_call(self, table: object, route: VersionRoute, ep: Endpoint, grant: KeyGrant, host_routed: bool, http2: bool) -> RequestLines:
         """The instance request's lines that are the same for every request of this route,
         endpoint and key (see RequestLines), built once and kept while `table` (the routing
         snapshot the call was routed on) is the newest seen."""
