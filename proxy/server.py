@@ -188,6 +188,7 @@ class Gateway:
             return None
         return GrpcSessions(
             self.limiter,
+            self.grpc.metrics,
             start_timeout=cfg.grpc_session_start_timeout,
             idle_timeout=cfg.grpc_session_idle_timeout,
             reconnect_grace=cfg.grpc_session_reconnect_grace,

@@ -32,7 +32,7 @@ from fngate.proxy.calls.nvcf_metrics import path_endpoint
 from fngate.proxy.calls.observation import metered, note
 from fngate.proxy.calls.pexec_assets import HEADER as ASSET_HEADER
 from fngate.proxy.calls.pexec_assets import AssetResolver, parse_asset_header
-from fngate.proxy.calls.pexec_files import LargeResults, OutputDir, Progress
+from fngate.proxy.calls.pexec_files import LargeResults, OutputDir, Progress, result_name_ok
 from fngate.proxy.calls.pexec_jobs import Job, ResultCollector
 from fngate.proxy.errors import BadRequest, GatewayTimeout, NotFound, PollTimeout, ProxyError
 from fngate.proxy.routing.lookup import poll_seconds
@@ -121,7 +121,7 @@ class Pexec:
         self.siblings = siblings  # the other workers, with --workers N > 1
         self.shared = shared  # results other gateways on the same Redis may poll (proxy/calls/pexec_results.py)
         cfg = engine.config
-        self.results = LargeResults(cfg.large_results_dir)
+        self.results = LargeResults(cfg.large_results_dir, shared)
         self._tasks: set[asyncio.Task[None]] = set()
         # NVCF-INPUT-ASSET-REFERENCES: resolved through the control plane (proxy/calls/pexec_assets.py)
         self.assets = AssetResolver(cfg.asset_lookup_url, cfg.asset_lookup_key or "", cfg.asset_dir) if cfg.asset_lookup_url else None
@@ -325,10 +325,25 @@ class Pexec:
         job.expect_poll(next_poll_within(poll), self._give_up)
 
     def _give_up(self, job: Job) -> None:
-        """No poll came in time (NVCF's worker): drop the result, here and in Redis."""
+        """No poll came in time (NVCF's worker): drop the result, here and in Redis. With
+        Redis, a poll on another replica counts: the job waits on while those come."""
+        if self.shared is None:
+            job.abandon()
+            return
+        task = asyncio.get_running_loop().create_task(self._give_up_shared(job, self.shared, job.poll_timer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _give_up_shared(self, job: Job, shared: SharedResults, fired: asyncio.TimerHandle | None) -> None:
+        within = job.poll_within
+        polled_elsewhere = await shared.polled_within(job.request_id, within)
+        if job.abandoned or job.poll_timer is not fired:
+            return  # a poll here came meanwhile: it decides
+        if polled_elsewhere:
+            job.expect_poll(within, self._give_up)
+            return
         job.abandon()
-        if self.shared is not None:
-            self.shared.abandon(job)
+        shared.abandon(job)
 
     async def _status(self, ex: Exchange, request_id: bytes, auth: bytes | None, poll_h: bytes | None, answer: Answers) -> int:
         engine = self.engine
@@ -369,7 +384,9 @@ class Pexec:
         """A large result's Location: no key (a presigned URL), valid 35 min."""
         found = self.results.open(name)
         if found is None:
-            raise NotFound("the large result does not exist or has expired")
+            if self.shared is None or not result_name_ok(name):
+                raise NotFound("the large result does not exist or has expired")
+            return await self._shared_large_result(ex, await self.shared.fetch_zip(name), request_id)  # another replica built it
         size, f = found
         ex.on_disconnect = None
         try:
@@ -397,6 +414,24 @@ class Pexec:
             f.close()
         return 200
 
+    async def _shared_large_result(self, ex: Exchange, data: bytes | None, request_id: bytes) -> int:
+        """A zip another replica built, from Redis (proxy/calls/pexec_results.py store_zip)."""
+        if data is None:
+            raise NotFound("the large result does not exist or has expired")
+        ex.on_disconnect = None
+        headers = [(b"content-type", b"application/zip"), (b"content-length", b"%d" % len(data))]
+        ex.start_response(200, [*headers, (b"nvcf-reqid", request_id), (b"nvcf-status", b"fulfilled")])
+        if ex.method != "HEAD":
+            view = memoryview(data)
+            for at in range(0, len(data), 256 * 1024):
+                if ex.finished:
+                    break
+                ex.send(bytes(view[at : at + 256 * 1024]))
+                if ex.backlogged():
+                    await _writable(ex)
+        ex.end()
+        return 200
+
     async def _shared_status(self, ex: Exchange, request_id: bytes, auth: bytes | None, poll: int, answer: Answers) -> int:
         """A poll for a request another gateway on the same Redis ran (proxy/calls/pexec_results.py)."""
         shared = self.shared
@@ -409,14 +444,15 @@ class Pexec:
         if found.abandoned:  # its gateway gave up waiting for a poll (NVCF's worker): 504 until it ages out
             raise GatewayTimeout(NOT_ACKNOWLEDGED)
         if not found.status:
-            found = await shared.wait(request_id, poll)
+            await shared.note_poll(request_id)  # the replica running it waits on (Pexec._give_up)
+            found = await shared.wait(request_id, poll, found.progress_seq)
             if found is None:  # delivered to another poll meanwhile, or aged out
                 raise NotFound()
             if found.abandoned:
                 raise GatewayTimeout(NOT_ACKNOWLEDGED)
-            if not found.status:  # still running: progress is read where it runs
+            if not found.status:  # still running: the latest progress its gateway published
                 ex.on_disconnect = None
-                return answer.in_progress(ex, request_id, None)
+                return answer.in_progress(ex, request_id, found.progress)
         claimed = await shared.claim(request_id)  # exactly one poll, on any replica, gets it
         if claimed is None:  # another poll took it meanwhile: NVCF purged the mapping
             raise NotFound()

@@ -16,7 +16,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import orjson
 
@@ -25,6 +25,18 @@ LOCATION_TTL = 35 * 60  # NVCF's presigned GET (S3PreSignedUrlGenerator SIGNATUR
 PROGRESS_FILE = "progress"
 RESULTS_PATH = b"/v2/nvcf/pexec/results/"
 _RESULT_NAME = re.compile(r"[0-9a-f-]{36}(?:\.[0-9]+)?-[0-9a-f]{32}\.zip").fullmatch
+
+
+class ZipShare(Protocol):
+    """Where a large result's zip is put for other gateway replicas to serve
+    (proxy/calls/pexec_results.SharedResults, with Redis)."""
+
+    async def store_zip(self, name: str, path: str) -> None: ...
+
+
+def result_name_ok(name: str) -> bool:
+    """A name LargeResults.build could have made (anything else is never looked up)."""
+    return _RESULT_NAME(name) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +64,19 @@ class OutputDir:
         os.chmod(self.path, 0o777)  # (makedirs' mode is masked by the umask; NVCF's is 0777)
 
     def progress(self) -> Progress | None:
+        found = self.peek(self._seen)
+        if found is None:
+            return None
+        self._seen, update = found
+        return update
+
+    def peek(self, after: int) -> tuple[int, Progress] | None:
+        """(mtime ns, update) of a progress file newer than `after`, leaving what progress()
+        delivers alone (the Redis share publishes it for polls on other replicas)."""
         path = os.path.join(self.path, PROGRESS_FILE)
         try:
             mtime = os.stat(path).st_mtime_ns
-            if mtime <= self._seen:
+            if mtime <= after:
                 return None
             with open(path, "rb") as f:
                 doc = orjson.loads(f.read())
@@ -63,10 +84,9 @@ class OutputDir:
             return None
         if not isinstance(doc, dict) or doc.get("id") != self.request_id:
             return None  # NVCF logs and ignores an update for another request
-        self._seen = mtime
         pct = doc.get("progress")
         percent = pct if isinstance(pct, int) and not isinstance(pct, bool) else 0
-        return Progress(percent, orjson.dumps(doc.get("partialResponse")))
+        return mtime, Progress(percent, orjson.dumps(doc.get("partialResponse")))
 
     def artifacts(self) -> list[str]:
         """Files other than `progress` under the directory (relative paths)."""
@@ -87,10 +107,14 @@ class LargeResults:
     presigned URL is, valid LOCATION_TTL seconds from the upload; every process on the
     machine (the --workers siblings) serves the same directory."""
 
-    __slots__ = ("directory",)
+    __slots__ = ("directory", "shared")
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, shared: ZipShare | None = None) -> None:
         self.directory = directory
+        self.shared = shared  # with Redis: each zip is stored there too, for any replica to serve
+
+    def path_of(self, name: str) -> str:
+        return os.path.join(self.directory, name)
 
     def build(self, request_id: str, body_file: str, outputs: OutputDir) -> str:
         """Zip the body (entry `{requestId}.response`) and the artifacts (their paths under

@@ -84,6 +84,7 @@ class Job:
         "nca_id",
         "outputs",
         "poll_timer",
+        "poll_within",
         "polled",
         "request_id",
         "staged",
@@ -115,10 +116,12 @@ class Job:
         self.abandoned = False
         self.polled = False  # a poll is waiting on it now
         self.poll_timer: asyncio.TimerHandle | None = None
+        self.poll_within = 0.0  # the wait for the next poll now armed
         self.tracked_until = 0.0  # monotonic: 1 h after the last 202
 
     def expect_poll(self, within: float, on_miss: Callable[[Job], None]) -> None:
         self.stop_waiting()
+        self.poll_within = within
         self.poll_timer = asyncio.get_running_loop().call_later(within, on_miss, self)
 
     def stop_waiting(self) -> None:
@@ -273,6 +276,8 @@ class ResultCollector(Exchange):
             ctype, body = err.body()
             self._result(err.http_status, [(b"content-type", ctype)], body)
             return
+        if results.shared is not None:  # before the 302: its Location works on every replica at once
+            await results.shared.store_zip(name, results.path_of(name))
         location = self.base_url + RESULTS_PATH + name.encode()
         self._result(302, [(b"location", location)], b"")
 

@@ -44,10 +44,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from fngate.proxy.errors import NotFound, PollTimeout, ProxyError, RateLimited, UpstreamUnavailable, WrongProtocol
 from fngate.proxy.grpc.cors import error_fields
+from fngate.proxy.grpc.metrics import GrpcMetrics
 from fngate.proxy.grpc.route import resolve_call, target_from
 
 if TYPE_CHECKING:
-    from fngate.proxy.grpc.metrics import GrpcMetrics
     from fngate.proxy.routing.lookup import KeyChecker
     from fngate.proxy.routing.rate_limits import RateLimits
     from fngate.proxy.routing.snapshot import Endpoint, KeyGrant, RoutingTable, VersionRoute
@@ -126,14 +126,14 @@ def requested_session(meta: Mapping[str, str]) -> str | None:
 class Attachment:
     """One client connection's tie to a session (NVCF: one worker tunnel)."""
 
-    __slots__ = ("conn", "cookie_due", "idle_since", "in_flight", "key", "session")
+    __slots__ = ("attached_at", "conn", "cookie_due", "idle_since", "in_flight", "key", "session")
 
     def __init__(self, session: Session, conn: weakref.ref[object], key: tuple[int, str, str], now: float) -> None:
         self.session = session
         self.conn = conn
         self.key = key
         self.in_flight = 0
-        self.idle_since = now
+        self.idle_since = self.attached_at = now
         self.cookie_due = True  # the first response through this connection sets the cookie
 
     def gone(self) -> bool:
@@ -152,6 +152,7 @@ class Session:
         "id",
         "lease",
         "nca_id",
+        "opened_at",
         "ready",
         "rid",
         "start_task",
@@ -174,6 +175,7 @@ class Session:
         self.timer: asyncio.TimerHandle | None = None
         self.due = 0.0
         self.ended = False
+        self.opened_at = time.monotonic()  # then: when it got its slot
 
 
 class SeatLease:
@@ -216,7 +218,14 @@ class Seat:
         return self._take(session.lease.endpoint)
 
     async def admit(
-        self, route: VersionRoute, deadline: float | None, request_id: str = "", exclude: str | None = None, *, owner: object = None
+        self,
+        route: VersionRoute,
+        deadline: float | None,
+        request_id: str = "",
+        exclude: str | None = None,
+        *,
+        owner: object = None,
+        pin: str | None = None,  # unused: a session is pinned to its instance already
     ) -> SeatLease:
         session = self.attachment.session
         if exclude is not None:  # the session's instance could not be reached
@@ -248,7 +257,7 @@ class GrpcSessions:
         max_sessions: int = 65536,
     ) -> None:
         self.slots = slots
-        self.metrics = metrics
+        self.metrics = metrics if metrics is not None else GrpcMetrics()
         self.start_timeout = start_timeout
         self.idle_timeout = idle_timeout
         self.reconnect_grace = reconnect_grace
@@ -280,7 +289,7 @@ class GrpcSessions:
                 route = self._current(table, attachment.session)
                 if route is not None:
                     return route, grant, Seat(self, attachment, False)
-                self.end(attachment.session)  # its instance or version is gone: a new session, as NVCF
+                self.end(attachment.session, "deleted")  # its instance or version is gone: a new session, as NVCF
             else:
                 self._detach(attachment)  # a connection that reused the id of a closed one
         wanted = requested_session(meta)
@@ -301,7 +310,7 @@ class GrpcSessions:
         attachment = self._attach(session, conn, key)
         lease = self.slots.try_acquire(route, None, owner)
         if lease is not None:
-            session.lease = lease
+            self._opened(session, lease, False)
         else:
             loop = asyncio.get_running_loop()
             session.ready = loop.create_future()
@@ -319,6 +328,7 @@ class GrpcSessions:
         conn: object,
         key: tuple[int, str, str],
     ) -> tuple[VersionRoute, KeyGrant, Seat]:
+        began = time.monotonic()
         session = self.sessions.get(wanted)
         if session is None or session.ended:
             raise SessionNotFound(f"no existing session found for request id {wanted}", _CLEAR_COOKIE)
@@ -330,9 +340,10 @@ class GrpcSessions:
             raise SessionMismatch(f"existing session invoker NCA ID mismatch for request id {wanted}")
         route = self._current(table, session)
         if route is None:
-            self.end(session)
+            self.end(session, "deleted")
             raise SessionNotFound(f"no existing session found for request id {wanted}", _CLEAR_COOKIE)
         attachment = self._attach(session, conn, key)
+        self.metrics.session_init[True].observe(attachment.attached_at - began)
         return route, grant, Seat(self, attachment, False)
 
     def _current(self, table: RoutingTable, session: Session) -> VersionRoute | None:
@@ -367,7 +378,7 @@ class GrpcSessions:
         if session.ended:
             lease.release()
             return
-        session.lease = lease
+        self._opened(session, lease, False)
         session.ready = session.start_task = None
         if not ready.done():
             ready.set_result(None)
@@ -384,10 +395,12 @@ class GrpcSessions:
         yet takes a slot on another instance (once); any other ends."""
         lease = session.lease
         if session.calls != 1 or lease is None or lease.endpoint.id != exclude or session.ended:
-            self.end(session)
+            self.end(session, "worker_closed")
             raise UpstreamUnavailable(f"instance unreachable: the gRPC session's instance {exclude}")
         session.lease = None
         lease.release()
+        self.metrics.worker_connection_closed("worker_closed", time.monotonic() - session.opened_at)
+        session.opened_at = time.monotonic()
         try:
             lease = await self.slots.admit(route, time.monotonic() + self.start_timeout, session.id, exclude, owner=owner)
         except PollTimeout:
@@ -399,8 +412,17 @@ class GrpcSessions:
         if session.ended:
             lease.release()
             raise UpstreamUnavailable("the gRPC session ended")
-        session.lease = lease
+        self._opened(session, lease, False)
         session.calls = 0  # the retrying call counts once more as it takes its seat
+
+    def _opened(self, session: Session, lease: Lease, reconnect: bool) -> None:
+        """The session holds its instance's slot (NVCF: its worker tunnel is up)."""
+        session.lease = lease
+        now = time.monotonic()
+        metrics = self.metrics
+        metrics.session_init[reconnect].observe(now - session.opened_at)
+        metrics.worker_opened += 1
+        session.opened_at = now
 
     # -- attachments and the end ---------------------------------------------------------
     def _attach(self, session: Session, conn: object, key: tuple[int, str, str]) -> Attachment:
@@ -409,6 +431,7 @@ class GrpcSessions:
         session.attachments[key] = attachment
         session.detached_since = None
         self._attached[key] = attachment
+        self.metrics.client_opened += 1
         self._arm(session, attachment.idle_since + self.idle_timeout)
         return attachment
 
@@ -420,9 +443,12 @@ class GrpcSessions:
 
     def _detach(self, attachment: Attachment) -> None:
         session = attachment.session
-        if session.attachments.pop(attachment.key, None) is not None and not session.attachments:
-            session.detached_since = now = time.monotonic()
-            self._arm(session, now + self.reconnect_grace)
+        if session.attachments.pop(attachment.key, None) is not None:
+            now = time.monotonic()
+            self.metrics.client_connection_closed(now - attachment.attached_at)
+            if not session.attachments:
+                session.detached_since = now
+                self._arm(session, now + self.reconnect_grace)
         if self._attached.get(attachment.key) is attachment:
             del self._attached[attachment.key]
 
@@ -477,14 +503,15 @@ class GrpcSessions:
                 session.detached_since = since
                 due = since + self.reconnect_grace
                 if now >= due:
-                    self.end(session)
+                    self.end(session, "client_closed")
                     return
                 next_due = due if next_due is None else min(next_due, due)
         if next_due is not None:
             self._arm(session, next_due)
 
-    def end(self, session: Session) -> None:
-        """End the session: free its slot, forget its id and connections."""
+    def end(self, session: Session, reason: str = "unknown") -> None:
+        """End the session: free its slot, forget its id and connections; `reason`: one
+        of NVCF's worker_connection_closed_total reasons (proxy/grpc/metrics.py)."""
         if session.ended:
             return
         session.ended = True
@@ -498,6 +525,7 @@ class GrpcSessions:
         lease, session.lease = session.lease, None
         if lease is not None:
             lease.release()
+            self.metrics.worker_connection_closed(reason, time.monotonic() - session.opened_at)
         task, session.start_task = session.start_task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -510,7 +538,7 @@ class GrpcSessions:
     def close(self) -> None:
         """End every session (the gateway stops)."""
         for session in list(self.sessions.values()):
-            self.end(session)
+            self.end(session, "shutdown")
 
 
 def _retrieved(fut: asyncio.Future[None]) -> None:

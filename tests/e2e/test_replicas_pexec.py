@@ -6,9 +6,11 @@ Retry-After rather than the 404 that would tell the client its request is gone."
 from __future__ import annotations
 
 import base64
+import io
 import os
 import time
 import uuid
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -97,3 +99,77 @@ def test_a_status_poll_while_redis_is_away_is_503_with_retry_after(fngate_serve,
     finally:
         if redis.proc is not None and redis.proc.poll() is None:
             redis.stop()
+
+
+def test_progress_and_a_large_result_reach_a_poll_on_the_other_replica(two_replicas):
+    """The progress sample, taken by A (202), writes progress for 4 s then answers 10 MiB:
+    polls on B get 202s with A's progress (NVCF-PERCENT-COMPLETE and the partial response),
+    then the 302, and B serves the Location's zip (before: B's 202s had no progress, and
+    the zip lived in A's directory only, so B answered 404)."""
+    api_a, api_b = ServeApi(two_replicas[0]), ServeApi(two_replicas[1])
+    fid, vid = api_a.create("pexec-progress", image="fngate/progress", inferenceUrl="/run")
+    api_a.deploy(fid, vid, min_i=1, max_i=1, concurrency=4)
+    api_a.wait_status(fid, vid, "ACTIVE")
+    for api in (api_a, api_b):
+        api.wait(lambda api=api: api.invoke(fid).status_code == 200, "the function served by this replica's gateway")
+    auth = {"Authorization": f"Bearer {api_a.sp.admin_key}"}
+    size = 10 * 1024 * 1024
+    job = {"steps": 4, "stepSeconds": 1.0, "resultBytes": size}
+    taken = httpx.post(f"{api_a.gateway}/v2/nvcf/pexec/functions/{fid}", headers={**auth, "NVCF-POLL-SECONDS": "1"}, json=job, timeout=30)
+    assert taken.status_code == 202, taken.text
+    rid = taken.headers["nvcf-reqid"]
+    percents: list[int] = []
+    partials: list[dict] = []
+    deadline = time.monotonic() + 30
+    with httpx.Client(timeout=30) as client:
+        while True:
+            r = client.get(f"{api_b.gateway}/v2/nvcf/pexec/status/{rid}", headers={**auth, "NVCF-POLL-SECONDS": "1"})
+            if r.status_code != 202:
+                break
+            if "nvcf-percent-complete" in r.headers:
+                percents.append(int(r.headers["nvcf-percent-complete"]))
+                partials.append(r.json())
+            assert time.monotonic() < deadline, "no result within 30 s"
+        assert r.status_code == 302, (r.status_code, r.text)
+        location = httpx.URL(r.headers["location"])
+        assert location.path.startswith("/v2/nvcf/pexec/results/")
+        assert percents and set(percents) <= {25, 50, 75, 100}, percents
+        assert percents == sorted(percents)
+        assert all(p == {"step": p["step"], "of": 4} for p in partials), partials
+        for gateway in (api_b.gateway, api_a.gateway):  # the Location works on any replica, without a key
+            got = client.get(f"{gateway}{location.raw_path.decode()}")
+            assert got.status_code == 200, (gateway, got.status_code, got.text[:200])
+            assert got.headers["content-type"] == "application/zip"
+            with zipfile.ZipFile(io.BytesIO(got.content)) as zf:
+                assert zf.read(f"{rid}.response") == b"r" * size
+        assert client.get(f"{api_b.gateway}/v2/nvcf/pexec/results/{uuid.uuid4()}-{'0' * 32}.zip").status_code == 404
+
+
+def test_polls_on_the_other_replica_keep_a_long_request_alive(two_replicas):
+    """A request running 14 s, taken by A with a 1 s window and then polled only on B every
+    second: A's wait for the next poll (max(2 x 1 s, 10 s)) counts B's polls, so the result
+    arrives on B (before: A gave up at 10 s and B's polls got 504 `worker did not
+    acknowledge the status request.`)."""
+    api_a, api_b = ServeApi(two_replicas[0]), ServeApi(two_replicas[1])
+    fid, vid = api_a.create("pexec-long", image="fngate/progress", inferenceUrl="/run")
+    api_a.deploy(fid, vid, min_i=1, max_i=1, concurrency=4)
+    api_a.wait_status(fid, vid, "ACTIVE")
+    for api in (api_a, api_b):
+        api.wait(lambda api=api: api.invoke(fid).status_code == 200, "the function served by this replica's gateway")
+    auth = {"Authorization": f"Bearer {api_a.sp.admin_key}"}
+    taken = httpx.post(
+        f"{api_a.gateway}/v2/nvcf/pexec/functions/{fid}",
+        headers={**auth, "NVCF-POLL-SECONDS": "1"},
+        json={"steps": 4, "stepSeconds": 3.5},
+        timeout=30,
+    )
+    assert taken.status_code == 202, taken.text
+    rid = taken.headers["nvcf-reqid"]
+    deadline = time.monotonic() + 40
+    with httpx.Client(timeout=30) as client:
+        while (
+            r := client.get(f"{api_b.gateway}/v2/nvcf/pexec/status/{rid}", headers={**auth, "NVCF-POLL-SECONDS": "1"})
+        ).status_code == 202:
+            assert time.monotonic() < deadline, "no result within 40 s"
+    assert r.status_code == 200, (r.status_code, r.text)
+    assert r.json()["done"] is True and r.json()["steps"] == 4

@@ -239,6 +239,46 @@ async def test_function_request_total_counts_sessions_not_calls(gateway, instanc
     assert line in text.splitlines()
 
 
+async def scrape(gw) -> dict[str, float]:
+    """The admin /metrics as {series with labels: value}."""
+    async with httpx.AsyncClient() as c:
+        text = (await c.get(f"http://127.0.0.1:{gw.gw.admin_port}/metrics")).text
+    return {name: float(value) for name, value in (line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))}
+
+
+async def test_nvcf_session_and_connection_series(instances):
+    """NVCF's gRPC proxy session series (spec part 2, 10.2): a session opened, its channel
+    closed and a new channel reconnecting with the id, then the grace passing."""
+    n = "nvcf_grpc_proxy_service_"
+    timing = {**FAST, "grpc_session_idle_timeout": 2.0}  # the open channel stays attached while scraped
+    async with running_gateway(instances, **timing) as gw:
+        publish_routes(gw.holder, two_instances(instances))
+        async with grpcio_channel(gw.port) as ch:
+            _, head, _ = await echo(ch)
+            await echo(ch)
+        sid = head["nvcf-reqid"]
+        async with grpcio_channel(gw.port) as ch:
+            _, again, _ = await echo(ch, ("nvcf-reqid", sid))
+            assert again["nvcf-reqid"] == sid
+            during = await scrape(gw)
+        await asyncio.sleep(timing["grpc_session_idle_timeout"] + timing["grpc_session_reconnect_grace"] + 0.5)
+        after = await scrape(gw)
+    assert during[f'{n}session_init_seconds_total_count{{is_reconnect="false"}}'] == 1
+    assert during[f'{n}session_init_seconds_total_count{{is_reconnect="true"}}'] == 1
+    assert during[f'{n}session_init_seconds_total_bucket{{is_reconnect="true",le="+Inf"}}'] == 1
+    assert during[f"{n}worker_connection_opened_total"] == 1
+    assert during[f"{n}worker_connections_active"] == 1
+    assert during[f"{n}client_connection_opened_total"] == 2
+    assert during[f"{n}active_connections_total"] in (1, 2)  # the open channel (the first one's detach may lag)
+    assert after[f"{n}worker_connections_active"] == 0
+    assert after[f"{n}active_connections_total"] == 0
+    assert after[f'{n}worker_connection_closed_total{{reason="client_closed"}}'] == 1
+    assert after[f'{n}worker_connection_closed_total{{reason="shutdown"}}'] == 0
+    assert after[f"{n}worker_connection_duration_seconds_count"] == 1
+    assert after[f"{n}client_connection_duration_seconds_count"] == 2
+    assert not [k for k in after if sid in k]
+
+
 async def test_sessions_off_routes_every_call_on_its_own(instances):
     async with running_gateway(instances, grpc_sessions=False) as gw:
         publish_routes(gw.holder, two_instances(instances))
