@@ -155,7 +155,7 @@ class _Slots:
     def try_acquire(self, route, exclude=None, owner=None):
         return _Lease(route.endpoints[0])
 
-    async def admit(self, route, deadline, request_id="", exclude=None, *, owner=None):
+    async def admit(self, route, deadline, request_id="", exclude=None, *, owner=None, pin=None):
         return _Lease(route.endpoints[0])
 
 

@@ -43,6 +43,7 @@ class ServeConfig:
     otlp_endpoint: str | None = None  # OTLP/HTTP collector for the gateway's traces; None: no tracing
     trace_sample_ratio: float = 1.0
     access_log: str | None = None  # JSON access log file, or "-" (standard output); None: off
+    stream_idle_timeout: float = 300.0  # a started response (a stream) with no byte for this long is cut
     sections: dict[str, Any] = field(default_factory=dict)  # inventory, catalog, backends, ...
 
     def section(self, name: str) -> dict[str, Any]:
@@ -65,6 +66,8 @@ class ServeConfig:
             raise ConfigError("--tls-cert and --tls-key go together")
         if not 0 <= self.drain_timeout <= 86400:
             raise ConfigError(f"--drain-timeout must be 0-86400 seconds, got {self.drain_timeout:g}")
+        if not 0 < self.stream_idle_timeout <= 86400:
+            raise ConfigError(f"--stream-idle-timeout must be more than 0 and at most 86400 seconds, got {self.stream_idle_timeout:g}")
         if not 0.0 <= self.trace_sample_ratio <= 1.0:
             raise ConfigError(f"--trace-sample-ratio must be within 0..1, got {self.trace_sample_ratio:g}")
         if self.otlp_endpoint is not None:
@@ -79,7 +82,7 @@ class ServeConfig:
 _OPTIONS = {f.name for f in fields(ServeConfig)} - {"sections"}
 _PATHS = {"data_dir", "tls_cert", "tls_key", "ready_file"}
 _INTS = {"api_port", "http_port", "grpc_port", "admin_port", "workers", "max_body"}
-_FLOATS = {"drain_timeout", "trace_sample_ratio"}
+_FLOATS = {"drain_timeout", "trace_sample_ratio", "stream_idle_timeout"}
 
 
 def load_file(path: Path) -> dict[str, Any]:
@@ -120,6 +123,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--otlp-endpoint", help="export the gateway's traces over OTLP/HTTP to this collector (e.g. http://127.0.0.1:4318)")
     p.add_argument("--trace-sample-ratio", type=float, help="share of new traces recorded, 0..1 (default 1)")
     p.add_argument("--access-log", metavar="PATH|-", help="write one JSON line per request to PATH, or - for standard output")
+    p.add_argument(
+        "--stream-idle-timeout",
+        type=float,
+        help="seconds a started response (a stream) may go without a byte before it is cut (default 300); there is no total limit",
+    )
     p.add_argument("--no-samples", dest="samples", action="store_const", const=False, help="do not deploy the sample functions")
 
 

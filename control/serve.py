@@ -383,6 +383,7 @@ class Server:
             otlp_endpoint=cfg.otlp_endpoint,
             trace_sample_ratio=cfg.trace_sample_ratio,
             access_log=cfg.access_log,
+            idle_timeout=cfg.stream_idle_timeout,  # no absolute limit on a stream: NVCF's 60 s write timeout is not ours
             # the pexec request directories, where the local instances (this machine) write
             output_dir=str((cfg.data_dir / "inf" / "response").absolute()),
             asset_dir=str((cfg.data_dir / "inf" / "inputAssets").absolute()),

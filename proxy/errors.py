@@ -161,6 +161,12 @@ def status_for_nvcf(status: int) -> bytes:
     return b"fulfilled"
 
 
+class InternalError(ProxyError):
+    """A defect in the gateway itself: the request is answered, never left hanging."""
+
+    http_status, grpc_status = 500, 13  # INTERNAL
+
+
 class GatewayTimeout(ProxyError):
     """A 504 with a detail (a poll for a request its instance side gave up on)."""
 

@@ -39,6 +39,7 @@ cdef class Routed:
     cdef public object lease
     cdef public object task
     cdef public object exclude
+    cdef public object pin
     cdef public Py_ssize_t due_key
     cdef public bint retried
     cdef public bint closed

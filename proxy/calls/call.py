@@ -40,6 +40,7 @@ instance, trailers, grpc-timeout on the same coarse deadlines, grpc-status answe
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -49,11 +50,13 @@ from fngate.proxy.calls.metrics import UNKNOWN_FUNCTION
 from fngate.proxy.calls.nvcf_metrics import TLB
 from fngate.proxy.calls.request_ids import slot_owner
 from fngate.proxy.calls.sse import COMMENT, error_event, sse_head, wants_sse
-from fngate.proxy.errors import PollTimeout, ProxyError, RequestTimeout, UpstreamUnavailable, error_fields, status_for_nvcf
+from fngate.proxy.errors import InternalError, PollTimeout, ProxyError, RequestTimeout, UpstreamUnavailable, error_fields, status_for_nvcf
 from fngate.proxy.instances.pool import ConnectFailed
 from fngate.proxy.routing.lookup import KeyChecker, poll_seconds, resolve
 from fngate.proxy.routing.rate_limits import RateLimits
 from fngate.proxy.wire.headers import RouteHeaders, call_head, client_head_block
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from fngate.proxy.calls.exchange import Exchange
@@ -170,6 +173,7 @@ class Routed:
         "loop",
         "obs",
         "owner",
+        "pin",
         "request_id",
         "retried",
         "route",
@@ -188,6 +192,7 @@ class Routed:
         self.lease: Lease | None = None
         self.task: asyncio.Task[None] | None = None  # only while waiting for a slot or a connection
         self.exclude: str | None = None  # the instance a retry avoids
+        self.pin: str | None = None  # the only instance a queued request waits for (LLM sticky sessions)
         self.due_key = 0  # the call's key in engine.deadlines, 0 while it has none
         self.retried = False
         self.closed = False
@@ -224,7 +229,9 @@ class Routed:
         try:
             if admit:
                 assert self.route is not None  # routed calls only admit
-                self.lease = await engine.limiter.admit(self.route, self.deadline, self.request_id.decode(), self.exclude, owner=self.owner)
+                self.lease = await engine.limiter.admit(
+                    self.route, self.deadline, self.request_id.decode(), self.exclude, owner=self.owner, pin=self.pin
+                )
             if self.obs is not None:
                 self.obs.slot()
             conn = await self._connect(*self._address())
@@ -245,6 +252,11 @@ class Routed:
             if not self.closed:  # the loop stops under a waiting call
                 self.cancel()
             raise
+        except Exception as exc:  # a defect: answer it rather than leave the client waiting
+            self.task = None
+            log.debug("call %s failed in admission: %r", self.request_id, exc)
+            self._fail(InternalError("the gateway failed to route the request"))
+            return
         self.task = None
         if not self.closed:
             self._send(conn)
@@ -340,6 +352,7 @@ class Call(Routed):
         self.lease = None
         self.task = None
         self.exclude = None
+        self.pin = None
         self.due_key = 0
         self.retried = False
         self.closed = False

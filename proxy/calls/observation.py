@@ -48,12 +48,22 @@ FIELDS = (
     "total_seconds",
     "http_status",
     "grpc_code",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
 )
 # `status`: the HTTP status, or on a gRPC line the call's grpc-status (its number; `grpc_code`
 # its name, None on HTTP lines); `http_status`: the HTTP status the gateway counts the call
 # under in its metrics (for gRPC: 200 when the instance ended the call, the error's HTTP
-# equivalent when the gateway did, 499 for a client that went away)
-AccessEntry = tuple[float, str, str, str, str, str, str, int, int, int, float, float, float, int, str | None]
+# equivalent when the gateway did, 499 for a client that went away); the token counts: the
+# usage an LLM gateway call's instance reported (proxy/llm/usage.py; Responses' input and
+# output tokens count as prompt and completion), None on other lines and on an LLM call
+# whose instance reported none
+AccessEntry = tuple[
+    float, str, str, str, str, str, str, int, int, int, float, float, float, int, str | None, int | None, int | None, int | None
+]
+Usage = tuple[int, int]  # (prompt, completion) tokens
+NO_TOKENS = (None, None, None)
 
 
 class AccessSink(Protocol):
@@ -83,6 +93,7 @@ class CallRecord:
         "slot_at",
         "started",
         "trace",
+        "usage",
         "version_id",
         "wall",
     )
@@ -106,6 +117,8 @@ class CallRecord:
         self.bytes_out = 0
         self.grpc_status = -1  # the grpc-status a gRPC call ended with (-1: not gRPC, or not ended)
         self.grpc_code: str | None = None  # ... its name
+        # an LLM call's token usage, asked for once at its end (the LLM gateway sets it)
+        self.usage: Callable[[], Usage | None] | None = None
 
     def routed(self, route: VersionRoute, grant: KeyGrant) -> None:
         """Routing and the key check passed (ids from the routing snapshot, never from the request)."""
@@ -210,6 +223,15 @@ class Observers:
             sent = rec.sent_at
             queued = (rec.slot_at - rec.routed_at) if rec.slot_at and rec.routed_at else 0.0
             instance = (now - sent) if sent else 0.0
+            tokens: tuple[int | None, int | None, int | None] = NO_TOKENS
+            if rec.usage is not None:
+                try:
+                    used = rec.usage()
+                except Exception as exc:  # never into the call's ending
+                    log.debug("token usage not read: %r", exc)
+                    used = None
+                if used is not None:
+                    tokens = (used[0], used[1], used[0] + used[1])
             sink.put(
                 (
                     rec.wall,
@@ -227,6 +249,7 @@ class Observers:
                     now - rec.started,
                     status,
                     rec.grpc_code,
+                    *tokens,
                 )
             )
 
@@ -268,6 +291,7 @@ class Observers:
                 now - started,
                 http_status or status,
                 grpc_code,
+                *NO_TOKENS,
             )
         )
 

@@ -113,7 +113,14 @@ class Slots(Protocol):
 
     def try_acquire(self, route: VersionRoute, exclude: str | None = None, owner: object = None) -> Lease | None: ...
     async def admit(
-        self, route: VersionRoute, deadline: float | None, request_id: str = "", exclude: str | None = None, *, owner: object = None
+        self,
+        route: VersionRoute,
+        deadline: float | None,
+        request_id: str = "",
+        exclude: str | None = None,
+        *,
+        owner: object = None,
+        pin: str | None = None,
     ) -> Lease: ...
 
 

@@ -46,6 +46,8 @@ class LlmExchange(Exchange):
         "scan",
         "settled",
         "stream",
+        "used",
+        "used_read",
     )
 
     def __init__(
@@ -83,6 +85,8 @@ class LlmExchange(Exchange):
         self.error_status = 0  # the engine's own problem+json error, reworded at the end
         self.keep_headers: Headers = []
         self.settled = False
+        self.used: tuple[int, int] | None = None  # the usage, once read (_usage)
+        self.used_read = False
         real.on_disconnect = self.client_gone
 
     # -- the head ------------------------------------------------------------------------
@@ -162,7 +166,19 @@ class LlmExchange(Exchange):
         super().client_gone()
 
     # -- usage ---------------------------------------------------------------------------
+    def token_usage(self) -> tuple[int, int] | None:
+        """(prompt, completion) tokens the instance reported, for the access log: asked
+        once the call is over (the instance sends nothing more), before or after end()."""
+        return None if self.error_status else self._usage()
+
     def _usage(self) -> tuple[int, int] | None:
+        """Read once: a JSON answer is parsed a single time for the charge and the log."""
+        if not self.used_read:
+            self.used_read = True
+            self.used = self._read_usage()
+        return self.used
+
+    def _read_usage(self) -> tuple[int, int] | None:
         if self.scan is not None:
             return self.scan.usage
         kept = self.kept

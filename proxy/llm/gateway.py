@@ -15,8 +15,10 @@ Everything is read from the routing snapshot: no store or Redis call per request
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -28,8 +30,8 @@ from fngate.proxy.calls.request_ids import new_request_id
 from fngate.proxy.errors import ProxyError
 from fngate.proxy.llm.errors import JSON, LlmError, generic_auth_error, message_body
 from fngate.proxy.llm.exchange import LlmExchange
-from fngate.proxy.llm.models import ModelSpecs, is_uuid, routing_key, split_model
-from fngate.proxy.llm.sticky import StickySessions, session_key, weight
+from fngate.proxy.llm.models import OTHER_KEY, ModelSpecs, is_uuid, request_model, routing_key, split_model
+from fngate.proxy.llm.sticky import StickySessions, conversation_key, session_key, weight
 from fngate.proxy.llm.token_limits import TokenLimits
 from fngate.proxy.llm.usage import TokenMetrics
 from fngate.proxy.routing.lookup import resolve
@@ -50,6 +52,10 @@ MAX_EMBEDDING_INPUTS = 2048
 LLM_HEAD_WINDOW = 600  # seconds for the instance's response head (a long answer without streaming)
 PRIORITY_RESERVED = "X-Priority is a reserved header and cannot be set by the client"
 BEARER_REQUIRED = "bearer authorization is required"
+# llmConfig.routingMethod (nvcf-api.md 3): the instance a request without a session goes to.
+# `power_of_two` (and no method, `groq_multiregion`: one region here) is the limiter's own
+# choice, the less loaded of two random instances; these two choose here:
+SPREAD_METHODS = frozenset({"round_robin", "random"})
 
 
 def is_llm_host(authority: bytes) -> bool:
@@ -89,7 +95,7 @@ class _Body:
 class LlmGateway:
     """A RequestHandler for the `llm.` host (see the module docstring)."""
 
-    __slots__ = ("_listing", "enforce_uris", "engine", "metrics", "specs", "sticky", "token_limits")
+    __slots__ = ("_listing", "_turns", "enforce_uris", "engine", "metrics", "specs", "sticky", "token_limits")
 
     def __init__(self, engine: Engine, enforce_uris: bool = False) -> None:
         self.engine = engine
@@ -102,6 +108,7 @@ class LlmGateway:
         # MODEL_URI_ALLOWLIST_ENABLED (8.2): `enforce_uris` is that switch
         self.enforce_uris = enforce_uris
         self._listing: tuple[int, tuple[str, ...]] = (-1, ())  # table version -> LLM function ids
+        self._turns: dict[str, int] = {}  # version id -> round_robin position
 
     # -- entry ----------------------------------------------------------------------------
     def start(self, ex: Exchange) -> None:
@@ -178,9 +185,11 @@ class LlmGateway:
                 grant, route = self._authorize(ex, table, key, doc, openai)
                 fid = route.function_id
             try:
-                _, name = split_model(doc.get("model"))
+                served_key, name = split_model(request_model(doc) if key is not None else doc.get("model"))
             except ValueError as e:
                 raise LlmError(400, str(e), openai=openai) from None
+            if served_key != key:  # authorized for one function, served as another (8.2)
+                raise LlmError(400, OTHER_KEY, openai=openai)
             assert grant is not None and route is not None  # a model that splits has a key
             _validate(path, doc, openai)
             spec = self.specs.of(route.llm_models).get(name)
@@ -191,11 +200,17 @@ class LlmGateway:
             doc["model"] = name
             if path == RESPONSES:
                 doc["stream"] = True  # NVCF asks for the stream and collapses it when the client did not (8.5)
+            method = spec.routing_method if spec is not None else ""
             session = session_key(doc, _header(ex, b"x-multi-turn-session-id"), path == RESPONSES)
+            if session is None and path != EMBEDDINGS:
+                session = conversation_key(doc, path == RESPONSES, method)
             extra: list[tuple[bytes, bytes]] = [(b"x-request-id", rid)]
+            pin = None
             if session is not None:
-                route = self._sticky_route(table, route, grant, session)
+                route, pin = self._sticky_route(table, route, grant, session)
                 extra.append((b"x-multi-turn-session-id", session.encode("latin-1", "replace")))
+            elif method in SPREAD_METHODS:
+                route = self._spread(route, method)
         except ProxyError as err:
             self._fail(ex, err, rid, started, path, fid)
             return
@@ -214,7 +229,11 @@ class LlmGateway:
             openai=openai,
         )
         deadline = started + max(engine.config.default_poll_seconds, LLM_HEAD_WINDOW) + engine.config.header_grace
-        Call(engine, wrapped, route, grant, rid, started, deadline, host_routed=False, endpoint=path).run()
+        call = Call(engine, wrapped, route, grant, rid, started, deadline, host_routed=False, endpoint=path)
+        call.pin = pin  # a queued sticky request waits for its session's instance
+        call.run()
+        if call.obs is not None:  # the access log line carries the usage the instance reports
+            call.obs.usage = wrapped.token_usage
 
     def _authorize(self, ex: Exchange, table: RoutingTable, key: str, doc: dict[str, Any], openai: bool) -> tuple[KeyGrant, VersionRoute]:
         auth = _header(ex, b"authorization")
@@ -228,13 +247,36 @@ class LlmGateway:
         except ProxyError as err:
             raise generic_auth_error(err, openai) from None
 
-    def _sticky_route(self, table: RoutingTable, route: VersionRoute, grant: KeyGrant, session: str) -> VersionRoute:
+    def _sticky_route(self, table: RoutingTable, route: VersionRoute, grant: KeyGrant, session: str) -> tuple[VersionRoute, str | None]:
         versions = table.invokable.get(route.function_id, ())
         if len(versions) > 1:  # the session's version too, by the same hash
             usable = [r for r in versions if grant.any_account or r.nca_id == grant.nca_id or grant.nca_id in r.authorized]
             if usable:
                 route = max(usable, key=lambda r: weight(session, r.version_id))
         return self.sticky.narrow(route, session)
+
+    def _spread(self, route: VersionRoute, method: str) -> VersionRoute:
+        """`round_robin`: the next instance in turn that has a free slot; `random`: any one
+        with a free slot. The route narrowed to it; when none is free, the route as is (the
+        request waits in the version's queue for the first slot, wherever it frees)."""
+        endpoints = route.endpoints
+        if len(endpoints) < 2:
+            return route
+        limit = route.max_concurrency if route.max_concurrency > 0 else 1
+        inflight = self.engine.limiter.in_flight
+        if method == "random":
+            free = [e for e in endpoints if not e.draining and inflight.get(e.id, 0) < limit]
+            return replace(route, endpoints=(random.choice(free),)) if free else route
+        n = len(endpoints)
+        turn = self._turns.get(route.version_id, 0)
+        for i in range(n):
+            e = endpoints[(turn + i) % n]
+            if not e.draining and inflight.get(e.id, 0) < limit:
+                if len(self._turns) >= 4096:
+                    self._turns.clear()
+                self._turns[route.version_id] = (turn + i + 1) % n
+                return replace(route, endpoints=(e,))
+        return route
 
     # -- GET /v1/models -------------------------------------------------------------------
     def _models(self, ex: Exchange, openai: bool) -> bytes:

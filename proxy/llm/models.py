@@ -18,6 +18,7 @@ MODEL_REQUIRED = "model is required"
 PREFIX_REQUIRED = "model prefix is required"
 KEY_REQUIRED = "routing key is required before model"
 SUFFIX_REQUIRED = "model suffix is required after routing key"
+OTHER_KEY = "model targets a different routing key"
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -50,6 +51,25 @@ def split_model(model: object) -> tuple[str, str]:
         raise ValueError(SUFFIX_REQUIRED)
     low = key.lower()
     return (low if is_uuid(low) else key), name
+
+
+def request_model(doc: dict[str, object]) -> object:
+    """The `model` the request is served as: NVCF takes the routing key (and auths) on the
+    body's exact `model` field, then decodes the body into a struct whose `model` field also
+    takes `Model`, `MODEL`... (Go matches field names case-insensitively, the last one wins).
+    This is that last value, and every case variant is dropped from `doc`, so the instance
+    sees one `model`. `model` itself when it is the only one (the common case)."""
+    model = doc.get("model")
+    variants = [k for k in doc if k != "model" and k.lower() == "model"]
+    if not variants:
+        return model
+    last = model
+    for k in doc:
+        if k.lower() == "model":
+            last = doc[k]
+    for k in variants:
+        del doc[k]
+    return last
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,5 +119,5 @@ def _parse(text: str) -> Mapping[str, ModelSpec]:
             rates = parse_token_rates(cfg["tokenRateLimit"]) if cfg.get("tokenRateLimit") else ()
         except ValueError:  # the management API refuses these; a bad one is not enforced
             rates = ()
-        out[m["name"]] = ModelSpec(m["name"], frozenset(str(u) for u in uris), rates, str(cfg.get("routingMethod") or ""))
+        out[m["name"]] = ModelSpec(m["name"], frozenset(str(u) for u in uris), rates, str(cfg.get("routingMethod") or "").strip().lower())
     return out

@@ -18,6 +18,7 @@ cdef class _Waiter:
     cdef public object future
     cdef public object request_id
     cdef public object exclude
+    cdef public object pinned
     cdef public object timer
 
 
@@ -35,6 +36,7 @@ cdef class VersionState:
     cdef public double busy_seconds
     cdef public Py_ssize_t requests
     cdef public double last_request_at
+    cdef public Py_ssize_t pinned
 
 
 cdef class Limiter:
@@ -52,3 +54,4 @@ cdef class Limiter:
     cpdef _leave(self, ConnectionShare share)
     cpdef _release(self, Lease lease)
     cpdef _dispatch(self, VersionState st, table)
+    cpdef _dispatch_pinned(self, VersionState st, route)

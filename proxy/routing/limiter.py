@@ -14,6 +14,12 @@ over one connection. A request over the cap waits, in its connection's own FIFO 
 within its deadline, for one of that connection's requests to end; other connections'
 requests are not held up by it. Callers pass the connection as `owner` (None: not
 counted, e.g. HTTP/1.1, which answers one request at a time).
+
+A request may be pinned to one instance (`admit(..., pin=endpoint id)`: the LLM gateway's
+sticky sessions, whose instance holds the conversation's cache). Queued, it waits for a
+slot on ITS instance while it is live, and is not dispatched to another one; requests
+behind it that can go anywhere are not held up by it. Without pinned waiters the queue
+is the plain FIFO (the dispatch loop stops at the first waiter that finds no slot).
 """
 
 from __future__ import annotations
@@ -50,12 +56,13 @@ class Lease:
 
 
 class _Waiter:
-    __slots__ = ("exclude", "future", "request_id", "timer")
+    __slots__ = ("exclude", "future", "pinned", "request_id", "timer")
 
-    def __init__(self, future: asyncio.Future[Lease], request_id: str, exclude: str | None) -> None:
+    def __init__(self, future: asyncio.Future[Lease], request_id: str, exclude: str | None, pinned: str | None = None) -> None:
         self.future = future
         self.request_id = request_id
         self.exclude = exclude
+        self.pinned = pinned  # the only instance it may take a slot on (while that one is live)
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -74,7 +81,7 @@ class ConnectionShare:
 class VersionState:
     """Live accounting of one function version (survives snapshots)."""
 
-    __slots__ = ("busy_seconds", "function_id", "in_flight", "last_request_at", "queue", "requests", "version_id")
+    __slots__ = ("busy_seconds", "function_id", "in_flight", "last_request_at", "pinned", "queue", "requests", "version_id")
 
     def __init__(self, function_id: str, version_id: str) -> None:
         self.function_id = function_id
@@ -84,6 +91,7 @@ class VersionState:
         self.busy_seconds = 0.0
         self.requests = 0
         self.last_request_at = 0.0
+        self.pinned = 0  # queued waiters pinned to one instance
 
 
 class Limiter:
@@ -152,7 +160,14 @@ class Limiter:
         return lease
 
     async def admit(
-        self, route: VersionRoute, deadline: float | None, request_id: str = "", exclude: str | None = None, *, owner: object = None
+        self,
+        route: VersionRoute,
+        deadline: float | None,
+        request_id: str = "",
+        exclude: str | None = None,
+        *,
+        owner: object = None,
+        pin: str | None = None,
     ) -> Lease:
         """A slot for `route`, waiting until `deadline` (time.monotonic): first for a turn
         under the connection's cap (`owner`), then in the version's FIFO."""
@@ -169,7 +184,7 @@ class Limiter:
             else:
                 share.held += 1
         try:
-            lease = await self._queued(route, deadline, request_id, exclude)
+            lease = await self._queued(route, deadline, request_id, exclude, pin)
         except BaseException:
             if share is not None:
                 self._leave(share)
@@ -177,7 +192,9 @@ class Limiter:
         lease.share = share
         return lease
 
-    async def _queued(self, route: VersionRoute, deadline: float | None, request_id: str, exclude: str | None) -> Lease:
+    async def _queued(
+        self, route: VersionRoute, deadline: float | None, request_id: str, exclude: str | None, pin: str | None = None
+    ) -> Lease:
         st = self._state(route)
         if not st.queue:
             ep = self._pick(route, exclude)
@@ -186,10 +203,14 @@ class Limiter:
         if len(st.queue) >= route.queue_limit:
             raise QueueFull(f"The queue of function version '{route.version_id}' is full", _RETRY_AFTER)
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(loop.create_future(), request_id, exclude)
+        waiter = _Waiter(loop.create_future(), request_id, exclude, pin)
         st.queue.append(waiter)
+        if pin is not None:
+            st.pinned += 1
         if deadline is not None:
             waiter.timer = loop.call_later(max(deadline - time.monotonic(), 0), self._expire, st, waiter)
+        if st.pinned:  # the waiters ahead may all be pinned to busy instances: not a reason to wait
+            self._dispatch(st, self.holder.table)
         try:
             return await waiter.future
         except asyncio.CancelledError:
@@ -258,7 +279,9 @@ class Limiter:
         try:
             st.queue.remove(waiter)
         except ValueError:
-            pass
+            return
+        if waiter.pinned is not None:
+            st.pinned -= 1
 
     def position(self, version_id: str, request_id: str) -> int | None:
         st = self.versions.get(version_id)
@@ -289,6 +312,9 @@ class Limiter:
         if route is None:
             return
         queue = st.queue
+        if st.pinned:
+            self._dispatch_pinned(st, route)
+            return
         while queue:
             waiter = queue[0]
             if waiter.future.done():
@@ -301,6 +327,39 @@ class Limiter:
             if waiter.timer is not None:
                 waiter.timer.cancel()
             waiter.future.set_result(self._grant(ep, st))
+
+    def _dispatch_pinned(self, st: VersionState, route: VersionRoute) -> None:
+        """The queue in order, with pinned waiters: each takes a slot on its own instance
+        when that one has one (any instance once its own is gone or draining), the others
+        any slot; a waiter that finds none stays in its place."""
+        limit = route.max_concurrency if route.max_concurrency > 0 else 1
+        inflight = self.in_flight
+        queue = st.queue
+        for waiter in list(queue):
+            ep: Endpoint | None = None
+            if not waiter.future.done():
+                pinned = waiter.pinned
+                if pinned is not None:
+                    own = None
+                    for e in route.endpoints:
+                        if e.id == pinned and not e.draining:
+                            own = e
+                            break
+                    if own is not None:
+                        if inflight.get(own.id, 0) >= limit:
+                            continue  # its instance is busy: it keeps its place
+                        ep = own
+                if ep is None:
+                    ep = self._pick(route, waiter.exclude)
+                    if ep is None:
+                        return  # no free slot anywhere: nobody behind gets one either
+            queue.remove(waiter)
+            if waiter.pinned is not None:
+                st.pinned -= 1
+            if ep is not None:
+                if waiter.timer is not None:
+                    waiter.timer.cancel()
+                waiter.future.set_result(self._grant(ep, st))
 
     def on_table(self, table: RoutingTable) -> None:
         """A new snapshot: instances may have appeared (cold start) or gone."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,9 @@ from tests.conftest import ServeProcess, start_serve
 from tests.e2e.helpers import instance_port, write_config
 from tests.e2e.test_multiprocess import _requests_by_worker
 from tests.support.keys import INVOCATION_SCOPES, function_resource, key_body, key_headers
+from tests.support.net import free_port
 from tests.support.serve_api import ServeApi, gpu_spec
+from tests.support.waiting import wait_until
 
 HOST = "llm.fngate.test"
 MODEL = "meta/llama-3-8b"  # a model name with a slash: the instance must see it whole
@@ -30,8 +33,9 @@ URIS = ["/v1/chat/completions", "/v1/responses", "/v1/embeddings"]
 
 
 class World:
-    def __init__(self, sp: ServeProcess) -> None:
+    def __init__(self, sp: ServeProcess, access_log: Path | None = None) -> None:
         self.sp = sp
+        self.access_log = access_log
         self.api = api = ServeApi(sp)
         self.base = f"http://127.0.0.1:{sp.ready['http_port']}"
         self.fid, self.vid = api.create_function(
@@ -123,9 +127,11 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    sp = start_serve(tmp_path_factory.mktemp("llm") / "fngate")
+    data = tmp_path_factory.mktemp("llm")
+    log = data / "access.log"
+    sp = start_serve(data / "fngate", "--access-log", str(log))
     try:
-        yield World(sp)
+        yield World(sp, log)
     finally:
         sp.stop()
 
@@ -193,6 +199,45 @@ def test_sdk_responses_collapsed_and_streamed(world: World) -> None:
         deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
         final = stream.get_final_response()
     assert "".join(deltas) == "tok0 tok1 tok2" and final.usage is not None and final.usage.input_tokens == 2
+
+
+def test_chat_stream_over_http2_relays_event_by_event(world: World) -> None:
+    """h2c with prior knowledge on the gateway's HTTP port: each chunk is its own event as
+    the instance makes it (0.3 s apart), the usage chunk then `[DONE]` end it; the OpenAI
+    SDK over the same HTTP/2 client reads the same stream."""
+    body = {
+        "model": f"{world.fid}/{MODEL}",
+        "messages": [{"role": "user", "content": "go"}],
+        "stream": True,
+        "max_tokens": 5,
+        "interval": 0.3,
+    }
+    headers = {"Host": HOST, "Authorization": f"Bearer {world.admin}"}
+    with httpx.Client(http1=False, http2=True, timeout=30) as h2:
+        started = time.monotonic()
+        arrivals: list[float] = []
+        events: list[str] = []
+        with h2.stream("POST", world.base + "/v1/chat/completions", json=body, headers=headers) as resp:
+            assert resp.http_version == "HTTP/2" and resp.status_code == 200
+            assert resp.headers["content-type"].startswith("text/event-stream") and resp.headers["x-request-id"]
+            for line in resp.iter_lines():
+                if line.startswith("data: "):
+                    arrivals.append(time.monotonic() - started)
+                    events.append(line[6:])
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(e) for e in events[:-1]]
+        text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+        assert text == "tok0 tok1 tok2 tok3 tok4" and chunks[-1]["usage"]["completion_tokens"] == 5
+        assert len(chunks) == 7  # one event per token, the finish chunk, the usage chunk: none merged or split
+        assert arrivals[4] - arrivals[0] > 1.0, arrivals  # relayed as generated, not held to the end
+
+        sdk = openai.OpenAI(base_url=world.base + "/v1", api_key=world.admin, default_headers={"Host": HOST}, max_retries=0, http_client=h2)
+        raw = sdk.chat.completions.with_raw_response.create(
+            model=f"{world.fid}/{MODEL}", messages=[{"role": "user", "content": "go"}], max_tokens=3, stream=True
+        )
+        assert raw.http_response.http_version == "HTTP/2"
+        parts = [c.choices[0].delta.content for c in raw.parse() if c.choices and c.choices[0].delta.content]
+        assert "".join(parts) == "tok0 tok1 tok2"
 
 
 def test_curl_chat_stream_and_x_request_id(world: World) -> None:
@@ -348,6 +393,48 @@ def test_usage_metric_counts_streamed_tokens(world: World) -> None:
     assert value("output") == before + 5
 
 
+def test_access_log_lines_carry_the_usage_the_response_reported(world: World) -> None:
+    """`--access-log`: an LLM call's line has the instance's token usage, from the JSON body
+    or from the stream's final chunk (and a collapsed /v1/responses' input/output tokens)."""
+    client = world.sdk()
+    tag = uuid.uuid4().hex[:8]
+    model = f"{world.fid}/{MODEL}"
+    plain = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "one two three"}], max_tokens=4, extra_headers={"X-Request-ID": f"plain-{tag}"}
+    )
+    chunks = list(
+        client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "four five"}],
+            max_tokens=6,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers={"X-Request-ID": f"streamed-{tag}"},
+        )
+    )
+    streamed = chunks[-1].usage
+    resp = client.responses.create(model=model, input="a b c d e", max_output_tokens=2, extra_headers={"X-Request-ID": f"resp-{tag}"})
+    assert plain.usage is not None and streamed is not None and resp.usage is not None
+
+    def lines() -> dict[str, dict[str, Any]]:
+        assert world.access_log is not None
+        text = world.access_log.read_text() if world.access_log.exists() else ""
+        found = (json.loads(ln) for ln in text.splitlines())
+        return {line["request_id"]: line for line in found if line["request_id"].endswith(tag)}
+
+    world.api.wait(lambda: len(lines()) == 3, "the three access log lines", 10, 0.1)
+    got = lines()
+
+    def tokens(rid: str) -> tuple[int, int, int]:
+        line = got[f"{rid}-{tag}"]
+        assert line["function_id"] == world.fid and line["status"] == 200
+        return line["prompt_tokens"], line["completion_tokens"], line["total_tokens"]
+
+    assert tokens("plain") == (plain.usage.prompt_tokens, plain.usage.completion_tokens, plain.usage.total_tokens) == (3, 4, 7)
+    assert tokens("streamed") == (streamed.prompt_tokens, streamed.completion_tokens, streamed.total_tokens) == (2, 6, 8)
+    assert tokens("resp") == (resp.usage.input_tokens, resp.usage.output_tokens, resp.usage.total_tokens) == (5, 2, 7)
+
+
 # -- sessions and disconnects ---------------------------------------------------------------
 
 
@@ -454,3 +541,137 @@ def test_the_uris_allow_list_on_chat_and_embeddings_when_switched_on(fngate_serv
     assert (chat.status_code, chat.json()) == (400, {"message": 'model "emb" does not support /v1/chat/completions'})
     emb = httpx.post(base + "/v1/embeddings", json={"model": f"{fid}/emb", "input": "x"}, headers=headers)
     assert emb.status_code == 200 and emb.json()["usage"]["prompt_tokens"] == 1
+
+
+# -- function states ------------------------------------------------------------------------
+
+
+def test_a_degraded_function_gets_nvcfs_400(fngate_serve: Any, tmp_path: Path) -> None:
+    """An LLM function served by a static endpoint that goes away is DEGRADED (every
+    instance lost, and the static backend does not replace it): chat gets NVCF's generic
+    400 (`DEGRADED -> 400`, spec part 2, 8.3), not a 404 or a 503."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fngate.backends.samples.llm", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/health"), 15, "the external LLM server")
+        config = write_config(
+            tmp_path / "fngate.yaml",
+            backends=[{"name": "local", "type": "local"}, {"name": "edge", "type": "static", "probeInterval": 0.2, "unhealthyAfter": 2}],
+        )
+        sp = fngate_serve("--config", str(config))
+        api = ServeApi(sp)
+        fid, vid = api.create_function(
+            {
+                "name": "llm-degraded",
+                "containerImage": "fngate/llm",
+                "functionType": "LLM",
+                "inferenceUrl": "/",
+                "inferencePort": 8000,
+                "health": {"protocol": "HTTP", "uri": "/health", "port": 8000, "timeout": "PT5S", "expectedStatusCode": 200},
+                "models": [{"name": MODEL, "llmConfig": {"uris": URIS}}],
+            }
+        )
+        api.deploy_specs(fid, vid, gpu_spec(backend="edge", configuration={"endpoints": [f"http://127.0.0.1:{port}"]}))
+        api.wait_status(fid, vid, "ACTIVE")
+        base = f"http://127.0.0.1:{sp.ready['http_port']}"
+        body = {"model": f"{fid}/{MODEL}", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        headers = {"Host": HOST, "Authorization": f"Bearer {sp.admin_key}"}
+
+        def chat(**extra: str) -> httpx.Response:
+            return httpx.post(base + "/v1/chat/completions", json=body, headers={**headers, **extra}, timeout=30)
+
+        api.wait(lambda: chat().status_code == 200, "the gateway routes the function", 30, 0.2)
+        proc.terminate()
+        proc.wait(10)
+        api.wait_status(fid, vid, "DEGRADED")
+        api.wait(lambda: chat().status_code == 400, "the gateway sees the function DEGRADED", 30, 0.2)
+        r = chat()
+        assert (r.status_code, r.json()) == (400, {"message": "invalid request"})
+        assert r.headers["x-request-id"]
+        shaped = chat(**{"X-Error-Format": "openai"})
+        assert (shaped.status_code, shaped.json()["error"]["message"]) == (400, "invalid request")
+        sdk = openai.OpenAI(base_url=base + "/v1", api_key=sp.admin_key, default_headers={"Host": HOST}, max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="invalid request"):
+            sdk.chat.completions.create(model=f"{fid}/{MODEL}", messages=[{"role": "user", "content": "x"}])
+        assert api.status(fid, vid) == "DEGRADED"  # still: the 400s were not a state in passing
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+# -- long streams ----------------------------------------------------------------------------
+
+
+def _stream(base: str, key: str, model: str, tokens: int, interval: float, timeout: float = 30) -> tuple[list[str], BaseException | None]:
+    """The `data:` payloads of a chat stream read with httpx, and the error that ended it early."""
+    body = {"model": model, "messages": [{"role": "user", "content": "go"}], "stream": True, "max_tokens": tokens, "interval": interval}
+    events: list[str] = []
+    try:
+        with httpx.stream(
+            "POST", base + "/v1/chat/completions", json=body, headers={"Host": HOST, "Authorization": f"Bearer {key}"}, timeout=timeout
+        ) as resp:
+            assert resp.status_code == 200
+            for line in resp.iter_lines():  # (kept one by one: a cut stream raises midway)
+                if line.startswith("data: "):
+                    events.append(line[6:])
+    except httpx.HTTPError as exc:
+        return events, exc
+    return events, None
+
+
+def _tokens(events: list[str]) -> int:
+    return sum(1 for e in events if e != "[DONE]" and any(c["delta"].get("content") for c in json.loads(e)["choices"]))
+
+
+def test_a_stream_outlasting_the_idle_timeout_is_not_cut_a_silent_one_is(fngate_serve: Any) -> None:
+    """`--stream-idle-timeout 1`: a stream of 4 s with a token every 0.2 s completes (the
+    limit is on silence, not on the stream's length, unlike NVCF's 60 s write timeout); one
+    whose instance goes silent for 3 s after its first token is ended by the gateway."""
+    sp = fngate_serve("--stream-idle-timeout", "1")
+    api = ServeApi(sp)
+    fid, vid = api.create_function(
+        {
+            "name": "llm-idle",
+            "containerImage": "fngate/llm",
+            "functionType": "LLM",
+            "inferenceUrl": "/",
+            "inferencePort": 8000,
+            "health": {"protocol": "HTTP", "uri": "/health", "port": 8000, "timeout": "PT5S", "expectedStatusCode": 200},
+            "models": [{"name": MODEL, "llmConfig": {"uris": URIS}}],
+        }
+    )
+    api.deploy_specs(fid, vid, gpu_spec(min_i=1, max_i=1, concurrency=4))
+    api.wait_status(fid, vid, "ACTIVE", 90)
+    base = f"http://127.0.0.1:{sp.ready['http_port']}"
+    model = f"{fid}/{MODEL}"
+    headers = {"Host": HOST, "Authorization": f"Bearer {sp.admin_key}"}
+    api.wait(lambda: httpx.get(base + "/v1/models", headers=headers).text.count(fid) == 1, "the gateway knows the function", 30)
+    started = time.monotonic()
+    events, error = _stream(base, sp.admin_key, model, tokens=20, interval=0.2)
+    assert error is None and events[-1] == "[DONE]" and _tokens(events) == 20
+    assert time.monotonic() - started > 3.5  # it did last several idle timeouts
+    events, error = _stream(base, sp.admin_key, model, tokens=3, interval=3.0)
+    assert error is not None, events  # cut: the response is incomplete, not ended as if whole
+    assert "[DONE]" not in events and _tokens(events) == 1
+
+
+@pytest.mark.slow
+def test_a_stream_longer_than_60_s_is_not_cut(world: World) -> None:
+    """NVCF's gateway has a 60 s absolute write timeout (spec part 2, 8.5); ours is an idle
+    timeout only: 70 tokens a second apart stream to the end."""
+    started = time.monotonic()
+    events, error = _stream(world.base, world.admin, f"{world.fid}/{MODEL}", tokens=70, interval=1.0, timeout=120)
+    assert error is None and events[-1] == "[DONE]" and _tokens(events) == 70
+    assert time.monotonic() - started > 65

@@ -35,6 +35,9 @@ FIELDS = {
     "total_seconds",
     "http_status",
     "grpc_code",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
 }
 
 
@@ -71,6 +74,8 @@ async def test_one_line_per_request_over_http1_and_h2(tmp_path, echo_up) -> None
     assert (first["function_id"], first["version_id"], first["key_id"]) == (FID, VID, "k1")
     assert (first["protocol"], first["status"], first["bytes_in"]) == ("http/1.1", 200, 1234)
     assert (first["http_status"], first["grpc_code"]) == (200, None)  # an HTTP line: no gRPC status
+    # not an LLM gateway call: no token usage (tests/e2e/test_llm_gateway.py has the LLM lines)
+    assert all(line[f] is None for line in (first, second, third) for f in ("prompt_tokens", "completion_tokens", "total_tokens"))
     assert first["bytes_out"] == len(ok.content)
     # the wait for a slot, then the instance's time: two parts of the whole, one after the other
     assert first["queue_seconds"] >= 0 and first["instance_seconds"] > 0
@@ -103,7 +108,7 @@ async def test_lines_appear_while_the_gateway_runs(tmp_path, echo_up) -> None:
 def test_a_full_buffer_drops_and_counts_and_never_blocks(tmp_path) -> None:
     path = tmp_path / "access.log"
     log = AccessLog(str(path), capacity=2)
-    entry = (1.0e9, "r", "f", "v", "k", "127.0.0.1", "h2", 200, 1, 2, 0.0, 0.1, 0.2, 200, None)
+    entry = (1.0e9, "r", "f", "v", "k", "127.0.0.1", "h2", 200, 1, 2, 0.0, 0.1, 0.2, 200, None, None, None, None)
     for _ in range(5):  # the writer has not started: only two fit
         log.put(entry)
     assert log.dropped == 3
@@ -120,7 +125,7 @@ def test_dash_writes_to_standard_output() -> None:
         from fngate.proxy.ops.access_log import AccessLog
         log = AccessLog("-")
         log.start()
-        log.put((0.0, "r1", "f", "v", "k", "::1", "grpc", 0, 0, 0, 0.0, 0.0, 0.001, 200, "OK"))
+        log.put((0.0, "r1", "f", "v", "k", "::1", "grpc", 0, 0, 0, 0.0, 0.0, 0.001, 200, "OK", None, None, None))
         log.close()
         """
     )

@@ -12,6 +12,7 @@ import json
 import re
 
 import hpack
+import httpx
 
 from .conftest import route
 from .h2frames import DATA, HEADERS, PREFACE, SETTINGS_ACK, headers, parse, request_fields, resets_of, settings
@@ -98,3 +99,36 @@ async def test_an_oversized_grpc_header_block_is_a_grpc_status_with_a_request_id
     assert head[b":status"] == b"200" and head[b"content-type"] == b"application/grpc" and body == b""
     assert head[b"grpc-status"] == b"8"  # RESOURCE_EXHAUSTED, as the relay answers HeadersTooLarge
     assert REQUEST_ID.match(head[b"nvcf-reqid"])
+
+
+class BrokenAdmission:
+    """The gateway's limiter with a defect on its waiting path: no free slot, and `admit`
+    fails with an error no part of the gateway expects (as an argument the limiter did not
+    take once did). The call must be answered, not left waiting for its deadline."""
+
+    def __init__(self, limiter) -> None:
+        self.limiter = limiter
+
+    def try_acquire(self, *args, **kwargs):
+        return None
+
+    async def admit(self, *args, **kwargs):
+        raise TypeError("admit() got an unexpected keyword argument")
+
+
+async def test_a_defect_in_admission_is_answered_500_at_once_and_the_gateway_goes_on(env, echo_up):
+    env.publish([route(echo_up.port)])
+    engine = env.gw.engine
+    limiter = engine.limiter
+    engine.limiter = BrokenAdmission(limiter)
+    try:
+        async with httpx.AsyncClient(base_url=env.url, timeout=5) as c:
+            r = await c.post("/", content=b"x", headers=env.headers(**{"NVCF-POLL-SECONDS": "30"}))
+    finally:
+        engine.limiter = limiter
+    assert r.status_code == 500
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["detail"] == "the gateway failed to route the request"
+    assert REQUEST_ID.match(r.headers["nvcf-reqid"].encode())
+    async with httpx.AsyncClient(base_url=env.url, timeout=5) as c:
+        assert (await c.post("/", content=b"x", headers=env.headers())).status_code == 200

@@ -46,6 +46,7 @@ def test_toml_file(tmp_path):
         (["--tls-cert", "c.pem"], "--tls-key"),
         (["--trace-sample-ratio", "1.5"], "--trace-sample-ratio"),
         (["--otlp-endpoint", "collector:4318"], "--otlp-endpoint"),
+        (["--stream-idle-timeout", "0"], "--stream-idle-timeout"),
     ],
 )
 def test_bad_options(argv, message):
@@ -62,6 +63,14 @@ def test_traces_and_access_log_are_off_unless_set(tmp_path):
     assert (cfg.otlp_endpoint, cfg.trace_sample_ratio, cfg.access_log) == ("http://127.0.0.1:4318", 0.25, "-")
     with pytest.raises(ConfigError, match="trace-sample-ratio must be a number, got 'x'"):
         from_args(_ns(f, "x"))
+
+
+def test_stream_idle_timeout_from_the_command_line_or_the_file(tmp_path):
+    assert parse().stream_idle_timeout == 300.0
+    assert parse("--stream-idle-timeout", "1.5").stream_idle_timeout == 1.5
+    f = tmp_path / "fngate.yaml"
+    f.write_text("stream-idle-timeout: 30\n")
+    assert parse("--config", str(f)).stream_idle_timeout == 30.0
 
 
 def _ns(config: Path, ratio: str) -> argparse.Namespace:
