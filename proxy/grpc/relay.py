@@ -71,7 +71,8 @@ from fngate.proxy.instances.h2 import H2Upstream, H2UpstreamPool, UpstreamLost
 from fngate.proxy.instances.pool import ConnectFailed
 from fngate.proxy.routing.lookup import KeyChecker
 from fngate.proxy.routing.rate_limits import RateLimits
-from fngate.proxy.routing.snapshot import Endpoint, SnapshotHolder, VersionRoute
+from fngate.proxy.routing.slots import Slots
+from fngate.proxy.routing.snapshot import SnapshotHolder, VersionRoute
 from fngate.proxy.wire.headers import is_protected
 
 Headers = list[tuple[bytes, bytes]]
@@ -99,29 +100,6 @@ class Downstream(Protocol):
     def reset(self, error_code: int) -> None: ...
     def stop_after_answer(self) -> None: ...  # RST_STREAM NO_ERROR once the answer is out (the client may still send)
     def ack(self, n: int) -> None: ...  # flow-control credit for n bytes of request DATA
-
-
-class Lease(Protocol):
-    @property
-    def endpoint(self) -> Endpoint: ...
-
-    def release(self) -> None: ...
-
-
-class Slots(Protocol):
-    """Instance slots, shared with HTTP: proxy.limiter.Limiter."""
-
-    def try_acquire(self, route: VersionRoute, exclude: str | None = None, owner: object = None) -> Lease | None: ...
-    async def admit(
-        self,
-        route: VersionRoute,
-        deadline: float | None,
-        request_id: str = "",
-        exclude: str | None = None,
-        *,
-        owner: object = None,
-        pin: str | None = None,
-    ) -> Lease: ...
 
 
 class BodyRate(Protocol):

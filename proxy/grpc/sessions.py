@@ -50,6 +50,7 @@ from fngate.proxy.grpc.route import resolve_call, target_from
 if TYPE_CHECKING:
     from fngate.proxy.routing.lookup import KeyChecker
     from fngate.proxy.routing.rate_limits import RateLimits
+    from fngate.proxy.routing.slots import Lease, Slots
     from fngate.proxy.routing.snapshot import Endpoint, KeyGrant, RoutingTable, VersionRoute
 
 Headers = list[tuple[bytes, bytes]]
@@ -74,22 +75,6 @@ class WorkerLinkTimeout(ProxyError):
 
 class TooManySessions(ProxyError):
     http_status, grpc_status = 429, 8  # RESOURCE_EXHAUSTED
-
-
-class Lease(Protocol):
-    @property
-    def endpoint(self) -> Endpoint: ...
-
-    def release(self) -> None: ...
-
-
-class Slots(Protocol):
-    """The instance slots (proxy.routing.limiter.Limiter)."""
-
-    def try_acquire(self, route: VersionRoute, exclude: str | None = None, owner: object = None) -> Lease | None: ...
-    async def admit(
-        self, route: VersionRoute, deadline: float | None, request_id: str = "", exclude: str | None = None, *, owner: object = None
-    ) -> Lease: ...
 
 
 def add_session_field(meta: dict[str, str], name: str, value: str) -> None:
