@@ -4,6 +4,7 @@ instance's port (to kill it like a crash would). The API client is tests/support
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import time
 from pathlib import Path
@@ -17,6 +18,15 @@ from tests.support.serve_api import ServeApi
 def write_config(path: Path, **sections) -> Path:
     path.write_text(yaml.safe_dump(sections))
     return path
+
+
+def serve_replicas(fngate_serve, tmp_path: Path, redis_url: str, **sections) -> list:
+    """Two `fngate serve` replicas ("a", "b") on one store, sharing the admin key and the
+    secrets key as an operator runs them (FNGATE_ADMIN_KEY / FNGATE_SECRETS_KEY from the
+    environment), with one local backend; `sections` add to the config file."""
+    config = write_config(tmp_path / "fngate.yaml", backends=[{"name": "local", "type": "local", "probeInterval": 0.2}], **sections)
+    env = {"FNGATE_ADMIN_KEY": "nvapi-replicas-admin", "FNGATE_SECRETS_KEY": base64.b64encode(os.urandom(32)).decode()}
+    return [fngate_serve("--config", str(config), "--store", redis_url, env=env, data_dir=tmp_path / name) for name in ("a", "b")]
 
 
 def instance_port(data_dir: Path, version_id: str, instance_id: str) -> int:

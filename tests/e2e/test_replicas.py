@@ -5,16 +5,14 @@ within the lease's time and keeps the functions running."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import signal
 import time
-import uuid
 
 import httpx
 import pytest
 
-from tests.e2e.helpers import alive, instance_pid, write_config
+from tests.e2e.helpers import alive, instance_pid, serve_replicas
 from tests.support.serve_api import ServeApi
 
 LEADS = "this replica leads the control loops"
@@ -23,15 +21,7 @@ TTL, RENEW = 2.0, 0.5
 
 @pytest.fixture
 def replicas(fngate_serve, tmp_path, redis_url):
-    """Two replicas sharing the store, the admin key and the secrets key, as an operator
-    runs them (FNGATE_ADMIN_KEY / FNGATE_SECRETS_KEY from the environment)."""
-    config = write_config(
-        tmp_path / "fngate.yaml",
-        backends=[{"name": "local", "type": "local", "probeInterval": 0.2}],
-        leader={"ttl": TTL, "renewInterval": RENEW},
-    )
-    env = {"FNGATE_ADMIN_KEY": "nvapi-replicas-admin", "FNGATE_SECRETS_KEY": base64.b64encode(os.urandom(32)).decode()}
-    return [fngate_serve("--config", str(config), "--store", redis_url, env=env, data_dir=tmp_path / name) for name in ("a", "b")]
+    return serve_replicas(fngate_serve, tmp_path, redis_url, leader={"ttl": TTL, "renewInterval": RENEW})
 
 
 def _leaders(replicas) -> list:
@@ -64,70 +54,6 @@ def test_one_leader_serves_both_replicas_and_another_takes_over(replicas):
     api_follower.wait(lambda: api_follower.invoke(fid, timeout=10).status_code == 200, "the function served again", timeout=60)
     assert api_follower.status(fid, vid) == "ACTIVE"
     assert api_follower.call("GET", "/v2/nvcf/functions")["functions"]
-
-
-def test_a_pexec_request_taken_by_one_replica_is_polled_on_the_other(replicas):
-    """The result of a pexec request outlives the replica's memory: replica A takes it (202
-    after a 1 s window), replica B's gateway answers the poll, in progress first, then the
-    result. Before, B answered 404 (the result lived only in A)."""
-    api_a, api_b = ServeApi(replicas[0]), ServeApi(replicas[1])
-    fid, vid = api_a.create("replicas-pexec")
-    api_a.deploy(fid, vid, min_i=1, max_i=1, concurrency=4)
-    api_a.wait_status(fid, vid, "ACTIVE")
-    for api in (api_a, api_b):
-        api.wait(lambda api=api: api.invoke(fid).status_code == 200, "the function served by this replica's gateway")
-
-    auth = {"Authorization": f"Bearer {api_a.sp.admin_key}"}
-    taken = httpx.post(
-        f"{api_a.gateway}/v2/nvcf/pexec/functions/{fid}",
-        headers={**auth, "NVCF-POLL-SECONDS": "1", "Echo-Delay": "3", "Echo-Size": "5000"},  # pexec drops the query (NVCF)
-        content=b"{}",
-        timeout=30,
-    )
-    assert taken.status_code == 202, taken.text
-    rid = taken.headers["nvcf-reqid"]
-    status_url = f"{api_b.gateway}/v2/nvcf/pexec/status/{rid}"
-
-    running = httpx.get(status_url, headers={**auth, "NVCF-POLL-SECONDS": "1"}, timeout=30)
-    assert running.status_code == 202 and running.headers["nvcf-status"] == "in-progress", running.text
-    assert running.headers["nvcf-reqid"] == rid
-
-    assert httpx.get(status_url, headers={"Authorization": "Bearer nvapi-nobody"}, timeout=30).status_code == 401
-
-    done = httpx.get(status_url, headers={**auth, "NVCF-POLL-SECONDS": "10"}, timeout=30)
-    assert done.status_code == 200, done.text
-    assert len(done.content) == 5000, done.content[:100]
-    assert done.headers["nvcf-reqid"] == rid and done.headers["nvcf-status"] == "fulfilled"
-    # delivered: gone everywhere (NVCF purges the mapping), A's memory too
-    assert httpx.get(f"{api_a.gateway}/v2/nvcf/pexec/status/{rid}", headers=auth, timeout=30).status_code == 404
-    assert httpx.get(status_url, headers=auth, timeout=30).status_code == 404
-
-    missing = httpx.get(f"{api_b.gateway}/v2/nvcf/pexec/status/{uuid.uuid4()}", headers=auth, timeout=30)
-    assert missing.status_code == 404
-
-
-def test_a_pexec_request_given_up_by_its_replica_is_504_on_the_other(replicas):
-    """No poll within NVCF's max(2 x poll, 10 s) after the 202: replica A gives the job up,
-    and a poll on replica B gets the same 504 'worker did not acknowledge' as one on A
-    (before, B kept answering 202 from the shared record until the result came)."""
-    api_a, api_b = ServeApi(replicas[0]), ServeApi(replicas[1])
-    fid, vid = api_a.create("replicas-pexec-abandoned")
-    api_a.deploy(fid, vid, min_i=1, max_i=1, concurrency=4)
-    api_a.wait_status(fid, vid, "ACTIVE")
-    api_a.wait(lambda: api_a.invoke(fid).status_code == 200, "the function served by A's gateway")
-    auth = {"Authorization": f"Bearer {api_a.sp.admin_key}"}
-    taken = httpx.post(
-        f"{api_a.gateway}/v2/nvcf/pexec/functions/{fid}",
-        headers={**auth, "NVCF-POLL-SECONDS": "1", "Echo-Delay": "30"},
-        content=b"{}",
-        timeout=30,
-    )
-    assert taken.status_code == 202, taken.text
-    rid = taken.headers["nvcf-reqid"]
-    time.sleep(12)  # past the 10 s NVCF's worker waits for the next poll
-    for api in (api_b, api_a):
-        r = httpx.get(f"{api.gateway}/v2/nvcf/pexec/status/{rid}", headers={**auth, "NVCF-POLL-SECONDS": "1"}, timeout=30)
-        assert r.status_code == 504 and "did not acknowledge" in r.text, (api.gateway, r.status_code, r.text)
 
 
 async def test_a_deposed_leader_hands_its_local_instances_over_without_cutting_a_request(replicas):

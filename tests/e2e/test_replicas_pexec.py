@@ -1,13 +1,13 @@
-"""pexec across `fngate serve` replicas on one redis-server (issue 16): a delivered result
-is claimed atomically (exactly one poller, on any replica, gets it; the others get NVCF's
-404), and a status poll while Redis cannot be reached answers 503 problem+json with a
+"""pexec across `fngate serve` replicas on one redis-server (issue 16): a request taken by
+one replica is polled on the other (in progress, then the result; given up there, 504
+here too); a delivered result is claimed atomically (exactly one poller, on any replica,
+gets it; the others get NVCF's 404); progress and a large result's Location reach the
+other replica; a status poll while Redis cannot be reached answers 503 problem+json with a
 Retry-After rather than the 404 that would tell the client its request is gone."""
 
 from __future__ import annotations
 
-import base64
 import io
-import os
 import time
 import uuid
 import zipfile
@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.chaos.test_faults import OwnRedis
-from tests.e2e.helpers import write_config
+from tests.e2e.helpers import serve_replicas, write_config
 from tests.support.serve_api import ServeApi
 
 
@@ -27,9 +27,7 @@ def _config(tmp_path):
 
 @pytest.fixture
 def two_replicas(fngate_serve, tmp_path, redis_url):
-    env = {"FNGATE_ADMIN_KEY": "nvapi-replicas-admin", "FNGATE_SECRETS_KEY": base64.b64encode(os.urandom(32)).decode()}
-    config = _config(tmp_path)
-    return [fngate_serve("--config", str(config), "--store", redis_url, env=env, data_dir=tmp_path / name) for name in ("a", "b")]
+    return serve_replicas(fngate_serve, tmp_path, redis_url)
 
 
 def _deployed(api_a: ServeApi, *others: ServeApi) -> str:
@@ -39,6 +37,63 @@ def _deployed(api_a: ServeApi, *others: ServeApi) -> str:
     for api in (api_a, *others):
         api.wait(lambda api=api: api.invoke(fid).status_code == 200, "the function served by this replica's gateway")
     return fid
+
+
+def test_a_pexec_request_taken_by_one_replica_is_polled_on_the_other(two_replicas):
+    """The result of a pexec request outlives the replica's memory: replica A takes it (202
+    after a 1 s window), replica B's gateway answers the poll, in progress first, then the
+    result. Before, B answered 404 (the result lived only in A)."""
+    api_a, api_b = ServeApi(two_replicas[0]), ServeApi(two_replicas[1])
+    fid = _deployed(api_a, api_b)
+
+    auth = {"Authorization": f"Bearer {api_a.sp.admin_key}"}
+    taken = httpx.post(
+        f"{api_a.gateway}/v2/nvcf/pexec/functions/{fid}",
+        headers={**auth, "NVCF-POLL-SECONDS": "1", "Echo-Delay": "3", "Echo-Size": "5000"},  # pexec drops the query (NVCF)
+        content=b"{}",
+        timeout=30,
+    )
+    assert taken.status_code == 202, taken.text
+    rid = taken.headers["nvcf-reqid"]
+    status_url = f"{api_b.gateway}/v2/nvcf/pexec/status/{rid}"
+
+    running = httpx.get(status_url, headers={**auth, "NVCF-POLL-SECONDS": "1"}, timeout=30)
+    assert running.status_code == 202 and running.headers["nvcf-status"] == "in-progress", running.text
+    assert running.headers["nvcf-reqid"] == rid
+
+    assert httpx.get(status_url, headers={"Authorization": "Bearer nvapi-nobody"}, timeout=30).status_code == 401
+
+    done = httpx.get(status_url, headers={**auth, "NVCF-POLL-SECONDS": "10"}, timeout=30)
+    assert done.status_code == 200, done.text
+    assert len(done.content) == 5000, done.content[:100]
+    assert done.headers["nvcf-reqid"] == rid and done.headers["nvcf-status"] == "fulfilled"
+    # delivered: gone everywhere (NVCF purges the mapping), A's memory too
+    assert httpx.get(f"{api_a.gateway}/v2/nvcf/pexec/status/{rid}", headers=auth, timeout=30).status_code == 404
+    assert httpx.get(status_url, headers=auth, timeout=30).status_code == 404
+
+    missing = httpx.get(f"{api_b.gateway}/v2/nvcf/pexec/status/{uuid.uuid4()}", headers=auth, timeout=30)
+    assert missing.status_code == 404
+
+
+def test_a_pexec_request_given_up_by_its_replica_is_504_on_the_other(two_replicas):
+    """No poll within NVCF's max(2 x poll, 10 s) after the 202: replica A gives the job up,
+    and a poll on replica B gets the same 504 'worker did not acknowledge' as one on A
+    (before, B kept answering 202 from the shared record until the result came)."""
+    api_a, api_b = ServeApi(two_replicas[0]), ServeApi(two_replicas[1])
+    fid = _deployed(api_a)
+    auth = {"Authorization": f"Bearer {api_a.sp.admin_key}"}
+    taken = httpx.post(
+        f"{api_a.gateway}/v2/nvcf/pexec/functions/{fid}",
+        headers={**auth, "NVCF-POLL-SECONDS": "1", "Echo-Delay": "30"},
+        content=b"{}",
+        timeout=30,
+    )
+    assert taken.status_code == 202, taken.text
+    rid = taken.headers["nvcf-reqid"]
+    time.sleep(12)  # past the 10 s NVCF's worker waits for the next poll
+    for api in (api_b, api_a):
+        r = httpx.get(f"{api.gateway}/v2/nvcf/pexec/status/{rid}", headers={**auth, "NVCF-POLL-SECONDS": "1"}, timeout=30)
+        assert r.status_code == 504 and "did not acknowledge" in r.text, (api.gateway, r.status_code, r.text)
 
 
 @pytest.mark.parametrize("http2", [False, True], ids=["http1.1", "http2"])
