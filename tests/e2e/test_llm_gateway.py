@@ -539,6 +539,13 @@ def test_client_disconnect_cancels_the_instance_request(world: World) -> None:
         assert next(lines).startswith("data: ")
     world.api.wait(lambda: cancelled() == before + 1, "the instance's request cancelled", 10)
     assert sum(s["active"] for s in world.instance_stats()) == 0
+    # without streaming too: the SDK gives up after 0.5 s of a 100 s answer and hangs up
+    with pytest.raises(openai.APITimeoutError):
+        world.sdk(timeout=0.5).chat.completions.create(
+            model=f"{world.fid}/{MODEL}", messages=MESSAGES, max_tokens=2000, extra_body={"interval": 0.05}
+        )
+    world.api.wait(lambda: cancelled() == before + 2, "the non-streamed request cancelled", 10)
+    assert sum(s["active"] for s in world.instance_stats()) == 0
 
 
 def test_a_token_budget_holds_across_two_workers_on_redis(fngate_serve: Any, tmp_path: Path, redis_url: str) -> None:
