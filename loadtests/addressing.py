@@ -28,6 +28,17 @@ def echo_path(knobs: Knobs, path: str | None = None) -> str:
     return path + ("?" + "&".join(query) if query else "")
 
 
+def echo_headers(knobs: Knobs) -> dict[str, str]:
+    """The same knobs as the echo sample's `Echo-Delay`/`Echo-Size` headers, for calls whose
+    query does not reach the instance (pexec sends the function's inferenceUrl, as NVCF)."""
+    headers = {}
+    if knobs.delay:
+        headers["Echo-delay"] = f"{knobs.delay:g}"
+    if knobs.response_size:
+        headers["Echo-size"] = str(knobs.response_size)
+    return headers
+
+
 def body(size: int) -> bytes:
     return b"x" * size
 

@@ -16,7 +16,6 @@ their resources can be sampled.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import re
@@ -35,15 +34,10 @@ from typing import Any, BinaryIO
 from fngate.proxy.config import LOOPBACK
 
 SAMPLE_IMAGES = {"http": "fngate/echo", "sse": "fngate/sse", "grpc": "fngate/grpc-echo"}
-LLM_IMAGE = "fngate/llm"  # the OpenAI-compatible sample behind the LLM gateway (issue 18)
+LLM_IMAGE = "fngate/llm"  # the OpenAI-compatible sample behind the LLM gateway
 
 
-def has_llm_sample() -> bool:
-    """Whether this build has the fngate/llm sample (and so the gateway's LLM endpoints)."""
-    return importlib.util.find_spec("fngate.backends.samples.llm") is not None
-
-
-LLM_MODEL = "fngate-llm"  # the model the llmgw branch's sample declares
+LLM_MODEL = "fngate-llm"  # the model of the LLM function `fngate serve` deploys with its samples
 LLM_FUNCTION = {
     "name": "loadtest-llm",
     "inferenceUrl": "/",
@@ -281,8 +275,8 @@ class LocalStack:
 
     def _deploy_llm(self, deadline: float) -> dict[str, Any]:
         """An LLM function on the fngate/llm sample, ACTIVE: what `loadtest llm` calls through the
-        gateway's llm.<domain> endpoints. The one `fngate serve` deploys with its samples when it
-        has it (the llmgw branch does), else one deployed here."""
+        gateway's llm.<domain> endpoints: the one `fngate serve` deploys with its samples, else
+        (started with --no-samples, or that function deleted) one deployed here."""
         listed = self._api("/v2/nvcf/functions").get("functions", [])
         fn = next((f for f in listed if f.get("containerImage", "").split(":")[0] == LLM_IMAGE and f.get("functionType") == "LLM"), None)
         if fn is None:
@@ -295,10 +289,7 @@ class LocalStack:
                 return dict(got)
             if got.get("status") == "ERROR" or time.monotonic() > deadline:
                 raise StackError(
-                    f"the LLM function on {LLM_IMAGE} did not become ACTIVE ({got.get('status')}: {got.get('healthInfo', '')}); "
-                    f"the {LLM_IMAGE} sample and the gateway's LLM endpoints come with issue 18's gateway work. "
-                    "Meanwhile run `fngate loadtest llm --target URL --llm-function-id ID --model NAME` against an "
-                    "OpenAI-compatible endpoint"
+                    f"the LLM function on {LLM_IMAGE} did not become ACTIVE ({got.get('status')}: {got.get('healthInfo', '')})"
                 )
             time.sleep(0.25)
 

@@ -13,7 +13,7 @@ import time
 
 from locust import FastHttpUser, task
 
-from .addressing import auth_headers, body, echo_path
+from .addressing import auth_headers, body, echo_headers
 from .checks import CHECK, Failed, invocation_failure
 from .knobs import Knobs
 
@@ -31,12 +31,11 @@ class PexecUser(FastHttpUser):
         self.knobs = Knobs.from_env()
         self.payload = body(self.knobs.body_size)
         self.function_id = self.knobs.function_ids[0] if self.knobs.function_ids else ""
-        self.submit_path = echo_path(self.knobs, f"/v2/nvcf/pexec/functions/{self.function_id}")
+        self.submit_path = f"/v2/nvcf/pexec/functions/{self.function_id}"
 
     @task
     def pexec(self) -> None:
-        headers = auth_headers(self.knobs)
-        headers["Content-Type"] = "application/octet-stream"
+        headers = {**auth_headers(self.knobs), **echo_headers(self.knobs), "Content-Type": "application/octet-stream"}
         started = time.perf_counter()
         resp = self.client.post(self.submit_path, data=self.payload, headers=headers, name="pexec: submit")  # type: ignore[arg-type]  # bytes bodies go out as they are; the annotation leaves bytes out
         polls = 0

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import report, slis
-from .localstack import LocalStack, has_llm_sample
+from .localstack import LocalStack
 from .plan import LoadTestError, Options, Plan, Target, make_plan
 from .resources import DEFAULT_INTERVAL, ResourceSampler
 from .scenarios import SCENARIOS, Scenario
@@ -206,8 +206,8 @@ def run(name: str, target: Target | None, opts: Options, out=sys.stdout) -> int:
     names = list(SCENARIOS) if name == "smoke" else [name]
     if name == "smoke" and target is not None and target.direct:
         names = [n for n in names if SCENARIOS[n].needs != "pexec"]  # polling is a gateway feature
-    if name == "smoke" and (not target.llm_function_id if target is not None else not has_llm_sample()):
-        # the local stack has no LLM function until the fngate/llm sample exists (issue 18)
+    if name == "smoke" and target is not None and not target.llm_function_id:
+        # a target of your own may have no LLM function (the local stack always has one)
         skipped = [n for n in names if SCENARIOS[n].needs == "llm"]
         names = [n for n in names if n not in skipped]
         print(f"fngate loadtest: skipped: {', '.join(skipped)} (no LLM function: --target with --llm-function-id)", file=out)

@@ -6,6 +6,7 @@ listing, the `uris` allow-list, token limits, sticky sessions and disconnects.""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import subprocess
 import sys
@@ -19,110 +20,13 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ServeProcess, start_serve
-from tests.e2e.helpers import instance_port, write_config
+from tests.conftest import start_serve
+from tests.e2e.helpers import write_config
+from tests.e2e.llm_support import HOST, MODEL, Gateway, World, llm_model, stream_body
 from tests.e2e.test_multiprocess import _requests_by_worker
-from tests.support.keys import INVOCATION_SCOPES, function_resource, key_body, key_headers
 from tests.support.net import free_port
-from tests.support.serve_api import ServeApi, gpu_spec
+from tests.support.serve_api import gpu_spec
 from tests.support.waiting import wait_until
-
-HOST = "llm.fngate.test"
-MODEL = "meta/llama-3-8b"  # a model name with a slash: the instance must see it whole
-URIS = ["/v1/chat/completions", "/v1/responses", "/v1/embeddings"]
-
-
-class World:
-    def __init__(self, sp: ServeProcess, access_log: Path | None = None) -> None:
-        self.sp = sp
-        self.access_log = access_log
-        self.api = api = ServeApi(sp)
-        self.base = f"http://127.0.0.1:{sp.ready['http_port']}"
-        self.fid, self.vid = api.create_function(
-            {
-                "name": "llm-main",
-                "containerImage": "fngate/llm",
-                "functionType": "LLM",
-                "inferenceUrl": "/",
-                "inferencePort": 8000,
-                "health": {"protocol": "HTTP", "uri": "/health", "port": 8000, "timeout": "PT5S", "expectedStatusCode": 200},
-                "models": [
-                    {"name": MODEL, "llmConfig": {"uris": URIS}},
-                    {"name": "chat-only", "llmConfig": {"uris": ["/v1/chat/completions"]}},
-                ],
-            }
-        )
-        self.lim_fid, self.lim_vid = api.create_function(
-            {
-                "name": "llm-limited",
-                "containerImage": "fngate/llm",
-                "functionType": "LLM",
-                "inferenceUrl": "/",
-                "inferencePort": 8000,
-                "health": {"protocol": "HTTP", "uri": "/health", "port": 8000, "timeout": "PT5S", "expectedStatusCode": 200},
-                "models": [{"name": "tiny", "llmConfig": {"uris": URIS, "tokenRateLimit": "10-S"}}],
-            }
-        )
-        api.deploy_specs(self.fid, self.vid, gpu_spec(min_i=2, max_i=2, concurrency=8))
-        api.deploy_specs(self.lim_fid, self.lim_vid, gpu_spec(min_i=1, max_i=1, concurrency=8))
-        api.wait_status(self.fid, self.vid, "ACTIVE", 90)
-        api.wait_status(self.lim_fid, self.lim_vid, "ACTIVE", 90)
-        api.wait(lambda: len(api.ready_instances(self.fid, self.vid)) == 2, "two ready instances", 60)
-        self.admin = sp.admin_key
-        # a key of the same account that names only the main function
-        self.narrow = self.key(INVOCATION_SCOPES, [function_resource(self.fid)])
-        self.no_invoke = self.key(["list_functions"], None)
-        api.call("POST", "/v2/nvcf/accounts/other-team", {"name": "other-team"})
-        self.other = self.key(INVOCATION_SCOPES, None, nca="other-team")
-        self.wait_routed()
-
-    def key(self, scopes: list[str], resources: list[dict[str, str]] | None, nca: str | None = None) -> str:
-        body = key_body(scopes, resources)
-        if nca:
-            body["nca_id"] = nca
-        r = httpx.post(f"{self.sp.api_url}/v1/keys", headers={**self.api.headers, **key_headers(f"{uuid.uuid4().hex[:6]}@t")}, json=body)
-        assert r.status_code == 200, r.text
-        return str(r.json()["value"])
-
-    def post(self, path: str, body: Any, key: str | None = None, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
-        h = {"Host": HOST, **({"Authorization": f"Bearer {key}"} if key else {}), **(headers or {})}
-        content = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return httpx.post(self.base + path, content=content, headers=h, timeout=30, **kw)
-
-    def wait_routed(self) -> None:
-        """The gateway sees new keys and instances a moment after the API answers."""
-
-        def ok() -> bool:
-            for key in (self.admin, self.narrow, self.other):
-                r = self.post("/v1/models", None, key)
-                if (
-                    key != self.other
-                    and self.fid not in httpx.get(self.base + "/v1/models", headers={"Host": HOST, "Authorization": f"Bearer {key}"}).text
-                ):
-                    return False
-                del r
-            return self.chat(self.lim_fid + "/tiny", key=self.admin, max_tokens=1).status_code in (200, 429)
-
-        self.api.wait(ok, "the gateway knows the keys and functions", 30, 0.2)
-
-    def chat(self, model: str, key: str | None = None, **extra: Any) -> httpx.Response:
-        return self.post("/v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": "hi there"}], **extra}, key)
-
-    def sdk(self, key: str | None = None, **kw: Any) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.base + "/v1", api_key=key or self.admin, default_headers={"Host": HOST}, max_retries=0, **kw)
-
-    def asdk(self, key: str | None = None) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(base_url=self.base + "/v1", api_key=key or self.admin, default_headers={"Host": HOST}, max_retries=0)
-
-    def metrics(self) -> str:
-        return httpx.get(f"http://127.0.0.1:{self.sp.ready['admin_port']}/metrics").text
-
-    def instance_stats(self) -> list[dict[str, Any]]:
-        out = []
-        for inst in self.api.ready_instances(self.fid, self.vid):
-            port = instance_port(self.sp.data_dir, self.vid, inst["instanceId"])
-            out.append(httpx.get(f"http://127.0.0.1:{port}/stats").json())
-        return out
 
 
 @pytest.fixture(scope="module")
@@ -205,14 +109,8 @@ def test_chat_stream_over_http2_relays_event_by_event(world: World) -> None:
     """h2c with prior knowledge on the gateway's HTTP port: each chunk is its own event as
     the instance makes it (0.3 s apart), the usage chunk then `[DONE]` end it; the OpenAI
     SDK over the same HTTP/2 client reads the same stream."""
-    body = {
-        "model": f"{world.fid}/{MODEL}",
-        "messages": [{"role": "user", "content": "go"}],
-        "stream": True,
-        "max_tokens": 5,
-        "interval": 0.3,
-    }
-    headers = {"Host": HOST, "Authorization": f"Bearer {world.admin}"}
+    body = stream_body(f"{world.fid}/{MODEL}", 5, 0.3)
+    headers = world.headers(world.admin)
     with httpx.Client(http1=False, http2=True, timeout=30) as h2:
         started = time.monotonic()
         arrivals: list[float] = []
@@ -231,7 +129,7 @@ def test_chat_stream_over_http2_relays_event_by_event(world: World) -> None:
         assert len(chunks) == 7  # one event per token, the finish chunk, the usage chunk: none merged or split
         assert arrivals[4] - arrivals[0] > 1.0, arrivals  # relayed as generated, not held to the end
 
-        sdk = openai.OpenAI(base_url=world.base + "/v1", api_key=world.admin, default_headers={"Host": HOST}, max_retries=0, http_client=h2)
+        sdk = world.sdk(http_client=h2)
         raw = sdk.chat.completions.with_raw_response.create(
             model=f"{world.fid}/{MODEL}", messages=[{"role": "user", "content": "go"}], max_tokens=3, stream=True
         )
@@ -242,17 +140,49 @@ def test_chat_stream_over_http2_relays_event_by_event(world: World) -> None:
 
 def test_curl_chat_stream_and_x_request_id(world: World) -> None:
     body = json.dumps({"model": f"{world.fid}/{MODEL}", "messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 3})
-    done = subprocess.run(
-        ["curl", "-sS", "-N", "-i", world.base + "/v1/chat/completions", "-H", f"Host: {HOST}", "-H", f"Authorization: Bearer {world.admin}",
-         "-H", "Content-Type: application/json", "-H", "X-Request-ID: my-trace-42", "-d", body],
-        capture_output=True, text=True, timeout=30, check=True,
-    )  # fmt: skip
+    done = _curl(world, "/v1/chat/completions", "-H", f"Authorization: Bearer {world.admin}", "-H", "X-Request-ID: my-trace-42", "-d", body)
     head, _, events = done.stdout.partition("\n\n")  # (text mode reads CRLF as LF)
     assert head.startswith("HTTP/1.1 200") and "x-request-id: my-trace-42" in head.lower() and "text/event-stream" in head
     data = [ln[6:] for ln in events.splitlines() if ln.startswith("data: ")]
     assert len(data) >= 2, done.stdout
     assert data[-1] == "[DONE]" and json.loads(data[-2])["usage"]["completion_tokens"] == 3
     assert [json.loads(d)["model"] for d in data[:-1]] == [MODEL] * (len(data) - 1)
+
+
+def _curl(world: World, path: str, *args: str) -> subprocess.CompletedProcess[str]:
+    args = (*args, "-H", "Content-Type: application/json") if "-d" in args else args
+    return subprocess.run(world.curl(path, *args), capture_output=True, text=True, timeout=30, check=True)
+
+
+def _curl_json(world: World, path: str, *args: str) -> tuple[int, Any]:
+    """The status and JSON body curl got (text mode reads the head's CRLF as LF)."""
+    head, _, body = _curl(world, path, *args).stdout.partition("\n\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_curl_sees_the_validation_and_auth_answers_and_the_listing(world: World) -> None:
+    """What a shell user checks: each class of answer as curl prints it."""
+    auth = ("-H", f"Authorization: Bearer {world.admin}")
+    chat = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
+    assert _curl_json(world, "/v1/chat/completions", "-d", json.dumps({**chat, "model": "nokey"})) == (
+        400,
+        {"message": "model prefix is required"},
+    )
+    model = f"{world.fid}/{MODEL}"
+    assert _curl_json(world, "/v1/chat/completions", "-d", json.dumps({**chat, "model": model})) == (
+        401,
+        {"message": "bearer authorization is required"},
+    )
+    other = ("-H", f"Authorization: Bearer {world.other}")
+    assert _curl_json(world, "/v1/chat/completions", *other, "-d", json.dumps({**chat, "model": model})) == (404, {"message": "not found"})
+    assert _curl_json(world, "/v1/embeddings", *auth, "-d", json.dumps({"model": model, "input": []})) == (
+        400,
+        {"message": "'input' array must not be empty"},
+    )
+    status, listing = _curl_json(world, "/v1/models", *auth)
+    assert status == 200 and listing["object"] == "list" and f"{world.fid}/{MODEL}" in {m["id"] for m in listing["data"]}
+    ok, reply = _curl_json(world, "/v1/chat/completions", *auth, "-d", json.dumps({**chat, "model": model}))
+    assert ok == 200 and reply["choices"][0]["message"]["content"] == "tok0" and reply["model"] == MODEL
 
 
 def test_other_hosts_and_paths(world: World) -> None:
@@ -265,6 +195,12 @@ def test_other_hosts_and_paths(world: World) -> None:
     wrong = httpx.post(world.base + "/info", headers=h)
     assert wrong.status_code == 405 and wrong.headers["allow"] == "GET"
     assert httpx.get(world.base + "/v1/nothing", headers=h).status_code == 404
+    chat = httpx.get(world.base + "/v1/chat/completions", headers=h)
+    assert chat.status_code == 405 and chat.headers["allow"] == "POST"
+    # NVCF's second host, llm.invocation.<domain>, is the same gateway
+    inv = world.post("/v1/chat/completions", {"model": f"{world.fid}/{MODEL}", "messages": [{"role": "user", "content": "x"}]},
+                     world.admin, {"Host": "llm.invocation.fngate.test"})  # fmt: skip
+    assert inv.status_code == 200 and inv.json()["model"] == MODEL
     # without the llm. host the same path is not the LLM gateway
     assert httpx.post(world.base + "/v1/chat/completions", json={"model": f"{world.fid}/{MODEL}"}).status_code == 404
 
@@ -295,6 +231,8 @@ def test_validation_messages_after_auth(world: World) -> None:
         ("/v1/chat/completions", {"model": f"{fid}/{MODEL}"}, "messages is required"),
         ("/v1/embeddings", {"model": f"{fid}/{MODEL}"}, "input is required"),
         ("/v1/embeddings", {"model": f"{fid}/{MODEL}", "input": []}, "'input' array must not be empty"),
+        ("/v1/embeddings", {"model": f"{fid}/{MODEL}", "input": ["x"] * 2049}, "'input' array must have at most 2048 entries"),
+        ("/v1/responses", {"model": f"{fid}/{MODEL}"}, "input is required"),
         ("/v1/responses", {"model": f"{fid}/chat-only", "input": "x"}, 'model "chat-only" does not support /v1/responses'),
         ("/v1/chat/completions", {"model": "not-a-uuid/x", "messages": [{"role": "user", "content": "x"}]}, "invalid request"),
     ]
@@ -306,6 +244,57 @@ def test_validation_messages_after_auth(world: World) -> None:
     # a model not in the function's list, or on an endpoint its uris leave out (chat only here), still passes
     assert world.chat(f"{fid}/unlisted-model", world.admin, max_tokens=1).status_code == 200
     assert world.post("/v1/embeddings", {"model": f"{fid}/chat-only", "input": "x"}, world.admin).status_code == 200
+
+
+MESSAGES = [{"role": "user", "content": "x"}]
+
+
+def _sdk_refusals(world: World) -> list[tuple[str, dict[str, Any], str]]:
+    """(endpoint, the SDK call's arguments, NVCF's 400 message) for each refusal an SDK can provoke."""
+    model = f"{world.fid}/{MODEL}"
+    return [
+        ("chat", {"model": "", "messages": MESSAGES}, "model is required"),
+        ("chat", {"model": "no-slash", "messages": MESSAGES}, "model prefix is required"),
+        ("chat", {"model": "/llama", "messages": MESSAGES}, "routing key is required before model"),
+        ("chat", {"model": f"{world.fid}/", "messages": MESSAGES}, "model suffix is required after routing key"),
+        ("chat", {"model": model, "messages": []}, "messages is required"),
+        ("chat", {"model": "not-a-uuid/x", "messages": MESSAGES}, "invalid request"),
+        ("chat", {"model": model, "messages": MESSAGES, "extra_body": {"Model": f"{uuid.uuid4()}/x"}}, "model targets a different routing key"),
+        ("chat", {"model": model, "messages": MESSAGES, "extra_headers": {"X-Priority": "1"}}, "X-Priority is a reserved header and cannot be set by the client"),
+        ("embeddings", {"model": model, "input": []}, "'input' array must not be empty"),
+        ("responses", {"model": f"{world.fid}/chat-only", "input": "x"}, 'model "chat-only" does not support /v1/responses'),
+    ]  # fmt: skip
+
+
+def _endpoint(client: openai.OpenAI | openai.AsyncOpenAI, name: str) -> Any:
+    return {"chat": client.chat.completions, "embeddings": client.embeddings, "responses": client.responses}[name]
+
+
+def test_the_sdk_raises_each_validation_message(world: World) -> None:
+    client = world.sdk()
+    for name, kwargs, message in _sdk_refusals(world):
+        with pytest.raises(openai.BadRequestError) as caught:
+            _endpoint(client, name).create(**kwargs)
+        assert (caught.value.status_code, caught.value.body) == (400, {"message": message}), (name, kwargs)
+        assert message in str(caught.value)
+
+
+async def test_the_async_sdk_raises_each_validation_and_auth_error(world: World) -> None:
+    client = world.asdk()
+    for name, kwargs, message in _sdk_refusals(world):
+        with pytest.raises(openai.BadRequestError) as caught:
+            await _endpoint(client, name).create(**kwargs)
+        assert caught.value.body == {"message": message}, (name, kwargs)
+    model = f"{world.fid}/{MODEL}"
+    for key, error, message in (
+        ("nvapi-wrong", openai.AuthenticationError, "authentication failed"),
+        (world.no_invoke, openai.PermissionDeniedError, "permission denied"),
+        (world.other, openai.NotFoundError, "not found"),
+    ):
+        with pytest.raises(error) as raised:
+            await world.asdk(key).chat.completions.create(model=model, messages=MESSAGES)
+        assert raised.value.body == {"message": message}
+    await client.close()
 
 
 def test_generic_auth_errors(world: World) -> None:
@@ -349,9 +338,39 @@ def test_model_listing_per_key(world: World) -> None:
     assert listed(world.admin) >= {f"{world.fid}/{MODEL}", f"{world.fid}/chat-only", f"{world.lim_fid}/tiny"}
     assert listed(world.narrow) == {f"{world.fid}/{MODEL}", f"{world.fid}/chat-only"}
     assert listed(world.other) == set()
-    r = httpx.get(world.base + "/v1/models", headers={"Host": HOST, "Authorization": "Bearer nvapi-wrong"})
+    r = world.models("nvapi-wrong")
     assert (r.status_code, r.json()) == (401, {"message": "authentication failed"})
     assert world.sdk().models.list().object == "list"
+
+
+async def test_the_async_sdk_lists_the_models_of_a_key(world: World) -> None:
+    client = world.asdk(world.narrow)
+    assert {m.id async for m in client.models.list()} == {f"{world.fid}/{MODEL}", f"{world.fid}/chat-only"}
+    await client.close()
+
+
+def test_shared_and_public_functions_follow_nvcfs_rules(world: World) -> None:
+    """Spec 5: both functions are shared with `shared-team`, whose key chats with them and
+    lists their models; its key without `authorized-functions` is refused (403) and lists
+    none. A public version of another account is NVCF's 402, generic 403 here."""
+    model = f"{world.fid}/{MODEL}"
+    got = world.sdk(world.shared).chat.completions.create(model=model, messages=MESSAGES, max_tokens=2)
+    assert got.choices[0].message.content == "tok0 tok1" and got.model == MODEL
+    assert {m.id for m in world.sdk(world.shared).models.list()} == {model, f"{world.fid}/chat-only", f"{world.lim_fid}/tiny"}
+    assert {m.id for m in world.sdk(world.shared_own_only).models.list()} == set()
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        world.sdk(world.shared_own_only).chat.completions.create(model=model, messages=MESSAGES)
+    assert refused.value.body == {"message": "permission denied"}
+    # made public by the super admin (the account twin), for this check only
+    public = f"/v2/nvcf/accounts/fngate/authorizations/functions/{world.lim_fid}/versions/{world.lim_vid}"
+    world.api.call("POST", public, {"authorizedParties": [{"ncaId": "*"}]})
+    try:
+        world.api.wait(lambda: world.chat(f"{world.lim_fid}/tiny", world.other).status_code == 403, "the gateway sees it public", 30, 0.1)
+        r = world.chat(f"{world.lim_fid}/tiny", world.other)
+        assert r.json() == {"message": "permission denied"}
+    finally:
+        world.api.call("DELETE", public)
+    world.api.wait(lambda: world.chat(f"{world.lim_fid}/tiny", world.other).status_code == 404, "private again", 30, 0.1)
 
 
 # -- tokens -------------------------------------------------------------------------------
@@ -371,7 +390,9 @@ def test_token_limit_429_then_admitted_after_the_window(world: World) -> None:
     assert refused.headers["x-ratelimit-remaining-tokens"] == "0" and refused.headers["x-ratelimit-reset-tokens"].endswith("s")
     with pytest.raises(openai.RateLimitError):
         world.sdk().chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}], max_tokens=1)
-    # another account has its own counter
+    # another account (llm-limited is shared with it) has its own counter
+    assert world.chat(model, world.shared, max_tokens=1).status_code == 200
+    assert world.chat(model, world.admin, max_tokens=1).status_code == 429
     time.sleep(wait)
     assert world.chat(model, world.admin, max_tokens=1).status_code == 200
     metrics = world.metrics()
@@ -457,25 +478,73 @@ def test_sticky_sessions_stay_on_one_instance(world: World) -> None:
     assert len({served_by(None, "cache-1") for _ in range(6)}) == 1
 
 
-def test_client_disconnect_cancels_the_instance_request(world: World) -> None:
-    def cancelled() -> int:
-        return sum(s["cancelled"] for s in world.instance_stats())
+async def test_async_sdk_concurrent_turns_of_a_session_share_an_instance(world: World) -> None:
+    client = world.asdk()
 
+    async def served_by(session: str) -> str:
+        raw = await client.chat.completions.with_raw_response.create(
+            model=f"{world.fid}/{MODEL}", messages=MESSAGES, max_tokens=1, extra_headers={"x-multi-turn-session-id": session}
+        )
+        assert raw.headers["x-multi-turn-session-id"] == session
+        return str(raw.parse().system_fingerprint)
+
+    for session in ("delta", "epsilon"):
+        assert len(set(await asyncio.gather(*(served_by(session) for _ in range(6))))) == 1, session
+    assert len(set(await asyncio.gather(*(served_by(f"t-{i}") for i in range(16))))) == 2
+    await client.close()
+
+
+def _cancelled(world: World) -> int:
+    return sum(s["cancelled"] for s in world.instance_stats())
+
+
+def _long_stream() -> dict[str, Any]:
+    """The sample streams 2000 tokens 50 ms apart: ended only by a disconnect."""
+    return {"messages": [{"role": "user", "content": "long"}], "max_tokens": 2000, "stream": True, "extra_body": {"interval": 0.05}}
+
+
+def test_closing_an_sdk_stream_cancels_the_instance_request(world: World) -> None:
+    before = _cancelled(world)
+    stream = world.sdk().chat.completions.create(model=f"{world.fid}/{MODEL}", **_long_stream())
+    first = next(iter(stream))
+    assert first.choices[0].delta.content == "tok0"
+    stream.close()
+    world.api.wait(lambda: _cancelled(world) == before + 1, "the instance's request cancelled", 10)
+    assert sum(s["active"] for s in world.instance_stats()) == 0
+
+
+async def test_closing_an_async_sdk_stream_cancels_the_instance_request(world: World) -> None:
+    before = _cancelled(world)
+    client = world.asdk()
+    streams = [await client.chat.completions.create(model=f"{world.fid}/{MODEL}", **_long_stream()) for _ in range(2)]
+    for stream in streams:
+        async for chunk in stream:
+            assert chunk.choices[0].delta.content == "tok0"
+            break
+        await stream.close()
+    await world.api.aio.wait(lambda: _cancelled(world) == before + 2, "both instance requests cancelled", 10)
+    assert sum(s["active"] for s in world.instance_stats()) == 0
+    await client.close()
+
+
+def test_client_disconnect_cancels_the_instance_request(world: World) -> None:
+    cancelled = functools.partial(_cancelled, world)
     before = cancelled()
-    body = {
-        "model": f"{world.fid}/{MODEL}",
-        "messages": [{"role": "user", "content": "long"}],
-        "stream": True,
-        "max_tokens": 2000,
-        "interval": 0.05,
-    }
+    body = stream_body(f"{world.fid}/{MODEL}", 2000, 0.05)
     with httpx.stream(
         "POST", world.base + "/v1/chat/completions", content=json.dumps(body).encode(),
-        headers={"Host": HOST, "Authorization": f"Bearer {world.admin}"}, timeout=30,
+        headers=world.headers(world.admin), timeout=30,
     ) as resp:  # fmt: skip
         lines = resp.iter_lines()
         assert next(lines).startswith("data: ")
     world.api.wait(lambda: cancelled() == before + 1, "the instance's request cancelled", 10)
+    assert sum(s["active"] for s in world.instance_stats()) == 0
+    # without streaming too: the SDK gives up after 0.5 s of a 100 s answer and hangs up
+    with pytest.raises(openai.APITimeoutError):
+        world.sdk(timeout=0.5).chat.completions.create(
+            model=f"{world.fid}/{MODEL}", messages=MESSAGES, max_tokens=2000, extra_body={"interval": 0.05}
+        )
+    world.api.wait(lambda: cancelled() == before + 2, "the non-streamed request cancelled", 10)
     assert sum(s["active"] for s in world.instance_stats()) == 0
 
 
@@ -486,30 +555,13 @@ def test_a_token_budget_holds_across_two_workers_on_redis(fngate_serve: Any, tmp
     unspent per worker, one request's overshoot per worker); two separate ones would
     admit 5 each."""
     config = write_config(tmp_path / "fngate.yaml", backends=[{"name": "local", "type": "local", "probeInterval": 0.2}])
-    sp = fngate_serve("--config", str(config), "--workers", "2", "--store", redis_url)
-    api = ServeApi(sp)
-    fid, vid = api.create_function(
-        {
-            "name": "llm-shared-budget",
-            "containerImage": "fngate/llm",
-            "functionType": "LLM",
-            "inferenceUrl": "/",
-            "inferencePort": 8000,
-            "health": {"protocol": "HTTP", "uri": "/health", "port": 8000, "timeout": "PT5S", "expectedStatusCode": 200},
-            "models": [{"name": "m", "llmConfig": {"uris": URIS, "tokenRateLimit": "200-H"}}],
-        }
-    )
-    api.deploy_specs(fid, vid, gpu_spec(min_i=1, max_i=1, concurrency=8))
-    api.wait_status(fid, vid, "ACTIVE", 90)
-    base = f"http://127.0.0.1:{sp.ready['http_port']}"
-    body = json.dumps({"model": f"{fid}/m", "messages": [{"role": "user", "content": "a b"}], "max_tokens": 40}).encode()
-    headers = {"Host": HOST, "Authorization": f"Bearer {sp.admin_key}"}
-    api.wait(lambda: httpx.get(base + "/v1/models", headers=headers).text.count(fid) == 1, "the gateway knows the function", 30)
+    gw = Gateway(fngate_serve("--config", str(config), "--workers", "2", "--store", redis_url))
+    fid, _ = gw.launch("llm-shared-budget", llm_model("m", tokenRateLimit="200-H"))
     codes = []
     for _ in range(24):  # a new connection each: the kernel spreads them over both workers
-        codes.append(httpx.post(base + "/v1/chat/completions", content=body, headers=headers, timeout=30).status_code)
+        codes.append(gw.post("/v1/chat/completions", {"model": f"{fid}/m", "messages": [{"role": "user", "content": "a b"}], "max_tokens": 40}, gw.admin).status_code)  # fmt: skip
         time.sleep(0.1)  # the leases run in the background
-    per_worker = _requests_by_worker(httpx.get(f"http://127.0.0.1:{sp.ready['admin_port']}/metrics", timeout=10).text)
+    per_worker = _requests_by_worker(gw.metrics())
     assert len(per_worker) == 2, per_worker
     assert 4 <= codes.count(200) <= 7 and set(codes) == {200, 429}, codes
 
@@ -517,29 +569,11 @@ def test_a_token_budget_holds_across_two_workers_on_redis(fngate_serve: Any, tmp
 def test_the_uris_allow_list_on_chat_and_embeddings_when_switched_on(fngate_serve: Any) -> None:
     """FNGATE_LLM_URI_ALLOWLIST=1 (NVCF's MODEL_URI_ALLOWLIST_ENABLED): a model's `uris`
     hold for every endpoint, not only /v1/responses."""
-    sp = fngate_serve(env={"FNGATE_LLM_URI_ALLOWLIST": "1"})
-    api = ServeApi(sp)
-    fid, vid = api.create_function(
-        {
-            "name": "llm-allow",
-            "containerImage": "fngate/llm",
-            "functionType": "LLM",
-            "inferenceUrl": "/",
-            "inferencePort": 8000,
-            "health": {"protocol": "HTTP", "uri": "/health", "port": 8000, "timeout": "PT5S", "expectedStatusCode": 200},
-            "models": [{"name": "emb", "llmConfig": {"uris": ["/v1/embeddings"]}}],
-        }
-    )
-    api.deploy_specs(fid, vid, gpu_spec(min_i=1, max_i=1, concurrency=4))
-    api.wait_status(fid, vid, "ACTIVE", 90)
-    base = f"http://127.0.0.1:{sp.ready['http_port']}"
-    headers = {"Host": HOST, "Authorization": f"Bearer {sp.admin_key}"}
-    api.wait(lambda: httpx.get(base + "/v1/models", headers=headers).text.count(fid) == 1, "the gateway knows the function", 30)
-    chat = httpx.post(
-        base + "/v1/chat/completions", json={"model": f"{fid}/emb", "messages": [{"role": "user", "content": "x"}]}, headers=headers
-    )
+    gw = Gateway(fngate_serve(env={"FNGATE_LLM_URI_ALLOWLIST": "1"}))
+    fid, _ = gw.launch("llm-allow", llm_model("emb", ["/v1/embeddings"]), concurrency=4)
+    chat = gw.chat(f"{fid}/emb", gw.admin)
     assert (chat.status_code, chat.json()) == (400, {"message": 'model "emb" does not support /v1/chat/completions'})
-    emb = httpx.post(base + "/v1/embeddings", json={"model": f"{fid}/emb", "input": "x"}, headers=headers)
+    emb = gw.post("/v1/embeddings", {"model": f"{fid}/emb", "input": "x"}, gw.admin)
     assert emb.status_code == 200 and emb.json()["usage"]["prompt_tokens"] == 1
 
 
@@ -562,27 +596,13 @@ def test_a_degraded_function_gets_nvcfs_400(fngate_serve: Any, tmp_path: Path) -
             tmp_path / "fngate.yaml",
             backends=[{"name": "local", "type": "local"}, {"name": "edge", "type": "static", "probeInterval": 0.2, "unhealthyAfter": 2}],
         )
-        sp = fngate_serve("--config", str(config))
-        api = ServeApi(sp)
-        fid, vid = api.create_function(
-            {
-                "name": "llm-degraded",
-                "containerImage": "fngate/llm",
-                "functionType": "LLM",
-                "inferenceUrl": "/",
-                "inferencePort": 8000,
-                "health": {"protocol": "HTTP", "uri": "/health", "port": 8000, "timeout": "PT5S", "expectedStatusCode": 200},
-                "models": [{"name": MODEL, "llmConfig": {"uris": URIS}}],
-            }
-        )
-        api.deploy_specs(fid, vid, gpu_spec(backend="edge", configuration={"endpoints": [f"http://127.0.0.1:{port}"]}))
-        api.wait_status(fid, vid, "ACTIVE")
-        base = f"http://127.0.0.1:{sp.ready['http_port']}"
+        gw = Gateway(fngate_serve("--config", str(config)))
+        api = gw.api
+        fid, vid = gw.launch("llm-degraded", spec=gpu_spec(backend="edge", configuration={"endpoints": [f"http://127.0.0.1:{port}"]}))
         body = {"model": f"{fid}/{MODEL}", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
-        headers = {"Host": HOST, "Authorization": f"Bearer {sp.admin_key}"}
 
         def chat(**extra: str) -> httpx.Response:
-            return httpx.post(base + "/v1/chat/completions", json=body, headers={**headers, **extra}, timeout=30)
+            return gw.post("/v1/chat/completions", body, gw.admin, extra)
 
         api.wait(lambda: chat().status_code == 200, "the gateway routes the function", 30, 0.2)
         proc.terminate()
@@ -594,9 +614,8 @@ def test_a_degraded_function_gets_nvcfs_400(fngate_serve: Any, tmp_path: Path) -
         assert r.headers["x-request-id"]
         shaped = chat(**{"X-Error-Format": "openai"})
         assert (shaped.status_code, shaped.json()["error"]["message"]) == (400, "invalid request")
-        sdk = openai.OpenAI(base_url=base + "/v1", api_key=sp.admin_key, default_headers={"Host": HOST}, max_retries=0)
         with pytest.raises(openai.BadRequestError, match="invalid request"):
-            sdk.chat.completions.create(model=f"{fid}/{MODEL}", messages=[{"role": "user", "content": "x"}])
+            gw.sdk().chat.completions.create(model=f"{fid}/{MODEL}", messages=[{"role": "user", "content": "x"}])
         assert api.status(fid, vid) == "DEGRADED"  # still: the 400s were not a state in passing
     finally:
         if proc.poll() is None:
@@ -614,14 +633,12 @@ def _answers(url: str) -> bool:
 # -- long streams ----------------------------------------------------------------------------
 
 
-def _stream(base: str, key: str, model: str, tokens: int, interval: float, timeout: float = 30) -> tuple[list[str], BaseException | None]:
+def _stream(gw: Gateway, model: str, tokens: int, interval: float, timeout: float = 30) -> tuple[list[str], BaseException | None]:
     """The `data:` payloads of a chat stream read with httpx, and the error that ended it early."""
-    body = {"model": model, "messages": [{"role": "user", "content": "go"}], "stream": True, "max_tokens": tokens, "interval": interval}
+    body = stream_body(model, tokens, interval)
     events: list[str] = []
     try:
-        with httpx.stream(
-            "POST", base + "/v1/chat/completions", json=body, headers={"Host": HOST, "Authorization": f"Bearer {key}"}, timeout=timeout
-        ) as resp:
+        with httpx.stream("POST", gw.base + "/v1/chat/completions", json=body, headers=gw.headers(gw.admin), timeout=timeout) as resp:
             assert resp.status_code == 200
             for line in resp.iter_lines():  # (kept one by one: a cut stream raises midway)
                 if line.startswith("data: "):
@@ -639,30 +656,14 @@ def test_a_stream_outlasting_the_idle_timeout_is_not_cut_a_silent_one_is(fngate_
     """`--stream-idle-timeout 1`: a stream of 4 s with a token every 0.2 s completes (the
     limit is on silence, not on the stream's length, unlike NVCF's 60 s write timeout); one
     whose instance goes silent for 3 s after its first token is ended by the gateway."""
-    sp = fngate_serve("--stream-idle-timeout", "1")
-    api = ServeApi(sp)
-    fid, vid = api.create_function(
-        {
-            "name": "llm-idle",
-            "containerImage": "fngate/llm",
-            "functionType": "LLM",
-            "inferenceUrl": "/",
-            "inferencePort": 8000,
-            "health": {"protocol": "HTTP", "uri": "/health", "port": 8000, "timeout": "PT5S", "expectedStatusCode": 200},
-            "models": [{"name": MODEL, "llmConfig": {"uris": URIS}}],
-        }
-    )
-    api.deploy_specs(fid, vid, gpu_spec(min_i=1, max_i=1, concurrency=4))
-    api.wait_status(fid, vid, "ACTIVE", 90)
-    base = f"http://127.0.0.1:{sp.ready['http_port']}"
+    gw = Gateway(fngate_serve("--stream-idle-timeout", "1"))
+    fid, _ = gw.launch("llm-idle", concurrency=4)
     model = f"{fid}/{MODEL}"
-    headers = {"Host": HOST, "Authorization": f"Bearer {sp.admin_key}"}
-    api.wait(lambda: httpx.get(base + "/v1/models", headers=headers).text.count(fid) == 1, "the gateway knows the function", 30)
     started = time.monotonic()
-    events, error = _stream(base, sp.admin_key, model, tokens=20, interval=0.2)
+    events, error = _stream(gw, model, tokens=20, interval=0.2)
     assert error is None and events[-1] == "[DONE]" and _tokens(events) == 20
     assert time.monotonic() - started > 3.5  # it did last several idle timeouts
-    events, error = _stream(base, sp.admin_key, model, tokens=3, interval=3.0)
+    events, error = _stream(gw, model, tokens=3, interval=3.0)
     assert error is not None, events  # cut: the response is incomplete, not ended as if whole
     assert "[DONE]" not in events and _tokens(events) == 1
 
@@ -672,6 +673,6 @@ def test_a_stream_longer_than_60_s_is_not_cut(world: World) -> None:
     """NVCF's gateway has a 60 s absolute write timeout (spec part 2, 8.5); ours is an idle
     timeout only: 70 tokens a second apart stream to the end."""
     started = time.monotonic()
-    events, error = _stream(world.base, world.admin, f"{world.fid}/{MODEL}", tokens=70, interval=1.0, timeout=120)
+    events, error = _stream(world, f"{world.fid}/{MODEL}", tokens=70, interval=1.0, timeout=120)
     assert error is None and events[-1] == "[DONE]" and _tokens(events) == 70
     assert time.monotonic() - started > 65

@@ -14,41 +14,33 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import start_serve
-from tests.e2e.test_llm_gateway import HOST, MODEL, URIS, World
-from tests.support.serve_api import gpu_spec
+from tests.conftest import ServeProcess, start_serve
+from tests.e2e.llm_support import MODEL, World, llm_model
 
 OTHER_KEY = "model targets a different routing key"
 
 
+class MethodsWorld(World):
+    """World, plus `llm-methods`: two instances of one slot each, one model per routing method."""
+
+    def __init__(self, sp: ServeProcess) -> None:
+        super().__init__(sp)
+        self.rr_fid, self.rr_vid = self.launch(
+            "llm-methods",
+            llm_model("rr", routingMethod="ROUND_ROBIN"),
+            llm_model("p2", routingMethod="power_of_two"),
+            llm_model("prefix", routingMethod="pulsar"),
+            instances=2,
+            concurrency=1,
+        )
+        self.api.wait(lambda: len({_served(self, self.rr_fid, "rr") for _ in range(4)}) == 2, "the gateway routes to both", 30, 0.2)
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MethodsWorld]:
     sp = start_serve(tmp_path_factory.mktemp("llm-routing") / "fngate", timeout=120)  # a loaded machine starts slowly
     try:
-        w = World(sp)
-        api = w.api
-        # one function, two instances, one model per routing method
-        w.rr_fid, w.rr_vid = api.create_function(  # type: ignore[attr-defined]
-            {
-                "name": "llm-methods",
-                "containerImage": "fngate/llm",
-                "functionType": "LLM",
-                "inferenceUrl": "/",
-                "inferencePort": 8000,
-                "health": {"protocol": "HTTP", "uri": "/health", "port": 8000, "timeout": "PT5S", "expectedStatusCode": 200},
-                "models": [
-                    {"name": "rr", "llmConfig": {"uris": URIS, "routingMethod": "ROUND_ROBIN"}},
-                    {"name": "p2", "llmConfig": {"uris": URIS, "routingMethod": "power_of_two"}},
-                    {"name": "prefix", "llmConfig": {"uris": URIS, "routingMethod": "pulsar"}},
-                ],
-            }
-        )
-        fid, vid = w.rr_fid, w.rr_vid  # type: ignore[attr-defined]
-        api.deploy_specs(fid, vid, gpu_spec(min_i=2, max_i=2, concurrency=1))
-        api.wait_status(fid, vid, "ACTIVE", 90)
-        api.wait(lambda: len(api.ready_instances(fid, vid)) == 2, "two ready instances", 60)
-        api.wait(lambda: len({_served(w, fid, "rr") for _ in range(4)}) == 2, "the gateway routes to both", 30, 0.2)
-        yield w
+        yield MethodsWorld(sp)
     finally:
         sp.stop()
 
@@ -79,8 +71,8 @@ def test_a_model_that_targets_another_routing_key_is_refused(world: World) -> No
     assert r.json()["model"] == MODEL
 
 
-def test_round_robin_takes_the_instances_in_turn(world: World) -> None:
-    fid = world.rr_fid  # type: ignore[attr-defined]
+def test_round_robin_takes_the_instances_in_turn(world: MethodsWorld) -> None:
+    fid = world.rr_fid
     order = [_served(world, fid, "rr") for _ in range(10)]
     assert len(set(order)) == 2 and all(a != b for a, b in itertools.pairwise(order)), order
     # power_of_two (the default) picks among the free instances at random: both serve
@@ -94,7 +86,7 @@ def _conversation(opening: str, turns: int) -> list[dict[str, str]]:
     return msgs
 
 
-def test_a_conversation_without_a_session_id_stays_on_one_instance(world: World) -> None:
+def test_a_conversation_without_a_session_id_stays_on_one_instance(world: MethodsWorld) -> None:
     """No x-multi-turn-session-id: the turns of one conversation share its opening, and go
     to one instance (the key is echoed for the client to send on); different conversations
     spread over both."""
@@ -114,16 +106,16 @@ def test_a_conversation_without_a_session_id_stays_on_one_instance(world: World)
     # a lone prompt is not pinned under the least-loaded method: the same one spreads
     assert len({_served(world, world.fid, MODEL) for _ in range(16)}) == 2
     # under pulsar the first turn is pinned too
-    fid = world.rr_fid  # type: ignore[attr-defined]
+    fid = world.rr_fid
     assert len({_served(world, fid, "prefix", _conversation("same opening", t)) for t in (1, 2, 3, 1)}) == 1
 
 
-def test_a_pinned_request_waits_for_its_own_instance(world: World) -> None:
+def test_a_pinned_request_waits_for_its_own_instance(world: MethodsWorld) -> None:
     """One slot per instance. A conversation's first turn streams on its instance (A); its
     next turn must queue, and waits for A although B is free; a request that may go
     anywhere, sent after it, is served by B meanwhile instead of queueing behind it."""
-    fid = world.rr_fid  # type: ignore[attr-defined]
-    h = {"Host": HOST, "Authorization": f"Bearer {world.admin}"}
+    fid = world.rr_fid
+    h = world.headers(world.admin)
     first = {"model": f"{fid}/prefix", "messages": _conversation("pinned talk", 1), "stream": True, "max_tokens": 4000, "interval": 0.05}
     with httpx.Client(base_url=world.base, headers=h, timeout=60) as client, ThreadPoolExecutor(2) as pool:
         with client.stream("POST", "/v1/chat/completions", content=json.dumps(first).encode()) as stream:
@@ -132,7 +124,7 @@ def test_a_pinned_request_waits_for_its_own_instance(world: World) -> None:
             a = json.loads(line[6:])["system_fingerprint"]
             second = {"model": f"{fid}/prefix", "messages": _conversation("pinned talk", 2), "max_tokens": 1}
             turn2 = pool.submit(client.post, "/v1/chat/completions", content=json.dumps(second).encode())
-            _wait_queued(world, world.rr_vid)  # type: ignore[attr-defined]
+            _wait_queued(world, world.rr_vid)
             # may go anywhere: B is free (A streams); it must not wait behind the pinned turn
             other = client.post(
                 "/v1/chat/completions",

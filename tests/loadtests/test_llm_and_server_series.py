@@ -1,10 +1,8 @@
 """`fngate loadtest llm` against an OpenAI-compatible server (tests/loadtests/openai_stub.py:
 NVCF's `llm.<domain>` Host and `<functionId>/<model>` routing, SSE chunks and JSON
-completions), and the server-side series every report gets from fngate's /metrics.
-
-The LLM gateway's own endpoints arrive with issue 18's gateway work; until then the stub
-stands where it will be, and the local-stack run of `loadtest llm` is not tested here.
-"""
+completions), the same run on the local stack through the gateway's own LLM endpoints
+and the fngate/llm sample, and the server-side series every report gets from fngate's
+/metrics."""
 
 from __future__ import annotations
 
@@ -17,7 +15,6 @@ from typing import ClassVar
 import pytest
 
 from fngate.loadtests import server_metrics as sm
-from fngate.loadtests.localstack import has_llm_sample
 from fngate.loadtests.slis import evaluate_series
 
 from .conftest import _start
@@ -80,7 +77,6 @@ def test_llm_scenario_streaming_only_needs_no_completion_entry(openai_stub, tmp_
     assert "Server-side SLIs not checked" in (results / "summary.md").read_text()
 
 
-@pytest.mark.skipif(not has_llm_sample(), reason="the fngate/llm sample and the gateway's LLM endpoints come with the llmgw branch")
 def test_llm_scenario_on_the_local_stack_calls_the_gateways_llm_endpoints(tmp_path: Path):
     results = tmp_path / "llm"
     done = fngate_loadtest("llm", "--duration", "6s", "--users", "2", "--stream-length", "8", "--scrape-interval", "0.5",
@@ -94,6 +90,9 @@ def test_llm_scenario_on_the_local_stack_calls_the_gateways_llm_endpoints(tmp_pa
     # the gateway counted the calls: the server-side series see the LLM traffic
     assert doc["server"]["stats"]["requests_per_s"]["total"] >= entries["chat: stream"]["requests"]
     assert doc["server"]["stats"]["ready_instances"]["max"] >= 1
+    assert doc["server"]["stats"]["responses_429_per_s"]["total"] == 0 and doc["server"]["stats"]["in_flight"]["settled"] == 0
+    assert (results / "server.png").read_bytes().startswith(PNG)  # the server-side plot beside Locust's
+    assert "Server-side series" in (results / "summary.md").read_text() and "## Tokens" in (results / "summary.md").read_text()
 
 
 def test_llm_scenario_without_a_function_is_a_run_error(tmp_path: Path):
