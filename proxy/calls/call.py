@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from asyncio import get_running_loop
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fngate.proxy.calls.body_rate import BodyRateGuard
@@ -188,7 +189,7 @@ class Routed:
         self.request_id = request_id
         self.deadline = deadline  # time.monotonic() by which a slot must be granted (None: no limit)
         self.owner = owner  # whose per-connection slot count the call joins (request_ids.slot_owner)
-        self.loop = asyncio.get_running_loop()
+        self.loop = get_running_loop()
         self.lease: Lease | None = None
         self.task: asyncio.Task[None] | None = None  # only while waiting for a slot or a connection
         self.exclude: str | None = None  # the instance a retry avoids
@@ -348,7 +349,7 @@ class Call(Routed):
         self.request_id = request_id
         self.deadline = deadline  # time.monotonic() by which the response head must be in (and a slot granted)
         self.owner = slot_owner(ex)
-        self.loop = asyncio.get_running_loop()
+        self.loop = get_running_loop()  # (module names bound at import: no module attribute lookup per request)
         self.lease = None
         self.task = None
         self.exclude = None
@@ -411,7 +412,7 @@ class Call(Routed):
             ex.headers if self.obs is None else self.obs.sent(ex.headers, lease.endpoint),
             self.engine.route_headers.for_call(self.engine.holder.table, route, lease.endpoint, grant, self.host_routed, ex.http2),
             request_id=self.request_id,
-            poll_left=max(round(self.deadline - self.engine.config.header_grace - time.monotonic()), 1),
+            poll_left=max(round(self.deadline - self.engine.config.header_grace - monotonic()), 1),
             body=body_line,
             client_addr=ex.client_addr,
             authority=ex.authority,
@@ -680,7 +681,7 @@ class Call(Routed):
             if not metrics.in_flight and metrics.on_drained is not None:
                 metrics.on_drained()  # the last one: a graceful stop waits for this
             route = self.route
-            seconds = time.monotonic() - self.started
+            seconds = monotonic() - self.started
             metrics.observe(route.function_id if route is not None else UNKNOWN_FUNCTION, status, seconds, ex.method, self.endpoint)
             if route is not None:
                 metrics.nvcf.invocation_ended(route.function_id, route.version_id, seconds)

@@ -336,7 +336,7 @@ class H1Server:
         raw_method = p.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         target = self._url
-        if target[:1] != b"/" or b"#" in target:
+        if target[:1] != b"/" or target.find(b"#") >= 0:  # (`b"#" in target` would raise and clear a TypeError)
             absolute = _ABSOLUTE_FORM(target)
             if absolute is not None:
                 authority, target = absolute.groups()
