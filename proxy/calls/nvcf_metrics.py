@@ -51,7 +51,9 @@ def path_endpoint(target: bytes) -> str:
     return UNKNOWN_ENDPOINT
 
 
-class _Histogram:
+class Histogram:
+    """Buckets, sum and count of one series (fngate's own request latency too, metrics.py)."""
+
     __slots__ = ("bounds", "counts", "n", "total")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
@@ -86,9 +88,9 @@ class NvcfMetrics:
 
     def __init__(self) -> None:
         self.started: dict[tuple[str, str, str], int] = {}
-        self.latency: dict[tuple[str, str], _Histogram] = {}
+        self.latency: dict[tuple[str, str], Histogram] = {}
         self.errors: dict[tuple[int, str], int] = {(CLIENT_GONE, ""): 0}  # NVCF registers 499 at 0
-        self.http_latency: dict[tuple[str, str, int], _Histogram] = {}
+        self.http_latency: dict[tuple[str, str, int], Histogram] = {}
 
     def invocation(self, function_id: str, version_id: str, nca_id: str) -> None:
         """An authenticated invocation of a chosen version starts (before its rate limit)."""
@@ -98,7 +100,7 @@ class NvcfMetrics:
     def invocation_ended(self, function_id: str, version_id: str, seconds: float) -> None:
         hist = self.latency.get((function_id, version_id))
         if hist is None:
-            hist = self.latency[(function_id, version_id)] = _Histogram(LATENCY_BUCKETS)
+            hist = self.latency[(function_id, version_id)] = Histogram(LATENCY_BUCKETS)
         hist.observe(seconds)
 
     def app_error(self, status: int, function_id: str = "") -> None:
@@ -110,7 +112,7 @@ class NvcfMetrics:
         key = (method if method in _METHODS else "OTHER", endpoint, status)
         hist = self.http_latency.get(key)
         if hist is None:
-            hist = self.http_latency[key] = _Histogram(HTTP_BUCKETS)
+            hist = self.http_latency[key] = Histogram(HTTP_BUCKETS)
         hist.observe(seconds)
 
     def render(self) -> str:
