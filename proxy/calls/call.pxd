@@ -21,6 +21,9 @@ cdef class Shared:
 
 cdef class Engine(Shared):
     cdef public object config
+    cdef public double header_grace
+    cdef public double idle_timeout
+    cdef public double sse_keepalive
     cdef public object keys
     cdef public object observers
     cdef public object rate_limits

@@ -98,13 +98,17 @@ class Engine(Shared):
     """The HTTP side's Shared, plus configuration, the key check, rate limits and cached
     header bytes (gRPC uses the same key check, rate limits and deadlines)."""
 
-    __slots__ = ("config", "keys", "observers", "rate_limits", "route_headers")
+    __slots__ = ("config", "header_grace", "idle_timeout", "keys", "observers", "rate_limits", "route_headers", "sse_keepalive")
 
     pool: H1Pool
 
     def __init__(self, config: GatewayConfig, holder: SnapshotHolder, limiter: Limiter, pool: H1Pool, metrics: Metrics) -> None:
         super().__init__(holder, limiter, pool, metrics, Deadlines())
         self.config = config
+        # what every call reads of the (frozen) configuration, kept as C numbers
+        self.header_grace = config.header_grace
+        self.idle_timeout = config.idle_timeout
+        self.sse_keepalive = config.sse_queue_keepalive
         self.keys = KeyChecker()
         self.rate_limits = RateLimits(metrics.rate_limited)
         self.route_headers = RouteHeaders(config.region, config.asset_dir, config.output_dir)
@@ -118,12 +122,11 @@ class Engine(Shared):
         table = self.holder.table
         grant = self.keys.check(table, auth, fid, vid)
         route = resolve(table, fid, vid, grant)
-        cfg = self.config
-        poll = poll_seconds(poll_h, cfg.default_poll_seconds if default_poll is None else default_poll)
+        poll = poll_seconds(poll_h, self.config.default_poll_seconds if default_poll is None else default_poll)
         self.metrics.nvcf.invocation(route.function_id, route.version_id, grant.nca_id)
         if route.rate_limit:
             self.rate_limits.check(route, grant)
-        return route, grant, started + poll + cfg.header_grace
+        return route, grant, started + poll + self.header_grace
 
     def close(self) -> None:
         self.deadlines.close()
@@ -392,7 +395,7 @@ class Call(Routed):
         loop = self.loop
         self.due_at = due = loop.time() + max(self.deadline - self.started, 0)
         self.due_key = engine.deadlines.add(due, self)
-        interval = engine.config.sse_queue_keepalive
+        interval = engine.sse_keepalive
         if interval > 0 and wants_sse(ex):
             self.ka_timer = loop.call_later(interval, self._keepalive)
         self._take_slot()
@@ -406,13 +409,16 @@ class Call(Routed):
         ex = self.ex
         route, grant, lease = self.route, self.grant, self.lease
         assert route is not None and grant is not None and lease is not None  # a routed call with a slot
+        poll_left = round(self.deadline - self.engine.header_grace - monotonic())
+        if poll_left < 1:  # (not max(): a builtin call per request)
+            poll_left = 1
         return call_head(
             ex.method,
             self.target,
             ex.headers if self.obs is None else self.obs.sent(ex.headers, lease.endpoint),
             self.engine.route_headers.for_call(self.engine.holder.table, route, lease.endpoint, grant, self.host_routed, ex.http2),
             request_id=self.request_id,
-            poll_left=max(round(self.deadline - self.engine.config.header_grace - monotonic()), 1),
+            poll_left=poll_left,
             body=body_line,
             client_addr=ex.client_addr,
             authority=ex.authority,
@@ -506,7 +512,7 @@ class Call(Routed):
         if self.ka_timer is not None:
             self.ka_timer.cancel()
             self.ka_timer = None
-        idle_end = self.loop.time() + self.engine.config.idle_timeout
+        idle_end = self.loop.time() + self.engine.idle_timeout
         if idle_end < self.due_at:  # the idle timeout is the shorter one
             self._due(idle_end)
         lines, framed, sse = client_head_block(block)
@@ -586,7 +592,7 @@ class Call(Routed):
         if not self.streaming:
             self._fail(self._timeout_error())
             return
-        idle = self.engine.config.idle_timeout
+        idle = self.engine.idle_timeout
         if self.loop.time() - self.last < idle:
             self.due_at = self.last + idle
             self.due_key = self.engine.deadlines.add(self.due_at, self)
@@ -610,7 +616,7 @@ class Call(Routed):
         if not ex.backlogged():
             ex.send(COMMENT)
             ex.flush()
-        self.ka_timer = self.loop.call_later(self.engine.config.sse_queue_keepalive, self._keepalive)
+        self.ka_timer = self.loop.call_later(self.engine.sse_keepalive, self._keepalive)
 
     # -- endings -------------------------------------------------------------------------
     def client_gone(self) -> None:

@@ -172,6 +172,7 @@ class H1Server:
         "_headers",
         "_in_head",
         "_loop",
+        "_max_head",
         "_parsing",
         "_pending",
         "_read_paused",
@@ -204,6 +205,7 @@ class H1Server:
         self._url = b""
         self._headers: Headers = []
         self._head_bytes = 0
+        self._max_head = config.max_header_bytes  # (config is frozen: read per header field, kept as a C number)
         self._in_head = False  # a request head has begun and is not complete yet
         self._good_host = b""  # the last Host value found valid (a client repeats it)
         self._parsing: H1Exchange | None = None  # request whose body is being received
@@ -292,12 +294,12 @@ class H1Server:
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_bytes += len(url)
-        if self._head_bytes > self.config.max_header_bytes:
+        if self._head_bytes > self._max_head:
             raise HeadersTooLarge("request head too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > self.config.max_header_bytes:
+        if self._head_bytes > self._max_head:
             raise HeadersTooLarge("request head too large")
         self._headers.append((name.lower(), value))
 

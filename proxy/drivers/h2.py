@@ -68,6 +68,7 @@ _STREAM_CLOSED = ev.StreamClosed
 _TRAILERS_RECEIVED = ev.TrailersReceived
 _CONNECTION_CLOSED = ev.ConnectionClosed
 _CANCEL = ErrorCode.CANCEL
+_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}  # decoded once
 
 
 def _wake_future(fut: asyncio.Future[None]) -> None:
@@ -220,7 +221,7 @@ class H2Server:
         if size > self.config.max_header_bytes:
             self._refuse(sid, grpc, ended, HeadersTooLarge(f"Request headers exceed {self.config.max_header_bytes} bytes"))
             return
-        verb = method.decode("ascii", "replace")
+        verb = _METHODS.get(method) or method.decode("ascii", "replace")
         try:
             check_target(verb, target)
             if authority != self._good_authority:  # a client repeats its authority: checked once
