@@ -99,7 +99,8 @@ class H1Exchange(Exchange):
         self._start(status, lines, framed)
 
     def start_response_block(self, status: int, lines: bytes, framed: bool, request_id: bytes, nvcf_status: bytes) -> None:
-        self._start(status, lines + b"nvcf-reqid: %s\r\nnvcf-status: %s\r\n" % (request_id, nvcf_status), framed)
+        # joined, not %-formatted: bytes formatting costs more than the join
+        self._start(status, b"".join((lines, b"nvcf-reqid: ", request_id, b"\r\nnvcf-status: ", nvcf_status, b"\r\n")), framed)
 
     def _start(self, status: int, lines: bytes, framed: bool) -> None:
         self.response_started = True
@@ -115,7 +116,11 @@ class H1Exchange(Exchange):
                 self.keep_alive = False
         if not self.keep_alive:
             lines += b"connection: close\r\n"
-        self._head = status_line(status) + lines + b"\r\n"
+        try:
+            line = _STATUS_LINES[status]  # (a subscript: no function call per response)
+        except KeyError:
+            line = status_line(status)
+        self._head = line + lines + b"\r\n"
 
     def send(self, data: bytes) -> None:
         if data and not self.no_body:

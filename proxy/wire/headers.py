@@ -460,7 +460,8 @@ def client_head_block(block: bytes) -> tuple[bytes, bool, bool]:
     (lines, framed by content-length, is an event stream). Same rules as client_headers
     (hop-by-hop headers dropped and gateway-owned ones too; the caller adds nvcf-reqid
     and nvcf-status). Kept for recent heads."""
-    return _recent(_REWRITTEN, block, _rewrite_block)
+    hit = _REWRITTEN.get(block)  # (the common case without a call of _recent)
+    return hit if hit is not None else _recent(_REWRITTEN, block, _rewrite_block)
 
 
 def client_head_fields(lines: bytes) -> Headers:
