@@ -8,14 +8,17 @@
 # Methods a subclass overrides (RelayCall, proxy/calls/siblings.py) are cpdef, so the
 # override still wins; callbacks other modules call stay def.
 
+cimport cython
+
 from fngate.proxy.calls.deadlines cimport Deadlines
+from fngate.proxy.calls.metrics cimport Metrics
 
 
 cdef class Shared:
     cdef public Deadlines deadlines
     cdef public object holder
     cdef public object limiter
-    cdef public object metrics
+    cdef public Metrics metrics
     cdef public object pool
 
 
@@ -79,9 +82,15 @@ cdef class Call(Routed):
     cdef public bint ended
     cdef public bint ka_started
 
+    # the engine (and its metrics) taken into a typed local: its fields are C fields, the
+    # deadlines' and metrics' methods C calls
+    @cython.locals(engine=Engine)
+    cpdef run(self)
+    @cython.locals(engine=Engine)
     cpdef _request_head(self, body_line)
     cpdef _guard_body_rate(self)
     cpdef _due(self, when)
     cpdef _timeout_error(self)
     cpdef _app_error(self, status)
+    @cython.locals(engine=Engine, metrics=Metrics)
     cpdef _finish(self, status)

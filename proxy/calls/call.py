@@ -409,14 +409,15 @@ class Call(Routed):
         ex = self.ex
         route, grant, lease = self.route, self.grant, self.lease
         assert route is not None and grant is not None and lease is not None  # a routed call with a slot
-        poll_left = round(self.deadline - self.engine.header_grace - monotonic())
+        engine = self.engine
+        poll_left = round(self.deadline - engine.header_grace - monotonic())
         if poll_left < 1:  # (not max(): a builtin call per request)
             poll_left = 1
         return call_head(
             ex.method,
             self.target,
             ex.headers if self.obs is None else self.obs.sent(ex.headers, lease.endpoint),
-            self.engine.route_headers.for_call(self.engine.holder.table, route, lease.endpoint, grant, self.host_routed, ex.http2),
+            engine.route_headers.for_call(engine.holder.table, route, lease.endpoint, grant, self.host_routed, ex.http2),
             request_id=self.request_id,
             poll_left=poll_left,
             body=body_line,

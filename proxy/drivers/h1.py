@@ -169,13 +169,16 @@ class H1Server:
     extension type: h1.pxd; asyncio only calls its methods)."""
 
     __slots__ = (
+        "_body_timeout",
         "_current",
         "_deadline",
         "_feeding",
         "_good_host",
         "_head_bytes",
+        "_header_timeout",
         "_headers",
         "_in_head",
+        "_keepalive_timeout",
         "_loop",
         "_max_head",
         "_parsing",
@@ -210,7 +213,11 @@ class H1Server:
         self._url = b""
         self._headers: Headers = []
         self._head_bytes = 0
-        self._max_head = config.max_header_bytes  # (config is frozen: read per header field, kept as a C number)
+        # (config is frozen: what is read per request or per header field is kept as C numbers)
+        self._max_head = config.max_header_bytes
+        self._header_timeout = config.client_header_timeout
+        self._keepalive_timeout = config.keepalive_timeout
+        self._body_timeout = config.client_body_idle_timeout
         self._in_head = False  # a request head has begun and is not complete yet
         self._good_host = b""  # the last Host value found valid (a client repeats it)
         self._parsing: H1Exchange | None = None  # request whose body is being received
@@ -236,7 +243,7 @@ class H1Server:
             self.scheme = b"https"
         peer = transport.get_extra_info("peername")
         self.client_addr = peer[0] if peer else ""
-        self._arm(self.config.client_header_timeout)
+        self._arm(self._header_timeout)
 
     def data_received(self, data: bytes) -> None:
         # A request opened by this batch starts once the whole batch is parsed, so bytes
@@ -294,7 +301,7 @@ class H1Server:
         self._head_bytes = 0
         self._in_head = True
         if self._current is None:  # else exchange_done arms it, once the answer is out
-            self._arm(self.config.client_header_timeout)
+            self._arm(self._header_timeout)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -377,7 +384,7 @@ class H1Server:
             if ex.body.full:
                 self._pause_reading()
             if ex is self._current:
-                self._arm(self.config.client_body_idle_timeout)
+                self._arm(self._body_timeout)
 
     def on_message_complete(self) -> None:
         ex = self._parsing
@@ -396,7 +403,7 @@ class H1Server:
         if ex.request_done:
             self._disarm()
         else:
-            self._arm(self.config.client_body_idle_timeout)
+            self._arm(self._body_timeout)
         if not ex.whole_body or ex.request_done:  # else on_message_complete starts it
             self._hand_over(ex)
 
@@ -415,7 +422,7 @@ class H1Server:
             self._resume_reading()
             self._start(nxt)
         else:
-            self._arm(self.config.client_header_timeout if self._in_head else self.config.keepalive_timeout)
+            self._arm(self._header_timeout if self._in_head else self._keepalive_timeout)
             self._resume_reading()
 
     def body_consumed(self, n: int) -> None:
