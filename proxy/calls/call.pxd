@@ -12,6 +12,9 @@ cimport cython
 
 from fngate.proxy.calls.deadlines cimport Deadlines
 from fngate.proxy.calls.metrics cimport Metrics
+from fngate.proxy.instances.h1 cimport H1Upstream
+from fngate.proxy.instances.pool cimport H1Pool
+from fngate.proxy.routing.limiter cimport Lease
 
 
 cdef class Shared:
@@ -92,5 +95,6 @@ cdef class Call(Routed):
     cpdef _due(self, when)
     cpdef _timeout_error(self)
     cpdef _app_error(self, status)
-    @cython.locals(engine=Engine, metrics=Metrics)
+    # an HTTP call's connection is an H1Upstream from the engine's H1Pool, its slot a Lease
+    @cython.locals(engine=Engine, metrics=Metrics, conn=H1Upstream, pool=H1Pool, lease=Lease)
     cpdef _finish(self, status)

@@ -671,7 +671,8 @@ class Call(Routed):
             if self.ended:
                 if self.streamed and not ex.body.eof:  # answered before the whole body went: not reusable
                     conn.reusable_body = False
-                engine.pool.release(conn)
+                pool = engine.pool
+                pool.release(conn)
             else:
                 conn.abort()  # an unfinished exchange: the connection cannot be reused
         if self.streamed:

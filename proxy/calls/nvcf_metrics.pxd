@@ -13,6 +13,7 @@ cdef class Histogram:
     cdef public double total
     cdef public Py_ssize_t n
 
+    @cython.locals(i=Py_ssize_t, bound=double)
     cpdef observe(self, double value)
 
 

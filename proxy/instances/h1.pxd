@@ -25,3 +25,4 @@ cdef class H1Upstream:
     cpdef bint reusable(self)
     cpdef reset_for_pool(self)
     cpdef close(self)
+    cpdef abort(self)
