@@ -15,6 +15,7 @@ from fngate.proxy.calls.metrics cimport Metrics
 from fngate.proxy.instances.h1 cimport H1Upstream
 from fngate.proxy.instances.pool cimport H1Pool
 from fngate.proxy.routing.limiter cimport Lease
+from fngate.proxy.routing.lookup cimport KeyChecker
 
 
 cdef class Shared:
@@ -30,7 +31,7 @@ cdef class Engine(Shared):
     cdef public double header_grace
     cdef public double idle_timeout
     cdef public double sse_keepalive
-    cdef public object keys
+    cdef public KeyChecker keys
     cdef public object observers
     cdef public object rate_limits
     cdef public object route_headers

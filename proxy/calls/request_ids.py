@@ -32,8 +32,9 @@ _VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
 _BATCH = 128  # ids drawn and formatted at once
 _ID_LEN = 36
 
-_ids = b""  # _BATCH ids in their text form, back to back, handed out from _at on
-_at = 0
+# ids drawn and not handed out yet; the list is changed in place, never rebound (a module
+# global assigned per request would cost every global lookup of the module its cache)
+_ready: list[bytes] = []
 
 
 def _draw(bits: Callable[[int], int], n: int) -> bytes:
@@ -59,25 +60,20 @@ def new_request_id(_bits: Callable[[int], int] | None = None) -> bytes:
     """A random (version 4) UUID; `random` rather than os.urandom: no syscall per request,
     and the id is not a secret (pexec results are still bound to the caller's key).
     This runs for every request, so ids are drawn and formatted in batches of _BATCH
-    and each request takes one slice (formatting one id cost ~7,000 instructions).
+    and each request takes one (formatting one id cost ~7,000 instructions).
     `_bits`: where the bits come from (a test's), for one id made at once."""
-    global _ids, _at
     if _bits is not None:
         return _draw(_bits, 1)
-    at = _at
-    if at >= len(_ids):
-        _ids = _draw(random.getrandbits, _BATCH)
-        at = 0
-    _at = at + _ID_LEN
-    return _ids[at : at + _ID_LEN]
+    if not _ready:
+        text = _draw(random.getrandbits, _BATCH)
+        _ready.extend([text[at : at + _ID_LEN] for at in range(0, len(text), _ID_LEN)])
+    return _ready.pop()
 
 
 def _forget_batch() -> None:
     """A forked child draws its own ids (random reseeds there too): a batch drawn before
     the fork would be handed out by parent and child alike."""
-    global _ids, _at
-    _ids = b""
-    _at = 0
+    _ready.clear()
 
 
 if hasattr(os, "register_at_fork"):
