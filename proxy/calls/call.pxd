@@ -31,6 +31,7 @@ cdef class Engine(Shared):
     cdef public double header_grace
     cdef public double idle_timeout
     cdef public double sse_keepalive
+    cdef public object poll_default
     cdef public KeyChecker keys
     cdef public object observers
     cdef public object rate_limits

@@ -73,6 +73,8 @@ _TIMEOUT_DETAIL = "the instance sent no response headers within the poll window"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # framed with content-length: 0 even when empty
 _CHUNKED = b"transfer-encoding: chunked\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
+# nvcf-status by response status, from the one rule (errors.status_for_nvcf, an interpreted call otherwise)
+_NVCF_STATUS = tuple(status_for_nvcf(s) for s in range(600))
 
 
 class Shared:
@@ -98,7 +100,17 @@ class Engine(Shared):
     """The HTTP side's Shared, plus configuration, the key check, rate limits and cached
     header bytes (gRPC uses the same key check, rate limits and deadlines)."""
 
-    __slots__ = ("config", "header_grace", "idle_timeout", "keys", "observers", "rate_limits", "route_headers", "sse_keepalive")
+    __slots__ = (
+        "config",
+        "header_grace",
+        "idle_timeout",
+        "keys",
+        "observers",
+        "poll_default",
+        "rate_limits",
+        "route_headers",
+        "sse_keepalive",
+    )
 
     pool: H1Pool
 
@@ -109,6 +121,7 @@ class Engine(Shared):
         self.header_grace = config.header_grace
         self.idle_timeout = config.idle_timeout
         self.sse_keepalive = config.sse_queue_keepalive
+        self.poll_default = poll_seconds(None, config.default_poll_seconds)  # the poll window without NVCF-POLL-SECONDS
         self.keys = KeyChecker()
         self.rate_limits = RateLimits(metrics.rate_limited)
         self.route_headers = RouteHeaders(config.region, config.asset_dir, config.output_dir)
@@ -122,7 +135,10 @@ class Engine(Shared):
         table = self.holder.table
         grant = self.keys.check(table, auth, fid, vid)
         route = resolve(table, fid, vid, grant)
-        poll = poll_seconds(poll_h, self.config.default_poll_seconds if default_poll is None else default_poll)
+        if poll_h is None and default_poll is None:
+            poll = self.poll_default  # (the common case, without a call)
+        else:
+            poll = poll_seconds(poll_h, self.config.default_poll_seconds if default_poll is None else default_poll)
         self.metrics.nvcf.invocation(route.function_id, route.version_id, grant.nca_id)
         if route.rate_limit:
             self.rate_limits.check(route, grant)
@@ -525,7 +541,8 @@ class Call(Routed):
                 ex.end()
                 return
         else:
-            self.ex.start_response_block(status, lines, framed, self.request_id, status_for_nvcf(status))
+            nvcf_status = _NVCF_STATUS[status] if 0 <= status < 600 else status_for_nvcf(status)
+            self.ex.start_response_block(status, lines, framed, self.request_id, nvcf_status)
         if sse:
             self.sse = True
             if self.tracked:
