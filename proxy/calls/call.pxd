@@ -8,20 +8,31 @@
 # Methods a subclass overrides (RelayCall, proxy/calls/siblings.py) are cpdef, so the
 # override still wins; callbacks other modules call stay def.
 
+cimport cython
+
 from fngate.proxy.calls.deadlines cimport Deadlines
+from fngate.proxy.calls.metrics cimport Metrics
+from fngate.proxy.instances.h1 cimport H1Upstream
+from fngate.proxy.instances.pool cimport H1Pool
+from fngate.proxy.routing.limiter cimport Lease
+from fngate.proxy.routing.lookup cimport KeyChecker
 
 
 cdef class Shared:
     cdef public Deadlines deadlines
     cdef public object holder
     cdef public object limiter
-    cdef public object metrics
+    cdef public Metrics metrics
     cdef public object pool
 
 
 cdef class Engine(Shared):
     cdef public object config
-    cdef public object keys
+    cdef public double header_grace
+    cdef public double idle_timeout
+    cdef public double sse_keepalive
+    cdef public object poll_default
+    cdef public KeyChecker keys
     cdef public object observers
     cdef public object rate_limits
     cdef public object route_headers
@@ -76,9 +87,16 @@ cdef class Call(Routed):
     cdef public bint ended
     cdef public bint ka_started
 
+    # the engine (and its metrics) taken into a typed local: its fields are C fields, the
+    # deadlines' and metrics' methods C calls
+    @cython.locals(engine=Engine)
+    cpdef run(self)
+    @cython.locals(engine=Engine)
     cpdef _request_head(self, body_line)
     cpdef _guard_body_rate(self)
     cpdef _due(self, when)
     cpdef _timeout_error(self)
     cpdef _app_error(self, status)
+    # an HTTP call's connection is an H1Upstream from the engine's H1Pool, its slot a Lease
+    @cython.locals(engine=Engine, metrics=Metrics, conn=H1Upstream, pool=H1Pool, lease=Lease)
     cpdef _finish(self, status)

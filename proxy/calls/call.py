@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from asyncio import get_running_loop
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fngate.proxy.calls.body_rate import BodyRateGuard
@@ -72,6 +73,8 @@ _TIMEOUT_DETAIL = "the instance sent no response headers within the poll window"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # framed with content-length: 0 even when empty
 _CHUNKED = b"transfer-encoding: chunked\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
+# nvcf-status by response status, from the one rule (errors.status_for_nvcf, an interpreted call otherwise)
+_NVCF_STATUS = tuple(status_for_nvcf(s) for s in range(600))
 
 
 class Shared:
@@ -97,13 +100,28 @@ class Engine(Shared):
     """The HTTP side's Shared, plus configuration, the key check, rate limits and cached
     header bytes (gRPC uses the same key check, rate limits and deadlines)."""
 
-    __slots__ = ("config", "keys", "observers", "rate_limits", "route_headers")
+    __slots__ = (
+        "config",
+        "header_grace",
+        "idle_timeout",
+        "keys",
+        "observers",
+        "poll_default",
+        "rate_limits",
+        "route_headers",
+        "sse_keepalive",
+    )
 
     pool: H1Pool
 
     def __init__(self, config: GatewayConfig, holder: SnapshotHolder, limiter: Limiter, pool: H1Pool, metrics: Metrics) -> None:
         super().__init__(holder, limiter, pool, metrics, Deadlines())
         self.config = config
+        # what every call reads of the (frozen) configuration, kept as C numbers
+        self.header_grace = config.header_grace
+        self.idle_timeout = config.idle_timeout
+        self.sse_keepalive = config.sse_queue_keepalive
+        self.poll_default = poll_seconds(None, config.default_poll_seconds)  # the poll window without NVCF-POLL-SECONDS
         self.keys = KeyChecker()
         self.rate_limits = RateLimits(metrics.rate_limited)
         self.route_headers = RouteHeaders(config.region, config.asset_dir, config.output_dir)
@@ -117,12 +135,14 @@ class Engine(Shared):
         table = self.holder.table
         grant = self.keys.check(table, auth, fid, vid)
         route = resolve(table, fid, vid, grant)
-        cfg = self.config
-        poll = poll_seconds(poll_h, cfg.default_poll_seconds if default_poll is None else default_poll)
+        if poll_h is None and default_poll is None:
+            poll = self.poll_default  # (the common case, without a call)
+        else:
+            poll = poll_seconds(poll_h, self.config.default_poll_seconds if default_poll is None else default_poll)
         self.metrics.nvcf.invocation(route.function_id, route.version_id, grant.nca_id)
         if route.rate_limit:
             self.rate_limits.check(route, grant)
-        return route, grant, started + poll + cfg.header_grace
+        return route, grant, started + poll + self.header_grace
 
     def close(self) -> None:
         self.deadlines.close()
@@ -188,7 +208,7 @@ class Routed:
         self.request_id = request_id
         self.deadline = deadline  # time.monotonic() by which a slot must be granted (None: no limit)
         self.owner = owner  # whose per-connection slot count the call joins (request_ids.slot_owner)
-        self.loop = asyncio.get_running_loop()
+        self.loop = get_running_loop()
         self.lease: Lease | None = None
         self.task: asyncio.Task[None] | None = None  # only while waiting for a slot or a connection
         self.exclude: str | None = None  # the instance a retry avoids
@@ -348,7 +368,7 @@ class Call(Routed):
         self.request_id = request_id
         self.deadline = deadline  # time.monotonic() by which the response head must be in (and a slot granted)
         self.owner = slot_owner(ex)
-        self.loop = asyncio.get_running_loop()
+        self.loop = get_running_loop()  # (module names bound at import: no module attribute lookup per request)
         self.lease = None
         self.task = None
         self.exclude = None
@@ -391,7 +411,7 @@ class Call(Routed):
         loop = self.loop
         self.due_at = due = loop.time() + max(self.deadline - self.started, 0)
         self.due_key = engine.deadlines.add(due, self)
-        interval = engine.config.sse_queue_keepalive
+        interval = engine.sse_keepalive
         if interval > 0 and wants_sse(ex):
             self.ka_timer = loop.call_later(interval, self._keepalive)
         self._take_slot()
@@ -405,13 +425,17 @@ class Call(Routed):
         ex = self.ex
         route, grant, lease = self.route, self.grant, self.lease
         assert route is not None and grant is not None and lease is not None  # a routed call with a slot
+        engine = self.engine
+        poll_left = round(self.deadline - engine.header_grace - monotonic())
+        if poll_left < 1:  # (not max(): a builtin call per request)
+            poll_left = 1
         return call_head(
             ex.method,
             self.target,
             ex.headers if self.obs is None else self.obs.sent(ex.headers, lease.endpoint),
-            self.engine.route_headers.for_call(self.engine.holder.table, route, lease.endpoint, grant, self.host_routed, ex.http2),
+            engine.route_headers.for_call(engine.holder.table, route, lease.endpoint, grant, self.host_routed, ex.http2),
             request_id=self.request_id,
-            poll_left=max(round(self.deadline - self.engine.config.header_grace - time.monotonic()), 1),
+            poll_left=poll_left,
             body=body_line,
             client_addr=ex.client_addr,
             authority=ex.authority,
@@ -505,7 +529,7 @@ class Call(Routed):
         if self.ka_timer is not None:
             self.ka_timer.cancel()
             self.ka_timer = None
-        idle_end = self.loop.time() + self.engine.config.idle_timeout
+        idle_end = self.loop.time() + self.engine.idle_timeout
         if idle_end < self.due_at:  # the idle timeout is the shorter one
             self._due(idle_end)
         lines, framed, sse = client_head_block(block)
@@ -517,7 +541,8 @@ class Call(Routed):
                 ex.end()
                 return
         else:
-            self.ex.start_response_block(status, lines, framed, self.request_id, status_for_nvcf(status))
+            nvcf_status = _NVCF_STATUS[status] if 0 <= status < 600 else status_for_nvcf(status)
+            self.ex.start_response_block(status, lines, framed, self.request_id, nvcf_status)
         if sse:
             self.sse = True
             if self.tracked:
@@ -585,7 +610,7 @@ class Call(Routed):
         if not self.streaming:
             self._fail(self._timeout_error())
             return
-        idle = self.engine.config.idle_timeout
+        idle = self.engine.idle_timeout
         if self.loop.time() - self.last < idle:
             self.due_at = self.last + idle
             self.due_key = self.engine.deadlines.add(self.due_at, self)
@@ -609,7 +634,7 @@ class Call(Routed):
         if not ex.backlogged():
             ex.send(COMMENT)
             ex.flush()
-        self.ka_timer = self.loop.call_later(self.engine.config.sse_queue_keepalive, self._keepalive)
+        self.ka_timer = self.loop.call_later(self.engine.sse_keepalive, self._keepalive)
 
     # -- endings -------------------------------------------------------------------------
     def client_gone(self) -> None:
@@ -663,7 +688,8 @@ class Call(Routed):
             if self.ended:
                 if self.streamed and not ex.body.eof:  # answered before the whole body went: not reusable
                     conn.reusable_body = False
-                engine.pool.release(conn)
+                pool = engine.pool
+                pool.release(conn)
             else:
                 conn.abort()  # an unfinished exchange: the connection cannot be reused
         if self.streamed:
@@ -680,7 +706,7 @@ class Call(Routed):
             if not metrics.in_flight and metrics.on_drained is not None:
                 metrics.on_drained()  # the last one: a graceful stop waits for this
             route = self.route
-            seconds = time.monotonic() - self.started
+            seconds = monotonic() - self.started
             metrics.observe(route.function_id if route is not None else UNKNOWN_FUNCTION, status, seconds, ex.method, self.endpoint)
             if route is not None:
                 metrics.nvcf.invocation_ended(route.function_id, route.version_id, seconds)

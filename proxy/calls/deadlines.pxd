@@ -3,6 +3,9 @@
 # removes its deadline with C calls. Every __slots__ name is declared here
 # (tests/proxy/test_compiled_declarations.py).
 
+cimport cython
+
+
 cdef class Deadlines:
     cdef public object loop
     cdef public double tick
@@ -10,7 +13,9 @@ cdef class Deadlines:
     cdef public Py_ssize_t _done
     cdef public object _timer
 
+    @cython.locals(bucket=set)
     cpdef Py_ssize_t add(self, double when, object item) except? -1
+    @cython.locals(bucket=set)
     cpdef remove(self, Py_ssize_t key, object item)
     cpdef _fire(self)
     cpdef close(self)

@@ -15,6 +15,7 @@ The client drivers receive this object through their constructor; it imports non
 from __future__ import annotations
 
 import time
+from time import monotonic
 from typing import TYPE_CHECKING
 
 from fngate.proxy.calls.call import Call, Engine, answer_error
@@ -48,10 +49,11 @@ class Invocations:
 
     def start(self, ex: Exchange) -> None:
         authority = ex.authority
-        if self.llm is not None and authority[:1] in b"lL" and authority[:4].lower() == b"llm.":  # (one-byte slices are cached)
+        # (one-byte slices are cached; `authority[:1] in b"lL"` would raise and clear a TypeError)
+        if self.llm is not None and (authority[:1] == b"l" or authority[:1] == b"L") and authority[:4].lower() == b"llm.":
             self.llm.start(ex)
             return
-        started = time.monotonic()
+        started = monotonic()  # (bound at import: no module attribute lookup per request)
         request_id = new_request_id()
         engine = self.engine
         fid_h = vid_h = auth = poll_h = None

@@ -3,10 +3,9 @@ by the admin listener. Never a network call from the request path."""
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable
 
-from fngate.proxy.calls.nvcf_metrics import UNKNOWN_ENDPOINT, NvcfMetrics
+from fngate.proxy.calls.nvcf_metrics import UNKNOWN_ENDPOINT, Histogram, NvcfMetrics
 
 # The function label of a request not routed to a function its key may invoke (no key,
 # a bad key, an unknown function, pexec polls, the gateway's own health): label values
@@ -28,8 +27,6 @@ class Metrics:
         "extra",
         "in_flight",
         "latency",
-        "latency_count",
-        "latency_sum",
         "limited",
         "nvcf",
         "on_drained",
@@ -41,9 +38,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, int], int] = {}  # (function id, status) -> count
-        self.latency: dict[str, list[int]] = {}  # function id -> bucket counts
-        self.latency_sum: dict[str, float] = {}
-        self.latency_count: dict[str, int] = {}
+        self.latency: dict[str, Histogram] = {}  # function id -> its durations (one entry: one lookup per request)
         self.in_flight = 0
         # called when in_flight falls to 0 (a graceful stop waits on it, proxy/server.py); whoever
         # lowers in_flight calls it, inline on the hot path: `if not in_flight and on_drained`
@@ -62,18 +57,14 @@ class Metrics:
         self.nvcf.http_request(method, endpoint, status, seconds)
         key = (function_id, status)
         self.requests[key] = self.requests.get(key, 0) + 1
-        buckets = self.latency.get(function_id)
-        if buckets is None:
+        hist = self.latency.get(function_id)
+        if hist is None:
             if len(self.latency) >= MAX_LATENCY_FUNCTIONS:
                 function_id = OTHER_FUNCTIONS
-                buckets = self.latency.get(function_id)
-            if buckets is None:
-                buckets = self.latency[function_id] = [0] * (len(BUCKETS) + 1)
-                self.latency_sum[function_id] = 0.0
-                self.latency_count[function_id] = 0
-        buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
-        self.latency_sum[function_id] += seconds
-        self.latency_count[function_id] += 1
+                hist = self.latency.get(function_id)
+            if hist is None:
+                hist = self.latency[function_id] = Histogram(BUCKETS)
+        hist.observe(seconds)
 
     def rate_limited(self, function_id: str) -> None:
         """A request refused by its function's rate limit (after its key check)."""
@@ -99,15 +90,14 @@ class Metrics:
             "# HELP fngate_request_duration_seconds Time from request head to response end, by function.",
             "# TYPE fngate_request_duration_seconds histogram",
         ]
-        for fid, buckets in sorted(self.latency.items()):
+        for fid, hist in sorted(self.latency.items()):
             acc = 0
-            for le, n in zip(BUCKETS, buckets, strict=False):
+            for le, n in zip(BUCKETS, hist.counts, strict=False):
                 acc += n
                 out.append(f'fngate_request_duration_seconds_bucket{{function_id="{fid}",le="{le}"}} {acc}')
-            count = self.latency_count[fid]
-            out.append(f'fngate_request_duration_seconds_bucket{{function_id="{fid}",le="+Inf"}} {count}')
-            out.append(f'fngate_request_duration_seconds_sum{{function_id="{fid}"}} {self.latency_sum[fid]:.6f}')
-            out.append(f'fngate_request_duration_seconds_count{{function_id="{fid}"}} {count}')
+            out.append(f'fngate_request_duration_seconds_bucket{{function_id="{fid}",le="+Inf"}} {hist.n}')
+            out.append(f'fngate_request_duration_seconds_sum{{function_id="{fid}"}} {hist.total:.6f}')
+            out.append(f'fngate_request_duration_seconds_count{{function_id="{fid}"}} {hist.n}')
         out += [
             "# HELP fngate_in_flight_requests Invocations being served right now.",
             "# TYPE fngate_in_flight_requests gauge",

@@ -15,6 +15,10 @@ cdef class H1Server:
     cdef public bytes _url
     cdef public list _headers
     cdef public Py_ssize_t _head_bytes
+    cdef public Py_ssize_t _max_head
+    cdef public double _header_timeout
+    cdef public double _keepalive_timeout
+    cdef public double _body_timeout
     cdef public bint _in_head
     cdef public bytes _good_host
     cdef public object _parsing

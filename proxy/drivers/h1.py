@@ -99,7 +99,8 @@ class H1Exchange(Exchange):
         self._start(status, lines, framed)
 
     def start_response_block(self, status: int, lines: bytes, framed: bool, request_id: bytes, nvcf_status: bytes) -> None:
-        self._start(status, lines + b"nvcf-reqid: %s\r\nnvcf-status: %s\r\n" % (request_id, nvcf_status), framed)
+        # joined, not %-formatted: bytes formatting costs more than the join
+        self._start(status, b"".join((lines, b"nvcf-reqid: ", request_id, b"\r\nnvcf-status: ", nvcf_status, b"\r\n")), framed)
 
     def _start(self, status: int, lines: bytes, framed: bool) -> None:
         self.response_started = True
@@ -115,7 +116,11 @@ class H1Exchange(Exchange):
                 self.keep_alive = False
         if not self.keep_alive:
             lines += b"connection: close\r\n"
-        self._head = status_line(status) + lines + b"\r\n"
+        try:
+            line = _STATUS_LINES[status]  # (a subscript: no function call per response)
+        except KeyError:
+            line = status_line(status)
+        self._head = line + lines + b"\r\n"
 
     def send(self, data: bytes) -> None:
         if data and not self.no_body:
@@ -164,14 +169,18 @@ class H1Server:
     extension type: h1.pxd; asyncio only calls its methods)."""
 
     __slots__ = (
+        "_body_timeout",
         "_current",
         "_deadline",
         "_feeding",
         "_good_host",
         "_head_bytes",
+        "_header_timeout",
         "_headers",
         "_in_head",
+        "_keepalive_timeout",
         "_loop",
+        "_max_head",
         "_parsing",
         "_pending",
         "_read_paused",
@@ -204,6 +213,11 @@ class H1Server:
         self._url = b""
         self._headers: Headers = []
         self._head_bytes = 0
+        # (config is frozen: what is read per request or per header field is kept as C numbers)
+        self._max_head = config.max_header_bytes
+        self._header_timeout = config.client_header_timeout
+        self._keepalive_timeout = config.keepalive_timeout
+        self._body_timeout = config.client_body_idle_timeout
         self._in_head = False  # a request head has begun and is not complete yet
         self._good_host = b""  # the last Host value found valid (a client repeats it)
         self._parsing: H1Exchange | None = None  # request whose body is being received
@@ -229,7 +243,7 @@ class H1Server:
             self.scheme = b"https"
         peer = transport.get_extra_info("peername")
         self.client_addr = peer[0] if peer else ""
-        self._arm(self.config.client_header_timeout)
+        self._arm(self._header_timeout)
 
     def data_received(self, data: bytes) -> None:
         # A request opened by this batch starts once the whole batch is parsed, so bytes
@@ -287,17 +301,17 @@ class H1Server:
         self._head_bytes = 0
         self._in_head = True
         if self._current is None:  # else exchange_done arms it, once the answer is out
-            self._arm(self.config.client_header_timeout)
+            self._arm(self._header_timeout)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_bytes += len(url)
-        if self._head_bytes > self.config.max_header_bytes:
+        if self._head_bytes > self._max_head:
             raise HeadersTooLarge("request head too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > self.config.max_header_bytes:
+        if self._head_bytes > self._max_head:
             raise HeadersTooLarge("request head too large")
         self._headers.append((name.lower(), value))
 
@@ -307,7 +321,7 @@ class H1Server:
         headers = self._headers
         authority = length = coding = b""
         cl = te = hosts = 0
-        expect = False
+        expect = connection = False
         for n, v in headers:
             if n == b"host":
                 authority = v
@@ -320,11 +334,18 @@ class H1Server:
                 coding = v
             elif n == b"expect" and v.lower() == b"100-continue":
                 expect = True
+            elif n == b"connection" or n == b"proxy-connection":
+                connection = True
         if (cl and te) or cl > 1 or te > 1:
             raise BadRequest("conflicting Content-Length / Transfer-Encoding")
         if te and coding.strip().lower() != b"chunked":  # the gateway re-frames the body: it cannot pass other codings on
             raise BadRequest("a request transfer coding other than chunked is not supported")
-        self.http11 = http11 = p.get_http_version() == "1.1"
+        keep_alive = p.should_keep_alive()
+        # Without a Connection (or Proxy-Connection) field llhttp keeps a request alive
+        # exactly when it is HTTP/1.1 (of the versions it takes: 0.9, 1.0, 1.1, 2.0), which
+        # spares get_http_version's str.format (~2,500 instructions a request);
+        # tests/proxy/test_h1_version.py holds the installed httptools to that
+        self.http11 = http11 = keep_alive if not connection else p.get_http_version() == "1.1"
         if hosts != 1:  # RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one in 1.0
             if hosts or http11:
                 raise BadRequest("an HTTP/1.1 request needs exactly one Host field")
@@ -336,7 +357,7 @@ class H1Server:
         raw_method = p.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         target = self._url
-        if target[:1] != b"/" or b"#" in target:
+        if target[:1] != b"/" or target.find(b"#") >= 0:  # (`b"#" in target` would raise and clear a TypeError)
             absolute = _ABSOLUTE_FORM(target)
             if absolute is not None:
                 authority, target = absolute.groups()
@@ -351,7 +372,7 @@ class H1Server:
             target,
             headers,
             authority,
-            p.should_keep_alive(),
+            keep_alive,
             expect,
             whole,
             RequestBody(self.config.max_body_buffer, self.body_consumed) if cl or te else ENDED_EMPTY,
@@ -370,7 +391,7 @@ class H1Server:
             if ex.body.full:
                 self._pause_reading()
             if ex is self._current:
-                self._arm(self.config.client_body_idle_timeout)
+                self._arm(self._body_timeout)
 
     def on_message_complete(self) -> None:
         ex = self._parsing
@@ -389,7 +410,7 @@ class H1Server:
         if ex.request_done:
             self._disarm()
         else:
-            self._arm(self.config.client_body_idle_timeout)
+            self._arm(self._body_timeout)
         if not ex.whole_body or ex.request_done:  # else on_message_complete starts it
             self._hand_over(ex)
 
@@ -408,7 +429,7 @@ class H1Server:
             self._resume_reading()
             self._start(nxt)
         else:
-            self._arm(self.config.client_header_timeout if self._in_head else self.config.keepalive_timeout)
+            self._arm(self._header_timeout if self._in_head else self._keepalive_timeout)
             self._resume_reading()
 
     def body_consumed(self, n: int) -> None:

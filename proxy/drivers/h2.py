@@ -61,13 +61,25 @@ _WINDOW = 1 << 20  # per-stream receive window we advertise
 
 Header = tuple[bytes, bytes] | ngh2.NeverIndexedHeader
 
+# the event types _dispatch tells apart, bound here: a module attribute lookup per event otherwise
+_REQUEST_RECEIVED = ev.RequestReceived
+_DATA_RECEIVED = ev.DataReceived
+_STREAM_CLOSED = ev.StreamClosed
+_TRAILERS_RECEIVED = ev.TrailersReceived
+_CONNECTION_CLOSED = ev.ConnectionClosed
+_CANCEL = ErrorCode.CANCEL
+_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}  # decoded once
+
 
 def _wake_future(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
 
 
-class H2Server(asyncio.Protocol):
+class H2Server:
+    """An asyncio protocol (not derived from asyncio.Protocol, so that compiled it is an
+    extension type: h2.pxd; asyncio only calls its methods)."""
+
     __slots__ = (
         "__weakref__",  # tests check a closed connection is freed
         "_flush_pending",
@@ -154,6 +166,11 @@ class H2Server(asyncio.Protocol):
                     self.handler.start(ex)
         self._flush()
 
+    def eof_received(self) -> bool | None:
+        """The client half-closed: None lets the transport close, as asyncio.Protocol's
+        default did (an asyncio protocol by its methods: this one must be spelled out)."""
+        return None
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._starts = []
@@ -181,15 +198,15 @@ class H2Server(asyncio.Protocol):
     def _dispatch(self, events: Sequence[ev.Event]) -> None:
         for e in events:
             t = type(e)
-            if t is ev.RequestReceived:
+            if t is _REQUEST_RECEIVED:
                 self._on_request(e)  # type: ignore[arg-type]
-            elif t is ev.DataReceived:
+            elif t is _DATA_RECEIVED:
                 self._on_data(e)  # type: ignore[arg-type]
-            elif t is ev.StreamClosed:
+            elif t is _STREAM_CLOSED:
                 self._on_closed(e.stream_id, e.error_code)  # type: ignore[attr-defined]
-            elif t is ev.TrailersReceived:
+            elif t is _TRAILERS_RECEIVED:
                 self._on_trailers(e)  # type: ignore[arg-type]
-            elif t is ev.ConnectionClosed:
+            elif t is _CONNECTION_CLOSED:
                 self._starts = []  # GOAWAY is out: nothing the batch opened is started
                 self.close()
 
@@ -204,7 +221,7 @@ class H2Server(asyncio.Protocol):
         if size > self.config.max_header_bytes:
             self._refuse(sid, grpc, ended, HeadersTooLarge(f"Request headers exceed {self.config.max_header_bytes} bytes"))
             return
-        verb = method.decode("ascii", "replace")
+        verb = _METHODS.get(method) or method.decode("ascii", "replace")
         try:
             check_target(verb, target)
             if authority != self._good_authority:  # a client repeats its authority: checked once
@@ -280,7 +297,7 @@ class H2Server(asyncio.Protocol):
         s = self.streams.pop(sid, None)
         self.out.wake(sid)
         if s is not None:
-            self._gone(s, code or ErrorCode.CANCEL)
+            self._gone(s, code or _CANCEL)
             self._stream_done()
 
     def _gone(self, s: Any, code: int) -> None:

@@ -55,21 +55,25 @@ class H2Exchange(Exchange):
     def __init__(
         self, conn: StreamHost, sid: int, method: str, target: bytes, headers: Headers, authority: bytes, ended: bool = False
     ) -> None:
-        super().__init__(
-            method,
-            target,
-            headers,
-            authority,
-            conn.client_addr,
-            True,
-            ENDED_EMPTY if ended else RequestBody(conn.config.max_body_buffer, lambda n: conn.ack(sid, n)),
-        )
+        # Exchange's fields, set here rather than through super().__init__: once per request
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.authority = authority
+        self.client_addr = conn.client_addr
+        self.http2 = True
+        self.body = ENDED_EMPTY if ended else RequestBody(conn.config.max_body_buffer, lambda n: conn.ack(sid, n))
+        self.on_disconnect = None
+        self.response_started = False
+        self.finished = False
+        self.extra_headers = None
+        self.expect_continue = False
+        self.scheme = conn.scheme
         self.conn = conn
         self.sid = sid
         self._head: list[Header] | None = None
         self._out: list[bytes] = []
         self.no_body = method == "HEAD"
-        self.scheme = conn.scheme
 
     def start_response(self, status: int, headers: Headers) -> None:
         out: list[Header] = [(b":status", STATUS_VALUES.get(status) or b"%d" % status)]

@@ -70,10 +70,12 @@ class ClientConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        driver: asyncio.Protocol = (
+        # either is a protocol by its methods (drivers/h1.py, drivers/h2.py)
+        driver = cast(
+            asyncio.Protocol,
             H2Server(self.config, self.handler, self.connections, self.grpc)
             if h2
-            else cast(asyncio.Protocol, H1Server(self.config, self.handler, self.connections))  # a protocol by its methods (drivers/h1.py)
+            else H1Server(self.config, self.handler, self.connections),
         )
         transport = self.transport
         assert transport is not None  # connection_made ran

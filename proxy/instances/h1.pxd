@@ -22,4 +22,7 @@ cdef class H1Upstream:
 
     cpdef _lost(self, msg)
     cpdef bint _framed(self)
+    cpdef bint reusable(self)
+    cpdef reset_for_pool(self)
     cpdef close(self)
+    cpdef abort(self)

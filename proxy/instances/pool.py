@@ -6,8 +6,8 @@ connection is taken, and swept by one `call_later` timer."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
+from time import monotonic  # (bound at import: no module attribute lookup per request)
 from typing import cast
 
 from fngate.proxy.instances.h1 import H1Upstream
@@ -37,7 +37,7 @@ class H1Pool:
         """The newest live idle connection to host:port, or None (no I/O)."""
         stack = self.idle.get((host, port))
         if stack:
-            expiry = time.monotonic() - self.keepalive
+            expiry = monotonic() - self.keepalive
             while stack:
                 conn = stack.pop()
                 if not conn.closed and conn.idle_since > expiry:
@@ -68,14 +68,14 @@ class H1Pool:
             conn.close()
             return
         conn.reset_for_pool()
-        conn.idle_since = time.monotonic()
+        conn.idle_since = monotonic()
         stack.append(conn)
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().call_later(self.keepalive, self._sweep)
 
     def _sweep(self) -> None:
         self._sweeper = None
-        expiry = time.monotonic() - self.keepalive
+        expiry = monotonic() - self.keepalive
         for key, stack in list(self.idle.items()):
             keep = [c for c in stack if not c.closed and c.idle_since > expiry]
             for c in stack:

@@ -29,6 +29,8 @@ import random
 import time
 from collections import deque
 from itertools import islice
+from time import monotonic  # (per request: no module attribute lookup)
+from time import time as wall_clock
 
 from fngate.proxy.errors import PollTimeout, QueueFull
 from fngate.proxy.routing.snapshot import Endpoint, RoutingTable, SnapshotHolder, VersionLoad, VersionRoute
@@ -45,7 +47,7 @@ class Lease:
         self.endpoint = endpoint
         self.state = state
         self.limiter = limiter
-        self.started = time.monotonic()
+        self.started = monotonic()
         self.released = False
         self.share: ConnectionShare | None = None  # the client connection's count it is part of
 
@@ -135,7 +137,7 @@ class Limiter:
         self.in_flight[endpoint.id] = self.in_flight.get(endpoint.id, 0) + 1
         st.in_flight += 1
         st.requests += 1
-        st.last_request_at = time.time()
+        st.last_request_at = wall_clock()
         return Lease(endpoint, st, self)
 
     def try_acquire(self, route: VersionRoute, exclude: str | None = None, owner: object = None) -> Lease | None:
@@ -301,7 +303,7 @@ class Limiter:
             self.in_flight.pop(eid, None)
         st = lease.state
         st.in_flight -= 1
-        st.busy_seconds += time.monotonic() - lease.started
+        st.busy_seconds += monotonic() - lease.started
         if lease.share is not None:
             self._leave(lease.share)
         if st.queue:

@@ -35,12 +35,25 @@ def target_from_host(host: str) -> tuple[str, str | None] | None:
     return None
 
 
+# function-id header values of recent requests without a version header -> (fid, None): a
+# client sends the same on every request. Bounded (the values are the client's), emptied when full.
+_TARGETS: dict[bytes, tuple[str, None]] = {}
+_TARGETS_MAX = 4096
+
+
 def target_from_headers(function_id: bytes, version_id: bytes | None) -> tuple[str, str | None]:
     """`function-id` / `function-version-id` header values -> (fid, vid): trimmed and
     lower-case (UUIDs are case-insensitive; the table keys them lower-case). An empty
     version header names no version, and no version means every version the key may
     invoke (KeyChecker.check then checks the key against the function)."""
-    vid = version_id.decode("latin-1").strip().lower() if version_id is not None else None
+    if version_id is None:
+        hit = _TARGETS.get(function_id)
+        if hit is None:
+            if len(_TARGETS) >= _TARGETS_MAX:
+                _TARGETS.clear()
+            hit = _TARGETS[function_id] = (function_id.decode("latin-1").strip().lower(), None)
+        return hit
+    vid = version_id.decode("latin-1").strip().lower()
     return function_id.decode("latin-1").strip().lower(), vid or None
 
 

@@ -378,11 +378,16 @@ def call_head(
         elif n == b"content-type":
             has_ct = True
     drop = _DROP_TO_INSTANCE if plain else _DROP_TO_INSTANCE | connection_tokens(headers)
-    parts = [_METHOD_BYTES.get(method) or method.encode(), b" ", target, b" HTTP/1.1\r\n", fixed.host]
+    # unpacked at once: a NamedTuple's field by name is a descriptor call each
+    host, before_id, before_asset_id, before_output_id, before_poll, after_poll, via = fixed
+    parts = [_METHOD_BYTES.get(method) or method.encode(), b" ", target, b" HTTP/1.1\r\n", host]
     for n, v in headers:
         # the common case: a name that passed once passes again
         if (n in _PASSING or _passes(n)) if plain else (n not in drop and not is_protected(n)):
-            parts += (n, b": ", v, b"\r\n")
+            parts.append(n)  # (appends: `parts += (...)` builds a tuple per field)
+            parts.append(b": ")
+            parts.append(v)
+            parts.append(b"\r\n")
     if not has_ct:
         parts.append(b"content-type: application/json\r\n")
     if body:
@@ -391,17 +396,17 @@ def call_head(
     if forwarding is None:
         forwarding = _forwarding_lines(client_addr, authority, scheme)
     parts += (
-        fixed.before_id,
+        before_id,
         request_id,
-        fixed.before_asset_id,
+        before_asset_id,
         request_id,
-        fixed.before_output_id,
+        before_output_id,
         request_id,
-        fixed.before_poll,
+        before_poll,
         _SECONDS[poll_left] if 0 <= poll_left < 3602 else b"%d" % poll_left,
-        fixed.after_poll,
+        after_poll,
         forwarding,
-        fixed.via,
+        via,
     )
     return b"".join(parts)
 
@@ -455,7 +460,8 @@ def client_head_block(block: bytes) -> tuple[bytes, bool, bool]:
     (lines, framed by content-length, is an event stream). Same rules as client_headers
     (hop-by-hop headers dropped and gateway-owned ones too; the caller adds nvcf-reqid
     and nvcf-status). Kept for recent heads."""
-    return _recent(_REWRITTEN, block, _rewrite_block)
+    hit = _REWRITTEN.get(block)  # (the common case without a call of _recent)
+    return hit if hit is not None else _recent(_REWRITTEN, block, _rewrite_block)
 
 
 def client_head_fields(lines: bytes) -> Headers:
