@@ -37,6 +37,7 @@ cdef class VersionState:
     cdef public Py_ssize_t requests
     cdef public double last_request_at
     cdef public Py_ssize_t pinned
+    cdef public object endpoints
 
 
 cdef class Limiter:

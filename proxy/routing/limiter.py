@@ -83,7 +83,7 @@ class ConnectionShare:
 class VersionState:
     """Live accounting of one function version (survives snapshots)."""
 
-    __slots__ = ("busy_seconds", "function_id", "in_flight", "last_request_at", "pinned", "queue", "requests", "version_id")
+    __slots__ = ("busy_seconds", "endpoints", "function_id", "in_flight", "last_request_at", "pinned", "queue", "requests", "version_id")
 
     def __init__(self, function_id: str, version_id: str) -> None:
         self.function_id = function_id
@@ -94,6 +94,9 @@ class VersionState:
         self.requests = 0
         self.last_request_at = 0.0
         self.pinned = 0  # queued waiters pinned to one instance
+        # the instances it was granted slots on: a report names the busy ones even after
+        # they left the routing table (a drain waits for them), pruned at each report
+        self.endpoints: set[str] = set()
 
 
 class Limiter:
@@ -135,6 +138,7 @@ class Limiter:
 
     def _grant(self, endpoint: Endpoint, st: VersionState) -> Lease:
         self.in_flight[endpoint.id] = self.in_flight.get(endpoint.id, 0) + 1
+        st.endpoints.add(endpoint.id)
         st.in_flight += 1
         st.requests += 1
         st.last_request_at = wall_clock()
@@ -395,9 +399,26 @@ class Limiter:
                 cold_waiting=0 if ready else depth,
                 last_request_at=st.last_request_at,
                 queued_ids=[w.request_id for w in islice(st.queue, 1000)],
-                endpoint_in_flight={} if route is None else {e.id: self.in_flight.get(e.id, 0) for e in route.endpoints},
+                endpoint_in_flight=self._endpoint_loads(st, route),
             )
         return out
+
+    def _endpoint_loads(self, st: VersionState, route: VersionRoute | None) -> dict[str, int]:
+        """In flight per instance: the route's, and any other it still has requests on (an
+        instance the routing table dropped while a stream ran on it). Leaving that one out
+        would tell a draining control plane it is idle, and it would be stopped under the
+        stream."""
+        inflight = self.in_flight
+        loads = {} if route is None else {e.id: inflight.get(e.id, 0) for e in route.endpoints}
+        for eid in list(st.endpoints):
+            if eid in loads:
+                continue
+            n = inflight.get(eid, 0)
+            if n:
+                loads[eid] = n
+            else:
+                st.endpoints.discard(eid)
+        return loads
 
     def capped_connections(self) -> int:
         """Client connections that hold or wait for slots under the per-connection cap."""

@@ -14,7 +14,7 @@ from fngate.proxy.server import Gateway
 from tests.support.net import free_port
 from tests.support.waiting import wait_for
 
-from .conftest import VID, Env, route
+from .conftest import FID, VID, Env, route
 
 
 async def test_refused_instance_is_retried_once_on_another(env, echo_up):
@@ -105,6 +105,21 @@ async def test_endpoint_in_flight_in_load_reports(env, echo_up):
         assert env.gw.load_report().versions[VID].endpoint_in_flight == {f"{VID}-0": 1}
         await t
     assert env.gw.load_report().versions[VID].endpoint_in_flight == {f"{VID}-0": 0}
+
+
+async def test_a_busy_instance_the_table_dropped_is_still_reported_until_its_request_ends(env, echo_up):
+    """A stream runs on an instance when a new routing table leaves it out (a leader's
+    hand-over rewrites the instance docs): the load report must still count it, or the
+    control plane reads it as drained and stops it under the stream (the replica
+    hand-over test cut streams so, now and then). Once the request ended it is gone."""
+    env.publish([route(echo_up.port)])
+    async with httpx.AsyncClient() as c:
+        t = asyncio.create_task(c.get(f"{env.url}/?delay=0.6", headers=env.headers()))
+        await wait_for(lambda: env.gw.load_report().versions.get(VID), what="the request on the instance")
+        env.publish([route(fid=FID, vid=VID)])  # the version stays, its instance is no longer listed
+        assert env.gw.load_report().versions[VID].endpoint_in_flight == {f"{VID}-0": 1}
+        assert (await t).status_code == 200
+    assert env.gw.load_report().versions[VID].endpoint_in_flight == {}
 
 
 @pytest.fixture
