@@ -30,8 +30,9 @@ def two_replicas(fngate_serve, tmp_path, redis_url):
     return serve_replicas(fngate_serve, tmp_path, redis_url)
 
 
-def _deployed(api_a: ServeApi, *others: ServeApi) -> str:
-    fid, vid = api_a.create("pexec-claim")
+def _deployed(api_a: ServeApi, *others: ServeApi, name: str = "pexec-claim", **function: str) -> str:
+    """A function created and deployed through A, once every replica's gateway serves it."""
+    fid, vid = api_a.create(name, **function)
     api_a.deploy(fid, vid, min_i=1, max_i=1, concurrency=4)
     api_a.wait_status(fid, vid, "ACTIVE")
     for api in (api_a, *others):
@@ -162,11 +163,7 @@ def test_progress_and_a_large_result_reach_a_poll_on_the_other_replica(two_repli
     then the 302, and B serves the Location's zip (before: B's 202s had no progress, and
     the zip lived in A's directory only, so B answered 404)."""
     api_a, api_b = ServeApi(two_replicas[0]), ServeApi(two_replicas[1])
-    fid, vid = api_a.create("pexec-progress", image="fngate/progress", inferenceUrl="/run")
-    api_a.deploy(fid, vid, min_i=1, max_i=1, concurrency=4)
-    api_a.wait_status(fid, vid, "ACTIVE")
-    for api in (api_a, api_b):
-        api.wait(lambda api=api: api.invoke(fid).status_code == 200, "the function served by this replica's gateway")
+    fid = _deployed(api_a, api_b, name="pexec-progress", image="fngate/progress", inferenceUrl="/run")
     auth = {"Authorization": f"Bearer {api_a.sp.admin_key}"}
     size = 10 * 1024 * 1024
     job = {"steps": 4, "stepSeconds": 1.0, "resultBytes": size}
@@ -206,11 +203,7 @@ def test_polls_on_the_other_replica_keep_a_long_request_alive(two_replicas):
     arrives on B (before: A gave up at 10 s and B's polls got 504 `worker did not
     acknowledge the status request.`)."""
     api_a, api_b = ServeApi(two_replicas[0]), ServeApi(two_replicas[1])
-    fid, vid = api_a.create("pexec-long", image="fngate/progress", inferenceUrl="/run")
-    api_a.deploy(fid, vid, min_i=1, max_i=1, concurrency=4)
-    api_a.wait_status(fid, vid, "ACTIVE")
-    for api in (api_a, api_b):
-        api.wait(lambda api=api: api.invoke(fid).status_code == 200, "the function served by this replica's gateway")
+    fid = _deployed(api_a, api_b, name="pexec-long", image="fngate/progress", inferenceUrl="/run")
     auth = {"Authorization": f"Bearer {api_a.sp.admin_key}"}
     taken = httpx.post(
         f"{api_a.gateway}/v2/nvcf/pexec/functions/{fid}",
