@@ -12,10 +12,13 @@ from .base import HealthCheck
 
 
 async def probe(health: HealthCheck, host: str, port: int) -> str | None:
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancel that arrives as
+    # the probe completes, and the supervising loop that was being stopped probed on forever
     try:
-        if health.protocol.lower() == "grpc":
-            return await asyncio.wait_for(_grpc(host, port, health.timeout_s), health.timeout_s)
-        return await asyncio.wait_for(_http(host, port, health), health.timeout_s)
+        async with asyncio.timeout(health.timeout_s):
+            if health.protocol.lower() == "grpc":
+                return await _grpc(host, port, health.timeout_s)
+            return await _http(host, port, health)
     except TimeoutError:
         return f"health check timed out after {health.timeout_s:g}s"
     except OSError as exc:

@@ -289,8 +289,9 @@ class RoutingPublisher:
 
     async def _loop(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._dirty.wait(), self.resync_interval)
+            try:  # asyncio.timeout: wait_for (3.11) can lose a cancel that lands as the event is set
+                async with asyncio.timeout(self.resync_interval):
+                    await self._dirty.wait()
             except TimeoutError:
                 pass  # periodic republish: a sink that missed one catches up
             await asyncio.sleep(self.debounce)

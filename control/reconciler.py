@@ -130,7 +130,9 @@ class Reconciler:
 
     async def aclose(self) -> None:
         # The loops also check _closing: a cancel that lands inside a client library
-        # (redis-py turns some into ordinary errors) must not leave a loop running.
+        # (redis-py turns some into ordinary errors) must not leave a loop running. Nor may
+        # a pass that survived one change a backend: the drains are cancelled, so it would
+        # count their instances in and stop one, busy, that the next leader adopts.
         self._closing = True
         await cancel_until_done(
             self._tasks + list(self._drains.values()) + list(self._scale_downs.values()) + list(self._passes) + list(self._letting_go)
@@ -155,7 +157,9 @@ class Reconciler:
         Kubernetes) are replayed as READY and adopted, a drain in progress on one going on
         here; the others run on another replica's local backend, or died with it. Those are
         marked draining at once (no new requests), kept while requests run on them, then
-        their docs are deleted, which tells their replica to stop them (control/handover.py)."""
+        their docs are deleted, which tells their replica to stop them (control/handover.py),
+        unless this replica's own backend still runs them (it leads again before its hand-over
+        ended): those are replayed and adopted like a shared backend's."""
         ops: list[Op] = []
         for rec in stale:
             inst = InstanceRecord.parse(rec.value)
@@ -165,7 +169,7 @@ class Reconciler:
                 ops.append(Delete(R.INSTANCES, rec.key))
                 continue
             self._inherited[inst.instance_id] = (inst.version_id, inst.draining)
-            if backend is not None and not own:
+            if backend is not None and (not own or _still_runs(backend, inst)):
                 self._awaiting_replay.setdefault((inst.version_id, inst.gpu_spec_id, inst.backend), set()).add(inst.instance_id)
             if not inst.draining:
                 # no expect: only the leader writes instance docs, and a conflict must not stop its start
@@ -412,6 +416,8 @@ class Reconciler:
                 self._resumed.difference_update(resumed)
                 log.info("version %s: resuming the drain of %d instance(s) a previous leader began", vid, len(resumed))
                 self._scale_downs[drain_key] = asyncio.create_task(self._drain_chosen(drain_key, backend, [], resumed))
+            if self._closing:
+                return  # see aclose: a stopping reconciler changes nothing on the backends
             try:
                 if drain_key in self._scale_downs:
                     # a scale-down is draining (it may take as long as a stream runs): the
@@ -520,6 +526,8 @@ class Reconciler:
         await self.store.commit(ops)
 
     async def _teardown(self, vid: str, *, graceful: bool, forget_scale: bool = True) -> None:
+        if self._closing:
+            return
         placed = {b for b, _ in self._observed.get(vid, {}).values()}
         docs = await self.store.list(R.INSTANCES, vid + "/")
         known = [k for k in self._specs if k[0] == vid]
@@ -613,14 +621,23 @@ class Reconciler:
         """Stop `starting` at once; take `ready` out of routing, wait until they are idle, stop them."""
         vid = key[0]
         try:
-            if starting:
+            if starting and not self._closing:
                 await backend.stop_instances(vid, starting, graceful=False)
             if ready:
                 await self._mark_draining(vid, ready)
                 await self._wait_idle(vid, ready)
-                await backend.stop_instances(vid, ready, graceful=True)
+                if not self._closing:
+                    await backend.stop_instances(vid, ready, graceful=True)
         except Exception:
             log.exception("scale-down of %s", vid)
         finally:
             self._scale_downs.pop(key, None)
             self._mark(vid)  # the next pass applies the count wanted now (it may have changed meanwhile)
+
+
+def _still_runs(backend: Backend, inst: InstanceRecord) -> bool:
+    """Whether a backend whose instances die with this replica runs this one still: the
+    replica led before and leads again. Until the replay reports it, a count applied
+    without it could stop it under its requests."""
+    instances = getattr(backend, "instances", None)  # introspection, optional in the Backend protocol
+    return instances is not None and any(i["instanceId"] == inst.instance_id for i in instances(inst.version_id))

@@ -270,7 +270,8 @@ class Server:
         if not any(per_replica(self.backends[name]) for name, _ in reconciler.running() if name in self.backends):
             return
         if not self._others_serve():
-            return  # no other replica: the instances stop with this one, after its gateway drained
+            self._say("fngate: no other replica's gateway reported load lately; local instances stop with this one")
+            return
         self._stop_ends = time.monotonic() + self.cfg.drain_timeout
         self._stepping_down = asyncio.create_task(self._step_down_at_stop(), name="step-down")
 

@@ -178,8 +178,9 @@ class SqliteStore(StoreHelpers):
                 continue
             async with self._changed:
                 if generation == self._generation:
-                    try:
-                        await asyncio.wait_for(self._changed.wait(), self._poll)
+                    try:  # asyncio.timeout: wait_for (3.11) can lose a cancel that lands as it is notified
+                        async with asyncio.timeout(self._poll):
+                            await self._changed.wait()
                     except TimeoutError:
                         pass
 

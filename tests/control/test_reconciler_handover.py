@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
+from fngate.backends.base import InstanceEvent
 from fngate.backends.inventory import Inventory
 from fngate.backends.local import LocalBackend
 from fngate.control import records as R
@@ -39,10 +41,25 @@ def _running(backend: LocalBackend, vid: str) -> set[str]:
     return {i["instanceId"] for i in backend.instances(vid)}
 
 
+class LateReplay(LocalBackend):
+    """The local backend, whose replay of what runs reaches a new subscriber `replay_delay`
+    seconds late, as the events of a loaded machine may."""
+
+    replay_delay = 0.0
+
+    def events(self) -> AsyncIterator[InstanceEvent]:
+        return self._late(super().events())
+
+    async def _late(self, events: AsyncIterator[InstanceEvent]) -> AsyncIterator[InstanceEvent]:
+        await asyncio.sleep(self.replay_delay)
+        async for event in events:
+            yield event
+
+
 @pytest.fixture
 async def world(tmp_path, redis_url):
     store = await RedisStore.open(redis_url)
-    backend = LocalBackend(
+    backend = LateReplay(
         "local", data_dir=tmp_path, catalog=toy_catalog(), probe_interval=0.2, inventory=Inventory({"L40S": 4, "H100": 2, "A100": 1})
     )
     board = LoadBoard()
@@ -60,9 +77,13 @@ async def world(tmp_path, redis_url):
     await store.aclose()
 
 
-async def test_a_drain_the_old_leader_began_is_resumed_by_the_new_one(world):
+@pytest.mark.parametrize("replay_delay", [0.0, 1.0])
+async def test_a_drain_the_old_leader_began_is_resumed_by_the_new_one(world, replay_delay):
+    """A backend both leaders share (or the same replica leading again, its local instances
+    still running): the new leader goes on with the drain. With the backend's replay late,
+    it must not apply a count before it has seen what runs (it stopped a busy one before)."""
     store, backend, board, reconciler = world
-    old = reconciler(inherit_grace=0.5)
+    old = reconciler(inherit_grace=1.5)
     await old.start()
     spec = gpu_spec(1, 2)
     fid, vid = await deploy(store, specs=[spec])
@@ -78,9 +99,10 @@ async def test_a_drain_the_old_leader_began_is_resumed_by_the_new_one(world):
     keeper = b if victim == a else a
 
     await old.aclose()  # the leader dies mid-drain; the shared backend's instances run on
-    new = reconciler(inherit_grace=0.5)
+    backend.replay_delay = replay_delay
+    new = reconciler(inherit_grace=1.5)
     await new.start()
-    await asyncio.sleep(2.0)  # well past the grace and several passes
+    await asyncio.sleep(2.5)  # past the grace and several passes
     docs = await _docs(store, vid)
     assert _running(backend, vid) == {a, b}, "nothing may be cut while its requests run"
     assert docs[victim]["draining"] is True, "the new leader must keep the instance out of routing"
@@ -91,6 +113,62 @@ async def test_a_drain_the_old_leader_began_is_resumed_by_the_new_one(world):
     await wait_for(lambda: _doc_ids(store, vid, {keeper}), what="its doc removed", timeout=10)
     await asyncio.sleep(1.0)
     assert _running(backend, vid) == {keeper}, "one instance wanted: no replacement for the drained one"
+
+
+class DeafToCancel:
+    """The store, but once `hold` is set a read of a scale doc waits for `release` and
+    finishes even when cancelled, as a read inside a client library that swallows the
+    cancel does (redis-py turns some into ordinary errors, or completes them)."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+        self.hold = False
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+    async def get(self, kind: str, key: str):
+        if self.hold and kind == R.SCALE:
+            self.hold = False
+            self.held.set()
+            done = asyncio.ensure_future(self.release.wait())
+            while not done.done():
+                try:
+                    await asyncio.shield(done)
+                except asyncio.CancelledError:
+                    continue
+        return await self.store.get(kind, key)
+
+
+async def test_a_leader_that_stops_mid_drain_changes_nothing_on_its_backend(world):
+    """A pass still running when the leader's reconciler stops (its cancel swallowed by a
+    client library) must not touch the backend: the drain it ran was cancelled, so the pass
+    counted the draining instance in, applied the lower count, and the backend stopped the
+    busy instance the next leader was to go on draining."""
+    store, backend, board, _reconciler = world
+    deaf = DeafToCancel(store)
+    old = Reconciler(deaf, {"local": backend}, board, resync_interval=0.3, drain_settle=0.05, inherit_grace=1.5)
+    await old.start()
+    spec = gpu_spec(1, 2)
+    _fid, vid = await deploy(store, specs=[spec])
+    scale = R.scale_key(vid, spec["gpuSpecificationId"])
+    await store.put(R.SCALE, scale, {"replicas": 2})
+    await wait_for(lambda: _count_ready(store, vid, 2), what="two instances ready", timeout=30)
+    both = _running(backend, vid)
+    _report(board, vid, dict.fromkeys(both, 1))
+    await store.put(R.SCALE, scale, {"replicas": 1})
+    await wait_for(lambda: _count_draining(store, vid, 1), what="one instance draining")
+
+    deaf.hold = True  # the next pass's read of the scale doc outlives the stop
+    await asyncio.wait_for(deaf.held.wait(), 5)
+    closing = asyncio.ensure_future(old.aclose())
+    await asyncio.sleep(0.3)  # the drain is cancelled meanwhile
+    deaf.release.set()
+    await closing
+    await asyncio.sleep(1.0)
+    assert _running(backend, vid) == both, "a stopping leader stopped a busy instance"
 
 
 async def test_instances_no_backend_of_the_new_leader_runs_are_drained_then_let_go(world):
