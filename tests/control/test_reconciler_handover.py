@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -65,7 +66,7 @@ async def world(tmp_path, redis_url):
     board = LoadBoard()
     made: list[Reconciler] = []
 
-    def reconciler(**kw) -> Reconciler:
+    def reconciler(store: Any = store, **kw: Any) -> Reconciler:
         rec = Reconciler(store, {"local": backend}, board, resync_interval=0.3, drain_settle=0.05, **kw)
         made.append(rec)
         return rec
@@ -85,16 +86,8 @@ async def test_a_drain_the_old_leader_began_is_resumed_by_the_new_one(world, rep
     store, backend, board, reconciler = world
     old = reconciler(inherit_grace=1.5)
     await old.start()
-    spec = gpu_spec(1, 2)
-    fid, vid = await deploy(store, specs=[spec])
-    scale = R.scale_key(vid, spec["gpuSpecificationId"])
-    await store.put(R.SCALE, scale, {"replicas": 2})
-    await wait_for(lambda: _count_ready(store, vid, 2), what="two instances ready", timeout=30)
-    await wait_status(store, fid, vid, "ACTIVE")
+    vid = await _one_of_two_draining(store, backend, board)
     a, b = _running(backend, vid)
-    _report(board, vid, {a: 1, b: 1})  # both busy: the scale-down has to wait
-    await store.put(R.SCALE, scale, {"replicas": 1})
-    await wait_for(lambda: _count_draining(store, vid, 1), what="the old leader draining one instance")
     victim = next(i for i, d in (await _docs(store, vid)).items() if d.get("draining"))
     keeper = b if victim == a else a
 
@@ -147,19 +140,12 @@ async def test_a_leader_that_stops_mid_drain_changes_nothing_on_its_backend(worl
     client library) must not touch the backend: the drain it ran was cancelled, so the pass
     counted the draining instance in, applied the lower count, and the backend stopped the
     busy instance the next leader was to go on draining."""
-    store, backend, board, _reconciler = world
+    store, backend, board, reconciler = world
     deaf = DeafToCancel(store)
-    old = Reconciler(deaf, {"local": backend}, board, resync_interval=0.3, drain_settle=0.05, inherit_grace=1.5)
+    old = reconciler(inherit_grace=1.5, store=deaf)
     await old.start()
-    spec = gpu_spec(1, 2)
-    _fid, vid = await deploy(store, specs=[spec])
-    scale = R.scale_key(vid, spec["gpuSpecificationId"])
-    await store.put(R.SCALE, scale, {"replicas": 2})
-    await wait_for(lambda: _count_ready(store, vid, 2), what="two instances ready", timeout=30)
+    vid = await _one_of_two_draining(store, backend, board)
     both = _running(backend, vid)
-    _report(board, vid, dict.fromkeys(both, 1))
-    await store.put(R.SCALE, scale, {"replicas": 1})
-    await wait_for(lambda: _count_draining(store, vid, 1), what="one instance draining")
 
     deaf.hold = True  # the next pass's read of the scale doc outlives the stop
     await asyncio.wait_for(deaf.held.wait(), 5)
@@ -242,6 +228,21 @@ async def test_each_gpu_spec_scales_and_drains_on_its_own(world):
     by_spec = await _by_spec(store, vid)
     assert {k: len(v) for k, v in by_spec.items()} == {l40s["gpuSpecificationId"]: 1, h100["gpuSpecificationId"]: 1}
     assert len(_running(backend, vid)) == 2
+
+
+async def _one_of_two_draining(store, backend: LocalBackend, board: LoadBoard) -> str:
+    """A version deployed with two instances, both busy, scaled down to one: the leader
+    drains one of them. Its version id."""
+    spec = gpu_spec(1, 2)
+    fid, vid = await deploy(store, specs=[spec])
+    scale = R.scale_key(vid, spec["gpuSpecificationId"])
+    await store.put(R.SCALE, scale, {"replicas": 2})
+    await wait_for(lambda: _count_ready(store, vid, 2), what="two instances ready", timeout=30)
+    await wait_status(store, fid, vid, "ACTIVE")
+    _report(board, vid, dict.fromkeys(_running(backend, vid), 1))  # both busy: the scale-down has to wait
+    await store.put(R.SCALE, scale, {"replicas": 1})
+    await wait_for(lambda: _count_draining(store, vid, 1), what="the leader draining one instance")
+    return vid
 
 
 # -- predicates ---------------------------------------------------------------------------
